@@ -1,0 +1,1 @@
+"""driftline Kubernetes operator (kopf); the reconcile logic lands with the operator issue."""

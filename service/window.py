@@ -1,0 +1,83 @@
+"""Sliding time windows of binned counts: the store interface shared by every backend.
+
+A window holds, per monitor, a flat float vector of fixed width (the monitor's layout:
+event count, bin counts, sums ...). The store treats the vector as opaque: it adds
+deltas into time buckets, slides buckets out of the window and keeps running totals, so
+reading a window costs O(width), never O(buckets) or O(events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float64]
+
+
+class StoreUnavailableError(Exception):
+    """The window store could not be reached or failed; nothing of the call was applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """What a store needs to know of one monitor's window."""
+
+    monitor: str
+    layout_id: str  # content hash of bins + layout: counts under another layout never mix
+    width: int
+    window_seconds: int
+    bucket_seconds: int
+
+    def bucket_of(self, timestamp: float) -> int:
+        """Start (epoch seconds) of the bucket that holds an event at `timestamp`."""
+        return int(timestamp // self.bucket_seconds) * self.bucket_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class WindowTotals:
+    """The summed vector of every bucket still inside the window, read at `now`."""
+
+    vector: Vector
+    start: float  # window start: now - window_seconds (epoch seconds)
+    now: float  # the store's clock when the totals were read
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """Totals after applying deltas, and the buckets that were too old to be added."""
+
+    totals: WindowTotals
+    late_buckets: frozenset[int]
+
+
+class WindowStore(Protocol):
+    """A backend that keeps sliding windows; every method is atomic per monitor."""
+
+    async def apply(self, spec: WindowSpec, deltas: Mapping[int, Vector]) -> ApplyResult:
+        """Add per-bucket deltas (bucket start -> vector), evict, return the new totals."""
+        ...
+
+    async def read(self, spec: WindowSpec) -> WindowTotals:
+        """Evict buckets that slid out and return the window totals."""
+        ...
+
+    async def drop(self, spec: WindowSpec) -> None:
+        """Delete every key the monitor's window holds (all layouts)."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the backend answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """Backend name for health output: `memory` or `redis`."""
+        ...
