@@ -1,0 +1,447 @@
+"""HTTP handlers: decode the request, call the engine, encode the answer.
+
+The route table at the bottom is the single list of endpoints: the app registers it and
+the OpenAPI document is generated from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from . import __version__
+from .commit import CommitterClosedError
+from .engine import DriftEngine, Event, IngestResult, NoDefaultMonitorError, UnknownMonitorError
+from .keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
+from .monitor import Monitor
+from .openapi import openapi_document
+from .problems import FieldError, ProblemError, field_error
+from .report import DriftReport, isoformat
+from .schemas import (
+    BatchRequest,
+    BatchResponse,
+    DriftSummary,
+    HealthResponse,
+    MonitorDetail,
+    MonitorList,
+    MonitorSummary,
+    PolicyView,
+    PredictRequest,
+    PredictResponse,
+    ReadyResponse,
+    StoreStatus,
+)
+from .window import StoreUnavailableError
+
+T = TypeVar("T")
+JSON_TYPES = ("application/json", "")
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-seq")
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+def encode(payload: Any, status: int = 200) -> web.Response:
+    """A JSON response encoded by msgspec."""
+    return web.Response(
+        body=msgspec.json.encode(payload), status=status, content_type="application/json"
+    )
+
+
+# ------------------------------------------------------------------------- decoding
+
+
+def _check_content_type(request: web.Request, allowed: Sequence[str]) -> None:
+    # A request without a Content-Type is read as JSON; a different type is refused.
+    if request.content_type not in allowed and request.headers.get("Content-Type"):
+        raise ProblemError(
+            415,
+            "unsupported-media-type",
+            f"Content-Type {request.content_type!r} is not supported; "
+            f"send {' or '.join(t for t in allowed if t)}",
+        )
+
+
+def decode_body(body: bytes, schema: type[T]) -> T:
+    """Decode JSON into `schema`: 400 for malformed JSON, 422 naming the bad field."""
+    if not body.strip():
+        raise ProblemError(400, "malformed-json", "request body is empty; expected JSON")
+    try:
+        return msgspec.json.decode(body, type=schema)
+    except msgspec.ValidationError as exc:
+        error = field_error(exc)
+        raise ProblemError(
+            422, "invalid-request", f"{error.field}: {error.message}", [error]
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise ProblemError(
+            400, "malformed-json", f"request body is not valid JSON: {exc}"
+        ) from None
+
+
+def _engine(request: web.Request) -> DriftEngine:
+    return request.app[ENGINE]
+
+
+def _monitor(engine: DriftEngine, name: str | None) -> Monitor:
+    try:
+        return engine.monitor(name)
+    except UnknownMonitorError:
+        known = ", ".join(m.name for m in engine.registry) or "(none loaded)"
+        raise ProblemError(
+            404,
+            "unknown-monitor",
+            f"monitor {name!r} is not loaded; loaded: {known}",
+            [FieldError("monitor", f"unknown monitor {name!r}; allowed: {known}")],
+        ) from None
+    except NoDefaultMonitorError as exc:
+        raise ProblemError(
+            422, "monitor-required", str(exc), [FieldError("monitor", "required: " + str(exc))]
+        ) from None
+
+
+async def _ingest(
+    engine: DriftEngine, monitor: Monitor, events: Sequence[Event], prefix: Callable[[int], str]
+) -> IngestResult:
+    try:
+        return await engine.ingest(monitor, events, path_prefix=prefix)
+    except (StoreUnavailableError, CommitterClosedError) as exc:
+        raise ProblemError(
+            503,
+            "store-unavailable",
+            f"events not counted: the window store failed ({exc}); retry the request",
+            headers=RETRY_AFTER,
+        ) from exc
+
+
+def _summary(report: DriftReport) -> DriftSummary:
+    return DriftSummary(
+        drift_detected=report.drift_detected,
+        drift_score=report.drift_score,
+        severity=report.severity,
+        feature_scores=report.feature_scores,
+        drifted_features=report.drifted_features,
+        window=report.window,
+    )
+
+
+# ------------------------------------------------------------------------- handlers
+
+
+async def predict(request: web.Request) -> web.Response:
+    """Count one prediction's features and answer with the monitor's drift verdict."""
+    _check_content_type(request, JSON_TYPES)
+    body = decode_body(await request.read(), PredictRequest)
+    engine = _engine(request)
+    monitor = _monitor(engine, body.monitor)
+    result = await _ingest(engine, monitor, [body], lambda _: "")
+    if result.rejected:
+        rejection = result.rejected[0]
+        status = 400 if rejection.reason == "future_timestamp" else 422
+        raise ProblemError(
+            status,
+            rejection.reason.replace("_", "-"),
+            f"{rejection.field}: {rejection.message}",
+            [FieldError(rejection.field, rejection.message, rejection.reason)],
+        )
+    report = result.report
+    assert report is not None
+    return encode(
+        PredictResponse(
+            drift_detected=report.drift_detected,
+            drift_score=report.drift_score,
+            severity=report.severity,
+            feature_scores=report.feature_scores,
+            timestamp=isoformat(time.time()),
+            monitor=monitor.name,
+            window=report.window,
+            drifted_features=report.drifted_features,
+            warnings=result.warnings,
+        )
+    )
+
+
+def _split_events(body: bytes, ndjson: bool) -> tuple[list[msgspec.Raw], str | None]:
+    if ndjson:
+        return [msgspec.Raw(line) for line in body.splitlines() if line.strip()], None
+    if body.lstrip()[:1] == b"[":
+        return decode_body(body, list[msgspec.Raw]), None
+    batch = decode_body(body, BatchRequest)
+    return batch.events, batch.monitor
+
+
+async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) -> web.Response:
+    _check_content_type(request, JSON_TYPES + NDJSON_TYPES)
+    engine = _engine(request)
+    raw = await request.read()
+    items, named = _split_events(raw, request.content_type in NDJSON_TYPES)
+    monitor = _monitor(engine, monitor_name if path else named)
+    limit = engine.settings.limits.max_batch_events
+    if not items:
+        raise ProblemError(
+            422,
+            "empty-batch",
+            "events: expected at least 1 event, got none",
+            [FieldError("events", "expected at least 1 event")],
+        )
+    if len(items) > limit:
+        raise ProblemError(
+            413,
+            "too-many-events",
+            f"events: expected at most {limit} events per request, got {len(items)}",
+            [FieldError("events", f"expected at most {limit} events")],
+        )
+    prefix = "" if path else "events"
+    events: list[Event] = []
+    positions: list[int] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        try:
+            events.append(msgspec.json.decode(item, type=Event))
+            positions.append(index)
+        except msgspec.ValidationError as exc:
+            error = field_error(exc, f"{prefix}[{index}]")
+            errors.append(FieldError(error.field, error.message, "invalid_event", index))
+        except msgspec.DecodeError as exc:
+            errors.append(
+                FieldError(f"{prefix}[{index}]", f"not valid JSON: {exc}", "malformed_json", index)
+            )
+    if errors:
+        for error in errors:
+            engine.telemetry.invalid_events.inc(
+                {"monitor": monitor.name, "reason": error.reason or "invalid_event"}
+            )
+    result = await _ingest(engine, monitor, events, lambda i: f"{prefix}[{positions[i]}].")
+    errors.extend(
+        FieldError(r.field, r.message, r.reason, positions[r.index]) for r in result.rejected
+    )
+    errors.sort(key=lambda e: e.index or 0)
+    if not result.accepted and not result.late:
+        raise ProblemError(
+            422, "no-valid-events", f"none of the {len(items)} events could be counted", errors
+        )
+    return encode(
+        BatchResponse(
+            monitor=monitor.name,
+            accepted=result.accepted,
+            late=result.late,
+            rejected=len(errors),
+            errors=errors,
+            warnings=result.warnings,
+            drift=_summary(result.report) if result.report else None,
+            timestamp=isoformat(time.time()),
+        )
+    )
+
+
+async def batch(request: web.Request) -> web.Response:
+    """Count a batch of events for the default monitor or the body's `monitor`."""
+    return await _batch(request, None, path=False)
+
+
+async def monitor_events(request: web.Request) -> web.Response:
+    """Count a JSON array or NDJSON stream of events for the monitor in the path."""
+    return await _batch(request, request.match_info["name"], path=True)
+
+
+async def _report(engine: DriftEngine, monitor: Monitor) -> DriftReport:
+    try:
+        return await engine.report(monitor)
+    except StoreUnavailableError as exc:
+        raise ProblemError(
+            503, "store-unavailable", f"window store failed: {exc}", headers=RETRY_AFTER
+        ) from exc
+
+
+async def drift(request: web.Request) -> web.Response:
+    """Full drift report of the default monitor (or `?monitor=`)."""
+    engine = _engine(request)
+    monitor = _monitor(engine, request.query.get("monitor"))
+    return encode(await _report(engine, monitor))
+
+
+async def monitor_drift(request: web.Request) -> web.Response:
+    """Full drift report of the monitor in the path."""
+    engine = _engine(request)
+    return encode(await _report(engine, _monitor(engine, request.match_info["name"])))
+
+
+def _summary_of(monitor: Monitor) -> MonitorSummary:
+    return MonitorSummary(
+        name=monitor.name,
+        model=monitor.model,
+        features={n: s.kind for n, s in monitor.layout.features.items()},
+        window_seconds=monitor.window.window_seconds,
+        bucket_seconds=monitor.window.bucket_seconds,
+        layout=monitor.window.layout_id,
+        source=monitor.source,
+    )
+
+
+async def list_monitors(request: web.Request) -> web.Response:
+    """Every loaded monitor."""
+    engine = _engine(request)
+    return encode(
+        MonitorList(
+            monitors=[_summary_of(m) for m in engine.registry],
+            default_monitor=engine.registry.default_name,
+        )
+    )
+
+
+async def get_monitor(request: web.Request) -> web.Response:
+    """One monitor's resolved policy and baseline profile."""
+    engine = _engine(request)
+    monitor = _monitor(engine, request.match_info["name"])
+    policy = monitor.policy
+    summary = _summary_of(monitor)
+    return encode(
+        MonitorDetail(
+            name=monitor.name,
+            model=monitor.model,
+            window_seconds=summary.window_seconds,
+            bucket_seconds=summary.bucket_seconds,
+            layout=summary.layout,
+            source=summary.source,
+            policy=PolicyView(
+                warning_threshold=policy.thresholds.warning,
+                critical_threshold=policy.thresholds.critical,
+                feature_thresholds={
+                    name: {"warning": t.warning, "critical": t.critical}
+                    for name, t in policy.feature_thresholds.items()
+                },
+                alpha=policy.alpha,
+                bonferroni=policy.bonferroni,
+                min_samples=policy.min_samples,
+                min_drifted_features=policy.min_drifted_features,
+            ),
+            baseline=monitor.profile,
+        )
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: 200 while the process works; Redis trouble shows as `degraded`."""
+    engine = _engine(request)
+    store_ok = await engine.store.ping()
+    return encode(
+        HealthResponse(
+            status="healthy" if store_ok else "degraded",
+            baseline_data_loaded=len(engine.registry) > 0,
+            timestamp=isoformat(time.time()),
+            version=__version__,
+            monitors=[m.name for m in engine.registry],
+            default_monitor=engine.registry.default_name,
+            store=StoreStatus(kind=engine.store.kind, status="ok" if store_ok else "unreachable"),
+            config_errors=engine.registry.errors,
+            ack_mode=request.app[SETTINGS].ack_mode,
+        )
+    )
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: 503 while draining for shutdown, with no monitor, or the store unreachable."""
+    engine = _engine(request)
+    reasons = []
+    if request.app[DRAINING].is_set():
+        reasons.append("shutting down")
+    if not len(engine.registry):
+        reasons.append("no monitor loaded")
+    if not await engine.store.ping():
+        reasons.append(f"{engine.store.kind} store unreachable")
+    status = 503 if reasons else 200
+    return encode(ReadyResponse("not ready" if reasons else "ready", reasons), status)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of the service's metrics."""
+    body, headers = request.app[TELEMETRY].render(request.headers.getall("Accept", []))
+    return web.Response(body=body, headers=headers)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of this API."""
+    return encode(openapi_document(ROUTES))
+
+
+# ---------------------------------------------------------------------------- routes
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint: what the app registers and what OpenAPI documents."""
+
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    request: type | None = None
+    response: type | None = None
+    errors: tuple[int, ...] = ()
+    content: str = "application/json"
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/monitor/predict",
+        predict,
+        "Count one prediction's features; get the drift verdict",
+        PredictRequest,
+        PredictResponse,
+        (400, 404, 413, 415, 422, 503),
+    ),
+    Route(
+        "POST",
+        "/monitor/batch",
+        batch,
+        "Count a batch of events",
+        BatchRequest,
+        BatchResponse,
+        (400, 404, 413, 415, 422, 503),
+    ),
+    Route(
+        "GET",
+        "/monitor/drift",
+        drift,
+        "Drift report of the default monitor",
+        None,
+        DriftReport,
+        (404, 422, 503),
+    ),
+    Route("GET", "/monitor/health", health, "Liveness and status", None, HealthResponse),
+    Route("GET", "/monitor/ready", ready, "Readiness", None, ReadyResponse, (503,)),
+    Route("GET", "/monitor/metrics", metrics, "Prometheus metrics", content="text/plain"),
+    Route("GET", "/v1/monitors", list_monitors, "Loaded monitors", None, MonitorList),
+    Route(
+        "GET",
+        "/v1/monitors/{name}",
+        get_monitor,
+        "A monitor's policy and baseline profile",
+        None,
+        MonitorDetail,
+        (404,),
+    ),
+    Route(
+        "GET",
+        "/v1/monitors/{name}/drift",
+        monitor_drift,
+        "A monitor's full drift report",
+        None,
+        DriftReport,
+        (404, 503),
+    ),
+    Route(
+        "POST",
+        "/v1/monitors/{name}/events",
+        monitor_events,
+        "Count events: a JSON array, or NDJSON with Content-Type application/x-ndjson",
+        list[Event],
+        BatchResponse,
+        (400, 404, 413, 415, 422, 503),
+    ),
+    Route("GET", "/openapi.json", openapi, "This document"),
+)

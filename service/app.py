@@ -1,0 +1,111 @@
+"""The aiohttp application factory and the process that serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .api import ROUTES
+from .engine import DriftEngine
+from .keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
+from .memory_store import MemoryWindowStore
+from .problems import Handler, problem_middleware
+from .redis_store import RedisWindowStore
+from .registry import MonitorRegistry
+from .settings import Settings
+from .telemetry import Telemetry
+from .window import WindowStore
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def latency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Observe every request's duration by route template and status."""
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        request.app[TELEMETRY].latency.add(
+            {"route": route, "method": request.method, "status": str(status)},
+            time.perf_counter() - start,
+        )
+
+
+def open_store(settings: Settings) -> WindowStore:
+    """Redis when a URL is configured, else the embedded in-process store."""
+    if settings.redis_url:
+        return RedisWindowStore.from_url(settings.redis_url, socket_timeout=settings.redis_timeout)
+    return MemoryWindowStore()
+
+
+async def engine_context(app: web.Application) -> AsyncIterator[None]:
+    """Load monitors, open the store; on shutdown flush pending counts, then close it."""
+    settings = app[SETTINGS]
+    registry = MonitorRegistry(settings)
+    await asyncio.to_thread(registry.load)
+    store = open_store(settings)
+    engine = DriftEngine(settings, registry, store, app[TELEMETRY])
+    app[ENGINE] = engine
+    watcher = asyncio.create_task(registry.watch(), name="monitor-reload")
+    log.info(
+        "service started",
+        extra={
+            "store": store.kind,
+            "monitors": [m.name for m in registry],
+            "ack_mode": settings.ack_mode,
+        },
+    )
+    yield
+    watcher.cancel()
+    await engine.close()
+    await store.close()
+    log.info("service stopped: pending counts flushed")
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the application; resources open in its cleanup context."""
+    app = web.Application(
+        client_max_size=settings.limits.max_body_bytes,
+        middlewares=[latency_middleware, problem_middleware],
+    )
+    app[SETTINGS] = settings
+    app[TELEMETRY] = Telemetry()
+    app[DRAINING] = asyncio.Event()
+    app.cleanup_ctx.append(engine_context)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: readiness 503, finish requests, flush."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("listening", extra={"host": settings.host, "port": settings.port})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("stop signal: draining", extra={"drain_seconds": settings.drain_seconds})
+        app[DRAINING].set()
+        # Give Kubernetes time to take the pod out of its endpoints before we stop
+        # accepting connections; requests keep being served meanwhile.
+        await asyncio.sleep(settings.drain_seconds)
+    finally:
+        await runner.cleanup()

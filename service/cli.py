@@ -1,0 +1,128 @@
+"""The `driftline` command: serve, build baselines, simulate traffic."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .logs import configure_logging
+from .profile import BaselineError, FeatureKind, encode_profile, load_baseline
+from .settings import MonitorDefaults, SettingsError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .app import serve
+
+    try:
+        settings = load_settings(
+            host=args.host,
+            port=args.port,
+            monitors_dir=args.monitors_dir,
+            redis_url=args.redis_url,
+        )
+    except SettingsError as exc:
+        print(f"driftline: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _baseline_build(args: argparse.Namespace) -> int:
+    kinds: dict[str, FeatureKind] = {name: "categorical" for name in args.categorical}
+    kinds.update({name: "numeric" for name in args.numeric})
+    try:
+        profile = load_baseline(Path(args.data), kinds=kinds, bins=args.bins, top_k=args.top_k)
+    except BaselineError as exc:
+        print(f"driftline: {exc}", file=sys.stderr)
+        return 1
+    data = encode_profile(profile)
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        Path(args.output).write_bytes(data)
+        print(
+            f"wrote {args.output}: {len(profile.features)} features from {profile.rows} rows "
+            f"(hash {profile.content_hash})",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .simulate import run_simulation
+
+    code: int = asyncio.run(run_simulation(args))
+    return code
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    defaults = MonitorDefaults()
+    root = argparse.ArgumentParser(prog="driftline", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the drift service")
+    serve.add_argument("--host", help="listen address (default 0.0.0.0, env DRIFTLINE_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (default 8080, env DRIFTLINE_PORT)")
+    serve.add_argument(
+        "--monitors-dir", help="directory of monitor configs (DRIFTLINE_MONITORS_DIR)"
+    )
+    serve.add_argument("--redis-url", help="Redis URL; embedded store when unset (REDIS_URL)")
+    serve.set_defaults(run=_serve)
+
+    baseline = commands.add_parser("baseline", help="baseline profiles")
+    baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True)
+    build = baseline_commands.add_parser(
+        "build", help="build a profile from training rows (CSV, JSON records or columns)"
+    )
+    build.add_argument("data", help="training data file")
+    build.add_argument("-o", "--output", default="-", help="profile file to write (default stdout)")
+    build.add_argument("--bins", type=int, default=defaults.bins, help="quantile bins per numeric")
+    build.add_argument("--top-k", type=int, default=defaults.top_k, help="categories kept")
+    build.add_argument(
+        "--categorical",
+        action="append",
+        default=[],
+        metavar="FEATURE",
+        help="treat FEATURE as categorical (repeatable)",
+    )
+    build.add_argument(
+        "--numeric",
+        action="append",
+        default=[],
+        metavar="FEATURE",
+        help="treat FEATURE as numeric (repeatable)",
+    )
+    build.set_defaults(run=_baseline_build)
+
+    simulate = commands.add_parser("simulate", help="send realistic traffic to a running service")
+    simulate.add_argument("--url", default="http://127.0.0.1:8080", help="service base URL")
+    simulate.add_argument("--monitor", help="monitor to send to (default: the service's default)")
+    simulate.add_argument(
+        "--scenario",
+        default="all",
+        help="baseline | moderate | high | feature:NAME | all (default: all in turn)",
+    )
+    simulate.add_argument("--events", type=int, default=500, help="events per scenario")
+    simulate.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    simulate.add_argument("--seed", type=int, default=7, help="random seed")
+    simulate.add_argument(
+        "--batch", type=int, default=0, help="send batches of this size instead of /predict"
+    )
+    simulate.set_defaults(run=_simulate)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `driftline` console script."""
+    args = parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Typed keys of what the aiohttp application holds."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from .engine import DriftEngine
+from .settings import Settings
+from .telemetry import Telemetry
+
+SETTINGS = web.AppKey("settings", Settings)
+TELEMETRY = web.AppKey("telemetry", Telemetry)
+ENGINE = web.AppKey("engine", DriftEngine)
+# Set on SIGTERM: readiness turns 503 so Kubernetes stops routing here while in-flight
+# requests finish and pending counts flush.
+DRAINING = web.AppKey("draining", asyncio.Event)

@@ -1,0 +1,329 @@
+"""Monitors: a config file's policy and baseline turned into a window layout.
+
+A monitor config names a baseline (a path to raw rows or a saved profile, or an inline
+profile) and the policy knobs; anything it leaves out comes from the service defaults.
+The layout maps every (feature, bin) and the per-feature extras to a slot of the flat
+count vector the window store keeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from .drift import Thresholds
+from .profile import (
+    BaselineError,
+    BaselineProfile,
+    CategoricalProfile,
+    FeatureKind,
+    NumericProfile,
+    category_label,
+    load_baseline,
+)
+from .settings import MonitorDefaults
+from .window import WindowSpec
+
+MONITOR_NAME = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+LAYOUT_VERSION = 1
+
+
+class FeatureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-feature overrides: the type when building bins, and own thresholds."""
+
+    type: FeatureKind | None = None
+    warning_threshold: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    critical_threshold: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One monitor as written in a config file; unset fields take the service defaults."""
+
+    name: Annotated[str, msgspec.Meta(pattern=MONITOR_NAME)]
+    baseline: str | BaselineProfile
+    model: str = ""
+    features: dict[str, FeatureConfig] = {}
+    warning_threshold: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    critical_threshold: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    alpha: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = None
+    bonferroni: bool | None = None
+    min_samples: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    min_drifted_features: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    window_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    bucket_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    bins: Annotated[int, msgspec.Meta(ge=2, le=100)] | None = None
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+
+
+class MonitorConfigError(ValueError):
+    """A monitor config that cannot work; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """When a monitor calls its window drifted."""
+
+    thresholds: Thresholds
+    feature_thresholds: Mapping[str, Thresholds]
+    alpha: float
+    bonferroni: bool
+    min_samples: int
+    min_drifted_features: int
+
+    def thresholds_for(self, feature: str) -> Thresholds:
+        """The feature's own thresholds, else the monitor's."""
+        return self.feature_thresholds.get(feature, self.thresholds)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSlots:
+    """Where one feature's counts sit in the window vector."""
+
+    name: str
+    profile: NumericProfile | CategoricalProfile
+    first_bin: int
+    missing: int
+    # numeric only (-1 otherwise): values outside the baseline's [min, max], and the sum and
+    # sum of squares of (x - baseline mean); centring keeps float sums well conditioned.
+    out_of_range: int = -1
+    sum: int = -1
+    sum_squares: int = -1
+    index: Mapping[str, int] | None = None  # categorical: category -> slot
+
+    @property
+    def kind(self) -> FeatureKind:
+        """`numeric` or `categorical`."""
+        return "numeric" if isinstance(self.profile, NumericProfile) else "categorical"
+
+
+EVENTS_SLOT = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The flat vector a monitor's window keeps: slot 0 counts events."""
+
+    features: Mapping[str, FeatureSlots]
+    width: int
+
+    @classmethod
+    def of(cls, profile: BaselineProfile) -> Layout:
+        """Assign slots to every feature of the profile in its (sorted) order."""
+        slots: dict[str, FeatureSlots] = {}
+        cursor = EVENTS_SLOT + 1
+        for name, feature in profile.features.items():
+            first = cursor
+            cursor += feature.bins
+            missing = cursor
+            cursor += 1
+            if isinstance(feature, NumericProfile):
+                slots[name] = FeatureSlots(
+                    name, feature, first, missing, cursor, cursor + 1, cursor + 2
+                )
+                cursor += 3
+            else:
+                index = {category: first + i for i, category in enumerate(feature.categories)}
+                slots[name] = FeatureSlots(name, feature, first, missing, index=index)
+        return cls(slots, cursor)
+
+
+class EventError(ValueError):
+    """One feature value that cannot be counted; `field` is its path in the request."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _describe(value: Any) -> str:
+    text = msgspec.json.encode(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@dataclass(slots=True)
+class BinnedEvent:
+    """One event as increments of the window vector."""
+
+    slots: list[int]  # each +1
+    sums: list[tuple[int, float]]  # (slot, value) added
+    unknown: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Monitor:
+    """A loaded monitor: its baseline, policy, layout and window."""
+
+    name: str
+    model: str
+    profile: BaselineProfile
+    policy: Policy
+    layout: Layout
+    window: WindowSpec
+    source: str
+
+    def bin_event(
+        self, features: Mapping[str, Any], *, max_string_length: int, path: str = "features"
+    ) -> BinnedEvent:
+        """Bin one event's values; a missing feature counts as missing data.
+
+        Raises EventError naming the first value that cannot be counted.
+        """
+        layout = self.layout.features
+        slots = [EVENTS_SLOT]
+        sums: list[tuple[int, float]] = []
+        for name, feature in layout.items():
+            value = features.get(name)
+            if value is None:
+                slots.append(feature.missing)
+                continue
+            profile = feature.profile
+            if isinstance(profile, NumericProfile):
+                if type(value) is not float and type(value) is not int:
+                    raise EventError(f"{path}.{name}", f"expected a number, got {_describe(value)}")
+                if not math.isfinite(value):
+                    raise EventError(f"{path}.{name}", f"expected a finite number, got {value}")
+                slots.append(feature.first_bin + bisect_right(profile.cuts, value))
+                if value < profile.min or value > profile.max:
+                    slots.append(feature.out_of_range)
+                centred = value - profile.mean
+                sums.append((feature.sum, centred))
+                sums.append((feature.sum_squares, centred * centred))
+            else:
+                if isinstance(value, dict | list):
+                    raise EventError(
+                        f"{path}.{name}",
+                        f"expected a category (string, number or boolean), got {_describe(value)}",
+                    )
+                label = value if type(value) is str else category_label(value)
+                if len(label) > max_string_length:
+                    raise EventError(
+                        f"{path}.{name}",
+                        f"expected at most {max_string_length} characters, got {len(label)}",
+                    )
+                assert feature.index is not None
+                slots.append(feature.index.get(label, feature.first_bin + profile.bins - 1))
+        unknown = [name for name in features if name not in layout]
+        return BinnedEvent(slots, sums, unknown)
+
+
+def _layout_id(profile: BaselineProfile, bucket_seconds: int) -> str:
+    key = f"{LAYOUT_VERSION}:{profile.content_hash}:{bucket_seconds}".encode()
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+def _validation_message(exc: msgspec.ValidationError) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.min_samples`": lead with the path.
+    message = str(exc)
+    if " - at `$." in message:
+        text, _, path = message.rpartition(" - at `$.")
+        return f"{path.rstrip('`')}: {text[0].lower()}{text[1:]}"
+    return message
+
+
+def decode_monitor_config(data: Any, origin: str) -> MonitorConfig:
+    """Validate a decoded config document, naming the bad field."""
+    try:
+        return msgspec.convert(data, MonitorConfig)
+    except msgspec.ValidationError as exc:
+        raise MonitorConfigError(f"{origin}: {_validation_message(exc)}") from exc
+
+
+def build_monitor(
+    config: MonitorConfig, defaults: MonitorDefaults, *, base_dir: Path, source: str
+) -> Monitor:
+    """Resolve a config against the defaults, load its baseline and lay out its window."""
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    warning = pick(config.warning_threshold, defaults.warning_threshold)
+    critical = pick(config.critical_threshold, defaults.critical_threshold)
+    if critical <= warning:
+        raise MonitorConfigError(
+            f"{source}: critical_threshold: must be greater than warning_threshold "
+            f"({warning}), got {critical}"
+        )
+    window_seconds = pick(config.window_seconds, defaults.window_seconds)
+    bucket_seconds = pick(config.bucket_seconds, defaults.bucket_seconds)
+    if window_seconds % bucket_seconds:
+        raise MonitorConfigError(
+            f"{source}: window_seconds: must be a whole number of buckets "
+            f"({bucket_seconds} s), got {window_seconds}"
+        )
+    kinds = {name: f.type for name, f in config.features.items() if f.type is not None}
+    if isinstance(config.baseline, BaselineProfile):
+        profile = config.baseline
+    else:
+        path = Path(config.baseline)
+        if not path.is_absolute():
+            path = base_dir / path
+        try:
+            profile = load_baseline(
+                path,
+                kinds=kinds,
+                bins=pick(config.bins, defaults.bins),
+                top_k=pick(config.top_k, defaults.top_k),
+            )
+        except BaselineError as exc:
+            raise MonitorConfigError(f"{source}: baseline: {exc}") from exc
+    unknown = sorted(set(config.features) - set(profile.features))
+    if unknown:
+        raise MonitorConfigError(
+            f"{source}: features.{unknown[0]}: not a feature of the baseline "
+            f"(has {', '.join(profile.features)})"
+        )
+    for name, kind in kinds.items():
+        expected = NumericProfile if kind == "numeric" else CategoricalProfile
+        if not isinstance(profile.features[name], expected):
+            raise MonitorConfigError(
+                f"{source}: features.{name}.type: the baseline profile has it as "
+                f"{'categorical' if kind == 'numeric' else 'numeric'}, not {kind}"
+            )
+    base = Thresholds(warning=warning, critical=critical)
+    feature_thresholds: dict[str, Thresholds] = {}
+    for name, feature in config.features.items():
+        if feature.warning_threshold is None and feature.critical_threshold is None:
+            continue
+        own = Thresholds(
+            warning=pick(feature.warning_threshold, warning),
+            critical=pick(feature.critical_threshold, critical),
+        )
+        if own.critical <= own.warning:
+            raise MonitorConfigError(
+                f"{source}: features.{name}.critical_threshold: must be greater than "
+                f"warning_threshold ({own.warning}), got {own.critical}"
+            )
+        feature_thresholds[name] = own
+    policy = Policy(
+        thresholds=base,
+        feature_thresholds=feature_thresholds,
+        alpha=pick(config.alpha, defaults.alpha),
+        bonferroni=pick(config.bonferroni, defaults.bonferroni),
+        min_samples=pick(config.min_samples, defaults.min_samples),
+        min_drifted_features=pick(config.min_drifted_features, defaults.min_drifted_features),
+    )
+    layout = Layout.of(profile)
+    window = WindowSpec(
+        monitor=config.name,
+        layout_id=_layout_id(profile, bucket_seconds),
+        width=layout.width,
+        window_seconds=window_seconds,
+        bucket_seconds=bucket_seconds,
+    )
+    return Monitor(
+        name=config.name,
+        model=config.model,
+        profile=profile,
+        policy=policy,
+        layout=layout,
+        window=window,
+        source=source,
+    )

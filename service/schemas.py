@@ -1,0 +1,134 @@
+"""Request and response bodies of the HTTP API (the contract; the seed's shapes are kept)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from .drift import Severity
+from .engine import Event
+from .problems import FieldError
+from .profile import BaselineProfile
+from .report import WindowInfo
+
+
+class PredictRequest(Event, frozen=True):
+    """`POST /monitor/predict`: one prediction's features, to the default or named monitor."""
+
+    monitor: str | None = None
+
+
+class PredictResponse(msgspec.Struct, frozen=True):
+    """The seed's answer, plus the monitor, its window and warnings."""
+
+    drift_detected: bool
+    drift_score: float
+    severity: Severity
+    feature_scores: dict[str, float]
+    timestamp: str
+    monitor: str
+    window: WindowInfo
+    drifted_features: list[str]
+    warnings: list[str]
+
+
+class BatchRequest(msgspec.Struct, frozen=True):
+    """`POST /monitor/batch`: several events (or send a bare JSON array of events)."""
+
+    events: list[msgspec.Raw]
+    monitor: str | None = None
+
+
+class DriftSummary(msgspec.Struct, frozen=True):
+    """The verdict part of a report, returned after a batch."""
+
+    drift_detected: bool
+    drift_score: float
+    severity: Severity
+    feature_scores: dict[str, float]
+    drifted_features: list[str]
+    window: WindowInfo
+
+
+class BatchResponse(msgspec.Struct, frozen=True):
+    """What a batch did: accepted, late (acknowledged, older than the window), rejected."""
+
+    monitor: str
+    accepted: int
+    late: int
+    rejected: int
+    errors: list[FieldError]
+    warnings: list[str]
+    drift: DriftSummary | None
+    timestamp: str
+
+
+class StoreStatus(msgspec.Struct, frozen=True):
+    """The window store as health sees it."""
+
+    kind: str
+    status: str
+
+
+class HealthResponse(msgspec.Struct, frozen=True):
+    """`GET /monitor/health`: liveness; store trouble shows as `degraded`, still 200."""
+
+    status: str
+    baseline_data_loaded: bool
+    timestamp: str
+    version: str
+    monitors: list[str]
+    default_monitor: str | None
+    store: StoreStatus
+    config_errors: dict[str, str]
+    ack_mode: str
+
+
+class ReadyResponse(msgspec.Struct, frozen=True):
+    """`GET /monitor/ready`: 200 when the service can take traffic, else 503 with why."""
+
+    status: str
+    reasons: list[str]
+
+
+class MonitorSummary(msgspec.Struct, frozen=True):
+    """One entry of `GET /v1/monitors`."""
+
+    name: str
+    model: str
+    features: dict[str, str]
+    window_seconds: int
+    bucket_seconds: int
+    layout: str
+    source: str
+
+
+class MonitorList(msgspec.Struct, frozen=True):
+    """`GET /v1/monitors`."""
+
+    monitors: list[MonitorSummary]
+    default_monitor: str | None
+
+
+class PolicyView(msgspec.Struct, frozen=True):
+    """A monitor's resolved policy."""
+
+    warning_threshold: float
+    critical_threshold: float
+    feature_thresholds: dict[str, dict[str, float]]
+    alpha: float
+    bonferroni: bool
+    min_samples: int
+    min_drifted_features: int
+
+
+class MonitorDetail(msgspec.Struct, frozen=True):
+    """`GET /v1/monitors/{name}`: config and baseline profile."""
+
+    name: str
+    model: str
+    window_seconds: int
+    bucket_seconds: int
+    layout: str
+    source: str
+    policy: PolicyView
+    baseline: BaselineProfile

@@ -1,0 +1,157 @@
+"""Service settings: one object decoded from the environment (and an optional file) at start-up.
+
+Every knob has a default, so `driftline serve` runs with no configuration at all. The
+settings object is validated once here and passed down; nothing else reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import msgspec.yaml
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Explicit bounds on what one request may carry; larger input gets 413/422."""
+
+    max_body_bytes: PositiveInt = 8 * 1024 * 1024
+    max_features: PositiveInt = 500
+    max_batch_events: PositiveInt = 10_000
+    max_string_length: PositiveInt = 256
+    max_future_seconds: NonNegativeFloat = 300.0
+
+
+class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Policy a monitor config inherits for every field it does not set itself."""
+
+    warning_threshold: PositiveFloat = 0.2
+    critical_threshold: PositiveFloat = 0.5
+    alpha: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.05
+    bonferroni: bool = False
+    min_samples: PositiveInt = 100
+    min_drifted_features: PositiveInt = 1
+    window_seconds: PositiveInt = 3600
+    bucket_seconds: PositiveInt = 60
+    bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 10
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything the service reads at start-up."""
+
+    host: str = "0.0.0.0"  # in a container the service must listen on the pod IP
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    redis_url: str | None = None
+    monitors_dir: str | None = None
+    baseline_data_path: str | None = None
+    default_monitor: str | None = None
+    ack_mode: Literal["durable", "async"] = "durable"
+    flush_interval: NonNegativeFloat = 0.002
+    reload_interval: PositiveFloat = 2.0
+    drain_seconds: NonNegativeFloat = 0.0
+    redis_timeout: PositiveFloat = 2.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    limits: Limits = Limits()
+    defaults: MonitorDefaults = MonitorDefaults()
+
+    def __post_init__(self) -> None:
+        """Cross-field checks msgspec constraints cannot express."""
+        d = self.defaults
+        if d.critical_threshold <= d.warning_threshold:
+            raise ValueError(
+                f"defaults.critical_threshold: must be greater than warning_threshold "
+                f"({d.warning_threshold}), got {d.critical_threshold}"
+            )
+        if d.window_seconds % d.bucket_seconds:
+            raise ValueError(
+                f"defaults.window_seconds: must be a whole number of buckets "
+                f"({d.bucket_seconds} s), got {d.window_seconds}"
+            )
+
+
+# Environment variable -> (section, field). The seed's variable names are kept as they were.
+ENVIRONMENT: dict[str, tuple[str | None, str]] = {
+    "DRIFTLINE_HOST": (None, "host"),
+    "DRIFTLINE_PORT": (None, "port"),
+    "REDIS_URL": (None, "redis_url"),
+    "DRIFTLINE_MONITORS_DIR": (None, "monitors_dir"),
+    "BASELINE_DATA_PATH": (None, "baseline_data_path"),
+    "DRIFTLINE_DEFAULT_MONITOR": (None, "default_monitor"),
+    "DRIFTLINE_ACK_MODE": (None, "ack_mode"),
+    "DRIFTLINE_FLUSH_INTERVAL": (None, "flush_interval"),
+    "DRIFTLINE_RELOAD_INTERVAL": (None, "reload_interval"),
+    "DRIFTLINE_DRAIN_SECONDS": (None, "drain_seconds"),
+    "DRIFTLINE_REDIS_TIMEOUT": (None, "redis_timeout"),
+    "DRIFTLINE_LOG_LEVEL": (None, "log_level"),
+    "DRIFTLINE_MAX_BODY_BYTES": ("limits", "max_body_bytes"),
+    "DRIFTLINE_MAX_FEATURES": ("limits", "max_features"),
+    "DRIFTLINE_MAX_BATCH_EVENTS": ("limits", "max_batch_events"),
+    "DRIFTLINE_MAX_STRING_LENGTH": ("limits", "max_string_length"),
+    "DRIFTLINE_MAX_FUTURE_SECONDS": ("limits", "max_future_seconds"),
+    "DRIFT_WARNING_THRESHOLD": ("defaults", "warning_threshold"),
+    "DRIFT_CRITICAL_THRESHOLD": ("defaults", "critical_threshold"),
+    "DRIFTLINE_ALPHA": ("defaults", "alpha"),
+    "DRIFTLINE_BONFERRONI": ("defaults", "bonferroni"),
+    "DRIFTLINE_MIN_SAMPLES": ("defaults", "min_samples"),
+    "DRIFTLINE_MIN_DRIFTED_FEATURES": ("defaults", "min_drifted_features"),
+    "DRIFTLINE_WINDOW_SECONDS": ("defaults", "window_seconds"),
+    "DRIFTLINE_BUCKET_SECONDS": ("defaults", "bucket_seconds"),
+    "DRIFTLINE_BINS": ("defaults", "bins"),
+    "DRIFTLINE_TOP_K": ("defaults", "top_k"),
+}
+SETTINGS_FILE_VARIABLE = "DRIFTLINE_SETTINGS_FILE"
+
+
+class SettingsError(ValueError):
+    """The configuration cannot work; the message names the variable or field."""
+
+
+def _decode_file(path: Path) -> dict[str, Any]:
+    raw = path.read_bytes()
+    data: Any
+    if path.suffix in {".yaml", ".yml"}:
+        data = msgspec.yaml.decode(raw)
+    else:
+        data = msgspec.json.decode(raw)
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Decode settings from a settings file, then environment variables, then overrides.
+
+    Later sources win. Environment strings are converted to the field types (so
+    `DRIFTLINE_PORT=9000` becomes an int); a bad value raises SettingsError naming it.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if file := env.get(SETTINGS_FILE_VARIABLE):
+        data = _decode_file(Path(file))
+    origin: dict[tuple[str | None, str], str] = {}
+    for variable, (section, field) in ENVIRONMENT.items():
+        if variable in env and env[variable] != "":
+            target = data if section is None else data.setdefault(section, {})
+            target[field] = env[variable]
+            origin[(section, field)] = variable
+    for field, value in overrides.items():
+        if value is not None:
+            data[field] = value
+    try:
+        return msgspec.convert(data, Settings, strict=False)
+    except (msgspec.ValidationError, ValueError) as exc:
+        message = str(exc)
+        for (section, field), variable in origin.items():
+            path = f"$.{section}.{field}" if section else f"$.{field}"
+            if path in message:
+                message = f"{variable}: {message.replace(f' - at `{path}`', '')}"
+        raise SettingsError(message) from exc

@@ -1,0 +1,111 @@
+"""Prometheus metrics of one service instance (aioprometheus), rendered at /monitor/metrics.
+
+Each app owns its registry, so two instances in one process (as in the tests) never
+share counters. Label values that come from clients (model_version) are bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
+from aioprometheus.renderer import render
+
+from .drift import Severity
+from .report import DriftReport
+
+SEVERITY_VALUE = {Severity.NONE: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+# A client could send a new model_version per request: cap the label's cardinality.
+MAX_MODEL_VERSIONS = 50
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Telemetry:
+    """The service's Prometheus collectors and the updates the service makes to them."""
+
+    def __init__(self) -> None:
+        self.registry = Registry()
+        r = self.registry
+        self.feature_score = Gauge(
+            "driftline_feature_drift_score",
+            "Effect size per feature on the current window (PSI numeric, Cohen's w categorical)",
+            registry=r,
+        )
+        self.feature_p_value = Gauge(
+            "driftline_feature_p_value", "Significance of each feature's drift test", registry=r
+        )
+        self.severity = Gauge(
+            "driftline_monitor_severity",
+            "Monitor severity: 0 none, 1 warning, 2 critical",
+            registry=r,
+        )
+        self.drift_detected = Gauge(
+            "driftline_drift_detected", "1 when the monitor calls its window drifted", registry=r
+        )
+        self.drift_score = Gauge(
+            "driftline_drift_score", "Largest feature score of the monitor", registry=r
+        )
+        self.drifted_features = Gauge(
+            "driftline_drifted_features", "Number of features flagged as drifted", registry=r
+        )
+        self.window_events = Gauge(
+            "driftline_window_events", "Events in the monitor's current window", registry=r
+        )
+        self.events = Counter(
+            "driftline_events_total", "Events accepted, by monitor and model_version", registry=r
+        )
+        self.late_events = Counter(
+            "driftline_late_events_total",
+            "Events older than the window: acknowledged, not counted",
+            registry=r,
+        )
+        self.invalid_events = Counter(
+            "driftline_invalid_events_total", "Events rejected, by reason", registry=r
+        )
+        self.lost_events = Counter(
+            "driftline_lost_events_total",
+            "Asynchronously acknowledged events whose flush failed",
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "driftline_store_errors_total", "Window store failures, by operation", registry=r
+        )
+        self.latency = Histogram(
+            "driftline_request_duration_seconds",
+            "HTTP request latency by route and status",
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self._model_versions: set[str] = set()
+
+    def observe_report(self, report: DriftReport) -> None:
+        """Publish a monitor's latest report."""
+        monitor = {"monitor": report.monitor}
+        for feature, data in report.features.items():
+            labels = {"monitor": report.monitor, "feature": feature}
+            self.feature_score.set(labels, data.score)
+            self.feature_p_value.set(labels, data.p_value)
+        self.severity.set(monitor, SEVERITY_VALUE[report.severity])
+        self.drift_detected.set(monitor, int(report.drift_detected))
+        self.drift_score.set(monitor, report.drift_score)
+        self.drifted_features.set(monitor, len(report.drifted_features))
+        self.window_events.set(monitor, report.window.events)
+
+    def count_events(self, monitor: str, versions: Sequence[str | None]) -> None:
+        """Count accepted events per model_version (bounded label set)."""
+        tally: dict[str, int] = {}
+        for version in versions:
+            label = version or "unknown"
+            if label not in self._model_versions:
+                if len(self._model_versions) >= MAX_MODEL_VERSIONS:
+                    label = "other"
+                else:
+                    self._model_versions.add(label)
+            tally[label] = tally.get(label, 0) + 1
+        for label, n in tally.items():
+            self.events.add({"monitor": monitor, "model_version": label}, n)
+
+    def render(self, accept: Sequence[str]) -> tuple[bytes, dict[str, str]]:
+        """The exposition body and headers for an Accept header."""
+        body, headers = render(self.registry, list(accept))
+        return body, dict(headers)
