@@ -132,11 +132,7 @@ class DriftEngine:
                     f"{limits.max_future_seconds:.0f} s allowed",
                 )
         try:
-            binned = monitor.bin_event(
-                event.features,
-                max_string_length=limits.max_string_length,
-                path=f"{path}features",
-            )
+            binned = monitor.bin_event(event.features, limits, f"{path}features")
         except EventError as exc:
             return Rejection(index, exc.field, "invalid_value", exc.message)
         return monitor.window.bucket_of(timestamp), binned

@@ -9,7 +9,6 @@ count vector the window store keeps.
 from __future__ import annotations
 
 import hashlib
-import math
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from .profile import (
     category_label,
     load_baseline,
 )
-from .settings import MonitorDefaults
+from .settings import Limits, MonitorDefaults
 from .window import WindowSpec
 
 MONITOR_NAME = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
@@ -170,7 +169,7 @@ class Monitor:
     source: str
 
     def bin_event(
-        self, features: Mapping[str, Any], *, max_string_length: int, path: str = "features"
+        self, features: Mapping[str, Any], limits: Limits, path: str = "features"
     ) -> BinnedEvent:
         """Bin one event's values; a missing feature counts as missing data.
 
@@ -188,8 +187,12 @@ class Monitor:
             if isinstance(profile, NumericProfile):
                 if type(value) is not float and type(value) is not int:
                     raise EventError(f"{path}.{name}", f"expected a number, got {_describe(value)}")
-                if not math.isfinite(value):
-                    raise EventError(f"{path}.{name}", f"expected a finite number, got {value}")
+                if not -limits.max_abs_value <= value <= limits.max_abs_value:
+                    raise EventError(
+                        f"{path}.{name}",
+                        f"expected a finite number within ±{limits.max_abs_value:g}, "
+                        f"got {_describe(value)}",
+                    )
                 slots.append(feature.first_bin + bisect_right(profile.cuts, value))
                 if value < profile.min or value > profile.max:
                     slots.append(feature.out_of_range)
@@ -203,10 +206,10 @@ class Monitor:
                         f"expected a category (string, number or boolean), got {_describe(value)}",
                     )
                 label = value if type(value) is str else category_label(value)
-                if len(label) > max_string_length:
+                if len(label) > limits.max_string_length:
                     raise EventError(
                         f"{path}.{name}",
-                        f"expected at most {max_string_length} characters, got {len(label)}",
+                        f"expected at most {limits.max_string_length} characters, got {len(label)}",
                     )
                 assert feature.index is not None
                 slots.append(feature.index.get(label, feature.first_bin + profile.bins - 1))

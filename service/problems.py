@@ -90,7 +90,8 @@ def field_error(exc: msgspec.ValidationError, prefix: str = "") -> FieldError:
     match = _AT_PATH.search(message)
     if match:
         message = message[: match.start()]
-        path = match.group("path").lstrip(".")
+        # msgspec writes `[...]` for "some key of this object": name the object instead.
+        path = match.group("path").replace("[...]", "").lstrip(".")
     missing = re.match(r"Object missing required field `(?P<name>[^`]+)`", message)
     if missing:
         path = f"{path}.{missing.group('name')}" if path else missing.group("name")

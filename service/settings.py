@@ -28,6 +28,8 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_batch_events: PositiveInt = 10_000
     max_string_length: PositiveInt = 256
     max_future_seconds: NonNegativeFloat = 300.0
+    # Larger magnitudes would overflow the window's sums of squares.
+    max_abs_value: PositiveFloat = 1e15
 
 
 class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -97,6 +99,7 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_MAX_BATCH_EVENTS": ("limits", "max_batch_events"),
     "DRIFTLINE_MAX_STRING_LENGTH": ("limits", "max_string_length"),
     "DRIFTLINE_MAX_FUTURE_SECONDS": ("limits", "max_future_seconds"),
+    "DRIFTLINE_MAX_ABS_VALUE": ("limits", "max_abs_value"),
     "DRIFT_WARNING_THRESHOLD": ("defaults", "warning_threshold"),
     "DRIFT_CRITICAL_THRESHOLD": ("defaults", "critical_threshold"),
     "DRIFTLINE_ALPHA": ("defaults", "alpha"),

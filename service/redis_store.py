@@ -1,0 +1,169 @@
+"""Redis window store: windows shared by every replica, kept by one Lua script.
+
+All window logic lives in `window.lua` and runs atomically on the Redis server with the
+server's clock, so replicas with skewed clocks agree on what has slid out. This module
+is the only one that knows the key layout:
+
+    driftline:{<monitor>}:<layout_id>:totals       msgpack array: running sum of the window
+    driftline:{<monitor>}:<layout_id>:buckets      sorted set: member = score = bucket start
+    driftline:{<monitor>}:<layout_id>:b:<start>    msgpack array: one bucket
+
+The `{<monitor>}` hash tag puts all keys of a monitor in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import numpy as np
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from service.memory_store import validate_deltas, validate_spec
+from service.window import ApplyResult, StoreUnavailableError, Vector, WindowSpec, WindowTotals
+
+KEY_ROOT = "driftline"
+SCRIPT = importlib.resources.files("service").joinpath("window.lua").read_text(encoding="utf-8")
+
+_ENCODER = msgspec.msgpack.Encoder()
+_VECTOR = msgspec.msgpack.Decoder(list[float])
+_GLOB_SPECIAL = frozenset("*?[]\\")
+
+
+def grace_seconds(spec: WindowSpec) -> int:
+    """Extra lifetime of every key past the moment its bucket slides out of the window."""
+    return max(60, 2 * spec.bucket_seconds)
+
+
+def monitor_pattern(monitor: str) -> str:
+    """SCAN pattern matching every key of one monitor, all layouts."""
+    escaped = "".join("\\" + c if c in _GLOB_SPECIAL else c for c in monitor)
+    return f"{KEY_ROOT}:{{{escaped}}}:*"
+
+
+def window_keys(spec: WindowSpec) -> tuple[str, str, str]:
+    """Totals key, bucket index key and bucket key prefix of one monitor layout."""
+    base = f"{KEY_ROOT}:{{{spec.monitor}}}:{spec.layout_id}:"
+    return base + "totals", base + "buckets", base + "b:"
+
+
+class RedisWindowStore:
+    """Sliding windows in Redis, shared by every replica of the service."""
+
+    def __init__(self, client: Redis) -> None:
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("RedisWindowStore needs a client with decode_responses=False")
+        self._client = client
+        # EVALSHA, reloading the script on NOSCRIPT (server restart, SCRIPT FLUSH, failover).
+        self._script = client.register_script(SCRIPT)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        socket_timeout: float = 2.0,
+        socket_connect_timeout: float | None = None,
+        health_check_interval: float = 30.0,
+        **opts: Any,
+    ) -> RedisWindowStore:
+        """Connect to `url`; `opts` go to `redis.asyncio.Redis.from_url`.
+
+        Retries default to none: the script is not idempotent, and re-sending it after a
+        timeout could add the same deltas twice. Callers retry whole flushes instead.
+        """
+        opts.setdefault("retry", Retry(NoBackoff(), 0))
+        client = Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=(
+                socket_timeout if socket_connect_timeout is None else socket_connect_timeout
+            ),
+            health_check_interval=health_check_interval,
+            decode_responses=False,
+            **opts,
+        )
+        return cls(client)
+
+    @property
+    def kind(self) -> str:
+        """Backend name for health output."""
+        return "redis"
+
+    async def apply(self, spec: WindowSpec, deltas: Mapping[int, Vector]) -> ApplyResult:
+        """Evict, add per-bucket deltas (late ones are reported, not added), return totals."""
+        checked = validate_deltas(spec, deltas)
+        flat: list[int | list[float]] = []
+        for bucket, vector in checked:
+            flat.append(bucket)
+            flat.append(vector.tolist())
+        payload = _ENCODER.encode(flat) if flat else b""
+        totals, late = await self._run(spec, payload)
+        return ApplyResult(totals=totals, late_buckets=frozenset(late))
+
+    async def read(self, spec: WindowSpec) -> WindowTotals:
+        """Evict buckets that slid out and return the window totals."""
+        validate_spec(spec)
+        totals, _ = await self._run(spec, b"")
+        return totals
+
+    async def drop(self, spec: WindowSpec) -> None:
+        """Delete every key of the monitor, all layouts."""
+        try:
+            batch: list[bytes] = []
+            async for key in self._client.scan_iter(match=monitor_pattern(spec.monitor)):
+                batch.append(key)
+                if len(batch) >= 500:
+                    await self._client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await self._client.unlink(*batch)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"redis drop of {spec.monitor!r} failed: {exc}") from exc
+
+    async def ping(self) -> bool:
+        """Whether Redis answers; never raises."""
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        """Close the client and its connection pool."""
+        await self._client.aclose()
+
+    async def _run(self, spec: WindowSpec, payload: bytes) -> tuple[WindowTotals, list[int]]:
+        totals_key, index_key, prefix = window_keys(spec)
+        args = (
+            spec.window_seconds,
+            spec.bucket_seconds,
+            spec.width,
+            grace_seconds(spec),
+            payload,
+        )
+        try:
+            reply = await self._script(keys=[totals_key, index_key, prefix], args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
+        try:
+            return _parse_reply(spec, reply)
+        except (ValueError, TypeError, msgspec.DecodeError) as exc:
+            raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc
+
+
+def _parse_reply(spec: WindowSpec, reply: Any) -> tuple[WindowTotals, list[int]]:
+    blob, seconds, micros, late = reply
+    if blob:
+        vector = np.asarray(_VECTOR.decode(blob), dtype=np.float64)
+        if vector.shape != (spec.width,):
+            raise ValueError(f"totals of width {vector.shape}, expected {spec.width}")
+    else:
+        vector = np.zeros(spec.width, dtype=np.float64)
+    now = int(seconds) + int(micros) / 1_000_000
+    totals = WindowTotals(vector=vector, start=now - spec.window_seconds, now=now)
+    return totals, [int(b) for b in late]

@@ -1,0 +1,83 @@
+"""Shared fixtures: a real redis-server for the session, and window stores of each kind."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+from pytest_redis import factories
+
+from service.memory_store import MemoryWindowStore
+from service.redis_store import RedisWindowStore
+from service.window import WindowStore
+
+REDIS_SERVER = shutil.which("redis-server") or (
+    "/usr/bin/redis-server" if shutil.which("/usr/bin/redis-server") else None
+)
+
+# One redis-server for the whole session on a free port of 127.0.0.1. `save ""` turns
+# RDB snapshots off; append-only is off by default: nothing touches the disk.
+redis_server = factories.redis_proc(
+    executable=REDIS_SERVER or "redis-server",
+    host="127.0.0.1",
+    port=None,  # type: ignore[arg-type]  # None = any free port (port_for), untyped upstream
+    save='""',
+)
+
+
+class FakeClock:
+    """A settable clock for `MemoryWindowStore(clock=...)`."""
+
+    def __init__(self, now: float = 1_700_000_000.25) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def set(self, now: float) -> None:
+        self.now = now
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """URL of the session's redis-server, flushed so every test starts from nothing."""
+    if REDIS_SERVER is None:
+        pytest.fail(
+            "redis-server is not installed (not on PATH): the Redis tests need a real server. "
+            "Install it with `make redis-server` or `apt-get install redis-server`.",
+            pytrace=False,
+        )
+    # Requested here rather than as an argument, so the check above runs first.
+    server = request.getfixturevalue("redis_server")
+    client = redis.Redis(host=server.host, port=server.port, db=0)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return f"redis://{server.host}:{server.port}/0"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def window_store(
+    request: pytest.FixtureRequest, fake_clock: FakeClock
+) -> AsyncIterator[WindowStore]:
+    """A fresh store of each kind; the memory store runs on `fake_clock`."""
+    store: WindowStore
+    if request.param == "memory":
+        store = MemoryWindowStore(clock=fake_clock)
+    else:
+        store = RedisWindowStore.from_url(request.getfixturevalue("redis_url"))
+    try:
+        yield store
+    finally:
+        await store.close()

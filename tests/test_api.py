@@ -1,0 +1,386 @@
+"""The HTTP API over real sockets, on both window stores: contract, verdicts and errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from service.app import create_app
+from service.profile import load_baseline
+from service.settings import Limits, Settings
+from service.simulate import SCENARIOS, ProfileSampler
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+MONITOR = "credit-risk"
+SEED_PAYLOAD = {
+    "features": {"age": 35, "income": 50000, "tenure_months": 24, "product_category": "premium"},
+    "model_version": "v1.2.0",
+    "timestamp": "2025-05-29T10:30:00Z",
+}
+PROBLEM = "application/problem+json"
+
+
+def make_settings(redis_url: str | None, **extra: Any) -> Settings:
+    return Settings(
+        host="127.0.0.1",
+        monitors_dir=str(EXAMPLES / "monitors"),
+        redis_url=redis_url,
+        flush_interval=0.001,
+        **extra,
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    return make_settings(url)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture(scope="module")
+def baseline_rows() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads((EXAMPLES / "baseline_data.json").read_text())
+    return rows
+
+
+async def post_json(client: TestClient, path: str, body: Any) -> tuple[int, Any, Any]:
+    response = await client.post(path, json=body)
+    return response.status, await response.json(content_type=None), response.headers
+
+
+async def send_events(client: TestClient, events: list[dict[str, Any]]) -> dict[str, Any]:
+    status, body, _ = await post_json(
+        client, "/monitor/batch", {"events": [{"features": e} for e in events]}
+    )
+    assert status == 200, body
+    assert body["accepted"] == len(events)
+    result: dict[str, Any] = body
+    return result
+
+
+# ---------------------------------------------------------------- seed contract
+
+
+async def test_seed_payload_gets_seed_shaped_answer(client: TestClient) -> None:
+    payload = dict(SEED_PAYLOAD, timestamp=None)
+    status, body, _ = await post_json(client, "/monitor/predict", payload)
+    assert status == 200, body
+    assert isinstance(body["drift_detected"], bool)
+    assert isinstance(body["drift_score"], float)
+    assert body["severity"] in {"none", "warning", "critical"}
+    assert set(body["feature_scores"]) == {
+        "age",
+        "income",
+        "tenure_months",
+        "credit_score",
+        "num_products",
+        "product_category",
+        "region",
+        "channel",
+    }
+    assert body["timestamp"].endswith("Z")
+    assert body["monitor"] == MONITOR
+    assert body["window"]["events"] == 1
+    assert body["window"]["ready"] is False  # 1 event < min_samples 100
+    assert body["severity"] == "none"
+    assert body["warnings"] == []
+
+
+async def test_health_ready_and_metrics(client: TestClient, settings: Settings) -> None:
+    health = await (await client.get("/monitor/health")).json()
+    assert health["status"] == "healthy"
+    assert health["baseline_data_loaded"] is True
+    assert health["store"]["kind"] == ("redis" if settings.redis_url else "memory")
+    ready = await client.get("/monitor/ready")
+    assert ready.status == 200
+    await post_json(client, "/monitor/predict", {"features": {"age": 30}, "model_version": "v7"})
+    text = await (await client.get("/monitor/metrics")).text()
+    for name in (
+        "driftline_feature_drift_score",
+        "driftline_monitor_severity",
+        "driftline_drift_detected",
+        "driftline_drifted_features",
+        "driftline_window_events",
+        "driftline_events_total",
+        "driftline_request_duration_seconds",
+    ):
+        assert f"# TYPE {name}" in text, name
+    assert 'driftline_events_total{model_version="v7",monitor="credit-risk"} 1' in text
+    assert 'driftline_window_events{monitor="credit-risk"} 1' in text
+
+
+async def test_openapi_describes_every_route(client: TestClient) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    assert document["openapi"].startswith("3.1")
+    routes = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    registered = {
+        (r.method, r.resource.canonical)
+        for r in client.app.router.routes()
+        if r.resource is not None and r.method != "HEAD"
+    }
+    assert routes == registered
+    predict = document["paths"]["/monitor/predict"]["post"]
+    schema_ref = predict["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert schema_ref.rsplit("/", 1)[1] in document["components"]["schemas"]
+
+
+# ----------------------------------------------------------------- the verdict
+
+
+async def test_baseline_traffic_stays_none_and_shift_goes_critical(client: TestClient) -> None:
+    profile = load_baseline(EXAMPLES / "baseline_data.json")
+    sampler = ProfileSampler(profile, np.random.default_rng(11))
+    result = await send_events(client, sampler.events(500, SCENARIOS["baseline"]))
+    assert result["drift"]["severity"] == "none"
+    assert result["drift"]["window"]["events"] == 500
+    # Shift age and income strongly; leave everything else at baseline.
+    shifted = sampler.events(500, SCENARIOS["baseline"])
+    for event in shifted:
+        event["age"] += 25
+        if event["income"] is not None:
+            event["income"] *= 3
+    result = await send_events(client, shifted)
+    drift = result["drift"]
+    assert drift["severity"] == "critical"
+    assert {"age", "income"} <= set(drift["drifted_features"])
+    assert drift["feature_scores"]["age"] >= 0.5
+
+
+async def test_report_numbers_match_independent_scipy(
+    client: TestClient, baseline_rows: list[dict[str, Any]]
+) -> None:
+    """Every numeric metric of the report, recomputed from the raw events with scipy."""
+    profile = load_baseline(EXAMPLES / "baseline_data.json")
+    sampler = ProfileSampler(profile, np.random.default_rng(5))
+    events = sampler.events(400, SCENARIOS["moderate"])
+    await send_events(client, events)
+    report = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert report["window"]["events"] == 400
+    eps = 1e-4
+    for name in ("age", "income", "tenure_months", "credit_score"):
+        feature = report["features"][name]
+        base = np.array([r[name] for r in baseline_rows if r[name] is not None], dtype=float)
+        cuts = np.unique(np.quantile(base, np.linspace(0, 1, 11)[1:-1]))
+        expected_counts = np.bincount(
+            np.searchsorted(cuts, base, side="right"), minlength=len(cuts) + 1
+        )
+        values = np.array([e[name] for e in events if e[name] is not None], dtype=float)
+        counts = np.bincount(np.searchsorted(cuts, values, side="right"), minlength=len(cuts) + 1)
+        n, m = counts.sum(), expected_counts.sum()
+        a, e = np.maximum(counts / n, eps), np.maximum(expected_counts / m, eps)
+        psi = float(np.sum((a - e) * np.log(a / e)))
+        dof = int(np.count_nonzero(counts + expected_counts)) - 1
+        statistic = psi * n * m / (n + m)
+        assert feature["window_count"] == n
+        assert feature["psi"] == pytest.approx(psi, rel=1e-9, abs=1e-12)
+        assert feature["score"] == pytest.approx(psi, rel=1e-9, abs=1e-12)
+        assert feature["kl"] == pytest.approx(float(np.sum(a * np.log(a / e))), rel=1e-9, abs=1e-12)
+        assert feature["js"] == pytest.approx(
+            float(jensenshannon(counts / n, expected_counts / m)), rel=1e-9, abs=1e-12
+        )
+        assert feature["dof"] == dof
+        assert feature["statistic"] == pytest.approx(statistic, rel=1e-9)
+        assert feature["p_value"] == pytest.approx(
+            float(stats.chi2.sf(statistic, dof)), rel=1e-9, abs=1e-300
+        )
+        # Quality and location: mean, z and out-of-range from the raw values.
+        assert feature["mean"] == pytest.approx(values.mean(), rel=1e-9)
+        assert feature["std"] == pytest.approx(values.std(ddof=1), rel=1e-6)
+        assert feature["mean_shift_z"] == pytest.approx(
+            (values.mean() - base.mean()) / base.std(ddof=1), rel=1e-9, abs=1e-12
+        )
+        outside = np.count_nonzero((values < base.min()) | (values > base.max()))
+        assert feature["out_of_range_rate"] == pytest.approx(outside / n, abs=1e-12)
+        missing = sum(e[name] is None for e in events)
+        assert feature["missing_rate"] == pytest.approx(missing / len(events), abs=1e-12)
+    for name in ("product_category", "channel"):
+        feature = report["features"][name]
+        base_labels = [r[name] for r in baseline_rows if r[name] is not None]
+        categories = sorted(set(base_labels), key=lambda c: (-base_labels.count(c), c))
+        expected_counts = np.array([base_labels.count(c) for c in categories] + [0])
+        labels = [e[name] for e in events if e[name] is not None]
+        counts = np.array([labels.count(c) for c in categories] + [0])
+        a, e = counts / counts.sum(), expected_counts / expected_counts.sum()
+        fa, fe = np.maximum(a, eps), np.maximum(e, eps)
+        assert feature["psi"] == pytest.approx(float(np.sum((fa - fe) * np.log(fa / fe))), rel=1e-9)
+        assert feature["js"] == pytest.approx(float(jensenshannon(a, e)), rel=1e-9)
+        table = np.array([counts[:-1], expected_counts[:-1]])
+        chi2, p, dof, _ = stats.chi2_contingency(table, correction=False)
+        assert feature["statistic"] == pytest.approx(chi2, rel=1e-9)
+        assert feature["dof"] == dof
+        assert feature["p_value"] == pytest.approx(p, rel=1e-9, abs=1e-300)
+
+
+async def test_unknown_feature_warns_and_missing_counts_as_missing(client: TestClient) -> None:
+    status, body, _ = await post_json(
+        client, "/monitor/predict", {"features": {"age": 40, "shoe_size": 44}}
+    )
+    assert status == 200
+    assert body["warnings"] == ['unknown feature "shoe_size" ignored']
+    report = await (await client.get("/monitor/drift")).json()
+    assert report["features"]["income"]["missing_rate"] == 1.0
+    assert report["features"]["age"]["missing_rate"] == 0.0
+
+
+async def test_ndjson_and_array_ingestion(client: TestClient) -> None:
+    lines = b"\n".join(
+        json.dumps({"features": {"age": 30 + i, "channel": "web"}}).encode() for i in range(5)
+    )
+    response = await client.post(
+        f"/v1/monitors/{MONITOR}/events",
+        data=lines + b"\n",
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    body = await response.json()
+    assert response.status == 200, body
+    assert (body["accepted"], body["rejected"]) == (5, 0)
+    status, body, _ = await post_json(
+        client, f"/v1/monitors/{MONITOR}/events", [{"features": {"age": 20}}] * 3
+    )
+    assert status == 200
+    assert body["drift"]["window"]["events"] == 8
+
+
+async def test_batch_counts_valid_and_names_rejected(client: TestClient) -> None:
+    events = [
+        {"features": {"age": 33}},
+        {"features": {"age": "old"}},
+        {"features": {"age": 44}, "timestamp": "2999-01-01T00:00:00Z"},
+        {"features": "nope"},
+        {"features": {"channel": "web"}},
+    ]
+    status, body, _ = await post_json(client, "/monitor/batch", {"events": events})
+    assert status == 200, body
+    assert (body["accepted"], body["rejected"]) == (2, 3)
+    by_index = {e["index"]: e for e in body["errors"]}
+    assert by_index[1]["field"] == "events[1].features.age"
+    assert by_index[1]["message"] == 'expected a number, got "old"'
+    assert by_index[2]["reason"] == "future_timestamp"
+    assert by_index[3]["field"] == "events[3].features"
+    assert body["drift"]["window"]["events"] == 2
+
+
+async def test_late_events_are_acknowledged_not_counted(client: TestClient) -> None:
+    status, body, _ = await post_json(
+        client,
+        "/monitor/predict",
+        {"features": {"age": 30}, "timestamp": "2020-01-01T00:00:00Z"},
+    )
+    assert status == 200
+    assert body["window"]["events"] == 0
+    assert "older than" in body["warnings"][0]
+
+
+# -------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b'{"features": {"age": 1', 400, None),
+        (b"", 400, None),
+        (b'{"features": {"age": NaN}}', 400, None),
+        (b'{"features": {"age": 1e999}}', 422, "features"),
+        (b'{"features": [1, 2]}', 422, "features"),
+        (b'{"model_version": "v1"}', 422, "features"),
+        (b'{"features": {"age": "old"}}', 422, "features.age"),
+        (b'{"features": {"age": true}}', 422, "features.age"),
+        (b'{"features": {"age": 123456789012345678901234567890123456789}}', 422, "features.age"),
+        (b'{"features": {"channel": {"a": 1}}}', 422, "features.channel"),
+        (b'{"features": {"age": 1}, "timestamp": "yesterday"}', 422, "timestamp"),
+        (b'{"features": {"age": 1}, "timestamp": "2025-05-29T10:30:00"}', 422, "timestamp"),
+        (b'{"features": {"age": 1}, "timestamp": "2999-05-29T10:30:00Z"}', 400, "timestamp"),
+        (b'{"features": {"age": 1}, "monitor": "nope"}', 404, "monitor"),
+        (b'{"features": {"age": 1}, "model_version": 3}', 422, "model_version"),
+    ],
+)
+async def test_bad_predict_input_gets_problem_document(
+    client: TestClient, body: bytes, status: int, field: str | None
+) -> None:
+    response = await client.post(
+        "/monitor/predict", data=body, headers={"Content-Type": "application/json"}
+    )
+    problem = await response.json(content_type=None)
+    assert response.status == status, problem
+    assert response.content_type == PROBLEM
+    assert problem["status"] == status
+    assert problem["type"].startswith("https://")
+    assert problem["title"] and problem["detail"]
+    if field is not None:
+        assert field in [e["field"] for e in problem["errors"]], problem
+
+
+async def test_wrong_type_message_names_field_and_value(client: TestClient) -> None:
+    status, problem, _ = await post_json(client, "/monitor/predict", {"features": {"age": "old"}})
+    assert status == 422
+    assert problem["detail"] == 'features.age: expected a number, got "old"'
+
+
+async def test_limits_body_features_events_strings(aiohttp_client: Any) -> None:
+    limits = Limits(max_body_bytes=2048, max_features=5, max_batch_events=3, max_string_length=8)
+    client = await aiohttp_client(create_app(make_settings(None, limits=limits)))
+    big = {"features": {"age": 1, "pad": "x" * 4096}}
+    status, problem, _ = await post_json(client, "/monitor/predict", big)
+    assert status == 413 and problem["status"] == 413
+    many = {"features": {f"f{i}": i for i in range(6)}}
+    status, problem, _ = await post_json(client, "/monitor/predict", many)
+    assert status == 422
+    assert problem["errors"][0]["field"] == "features"
+    assert "at most 5 features" in problem["detail"]
+    status, problem, _ = await post_json(
+        client, "/monitor/batch", {"events": [{"features": {"age": 1}}] * 4}
+    )
+    assert status == 413
+    assert "at most 3 events" in problem["detail"]
+    status, problem, _ = await post_json(client, "/monitor/batch", {"events": []})
+    assert status == 422 and problem["errors"][0]["field"] == "events"
+    status, problem, _ = await post_json(
+        client, "/monitor/predict", {"features": {"channel": "x" * 9}}
+    )
+    assert status == 422
+    assert problem["errors"][0]["field"] == "features.channel"
+
+
+async def test_content_type_and_unknown_routes(client: TestClient) -> None:
+    response = await client.post(
+        "/monitor/predict", data=b"age=3", headers={"Content-Type": "text/plain"}
+    )
+    assert response.status == 415
+    assert response.content_type == PROBLEM
+    response = await client.get("/nope")
+    assert response.status == 404 and response.content_type == PROBLEM
+    response = await client.get("/monitor/predict")
+    assert response.status == 405 and response.content_type == PROBLEM
+    response = await client.get("/v1/monitors/nope/drift")
+    assert response.status == 404
+    assert (await response.json(content_type=None))["errors"][0]["field"] == "monitor"
+
+
+async def test_monitor_listing_and_detail(client: TestClient) -> None:
+    listing = await (await client.get("/v1/monitors")).json()
+    assert listing["default_monitor"] == MONITOR
+    (summary,) = listing["monitors"]
+    assert summary["features"]["num_products"] == "numeric"
+    assert summary["features"]["channel"] == "categorical"
+    detail = await (await client.get(f"/v1/monitors/{MONITOR}")).json()
+    assert detail["policy"]["feature_thresholds"]["credit_score"] == {
+        "warning": 0.15,
+        "critical": 0.4,
+    }
+    assert detail["baseline"]["features"]["num_products"]["discrete"] is True
+    assert detail["baseline"]["rows"] == 4000
