@@ -18,7 +18,9 @@ tenure = np.clip(rng.gamma(2.0, 14.0, ROWS), 0, 240).round().astype(int)
 credit_score = np.clip(rng.normal(680, 60, ROWS), 300, 850).round().astype(int)
 num_products = rng.choice([1, 2, 3, 4, 5], ROWS, p=[0.45, 0.3, 0.15, 0.07, 0.03])
 category = rng.choice(["basic", "standard", "premium", "enterprise"], ROWS, p=[0.4, 0.3, 0.2, 0.1])
-region = rng.choice(["north", "south", "east", "west", "central"], ROWS, p=[0.25, 0.2, 0.2, 0.2, 0.15])
+region = rng.choice(
+    ["north", "south", "east", "west", "central"], ROWS, p=[0.25, 0.2, 0.2, 0.2, 0.15]
+)
 channel = rng.choice(["web", "mobile", "branch", "partner"], ROWS, p=[0.45, 0.35, 0.15, 0.05])
 
 rows = []
