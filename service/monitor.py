@@ -9,6 +9,7 @@ count vector the window store keeps.
 from __future__ import annotations
 
 import hashlib
+import math
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ from .profile import (
     FeatureKind,
     NumericProfile,
     category_label,
+    is_missing,
     load_baseline,
+    validate_profile,
 )
 from .settings import Limits, MonitorDefaults
 from .window import WindowSpec
@@ -180,7 +183,8 @@ class Monitor:
         sums: list[tuple[int, float]] = []
         for name, feature in layout.items():
             value = features.get(name)
-            if value is None:
+            # The baseline's notion of missing: null, or a string such as "" or "NA".
+            if value is None or (type(value) is str and is_missing(value)):
                 slots.append(feature.missing)
                 continue
             profile = feature.profile
@@ -231,6 +235,19 @@ def _validation_message(exc: msgspec.ValidationError) -> str:
     return message
 
 
+def _thresholds(source: str, prefix: str, warning: float, critical: float) -> Thresholds:
+    if not math.isfinite(critical):
+        raise MonitorConfigError(
+            f"{source}: {prefix}critical_threshold: expected a finite number, got {critical}"
+        )
+    if critical <= warning:
+        raise MonitorConfigError(
+            f"{source}: {prefix}critical_threshold: must be greater than warning_threshold "
+            f"({warning}), got {critical}"
+        )
+    return Thresholds(warning=warning, critical=critical)
+
+
 def decode_monitor_config(data: Any, origin: str) -> MonitorConfig:
     """Validate a decoded config document, naming the bad field."""
     try:
@@ -249,11 +266,6 @@ def build_monitor(
 
     warning = pick(config.warning_threshold, defaults.warning_threshold)
     critical = pick(config.critical_threshold, defaults.critical_threshold)
-    if critical <= warning:
-        raise MonitorConfigError(
-            f"{source}: critical_threshold: must be greater than warning_threshold "
-            f"({warning}), got {critical}"
-        )
     window_seconds = pick(config.window_seconds, defaults.window_seconds)
     bucket_seconds = pick(config.bucket_seconds, defaults.bucket_seconds)
     if window_seconds % bucket_seconds:
@@ -263,7 +275,10 @@ def build_monitor(
         )
     kinds = {name: f.type for name, f in config.features.items() if f.type is not None}
     if isinstance(config.baseline, BaselineProfile):
-        profile = config.baseline
+        try:
+            profile = validate_profile(config.baseline, "baseline")
+        except BaselineError as exc:
+            raise MonitorConfigError(f"{source}: {exc}") from exc
     else:
         path = Path(config.baseline)
         if not path.is_absolute():
@@ -290,21 +305,17 @@ def build_monitor(
                 f"{source}: features.{name}.type: the baseline profile has it as "
                 f"{'categorical' if kind == 'numeric' else 'numeric'}, not {kind}"
             )
-    base = Thresholds(warning=warning, critical=critical)
+    base = _thresholds(source, "", warning, critical)
     feature_thresholds: dict[str, Thresholds] = {}
     for name, feature in config.features.items():
         if feature.warning_threshold is None and feature.critical_threshold is None:
             continue
-        own = Thresholds(
-            warning=pick(feature.warning_threshold, warning),
-            critical=pick(feature.critical_threshold, critical),
+        feature_thresholds[name] = _thresholds(
+            source,
+            f"features.{name}.",
+            pick(feature.warning_threshold, warning),
+            pick(feature.critical_threshold, critical),
         )
-        if own.critical <= own.warning:
-            raise MonitorConfigError(
-                f"{source}: features.{name}.critical_threshold: must be greater than "
-                f"warning_threshold ({own.warning}), got {own.critical}"
-            )
-        feature_thresholds[name] = own
     policy = Policy(
         thresholds=base,
         feature_thresholds=feature_thresholds,

@@ -134,7 +134,8 @@ def _csv_columns(text: str, path: Path) -> dict[str, list[Any]]:
 # --------------------------------------------------------------------------- building
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """Whether a raw value stands for "no value" (None, NaN, or a string such as "NA")."""
     if value is None:
         return True
     if isinstance(value, float):
@@ -147,7 +148,11 @@ def _as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            return None
+        return number if math.isfinite(number) else None
     if isinstance(value, str):
         try:
             number = float(value)
@@ -166,7 +171,7 @@ def category_label(value: Any) -> str:
 
 def infer_kind(values: Iterable[Any]) -> FeatureKind:
     """Numeric when every present value is a number (or a numeric string), else categorical."""
-    present = [v for v in values if not _is_missing(v)]
+    present = [v for v in values if not is_missing(v)]
     if present and all(_as_number(v) is not None for v in present):
         return "numeric"
     return "categorical"
@@ -177,7 +182,7 @@ def numeric_profile(values: Sequence[Any], bins: int, name: str = "feature") -> 
     numbers: list[float] = []
     missing = 0
     for value in values:
-        if _is_missing(value):
+        if is_missing(value):
             missing += 1
             continue
         number = _as_number(value)
@@ -192,7 +197,11 @@ def numeric_profile(values: Sequence[Any], bins: int, name: str = "feature") -> 
     if discrete:
         # One bin per value: edges halfway between neighbours, with open outer bins
         # below the smallest and above the largest value (empty in the baseline).
-        middles = (distinct[:-1] + distinct[1:]) / 2
+        # Halved before adding so values near the float maximum do not overflow; for
+        # neighbours one ulp apart the middle rounds down to the lower one, so nudge it up.
+        middles = np.maximum(
+            distinct[:-1] / 2 + distinct[1:] / 2, np.nextafter(distinct[:-1], np.inf)
+        )
         cuts = np.concatenate([[distinct[0]], middles, [np.nextafter(distinct[-1], np.inf)]])
     else:
         quantiles = np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1])
@@ -213,7 +222,7 @@ def numeric_profile(values: Sequence[Any], bins: int, name: str = "feature") -> 
 
 def categorical_profile(values: Sequence[Any], top_k: int) -> CategoricalProfile:
     """The top_k categories by count (ties by name), the rest pooled into `other`."""
-    counter = Counter(category_label(v) for v in values if not _is_missing(v))
+    counter = Counter(category_label(v) for v in values if not is_missing(v))
     missing = len(values) - sum(counter.values())
     ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
     kept = ranked[:top_k]
@@ -267,6 +276,15 @@ def decode_profile(data: Any, origin: str = "profile") -> BaselineProfile:
         profile = msgspec.convert(data, BaselineProfile)
     except msgspec.ValidationError as exc:
         raise BaselineError(f"{origin}: {exc}") from exc
+    return validate_profile(profile, origin)
+
+
+def validate_profile(profile: BaselineProfile, origin: str = "profile") -> BaselineProfile:
+    """Check what the schema cannot: counts per bin, increasing cuts; sort features by name.
+
+    Slots are laid out in feature order and the content hash sorts names, so a profile
+    written in another order must be sorted to keep layout and hash in step.
+    """
     for name, feature in profile.features.items():
         expected = (
             len(feature.cuts) + 1
@@ -282,6 +300,8 @@ def decode_profile(data: Any, origin: str = "profile") -> BaselineProfile:
             b <= a for a, b in zip(feature.cuts, feature.cuts[1:], strict=False)
         ):
             raise BaselineError(f"{origin}.features.{name}.cuts: must be strictly increasing")
+    if list(profile.features) != sorted(profile.features):
+        return msgspec.structs.replace(profile, features=dict(sorted(profile.features.items())))
     return profile
 
 

@@ -150,7 +150,10 @@ class MonitorRegistry:
                 monitor = build_monitor(
                     config, self._settings.defaults, base_dir=base_dir, source=source
                 )
-            except MonitorConfigError as exc:
+            except Exception as exc:
+                # One bad file must never take the other monitors (or reloading) down.
+                if not isinstance(exc, MonitorConfigError):
+                    log.exception("monitor config failed unexpectedly", extra={"source": source})
                 errors[source] = str(exc)
                 previous = self._by_source.get(source)
                 if previous is not None and previous.name not in monitors:
@@ -181,4 +184,7 @@ class MonitorRegistry:
             current = await asyncio.to_thread(self.fingerprint)
             if current != self._fingerprint:
                 log.info("monitor configs changed; reloading")
-                await asyncio.to_thread(self.load)
+                try:
+                    await asyncio.to_thread(self.load)
+                except OSError as exc:  # e.g. the directory vanished mid-swap
+                    log.error("monitor reload failed", extra={"error": str(exc)})
