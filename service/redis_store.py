@@ -14,6 +14,7 @@ The `{<monitor>}` hash tag puts all keys of a monitor in one Redis Cluster slot.
 from __future__ import annotations
 
 import importlib.resources
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,10 +56,19 @@ def window_keys(spec: WindowSpec) -> tuple[str, str, str]:
 class RedisWindowStore:
     """Sliding windows in Redis, shared by every replica of the service."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, *, fence_seconds: float | None = None) -> None:
+        """Wrap a client; `fence_seconds` bounds how late Redis may still apply a flush.
+
+        A flush that reaches Redis more than `fence_seconds` after it was sent (a paused
+        or overloaded server) is refused by the script: by then the client's socket
+        timeout is near and its requests will be answered 503 and retried. Set it below
+        the socket timeout (from_url uses half of it); None disables the fence.
+        """
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("RedisWindowStore needs a client with decode_responses=False")
         self._client = client
+        self._fence = fence_seconds
+        self._clock_offset: float | None = None  # Redis TIME minus local time, last seen
         # EVALSHA, reloading the script on NOSCRIPT (server restart, SCRIPT FLUSH, failover).
         self._script = client.register_script(SCRIPT)
 
@@ -88,7 +98,7 @@ class RedisWindowStore:
             decode_responses=False,
             **opts,
         )
-        return cls(client)
+        return cls(client, fence_seconds=socket_timeout / 2)
 
     @property
     def kind(self) -> str:
@@ -139,21 +149,29 @@ class RedisWindowStore:
 
     async def _run(self, spec: WindowSpec, payload: bytes) -> tuple[WindowTotals, list[int]]:
         totals_key, index_key, prefix = window_keys(spec)
+        sent = time.time()
+        deadline = 0.0
+        if payload and self._fence is not None and self._clock_offset is not None:
+            deadline = sent + self._clock_offset + self._fence
         args = (
             spec.window_seconds,
             spec.bucket_seconds,
             spec.width,
             grace_seconds(spec),
             payload,
+            repr(deadline),
         )
         try:
             reply = await self._script(keys=[totals_key, index_key, prefix], args=args)
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
         try:
-            return _parse_reply(spec, reply)
+            totals, late = _parse_reply(spec, reply)
         except (ValueError, TypeError, msgspec.DecodeError) as exc:
             raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc
+        # Measured from the send time, the offset errs late by at most one round trip.
+        self._clock_offset = totals.now - sent
+        return totals, late
 
 
 def _parse_reply(spec: WindowSpec, reply: Any) -> tuple[WindowTotals, list[int]]:

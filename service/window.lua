@@ -9,6 +9,9 @@
 -- ARGV[1]  window seconds W     ARGV[2] bucket seconds B
 -- ARGV[3]  vector width         ARGV[4] grace seconds added to every TTL
 -- ARGV[5]  deltas: msgpack [b1, {v...}, b2, {v...}, ...], or "" to only evict and read
+-- ARGV[6]  deadline (server epoch seconds, 0 for none): past it the deltas are refused,
+--          because the replica that sent them has given up waiting and told its clients
+--          to retry; applying them now would count those events twice.
 --
 -- Returns {totals msgpack ("" when the window is empty), TIME seconds, TIME microseconds,
 --          {late bucket starts}}.
@@ -77,6 +80,11 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
 -- Bucket starts are integers, so "b + B <= now - W" is "b <= floor(now - W - B)".
 local last_out = math.floor(now - W - B)
+
+local deadline = tonumber(ARGV[6] or '0') or 0
+if deadline > 0 and now > deadline and ARGV[5] and ARGV[5] ~= '' then
+  return redis.error_reply('ERR window.lua: deadline passed; deltas not applied')
+end
 
 -- Deltas: validate everything, merge repeated buckets, split off the late ones.
 local delta_b, delta_v, late = {}, {}, {}

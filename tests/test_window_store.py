@@ -503,3 +503,38 @@ async def test_redis_commands_per_call_are_few_and_independent_of_width(
 async def test_redis_server_does_not_persist(raw_redis: redis.asyncio.Redis) -> None:
     assert (await raw_redis.config_get("save"))["save"] == ""
     assert (await raw_redis.config_get("appendonly"))["appendonly"] == "no"
+
+
+@pytest.mark.parametrize("fenced", [True, False])
+async def test_redis_refuses_a_flush_that_arrives_after_its_deadline(
+    redis_url: str, raw_redis: redis.asyncio.Redis, fenced: bool
+) -> None:
+    """A flush Redis runs only after the replica gave up on it must not count.
+
+    CLIENT PAUSE holds the script past the fence (0.2 s) but within the socket timeout,
+    so the reply still arrives: fenced, the script refuses and nothing is added;
+    unfenced (the counterfactual), the same late script adds its deltas.
+    """
+    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5)
+    store = RedisWindowStore(client, fence_seconds=0.2 if fenced else None)
+    spec = make_spec(width=2)
+    try:
+        now = (await store.read(spec)).now  # learns the Redis clock offset
+        bucket = spec.bucket_of(now)
+        await raw_redis.execute_command("CLIENT", "PAUSE", 600, "WRITE")
+        if fenced:
+            with pytest.raises(StoreUnavailableError, match="deadline passed"):
+                await store.apply(spec, {bucket: vec(1, 2)})
+        else:
+            await store.apply(spec, {bucket: vec(1, 2)})
+        totals = await store.read(spec)
+        expected = [0.0, 0.0] if fenced else [1.0, 2.0]
+        assert totals.vector.tolist() == expected
+        # The fence holds only for late flushes: a timely one is applied.
+        await store.apply(spec, {bucket: vec(1, 2)})
+        assert (await store.read(spec)).vector.tolist() == [
+            x + y for x, y in zip(expected, [1, 2], strict=True)
+        ]
+    finally:
+        await raw_redis.execute_command("CLIENT", "UNPAUSE")
+        await store.close()
