@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .monitor import BinnedEvent, Monitor
+from .binning import BinnedEvent
+from .monitor import Monitor
 from .report import DriftReport, drift_report
 from .window import StoreUnavailableError, Vector, WindowStore
 
@@ -37,9 +38,11 @@ class FlushOutcome:
 
 @dataclass(slots=True)
 class _Bucket:
+    # Single events append indices (cheap per event); batches add whole vectors.
     slots: list[int] = field(default_factory=list)
     sum_slots: list[int] = field(default_factory=list)
     sum_values: list[float] = field(default_factory=list)
+    dense: Vector | None = None
 
 
 @dataclass(slots=True)
@@ -49,12 +52,16 @@ class _Batch:
     waiters: list[tuple[asyncio.Future[FlushOutcome], dict[int, int]]] = field(default_factory=list)
     unacknowledged: int = 0  # events submitted in async mode: nobody waits for them
 
+    def bucket(self, start: int) -> _Bucket:
+        bucket = self.buckets.get(start)
+        if bucket is None:
+            bucket = self.buckets[start] = _Bucket()
+        return bucket
+
     def add(self, events: Iterable[tuple[int, BinnedEvent]]) -> dict[int, int]:
         per_bucket: dict[int, int] = {}
         for bucket_start, event in events:
-            bucket = self.buckets.get(bucket_start)
-            if bucket is None:
-                bucket = self.buckets[bucket_start] = _Bucket()
+            bucket = self.bucket(bucket_start)
             bucket.slots.extend(event.slots)
             for slot, value in event.sums:
                 bucket.sum_slots.append(slot)
@@ -70,8 +77,16 @@ class _Batch:
             vector = np.bincount(bucket.slots, minlength=width).astype(np.float64)
             if bucket.sum_slots:
                 vector += np.bincount(bucket.sum_slots, bucket.sum_values, minlength=width)
+            if bucket.dense is not None:
+                vector += bucket.dense
             deltas[start] = vector
         return deltas
+
+    def add_dense(self, vectors: Mapping[int, tuple[Vector, int]]) -> dict[int, int]:
+        for start, (vector, _) in vectors.items():
+            bucket = self.bucket(start)
+            bucket.dense = vector.copy() if bucket.dense is None else bucket.dense + vector
+        return {start: count for start, (_, count) in vectors.items()}
 
 
 ReportListener = Callable[[Monitor, DriftReport], None]
@@ -99,12 +114,18 @@ class GroupCommitter:
         self._closed = False
 
     def submit(
-        self, monitor: Monitor, events: list[tuple[int, BinnedEvent]], *, durable: bool
+        self,
+        monitor: Monitor,
+        events: list[tuple[int, BinnedEvent]] | Mapping[int, tuple[Vector, int]],
+        *,
+        durable: bool,
     ) -> asyncio.Future[FlushOutcome] | None:
-        """Queue events (bucket start, binned event) for the next flush of their monitor.
+        """Queue events for the next flush of their monitor.
 
-        Durable submissions get a future that resolves once the flush carrying them
-        succeeded (or fails with StoreUnavailableError); async ones get None.
+        `events` is a list of (bucket start, binned event), or per bucket start a summed
+        vector and its event count (a binned batch). Durable submissions get a future
+        that resolves once the flush carrying them succeeded (or fails with
+        StoreUnavailableError); async ones get None.
         """
         if self._closed:
             raise CommitterClosedError("shutting down")
@@ -113,13 +134,13 @@ class GroupCommitter:
         batch = self._pending.get(key)
         if batch is None:
             batch = self._pending[key] = _Batch(monitor)
-        per_bucket = batch.add(events)
+        per_bucket = batch.add(events) if isinstance(events, list) else batch.add_dense(events)
         future: asyncio.Future[FlushOutcome] | None = None
         if durable:
             future = asyncio.get_running_loop().create_future()
             batch.waiters.append((future, per_bucket))
         else:
-            batch.unacknowledged += len(events)
+            batch.unacknowledged += sum(per_bucket.values())
         if key not in self._flushers:
             self._flushers[key] = asyncio.create_task(self._flusher(key), name=f"flush:{key[0]}")
         return future

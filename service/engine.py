@@ -14,14 +14,16 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import numpy as np
 
+from .binning import BinnedEvent, EventError, bin_batch, bin_event
 from .commit import GroupCommitter
-from .monitor import EventError, Monitor
+from .monitor import Monitor
 from .registry import MonitorRegistry, UnknownMonitorError
 from .report import DriftReport, drift_report
 from .settings import Settings
 from .telemetry import Telemetry
-from .window import StoreUnavailableError, WindowStore
+from .window import StoreUnavailableError, Vector, WindowStore
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -30,6 +32,9 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     features: dict[str, Any]
     model_version: str | None = None
     timestamp: datetime | None = None
+
+
+Submission = list[tuple[int, BinnedEvent]] | dict[int, tuple[Vector, int]]
 
 
 class NoDefaultMonitorError(LookupError):
@@ -102,9 +107,8 @@ class DriftEngine:
                 )
         return self.registry.get(name)
 
-    def _bin(
-        self, monitor: Monitor, index: int, event: Event, path: str, now: float
-    ) -> tuple[int, Any] | Rejection:
+    def _admit(self, index: int, event: Event, path: str, now: float) -> float | Rejection:
+        """The event's timestamp (the server's when absent), or why it is refused."""
         limits = self.settings.limits
         if len(event.features) > limits.max_features:
             return Rejection(
@@ -113,29 +117,62 @@ class DriftEngine:
                 "too_many_features",
                 f"expected at most {limits.max_features} features, got {len(event.features)}",
             )
-        timestamp = now
-        if event.timestamp is not None:
-            if event.timestamp.tzinfo is None:
-                return Rejection(
-                    index,
-                    f"{path}timestamp",
-                    "invalid_timestamp",
-                    "expected an RFC 3339 timestamp with a time zone (e.g. 2025-05-29T10:30:00Z)",
+        if event.timestamp is None:
+            return now
+        if event.timestamp.tzinfo is None:
+            return Rejection(
+                index,
+                f"{path}timestamp",
+                "invalid_timestamp",
+                "expected an RFC 3339 timestamp with a time zone (e.g. 2025-05-29T10:30:00Z)",
+            )
+        timestamp = event.timestamp.timestamp()
+        if timestamp > now + limits.max_future_seconds:
+            return Rejection(
+                index,
+                f"{path}timestamp",
+                "future_timestamp",
+                f"is {timestamp - now:.0f} s in the future; at most "
+                f"{limits.max_future_seconds:.0f} s allowed",
+            )
+        return timestamp
+
+    def _bin(
+        self,
+        monitor: Monitor,
+        events: Sequence[Event],
+        admitted: list[tuple[int, float]],
+        path_prefix: Callable[[int], str],
+        result: IngestResult,
+    ) -> tuple[Submission, list[int], set[str]]:
+        """Bin the admitted events: one by one for a single event, by column for a batch."""
+        limits = self.settings.limits
+        window = monitor.window
+        if len(admitted) == 1:
+            index, timestamp = admitted[0]
+            try:
+                event = bin_event(
+                    monitor.layout, events[index].features, limits, f"{path_prefix(index)}features"
                 )
-            timestamp = event.timestamp.timestamp()
-            if timestamp > now + limits.max_future_seconds:
-                return Rejection(
-                    index,
-                    f"{path}timestamp",
-                    "future_timestamp",
-                    f"is {timestamp - now:.0f} s in the future; at most "
-                    f"{limits.max_future_seconds:.0f} s allowed",
-                )
-        try:
-            binned = monitor.bin_event(event.features, limits, f"{path}features")
-        except EventError as exc:
-            return Rejection(index, exc.field, "invalid_value", exc.message)
-        return monitor.window.bucket_of(timestamp), binned
+            except EventError as exc:
+                result.rejected.append(Rejection(index, exc.field, "invalid_value", exc.message))
+                return [], [], set()
+            return [(window.bucket_of(timestamp), event)], [index], set(event.unknown)
+        batch = bin_batch(
+            monitor.layout,
+            [events[index].features for index, _ in admitted],
+            limits,
+            lambda j: f"{path_prefix(admitted[j][0])}features",
+        )
+        for j, error in batch.errors.items():
+            result.rejected.append(
+                Rejection(admitted[j][0], error.field, "invalid_value", error.message)
+            )
+        buckets = (
+            np.array([t for _, t in admitted], dtype=np.float64) // window.bucket_seconds
+        ).astype(np.int64) * window.bucket_seconds
+        accepted = [index for j, (index, _) in enumerate(admitted) if j not in batch.errors]
+        return batch.deltas(window.width, buckets), accepted, batch.unknown
 
     async def ingest(
         self, monitor: Monitor, events: Sequence[Event], *, path_prefix: Callable[[int], str]
@@ -147,33 +184,34 @@ class DriftEngine:
         """
         now = self._clock()
         result = IngestResult(monitor)
-        binned: list[tuple[int, Any]] = []
-        versions: list[str | None] = []
-        unknown: set[str] = set()
+        admitted: list[tuple[int, float]] = []
         for index, event in enumerate(events):
-            outcome = self._bin(monitor, index, event, path_prefix(index), now)
+            outcome = self._admit(index, event, path_prefix(index), now)
             if isinstance(outcome, Rejection):
                 result.rejected.append(outcome)
-                self.telemetry.invalid_events.inc(
-                    {"monitor": monitor.name, "reason": outcome.reason}
-                )
-                continue
-            binned.append(outcome)
-            versions.append(event.model_version)
-            unknown.update(outcome[1].unknown)
+            else:
+                admitted.append((index, outcome))
+        submission, accepted, unknown = (
+            self._bin(monitor, events, admitted, path_prefix, result)
+            if admitted
+            else ([], [], set())
+        )
+        result.rejected.sort(key=lambda r: r.index)
+        for rejection in result.rejected:
+            self.telemetry.invalid_events.inc({"monitor": monitor.name, "reason": rejection.reason})
         result.warnings = [f'unknown feature "{name}" ignored' for name in sorted(unknown)]
-        if not binned:
+        if not accepted:
             return result
         durable = self.settings.ack_mode == "durable"
-        future = self.committer.submit(monitor, binned, durable=durable)
+        future = self.committer.submit(monitor, submission, durable=durable)
         if future is not None:
             flushed = await future
             result.report = flushed.report
             result.late = flushed.late_events
         else:
             result.report = self._reports.get(monitor.name) or await self.report(monitor)
-        result.accepted = len(binned) - result.late
-        self.telemetry.count_events(monitor.name, versions)
+        result.accepted = len(accepted) - result.late
+        self.telemetry.count_events(monitor.name, [events[i].model_version for i in accepted])
         if result.late:
             self.telemetry.late_events.add({"monitor": monitor.name}, result.late)
             result.warnings.append(

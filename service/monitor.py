@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,10 @@ from .profile import (
     CategoricalProfile,
     FeatureKind,
     NumericProfile,
-    category_label,
-    is_missing,
     load_baseline,
     validate_profile,
 )
-from .settings import Limits, MonitorDefaults
+from .settings import MonitorDefaults
 from .window import WindowSpec
 
 MONITOR_NAME = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
@@ -100,6 +97,11 @@ class FeatureSlots:
     index: Mapping[str, int] | None = None  # categorical: category -> slot
 
     @property
+    def other(self) -> int:
+        """Categorical: the slot of categories not kept from training."""
+        return self.first_bin + self.profile.bins - 1
+
+    @property
     def kind(self) -> FeatureKind:
         """`numeric` or `categorical`."""
         return "numeric" if isinstance(self.profile, NumericProfile) else "categorical"
@@ -136,29 +138,6 @@ class Layout:
         return cls(slots, cursor)
 
 
-class EventError(ValueError):
-    """One feature value that cannot be counted; `field` is its path in the request."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-def _describe(value: Any) -> str:
-    text = msgspec.json.encode(value).decode()
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-@dataclass(slots=True)
-class BinnedEvent:
-    """One event as increments of the window vector."""
-
-    slots: list[int]  # each +1
-    sums: list[tuple[int, float]]  # (slot, value) added
-    unknown: list[str]
-
-
 @dataclass(frozen=True, slots=True)
 class Monitor:
     """A loaded monitor: its baseline, policy, layout and window."""
@@ -170,55 +149,6 @@ class Monitor:
     layout: Layout
     window: WindowSpec
     source: str
-
-    def bin_event(
-        self, features: Mapping[str, Any], limits: Limits, path: str = "features"
-    ) -> BinnedEvent:
-        """Bin one event's values; a missing feature counts as missing data.
-
-        Raises EventError naming the first value that cannot be counted.
-        """
-        layout = self.layout.features
-        slots = [EVENTS_SLOT]
-        sums: list[tuple[int, float]] = []
-        for name, feature in layout.items():
-            value = features.get(name)
-            # The baseline's notion of missing: null, or a string such as "" or "NA".
-            if value is None or (type(value) is str and is_missing(value)):
-                slots.append(feature.missing)
-                continue
-            profile = feature.profile
-            if isinstance(profile, NumericProfile):
-                if type(value) is not float and type(value) is not int:
-                    raise EventError(f"{path}.{name}", f"expected a number, got {_describe(value)}")
-                if not -limits.max_abs_value <= value <= limits.max_abs_value:
-                    raise EventError(
-                        f"{path}.{name}",
-                        f"expected a finite number within ±{limits.max_abs_value:g}, "
-                        f"got {_describe(value)}",
-                    )
-                slots.append(feature.first_bin + bisect_right(profile.cuts, value))
-                if value < profile.min or value > profile.max:
-                    slots.append(feature.out_of_range)
-                centred = value - profile.mean
-                sums.append((feature.sum, centred))
-                sums.append((feature.sum_squares, centred * centred))
-            else:
-                if isinstance(value, dict | list):
-                    raise EventError(
-                        f"{path}.{name}",
-                        f"expected a category (string, number or boolean), got {_describe(value)}",
-                    )
-                label = value if type(value) is str else category_label(value)
-                if len(label) > limits.max_string_length:
-                    raise EventError(
-                        f"{path}.{name}",
-                        f"expected at most {limits.max_string_length} characters, got {len(label)}",
-                    )
-                assert feature.index is not None
-                slots.append(feature.index.get(label, feature.first_bin + profile.bins - 1))
-        unknown = [name for name in features if name not in layout]
-        return BinnedEvent(slots, sums, unknown)
 
 
 def _layout_id(profile: BaselineProfile, bucket_seconds: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from bisect import bisect_right
@@ -14,11 +13,11 @@ import msgspec.yaml
 import numpy as np
 import pytest
 
+from service import binning
+from service.binning import BinnedEvent, EventError
 from service.drift import Thresholds
 from service.monitor import (
     EVENTS_SLOT,
-    BinnedEvent,
-    EventError,
     Layout,
     Monitor,
     MonitorConfig,
@@ -44,12 +43,9 @@ MAX_LEN = 16
 LIMITS = Limits(max_string_length=MAX_LEN)
 
 
-def bin_event(m: Monitor, features: dict[str, Any], path: str | None = None) -> BinnedEvent:
-    """Call Monitor.bin_event with LIMITS (taking a Limits, or the older keyword form)."""
-    extra = {} if path is None else {"path": path}
-    if "limits" in inspect.signature(Monitor.bin_event).parameters:
-        return m.bin_event(features, LIMITS, **extra)
-    return m.bin_event(features, max_string_length=MAX_LEN, **extra)  # type: ignore[call-arg,arg-type]
+def bin_event(m: Monitor, features: dict[str, Any], path: str = "features") -> BinnedEvent:
+    """Bin one event of the monitor's layout with LIMITS."""
+    return binning.bin_event(m.layout, features, LIMITS, path)
 
 
 @pytest.fixture(scope="module")
