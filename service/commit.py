@@ -10,6 +10,7 @@ fills up, so the batch size grows with load and the store calls per event fall.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class GroupCommitter:
         self._pending: dict[tuple[str, str], _Batch] = {}
         self._flushers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._closed = False
+        self._closing = asyncio.Event()  # wakes flushers gathering a batch: flush now
 
     def submit(
         self,
@@ -148,8 +150,9 @@ class GroupCommitter:
     async def _flusher(self, key: tuple[str, str]) -> None:
         try:
             while True:
-                if self._interval:
-                    await asyncio.sleep(self._interval)
+                if self._interval and not self._closed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), self._interval)
                 batch = self._pending.pop(key, None)
                 if batch is None:
                     return
@@ -184,5 +187,6 @@ class GroupCommitter:
     async def close(self) -> None:
         """Refuse new events and flush everything pending (SIGTERM path)."""
         self._closed = True
+        self._closing.set()
         while self._flushers:
             await asyncio.gather(*self._flushers.values(), return_exceptions=True)

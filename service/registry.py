@@ -132,6 +132,8 @@ class MonitorRegistry:
 
     def load(self) -> None:
         """(Re)load every source, keeping the last good monitor of a config that fails."""
+        # Taken before reading: a file that changes while we read shows as a change next poll.
+        fingerprint = self.fingerprint()
         monitors: dict[str, Monitor] = {}
         by_source: dict[str, Monitor] = {}
         errors: dict[str, str] = {}
@@ -164,8 +166,11 @@ class MonitorRegistry:
             monitors[monitor.name] = monitor
             by_source[source] = monitor
         self._monitors, self._by_source, self.errors = monitors, by_source, errors
+        new_dependencies = dependencies != self._dependencies
         self._dependencies = dependencies
-        self._fingerprint = self.fingerprint()
+        # Baselines first named by this load were read after `fingerprint`; take their
+        # stats now (a change in that instant waits for the next edit to be seen).
+        self._fingerprint = self.fingerprint() if new_dependencies else fingerprint
         for monitor in monitors.values():
             log.info(
                 "monitor loaded",

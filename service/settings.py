@@ -155,6 +155,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         message = str(exc)
         for (section, field), variable in origin.items():
             path = f"$.{section}.{field}" if section else f"$.{field}"
+            name = f"{section}.{field}" if section else field
             if path in message:
                 message = f"{variable}: {message.replace(f' - at `{path}`', '')}"
+            elif message.startswith(f"{name}:"):  # a cross-field check in __post_init__
+                message = f"{variable} ({name}){message[len(name) :]}"
         raise SettingsError(message) from exc
