@@ -117,15 +117,16 @@ async def _ingest(
         ) from exc
 
 
-def _summary(report: DriftReport) -> DriftSummary:
-    return DriftSummary(
-        drift_detected=report.drift_detected,
-        drift_score=report.drift_score,
-        severity=report.severity,
-        feature_scores=report.feature_scores,
-        drifted_features=report.drifted_features,
-        window=report.window,
-    )
+def _verdict(report: DriftReport) -> dict[str, Any]:
+    """The fields a predict or batch answer takes from a report."""
+    return {
+        "drift_detected": report.drift_detected,
+        "drift_score": report.drift_score,
+        "severity": report.severity,
+        "feature_scores": report.feature_scores,
+        "drifted_features": report.drifted_features,
+        "window": report.window,
+    }
 
 
 # ------------------------------------------------------------------------- handlers
@@ -151,14 +152,9 @@ async def predict(request: web.Request) -> web.Response:
     assert report is not None
     return encode(
         PredictResponse(
-            drift_detected=report.drift_detected,
-            drift_score=report.drift_score,
-            severity=report.severity,
-            feature_scores=report.feature_scores,
+            **_verdict(report),
             timestamp=isoformat(time.time()),
             monitor=monitor.name,
-            window=report.window,
-            drifted_features=report.drifted_features,
             warnings=result.warnings,
         )
     )
@@ -231,7 +227,7 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
             rejected=len(errors),
             errors=errors,
             warnings=result.warnings,
-            drift=_summary(result.report) if result.report else None,
+            drift=DriftSummary(**_verdict(result.report)) if result.report else None,
             timestamp=isoformat(time.time()),
         )
     )

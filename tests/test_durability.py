@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import pytest
 import redis
 import redis.asyncio
 from aiohttp.test_utils import TestClient
+from support import wait_until
 
 from service.app import create_app
 from service.monitor import Monitor
@@ -52,24 +53,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]],
-    message: Callable[[], str] | str,
-    *,
-    within: float = 10.0,
-    interval: float = 0.02,
-) -> None:
-    """Poll `condition` until it holds; fail with `message` after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        if await condition():
-            return
-        if time.monotonic() > deadline:
-            text = message() if callable(message) else message
-            pytest.fail(f"timed out after {within} s: {text}", pytrace=False)
-        await asyncio.sleep(interval)
 
 
 def make_settings(redis_url: str, **extra: Any) -> Settings:

@@ -6,17 +6,14 @@ atomically and then awaited by polling the API with a deadline.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 from aiohttp.test_utils import TestClient
+from support import wait_until
 
 from service.app import create_app
 from service.drift import Severity
@@ -27,24 +24,6 @@ BASELINE = ROOT / "examples" / "baseline_data.json"
 SEED_PAYLOAD = {
     "features": {"age": 35, "income": 50000, "tenure_months": 24, "product_category": "premium"}
 }
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]],
-    message: Callable[[], str] | str,
-    *,
-    within: float = 10.0,
-    interval: float = 0.02,
-) -> None:
-    """Poll `condition` until it holds; fail with `message` after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        if await condition():
-            return
-        if time.monotonic() > deadline:
-            text = message() if callable(message) else message
-            pytest.fail(f"timed out after {within} s: {text}", pytrace=False)
-        await asyncio.sleep(interval)
 
 
 def config(name: str, **fields: Any) -> dict[str, Any]:
