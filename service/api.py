@@ -6,6 +6,7 @@ the OpenAPI document is generated from it.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from . import __version__
 from .commit import CommitterClosedError
 from .engine import DriftEngine, Event, IngestResult, NoDefaultMonitorError, UnknownMonitorError
 from .keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
-from .monitor import Monitor
+from .monitor import MONITOR_NAME, Monitor
 from .openapi import openapi_document
 from .problems import FieldError, ProblemError, field_error
 from .report import DriftReport, isoformat
@@ -243,6 +244,26 @@ async def monitor_events(request: web.Request) -> web.Response:
     return await _batch(request, request.match_info["name"], path=True)
 
 
+async def forget_window(request: web.Request) -> web.Response:
+    """Delete the window data of the monitor in the path (loaded or not); idempotent."""
+    engine = _engine(request)
+    name = request.match_info["name"]
+    if not re.fullmatch(MONITOR_NAME, name):
+        raise ProblemError(
+            422,
+            "invalid-monitor-name",
+            f"monitor: {name!r} is not a valid monitor name",
+            [FieldError("monitor", f"must match {MONITOR_NAME}")],
+        )
+    try:
+        await engine.forget(name)
+    except StoreUnavailableError as exc:
+        raise ProblemError(
+            503, "store-unavailable", f"window store failed: {exc}", headers=RETRY_AFTER
+        ) from exc
+    return web.Response(status=204)
+
+
 async def _report(engine: DriftEngine, monitor: Monitor) -> DriftReport:
     try:
         return await engine.report(monitor)
@@ -429,6 +450,13 @@ ROUTES: tuple[Route, ...] = (
         None,
         DriftReport,
         (404, 503),
+    ),
+    Route(
+        "DELETE",
+        "/v1/monitors/{name}/window",
+        forget_window,
+        "Delete a monitor's window data (used by the operator's finalizer)",
+        errors=(422, 503),
     ),
     Route(
         "POST",

@@ -231,6 +231,18 @@ class DriftEngine:
         self._remember(monitor, report)
         return report
 
+    async def forget(self, name: str) -> None:
+        """Delete a monitor's window data (every layout), loaded or not.
+
+        The operator's finalizer calls this when a DriftMonitor is deleted.
+        """
+        try:
+            await self.store.drop(name)
+        except StoreUnavailableError:
+            self._store_error("drop")
+            raise
+        self._reports.pop(name, None)
+
     async def close(self) -> None:
         """Flush pending events; called on shutdown before the store closes."""
         await self.committer.close()

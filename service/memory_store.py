@@ -123,9 +123,9 @@ class MemoryWindowStore:
         self._forget_if_empty(spec, window)
         return totals
 
-    async def drop(self, spec: WindowSpec) -> None:
+    async def drop(self, monitor: str) -> None:
         """Forget every layout of the monitor."""
-        self._windows.pop(spec.monitor, None)
+        self._windows.pop(monitor, None)
 
     async def ping(self) -> bool:
         """Always true: the store is this process."""

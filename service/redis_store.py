@@ -122,11 +122,11 @@ class RedisWindowStore:
         totals, _ = await self._run(spec, b"")
         return totals
 
-    async def drop(self, spec: WindowSpec) -> None:
+    async def drop(self, monitor: str) -> None:
         """Delete every key of the monitor, all layouts."""
         try:
             batch: list[bytes] = []
-            async for key in self._client.scan_iter(match=monitor_pattern(spec.monitor)):
+            async for key in self._client.scan_iter(match=monitor_pattern(monitor)):
                 batch.append(key)
                 if len(batch) >= 500:
                     await self._client.unlink(*batch)
@@ -134,7 +134,7 @@ class RedisWindowStore:
             if batch:
                 await self._client.unlink(*batch)
         except (RedisError, OSError) as exc:
-            raise StoreUnavailableError(f"redis drop of {spec.monitor!r} failed: {exc}") from exc
+            raise StoreUnavailableError(f"redis drop of {monitor!r} failed: {exc}") from exc
 
     async def ping(self) -> bool:
         """Whether Redis answers; never raises."""

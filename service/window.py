@@ -65,8 +65,8 @@ class WindowStore(Protocol):
         """Evict buckets that slid out and return the window totals."""
         ...
 
-    async def drop(self, spec: WindowSpec) -> None:
-        """Delete every key the monitor's window holds (all layouts)."""
+    async def drop(self, monitor: str) -> None:
+        """Delete everything the monitor's windows hold, under every layout."""
         ...
 
     async def ping(self) -> bool:

@@ -384,3 +384,16 @@ async def test_monitor_listing_and_detail(client: TestClient) -> None:
     }
     assert detail["baseline"]["features"]["num_products"]["discrete"] is True
     assert detail["baseline"]["rows"] == 4000
+
+
+async def test_delete_window_forgets_counts(client: TestClient) -> None:
+    await send_events(client, [{"age": 30}, {"age": 31}])
+    response = await client.delete(f"/v1/monitors/{MONITOR}/window")
+    assert response.status == 204
+    report = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert report["window"]["events"] == 0
+    # Idempotent, and works for a monitor that is not (or no longer) loaded.
+    assert (await client.delete("/v1/monitors/gone/window")).status == 204
+    response = await client.delete("/v1/monitors/Bad%20Name/window")
+    assert response.status == 422
+    assert response.content_type == PROBLEM

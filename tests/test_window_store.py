@@ -192,7 +192,7 @@ async def test_drop_removes_every_layout_of_the_monitor(
             spec, {current: np.ones(spec.width), current - 60: np.ones(spec.width)}
         )
 
-    await window_store.drop(a1)
+    await window_store.drop(a1.monitor)
 
     assert np.array_equal((await window_store.read(a1)).vector, np.zeros(2))
     assert np.array_equal((await window_store.read(a2)).vector, np.zeros(3))
@@ -203,7 +203,7 @@ async def test_drop_removes_every_layout_of_the_monitor(
 
 
 async def test_drop_of_unknown_monitor_is_a_no_op(window_store: WindowStore) -> None:
-    await window_store.drop(make_spec(monitor="never-seen"))
+    await window_store.drop("never-seen")
 
 
 async def test_late_deltas_reported_and_not_added(window_store: WindowStore) -> None:
@@ -385,7 +385,7 @@ async def test_redis_unavailable_raises() -> None:
         with pytest.raises(StoreUnavailableError):
             await store.read(spec)
         with pytest.raises(StoreUnavailableError):
-            await store.drop(spec)
+            await store.drop(spec.monitor)
     finally:
         await store.close()
 
