@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .alert_store import AlertStore, MemoryAlertStore, RedisAlertStore
+from .alerting import AlertDispatcher
 from .api import ROUTES
 from .engine import DriftEngine
 from .keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
+from .lifecycle import stop
 from .memory_store import MemoryWindowStore
 from .problems import Handler, problem_middleware
 from .redis_store import RedisWindowStore
@@ -42,11 +48,14 @@ async def latency_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
-def open_store(settings: Settings) -> WindowStore:
-    """Redis when a URL is configured, else the embedded in-process store."""
+def open_stores(settings: Settings) -> tuple[WindowStore, AlertStore]:
+    """Redis when a URL is configured, else the embedded in-process stores."""
     if settings.redis_url:
-        return RedisWindowStore.from_url(settings.redis_url, socket_timeout=settings.redis_timeout)
-    return MemoryWindowStore()
+        window = RedisWindowStore.from_url(
+            settings.redis_url, socket_timeout=settings.redis_timeout
+        )
+        return window, RedisAlertStore(window.client)
+    return MemoryWindowStore(), MemoryAlertStore()
 
 
 async def engine_context(app: web.Application) -> AsyncIterator[None]:
@@ -54,10 +63,18 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     registry = MonitorRegistry(settings)
     await asyncio.to_thread(registry.load)
-    store = open_store(settings)
-    engine = DriftEngine(settings, registry, store, app[TELEMETRY])
+    store, alerts = open_stores(settings)
+    engine = DriftEngine(settings, registry, store, app[TELEMETRY], alerts)
     app[ENGINE] = engine
-    watcher = asyncio.create_task(registry.watch(), name="monitor-reload")
+    consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    dispatcher = AlertDispatcher(alerts, registry, settings.alerts, app[TELEMETRY], consumer)
+    engine.on_alert = dispatcher.wake
+    stopping = asyncio.Event()
+    tasks = [
+        asyncio.create_task(registry.watch(stopping), name="monitor-reload"),
+        asyncio.create_task(dispatcher.run(stopping), name="alert-delivery"),
+        asyncio.create_task(engine.evaluate_forever(stopping), name="evaluation"),
+    ]
     log.info(
         "service started",
         extra={
@@ -67,8 +84,8 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
         },
     )
     yield
-    watcher.cancel()
     await engine.close()
+    await stop(tasks, stopping, grace=5.0)
     await store.close()
     log.info("service stopped: pending counts flushed")
 

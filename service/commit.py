@@ -152,7 +152,8 @@ class GroupCommitter:
             while True:
                 if self._interval and not self._closed:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._closing.wait(), self._interval)
+                        async with asyncio.timeout(self._interval):
+                            await self._closing.wait()
                 batch = self._pending.pop(key, None)
                 if batch is None:
                     return

@@ -7,6 +7,9 @@ encode what it returns.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +19,12 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from .alert_store import Acknowledgement, AlertRecord, AlertStore
+from .alerting import snapshot_of
 from .binning import BinnedEvent, EventError, bin_batch, bin_event
 from .commit import GroupCommitter
+from .drift import Severity
+from .lifecycle import pause
 from .monitor import Monitor
 from .registry import MonitorRegistry, UnknownMonitorError
 from .report import DriftReport, drift_report
@@ -33,6 +40,8 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model_version: str | None = None
     timestamp: datetime | None = None
 
+
+log = logging.getLogger(__name__)
 
 Submission = list[tuple[int, BinnedEvent]] | dict[int, tuple[Vector, int]]
 
@@ -72,6 +81,7 @@ class DriftEngine:
         registry: MonitorRegistry,
         store: WindowStore,
         telemetry: Telemetry,
+        alerts: AlertStore,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -79,8 +89,14 @@ class DriftEngine:
         self.registry = registry
         self.store = store
         self.telemetry = telemetry
+        self.alerts = alerts
         self._clock = clock
         self._reports: dict[str, DriftReport] = {}
+        # Severity last announced per monitor, as this replica knows it: a report that
+        # agrees needs no round trip to the shared state.
+        self._announced: dict[str, Severity] = {}
+        self._observing: dict[str, asyncio.Task[None]] = {}
+        self.on_alert: Callable[[], None] = lambda: None
         self.committer = GroupCommitter(
             store,
             flush_interval=settings.flush_interval,
@@ -92,6 +108,67 @@ class DriftEngine:
     def _remember(self, monitor: Monitor, report: DriftReport) -> None:
         self._reports[monitor.name] = report
         self.telemetry.observe_report(report)
+        if (
+            self._announced.get(monitor.name) is not report.severity
+            and monitor.name not in self._observing
+        ):
+            task = asyncio.create_task(self._observe(monitor, report))
+            self._observing[monitor.name] = task
+
+    async def _observe(self, monitor: Monitor, report: DriftReport) -> None:
+        """Offer the report's severity to the shared alert state (compare-and-set)."""
+        try:
+            severity, entry = await self.alerts.transition(
+                monitor.name,
+                report.severity,
+                monitor.policy.alert_cooldown_seconds,
+                snapshot_of(report),
+            )
+        except StoreUnavailableError as exc:
+            self._store_error("alert_transition")
+            log.warning("alert state unavailable", extra={"error": str(exc)})
+            return
+        finally:
+            del self._observing[monitor.name]
+        self._announced[monitor.name] = severity
+        if entry is not None:
+            self.telemetry.alert_transitions.inc(
+                {"monitor": monitor.name, "severity": str(entry.severity)}
+            )
+            log.info(
+                "severity changed",
+                extra={
+                    "monitor": monitor.name,
+                    "severity": str(entry.severity),
+                    "previous": str(entry.previous),
+                    "alert": entry.seq,
+                },
+            )
+            self.on_alert()
+
+    async def evaluate_forever(self, stopping: asyncio.Event) -> None:
+        """Re-evaluate every monitor on a timer until `stopping`.
+
+        Windows keep sliding without traffic: a monitor that goes quiet must still
+        resolve its alert, and a cool-down must end even when no event arrives.
+        """
+        while not await pause(stopping, self.settings.alerts.evaluation_interval):
+            for monitor in list(self.registry):
+                with contextlib.suppress(StoreUnavailableError):
+                    await self.report(monitor)
+
+    async def alert_history(self, monitor: Monitor, limit: int) -> list[AlertRecord]:
+        """The monitor's latest alerts, newest first."""
+        return await self.alerts.history(monitor.name, limit)
+
+    async def acknowledge(
+        self, monitor: Monitor, seq: int, by: str, comment: str
+    ) -> AlertRecord | None:
+        """Record that someone has seen an alert; None when it is unknown."""
+        ack = Acknowledgement(by=by, at=self._clock(), comment=comment)
+        return await self.alerts.acknowledge(
+            monitor.name, seq, ack, self.settings.alerts.history_seconds
+        )
 
     def _store_error(self, operation: str) -> None:
         self.telemetry.store_errors.inc({"operation": operation})
@@ -244,8 +321,9 @@ class DriftEngine:
         self._reports.pop(name, None)
 
     async def close(self) -> None:
-        """Flush pending events; called on shutdown before the store closes."""
+        """Flush pending events and settle alert decisions; called before stores close."""
         await self.committer.close()
+        await asyncio.gather(*self._observing.values(), return_exceptions=True)
 
 
 __all__ = [

@@ -27,6 +27,7 @@ from .profile import (
     load_baseline,
     validate_profile,
 )
+from .receivers import Receiver
 from .settings import MonitorDefaults
 from .window import WindowSpec
 
@@ -59,6 +60,7 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bucket_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
     bins: Annotated[int, msgspec.Meta(ge=2, le=100)] | None = None
     top_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    alert_cooldown_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 class MonitorConfigError(ValueError):
@@ -75,6 +77,7 @@ class Policy:
     bonferroni: bool
     min_samples: int
     min_drifted_features: int
+    alert_cooldown_seconds: float = 0.0
 
     def thresholds_for(self, feature: str) -> Thresholds:
         """The feature's own thresholds, else the monitor's."""
@@ -149,6 +152,7 @@ class Monitor:
     layout: Layout
     window: WindowSpec
     source: str
+    receivers: tuple[Receiver, ...] = ()  # from the alerts directory
 
 
 def _layout_id(profile: BaselineProfile, bucket_seconds: int) -> str:
@@ -253,6 +257,7 @@ def build_monitor(
         bonferroni=pick(config.bonferroni, defaults.bonferroni),
         min_samples=pick(config.min_samples, defaults.min_samples),
         min_drifted_features=pick(config.min_drifted_features, defaults.min_drifted_features),
+        alert_cooldown_seconds=pick(config.alert_cooldown_seconds, defaults.alert_cooldown_seconds),
     )
     layout = Layout.of(profile)
     window = WindowSpec(

@@ -101,6 +101,11 @@ class RedisWindowStore:
         return cls(client, fence_seconds=socket_timeout / 2)
 
     @property
+    def client(self) -> Redis:
+        """The connection pool, shared with the alert store."""
+        return self._client
+
+    @property
     def kind(self) -> str:
         """Backend name for health output."""
         return "redis"

@@ -10,6 +10,7 @@ A config that stops loading keeps its last good monitor and reports the error.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import msgspec
 import msgspec.yaml
 
+from .lifecycle import pause
 from .monitor import (
     Monitor,
     MonitorConfig,
@@ -25,6 +27,7 @@ from .monitor import (
     build_monitor,
     decode_monitor_config,
 )
+from .receivers import Receiver, ReceiverConfigError, load_receivers
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ class MonitorRegistry:
         self.errors: dict[str, str] = {}
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._dependencies: list[Path] = []
+        self._receivers: dict[str, list[Receiver]] = {}
 
     # ------------------------------------------------------------------ lookup
 
@@ -111,9 +115,27 @@ class MonitorRegistry:
             sources.append((str(path), path.parent, path))
         return sources
 
+    def _alert_files(self) -> list[Path]:
+        directory = self._settings.alerts_dir
+        if not directory or not Path(directory).is_dir():
+            return []
+        return sorted(p for p in Path(directory).glob("*.json") if not p.name.startswith("."))
+
+    def _load_receivers(self, errors: dict[str, str]) -> dict[str, list[Receiver]]:
+        """Receivers per monitor; on a bad alerts file keep the last good set."""
+        directory = self._settings.alerts_dir
+        if not directory:
+            return {}
+        try:
+            self._receivers = load_receivers(Path(directory))
+        except ReceiverConfigError as exc:
+            errors[f"DRIFTLINE_ALERTS_DIR={directory}"] = str(exc)
+            log.error("alert receivers not loaded", extra={"error": str(exc)})
+        return self._receivers
+
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        """Resolved path, size and mtime of every config and baseline file in use."""
-        paths = self._config_files() + self._dependencies
+        """Resolved path, size and mtime of every config, baseline and alerts file in use."""
+        paths = self._config_files() + self._dependencies + self._alert_files()
         return tuple(_stat_key(p) for p in paths)
 
     def _decode(self, source: str, document: Any) -> MonitorConfig:
@@ -165,6 +187,11 @@ class MonitorRegistry:
                 continue
             monitors[monitor.name] = monitor
             by_source[source] = monitor
+        receivers = self._load_receivers(errors)
+        monitors = {
+            name: dataclasses.replace(m, receivers=tuple(receivers.get(name, ())))
+            for name, m in monitors.items()
+        }
         self._monitors, self._by_source, self.errors = monitors, by_source, errors
         new_dependencies = dependencies != self._dependencies
         self._dependencies = dependencies
@@ -182,10 +209,9 @@ class MonitorRegistry:
                 },
             )
 
-    async def watch(self) -> None:
-        """Poll the sources and reload when a file changes (runs until cancelled)."""
-        while True:
-            await asyncio.sleep(self._settings.reload_interval)
+    async def watch(self, stopping: asyncio.Event) -> None:
+        """Poll the sources and reload when a file changes, until `stopping`."""
+        while not await pause(stopping, self._settings.reload_interval):
             current = await asyncio.to_thread(self.fingerprint)
             if current != self._fingerprint:
                 log.info("monitor configs changed; reloading")

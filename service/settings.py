@@ -45,6 +45,22 @@ class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bucket_seconds: PositiveInt = 60
     bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 10
     top_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    alert_cooldown_seconds: NonNegativeFloat = 0.0
+
+
+class AlertSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How alerts are delivered (see service/alerting.py)."""
+
+    timeout: PositiveFloat = 5.0  # per POST
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
+    backoff_base: PositiveFloat = 0.5
+    backoff_cap: PositiveFloat = 30.0
+    claim_idle: PositiveFloat = 30.0  # an entry pending this long is taken over
+    poll_interval: PositiveFloat = 1.0
+    history_seconds: PositiveFloat = 7 * 24 * 3600.0
+    firing_ttl: PositiveFloat = 24 * 3600.0  # endsAt of a firing Alertmanager alert
+    allow_link_local: bool = False  # cloud metadata endpoints live there
+    evaluation_interval: PositiveFloat = 30.0  # re-evaluate idle monitors (resolve alerts)
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -55,6 +71,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     redis_url: str | None = None
     monitors_dir: str | None = None
     baseline_data_path: str | None = None
+    alerts_dir: str | None = None
     default_monitor: str | None = None
     ack_mode: Literal["durable", "async"] = "durable"
     flush_interval: NonNegativeFloat = 0.002
@@ -64,6 +81,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     limits: Limits = Limits()
     defaults: MonitorDefaults = MonitorDefaults()
+    alerts: AlertSettings = AlertSettings()
 
     def __post_init__(self) -> None:
         """Cross-field checks msgspec constraints cannot express."""
@@ -110,6 +128,18 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_BUCKET_SECONDS": ("defaults", "bucket_seconds"),
     "DRIFTLINE_BINS": ("defaults", "bins"),
     "DRIFTLINE_TOP_K": ("defaults", "top_k"),
+    "DRIFTLINE_ALERT_COOLDOWN_SECONDS": ("defaults", "alert_cooldown_seconds"),
+    "DRIFTLINE_ALERTS_DIR": (None, "alerts_dir"),
+    "DRIFTLINE_ALERT_TIMEOUT": ("alerts", "timeout"),
+    "DRIFTLINE_ALERT_MAX_ATTEMPTS": ("alerts", "max_attempts"),
+    "DRIFTLINE_ALERT_BACKOFF_BASE": ("alerts", "backoff_base"),
+    "DRIFTLINE_ALERT_BACKOFF_CAP": ("alerts", "backoff_cap"),
+    "DRIFTLINE_ALERT_CLAIM_IDLE": ("alerts", "claim_idle"),
+    "DRIFTLINE_ALERT_POLL_INTERVAL": ("alerts", "poll_interval"),
+    "DRIFTLINE_ALERT_HISTORY_SECONDS": ("alerts", "history_seconds"),
+    "DRIFTLINE_ALERT_FIRING_TTL": ("alerts", "firing_ttl"),
+    "DRIFTLINE_ALERT_ALLOW_LINK_LOCAL": ("alerts", "allow_link_local"),
+    "DRIFTLINE_EVALUATION_INTERVAL": ("alerts", "evaluation_interval"),
 }
 SETTINGS_FILE_VARIABLE = "DRIFTLINE_SETTINGS_FILE"
 

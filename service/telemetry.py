@@ -76,6 +76,31 @@ class Telemetry:
             registry=r,
             buckets=LATENCY_BUCKETS,
         )
+        self.alert_transitions = Counter(
+            "driftline_alert_transitions_total",
+            "Severity changes this replica decided (once for all replicas), by new severity",
+            registry=r,
+        )
+        self.alerts_sent = Counter(
+            "driftline_alerts_sent_total", "Alerts delivered, by receiver", registry=r
+        )
+        self.alerts_failed = Counter(
+            "driftline_alerts_failed_total", "Alert delivery attempts that failed", registry=r
+        )
+        self.alerts_retried = Counter(
+            "driftline_alerts_retried_total", "Alert deliveries scheduled for retry", registry=r
+        )
+        self.alerts_dead = Counter(
+            "driftline_alerts_dead_lettered_total",
+            "Alert deliveries given up on (dead-lettered)",
+            registry=r,
+        )
+        self.alert_latency = Histogram(
+            "driftline_alert_delivery_seconds",
+            "From the severity change to the receiver's 2xx",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+        )
         self._model_versions: set[str] = set()
 
     def observe_report(self, report: DriftReport) -> None:

@@ -1,0 +1,223 @@
+"""Alert receivers: who hears about a monitor's severity changes, and in which format.
+
+Receivers come from the alerts directory (the operator's `<service>-alerts` Secret,
+mounted): one `<monitor>.json` per monitor, `{"receivers": [...]}`. Each receiver is a
+generic webhook (JSON signed with HMAC-SHA256 over timestamp and body), a Slack
+incoming webhook, or Alertmanager's v2 alerts API. URLs and keys are secrets: they are
+never logged, and receivers are named in logs and metrics by their `name` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from .drift import Severity
+
+SIGNATURE_HEADER = "X-Driftline-Signature"
+TIMESTAMP_HEADER = "X-Driftline-Timestamp"
+ALERT_ID_HEADER = "X-Driftline-Alert-Id"
+ReceiverType = Literal["webhook", "slack", "alertmanager"]
+
+
+class Receiver(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One alert endpoint of a monitor."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+    type: ReceiverType
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
+    signing_secret: str | None = None
+    min_severity: Literal["warning", "critical"] = "warning"
+
+    def wants(self, severity: Severity, previous: Severity) -> bool:
+        """Whether this receiver hears of a change from `previous` to `severity`.
+
+        Escalations reach it at or above its minimum; a change down (or resolved) reaches
+        it when the severity it was told about was at or above it, so it hears the end
+        of every episode it heard the start of.
+        """
+        floor = Severity(self.min_severity).rank
+        return max(severity.rank, previous.rank) >= floor
+
+
+class ReceiverFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A `<monitor>.json` file of the alerts directory."""
+
+    receivers: list[Receiver] = []
+
+
+class ReceiverConfigError(ValueError):
+    """An alerts file that cannot be used; the message names the file and field (never a URL)."""
+
+
+def load_receivers(directory: Path) -> dict[str, list[Receiver]]:
+    """Receivers per monitor name from `<monitor>.json` files; bad files raise."""
+    receivers: dict[str, list[Receiver]] = {}
+    for path in sorted(directory.glob("*.json")):
+        if path.name.startswith("."):
+            continue
+        try:
+            parsed = msgspec.json.decode(path.read_bytes(), type=ReceiverFile)
+        except (OSError, msgspec.DecodeError) as exc:
+            # msgspec messages quote the offending value's path, not the value: safe to log.
+            raise ReceiverConfigError(f"{path.name}: {exc}") from None
+        names = [r.name for r in parsed.receivers]
+        if len(names) != len(set(names)):
+            raise ReceiverConfigError(f"{path.name}: receivers: names must be unique")
+        receivers[path.stem] = parsed.receivers
+    return receivers
+
+
+def link_local_target(url: str) -> str | None:
+    """The link-local address (cloud metadata range) a URL resolves to, if any."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return None  # unresolvable: the POST will fail and be retried like any outage
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if address.is_link_local:
+            return str(address)
+    return None
+
+
+# ------------------------------------------------------------------- payloads
+
+
+class DriftedFeature(msgspec.Struct, frozen=True):
+    """A feature flagged at the moment of the change."""
+
+    name: str
+    score: float
+    severity: Severity
+
+
+class AlertWindow(msgspec.Struct, frozen=True):
+    """The window the change was seen on."""
+
+    events: int
+    start: str
+    end: str
+
+
+class Alert(msgspec.Struct, frozen=True):
+    """A monitor's severity change, as every receiver format is derived from it."""
+
+    id: str  # `<monitor>:<sequence>`: stable across retries and replicas, for de-duplication
+    monitor: str
+    model: str
+    severity: Severity
+    previous_severity: Severity
+    status: Literal["firing", "resolved"]
+    drift_score: float
+    drifted_features: list[DriftedFeature]
+    window: AlertWindow
+    started_at: str  # when the monitor left `none` (the episode's start)
+    created_at: str  # when the change was decided (Redis clock)
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex>` of HMAC-SHA256(secret, "<timestamp>." + body)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def _summary(alert: Alert) -> str:
+    if alert.status == "resolved":
+        return f"Drift resolved on {alert.monitor} (model {alert.model or '-'})"
+    return (
+        f"{alert.severity.upper()} drift on {alert.monitor} (model {alert.model or '-'}): "
+        f"score {alert.drift_score:.3f}, was {alert.previous_severity}"
+    )
+
+
+def _features_text(alert: Alert) -> str:
+    return ", ".join(f"{f.name} {f.score:.3f} ({f.severity})" for f in alert.drifted_features)
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def alertmanager_alerts(alert: Alert, firing_ttl: float) -> list[dict[str, Any]]:
+    """Alertmanager v2 alerts for a change: resolve the old severity, fire the new one.
+
+    Alertmanager identifies an alert by its labels, so a change of severity is the end
+    of one alert (endsAt now) and the start of another. A firing alert carries
+    endsAt = now + firing_ttl: without it Alertmanager would resolve it after its
+    resolve_timeout, while driftline only speaks again on the next change.
+    """
+    now = _parse_time(alert.created_at)
+    base = {"alertname": "DriftlineDrift", "monitor": alert.monitor, "model": alert.model}
+    annotations = {
+        "summary": _summary(alert),
+        "description": f"drifted features: {_features_text(alert) or 'none'}",
+        "alert_id": alert.id,
+        "drift_score": f"{alert.drift_score:.6g}",
+    }
+    alerts: list[dict[str, Any]] = []
+    if alert.previous_severity is not Severity.NONE:
+        alerts.append(
+            {
+                "labels": {**base, "severity": str(alert.previous_severity)},
+                "annotations": annotations,
+                "startsAt": alert.started_at,
+                "endsAt": _rfc3339(now),
+            }
+        )
+    if alert.severity is not Severity.NONE:
+        alerts.append(
+            {
+                "labels": {**base, "severity": str(alert.severity)},
+                "annotations": annotations,
+                "startsAt": alert.created_at,
+                "endsAt": _rfc3339(now + timedelta(seconds=firing_ttl)),
+            }
+        )
+    return alerts
+
+
+def slack_message(alert: Alert) -> dict[str, Any]:
+    """A Slack incoming-webhook message a person can read at a glance."""
+    icon = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}.get(
+        str(alert.severity), ":large_green_circle:"
+    )
+    lines = [f"{icon} *{_summary(alert)}*"]
+    if alert.drifted_features:
+        lines.append(f"Drifted features: {_features_text(alert)}")
+    lines.append(
+        f"Window: {alert.window.events} events, {alert.window.start} to {alert.window.end}"
+    )
+    lines.append(f"Alert id: `{alert.id}`")
+    return {"text": "\n".join(lines)}
+
+
+def render_request(
+    receiver: Receiver, alert: Alert, *, now: float, firing_ttl: float
+) -> tuple[str, bytes, dict[str, str]]:
+    """URL, body and headers of the POST that tells `receiver` about `alert`."""
+    headers = {"Content-Type": "application/json", ALERT_ID_HEADER: alert.id}
+    if receiver.type == "slack":
+        return receiver.url, msgspec.json.encode(slack_message(alert)), headers
+    if receiver.type == "alertmanager":
+        url = receiver.url.rstrip("/") + "/api/v2/alerts"
+        return url, msgspec.json.encode(alertmanager_alerts(alert, firing_ttl)), headers
+    body = msgspec.json.encode(alert)
+    timestamp = str(int(now))
+    headers[TIMESTAMP_HEADER] = timestamp
+    if receiver.signing_secret:
+        headers[SIGNATURE_HEADER] = sign(receiver.signing_secret, timestamp, body)
+    return receiver.url, body, headers
