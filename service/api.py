@@ -16,6 +16,8 @@ import msgspec
 from aiohttp import web
 
 from . import __version__
+from .alert_store import AlertRecord
+from .alerting import alert_from
 from .commit import CommitterClosedError
 from .engine import DriftEngine, Event, IngestResult, NoDefaultMonitorError, UnknownMonitorError
 from .keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
@@ -24,6 +26,9 @@ from .openapi import openapi_document
 from .problems import FieldError, ProblemError, field_error
 from .report import DriftReport, isoformat
 from .schemas import (
+    AckRequest,
+    AlertHistory,
+    AlertView,
     BatchRequest,
     BatchResponse,
     DriftSummary,
@@ -264,6 +269,63 @@ async def forget_window(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _alert_view(record: AlertRecord) -> AlertView:
+    return AlertView(alert_from(record.entry), record.deliveries, record.acknowledgement)
+
+
+async def alert_history(request: web.Request) -> web.Response:
+    """The monitor's alerts, newest first, with delivery state per receiver."""
+    engine = _engine(request)
+    monitor = _monitor(engine, request.match_info["name"])
+    raw_limit = request.query.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise ProblemError(
+            422,
+            "invalid-query",
+            f"limit: expected an integer from 1 to 1000, got {raw_limit!r}",
+            [FieldError("limit", "expected an integer from 1 to 1000")],
+        )
+    try:
+        records = await engine.alert_history(monitor, int(raw_limit))
+        severity = await engine.alerts.severity(monitor.name)
+    except StoreUnavailableError as exc:
+        raise ProblemError(
+            503, "store-unavailable", f"alert store failed: {exc}", headers=RETRY_AFTER
+        ) from exc
+    return encode(AlertHistory(monitor.name, severity, [_alert_view(r) for r in records]))
+
+
+async def acknowledge_alert(request: web.Request) -> web.Response:
+    """Record that someone has seen an alert (id `<monitor>:<n>` or `<n>`)."""
+    engine = _engine(request)
+    monitor = _monitor(engine, request.match_info["name"])
+    alert_id = request.match_info["alert_id"]
+    seq_text = alert_id.removeprefix(f"{monitor.name}:")
+    if not seq_text.isdigit():
+        raise ProblemError(
+            404,
+            "unknown-alert",
+            f"alert {alert_id!r}: not an alert id of {monitor.name}",
+            [FieldError("alert_id", f"expected {monitor.name}:<number>")],
+        )
+    body = await request.read()
+    ack = decode_body(body, AckRequest) if body.strip() else AckRequest()
+    try:
+        record = await engine.acknowledge(monitor, int(seq_text), ack.by, ack.comment)
+    except StoreUnavailableError as exc:
+        raise ProblemError(
+            503, "store-unavailable", f"alert store failed: {exc}", headers=RETRY_AFTER
+        ) from exc
+    if record is None:
+        raise ProblemError(
+            404,
+            "unknown-alert",
+            f"alert {alert_id!r} of {monitor.name} is not in its history",
+            [FieldError("alert_id", "unknown alert")],
+        )
+    return encode(_alert_view(record))
+
+
 async def _report(engine: DriftEngine, monitor: Monitor) -> DriftReport:
     try:
         return await engine.report(monitor)
@@ -466,6 +528,24 @@ ROUTES: tuple[Route, ...] = (
         list[Event],
         BatchResponse,
         (400, 404, 413, 415, 422, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/monitors/{name}/alerts",
+        alert_history,
+        "A monitor's alerts, newest first, with delivery state per receiver (?limit=1..1000)",
+        None,
+        AlertHistory,
+        (404, 422, 503),
+    ),
+    Route(
+        "POST",
+        "/v1/monitors/{name}/alerts/{alert_id}/ack",
+        acknowledge_alert,
+        "Acknowledge an alert (body optional)",
+        AckRequest,
+        AlertView,
+        (400, 404, 422, 503),
     ),
     Route("GET", "/openapi.json", openapi, "This document"),
 )

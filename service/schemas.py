@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
+from .alert_store import Acknowledgement, DeliveryState
 from .drift import Severity
 from .engine import Event
 from .problems import FieldError
 from .profile import BaselineProfile
+from .receivers import Alert
 from .report import WindowInfo
 
 
@@ -88,6 +92,29 @@ class ReadyResponse(msgspec.Struct, frozen=True):
 
     status: str
     reasons: list[str]
+
+
+class AlertView(msgspec.Struct, frozen=True):
+    """An alert, where each receiver stands with it, and who acknowledged it."""
+
+    alert: Alert
+    deliveries: dict[str, DeliveryState]
+    acknowledgement: Acknowledgement | None
+
+
+class AlertHistory(msgspec.Struct, frozen=True):
+    """`GET /v1/monitors/{name}/alerts`: newest first."""
+
+    monitor: str
+    severity: Severity  # as last announced
+    alerts: list[AlertView]
+
+
+class AckRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST .../alerts/{id}/ack` (the body is optional)."""
+
+    by: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "anonymous"
+    comment: Annotated[str, msgspec.Meta(max_length=1000)] = ""
 
 
 class MonitorSummary(msgspec.Struct, frozen=True):
