@@ -15,49 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.window import ApplyResult, Vector, WindowSpec, WindowTotals
-
-
-def validate_spec(spec: WindowSpec) -> None:
-    """Reject a spec no backend can hold; raises ValueError."""
-    if not spec.monitor or "{" in spec.monitor or "}" in spec.monitor:
-        # Braces would end the Redis Cluster hash tag early; rejected by every backend
-        # so that a monitor name valid on one is valid on the other.
-        raise ValueError(f"monitor: must be non-empty without braces, got {spec.monitor!r}")
-    if not spec.layout_id:
-        raise ValueError("layout_id: must be non-empty")
-    if spec.width < 1 or spec.window_seconds < 1 or spec.bucket_seconds < 1:
-        raise ValueError(
-            f"width, window_seconds and bucket_seconds must be positive, got {spec.width}, "
-            f"{spec.window_seconds}, {spec.bucket_seconds}"
-        )
-
-
-def validate_deltas(spec: WindowSpec, deltas: Mapping[int, Vector]) -> list[tuple[int, Vector]]:
-    """Check deltas against the spec; return (bucket, float64 vector) in bucket order.
-
-    Raises ValueError, before anything is applied, on a misaligned bucket, a vector of the
-    wrong shape, or a non-finite value (a NaN would poison the running totals until the
-    window empties).
-    """
-    validate_spec(spec)
-    out: list[tuple[int, Vector]] = []
-    for raw_bucket, raw_vector in deltas.items():
-        bucket = int(raw_bucket)
-        if bucket != raw_bucket or bucket % spec.bucket_seconds:
-            raise ValueError(
-                f"bucket {raw_bucket!r}: not a multiple of bucket_seconds={spec.bucket_seconds}"
-            )
-        vector = np.asarray(raw_vector, dtype=np.float64)
-        if vector.shape != (spec.width,):
-            raise ValueError(
-                f"bucket {bucket}: vector shape {vector.shape}, expected ({spec.width},)"
-            )
-        if not np.isfinite(vector).all():
-            raise ValueError(f"bucket {bucket}: vector holds a non-finite value")
-        out.append((bucket, vector))
-    out.sort(key=lambda item: item[0])
-    return out
+from service.window import (
+    ApplyResult,
+    Vector,
+    WindowSpec,
+    WindowTotals,
+    validate_deltas,
+    validate_spec,
+)
 
 
 @dataclass(slots=True)

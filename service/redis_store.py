@@ -25,8 +25,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from service.memory_store import validate_deltas, validate_spec
-from service.window import ApplyResult, StoreUnavailableError, Vector, WindowSpec, WindowTotals
+from service.window import (
+    ApplyResult,
+    StoreUnavailableError,
+    Vector,
+    WindowSpec,
+    WindowTotals,
+    validate_deltas,
+    validate_spec,
+)
 
 KEY_ROOT = "driftline"
 SCRIPT = importlib.resources.files("service").joinpath("window.lua").read_text(encoding="utf-8")
