@@ -156,10 +156,12 @@ def _entry(monitor: str, entry_id: Any, raw: Mapping[Any, Any]) -> OutboxEntry:
 def alert_keys(monitor: str) -> tuple[str, str, str, str]:
     """State hash, outbox stream, dead-letter stream and per-alert hash prefix.
 
-    They share the window keys' `{monitor}` hash tag: one Redis Cluster slot per monitor,
-    and deleting a monitor's keys (DELETE .../window) takes its alerts with it.
+    They share the window keys' `{monitor}` hash tag (one Redis Cluster slot per
+    monitor) but not their prefix: deleting a monitor's window (DELETE .../window, the
+    operator's finalizer) must not take the alert state with it, or the emptied window
+    would look `none` already and the firing alert would never be resolved.
     """
-    base = f"{KEY_ROOT}:{{{monitor}}}:alert:"
+    base = f"{KEY_ROOT}:alert:{{{monitor}}}:"
     return base + "state", base + "outbox", base + "dead", base + "a:"
 
 
@@ -254,7 +256,7 @@ class RedisAlertStore:
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, f"r:{receiver}", msgspec.json.encode(state))
-                pipe.expire(key, int(ttl))
+                pipe.expire(key, max(int(ttl), 1))
                 await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailableError(f"alert delivery state failed: {exc}") from exc
@@ -309,7 +311,7 @@ class RedisAlertStore:
                 if record.entry.seq == seq:
                     async with self._client.pipeline(transaction=True) as pipe:
                         pipe.hset(prefix + str(seq), "ack", msgspec.json.encode(ack))
-                        pipe.expire(prefix + str(seq), int(ttl))
+                        pipe.expire(prefix + str(seq), max(int(ttl), 1))
                         await pipe.execute()
                     record.acknowledgement = ack
                     return record
@@ -396,8 +398,10 @@ class MemoryAlertStore:
         )
         state.severity, state.lower_since = observed, None
         state.entries.append(entry)
-        del state.entries[:-OUTBOX_LENGTH]
-        state.delivered_up_to = min(state.delivered_up_to, len(state.entries) - 1)
+        trimmed = max(len(state.entries) - OUTBOX_LENGTH, 0)
+        del state.entries[:trimmed]
+        # An index into the entries: shift it with them, so no undelivered one is skipped.
+        state.delivered_up_to = max(state.delivered_up_to - trimmed, 0)
         return observed, entry
 
     async def fetch(

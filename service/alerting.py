@@ -212,9 +212,15 @@ class AlertDispatcher:
             receiver, alert, now=time.time(), firing_ttl=self._settings.firing_ttl
         )
         try:
-            async with self._session.post(url, data=body, headers=headers) as response:
+            # No redirects: a 3xx to a link-local address would get round the check above.
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 await response.read()
                 return response.status, f"HTTP {response.status}"
+        except (aiohttp.InvalidURL, ValueError) as exc:
+            # A URL aiohttp cannot use (bad IDNA label, bad IP literal) will not heal.
+            return 0, f"refused: invalid URL ({type(exc).__name__})"
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The exception text can carry the URL (a secret): report its kind only.
             return None, type(exc).__name__

@@ -59,6 +59,28 @@ def _simulate(args: argparse.Namespace) -> int:
     return code
 
 
+def _controller(args: argparse.Namespace) -> int:
+    # Imported here: the operator's dependencies (kopf, lightkube) are an optional extra.
+    from controller import run
+    from controller.settings import ControllerSettingsError, load_controller_settings
+
+    try:
+        settings = load_controller_settings(
+            namespaces=args.namespace,
+            replica_capacity=args.replica_capacity,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+            cpu_utilization=args.cpu_utilization,
+            status_interval=args.status_interval,
+            service_timeout=args.service_timeout,
+            liveness_endpoint=args.liveness_endpoint,
+        )
+    except ControllerSettingsError as exc:
+        print(f"driftline: invalid controller settings: {exc}", file=sys.stderr)
+        return 2
+    return run(settings)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     defaults = MonitorDefaults()
@@ -114,6 +136,27 @@ def parser() -> argparse.ArgumentParser:
         "--batch", type=int, default=0, help="send batches of this size instead of /predict"
     )
     simulate.set_defaults(run=_simulate)
+
+    controller = commands.add_parser(
+        "controller", help="run the DriftMonitor operator (docs/operator.md)"
+    )
+    controller.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable; default all, DRIFTLINE_CONTROLLER_NAMESPACES)",
+    )
+    for flag, kind, text in (
+        ("--replica-capacity", float, "events/s per service replica (default 2000)"),
+        ("--min-replicas", int, "HPA minReplicas floor (default 2)"),
+        ("--max-replicas", int, "HPA maxReplicas cap (default 20)"),
+        ("--cpu-utilization", int, "HPA CPU utilization target in percent (default 70)"),
+        ("--status-interval", float, "seconds between status refreshes (default 30)"),
+        ("--service-timeout", float, "drift service call timeout in seconds (default 5)"),
+        ("--liveness-endpoint", str, "kopf liveness URL, e.g. http://0.0.0.0:8081/healthz"),
+    ):
+        controller.add_argument(flag, type=kind, help=text)
+    controller.set_defaults(run=_controller)
     return root
 
 

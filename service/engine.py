@@ -105,13 +105,12 @@ class DriftEngine:
             on_events_lost=lambda m, n: telemetry.lost_events.add({"monitor": m.name}, n),
         )
 
-    def _remember(self, monitor: Monitor, report: DriftReport) -> None:
+    def _remember(self, monitor: Monitor, report: DriftReport, *, recheck: bool = False) -> None:
         self._reports[monitor.name] = report
         self.telemetry.observe_report(report)
-        if (
-            self._announced.get(monitor.name) is not report.severity
-            and monitor.name not in self._observing
-        ):
+        # `recheck` skips the cache: another replica may have moved the shared state.
+        stale = recheck or self._announced.get(monitor.name) is not report.severity
+        if stale and monitor.name not in self._observing:
             task = asyncio.create_task(self._observe(monitor, report))
             self._observing[monitor.name] = task
 
@@ -155,7 +154,7 @@ class DriftEngine:
         while not await pause(stopping, self.settings.alerts.evaluation_interval):
             for monitor in list(self.registry):
                 with contextlib.suppress(StoreUnavailableError):
-                    await self.report(monitor)
+                    await self.report(monitor, recheck=True)
 
     async def alert_history(self, monitor: Monitor, limit: int) -> list[AlertRecord]:
         """The monitor's latest alerts, newest first."""
@@ -297,15 +296,15 @@ class DriftEngine:
             )
         return result
 
-    async def report(self, monitor: Monitor) -> DriftReport:
-        """Read the monitor's window and evaluate it."""
+    async def report(self, monitor: Monitor, *, recheck: bool = False) -> DriftReport:
+        """Read the monitor's window and evaluate it (`recheck`: offer it to the alert state)."""
         try:
             totals = await self.store.read(monitor.window)
         except StoreUnavailableError:
             self._store_error("read")
             raise
         report = drift_report(monitor, totals)
-        self._remember(monitor, report)
+        self._remember(monitor, report, recheck=recheck)
         return report
 
     async def forget(self, name: str) -> None:

@@ -78,13 +78,17 @@ def load_receivers(directory: Path) -> dict[str, list[Receiver]]:
 
 def link_local_target(url: str) -> str | None:
     """The link-local address (cloud metadata range) a URL resolves to, if any."""
-    host = urlsplit(url).hostname or ""
     try:
+        host = urlsplit(url).hostname or ""
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError:
         return None  # unresolvable: the POST will fail and be retried like any outage
+    except ValueError:
+        return None  # not a valid host (bad IDNA label, bad IP literal): the POST refuses it
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:169.254.169.254 reaches 169.254.169.254
         if address.is_link_local:
             return str(address)
     return None
@@ -152,13 +156,17 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def alertmanager_alerts(alert: Alert, firing_ttl: float) -> list[dict[str, Any]]:
+def alertmanager_alerts(
+    alert: Alert, firing_ttl: float, floor: Severity = Severity.WARNING
+) -> list[dict[str, Any]]:
     """Alertmanager v2 alerts for a change: resolve the old severity, fire the new one.
 
     Alertmanager identifies an alert by its labels, so a change of severity is the end
     of one alert (endsAt now) and the start of another. A firing alert carries
     endsAt = now + firing_ttl: without it Alertmanager would resolve it after its
-    resolve_timeout, while driftline only speaks again on the next change.
+    resolve_timeout, while driftline only speaks again on the next change. Severities
+    below `floor` (the receiver's minimum) are neither fired nor resolved: the receiver
+    does not hear the change that would end them.
     """
     now = _parse_time(alert.created_at)
     base = {"alertname": "DriftlineDrift", "monitor": alert.monitor, "model": alert.model}
@@ -168,8 +176,9 @@ def alertmanager_alerts(alert: Alert, firing_ttl: float) -> list[dict[str, Any]]
         "alert_id": alert.id,
         "drift_score": f"{alert.drift_score:.6g}",
     }
+    lowest = max(floor.rank, Severity.WARNING.rank)  # `none` is never an alert of its own
     alerts: list[dict[str, Any]] = []
-    if alert.previous_severity is not Severity.NONE:
+    if alert.previous_severity.rank >= lowest:
         alerts.append(
             {
                 "labels": {**base, "severity": str(alert.previous_severity)},
@@ -178,7 +187,7 @@ def alertmanager_alerts(alert: Alert, firing_ttl: float) -> list[dict[str, Any]]
                 "endsAt": _rfc3339(now),
             }
         )
-    if alert.severity is not Severity.NONE:
+    if alert.severity.rank >= lowest:
         alerts.append(
             {
                 "labels": {**base, "severity": str(alert.severity)},
@@ -214,7 +223,8 @@ def render_request(
         return receiver.url, msgspec.json.encode(slack_message(alert)), headers
     if receiver.type == "alertmanager":
         url = receiver.url.rstrip("/") + "/api/v2/alerts"
-        return url, msgspec.json.encode(alertmanager_alerts(alert, firing_ttl)), headers
+        floor = Severity(receiver.min_severity)
+        return url, msgspec.json.encode(alertmanager_alerts(alert, firing_ttl, floor)), headers
     body = msgspec.json.encode(alert)
     timestamp = str(int(now))
     headers[TIMESTAMP_HEADER] = timestamp

@@ -146,6 +146,7 @@ class PolicyView(msgspec.Struct, frozen=True):
     bonferroni: bool
     min_samples: int
     min_drifted_features: int
+    alert_cooldown_seconds: float
 
 
 class MonitorDetail(msgspec.Struct, frozen=True):
