@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from .drift import Severity
-from .redis_store import KEY_ROOT
+from .redis_store import KEY_ROOT, RedisClient
 from .window import StoreUnavailableError
 
 SCRIPT = importlib.resources.files("service").joinpath("alert.lua").read_text(encoding="utf-8")
@@ -168,7 +167,7 @@ def alert_keys(monitor: str) -> tuple[str, str, str, str]:
 class RedisAlertStore:
     """Alert state shared by every replica through Redis."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._client = client
         self._script = client.register_script(SCRIPT)
         self._groups: set[str] = set()
@@ -254,7 +253,7 @@ class RedisAlertStore:
         """HSET the receiver's state into the alert's hash and refresh its expiry."""
         key = alert_keys(monitor)[3] + str(seq)
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
+            async with self._client.pipeline(transaction=False) as pipe:
                 pipe.hset(key, f"r:{receiver}", msgspec.json.encode(state))
                 pipe.expire(key, max(int(ttl), 1))
                 await pipe.execute()
@@ -309,7 +308,7 @@ class RedisAlertStore:
         try:
             for record in await self.history(monitor, OUTBOX_LENGTH):
                 if record.entry.seq == seq:
-                    async with self._client.pipeline(transaction=True) as pipe:
+                    async with self._client.pipeline(transaction=False) as pipe:
                         pipe.hset(prefix + str(seq), "ack", msgspec.json.encode(ack))
                         pipe.expire(prefix + str(seq), max(int(ttl), 1))
                         await pipe.execute()

@@ -52,7 +52,9 @@ def open_stores(settings: Settings) -> tuple[WindowStore, AlertStore]:
     """Redis when a URL is configured, else the embedded in-process stores."""
     if settings.redis_url:
         window = RedisWindowStore.from_url(
-            settings.redis_url, socket_timeout=settings.redis_timeout
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout,
+            cluster=settings.redis_cluster,
         )
         return window, RedisAlertStore(window.client)
     return MemoryWindowStore(), MemoryAlertStore()

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import numpy as np
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -36,6 +37,8 @@ from service.window import (
 )
 
 KEY_ROOT = "driftline"
+# A single server, or Redis Cluster: every script's keys share one hash tag, one slot.
+RedisClient = Redis | RedisCluster
 SCRIPT = importlib.resources.files("service").joinpath("window.lua").read_text(encoding="utf-8")
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -63,7 +66,7 @@ def window_keys(spec: WindowSpec) -> tuple[str, str, str]:
 class RedisWindowStore:
     """Sliding windows in Redis, shared by every replica of the service."""
 
-    def __init__(self, client: Redis, *, fence_seconds: float | None = None) -> None:
+    def __init__(self, client: RedisClient, *, fence_seconds: float | None = None) -> None:
         """Wrap a client; `fence_seconds` bounds how late Redis may still apply a flush.
 
         A flush that reaches Redis more than `fence_seconds` after it was sent (a paused
@@ -71,7 +74,7 @@ class RedisWindowStore:
         timeout is near and its requests will be answered 503 and retried. Set it below
         the socket timeout (from_url uses half of it); None disables the fence.
         """
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("RedisWindowStore needs a client with decode_responses=False")
         self._client = client
         self._fence = fence_seconds
@@ -87,28 +90,30 @@ class RedisWindowStore:
         socket_timeout: float = 2.0,
         socket_connect_timeout: float | None = None,
         health_check_interval: float = 30.0,
+        cluster: bool = False,
         **opts: Any,
     ) -> RedisWindowStore:
-        """Connect to `url`; `opts` go to `redis.asyncio.Redis.from_url`.
+        """Connect to `url` (a Redis Cluster node's when `cluster`); `opts` go to from_url.
 
         Retries default to none: the script is not idempotent, and re-sending it after a
         timeout could add the same deltas twice. Callers retry whole flushes instead.
         """
         opts.setdefault("retry", Retry(NoBackoff(), 0))
-        client = Redis.from_url(
-            url,
+        opts.update(
             socket_timeout=socket_timeout,
             socket_connect_timeout=(
                 socket_timeout if socket_connect_timeout is None else socket_connect_timeout
             ),
             health_check_interval=health_check_interval,
             decode_responses=False,
-            **opts,
+        )
+        client: RedisClient = (
+            RedisCluster.from_url(url, **opts) if cluster else Redis.from_url(url, **opts)
         )
         return cls(client, fence_seconds=socket_timeout / 2)
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> RedisClient:
         """The connection pool, shared with the alert store."""
         return self._client
 

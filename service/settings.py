@@ -69,6 +69,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "0.0.0.0"  # in a container the service must listen on the pod IP
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     redis_url: str | None = None
+    redis_cluster: bool = False
     monitors_dir: str | None = None
     baseline_data_path: str | None = None
     alerts_dir: str | None = None
@@ -103,6 +104,7 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_HOST": (None, "host"),
     "DRIFTLINE_PORT": (None, "port"),
     "REDIS_URL": (None, "redis_url"),
+    "DRIFTLINE_REDIS_CLUSTER": (None, "redis_cluster"),
     "DRIFTLINE_MONITORS_DIR": (None, "monitors_dir"),
     "BASELINE_DATA_PATH": (None, "baseline_data_path"),
     "DRIFTLINE_DEFAULT_MONITOR": (None, "default_monitor"),
