@@ -1,1 +1,60 @@
-"""driftline Kubernetes operator (kopf); the reconcile logic lands with the operator issue."""
+"""driftline's Kubernetes operator: DriftMonitor resources in, drift service configuration out.
+
+`driftline controller` runs it (see docs/operator.md). Importing this package needs the
+`controller` extra (kopf, lightkube); the service never imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import kopf
+from lightkube import AsyncClient, ConfigError, KubeConfig
+
+from .kube import KubeApi
+from .operator import DriftMonitorOperator, build_registry, operator_settings
+from .settings import ControllerSettings
+
+
+def run(settings: ControllerSettings) -> int:
+    """Run the operator until SIGINT/SIGTERM (all namespaces, or the settings'); exit code."""
+    try:
+        # Checked before kopf starts: kopf would retry a failing start-up every minute.
+        config = KubeConfig.from_env()
+    except ConfigError as exc:
+        print(
+            f"driftline: no Kubernetes configuration (in-cluster or KUBECONFIG): {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    kopf.configure(
+        debug=settings.log_level == "DEBUG",
+        quiet=settings.log_level in ("WARNING", "ERROR"),
+        log_format=kopf.LogFormat.JSON,
+        log_refkey="object",
+    )
+    logging.getLogger().setLevel(settings.log_level)
+    # lightkube's HTTP client logs every request at INFO: a line per API call.
+    logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.getLogger().level))
+    operator = DriftMonitorOperator(
+        settings, kube_factory=lambda: KubeApi(AsyncClient(config=config))
+    )
+    kopf.run(
+        registry=build_registry(operator),
+        settings=operator_settings(),
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=settings.liveness_endpoint,
+    )
+    return 0
+
+
+__all__ = [
+    "ControllerSettings",
+    "DriftMonitorOperator",
+    "build_registry",
+    "operator_settings",
+    "run",
+]

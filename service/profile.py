@@ -118,16 +118,16 @@ def rows_to_columns(data: Any, origin: str = "baseline") -> dict[str, list[Any]]
     )
 
 
-def _csv_columns(text: str, path: Path) -> dict[str, list[Any]]:
+def _csv_columns(text: str, origin: str) -> dict[str, list[Any]]:
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
-        raise BaselineError(f"{path}: CSV has no header row")
+        raise BaselineError(f"{origin}: CSV has no header row")
     columns: dict[str, list[Any]] = {name: [] for name in reader.fieldnames}
     for row in reader:
         for name in columns:
             columns[name].append(row.get(name))
     if not next(iter(columns.values())):
-        raise BaselineError(f"{path}: no rows")
+        raise BaselineError(f"{origin}: no rows")
     return columns
 
 
@@ -310,6 +310,33 @@ def is_profile_document(data: Any) -> bool:
     return isinstance(data, dict) and data.get("kind") == PROFILE_KIND
 
 
+def profile_from_bytes(
+    data: bytes,
+    origin: str,
+    *,
+    csv_format: bool,
+    kinds: Mapping[str, FeatureKind] | None = None,
+    bins: int = 10,
+    top_k: int = 100,
+) -> BaselineProfile:
+    """A saved profile as is, or one built from raw rows (JSON records or columns, CSV)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"{origin}: not UTF-8 text: {exc}") from exc
+    if csv_format:
+        columns = _csv_columns(text, origin)
+    else:
+        try:
+            document = msgspec.json.decode(text)
+        except msgspec.DecodeError as exc:
+            raise BaselineError(f"{origin}: not valid JSON: {exc}") from exc
+        if is_profile_document(document):
+            return decode_profile(document, origin)
+        columns = rows_to_columns(document, origin)
+    return build_profile(columns, kinds=kinds, bins=bins, top_k=top_k)
+
+
 def load_baseline(
     path: Path,
     *,
@@ -322,14 +349,11 @@ def load_baseline(
         raw = path.read_bytes()
     except OSError as exc:
         raise BaselineError(f"{path}: cannot read baseline: {exc.strerror}") from exc
-    if path.suffix.lower() == ".csv":
-        columns = _csv_columns(raw.decode("utf-8-sig"), path)
-    else:
-        try:
-            data = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise BaselineError(f"{path}: not valid JSON: {exc}") from exc
-        if is_profile_document(data):
-            return decode_profile(data, str(path))
-        columns = rows_to_columns(data, str(path))
-    return build_profile(columns, kinds=kinds, bins=bins, top_k=top_k)
+    return profile_from_bytes(
+        raw,
+        str(path),
+        csv_format=path.suffix.lower() == ".csv",
+        kinds=kinds,
+        bins=bins,
+        top_k=top_k,
+    )

@@ -1,0 +1,113 @@
+"""Calls from the operator to a drift service: a monitor's drift report, and forgetting its window.
+
+Failures come back as values (ServiceFailure), not exceptions: an unreachable service
+is an expected state the DriftMonitor's Ready condition reports, never a crash. The
+session carries the timeout (ControllerSettings.service_timeout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+
+Severity = Literal["none", "warning", "critical"]
+
+
+class WindowSummary(msgspec.Struct, frozen=True):
+    """The part of a report's `window` the operator keeps."""
+
+    events: int
+
+
+class DriftSummary(msgspec.Struct, frozen=True):
+    """The fields of the service's DriftReport (service/report.py) the status shows."""
+
+    severity: Severity
+    drift_score: float
+    drifted_features: list[str]
+    window: WindowSummary
+    evaluated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceFailure:
+    """Why a call to the drift service gave no answer; `reason` is a condition reason."""
+
+    reason: Literal["ServiceUnreachable", "MonitorNotLoaded", "ServiceError"]
+    message: str
+
+
+def _problem_detail(body: bytes) -> str:
+    # The service answers errors with RFC 9457 problem documents; fall back to raw text.
+    try:
+        problem = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body[:200].decode(errors="replace")
+    if isinstance(problem, dict) and isinstance(detail := problem.get("detail"), str):
+        return detail
+    return body[:200].decode(errors="replace")
+
+
+def _unreachable(base_url: str, exc: BaseException) -> ServiceFailure:
+    # A timeout's text is empty: name the exception instead.
+    why = str(exc) or type(exc).__name__
+    return ServiceFailure("ServiceUnreachable", f"drift service at {base_url} unreachable: {why}")
+
+
+def _monitor_path(base_url: str, monitor: str, suffix: str) -> str:
+    return f"{base_url}/v1/monitors/{quote(monitor, safe='')}/{suffix}"
+
+
+async def fetch_drift_summary(
+    session: aiohttp.ClientSession, base_url: str, monitor: str
+) -> DriftSummary | ServiceFailure:
+    """GET /v1/monitors/{monitor}/drift and keep what the status shows."""
+    url = _monitor_path(base_url, monitor, "drift")
+    try:
+        async with session.get(url) as response:
+            body = await response.read()
+            status = response.status
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return _unreachable(base_url, exc)
+    if status == 404:
+        return ServiceFailure(
+            "MonitorNotLoaded",
+            f"drift service at {base_url} has not loaded monitor {monitor!r} (yet): "
+            f"{_problem_detail(body)}",
+        )
+    if status != 200:
+        return ServiceFailure(
+            "ServiceError",
+            f"drift service at {base_url} answered {status} for the drift report: "
+            f"{_problem_detail(body)}",
+        )
+    try:
+        return msgspec.json.decode(body, type=DriftSummary)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return ServiceFailure(
+            "ServiceError", f"drift service at {base_url} sent an unreadable drift report: {exc}"
+        )
+
+
+async def forget_window(
+    session: aiohttp.ClientSession, base_url: str, monitor: str
+) -> ServiceFailure | None:
+    """DELETE /v1/monitors/{monitor}/window (the monitor's counts in Redis); None on 204."""
+    url = _monitor_path(base_url, monitor, "window")
+    try:
+        async with session.delete(url) as response:
+            body = await response.read()
+            status = response.status
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return _unreachable(base_url, exc)
+    if status in (200, 204):
+        return None
+    return ServiceFailure(
+        "ServiceError",
+        f"drift service at {base_url} answered {status} to deleting the window: "
+        f"{_problem_detail(body)}",
+    )

@@ -1,0 +1,591 @@
+"""The kopf handlers: thin adapters from kopf's calls to the render and status functions.
+
+Each DriftMonitor is reconciled as a whole on create, update, resume and when a
+ConfigMap or Secret it reads changes: its key in the service's monitors ConfigMap and
+alerts Secret, the service's one HorizontalPodAutoscaler, and its conditions. A timer
+copies the drift service's verdict into the status; a finalizer removes what the
+monitor added. Handlers return nothing (kopf would store it in the status); the status is
+written with server-side apply, reconcile and timer each owning their own fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import logging
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import aiohttp
+import kopf
+import msgspec
+
+from .drift_service import DriftSummary, ServiceFailure, fetch_drift_summary, forget_window
+from .inputs import (
+    INPUT_CHANGED_ANNOTATION,
+    InputKey,
+    InputUse,
+    monitor_inputs,
+    monitors_to_refresh,
+    revision_key,
+)
+from .kube import KeyedKind, KeyedObject, KubeApi, KubeError
+from .render import (
+    MANAGED_LABELS,
+    InvalidInputError,
+    MissingInputError,
+    alert_secret_names,
+    alerts_secret_name,
+    encode_monitor_config,
+    field_manager,
+    monitor_key,
+    monitors_config_map_name,
+    monitors_of_service,
+    render_alerts,
+    render_autoscaler,
+    render_monitor_config,
+    resolve_baseline,
+)
+from .settings import ControllerSettings
+from .spec import (
+    API_GROUP,
+    API_VERSION,
+    DEFAULT_SERVICE,
+    PLURAL,
+    MonitorSpec,
+    SpecError,
+    parse_spec,
+    service_url,
+)
+from .status import (
+    ALERTS_READY,
+    AUTOSCALING_READY,
+    CONFIG_RENDERED,
+    READY,
+    RECONCILED_CONDITIONS,
+    Condition,
+    carried_report_status,
+    condition_entries,
+    conditions_from_status,
+    ready_condition,
+    report_status,
+    severity_change,
+    severity_event,
+)
+
+# Field managers of what the operator writes as a whole (shared keys use field_manager()).
+CONTROLLER_MANAGER = "driftline-controller"
+REPORT_MANAGER = "driftline-controller-report"
+FINALIZER = "driftline.io/finalizer"
+# kopf's own annotations (handler progress, last handled spec). Not `driftline.io`:
+# kopf hides its prefix from change detection, and driftline.io/input-changed must count.
+KOPF_ANNOTATION_PREFIX = "kopf.driftline.io"
+# Retry delays (s): inputs may appear any moment; API trouble is usually brief.
+MISSING_INPUT_DELAY = 30.0
+API_ERROR_DELAY = 10.0
+# The finalizer tries the window deletion this often, then lets the keys' TTL clean up,
+# so an unreachable service (e.g. a namespace being deleted) cannot block deletion.
+WINDOW_DELETE_ATTEMPTS = 3
+WINDOW_DELETE_DELAY = 5.0
+MEMO_KEY = "driftline"
+# kopf passes each index to handlers as a keyword named after the index handler's id.
+INPUTS_INDEX = "monitor_inputs"
+
+
+@dataclass(slots=True)
+class MonitorMemory:
+    """What this process last decided for one DriftMonitor (kopf's per-object memo)."""
+
+    reconciled: list[Condition] | None = None
+    probe: DriftSummary | ServiceFailure | None = None
+    severity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """One reconcile step: its condition, and the error to raise if it failed."""
+
+    condition: Condition
+    error: kopf.TemporaryError | kopf.PermanentError | None = None
+
+
+def _memory(memo: kopf.Memo) -> MonitorMemory:
+    memory = memo.get(MEMO_KEY)
+    if not isinstance(memory, MonitorMemory):
+        memory = memo[MEMO_KEY] = MonitorMemory()
+    return memory
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    # A snapshot: kopf updates a timer's body in place as watch events arrive.
+    return copy.deepcopy(dict(body))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _previous_conditions(monitor: Mapping[str, Any]) -> list[dict[str, Any]]:
+    conditions = monitor.get("status", {}).get("conditions", [])
+    return [c for c in conditions if isinstance(c, dict)]
+
+
+def _find(conditions: Sequence[Mapping[str, Any]], kind: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == kind), None)
+
+
+def _temporary(condition: Condition, delay: float) -> StepOutcome:
+    return StepOutcome(condition, kopf.TemporaryError(condition.message, delay=delay))
+
+
+def _permanent(condition: Condition) -> StepOutcome:
+    return StepOutcome(condition, kopf.PermanentError(condition.message))
+
+
+class SpecDigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled annotation with a digest of the spec instead of the spec.
+
+    An inline baseline profile can be hundreds of kilobytes; a copy in an annotation
+    would break the 256 KiB limit. Changes are still detected: the digest changes.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        """The essence kopf compares, with `spec` replaced by its SHA-256."""
+        essence = super().build(body=body, extra_fields=extra_fields)
+        if "spec" in essence:
+            canonical = json.dumps(essence["spec"], sort_keys=True, separators=(",", ":"))
+            essence["spec"] = {"sha256": hashlib.sha256(canonical.encode()).hexdigest()}
+        return essence
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    """Kopf's settings: own annotations and finalizer, warnings posted as Events."""
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=KOPF_ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = SpecDigestDiffBaseStorage(
+        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    # Handler progress at INFO would be an Event per reconcile; warnings and errors only.
+    settings.posting.level = logging.WARNING
+    # One operator replica and no peering CRDs (the Deployment runs exactly one pod).
+    settings.peering.standalone = True
+    return settings
+
+
+class DriftMonitorOperator:
+    """The operator's handlers and the clients they share (created at kopf start-up)."""
+
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        *,
+        kube_factory: Callable[[], KubeApi] = KubeApi.from_environment,
+    ) -> None:
+        self.settings = settings
+        self._kube_factory = kube_factory
+        self._kube: KubeApi | None = None
+        self._http: aiohttp.ClientSession | None = None
+        # The HPA is sized from all monitors of a service: one sizing at a time per
+        # service, so a deletion and a creation cannot interleave list and write.
+        self._service_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._instance = socket.gethostname()
+
+    @property
+    def kube(self) -> KubeApi:
+        """The Kubernetes API client (after start-up)."""
+        if self._kube is None:
+            raise RuntimeError("the operator has not started")
+        return self._kube
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The HTTP session for drift service calls (after start-up)."""
+        if self._http is None:
+            raise RuntimeError("the operator has not started")
+        return self._http
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def startup(self, logger: kopf.Logger, **_: Any) -> None:
+        """Open the Kubernetes and HTTP clients in kopf's event loop."""
+        self._kube = self._kube_factory()
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.settings.service_timeout)
+        )
+        logger.info("driftline controller settings: %s", msgspec.to_builtins(self.settings))
+
+    async def cleanup(self, **_: Any) -> None:
+        """Close the clients."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._kube is not None:
+            await self._kube.close()
+            self._kube = None
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def reconcile(self, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Render the monitor's config, alerts and autoscaler; write its conditions."""
+        monitor = _plain(body)
+        metadata = monitor["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        try:
+            spec = parse_spec(monitor.get("spec"))
+        except SpecError as exc:
+            invalid = Condition(CONFIG_RENDERED, "False", "InvalidSpec", str(exc))
+            await self._write_reconciled(monitor, memo, [invalid], {}, None)
+            raise kopf.PermanentError(str(exc)) from exc
+        inputs: dict[str, str] = {}
+        steps = [
+            await self._render_config(namespace, name, spec, inputs),
+            await self._render_alerts(namespace, name, spec, inputs),
+            await self._size_autoscaler(namespace, spec.service),
+        ]
+        await self._write_reconciled(
+            monitor,
+            memo,
+            [s.condition for s in steps],
+            inputs,
+            service_url(spec.service, namespace, spec.service_url),
+        )
+        temporary = [s.error for s in steps if isinstance(s.error, kopf.TemporaryError)]
+        if temporary:
+            raise kopf.TemporaryError(
+                "; ".join(str(e) for e in temporary), delay=min(e.delay or 0 for e in temporary)
+            )
+        for step in steps:
+            if step.error is not None:
+                raise step.error
+
+    async def _read_inputs(
+        self, kind: KeyedKind, namespace: str, names: Iterable[str], inputs: dict[str, str]
+    ) -> dict[str, KeyedObject | None]:
+        found: dict[str, KeyedObject | None] = {}
+        for input_name in names:
+            obj = await self.kube.read_keyed(kind, namespace, input_name)
+            found[input_name] = obj
+            inputs[revision_key(kind, input_name)] = obj.revision if obj else ""
+        return found
+
+    async def _render_config(
+        self, namespace: str, name: str, spec: MonitorSpec, inputs: dict[str, str]
+    ) -> StepOutcome:
+        config_map = monitors_config_map_name(spec.service)
+        key = monitor_key(name)
+        try:
+            ref = spec.baseline.config_map_key_ref
+            baseline = (
+                (await self._read_inputs("ConfigMap", namespace, [ref.name], inputs))[ref.name]
+                if ref
+                else None
+            )
+            profile = resolve_baseline(spec, baseline)
+            data = encode_monitor_config(render_monitor_config(name, spec, profile))
+            await self.kube.apply_key(
+                "ConfigMap",
+                namespace,
+                config_map,
+                key=key,
+                value=data,
+                field_manager=field_manager(name),
+                labels=MANAGED_LABELS,
+            )
+        except MissingInputError as exc:
+            return _temporary(
+                Condition(CONFIG_RENDERED, "False", "BaselineNotFound", str(exc)),
+                MISSING_INPUT_DELAY,
+            )
+        except InvalidInputError as exc:
+            return _permanent(Condition(CONFIG_RENDERED, "False", "InvalidConfig", str(exc)))
+        except KubeError as exc:
+            return _temporary(
+                Condition(CONFIG_RENDERED, "False", "ApiError", str(exc)), API_ERROR_DELAY
+            )
+        return StepOutcome(
+            Condition(
+                CONFIG_RENDERED,
+                "True",
+                "Rendered",
+                f"ConfigMap {config_map} key {key}: {len(profile.features)} features, "
+                f"baseline of {profile.rows} rows",
+            )
+        )
+
+    async def _render_alerts(
+        self, namespace: str, name: str, spec: MonitorSpec, inputs: dict[str, str]
+    ) -> StepOutcome:
+        secret = alerts_secret_name(spec.service)
+        key = monitor_key(name)
+        try:
+            secrets = await self._read_inputs("Secret", namespace, alert_secret_names(spec), inputs)
+            document = render_alerts(spec, secrets)
+            await self.kube.apply_key(
+                "Secret",
+                namespace,
+                secret,
+                key=key,
+                value=msgspec.json.encode(document),
+                field_manager=field_manager(name),
+                labels=MANAGED_LABELS,
+            )
+        except MissingInputError as exc:
+            return _temporary(
+                Condition(ALERTS_READY, "False", "SecretNotFound", str(exc)), MISSING_INPUT_DELAY
+            )
+        except InvalidInputError as exc:
+            return _permanent(Condition(ALERTS_READY, "False", "InvalidAlert", str(exc)))
+        except KubeError as exc:
+            return _temporary(
+                Condition(ALERTS_READY, "False", "ApiError", str(exc)), API_ERROR_DELAY
+            )
+        count = len(spec.alerts)
+        return StepOutcome(
+            Condition(
+                ALERTS_READY,
+                "True",
+                "Resolved" if count else "NoAlerts",
+                f"Secret {secret} key {key}: {count} receiver(s)",
+            )
+        )
+
+    async def _resize_autoscaler(self, namespace: str, service: str) -> dict[str, Any] | None:
+        """Size the service's HPA from its live monitors; delete it when none is left."""
+        lock = self._service_locks.setdefault((namespace, service), asyncio.Lock())
+        async with lock:
+            monitors = monitors_of_service(await self.kube.list_monitors(namespace), service)
+            if not monitors:
+                await self.kube.delete_autoscaler(namespace, service)
+                return None
+            autoscaler = render_autoscaler(namespace, service, monitors, self.settings)
+            await self.kube.apply_autoscaler(autoscaler, field_manager=CONTROLLER_MANAGER)
+            return autoscaler
+
+    async def _size_autoscaler(self, namespace: str, service: str) -> StepOutcome:
+        try:
+            autoscaler = await self._resize_autoscaler(namespace, service)
+        except KubeError as exc:
+            return _temporary(
+                Condition(AUTOSCALING_READY, "False", "ApiError", str(exc)), API_ERROR_DELAY
+            )
+        if autoscaler is None:  # this monitor is being deleted
+            return StepOutcome(
+                Condition(AUTOSCALING_READY, "False", "Deleting", "the monitor is being deleted")
+            )
+        spec, annotations = autoscaler["spec"], autoscaler["metadata"]["annotations"]
+        return StepOutcome(
+            Condition(
+                AUTOSCALING_READY,
+                "True",
+                "Sized",
+                f"HorizontalPodAutoscaler {service}: {spec['minReplicas']}-{spec['maxReplicas']} "
+                f"replicas for {annotations['driftline.io/expected-events-per-second']} expected "
+                f"and {annotations['driftline.io/peak-events-per-second']} peak events/s",
+            )
+        )
+
+    async def _write_reconciled(
+        self,
+        monitor: Mapping[str, Any],
+        memo: kopf.Memo,
+        reconciled: list[Condition],
+        inputs: Mapping[str, str],
+        url: str | None,
+    ) -> None:
+        memory = _memory(memo)
+        metadata = monitor["metadata"]
+        previous = _previous_conditions(monitor)
+        complete = len(reconciled) == len(RECONCILED_CONDITIONS)
+        memory.reconciled = reconciled if complete else None
+        ready = ready_condition(
+            reconciled,
+            memory.probe,
+            service_url=url or "",
+            previous_ready=_find(previous, READY),
+        )
+        generation = int(metadata.get("generation", 0))
+        status = {
+            "observedGeneration": generation,
+            "conditions": condition_entries(
+                [*reconciled, ready], previous, generation=generation, now=_now()
+            ),
+            "inputRevisions": dict(inputs),
+        }
+        try:
+            await self.kube.apply_monitor_status(
+                metadata["namespace"], metadata["name"], status, field_manager=CONTROLLER_MANAGER
+            )
+        except KubeError as exc:
+            raise kopf.TemporaryError(f"status not written: {exc}", delay=API_ERROR_DELAY) from exc
+
+    # ------------------------------------------------------------------- status
+
+    async def refresh_status(
+        self, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        """Copy the drift service's verdict into the status; an Event when severity changes."""
+        monitor = _plain(body)
+        metadata = monitor["metadata"]
+        if metadata.get("deletionTimestamp"):
+            return
+        try:
+            spec = parse_spec(monitor.get("spec"))
+        except SpecError:
+            return  # the reconcile reports it
+        namespace, name = metadata["namespace"], metadata["name"]
+        url = service_url(spec.service, namespace, spec.service_url)
+        answer = await fetch_drift_summary(self.http, url, name)
+        memory = _memory(memo)
+        memory.probe = answer
+        previous = _previous_conditions(monitor)
+        reconciled = memory.reconciled or conditions_from_status(previous, RECONCILED_CONDITIONS)
+        ready = ready_condition(
+            reconciled, answer, service_url=url, previous_ready=_find(previous, READY)
+        )
+        current = monitor.get("status", {})
+        fields = (
+            report_status(answer)
+            if isinstance(answer, DriftSummary)
+            else carried_report_status(current)
+        )
+        generation = int(metadata.get("generation", 0))
+        now = _now()
+        status = {
+            **fields,
+            "conditions": condition_entries([ready], previous, generation=generation, now=now),
+        }
+        try:
+            await self.kube.apply_monitor_status(
+                namespace, name, status, field_manager=REPORT_MANAGER
+            )
+        except KubeError as exc:
+            raise kopf.TemporaryError(
+                f"status not written: {exc}", delay=self.settings.status_interval
+            ) from exc
+        if not isinstance(answer, DriftSummary):
+            return
+        known = memory.severity if memory.severity is not None else current.get("severity")
+        memory.severity = answer.severity
+        change = severity_change(known, answer.severity)
+        if change is None:
+            return
+        try:
+            await self.kube.create_event(
+                severity_event(monitor, change, answer, now=now, instance=self._instance)
+            )
+        except KubeError as exc:
+            logger.warning("severity change event not posted: %s", exc)
+
+    # ------------------------------------------------------------------- delete
+
+    async def finalize(self, body: kopf.Body, retry: int, logger: kopf.Logger, **_: Any) -> None:
+        """Drop the monitor's window, its keys in the shared objects, and resize the HPA."""
+        monitor = _plain(body)
+        metadata = monitor["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        raw_spec = monitor.get("spec", {})
+        service = raw_spec.get("service", DEFAULT_SERVICE)
+        url = service_url(service, namespace, raw_spec.get("serviceUrl"))
+        failure = await forget_window(self.http, url, name)
+        if failure is not None:
+            if retry + 1 < WINDOW_DELETE_ATTEMPTS:
+                raise kopf.TemporaryError(failure.message, delay=WINDOW_DELETE_DELAY)
+            logger.warning(
+                "window of monitor %s not deleted after %d attempts (%s); its Redis keys "
+                "expire with their TTL",
+                name,
+                WINDOW_DELETE_ATTEMPTS,
+                failure.message,
+            )
+        try:
+            manager = field_manager(name)
+            await self.kube.release_keys(
+                "ConfigMap", namespace, monitors_config_map_name(service), field_manager=manager
+            )
+            await self.kube.release_keys(
+                "Secret", namespace, alerts_secret_name(service), field_manager=manager
+            )
+            await self._resize_autoscaler(namespace, service)
+        except KubeError as exc:
+            raise kopf.TemporaryError(str(exc), delay=API_ERROR_DELAY) from exc
+
+    # ------------------------------------------------------------------- inputs
+
+    def index_inputs(self, body: kopf.Body, **_: Any) -> dict[InputKey, InputUse]:
+        """Index entries: each ConfigMap and Secret the monitor reads -> the monitor."""
+        return monitor_inputs(_plain(body))
+
+    def reads_input(
+        self, resource: kopf.Resource, name: str, namespace: str | None, **kwargs: Any
+    ) -> bool:
+        """Filter: a ConfigMap or Secret some DriftMonitor reads (the rest are not handled)."""
+        index: kopf.Index[InputKey, InputUse] = kwargs[INPUTS_INDEX]
+        return (resource.kind, namespace or "", name) in index
+
+    async def input_changed(
+        self,
+        event: kopf.RawEvent,
+        resource: kopf.Resource,
+        name: str,
+        namespace: str | None,
+        logger: kopf.Logger,
+        **kwargs: Any,
+    ) -> None:
+        """Re-reconcile the monitors that last read another version of this ConfigMap/Secret."""
+        index: kopf.Index[InputKey, InputUse] = kwargs[INPUTS_INDEX]
+        kind = cast(KeyedKind, resource.kind)
+        key: InputKey = (kind, namespace or "", name)
+        metadata = event.get("object", {}).get("metadata", {})
+        revision = "" if event.get("type") == "DELETED" else metadata.get("resourceVersion", "")
+        for monitor in monitors_to_refresh(index.get(key, []), revision):
+            try:
+                await self.kube.annotate_monitor(
+                    key[1],
+                    monitor,
+                    {INPUT_CHANGED_ANNOTATION: f"{kind}/{name}@{revision or 'deleted'}"},
+                )
+            except KubeError as exc:
+                logger.warning(
+                    "monitor %s/%s not refreshed after %s/%s changed: %s",
+                    key[1],
+                    monitor,
+                    kind,
+                    name,
+                    exc,
+                )
+
+
+def build_registry(operator: DriftMonitorOperator) -> kopf.OperatorRegistry:
+    """A kopf registry with the operator's handlers (no global state)."""
+    registry = kopf.OperatorRegistry()
+    # In-cluster service account first (kopf prefers its higher priority), else kubeconfig.
+    kopf.on.login(registry=registry)(kopf.login_with_service_account)
+    kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)
+    kopf.on.startup(registry=registry)(operator.startup)
+    kopf.on.cleanup(registry=registry)(operator.cleanup)
+    monitors = (API_GROUP, API_VERSION, PLURAL)
+    kopf.index(*monitors, id=INPUTS_INDEX, registry=registry)(operator.index_inputs)
+    for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        on(*monitors, id="reconcile", registry=registry)(operator.reconcile)
+    kopf.on.delete(*monitors, id="finalize", registry=registry)(operator.finalize)
+    kopf.timer(
+        *monitors,
+        id="refresh-status",
+        interval=operator.settings.status_interval,
+        registry=registry,
+    )(operator.refresh_status)
+    for plural in ("configmaps", "secrets"):
+        kopf.on.event(
+            "", "v1", plural, id=f"{plural}-changed", when=operator.reads_input, registry=registry
+        )(operator.input_changed)
+    return registry

@@ -1,0 +1,338 @@
+"""What a DriftMonitor becomes: the service's monitor config, its alert receivers, the autoscaler.
+
+Plain functions of plain data. Inputs that are missing (a ConfigMap, a Secret, a key)
+raise MissingInputError: they may appear later. Inputs that exist but cannot work (bad
+training rows, a spec the service refuses) raise InvalidInputError with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from service.monitor import MonitorConfigError, build_monitor, decode_monitor_config
+from service.profile import (
+    BaselineError,
+    BaselineProfile,
+    FeatureKind,
+    decode_profile,
+    profile_from_bytes,
+)
+from service.receivers import ReceiverFile
+from service.settings import MonitorDefaults
+
+from .kube import KeyedObject
+from .settings import ControllerSettings
+from .spec import DEFAULT_SERVICE, KeyRef, MonitorSpec, TrafficSpec
+
+MANAGED_LABELS = {
+    "app.kubernetes.io/managed-by": "driftline-controller",
+    "app.kubernetes.io/part-of": "driftline",
+}
+# A ConfigMap (all its keys together) holds at most 1 MiB.
+CONFIG_MAP_LIMIT = 1024 * 1024
+# Ratios are rounded to this many decimals before ceil, so 0.1 + 0.2 events/s over a
+# capacity of 0.3 is one replica, not two.
+RATIO_DECIMALS = 9
+
+
+class MissingInputError(Exception):
+    """A referenced ConfigMap, Secret or key does not exist (yet)."""
+
+
+class InvalidInputError(Exception):
+    """The spec or what it references cannot make a working monitor."""
+
+
+def monitors_config_map_name(service: str) -> str:
+    """The ConfigMap the service mounts as its monitors directory."""
+    return f"{service}-monitors"
+
+
+def alerts_secret_name(service: str) -> str:
+    """The Secret the service mounts as its alerts directory."""
+    return f"{service}-alerts"
+
+
+def monitor_key(monitor: str) -> str:
+    """The key of one DriftMonitor in the shared ConfigMap and Secret."""
+    return f"{monitor}.json"
+
+
+def field_manager(monitor: str) -> str:
+    """The server-side apply field manager that owns one DriftMonitor's keys."""
+    return f"driftline-monitor/{monitor}"
+
+
+# ------------------------------------------------------------------------- baseline
+
+
+def resolve_baseline(spec: MonitorSpec, config_map: KeyedObject | None) -> BaselineProfile:
+    """The monitor's baseline profile: inline, or from its ConfigMap key."""
+    baseline = spec.baseline
+    kinds: dict[str, FeatureKind] = {f.name: f.type for f in spec.features if f.type}
+    if baseline.profile is not None:
+        try:
+            return decode_profile(baseline.profile, "spec.baseline.profile")
+        except BaselineError as exc:
+            raise InvalidInputError(str(exc)) from exc
+    ref = baseline.config_map_key_ref
+    if ref is None:
+        raise InvalidInputError("spec.baseline: needs configMapKeyRef or profile")
+    if config_map is None:
+        raise MissingInputError(f"baseline ConfigMap {ref.name!r} not found")
+    if ref.key not in config_map.values:
+        raise MissingInputError(f"baseline ConfigMap {ref.name!r} has no key {ref.key!r}")
+    try:
+        return profile_from_bytes(
+            config_map.values[ref.key],
+            f"ConfigMap {ref.name} key {ref.key}",
+            csv_format=ref.key.lower().endswith(".csv"),
+            kinds=kinds,
+            bins=baseline.bins,
+            top_k=baseline.top_k,
+        )
+    except BaselineError as exc:
+        raise InvalidInputError(f"baseline: {exc}") from exc
+
+
+# --------------------------------------------------------------------- monitor config
+
+
+def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile) -> dict[str, Any]:
+    """The service's monitor config (service.monitor.MonitorConfig) with the profile inline."""
+    features: dict[str, dict[str, Any]] = {}
+    for feature in spec.features:
+        overrides: dict[str, Any] = {}
+        if feature.type is not None:
+            overrides["type"] = feature.type
+        if feature.warning_threshold is not None:
+            overrides["warning_threshold"] = feature.warning_threshold
+        if feature.critical_threshold is not None:
+            overrides["critical_threshold"] = feature.critical_threshold
+        features[feature.name] = overrides
+    config: dict[str, Any] = {
+        "name": name,
+        "model": spec.model,
+        "baseline": msgspec.to_builtins(profile),
+        "features": features,
+        "warning_threshold": spec.thresholds.warning,
+        "critical_threshold": spec.thresholds.critical,
+        "alpha": spec.alpha,
+        "bonferroni": spec.bonferroni,
+        "min_samples": spec.min_samples,
+        "min_drifted_features": spec.min_drifted_features,
+        "window_seconds": spec.window_seconds,
+        "bucket_seconds": spec.bucket_seconds,
+        "bins": spec.baseline.bins,
+        "top_k": spec.baseline.top_k,
+    }
+    if spec.alert_cooldown_seconds is not None:
+        config["alert_cooldown_seconds"] = spec.alert_cooldown_seconds
+    return config
+
+
+def encode_monitor_config(config: Mapping[str, Any]) -> bytes:
+    """Check a rendered config with the service's own decoder and builder, then encode it.
+
+    A config the service would refuse raises InvalidInputError with the service's message,
+    so the DriftMonitor says why instead of the service logging it.
+    """
+    origin = f"DriftMonitor {config.get('name')}"
+    try:
+        monitor_config = decode_monitor_config(config, origin)
+        # The baseline is inline: base_dir is never read.
+        build_monitor(monitor_config, MonitorDefaults(), base_dir=Path("."), source=origin)
+    except MonitorConfigError as exc:
+        raise InvalidInputError(str(exc)) from exc
+    data = msgspec.json.encode(config)
+    if len(data) > CONFIG_MAP_LIMIT:
+        raise InvalidInputError(
+            f"the rendered monitor config is {len(data)} bytes, more than a ConfigMap holds "
+            f"({CONFIG_MAP_LIMIT}): lower spec.baseline.topK or monitor fewer features"
+        )
+    return data
+
+
+# ------------------------------------------------------------------------------ alerts
+
+
+def alert_secret_names(spec: MonitorSpec) -> list[str]:
+    """Every Secret the monitor's alerts read, once each, in order."""
+    names: dict[str, None] = {}
+    for alert in spec.alerts:
+        names[alert.url_secret_ref.name] = None
+        if alert.signing_secret_ref is not None:
+            names[alert.signing_secret_ref.name] = None
+    return list(names)
+
+
+def _secret_value(
+    ref: KeyRef, secrets: Mapping[str, KeyedObject | None], what: str, missing: list[str]
+) -> str | None:
+    secret = secrets.get(ref.name)
+    if secret is None:
+        missing.append(f"Secret {ref.name!r} ({what}) not found")
+        return None
+    if ref.key not in secret.values:
+        missing.append(f"Secret {ref.name!r} has no key {ref.key!r} ({what})")
+        return None
+    try:
+        # `kubectl create secret --from-file` keeps a file's final newline: drop it.
+        return secret.values[ref.key].decode().strip()
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"Secret {ref.name!r} key {ref.key!r} ({what}): not UTF-8") from exc
+
+
+def render_alerts(spec: MonitorSpec, secrets: Mapping[str, KeyedObject | None]) -> dict[str, Any]:
+    """The monitor's alerts file for the service: receivers with URLs and keys resolved.
+
+    Messages name Secrets and keys, never their values: URLs and keys are secrets.
+    """
+    missing: list[str] = []
+    receivers: list[dict[str, Any]] = []
+    for alert in spec.alerts:
+        receiver: dict[str, Any] = {"name": alert.name, "type": alert.type}
+        url = _secret_value(alert.url_secret_ref, secrets, f"URL of alert {alert.name!r}", missing)
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise InvalidInputError(
+                f"Secret {alert.url_secret_ref.name!r} key {alert.url_secret_ref.key!r} "
+                f"(URL of alert {alert.name!r}): must start with http:// or https://"
+            )
+        receiver["url"] = url
+        if alert.signing_secret_ref is not None:
+            receiver["signing_secret"] = _secret_value(
+                alert.signing_secret_ref, secrets, f"signing key of alert {alert.name!r}", missing
+            )
+        receiver["min_severity"] = alert.min_severity
+        receivers.append(receiver)
+    if missing:
+        raise MissingInputError("; ".join(missing))
+    document = {"receivers": receivers}
+    try:
+        msgspec.convert(document, ReceiverFile)
+    except msgspec.ValidationError as exc:
+        # msgspec names the field path and the rule, not the offending value.
+        raise InvalidInputError(f"alerts: {exc}") from exc
+    return document
+
+
+# -------------------------------------------------------------------------- autoscaler
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalerSize:
+    """Replica bounds of a service's HPA and the traffic they were derived from."""
+
+    min_replicas: int
+    max_replicas: int
+    expected_events_per_second: float
+    peak_events_per_second: float
+
+
+def _replicas_for(rate: float, capacity: float) -> int:
+    return math.ceil(round(rate / capacity, RATIO_DECIMALS))
+
+
+def size_autoscaler(traffic: Iterable[TrafficSpec], settings: ControllerSettings) -> AutoscalerSize:
+    """Replica bounds from the summed expected and peak rates over the per-replica capacity.
+
+    minReplicas = clamp(ceil(Σ expected / capacity)); maxReplicas = clamp(max(minReplicas,
+    ceil(Σ peak / capacity))); clamp keeps both within the settings' floor and cap.
+    """
+    expected = peak = 0.0
+    for item in traffic:
+        expected += item.expected_events_per_second
+        peak += item.peak
+
+    def clamp(replicas: int) -> int:
+        return min(max(replicas, settings.min_replicas), settings.max_replicas)
+
+    low = clamp(_replicas_for(expected, settings.replica_capacity))
+    high = clamp(max(low, _replicas_for(peak, settings.replica_capacity)))
+    return AutoscalerSize(low, high, expected, peak)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceMonitor:
+    """A DriftMonitor as the autoscaler of its service sees it."""
+
+    name: str
+    traffic: TrafficSpec
+
+
+def monitors_of_service(
+    monitors: Iterable[Mapping[str, Any]], service: str
+) -> list[ServiceMonitor]:
+    """The DriftMonitors (raw objects) that target `service` and are not being deleted."""
+    found: list[ServiceMonitor] = []
+    for monitor in monitors:
+        metadata = monitor.get("metadata", {})
+        spec = monitor.get("spec", {})
+        if metadata.get("deletionTimestamp") or spec.get("service", DEFAULT_SERVICE) != service:
+            continue
+        try:
+            traffic = msgspec.convert(spec.get("traffic", {}), TrafficSpec)
+        except msgspec.ValidationError:
+            traffic = TrafficSpec()  # the CRD schema refuses this; count no traffic
+        found.append(ServiceMonitor(metadata.get("name", ""), traffic))
+    return sorted(found, key=lambda m: m.name)
+
+
+def _rate(value: float) -> str:
+    return f"{value:g}"
+
+
+def render_autoscaler(
+    namespace: str,
+    service: str,
+    monitors: Sequence[ServiceMonitor],
+    settings: ControllerSettings,
+) -> dict[str, Any]:
+    """The service's one HorizontalPodAutoscaler (autoscaling/v2), sized for its monitors."""
+    size = size_autoscaler((m.traffic for m in monitors), settings)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": service,
+            "namespace": namespace,
+            "labels": dict(MANAGED_LABELS),
+            "annotations": {
+                "driftline.io/monitors": ",".join(m.name for m in monitors),
+                "driftline.io/expected-events-per-second": _rate(size.expected_events_per_second),
+                "driftline.io/peak-events-per-second": _rate(size.peak_events_per_second),
+                "driftline.io/replica-capacity": _rate(settings.replica_capacity),
+            },
+        },
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": service},
+            "minReplicas": size.min_replicas,
+            "maxReplicas": size.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": settings.cpu_utilization,
+                        },
+                    },
+                }
+            ],
+            # As manifests/standalone: at most one pod a minute, after 5 min of lower
+            # load, so bursty traffic does not make the service flap.
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 300,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                }
+            },
+        },
+    }

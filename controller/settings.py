@@ -1,0 +1,96 @@
+"""Operator settings: decoded once at start-up from the environment and command-line flags.
+
+Every knob has a default, so `driftline controller` runs with no configuration; flags
+win over environment variables. Nothing else in the operator reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+Replicas = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+
+
+class ControllerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How the operator sizes autoscalers, polls drift services and logs."""
+
+    # Namespaces watched; empty means all (cluster-wide).
+    namespaces: tuple[str, ...] = ()
+    # Events/s one service replica sustains at its CPU target (take it from bench/ results).
+    replica_capacity: PositiveFloat = 2000.0
+    min_replicas: Replicas = 2
+    max_replicas: Replicas = 20
+    cpu_utilization: Annotated[int, msgspec.Meta(ge=1, le=100)] = 70
+    # How often each DriftMonitor's status is refreshed from its drift service.
+    status_interval: PositiveFloat = 30.0
+    # Timeout of each call to a drift service (drift report, window deletion).
+    service_timeout: PositiveFloat = 5.0
+    # kopf's liveness probe, e.g. http://0.0.0.0:8081/healthz; unset serves nothing.
+    liveness_endpoint: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def __post_init__(self) -> None:
+        """Cross-field checks msgspec constraints cannot express."""
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas: must be at least min_replicas ({self.min_replicas}), "
+                f"got {self.max_replicas}"
+            )
+
+
+# Environment variable -> settings field.
+ENVIRONMENT: dict[str, str] = {
+    "DRIFTLINE_CONTROLLER_NAMESPACES": "namespaces",
+    "DRIFTLINE_CONTROLLER_REPLICA_CAPACITY": "replica_capacity",
+    "DRIFTLINE_CONTROLLER_MIN_REPLICAS": "min_replicas",
+    "DRIFTLINE_CONTROLLER_MAX_REPLICAS": "max_replicas",
+    "DRIFTLINE_CONTROLLER_CPU_UTILIZATION": "cpu_utilization",
+    "DRIFTLINE_CONTROLLER_STATUS_INTERVAL": "status_interval",
+    "DRIFTLINE_CONTROLLER_SERVICE_TIMEOUT": "service_timeout",
+    "DRIFTLINE_CONTROLLER_LIVENESS_ENDPOINT": "liveness_endpoint",
+    "DRIFTLINE_LOG_LEVEL": "log_level",
+}
+
+
+class ControllerSettingsError(ValueError):
+    """Settings that cannot work; the message names the variable or field."""
+
+
+def load_controller_settings(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> ControllerSettings:
+    """Decode settings from environment variables, then overrides (flags); later wins.
+
+    `DRIFTLINE_CONTROLLER_NAMESPACES` is comma-separated; an override of None or an
+    empty sequence leaves the field to the environment.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for variable, field in ENVIRONMENT.items():
+        value = env.get(variable, "")
+        if value == "":
+            continue
+        data[field] = (
+            [n.strip() for n in value.split(",") if n.strip()] if field == "namespaces" else value
+        )
+        origin[field] = variable
+    for field, value in overrides.items():
+        if value is not None and value != [] and value != ():
+            data[field] = value
+            origin.pop(field, None)
+    try:
+        return msgspec.convert(data, ControllerSettings, strict=False)
+    except (msgspec.ValidationError, ValueError) as exc:
+        message = str(exc)
+        for field, variable in origin.items():
+            if f"$.{field}" in message:
+                message = f"{variable}: {message.replace(f' - at `$.{field}`', '')}"
+            elif message.startswith(f"{field}:"):
+                message = f"{variable} ({message})"
+        raise ControllerSettingsError(message) from exc

@@ -1,0 +1,114 @@
+"""The DriftMonitor custom resource's spec, as typed structs.
+
+The API server has already validated and defaulted the spec against the CRD schema
+(manifests/crd/driftmonitors.yaml); the defaults here repeat the CRD's, so a spec read
+from an older CRD or a test fixture means the same. Field names are the CRD's camelCase.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+API_GROUP = "driftline.io"
+API_VERSION = "v1alpha1"
+KIND = "DriftMonitor"
+PLURAL = "driftmonitors"
+DEFAULT_SERVICE = "driftline"
+SERVICE_PORT = 8080
+
+
+class KeyRef(msgspec.Struct, frozen=True):
+    """A key of a ConfigMap or Secret in the monitor's namespace."""
+
+    name: str
+    key: str
+
+
+class BaselineSpec(msgspec.Struct, frozen=True, rename="camel"):
+    """Exactly one of a ConfigMap key (raw rows or a saved profile) or an inline profile."""
+
+    config_map_key_ref: KeyRef | None = None
+    profile: dict[str, Any] | None = None
+    bins: int = 10
+    top_k: int = 100
+
+
+class FeatureSpec(msgspec.Struct, frozen=True, rename="camel"):
+    """Overrides for one feature."""
+
+    name: str
+    type: Literal["numeric", "categorical"] | None = None
+    warning_threshold: float | None = None
+    critical_threshold: float | None = None
+
+
+class ThresholdsSpec(msgspec.Struct, frozen=True):
+    """The monitor's effect-size thresholds."""
+
+    warning: float = 0.2
+    critical: float = 0.5
+
+
+class AlertSpec(msgspec.Struct, frozen=True, rename="camel"):
+    """One alert receiver; its URL and signing key live in Secrets."""
+
+    name: str
+    type: Literal["webhook", "slack", "alertmanager"]
+    url_secret_ref: KeyRef
+    signing_secret_ref: KeyRef | None = None
+    min_severity: Literal["warning", "critical"] = "warning"
+
+
+class TrafficSpec(msgspec.Struct, frozen=True, rename="camel"):
+    """Declared event rates; the peak defaults to the expected rate."""
+
+    expected_events_per_second: float = 0.0
+    peak_events_per_second: float | None = None
+
+    @property
+    def peak(self) -> float:
+        """The peak rate, or the expected rate when no peak was declared."""
+        if self.peak_events_per_second is None:
+            return self.expected_events_per_second
+        return self.peak_events_per_second
+
+
+class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
+    """A DriftMonitor's spec."""
+
+    model: str
+    baseline: BaselineSpec
+    service: str = DEFAULT_SERVICE
+    service_url: str | None = None
+    features: list[FeatureSpec] = []
+    thresholds: ThresholdsSpec = ThresholdsSpec()
+    alpha: float = 0.05
+    bonferroni: bool = False
+    window_seconds: int = 3600
+    bucket_seconds: int = 60
+    min_samples: int = 100
+    min_drifted_features: int = 1
+    alert_cooldown_seconds: float | None = None
+    alerts: list[AlertSpec] = []
+    traffic: TrafficSpec = TrafficSpec()
+
+
+class SpecError(ValueError):
+    """A spec the CRD schema should have refused; the message names the field."""
+
+
+def parse_spec(raw: Any) -> MonitorSpec:
+    """Decode a DriftMonitor's spec (plain JSON data) into a MonitorSpec."""
+    try:
+        return msgspec.convert(raw, MonitorSpec)
+    except msgspec.ValidationError as exc:
+        raise SpecError(f"spec: {exc}") from exc
+
+
+def service_url(service: str, namespace: str, override: str | None = None) -> str:
+    """Base URL of a drift service (the spec's serviceUrl wins), without a trailing slash."""
+    if override:
+        return override.rstrip("/")
+    return f"http://{service}.{namespace}.svc:{SERVICE_PORT}"
