@@ -62,17 +62,24 @@ def _monitor_path(base_url: str, monitor: str, suffix: str) -> str:
     return f"{base_url}/v1/monitors/{quote(monitor, safe='')}/{suffix}"
 
 
+async def _call(
+    session: aiohttp.ClientSession, method: str, base_url: str, url: str
+) -> tuple[int, bytes] | ServiceFailure:
+    try:
+        async with session.request(method, url) as response:
+            return response.status, await response.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return _unreachable(base_url, exc)
+
+
 async def fetch_drift_summary(
     session: aiohttp.ClientSession, base_url: str, monitor: str
 ) -> DriftSummary | ServiceFailure:
     """GET /v1/monitors/{monitor}/drift and keep what the status shows."""
-    url = _monitor_path(base_url, monitor, "drift")
-    try:
-        async with session.get(url) as response:
-            body = await response.read()
-            status = response.status
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        return _unreachable(base_url, exc)
+    answer = await _call(session, "GET", base_url, _monitor_path(base_url, monitor, "drift"))
+    if isinstance(answer, ServiceFailure):
+        return answer
+    status, body = answer
     if status == 404:
         return ServiceFailure(
             "MonitorNotLoaded",
@@ -97,13 +104,10 @@ async def forget_window(
     session: aiohttp.ClientSession, base_url: str, monitor: str
 ) -> ServiceFailure | None:
     """DELETE /v1/monitors/{monitor}/window (the monitor's counts in Redis); None on 204."""
-    url = _monitor_path(base_url, monitor, "window")
-    try:
-        async with session.delete(url) as response:
-            body = await response.read()
-            status = response.status
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        return _unreachable(base_url, exc)
+    answer = await _call(session, "DELETE", base_url, _monitor_path(base_url, monitor, "window"))
+    if isinstance(answer, ServiceFailure):
+        return answer
+    status, body = answer
     if status in (200, 204):
         return None
     return ServiceFailure(

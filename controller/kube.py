@@ -122,6 +122,11 @@ class KubeApi:
             body["data"] = {key: base64.b64encode(value).decode()}
         else:
             body["data"] = {key: value.decode()}
+        await self._apply_keyed(kind, body, field_manager)
+
+    async def _apply_keyed(self, kind: KeyedKind, body: dict[str, Any], field_manager: str) -> None:
+        # Server-side apply: the object ends up with exactly the fields each manager sent.
+        name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
         async with _api_call(f"apply {kind} {namespace}/{name}"):
             await self._client.patch(
                 _KEYED_RESOURCES[kind],
@@ -144,16 +149,7 @@ class KubeApi:
             "kind": kind,
             "metadata": {"name": name, "namespace": namespace},
         }
-        async with _api_call(f"apply {kind} {namespace}/{name}"):
-            await self._client.patch(
-                _KEYED_RESOURCES[kind],
-                name,
-                body,
-                namespace=namespace,
-                patch_type=PatchType.APPLY,
-                field_manager=field_manager,
-                force=True,
-            )
+        await self._apply_keyed(kind, body, field_manager)
 
     async def list_monitors(self, namespace: str) -> list[dict[str, Any]]:
         """Every DriftMonitor of a namespace, as plain objects."""
