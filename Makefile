@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: run test lint typecheck unit redis-server install clean
+.PHONY: run test lint typecheck unit redis-server install clean bench
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,15 @@ unit: install redis-server
 
 # The whole suite: lint, types, then every test against a real redis-server.
 test: lint typecheck unit
+
+# The benchmark suite (not part of the tests): installs wrk and the peers (Evidently,
+# whylogs) as benchmark-only extras, then prints and writes bench/results/latest.*.
+bench: install redis-server
+	@command -v wrk >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

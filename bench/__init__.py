@@ -1,0 +1,1 @@
+"""driftline's benchmark suite: `python -m bench` (see bench/run.py and docs/performance.md)."""

@@ -1,0 +1,107 @@
+"""Per-call cost of the service's own steps, in process: the budget behind the ratios.
+
+Times the functions a `POST /monitor/predict` and a batch go through (decode, binning,
+drift report, response encoding, telemetry) on the bench monitor, each in a tight loop
+on this core. Not a substitute for the load runs: it names the costs the profile
+attributes, in microseconds, so a design change can be sized before it is made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from . import data
+
+
+def _per_call(fn: Callable[[], Any], budget: float = 0.25) -> float:
+    """Microseconds per call: the best of 3 runs of about `budget` seconds each."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < budget / 10:
+        fn()
+        calls += 1
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(max(calls * 3, 1)):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / max(calls * 3, 1))
+    return best * 1e6
+
+
+def measure(monitors_dir: Path) -> dict[str, float]:
+    """Microseconds per call of each step, on the bench monitor."""
+    from service.api import _verdict
+    from service.binning import bin_batch, bin_event
+    from service.engine import Event
+    from service.monitor import build_monitor, decode_monitor_config
+    from service.report import drift_report, isoformat
+    from service.schemas import PredictRequest, PredictResponse
+    from service.settings import Limits, MonitorDefaults
+    from service.telemetry import Telemetry
+    from service.window import WindowTotals
+
+    path = monitors_dir / f"{data.MONITOR}.json"
+    config = decode_monitor_config(msgspec.json.decode(path.read_bytes()), str(path))
+    monitor = build_monitor(config, MonitorDefaults(), base_dir=monitors_dir, source=str(path))
+    limits = Limits()
+    bodies = data.predict_bodies(1000)
+    body = bodies[0]
+    decoder = msgspec.json.Decoder(PredictRequest)
+    request = decoder.decode(body)
+    features = request.features
+
+    # A realistic window: the totals of 5,000 binned events.
+    rows = data.rows(data.frame(5000, seed=9))
+    batch = bin_batch(monitor.layout, rows, limits, lambda i: f"events[{i}].features")
+    deltas = batch.deltas(monitor.window.width, np.zeros(len(rows), dtype=np.int64))
+    now = time.time()
+    totals = WindowTotals(vector=deltas[0][0], start=now - 3600, now=now)
+    report = drift_report(monitor, totals)
+    telemetry = Telemetry()
+    labels = {"route": "/monitor/predict", "method": "POST", "status": "200"}
+    batch_body = msgspec.json.encode({"events": [{"features": r} for r in rows]})
+    raws = msgspec.json.decode(batch_body, type=dict[str, list[msgspec.Raw]])["events"]
+    event_decoder = msgspec.json.Decoder(Event)
+
+    def respond() -> bytes:
+        return msgspec.json.encode(
+            PredictResponse(
+                **_verdict(report),
+                timestamp=isoformat(time.time()),
+                monitor=monitor.name,
+                warnings=[],
+            )
+        )
+
+    per_event = {
+        "decode PredictRequest (msgspec)": lambda: decoder.decode(body),
+        "bin_event (20 features)": lambda: bin_event(monitor.layout, features, limits),
+        "PredictResponse build + encode": respond,
+        "isoformat(now)": lambda: isoformat(time.time()),
+        "latency histogram observe (aioprometheus)": lambda: telemetry.latency.add(labels, 0.01),
+        "count_events (aioprometheus)": lambda: telemetry.count_events("bench", ["v1.2.0"]),
+    }
+    out = {name: _per_call(fn) for name, fn in per_event.items()}
+    out["drift_report (per flush)"] = _per_call(lambda: drift_report(monitor, totals))
+    out["observe_report gauges (per flush)"] = _per_call(lambda: telemetry.observe_report(report))
+    n = len(rows)
+    out["batch: decode 5000 events one by one (per event)"] = (
+        _per_call(lambda: [event_decoder.decode(r) for r in raws]) / n
+    )
+    events = [event_decoder.decode(r) for r in raws]
+    out["batch: bin_batch 5000 events (per event)"] = (
+        _per_call(
+            lambda: bin_batch(
+                monitor.layout, [e.features for e in events], limits, lambda i: f"[{i}]"
+            )
+        )
+        / n
+    )
+    return {k: round(v, 3) for k, v in out.items()}

@@ -1,0 +1,316 @@
+"""Processes the harness starts: redis-server, the service, the framework app, generators.
+
+Every process is started by the harness, pinned with `taskset` when the machine has at
+least two cores (servers on SERVER_CPU, load generators and Redis on LOAD_CPU), and
+stopped by its own pid when the measurement is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+
+# Read at import, before the harness pins itself to LOAD_CPU (children inherit that).
+_CPUS = len(os.sched_getaffinity(0))
+
+
+def cpu_count() -> int:
+    """Cores the harness was started with (what `nproc` says)."""
+    return _CPUS
+
+
+def pinning() -> bool:
+    """Whether servers and generators get cores of their own."""
+    return shutil.which("taskset") is not None and cpu_count() >= 2
+
+
+def pinned(cpu: str, argv: Sequence[str]) -> list[str]:
+    """`argv` under `taskset -c cpu` when pinning is possible."""
+    return ["taskset", "-c", cpu, *argv] if pinning() else list(argv)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def machine() -> dict[str, object]:
+    """Cores, CPU model and memory of this machine, and how the harness pins processes."""
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()
+    return {
+        "nproc": cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": sys.version.split()[0],
+        "loadavg_at_start": [round(x, 2) for x in load],
+        "pinning": (
+            f"server on core {SERVER_CPU}; load generator and redis-server on core {LOAD_CPU}"
+            if pinning()
+            else "no taskset or a single core: processes share cores"
+        ),
+    }
+
+
+@dataclass
+class Server:
+    """A started process and where it listens."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        """The server's pid (taskset execs into it)."""
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server used so far."""
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def rss_mib(self) -> float:
+        """Resident memory."""
+        return psutil.Process(self.pid).memory_info().rss / 2**20
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self, lines: int = 20) -> str:
+        """The end of the server's log, for error messages."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _wait_http(server: Server, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited ({server.proc.returncode}):\n{server.tail()}")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", server.port), timeout=1) as s,
+        ):
+            s.sendall(request)
+            if s.recv(64).startswith(b"HTTP/1.1 200"):
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} not ready after {timeout} s:\n{server.tail()}")
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    port: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    cpu: str = SERVER_CPU,
+    ready_path: str | None = "/monitor/ready",
+    logs: Path,
+    timeout: float = 60.0,
+) -> Server:
+    """Start a server process pinned to `cpu`; wait until `ready_path` answers 200."""
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{name}.log"
+    full_env = {**os.environ, **(env or {})}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            pinned(cpu, argv), env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+        )
+    server = Server(name, proc, port, log)
+    try:
+        if ready_path is not None:
+            _wait_http(server, ready_path, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def driftline_argv(port: int) -> list[str]:
+    """`driftline serve` from the same virtualenv as this interpreter."""
+    script = Path(sys.executable).with_name("driftline")
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+    return [*base, "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def start_driftline(
+    name: str,
+    monitors_dir: Path,
+    logs: Path,
+    *,
+    redis_url: str | None = None,
+    ack_mode: str = "durable",
+    extra_env: Mapping[str, str] | None = None,
+) -> Server:
+    """The service on a free port with the bench monitors (embedded store unless redis_url)."""
+    port = free_port()
+    env = {
+        "DRIFTLINE_MONITORS_DIR": str(monitors_dir),
+        "DRIFTLINE_ACK_MODE": ack_mode,
+        "DRIFTLINE_LOG_LEVEL": "WARNING",
+        "REDIS_URL": redis_url or "",
+        "BASELINE_DATA_PATH": "",
+        "DRIFTLINE_ALERTS_DIR": "",
+        **(extra_env or {}),
+    }
+    return start(name, driftline_argv(port), port, env=env, logs=logs)
+
+
+def start_framework(logs: Path) -> Server:
+    """The minimal aiohttp app of bench/framework_app.py."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.framework_app", "--host", "127.0.0.1", "--port", str(port)]
+    return start("framework", argv, port, ready_path="/monitor/health", logs=logs)
+
+
+class Redis:
+    """A redis-server of the harness's own: no persistence, on a free port."""
+
+    def __init__(self, logs: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found (apt-get install redis-server)")
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+        argv = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.dir),
+            "--protected-mode", "no",
+        ]  # fmt: skip
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log = logs / "redis.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                pinned(LOAD_CPU, argv), stdout=out, stderr=subprocess.STDOUT
+            )
+        import redis
+
+        self.client = redis.Redis(port=self.port, socket_timeout=10)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.client.ping()
+                break
+            except redis.ConnectionError as exc:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"redis-server did not start: {self.log.read_text()}"
+                    ) from exc
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        """redis:// URL for REDIS_URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def flush(self) -> None:
+        """Empty the database and reset nothing else."""
+        self.client.flushall()
+
+    def snapshot(self) -> dict[str, float]:
+        """Command calls (all, EVALSHA/EVAL alone), CPU seconds and memory, right now.
+
+        Calls count every command Redis executed, the ones run by scripts included
+        (Redis counts `redis.call` in commandstats); INFO itself is left out.
+        """
+        stats = self.client.info("commandstats")
+        cpu = self.client.info("cpu")
+        memory = self.client.info("memory")
+        calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+        return {
+            "time": time.monotonic(),
+            "calls": float(sum(n for k, n in calls.items() if k != "info")),
+            "script_calls": float(
+                sum(n for k, n in calls.items() if k in {"evalsha", "eval", "evalsha_ro", "fcall"})
+            ),
+            "cpu": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+            "used_memory": float(memory["used_memory"]),
+            "used_memory_dataset": float(memory.get("used_memory_dataset", 0)),
+            "keys": float(self.client.dbsize()),
+        }
+
+    def key_bytes(self) -> float:
+        """Bytes the keyspace holds by MEMORY USAGE (every key, sampled exactly)."""
+        return float(
+            sum(self.client.memory_usage(k, samples=0) or 0 for k in self.client.scan_iter())
+        )
+
+    def settled_snapshot(self, timeout: float = 6.0) -> dict[str, float]:
+        """A snapshot once client buffers stop shrinking.
+
+        A large script call leaves its arguments in the client's query buffer, counted in
+        used_memory until Redis trims idle buffers (within about a second); reading at
+        once would measure the last request, not the window.
+        """
+        deadline = time.monotonic() + timeout
+        last = -1.0
+        while True:
+            clients = float(self.client.info("memory")["mem_clients_normal"])
+            if clients == last or time.monotonic() > deadline:
+                break
+            last = clients
+            time.sleep(0.75)
+        return self.snapshot() | {"mem_clients_normal": clients, "key_bytes": self.key_bytes()}
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    """Stop the server when the block ends."""
+    try:
+        yield server
+    finally:
+        server.stop()
