@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -15,11 +16,26 @@ import redis
 SLOTS = 16384
 
 
-def _free_port() -> int:
+BUS_OFFSET = 10000  # a cluster node also listens on port + 10000 (the cluster bus)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    """A free port whose cluster-bus port (+10000) is valid and free too."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 65535 - BUS_OFFSET)
+        if _bindable(port) and _bindable(port + BUS_OFFSET):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 @contextmanager
@@ -53,8 +69,8 @@ def redis_cluster(directory: Path, masters: int = 3) -> Iterator[str]:
                         "--appendonly",
                         "no",
                     ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stdout=(node_dir / "redis.log").open("wb"),
+                    stderr=subprocess.STDOUT,
                 )
             )
         clients = [redis.Redis(host="127.0.0.1", port=p) for p in ports]
@@ -66,7 +82,12 @@ def redis_cluster(directory: Path, masters: int = 3) -> Iterator[str]:
                     break
                 except redis.ConnectionError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError("cluster node did not start") from None
+                        log = (
+                            directory
+                            / str(client.connection_pool.connection_kwargs["port"])
+                            / "redis.log"
+                        ).read_text(errors="replace")[-2000:]
+                        raise RuntimeError(f"cluster node did not start:\n{log}") from None
                     time.sleep(0.02)
         share = SLOTS // masters
         for i, client in enumerate(clients):
