@@ -18,8 +18,7 @@ from aiohttp import web
 from . import __version__
 from .alert_store import AlertRecord
 from .alerting import alert_from
-from .commit import CommitterClosedError
-from .engine import DriftEngine, Event, IngestResult, NoDefaultMonitorError, UnknownMonitorError
+from .engine import DriftEngine, Event, NoDefaultMonitorError, UnknownMonitorError
 from .keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
 from .monitor import MONITOR_NAME, Monitor
 from .openapi import openapi_document
@@ -42,12 +41,10 @@ from .schemas import (
     ReadyResponse,
     StoreStatus,
 )
-from .window import StoreUnavailableError
 
 T = TypeVar("T")
 JSON_TYPES = ("application/json", "")
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-seq")
-RETRY_AFTER = {"Retry-After": "1"}
 
 
 def encode(payload: Any, status: int = 200) -> web.Response:
@@ -109,20 +106,6 @@ def _monitor(engine: DriftEngine, name: str | None) -> Monitor:
         ) from None
 
 
-async def _ingest(
-    engine: DriftEngine, monitor: Monitor, events: Sequence[Event], prefix: Callable[[int], str]
-) -> IngestResult:
-    try:
-        return await engine.ingest(monitor, events, path_prefix=prefix)
-    except (StoreUnavailableError, CommitterClosedError) as exc:
-        raise ProblemError(
-            503,
-            "store-unavailable",
-            f"events not counted: the window store failed ({exc}); retry the request",
-            headers=RETRY_AFTER,
-        ) from exc
-
-
 def _verdict(report: DriftReport) -> dict[str, Any]:
     """The fields a predict or batch answer takes from a report."""
     return {
@@ -144,7 +127,7 @@ async def predict(request: web.Request) -> web.Response:
     body = decode_body(await request.read(), PredictRequest)
     engine = _engine(request)
     monitor = _monitor(engine, body.monitor)
-    result = await _ingest(engine, monitor, [body], lambda _: "")
+    result = await engine.ingest(monitor, [body], path_prefix=lambda _: "")
     if result.rejected:
         rejection = result.rejected[0]
         status = 400 if rejection.reason == "future_timestamp" else 422
@@ -216,7 +199,9 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
             engine.telemetry.invalid_events.inc(
                 {"monitor": monitor.name, "reason": error.reason or "invalid_event"}
             )
-    result = await _ingest(engine, monitor, events, lambda i: f"{prefix}[{positions[i]}].")
+    result = await engine.ingest(
+        monitor, events, path_prefix=lambda i: f"{prefix}[{positions[i]}]."
+    )
     errors.extend(
         FieldError(r.field, r.message, r.reason, positions[r.index]) for r in result.rejected
     )
@@ -260,12 +245,7 @@ async def forget_window(request: web.Request) -> web.Response:
             f"monitor: {name!r} is not a valid monitor name",
             [FieldError("monitor", f"must match {MONITOR_NAME}")],
         )
-    try:
-        await engine.forget(name)
-    except StoreUnavailableError as exc:
-        raise ProblemError(
-            503, "store-unavailable", f"window store failed: {exc}", headers=RETRY_AFTER
-        ) from exc
+    await engine.forget(name)
     return web.Response(status=204)
 
 
@@ -285,13 +265,8 @@ async def alert_history(request: web.Request) -> web.Response:
             f"limit: expected an integer from 1 to 1000, got {raw_limit!r}",
             [FieldError("limit", "expected an integer from 1 to 1000")],
         )
-    try:
-        records = await engine.alert_history(monitor, int(raw_limit))
-        severity = await engine.alerts.severity(monitor.name)
-    except StoreUnavailableError as exc:
-        raise ProblemError(
-            503, "store-unavailable", f"alert store failed: {exc}", headers=RETRY_AFTER
-        ) from exc
+    records = await engine.alert_history(monitor, int(raw_limit))
+    severity = await engine.alerts.severity(monitor.name)
     return encode(AlertHistory(monitor.name, severity, [_alert_view(r) for r in records]))
 
 
@@ -310,12 +285,7 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
         )
     body = await request.read()
     ack = decode_body(body, AckRequest) if body.strip() else AckRequest()
-    try:
-        record = await engine.acknowledge(monitor, int(seq_text), ack.by, ack.comment)
-    except StoreUnavailableError as exc:
-        raise ProblemError(
-            503, "store-unavailable", f"alert store failed: {exc}", headers=RETRY_AFTER
-        ) from exc
+    record = await engine.acknowledge(monitor, int(seq_text), ack.by, ack.comment)
     if record is None:
         raise ProblemError(
             404,
@@ -326,26 +296,17 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
     return encode(_alert_view(record))
 
 
-async def _report(engine: DriftEngine, monitor: Monitor) -> DriftReport:
-    try:
-        return await engine.report(monitor)
-    except StoreUnavailableError as exc:
-        raise ProblemError(
-            503, "store-unavailable", f"window store failed: {exc}", headers=RETRY_AFTER
-        ) from exc
-
-
 async def drift(request: web.Request) -> web.Response:
     """Full drift report of the default monitor (or `?monitor=`)."""
     engine = _engine(request)
     monitor = _monitor(engine, request.query.get("monitor"))
-    return encode(await _report(engine, monitor))
+    return encode(await engine.report(monitor))
 
 
 async def monitor_drift(request: web.Request) -> web.Response:
     """Full drift report of the monitor in the path."""
     engine = _engine(request)
-    return encode(await _report(engine, _monitor(engine, request.match_info["name"])))
+    return encode(await engine.report(_monitor(engine, request.match_info["name"])))
 
 
 def _summary_of(monitor: Monitor) -> MonitorSummary:

@@ -16,6 +16,9 @@ from http import HTTPStatus
 import msgspec
 from aiohttp import web
 
+from .commit import CommitterClosedError
+from .window import StoreUnavailableError
+
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -125,6 +128,16 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return problem_response(_from_http_exception(exc))
+    except (StoreUnavailableError, CommitterClosedError) as exc:
+        # Nothing of the request took effect (a failed flush drops its counts): retry it.
+        return problem_response(
+            ProblemError(
+                503,
+                "store-unavailable",
+                f"the store failed, nothing was changed; retry the request ({exc})",
+                headers={"Retry-After": "1"},
+            )
+        )
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return problem_response(ProblemError(500, "internal", "internal error; it has been logged"))
