@@ -9,6 +9,7 @@ count vector the window store keeps.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ class FeatureSlots:
     sum: int = -1
     sum_squares: int = -1
     index: Mapping[str, int] | None = None  # categorical: category -> slot
+    # Fixed by the baseline: computed once here, not in every report.
+    bin_labels: tuple[str, ...] = ()
+    baseline_proportions: tuple[float, ...] = ()
 
     @property
     def other(self) -> int:
@@ -111,6 +115,14 @@ class FeatureSlots:
 
 
 EVENTS_SLOT = 0
+
+
+def _bin_labels(feature: NumericProfile | CategoricalProfile) -> tuple[str, ...]:
+    """How a report names each bin: `[lo, hi)` intervals, or the categories and `other`."""
+    if not isinstance(feature, NumericProfile):
+        return (*feature.categories, "other")
+    edges = ["-inf", *(f"{c:.6g}" for c in feature.cuts), "inf"]
+    return tuple(f"[{lo}, {hi})" for lo, hi in itertools.pairwise(edges))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,14 +142,33 @@ class Layout:
             cursor += feature.bins
             missing = cursor
             cursor += 1
+            total = sum(feature.counts)
+            labels = _bin_labels(feature)
+            expected = tuple(c / total if total else 0.0 for c in feature.counts)
             if isinstance(feature, NumericProfile):
                 slots[name] = FeatureSlots(
-                    name, feature, first, missing, cursor, cursor + 1, cursor + 2
+                    name,
+                    feature,
+                    first,
+                    missing,
+                    cursor,
+                    cursor + 1,
+                    cursor + 2,
+                    bin_labels=labels,
+                    baseline_proportions=expected,
                 )
                 cursor += 3
             else:
                 index = {category: first + i for i, category in enumerate(feature.categories)}
-                slots[name] = FeatureSlots(name, feature, first, missing, index=index)
+                slots[name] = FeatureSlots(
+                    name,
+                    feature,
+                    first,
+                    missing,
+                    index=index,
+                    bin_labels=labels,
+                    baseline_proportions=expected,
+                )
         return cls(slots, cursor)
 
 

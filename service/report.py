@@ -6,7 +6,6 @@ flush and shares it among every request that flush answers.
 
 from __future__ import annotations
 
-import itertools
 import math
 from datetime import UTC, datetime
 
@@ -67,8 +66,8 @@ class FeatureReport(msgspec.Struct, frozen=True):
     baseline_missing_rate: float
     warning_threshold: float
     critical_threshold: float
-    bins: list[str]
-    baseline_proportions: list[float]
+    bins: tuple[str, ...]
+    baseline_proportions: tuple[float, ...]
     window_proportions: list[float]
     out_of_range_rate: float | None = None
     mean: float | None = None
@@ -92,14 +91,6 @@ class DriftReport(msgspec.Struct, frozen=True):
     window: WindowInfo
     features: dict[str, FeatureReport]
     evaluated_at: str
-
-
-def _bin_labels(slots: FeatureSlots) -> list[str]:
-    profile = slots.profile
-    if not isinstance(profile, NumericProfile):
-        return [*profile.categories, "other"]
-    edges = ["-inf", *(f"{c:.6g}" for c in profile.cuts), "inf"]
-    return [f"[{lo}, {hi})" for lo, hi in itertools.pairwise(edges)]
 
 
 def _proportions(counts: np.ndarray) -> list[float]:
@@ -156,8 +147,8 @@ def _feature_report(
         baseline_missing_rate=profile.missing / baseline_total if baseline_total else 0.0,
         warning_threshold=thresholds_warning,
         critical_threshold=thresholds_critical,
-        bins=_bin_labels(slots),
-        baseline_proportions=_proportions(np.asarray(profile.counts, dtype=np.float64)),
+        bins=slots.bin_labels,
+        baseline_proportions=slots.baseline_proportions,
         window_proportions=_proportions(window_counts),
         **numeric,
     )
