@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from .monitor import EVENTS_SLOT, FeatureSlots, Layout
+from .monitor import EVENTS_SLOT, MOMENT_CLIP, MOMENT_SCALE, FeatureSlots, Layout, moment_unit
 from .profile import NumericProfile, category_label, is_missing
 from .settings import Limits
 from .window import Vector
@@ -83,7 +83,7 @@ class BinnedEvent:
     """One event as increments of the window vector."""
 
     slots: list[int]  # each +1
-    sums: list[tuple[int, float]]  # (slot, value) added
+    sums: list[tuple[int, int]]  # (slot, fixed-point moment) added
     unknown: list[str]
 
 
@@ -109,9 +109,10 @@ def bin_event(
         slots.append(feature.first_bin + bisect_right(profile.cuts, number))
         if number < profile.min or number > profile.max:
             slots.append(feature.out_of_range)
-        centred = number - profile.mean
-        sums.append((feature.sum, centred))
-        sums.append((feature.sum_squares, centred * centred))
+        z = min(max((number - profile.mean) / moment_unit(profile), -MOMENT_CLIP), MOMENT_CLIP)
+        # round() and numpy's rint both round half to even: the batch path agrees exactly.
+        sums.append((feature.sum, round(z * MOMENT_SCALE)))
+        sums.append((feature.sum_squares, round(z * z * MOMENT_SCALE)))
     unknown = [name for name in features if name not in layout.features]
     return BinnedEvent(slots, sums, unknown)
 
@@ -128,7 +129,8 @@ class BinnedBatch:
     unknown: set[str] = field(default_factory=set)
     slots: list[IntArray] = field(default_factory=list)  # one slot per event, per feature
     out_of_range: list[tuple[int, BoolArray]] = field(default_factory=list)
-    sums: list[tuple[int, int, Vector]] = field(default_factory=list)  # centred, 0 if missing
+    # (sum slot, squares slot, z): standardised and clipped, 0 where missing or invalid
+    sums: list[tuple[int, int, Vector]] = field(default_factory=list)
 
     def deltas(self, width: int, buckets: IntArray) -> dict[int, tuple[Vector, int]]:
         """Per bucket start: the summed vector of the valid events in it, and their count."""
@@ -145,10 +147,10 @@ class BinnedBatch:
             vector[EVENTS_SLOT] += count
             for slot, mask in self.out_of_range:
                 vector[slot] += np.count_nonzero(mask & rows)
-            for sum_slot, squares_slot, centred in self.sums:
-                chosen = centred[rows]
-                vector[sum_slot] += chosen.sum()
-                vector[squares_slot] += (chosen * chosen).sum()
+            for sum_slot, squares_slot, z in self.sums:
+                chosen = z[rows]
+                vector[sum_slot] += np.rint(chosen * MOMENT_SCALE).sum()
+                vector[squares_slot] += np.rint(chosen * chosen * MOMENT_SCALE).sum()
             deltas[int(bucket)] = (vector, count)
         return deltas
 
@@ -219,7 +221,8 @@ def bin_batch(
             batch.slots.append(np.where(present, bins, feature.missing).astype(np.int64))
             outside = present & ((filled < profile.min) | (filled > profile.max))
             batch.out_of_range.append((feature.out_of_range, outside))
-            batch.sums.append((feature.sum, feature.sum_squares, filled - profile.mean))
+            z = np.clip((filled - profile.mean) / moment_unit(profile), -MOMENT_CLIP, MOMENT_CLIP)
+            batch.sums.append((feature.sum, feature.sum_squares, z))
         else:
             assert feature.index is not None
             lookup = feature.index.get

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from scipy.special import chdtrc, rel_entr
 
 Vector = npt.NDArray[np.float64]
+Matrix = npt.NDArray[np.float64]  # 2-d: one row per feature
 
 EPSILON: float = 1e-4
 """Floor for proportions in PSI and KL, so a bin empty on one side keeps them finite.
@@ -95,11 +96,18 @@ class Verdict:
     ready: bool  # the window holds at least min_samples events
 
 
+def psi_by_row(expected: Matrix, actual: Matrix) -> Vector:
+    """Population stability index of each row: sum((a - e) * ln(a / e)), floored at EPSILON."""
+    e = np.maximum(expected, EPSILON)
+    a = np.maximum(actual, EPSILON)
+    return np.sum((a - e) * np.log(a / e), axis=-1)
+
+
 def psi(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:
-    """Population stability index: sum((a - e) * ln(a / e)) on EPSILON-floored proportions."""
-    e = np.maximum(np.asarray(expected, dtype=np.float64), EPSILON)
-    a = np.maximum(np.asarray(actual, dtype=np.float64), EPSILON)
-    return float(np.sum((a - e) * np.log(a / e)))
+    """Population stability index of one pair of proportion vectors (see `psi_by_row`)."""
+    e = np.asarray(expected, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
+    return float(psi_by_row(e[None, :], a[None, :])[0])
 
 
 def kl_divergence(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:
@@ -139,19 +147,50 @@ def adjusted_w(w: float, categories: int, n: float, m: float) -> float:
     return float(np.sqrt(max(w * w - noise, 0.0)))
 
 
+@dataclass(frozen=True, slots=True)
+class NumericScores:
+    """PSI and its chi-square test for several binned features at once, one row each."""
+
+    psi: Vector
+    statistic: Vector
+    dof: npt.NDArray[np.int64]
+    p_value: Vector
+    n: Vector  # window events (non-missing)
+    m: Vector  # baseline rows (non-missing)
+
+
+def numeric_scores(baseline_counts: Matrix, window_counts: Matrix) -> NumericScores:
+    """Per row: PSI and its test, PSI*n*m/(n+m) ~ chi2(k'-1), k' = bins non-empty on a side.
+
+    Rows may be padded with bins empty on both sides: they add nothing to PSI or k'. One
+    numpy pass for every numeric feature of a monitor, so a flush pays no per-feature
+    overhead. Inputs are trusted (validated counts, positive baseline sums).
+    """
+    b = baseline_counts
+    w = window_counts
+    m = b.sum(axis=-1)
+    n = w.sum(axis=-1)
+    dof = np.count_nonzero((b > 0.0) | (w > 0.0), axis=-1).astype(np.int64) - 1
+    observed = n > 0.0
+    value = np.where(
+        observed, psi_by_row(b / m[:, None], w / np.where(observed, n, 1.0)[:, None]), 0.0
+    )
+    testable = observed & (dof >= 1)
+    # Jeffreys' divergence (PSI) is, to second order, Pearson's X^2 / (n*m/(n+m)).
+    statistic = np.where(testable, value * n * m / (n + m), 0.0)
+    p_value = np.where(testable, chdtrc(np.maximum(dof, 1), statistic), 1.0)
+    return NumericScores(value, statistic, dof, p_value, n, m)
+
+
 def numeric_test(baseline_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -> DriftTest:
-    """PSI/KL/JS and the PSI chi-square test (PSI*n*m/(n+m) ~ chi2(k'-1)) for binned numbers."""
+    """One numeric feature: `numeric_scores` on its bins, plus KL and JS."""
     b, w, m, n = _counts(baseline_counts, window_counts)
-    dof = int(np.count_nonzero((b > 0.0) | (w > 0.0))) - 1
+    scores = numeric_scores(b[None, :], w[None, :])
+    dof = int(scores.dof[0])
     if n == 0.0:
         return _empty_window("numeric", dof, m)
     e, a = b / m, w / n
-    value = psi(e, a)
-    statistic, p_value = 0.0, 1.0
-    if dof >= 1:
-        # Jeffreys' divergence (PSI) is, to second order, Pearson's X^2 / (n*m/(n+m)).
-        statistic = value * n * m / (n + m)
-        p_value = float(chdtrc(dof, statistic))
+    value = float(scores.psi[0])
     return DriftTest(
         kind="numeric",
         score=value,
@@ -159,25 +198,35 @@ def numeric_test(baseline_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -
         kl=kl_divergence(e, a),
         js=js_distance(e, a),
         cohen_w=None,
-        statistic=statistic,
+        statistic=float(scores.statistic[0]),
         dof=dof,
-        p_value=p_value,
+        p_value=float(scores.p_value[0]),
         n=round(n),
         m=round(m),
     )
 
 
-def categorical_test(baseline_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -> DriftTest:
-    """Cohen's w, PSI/KL/JS and a chi-square test of homogeneity for category counts.
+@dataclass(frozen=True, slots=True)
+class CategoricalScore:
+    """A categorical feature's effect size and test of homogeneity."""
 
-    The test runs on the 2 x k table (baseline, window) after dropping columns empty on
-    both rows and pooling sparse columns (see `_pool_sparse_columns`); w uses all bins.
+    score: float  # Cohen's w less its sampling noise
+    cohen_w: float
+    statistic: float
+    dof: int
+    p_value: float
+
+
+def categorical_score(b: Vector, w: Vector, m: float, n: float) -> CategoricalScore:
+    """Noise-adjusted Cohen's w and the chi-square test of the 2 x k table (trusted counts).
+
+    The test runs after dropping columns empty on both rows and pooling sparse columns
+    (see `_pool_sparse_columns`); w uses all bins. `m` and `n` are the row sums.
     """
-    b, w, m, n = _counts(baseline_counts, window_counts)
     nonzero = (b > 0.0) | (w > 0.0)
+    seen = int(np.count_nonzero(nonzero))
     if n == 0.0:
-        return _empty_window("categorical", int(np.count_nonzero(nonzero)) - 1, m)
-    e, a = b / m, w / n
+        return CategoricalScore(0.0, 0.0, 0.0, seen - 1, 1.0)
     pooled_b, pooled_w = _pool_sparse_columns(b[nonzero], w[nonzero])
     dof = pooled_b.size - 1
     statistic, p_value = 0.0, 1.0
@@ -188,17 +237,27 @@ def categorical_test(baseline_counts: npt.ArrayLike, window_counts: npt.ArrayLik
         diff = pooled_b / m - pooled_w / n
         statistic = float(n * m * np.sum(diff * diff / columns))
         p_value = float(chdtrc(dof, statistic))
-    w_value = cohen_w(e, a)
+    w_value = cohen_w(b / m, w / n)
+    return CategoricalScore(adjusted_w(w_value, seen, n, m), w_value, statistic, dof, p_value)
+
+
+def categorical_test(baseline_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -> DriftTest:
+    """One categorical feature: `categorical_score` plus PSI, KL and JS."""
+    b, w, m, n = _counts(baseline_counts, window_counts)
+    scores = categorical_score(b, w, m, n)
+    if n == 0.0:
+        return _empty_window("categorical", scores.dof, m)
+    e, a = b / m, w / n
     return DriftTest(
         kind="categorical",
-        score=adjusted_w(w_value, int(np.count_nonzero(nonzero)), n, m),
+        score=scores.score,
         psi=psi(e, a),
         kl=kl_divergence(e, a),
         js=js_distance(e, a),
-        cohen_w=w_value,
-        statistic=statistic,
-        dof=dof,
-        p_value=p_value,
+        cohen_w=scores.cohen_w,
+        statistic=scores.statistic,
+        dof=scores.dof,
+        p_value=scores.p_value,
         n=round(n),
         m=round(m),
     )

@@ -12,11 +12,13 @@ import hashlib
 import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from .drift import Thresholds
 from .profile import (
@@ -94,7 +96,7 @@ class FeatureSlots:
     first_bin: int
     missing: int
     # numeric only (-1 otherwise): values outside the baseline's [min, max], and the sum and
-    # sum of squares of (x - baseline mean); centring keeps float sums well conditioned.
+    # sum of squares of the standardised value in fixed point (see MOMENT_SCALE).
     out_of_range: int = -1
     sum: int = -1
     sum_squares: int = -1
@@ -102,6 +104,7 @@ class FeatureSlots:
     # Fixed by the baseline: computed once here, not in every report.
     bin_labels: tuple[str, ...] = ()
     baseline_proportions: tuple[float, ...] = ()
+    baseline_counts: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
     @property
     def other(self) -> int:
@@ -116,6 +119,25 @@ class FeatureSlots:
 
 EVENTS_SLOT = 0
 
+MOMENT_SCALE = 2.0**20
+"""Numeric moments are kept in fixed point, so every slot of a window is an integer.
+
+A value adds round(z * MOMENT_SCALE) to its feature's `sum` slot and round(z^2 *
+MOMENT_SCALE) to `sum_squares`, with z = (x - baseline mean) / baseline std. Integers
+let the Redis window use fixed-width counters (constant memory, exact sums in any
+order); 2^-20 of a standard deviation is far below what a report shows.
+"""
+
+MOMENT_CLIP = 2.0**10
+"""|z| is clipped at 1024 standard deviations, so one event adds at most 2^40 to
+`sum_squares` and 2^23 such events still fit a signed 64-bit counter. Values that far
+out are also counted in `out_of_range`."""
+
+
+def moment_unit(profile: NumericProfile) -> float:
+    """The baseline standard deviation moments are measured in (1 for a constant)."""
+    return profile.std if profile.std > 0 else 1.0
+
 
 def _bin_labels(feature: NumericProfile | CategoricalProfile) -> tuple[str, ...]:
     """How a report names each bin: `[lo, hi)` intervals, or the categories and `other`."""
@@ -126,11 +148,39 @@ def _bin_labels(feature: NumericProfile | CategoricalProfile) -> tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
+class NumericMatrix:
+    """Every numeric feature's bins as one matrix, so a verdict is one numpy pass.
+
+    Row i holds feature `names[i]`: `index` are its bins' slots in the window vector,
+    padded with `width` (a zero appended to the vector); `baseline` its counts, padded
+    with zeros. Padding adds nothing to PSI or the degrees of freedom.
+    """
+
+    names: tuple[str, ...]
+    index: npt.NDArray[np.intp]
+    baseline: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, features: Mapping[str, FeatureSlots], width: int) -> NumericMatrix:
+        """The matrix of the numeric features among `features`."""
+        numeric = [f for f in features.values() if isinstance(f.profile, NumericProfile)]
+        bins = max((f.profile.bins for f in numeric), default=0)
+        index = np.full((len(numeric), bins), width, dtype=np.intp)
+        baseline = np.zeros((len(numeric), bins), dtype=np.float64)
+        for row, feature in enumerate(numeric):
+            k = feature.profile.bins
+            index[row, :k] = np.arange(feature.first_bin, feature.first_bin + k)
+            baseline[row, :k] = feature.profile.counts
+        return cls(tuple(f.name for f in numeric), index, baseline)
+
+
+@dataclass(frozen=True, slots=True)
 class Layout:
     """The flat vector a monitor's window keeps: slot 0 counts events."""
 
     features: Mapping[str, FeatureSlots]
     width: int
+    numeric: NumericMatrix
 
     @classmethod
     def of(cls, profile: BaselineProfile) -> Layout:
@@ -156,6 +206,7 @@ class Layout:
                     cursor + 2,
                     bin_labels=labels,
                     baseline_proportions=expected,
+                    baseline_counts=np.asarray(feature.counts, dtype=np.float64),
                 )
                 cursor += 3
             else:
@@ -168,8 +219,9 @@ class Layout:
                     index=index,
                     bin_labels=labels,
                     baseline_proportions=expected,
+                    baseline_counts=np.asarray(feature.counts, dtype=np.float64),
                 )
-        return cls(slots, cursor)
+        return cls(slots, cursor, NumericMatrix.of(slots, cursor))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,23 +7,26 @@ flush and shares it among every request that flush answers.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
 import numpy as np
 
 from .drift import (
-    DriftTest,
     Severity,
+    Verdict,
+    categorical_score,
     categorical_test,
     effective_alpha,
     feature_severity,
     monitor_verdict,
+    numeric_scores,
     numeric_test,
 )
-from .monitor import EVENTS_SLOT, FeatureSlots, Monitor
+from .monitor import EVENTS_SLOT, MOMENT_SCALE, FeatureSlots, Monitor, moment_unit
 from .profile import NumericProfile
-from .window import WindowTotals
+from .window import Vector, WindowTotals
 
 
 def isoformat(timestamp: float) -> str:
@@ -98,110 +101,155 @@ def _proportions(counts: np.ndarray) -> list[float]:
     return [float(c) / total for c in counts] if total else [0.0] * len(counts)
 
 
-def _feature_report(
-    slots: FeatureSlots,
-    vector: np.ndarray,
-    events: int,
-    test: DriftTest,
-    severity: Severity,
-    thresholds_warning: float,
-    thresholds_critical: float,
-    alpha: float,
-) -> FeatureReport:
-    profile = slots.profile
-    window_counts = vector[slots.first_bin : slots.first_bin + profile.bins]
-    baseline_total = profile.n + profile.missing
-    numeric: dict[str, float | None] = {}
-    if isinstance(profile, NumericProfile):
-        n = test.n
-        mean = std = z = None
-        if n:
-            centred_mean = float(vector[slots.sum]) / n
-            mean = profile.mean + centred_mean
-            variance = max(float(vector[slots.sum_squares]) / n - centred_mean**2, 0.0)
-            std = math.sqrt(variance * n / (n - 1)) if n > 1 else 0.0
-            z = centred_mean / profile.std if profile.std > 0 else None
-        numeric = {
-            "out_of_range_rate": float(vector[slots.out_of_range]) / n if n else 0.0,
-            "mean": mean,
-            "baseline_mean": profile.mean,
-            "std": std,
-            "baseline_std": profile.std,
-            "mean_shift_z": z,
-        }
-    return FeatureReport(
-        type="numeric" if isinstance(profile, NumericProfile) else "categorical",
-        severity=severity,
-        score=test.score,
-        significant=test.p_value < alpha,
-        psi=test.psi,
-        kl=test.kl,
-        js=test.js,
-        cohen_w=test.cohen_w,
-        statistic=test.statistic,
-        dof=test.dof,
-        p_value=test.p_value,
-        window_count=test.n,
-        baseline_count=test.m,
-        missing_rate=float(vector[slots.missing]) / events if events else 0.0,
-        baseline_missing_rate=profile.missing / baseline_total if baseline_total else 0.0,
-        warning_threshold=thresholds_warning,
-        critical_threshold=thresholds_critical,
-        bins=slots.bin_labels,
-        baseline_proportions=slots.baseline_proportions,
-        window_proportions=_proportions(window_counts),
-        **numeric,
-    )
+@dataclass(frozen=True, slots=True)
+class FeatureScore:
+    """What the verdict needs of one feature: effect size, test, severity."""
+
+    score: float
+    p_value: float
+    statistic: float
+    dof: int
+    severity: Severity
 
 
-def drift_report(monitor: Monitor, totals: WindowTotals) -> DriftReport:
-    """Evaluate every feature of the monitor on the window totals and decide severity."""
-    vector = totals.vector
-    events = round(float(vector[EVENTS_SLOT]))
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """A monitor's verdict on a window vector, without the report's detail."""
+
+    features: dict[str, FeatureScore]  # in layout order
+    verdict: Verdict
+    events: int
+    alpha: float
+
+
+def evaluate(monitor: Monitor, vector: Vector) -> Evaluation:
+    """Score and test every feature and decide the monitor's severity.
+
+    Cheap enough to run on every flush: the numeric features go through one numpy pass.
+    """
+    layout = monitor.layout
     policy = monitor.policy
-    alpha = effective_alpha(
-        policy.alpha, len(monitor.layout.features), bonferroni=policy.bonferroni
-    )
-    features: dict[str, FeatureReport] = {}
-    severities: dict[str, Severity] = {}
-    scores: dict[str, float] = {}
-    for name, slots in monitor.layout.features.items():
-        profile = slots.profile
-        window_counts = vector[slots.first_bin : slots.first_bin + profile.bins]
-        test = (numeric_test if isinstance(profile, NumericProfile) else categorical_test)(
-            profile.counts, window_counts
-        )
-        thresholds = policy.thresholds_for(name)
-        severity = feature_severity(test.score, test.p_value, alpha, thresholds)
-        severities[name] = severity
-        scores[name] = test.score
-        features[name] = _feature_report(
-            slots, vector, events, test, severity, thresholds.warning, thresholds.critical, alpha
-        )
+    events = round(float(vector[EVENTS_SLOT]))
+    alpha = effective_alpha(policy.alpha, len(layout.features), bonferroni=policy.bonferroni)
+    found: dict[str, tuple[float, float, float, int]] = {}
+    matrix = layout.numeric
+    if matrix.names:
+        padded = np.append(vector, 0.0)
+        numeric = numeric_scores(matrix.baseline, padded[matrix.index])
+        for i, name in enumerate(matrix.names):
+            found[name] = (
+                float(numeric.psi[i]),
+                float(numeric.p_value[i]),
+                float(numeric.statistic[i]),
+                int(numeric.dof[i]),
+            )
+    features: dict[str, FeatureScore] = {}
+    for name, slots in layout.features.items():
+        if name in found:
+            score, p_value, statistic, dof = found[name]
+        else:
+            window = vector[slots.first_bin : slots.first_bin + slots.profile.bins]
+            b = slots.baseline_counts
+            cat = categorical_score(b, window, float(b.sum()), float(window.sum()))
+            score, p_value, statistic, dof = cat.score, cat.p_value, cat.statistic, cat.dof
+        severity = feature_severity(score, p_value, alpha, policy.thresholds_for(name))
+        features[name] = FeatureScore(score, p_value, statistic, dof, severity)
     verdict = monitor_verdict(
-        severities,
-        scores,
+        {name: f.severity for name, f in features.items()},
+        {name: f.score for name, f in features.items()},
         events,
         min_samples=policy.min_samples,
         min_drifted_features=policy.min_drifted_features,
     )
+    return Evaluation(features, verdict, events, alpha)
+
+
+def window_info(monitor: Monitor, evaluation: Evaluation, totals: WindowTotals) -> WindowInfo:
+    """The window block of a report or a predict answer."""
+    return WindowInfo(
+        events=evaluation.events,
+        start=isoformat(totals.start),
+        end=isoformat(totals.now),
+        ready=evaluation.verdict.ready,
+        min_samples=monitor.policy.min_samples,
+        seconds=monitor.window.window_seconds,
+    )
+
+
+def _moments(slots: FeatureSlots, vector: Vector, n: int) -> dict[str, float | None]:
+    """Mean, std and mean shift (in baseline SDs) from the fixed-point moment slots."""
+    profile = slots.profile
+    assert isinstance(profile, NumericProfile)
+    unit = moment_unit(profile)
+    mean = std = z = None
+    if n:
+        mean_z = float(vector[slots.sum]) / MOMENT_SCALE / n
+        mean = profile.mean + unit * mean_z
+        variance = max(float(vector[slots.sum_squares]) / MOMENT_SCALE / n - mean_z**2, 0.0)
+        std = unit * math.sqrt(variance * n / (n - 1)) if n > 1 else 0.0
+        z = mean_z if profile.std > 0 else None
+    return {
+        "out_of_range_rate": float(vector[slots.out_of_range]) / n if n else 0.0,
+        "mean": mean,
+        "baseline_mean": profile.mean,
+        "std": std,
+        "baseline_std": profile.std,
+        "mean_shift_z": z,
+    }
+
+
+def drift_report(monitor: Monitor, totals: WindowTotals) -> DriftReport:
+    """The full report: the verdict of `evaluate` plus every feature's detail."""
+    vector = totals.vector
+    evaluation = evaluate(monitor, vector)
+    policy = monitor.policy
+    events = evaluation.events
+    features: dict[str, FeatureReport] = {}
+    for name, slots in monitor.layout.features.items():
+        profile = slots.profile
+        scored = evaluation.features[name]
+        window_counts = vector[slots.first_bin : slots.first_bin + profile.bins]
+        numeric = isinstance(profile, NumericProfile)
+        # KL, JS and the proportions are detail only: the verdict never uses them.
+        test = (numeric_test if numeric else categorical_test)(
+            slots.baseline_counts, window_counts
+        )
+        thresholds = policy.thresholds_for(name)
+        baseline_total = profile.n + profile.missing
+        features[name] = FeatureReport(
+            type=slots.kind,
+            severity=scored.severity,
+            score=scored.score,
+            significant=scored.p_value < evaluation.alpha,
+            psi=scored.score if numeric else test.psi,
+            kl=test.kl,
+            js=test.js,
+            cohen_w=test.cohen_w,
+            statistic=scored.statistic,
+            dof=scored.dof,
+            p_value=scored.p_value,
+            window_count=test.n,
+            baseline_count=test.m,
+            missing_rate=float(vector[slots.missing]) / events if events else 0.0,
+            baseline_missing_rate=profile.missing / baseline_total if baseline_total else 0.0,
+            warning_threshold=thresholds.warning,
+            critical_threshold=thresholds.critical,
+            bins=slots.bin_labels,
+            baseline_proportions=slots.baseline_proportions,
+            window_proportions=_proportions(window_counts),
+            **(_moments(slots, vector, test.n) if numeric else {}),
+        )
+    verdict = evaluation.verdict
     return DriftReport(
         monitor=monitor.name,
         model=monitor.model,
         drift_detected=verdict.drift_detected,
         drift_score=verdict.drift_score,
         severity=verdict.severity,
-        feature_scores=scores,
+        feature_scores={name: f.score for name, f in evaluation.features.items()},
         drifted_features=verdict.flagged if verdict.drift_detected else [],
-        alpha=alpha,
-        window=WindowInfo(
-            events=events,
-            start=isoformat(totals.start),
-            end=isoformat(totals.now),
-            ready=verdict.ready,
-            min_samples=policy.min_samples,
-            seconds=monitor.window.window_seconds,
-        ),
+        alpha=evaluation.alpha,
+        window=window_info(monitor, evaluation, totals),
         features=features,
         evaluated_at=isoformat(totals.now),
     )
