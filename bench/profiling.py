@@ -87,9 +87,9 @@ CATEGORIES: list[tuple[str, Any]] = [
     ),
     ("redis client", lambda f, p: "/redis/" in p or "hiredis" in p),
     (
-        "telemetry (aioprometheus, latency middleware)",
+        "telemetry (aioprometheus, service middleware)",
         lambda f, p: (
-            "aioprometheus" in p or p.endswith("service/telemetry.py") or f == "latency_middleware"
+            "aioprometheus" in p or p.endswith("service/telemetry.py") or f == "service_middleware"
         ),
     ),
     ("request decode + validation", lambda f, p: f == "decode_body" or "msgspec" in p),

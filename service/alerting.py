@@ -33,7 +33,7 @@ from .receivers import (
     link_local_target,
     render_request,
 )
-from .report import DriftReport, isoformat
+from .report import Assessment, isoformat
 from .settings import AlertSettings
 from .telemetry import Telemetry
 from .window import StoreUnavailableError
@@ -53,17 +53,19 @@ class AlertSnapshot(msgspec.Struct, frozen=True):
     window: AlertWindow
 
 
-def snapshot_of(report: DriftReport) -> bytes:
-    """The outbox snapshot of a report."""
+def snapshot_of(assessment: Assessment) -> bytes:
+    """The outbox snapshot of an assessment."""
+    features = assessment.evaluation.features
+    window = assessment.window
     return msgspec.json.encode(
         AlertSnapshot(
-            model=report.model,
-            drift_score=report.drift_score,
+            model=assessment.monitor.model,
+            drift_score=assessment.evaluation.verdict.drift_score,
             drifted_features=[
-                DriftedFeature(name, report.features[name].score, report.features[name].severity)
-                for name in report.drifted_features
+                DriftedFeature(name, features[name].score, features[name].severity)
+                for name in assessment.drifted_features
             ],
-            window=AlertWindow(report.window.events, report.window.start, report.window.end),
+            window=AlertWindow(window.events, window.start, window.end),
         )
     )
 

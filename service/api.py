@@ -6,6 +6,7 @@ the OpenAPI document is generated from it.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,12 +19,18 @@ from aiohttp import web
 from . import __version__
 from .alert_store import AlertRecord
 from .alerting import alert_from
-from .engine import DriftEngine, Event, NoDefaultMonitorError, UnknownMonitorError
+from .engine import (
+    DriftEngine,
+    Event,
+    NoDefaultMonitorError,
+    RejectedEventError,
+    UnknownMonitorError,
+)
 from .keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
 from .monitor import MONITOR_NAME, Monitor
 from .openapi import openapi_document
 from .problems import FieldError, ProblemError, field_error
-from .report import DriftReport, isoformat
+from .report import Assessment, DriftReport, isoformat
 from .schemas import (
     AckRequest,
     AlertHistory,
@@ -106,16 +113,38 @@ def _monitor(engine: DriftEngine, name: str | None) -> Monitor:
         ) from None
 
 
-def _verdict(report: DriftReport) -> dict[str, Any]:
-    """The fields a predict or batch answer takes from a report."""
-    return {
-        "drift_detected": report.drift_detected,
-        "drift_score": report.drift_score,
-        "severity": report.severity,
-        "feature_scores": report.feature_scores,
-        "drifted_features": report.drifted_features,
-        "window": report.window,
-    }
+def _summary(assessment: Assessment) -> DriftSummary:
+    """The verdict part of an assessment, as predict and batch answers carry it."""
+    verdict = assessment.evaluation.verdict
+    return DriftSummary(
+        drift_detected=verdict.drift_detected,
+        drift_score=verdict.drift_score,
+        severity=verdict.severity,
+        feature_scores=assessment.feature_scores,
+        drifted_features=assessment.drifted_features,
+        window=assessment.window,
+    )
+
+
+def _prediction(assessment: Assessment, warnings: list[str]) -> PredictResponse:
+    summary = _summary(assessment)
+    return PredictResponse(
+        drift_detected=summary.drift_detected,
+        drift_score=summary.drift_score,
+        severity=summary.severity,
+        feature_scores=summary.feature_scores,
+        timestamp=assessment.evaluated_at,
+        monitor=assessment.monitor.name,
+        window=summary.window,
+        drifted_features=summary.drifted_features,
+        warnings=warnings,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_prediction(assessment: Assessment) -> bytes:
+    # Every request a flush answers without warnings gets the same bytes: encode once.
+    return msgspec.json.encode(_prediction(assessment, []))
 
 
 # ------------------------------------------------------------------------- handlers
@@ -127,25 +156,21 @@ async def predict(request: web.Request) -> web.Response:
     body = decode_body(await request.read(), PredictRequest)
     engine = _engine(request)
     monitor = _monitor(engine, body.monitor)
-    result = await engine.ingest(monitor, [body], path_prefix=lambda _: "")
-    if result.rejected:
-        rejection = result.rejected[0]
+    try:
+        prediction = await engine.predict(monitor, body)
+    except RejectedEventError as exc:
+        rejection = exc.rejection
         status = 400 if rejection.reason == "future_timestamp" else 422
         raise ProblemError(
             status,
             rejection.reason.replace("_", "-"),
             f"{rejection.field}: {rejection.message}",
             [FieldError(rejection.field, rejection.message, rejection.reason)],
-        )
-    report = result.report
-    assert report is not None
-    return encode(
-        PredictResponse(
-            **_verdict(report),
-            timestamp=isoformat(time.time()),
-            monitor=monitor.name,
-            warnings=result.warnings,
-        )
+        ) from None
+    if prediction.warnings:
+        return encode(_prediction(prediction.assessment, prediction.warnings))
+    return web.Response(
+        body=_plain_prediction(prediction.assessment), content_type="application/json"
     )
 
 
@@ -218,7 +243,7 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
             rejected=len(errors),
             errors=errors,
             warnings=result.warnings,
-            drift=DriftSummary(**_verdict(result.report)) if result.report else None,
+            drift=_summary(result.assessment) if result.assessment else None,
             timestamp=isoformat(time.time()),
         )
     )

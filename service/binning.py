@@ -8,22 +8,34 @@ way on either path, with the same message.
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from .monitor import EVENTS_SLOT, MOMENT_CLIP, MOMENT_SCALE, FeatureSlots, Layout, moment_unit
+from .monitor import (
+    EVENTS_SLOT,
+    MOMENT_CLIP,
+    MOMENT_SCALE,
+    FeatureSlots,
+    Layout,
+    NumericMatrix,
+    moment_unit,
+)
 from .profile import NumericProfile, category_label, is_missing
 from .settings import Limits
 from .window import Vector
 
 IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
+IntMatrix = npt.NDArray[np.intp]
+BoolMatrix = npt.NDArray[np.bool_]
+Matrix = npt.NDArray[np.float64]
 
 
 class EventError(ValueError):
@@ -95,7 +107,7 @@ def bin_event(
     Raises EventError naming the first value (in feature order) that cannot be counted.
     """
     slots = [EVENTS_SLOT]
-    sums: list[tuple[int, float]] = []
+    sums: list[tuple[int, int]] = []
     for name, feature in layout.features.items():
         value = features.get(name)
         profile = feature.profile
@@ -122,76 +134,101 @@ def bin_event(
 
 @dataclass(slots=True)
 class BinnedBatch:
-    """A batch binned column by column; events with an error are left out of `deltas`."""
+    """A batch binned a matrix at a time; events with an error are left out of `deltas`."""
 
     size: int
+    numeric: NumericMatrix
+    slots: IntMatrix  # the slot of every (event, feature)
+    out_of_range: BoolMatrix  # (event, numeric feature): outside the baseline's range
+    z: Matrix  # (event, numeric feature): standardised, clipped; 0 if missing or invalid
     errors: dict[int, EventError] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)
-    slots: list[IntArray] = field(default_factory=list)  # one slot per event, per feature
-    out_of_range: list[tuple[int, BoolArray]] = field(default_factory=list)
-    # (sum slot, squares slot, z): standardised and clipped, 0 where missing or invalid
-    sums: list[tuple[int, int, Vector]] = field(default_factory=list)
 
     def deltas(self, width: int, buckets: IntArray) -> dict[int, tuple[Vector, int]]:
         """Per bucket start: the summed vector of the valid events in it, and their count."""
         valid = np.ones(self.size, dtype=bool)
         valid[list(self.errors)] = False
-        matrix = np.stack(self.slots, axis=1) if self.slots else None
+        starts = np.unique(buckets[valid]).tolist()
+        numeric = self.numeric
         deltas: dict[int, tuple[Vector, int]] = {}
-        for bucket in np.unique(buckets[valid]).tolist():
-            rows = valid & (buckets == bucket)
+        for start in starts:
+            rows = valid & (buckets == start) if len(starts) > 1 else valid
             count = int(np.count_nonzero(rows))
-            vector = np.zeros(width, dtype=np.float64)
-            if matrix is not None:
-                vector += np.bincount(matrix[rows].ravel(), minlength=width)
+            vector = np.bincount(self.slots[rows].ravel(), minlength=width).astype(np.float64)
             vector[EVENTS_SLOT] += count
-            for slot, mask in self.out_of_range:
-                vector[slot] += np.count_nonzero(mask & rows)
-            for sum_slot, squares_slot, z in self.sums:
-                chosen = z[rows]
-                vector[sum_slot] += np.rint(chosen * MOMENT_SCALE).sum()
-                vector[squares_slot] += np.rint(chosen * chosen * MOMENT_SCALE).sum()
-            deltas[int(bucket)] = (vector, count)
+            if numeric.names:
+                # Each numeric feature has its own slots, so fancy-index += never collides.
+                vector[numeric.out_of_range] += self.out_of_range[rows].sum(axis=0)
+                z = self.z[rows]
+                vector[numeric.sum] += np.rint(z * MOMENT_SCALE).sum(axis=0)
+                vector[numeric.sum_squares] += np.rint(z * z * MOMENT_SCALE).sum(axis=0)
+            deltas[int(start)] = (vector, count)
         return deltas
 
 
-def _numeric_column(
-    column: list[Any],
+class _Errors:
+    """Each event's first bad value in layout order, whichever column found it first."""
+
+    def __init__(self, order: Mapping[str, int]) -> None:
+        self._order = order
+        self.found: dict[int, tuple[int, EventError]] = {}
+
+    def note(self, event: int, feature: str, error: EventError) -> None:
+        position = self._order[feature]
+        known = self.found.get(event)
+        if known is None or position < known[0]:
+            self.found[event] = (position, error)
+
+
+def _table(events: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The values of `names` in every event (None where absent), a tuple per event."""
+    if len(names) > 1:
+        getter = itemgetter(*names)
+        try:
+            return [getter(features) for features in events]
+        except KeyError:
+            pass  # some event lacks a feature: look each one up
+    return [tuple(features.get(name) for name in names) for features in events]
+
+
+def _numeric_values(
+    events: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
     limits: Limits,
     path: Callable[[int], str],
-    errors: dict[int, EventError],
-) -> tuple[Vector, BoolArray]:
-    """Values (NaN where missing or invalid) and the missing mask of one numeric column."""
-    kinds = set(map(type, column))
-    if kinds <= {float, int, type(None)}:
+    errors: _Errors,
+) -> Matrix:
+    """(event, feature) values, NaN where missing or invalid; invalid ones noted."""
+    table = _table(events, names)
+    if set(map(type, itertools.chain.from_iterable(table))) <= {float, int, type(None)}:
         try:
             # JSON cannot carry NaN, so NaN here can only be a None (missing).
-            values = np.array(column, dtype=np.float64)
+            values = np.array(table, dtype=np.float64).reshape(len(events), len(names))
         except OverflowError:  # an int beyond float range: find it value by value
             pass
         else:
-            missing = np.isnan(values)
-            invalid = ~missing & ~(np.abs(values) <= limits.max_abs_value)
-            for i in np.flatnonzero(invalid).tolist():
-                try:
-                    numeric_value(column[i], path(i), limits)
-                except EventError as exc:
-                    errors.setdefault(i, exc)
-            return values, missing | invalid
-    values = np.full(len(column), np.nan)
-    for i, value in enumerate(column):
-        try:
-            number = numeric_value(value, path(i), limits)
-        except EventError as exc:
-            errors.setdefault(i, exc)
-            continue
-        if number is not None:
-            values[i] = number
-    return values, np.isnan(values)
+            invalid = ~np.isnan(values) & ~(np.abs(values) <= limits.max_abs_value)
+            for i, j in np.argwhere(invalid).tolist():
+                _check_number(table[i][j], i, names[j], limits, path, errors)
+            values[invalid] = np.nan
+            return values
+    values = np.full((len(events), len(names)), np.nan)
+    for i, row in enumerate(table):
+        for j, value in enumerate(row):
+            number = _check_number(value, i, names[j], limits, path, errors)
+            if number is not None:
+                values[i, j] = number
+    return values
 
 
-def _under(path: Callable[[int], str], name: str) -> Callable[[int], str]:
-    return lambda i: f"{path(i)}.{name}"
+def _check_number(
+    value: Any, event: int, name: str, limits: Limits, path: Callable[[int], str], errors: _Errors
+) -> float | None:
+    try:
+        return numeric_value(value, f"{path(event)}.{name}", limits)
+    except EventError as exc:
+        errors.note(event, name, exc)
+        return None
 
 
 def bin_batch(
@@ -200,43 +237,50 @@ def bin_batch(
     limits: Limits,
     path: Callable[[int], str],
 ) -> BinnedBatch:
-    """Bin a batch column by column; an event with any invalid value gets an error.
+    """Bin a batch a matrix at a time; an event with any invalid value gets an error.
 
     `path(i)` is the request path of event i's features (e.g. `events[3].features`).
     """
-    batch = BinnedBatch(size=len(events))
+    size = len(events)
     known = layout.features.keys()
+    unknown: set[str] = set()
     for features in events:
-        if features.keys() - known:
-            batch.unknown.update(features.keys() - known)
-    for name, feature in layout.features.items():
-        column = [features.get(name) for features in events]
-        profile = feature.profile
-        field_path = _under(path, name)
-        if isinstance(profile, NumericProfile):
-            values, missing = _numeric_column(column, limits, field_path, batch.errors)
-            present = ~missing
-            filled = np.where(present, values, profile.mean)
-            bins = feature.first_bin + np.searchsorted(profile.cuts, filled, side="right")
-            batch.slots.append(np.where(present, bins, feature.missing).astype(np.int64))
-            outside = present & ((filled < profile.min) | (filled > profile.max))
-            batch.out_of_range.append((feature.out_of_range, outside))
-            z = np.clip((filled - profile.mean) / moment_unit(profile), -MOMENT_CLIP, MOMENT_CLIP)
-            batch.sums.append((feature.sum, feature.sum_squares, z))
-        else:
-            assert feature.index is not None
-            lookup = feature.index.get
-            slots = np.fromiter(
-                (lookup(v, -1) if type(v) is str else -1 for v in column),
-                dtype=np.int64,
-                count=len(column),
-            )
-            # Only values that are not a known category need the full rules.
-            for i in np.flatnonzero(slots < 0).tolist():
-                try:
-                    slots[i] = category_slot(feature, column[i], field_path(i), limits)
-                except EventError as exc:
-                    batch.errors.setdefault(i, exc)
-                    slots[i] = feature.missing
-            batch.slots.append(slots)
-    return batch
+        if not features.keys() <= known:
+            unknown.update(features.keys() - known)
+    errors = _Errors({name: i for i, name in enumerate(layout.features)})
+    numeric = layout.numeric
+    values = _numeric_values(events, numeric.names, limits, path, errors)
+    present = ~np.isnan(values)
+    filled = np.where(present, values, numeric.mean)
+    bins = np.empty(values.shape, dtype=np.intp)
+    for j, cuts in enumerate(numeric.cuts):
+        bins[:, j] = np.searchsorted(cuts, filled[:, j], side="right")
+    columns = [np.where(present, numeric.first_bin + bins, numeric.missing)]
+    categorical = [f for f in layout.features.values() if f.index is not None]
+    table = _table(events, [f.name for f in categorical])
+    for j, feature in enumerate(categorical):
+        assert feature.index is not None
+        lookup = feature.index.get
+        column = [row[j] for row in table]
+        try:
+            found = [lookup(value, -1) for value in column]
+        except TypeError:  # an unhashable value (object or array): the full rules decide
+            found = [lookup(value, -1) if type(value) is str else -1 for value in column]
+        slots = np.array(found, dtype=np.intp)
+        # Only values that are not a known category need the full rules.
+        for i in np.flatnonzero(slots < 0).tolist():
+            try:
+                slots[i] = category_slot(feature, column[i], f"{path(i)}.{feature.name}", limits)
+            except EventError as exc:
+                errors.note(i, feature.name, exc)
+                slots[i] = feature.missing
+        columns.append(slots[:, None])
+    return BinnedBatch(
+        size=size,
+        numeric=numeric,
+        slots=np.hstack(columns) if size else np.empty((0, 0), dtype=np.intp),
+        out_of_range=present & ((filled < numeric.low) | (filled > numeric.high)),
+        z=np.clip((filled - numeric.mean) / numeric.unit, -MOMENT_CLIP, MOMENT_CLIP),
+        errors={i: error for i, (_, error) in errors.found.items()},
+        unknown=unknown,
+    )

@@ -1,10 +1,11 @@
 """Group commit: many events, one store call per monitor per flush.
 
-A replica never makes a store round trip per event. Requests add their binned counts
-to the monitor's pending batch; one flusher per monitor sends the whole batch in a
-single atomic store call, evaluates the drift report once on the totals it returns,
-and answers every request the batch carried. While a flush is in flight the next batch
-fills up, so the batch size grows with load and the store calls per event fall.
+A replica never makes a store round trip per event. Requests add their events to the
+monitor's pending batch; one flusher per monitor bins the single events of the batch
+column by column, sends the whole batch in a single atomic store call, has the verdict
+made once on the totals it returns, and answers every request the batch carried through
+one shared future. While a flush is in flight the next batch fills up, so the batch
+size grows with load and the store calls per event fall.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .binning import BinnedEvent
+from .binning import BinnedEvent, EventError, bin_batch
 from .monitor import Monitor
-from .report import DriftReport, drift_report
-from .window import StoreUnavailableError, Vector, WindowStore
+from .report import Assessment
+from .settings import Limits
+from .window import StoreUnavailableError, Vector, WindowStore, WindowTotals
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +34,24 @@ class CommitterClosedError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class FlushOutcome:
-    """What the flush that carried a submission's events returned to it."""
+    """What the flush that carried a submission returned to it."""
 
-    report: DriftReport
-    late_events: int  # events of this submission whose bucket had slid out of the window
+    assessment: Assessment | None  # None when nothing was applied (every row invalid)
+    late_buckets: frozenset[int]  # buckets that had slid out of the window: not counted
+    row_errors: Mapping[int, EventError]  # single events that could not be counted, by row
+
+
+class Row(NamedTuple):
+    """One single event waiting for its flush to be binned."""
+
+    features: Mapping[str, Any]
+    bucket: int
+    tag: str | None  # model_version, handed back for telemetry
 
 
 @dataclass(slots=True)
 class _Bucket:
-    # Single events append indices (cheap per event); batches add whole vectors.
+    # Pre-binned single events append indices (cheap per event); batches add vectors.
     slots: list[int] = field(default_factory=list)
     sum_slots: list[int] = field(default_factory=list)
     sum_values: list[float] = field(default_factory=list)
@@ -49,9 +61,13 @@ class _Bucket:
 @dataclass(slots=True)
 class _Batch:
     monitor: Monitor
+    target: int  # durable submissions to wait for before flushing early
+    rows: list[Row] = field(default_factory=list)
     buckets: dict[int, _Bucket] = field(default_factory=dict)
-    waiters: list[tuple[asyncio.Future[FlushOutcome], dict[int, int]]] = field(default_factory=list)
+    future: asyncio.Future[FlushOutcome] | None = None
+    durable: int = 0  # submissions waiting on `future`
     unacknowledged: int = 0  # events submitted in async mode: nobody waits for them
+    enough: asyncio.Event = field(default_factory=asyncio.Event)
 
     def bucket(self, start: int) -> _Bucket:
         bucket = self.buckets.get(start)
@@ -59,20 +75,35 @@ class _Batch:
             bucket = self.buckets[start] = _Bucket()
         return bucket
 
-    def add(self, events: Iterable[tuple[int, BinnedEvent]]) -> dict[int, int]:
-        per_bucket: dict[int, int] = {}
+    def add_binned(self, events: Iterable[tuple[int, BinnedEvent]]) -> int:
+        count = 0
         for bucket_start, event in events:
             bucket = self.bucket(bucket_start)
             bucket.slots.extend(event.slots)
             for slot, value in event.sums:
                 bucket.sum_slots.append(slot)
                 bucket.sum_values.append(value)
-            per_bucket[bucket_start] = per_bucket.get(bucket_start, 0) + 1
-        return per_bucket
+            count += 1
+        return count
 
-    def deltas(self) -> dict[int, Vector]:
+    def add_dense(self, vectors: Mapping[int, tuple[Vector, int]]) -> int:
+        for start, (vector, _) in vectors.items():
+            bucket = self.bucket(start)
+            bucket.dense = vector.copy() if bucket.dense is None else bucket.dense + vector
+        return sum(count for _, count in vectors.values())
+
+    def deltas(self, limits: Limits) -> tuple[dict[int, Vector], dict[int, EventError]]:
+        """Per bucket start the summed vector of everything queued; errors of single rows."""
         width = self.monitor.window.width
         deltas: dict[int, Vector] = {}
+        errors: dict[int, EventError] = {}
+        if self.rows:
+            binned = bin_batch(
+                self.monitor.layout, [r.features for r in self.rows], limits, lambda _: "features"
+            )
+            errors = binned.errors
+            starts = np.fromiter((r.bucket for r in self.rows), np.int64, len(self.rows))
+            deltas = {start: v for start, (v, _) in binned.deltas(width, starts).items()}
         for start, bucket in self.buckets.items():
             # Two bincounts per bucket per flush instead of a numpy call per event.
             vector = np.bincount(bucket.slots, minlength=width).astype(np.float64)
@@ -80,40 +111,66 @@ class _Batch:
                 vector += np.bincount(bucket.sum_slots, bucket.sum_values, minlength=width)
             if bucket.dense is not None:
                 vector += bucket.dense
-            deltas[start] = vector
-        return deltas
-
-    def add_dense(self, vectors: Mapping[int, tuple[Vector, int]]) -> dict[int, int]:
-        for start, (vector, _) in vectors.items():
-            bucket = self.bucket(start)
-            bucket.dense = vector.copy() if bucket.dense is None else bucket.dense + vector
-        return {start: count for start, (_, count) in vectors.items()}
+            deltas[start] = deltas[start] + vector if start in deltas else vector
+        return deltas, errors
 
 
-ReportListener = Callable[[Monitor, DriftReport], None]
+# Called after a successful store call with the totals, the tags of the rows counted,
+# and the number of rows that were late; returns the assessment to answer with.
+FlushListener = Callable[[Monitor, WindowTotals, list[str | None], int], Assessment]
 
 
 class GroupCommitter:
-    """Batches binned events per monitor layout and flushes them to the window store."""
+    """Batches events per monitor layout and flushes them to the window store."""
 
     def __init__(
         self,
         store: WindowStore,
+        limits: Limits,
         *,
         flush_interval: float,
-        on_report: ReportListener,
+        on_flushed: FlushListener,
         on_store_error: Callable[[str], None],
         on_events_lost: Callable[[Monitor, int], None],
     ) -> None:
         self._store = store
+        self._limits = limits
         self._interval = flush_interval
-        self._on_report = on_report
+        self._on_flushed = on_flushed
         self._on_store_error = on_store_error
         self._on_events_lost = on_events_lost
         self._pending: dict[tuple[str, str], _Batch] = {}
         self._flushers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # Durable submissions the last flush of each layout answered: in a steady state
+        # the same clients come back, so a batch that holds as many flushes at once.
+        self._answered: dict[tuple[str, str], int] = {}
         self._closed = False
-        self._closing = asyncio.Event()  # wakes flushers gathering a batch: flush now
+
+    def _batch(self, monitor: Monitor) -> tuple[tuple[str, str], _Batch]:
+        if self._closed:
+            raise CommitterClosedError("shutting down")
+        # Key by layout too: events binned under an old layout are flushed under it.
+        key = (monitor.name, monitor.window.layout_id)
+        batch = self._pending.get(key)
+        if batch is None:
+            batch = self._pending[key] = _Batch(monitor, self._answered.get(key, 0))
+        if key not in self._flushers:
+            self._flushers[key] = asyncio.create_task(self._flusher(key), name=f"flush:{key[0]}")
+        return key, batch
+
+    def _wait(self, batch: _Batch) -> asyncio.Future[FlushOutcome]:
+        if batch.future is None:
+            batch.future = asyncio.get_running_loop().create_future()
+        batch.durable += 1
+        if batch.durable >= batch.target:
+            batch.enough.set()
+        return batch.future
+
+    def submit_row(self, monitor: Monitor, row: Row) -> tuple[asyncio.Future[FlushOutcome], int]:
+        """Queue one unbinned event; its flush's future and its row number in that flush."""
+        _, batch = self._batch(monitor)
+        batch.rows.append(row)
+        return self._wait(batch), len(batch.rows) - 1
 
     def submit(
         self,
@@ -122,72 +179,70 @@ class GroupCommitter:
         *,
         durable: bool,
     ) -> asyncio.Future[FlushOutcome] | None:
-        """Queue events for the next flush of their monitor.
+        """Queue binned events: (bucket start, event) pairs, or per bucket start a vector.
 
-        `events` is a list of (bucket start, binned event), or per bucket start a summed
-        vector and its event count (a binned batch). Durable submissions get a future
-        that resolves once the flush carrying them succeeded (or fails with
-        StoreUnavailableError); async ones get None.
+        Durable submissions get the future of their flush (it fails with
+        StoreUnavailableError when the flush does); async ones get None.
         """
-        if self._closed:
-            raise CommitterClosedError("shutting down")
-        # Key by layout too: events binned under an old layout are flushed under it.
-        key = (monitor.name, monitor.window.layout_id)
-        batch = self._pending.get(key)
-        if batch is None:
-            batch = self._pending[key] = _Batch(monitor)
-        per_bucket = batch.add(events) if isinstance(events, list) else batch.add_dense(events)
-        future: asyncio.Future[FlushOutcome] | None = None
+        _, batch = self._batch(monitor)
+        count = batch.add_binned(events) if isinstance(events, list) else batch.add_dense(events)
         if durable:
-            future = asyncio.get_running_loop().create_future()
-            batch.waiters.append((future, per_bucket))
-        else:
-            batch.unacknowledged += sum(per_bucket.values())
-        if key not in self._flushers:
-            self._flushers[key] = asyncio.create_task(self._flusher(key), name=f"flush:{key[0]}")
-        return future
+            return self._wait(batch)
+        batch.unacknowledged += count
+        return None
 
     async def _flusher(self, key: tuple[str, str]) -> None:
         try:
-            while True:
+            while (batch := self._pending.get(key)) is not None:
                 if self._interval and not self._closed:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self._interval):
-                            await self._closing.wait()
-                batch = self._pending.pop(key, None)
-                if batch is None:
-                    return
+                            await batch.enough.wait()
+                del self._pending[key]
+                self._answered[key] = batch.durable
                 await self._flush(batch)
         finally:
             del self._flushers[key]
 
     async def _flush(self, batch: _Batch) -> None:
         monitor = batch.monitor
+        future = batch.future
         try:
-            result = await self._store.apply(monitor.window, batch.deltas())
-            report = drift_report(monitor, result.totals)
+            deltas, errors = batch.deltas(self._limits)
+            assessment = None
+            late: frozenset[int] = frozenset()
+            if deltas:
+                result = await self._store.apply(monitor.window, deltas)
+                late = result.late_buckets
+                counted: list[str | None] = []
+                late_rows = 0
+                for i, row in enumerate(batch.rows):
+                    if i in errors:
+                        continue
+                    if row.bucket in late:
+                        late_rows += 1
+                    else:
+                        counted.append(row.tag)
+                assessment = self._on_flushed(monitor, result.totals, counted, late_rows)
         except Exception as exc:
             if isinstance(exc, StoreUnavailableError):
                 self._on_store_error("apply")
                 log.warning("flush failed", extra={"monitor": monitor.name, "error": str(exc)})
             else:
                 log.exception("flush failed", extra={"monitor": monitor.name})
-            for future, _ in batch.waiters:
-                if not future.done():
-                    future.set_exception(exc)
+            if future is not None:
+                future.set_exception(exc)
+                future.exception()  # retrieved here: no warning if every waiter was cancelled
             if batch.unacknowledged:
                 self._on_events_lost(monitor, batch.unacknowledged)
             return
-        self._on_report(monitor, report)
-        late = result.late_buckets
-        for future, per_bucket in batch.waiters:
-            if not future.done():
-                late_events = sum(n for start, n in per_bucket.items() if start in late)
-                future.set_result(FlushOutcome(report, late_events))
+        if future is not None:
+            future.set_result(FlushOutcome(assessment, late, errors))
 
     async def close(self) -> None:
         """Refuse new events and flush everything pending (SIGTERM path)."""
         self._closed = True
-        self._closing.set()
+        for batch in self._pending.values():
+            batch.enough.set()
         while self._flushers:
             await asyncio.gather(*self._flushers.values(), return_exceptions=True)

@@ -100,7 +100,9 @@ def psi_by_row(expected: Matrix, actual: Matrix) -> Vector:
     """Population stability index of each row: sum((a - e) * ln(a / e)), floored at EPSILON."""
     e = np.maximum(expected, EPSILON)
     a = np.maximum(actual, EPSILON)
-    return np.sum((a - e) * np.log(a / e), axis=-1)
+    terms: Matrix = (a - e) * np.log(a / e)
+    sums: Vector = terms.sum(axis=-1)
+    return sums
 
 
 def psi(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:

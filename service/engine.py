@@ -21,16 +21,16 @@ import numpy as np
 
 from .alert_store import Acknowledgement, AlertRecord, AlertStore
 from .alerting import snapshot_of
-from .binning import BinnedEvent, EventError, bin_batch, bin_event
-from .commit import GroupCommitter
+from .binning import EventError, bin_batch, bin_event
+from .commit import GroupCommitter, Row
 from .drift import Severity
 from .lifecycle import pause
 from .monitor import Monitor
 from .registry import MonitorRegistry, UnknownMonitorError
-from .report import DriftReport, drift_report
+from .report import Assessment, DriftReport, assess, drift_report
 from .settings import Settings
 from .telemetry import Telemetry
-from .window import StoreUnavailableError, Vector, WindowStore
+from .window import StoreUnavailableError, WindowStore, WindowTotals
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -43,7 +43,12 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 log = logging.getLogger(__name__)
 
-Submission = list[tuple[int, BinnedEvent]] | dict[int, tuple[Vector, int]]
+REASSESS_FRACTION = 0.005
+"""A flush reuses the last assessment while the window's event count is within 0.5 % of
+the one it was made on (and it is under REASSESS_SECONDS old, on the same side of
+min_samples): adding 0.5 % of a window's events cannot move its scores by more than
+that share, and evaluating on every flush would cost more than counting the events."""
+REASSESS_SECONDS = 1.0
 
 
 class NoDefaultMonitorError(LookupError):
@@ -60,6 +65,22 @@ class Rejection:
     message: str
 
 
+class RejectedEventError(Exception):
+    """A single event that cannot be counted."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(f"{rejection.field}: {rejection.message}")
+        self.rejection = rejection
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A counted single event: the verdict that covers it, and warnings."""
+
+    assessment: Assessment
+    warnings: list[str]
+
+
 @dataclass(slots=True)
 class IngestResult:
     """What happened to a request's events."""
@@ -69,7 +90,7 @@ class IngestResult:
     late: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    report: DriftReport | None = None
+    assessment: Assessment | None = None
 
 
 class DriftEngine:
@@ -91,7 +112,7 @@ class DriftEngine:
         self.telemetry = telemetry
         self.alerts = alerts
         self._clock = clock
-        self._reports: dict[str, DriftReport] = {}
+        self._assessments: dict[str, tuple[Assessment, float]] = {}  # and its monotonic time
         # Severity last announced per monitor, as this replica knows it: a report that
         # agrees needs no round trip to the shared state.
         self._announced: dict[str, Severity] = {}
@@ -99,29 +120,55 @@ class DriftEngine:
         self.on_alert: Callable[[], None] = lambda: None
         self.committer = GroupCommitter(
             store,
+            settings.limits,
             flush_interval=settings.flush_interval,
-            on_report=self._remember,
+            on_flushed=self._flushed,
             on_store_error=self._store_error,
             on_events_lost=lambda m, n: telemetry.lost_events.add({"monitor": m.name}, n),
         )
 
-    def _remember(self, monitor: Monitor, report: DriftReport, *, recheck: bool = False) -> None:
-        self._reports[monitor.name] = report
-        self.telemetry.observe_report(report)
+    def _flushed(
+        self, monitor: Monitor, totals: WindowTotals, tags: list[str | None], late: int
+    ) -> Assessment:
+        """Count a flush's single events in telemetry and assess the window it left."""
+        if tags:
+            self.telemetry.count_events(monitor.name, tags)
+        if late:
+            self.telemetry.late_events.add({"monitor": monitor.name}, late)
+        last = self._assessments.get(monitor.name)
+        if last is not None:
+            previous, at = last
+            events = round(float(totals.vector[0]))
+            if (
+                previous.monitor is monitor
+                and abs(events - previous.evaluation.events)
+                <= REASSESS_FRACTION * previous.evaluation.events
+                and (events >= monitor.policy.min_samples) == previous.evaluation.verdict.ready
+                and time.monotonic() - at < REASSESS_SECONDS
+            ):
+                return previous
+        assessment = assess(monitor, totals)
+        self._remember(monitor, assessment)
+        return assessment
+
+    def _remember(self, monitor: Monitor, assessment: Assessment, *, recheck: bool = False) -> None:
+        self._assessments[monitor.name] = (assessment, time.monotonic())
+        self.telemetry.observe(assessment)
+        severity = assessment.evaluation.verdict.severity
         # `recheck` skips the cache: another replica may have moved the shared state.
-        stale = recheck or self._announced.get(monitor.name) is not report.severity
+        stale = recheck or self._announced.get(monitor.name) is not severity
         if stale and monitor.name not in self._observing:
-            task = asyncio.create_task(self._observe(monitor, report))
+            task = asyncio.create_task(self._observe(monitor, assessment))
             self._observing[monitor.name] = task
 
-    async def _observe(self, monitor: Monitor, report: DriftReport) -> None:
-        """Offer the report's severity to the shared alert state (compare-and-set)."""
+    async def _observe(self, monitor: Monitor, assessment: Assessment) -> None:
+        """Offer the assessment's severity to the shared alert state (compare-and-set)."""
         try:
             severity, entry = await self.alerts.transition(
                 monitor.name,
-                report.severity,
+                assessment.evaluation.verdict.severity,
                 monitor.policy.alert_cooldown_seconds,
-                snapshot_of(report),
+                snapshot_of(assessment),
             )
         except StoreUnavailableError as exc:
             self._store_error("alert_transition")
@@ -154,7 +201,7 @@ class DriftEngine:
         while not await pause(stopping, self.settings.alerts.evaluation_interval):
             for monitor in list(self.registry):
                 with contextlib.suppress(StoreUnavailableError):
-                    await self.report(monitor, recheck=True)
+                    await self.assessment(monitor, recheck=True)
 
     async def alert_history(self, monitor: Monitor, limit: int) -> list[AlertRecord]:
         """The monitor's latest alerts, newest first."""
@@ -213,47 +260,58 @@ class DriftEngine:
             )
         return timestamp
 
-    def _bin(
-        self,
-        monitor: Monitor,
-        events: Sequence[Event],
-        admitted: list[tuple[int, float]],
-        path_prefix: Callable[[int], str],
-        result: IngestResult,
-    ) -> tuple[Submission, list[int], set[str]]:
-        """Bin the admitted events: one by one for a single event, by column for a batch."""
-        limits = self.settings.limits
-        window = monitor.window
-        if len(admitted) == 1:
-            index, timestamp = admitted[0]
-            try:
-                event = bin_event(
-                    monitor.layout, events[index].features, limits, f"{path_prefix(index)}features"
-                )
-            except EventError as exc:
-                result.rejected.append(Rejection(index, exc.field, "invalid_value", exc.message))
-                return [], [], set()
-            return [(window.bucket_of(timestamp), event)], [index], set(event.unknown)
-        batch = bin_batch(
-            monitor.layout,
-            [events[index].features for index, _ in admitted],
-            limits,
-            lambda j: f"{path_prefix(admitted[j][0])}features",
+    def _reject(self, monitor: Monitor, rejection: Rejection) -> RejectedEventError:
+        self.telemetry.invalid_events.inc({"monitor": monitor.name, "reason": rejection.reason})
+        return RejectedEventError(rejection)
+
+    async def predict(self, monitor: Monitor, event: Event) -> Prediction:
+        """Count one event; in durable mode return once it is stored, with that verdict.
+
+        Raises RejectedEventError when the event cannot be counted, StoreUnavailableError
+        when the flush carrying it failed (it was not counted).
+        """
+        admitted = self._admit(0, event, "", self._clock())
+        if isinstance(admitted, Rejection):
+            raise self._reject(monitor, admitted)
+        bucket = monitor.window.bucket_of(admitted)
+        features = event.features
+        known = monitor.layout.features.keys()
+        warnings = (
+            []
+            if features.keys() <= known
+            else [f'unknown feature "{name}" ignored' for name in sorted(features.keys() - known)]
         )
-        for j, error in batch.errors.items():
-            result.rejected.append(
-                Rejection(admitted[j][0], error.field, "invalid_value", error.message)
-            )
-        buckets = (
-            np.array([t for _, t in admitted], dtype=np.float64) // window.bucket_seconds
-        ).astype(np.int64) * window.bucket_seconds
-        accepted = [index for j, (index, _) in enumerate(admitted) if j not in batch.errors]
-        return batch.deltas(window.width, buckets), accepted, batch.unknown
+        if self.settings.ack_mode == "async":
+            try:
+                binned = bin_event(monitor.layout, features, self.settings.limits)
+            except EventError as exc:
+                raise self._reject(
+                    monitor, Rejection(0, exc.field, "invalid_value", exc.message)
+                ) from None
+            self.committer.submit(monitor, [(bucket, binned)], durable=False)
+            self.telemetry.count_events(monitor.name, [event.model_version])
+            return Prediction(await self._latest(monitor), warnings)
+        future, row = self.committer.submit_row(monitor, Row(features, bucket, event.model_version))
+        outcome = await future
+        error = outcome.row_errors.get(row)
+        if error is not None:
+            raise self._reject(monitor, Rejection(0, error.field, "invalid_value", error.message))
+        assert outcome.assessment is not None  # a valid row was applied
+        if bucket in outcome.late_buckets:
+            warnings.append(self._late_warning(monitor, 1))
+        return Prediction(outcome.assessment, warnings)
+
+    @staticmethod
+    def _late_warning(monitor: Monitor, late: int) -> str:
+        return (
+            f"{late} event(s) older than the {monitor.window.window_seconds} s "
+            "window: acknowledged, not counted"
+        )
 
     async def ingest(
         self, monitor: Monitor, events: Sequence[Event], *, path_prefix: Callable[[int], str]
     ) -> IngestResult:
-        """Validate, bin and count events; in durable mode return after they are stored.
+        """Validate, bin (by column) and count a batch; durable: return once stored.
 
         Invalid events are rejected one by one (the rest are counted). Raises
         StoreUnavailableError when the flush carrying the events failed: none were counted.
@@ -267,45 +325,72 @@ class DriftEngine:
                 result.rejected.append(outcome)
             else:
                 admitted.append((index, outcome))
-        submission, accepted, unknown = (
-            self._bin(monitor, events, admitted, path_prefix, result)
-            if admitted
-            else ([], [], set())
+        window = monitor.window
+        batch = bin_batch(
+            monitor.layout,
+            [events[index].features for index, _ in admitted],
+            self.settings.limits,
+            lambda j: f"{path_prefix(admitted[j][0])}features",
+        )
+        result.rejected.extend(
+            Rejection(admitted[j][0], error.field, "invalid_value", error.message)
+            for j, error in batch.errors.items()
         )
         result.rejected.sort(key=lambda r: r.index)
         for rejection in result.rejected:
             self.telemetry.invalid_events.inc({"monitor": monitor.name, "reason": rejection.reason})
-        result.warnings = [f'unknown feature "{name}" ignored' for name in sorted(unknown)]
+        result.warnings = [f'unknown feature "{name}" ignored' for name in sorted(batch.unknown)]
+        accepted = [index for j, (index, _) in enumerate(admitted) if j not in batch.errors]
         if not accepted:
             return result
-        durable = self.settings.ack_mode == "durable"
-        future = self.committer.submit(monitor, submission, durable=durable)
+        buckets = (
+            np.array([t for _, t in admitted], dtype=np.float64) // window.bucket_seconds
+        ).astype(np.int64) * window.bucket_seconds
+        submission = batch.deltas(window.width, buckets)
+        future = self.committer.submit(
+            monitor, submission, durable=self.settings.ack_mode == "durable"
+        )
         if future is not None:
             flushed = await future
-            result.report = flushed.report
-            result.late = flushed.late_events
+            result.assessment = flushed.assessment
+            result.late = sum(
+                n for start, (_, n) in submission.items() if start in flushed.late_buckets
+            )
         else:
-            result.report = self._reports.get(monitor.name) or await self.report(monitor)
+            result.assessment = await self._latest(monitor)
         result.accepted = len(accepted) - result.late
         self.telemetry.count_events(monitor.name, [events[i].model_version for i in accepted])
         if result.late:
             self.telemetry.late_events.add({"monitor": monitor.name}, result.late)
-            result.warnings.append(
-                f"{result.late} event(s) older than the {monitor.window.window_seconds} s "
-                "window: acknowledged, not counted"
-            )
+            result.warnings.append(self._late_warning(monitor, result.late))
         return result
 
-    async def report(self, monitor: Monitor, *, recheck: bool = False) -> DriftReport:
-        """Read the monitor's window and evaluate it (`recheck`: offer it to the alert state)."""
+    async def _read(self, monitor: Monitor) -> WindowTotals:
         try:
-            totals = await self.store.read(monitor.window)
+            return await self.store.read(monitor.window)
         except StoreUnavailableError:
             self._store_error("read")
             raise
-        report = drift_report(monitor, totals)
-        self._remember(monitor, report, recheck=recheck)
-        return report
+
+    async def _latest(self, monitor: Monitor) -> Assessment:
+        """The last assessment of this monitor's current layout, else a fresh one."""
+        last = self._assessments.get(monitor.name)
+        if last is not None and last[0].monitor is monitor:
+            return last[0]
+        return await self.assessment(monitor)
+
+    async def assessment(self, monitor: Monitor, *, recheck: bool = False) -> Assessment:
+        """Read the monitor's window and assess it (`recheck`: offer it to the alert state)."""
+        assessment = assess(monitor, await self._read(monitor))
+        self._remember(monitor, assessment, recheck=recheck)
+        return assessment
+
+    async def report(self, monitor: Monitor) -> DriftReport:
+        """Read the monitor's window and report on it in full."""
+        totals = await self._read(monitor)
+        assessment = assess(monitor, totals)
+        self._remember(monitor, assessment)
+        return drift_report(assessment, totals)
 
     async def forget(self, name: str) -> None:
         """Delete a monitor's window data (every layout), loaded or not.
@@ -317,7 +402,7 @@ class DriftEngine:
         except StoreUnavailableError:
             self._store_error("drop")
             raise
-        self._reports.pop(name, None)
+        self._assessments.pop(name, None)
 
     async def close(self) -> None:
         """Flush pending events and settle alert decisions; called before stores close."""
@@ -330,6 +415,8 @@ __all__ = [
     "Event",
     "IngestResult",
     "NoDefaultMonitorError",
+    "Prediction",
+    "RejectedEventError",
     "Rejection",
     "UnknownMonitorError",
 ]

@@ -149,29 +149,64 @@ def _bin_labels(feature: NumericProfile | CategoricalProfile) -> tuple[str, ...]
 
 @dataclass(frozen=True, slots=True)
 class NumericMatrix:
-    """Every numeric feature's bins as one matrix, so a verdict is one numpy pass.
+    """Every numeric feature as arrays, so binning and verdicts take one numpy pass.
 
-    Row i holds feature `names[i]`: `index` are its bins' slots in the window vector,
-    padded with `width` (a zero appended to the vector); `baseline` its counts, padded
-    with zeros. Padding adds nothing to PSI or the degrees of freedom.
+    Entry i of every array belongs to feature `names[i]`. `index` row i holds its bins'
+    slots in the window vector, padded with `width` (a zero appended to the vector);
+    `baseline` its counts, padded with zeros: padding adds nothing to PSI or the
+    degrees of freedom.
     """
 
     names: tuple[str, ...]
     index: npt.NDArray[np.intp]
     baseline: npt.NDArray[np.float64]
+    cuts: tuple[npt.NDArray[np.float64], ...]
+    first_bin: npt.NDArray[np.intp]
+    missing: npt.NDArray[np.intp]
+    out_of_range: npt.NDArray[np.intp]
+    sum: npt.NDArray[np.intp]
+    sum_squares: npt.NDArray[np.intp]
+    mean: npt.NDArray[np.float64]
+    unit: npt.NDArray[np.float64]  # see moment_unit
+    low: npt.NDArray[np.float64]  # baseline min
+    high: npt.NDArray[np.float64]  # baseline max
 
     @classmethod
     def of(cls, features: Mapping[str, FeatureSlots], width: int) -> NumericMatrix:
-        """The matrix of the numeric features among `features`."""
-        numeric = [f for f in features.values() if isinstance(f.profile, NumericProfile)]
-        bins = max((f.profile.bins for f in numeric), default=0)
+        """The arrays of the numeric features among `features`, in their order."""
+        numeric = [
+            (f, f.profile) for f in features.values() if isinstance(f.profile, NumericProfile)
+        ]
+        bins = max((p.bins for _, p in numeric), default=0)
         index = np.full((len(numeric), bins), width, dtype=np.intp)
         baseline = np.zeros((len(numeric), bins), dtype=np.float64)
-        for row, feature in enumerate(numeric):
-            k = feature.profile.bins
-            index[row, :k] = np.arange(feature.first_bin, feature.first_bin + k)
-            baseline[row, :k] = feature.profile.counts
-        return cls(tuple(f.name for f in numeric), index, baseline)
+        for row, (feature, profile) in enumerate(numeric):
+            index[row, : profile.bins] = np.arange(
+                feature.first_bin, feature.first_bin + profile.bins
+            )
+            baseline[row, : profile.bins] = profile.counts
+
+        def ints(values: list[int]) -> npt.NDArray[np.intp]:
+            return np.array(values, dtype=np.intp)
+
+        def floats(values: list[float]) -> npt.NDArray[np.float64]:
+            return np.array(values, dtype=np.float64)
+
+        return cls(
+            names=tuple(f.name for f, _ in numeric),
+            index=index,
+            baseline=baseline,
+            cuts=tuple(floats(p.cuts) for _, p in numeric),
+            first_bin=ints([f.first_bin for f, _ in numeric]),
+            missing=ints([f.missing for f, _ in numeric]),
+            out_of_range=ints([f.out_of_range for f, _ in numeric]),
+            sum=ints([f.sum for f, _ in numeric]),
+            sum_squares=ints([f.sum_squares for f, _ in numeric]),
+            mean=floats([p.mean for _, p in numeric]),
+            unit=floats([moment_unit(p) for _, p in numeric]),
+            low=floats([p.min for _, p in numeric]),
+            high=floats([p.max for _, p in numeric]),
+        )
 
 
 @dataclass(frozen=True, slots=True)

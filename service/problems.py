@@ -117,18 +117,18 @@ def _from_http_exception(exc: web.HTTPException) -> ProblemError:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every failure with a problem document; unexpected ones are logged as 500."""
-    try:
-        return await handler(request)
-    except ProblemError as problem:
-        return problem_response(problem)
-    except web.HTTPException as exc:
+def problem_for(request: web.Request, exc: Exception) -> web.Response:
+    """The problem answer to a handler's failure (ours, aiohttp's, or an unexpected one).
+
+    HTTP exceptions below 400 (redirects) are not failures: they are raised again.
+    """
+    if isinstance(exc, ProblemError):
+        return problem_response(exc)
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         return problem_response(_from_http_exception(exc))
-    except (StoreUnavailableError, CommitterClosedError) as exc:
+    if isinstance(exc, StoreUnavailableError | CommitterClosedError):
         # Nothing of the request took effect (a failed flush drops its counts): retry it.
         return problem_response(
             ProblemError(
@@ -138,6 +138,5 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
                 headers={"Retry-After": "1"},
             )
         )
-    except Exception:
-        log.exception("unhandled error", extra={"path": request.path})
-        return problem_response(ProblemError(500, "internal", "internal error; it has been logged"))
+    log.exception("unhandled error", extra={"path": request.path}, exc_info=exc)
+    return problem_response(ProblemError(500, "internal", "internal error; it has been logged"))

@@ -198,10 +198,44 @@ def _moments(slots: FeatureSlots, vector: Vector, n: int) -> dict[str, float | N
     }
 
 
-def drift_report(monitor: Monitor, totals: WindowTotals) -> DriftReport:
-    """The full report: the verdict of `evaluate` plus every feature's detail."""
+@dataclass(frozen=True, eq=False, slots=True)
+class Assessment:
+    """A monitor's verdict on its window at one moment.
+
+    One is made per evaluation and shared by every request the flushes it covers answer,
+    so whatever is derived from it (an encoded answer) can be computed once.
+    """
+
+    monitor: Monitor
+    evaluation: Evaluation
+    window: WindowInfo
+    evaluated_at: str
+
+    @property
+    def drifted_features(self) -> list[str]:
+        """Flagged features, once the monitor calls drift."""
+        verdict = self.evaluation.verdict
+        return verdict.flagged if verdict.drift_detected else []
+
+    @property
+    def feature_scores(self) -> dict[str, float]:
+        """Effect size per feature, in layout order."""
+        return {name: f.score for name, f in self.evaluation.features.items()}
+
+
+def assess(monitor: Monitor, totals: WindowTotals) -> Assessment:
+    """Evaluate the window totals (see `evaluate`) and note the window they cover."""
+    evaluation = evaluate(monitor, totals.vector)
+    return Assessment(
+        monitor, evaluation, window_info(monitor, evaluation, totals), isoformat(totals.now)
+    )
+
+
+def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
+    """The full report: the assessment of `totals` plus every feature's detail."""
+    monitor = assessment.monitor
     vector = totals.vector
-    evaluation = evaluate(monitor, vector)
+    evaluation = assessment.evaluation
     policy = monitor.policy
     events = evaluation.events
     features: dict[str, FeatureReport] = {}
@@ -211,9 +245,7 @@ def drift_report(monitor: Monitor, totals: WindowTotals) -> DriftReport:
         window_counts = vector[slots.first_bin : slots.first_bin + profile.bins]
         numeric = isinstance(profile, NumericProfile)
         # KL, JS and the proportions are detail only: the verdict never uses them.
-        test = (numeric_test if numeric else categorical_test)(
-            slots.baseline_counts, window_counts
-        )
+        test = (numeric_test if numeric else categorical_test)(slots.baseline_counts, window_counts)
         thresholds = policy.thresholds_for(name)
         baseline_total = profile.n + profile.missing
         features[name] = FeatureReport(
@@ -246,10 +278,10 @@ def drift_report(monitor: Monitor, totals: WindowTotals) -> DriftReport:
         drift_detected=verdict.drift_detected,
         drift_score=verdict.drift_score,
         severity=verdict.severity,
-        feature_scores={name: f.score for name, f in evaluation.features.items()},
-        drifted_features=verdict.flagged if verdict.drift_detected else [],
+        feature_scores=assessment.feature_scores,
+        drifted_features=assessment.drifted_features,
         alpha=evaluation.alpha,
-        window=window_info(monitor, evaluation, totals),
+        window=assessment.window,
         features=features,
-        evaluated_at=isoformat(totals.now),
+        evaluated_at=assessment.evaluated_at,
     )

@@ -8,16 +8,61 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+from aioprometheus import histogram
 from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
 from aioprometheus.renderer import render
 
 from .drift import Severity
-from .report import DriftReport
+from .report import Assessment
 
 SEVERITY_VALUE = {Severity.NONE: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 # A client could send a new model_version per request: cap the label's cardinality.
 MAX_MODEL_VERSIONS = 50
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class LatencyRecorder:
+    """Request durations, folded into a Prometheus histogram in bulk.
+
+    aioprometheus observes one value with a Python loop over the buckets and a lookup of
+    the label set; a request only appends its duration here, and the durations are
+    binned with numpy at scrape time, or whenever FOLD_AT of one label set wait.
+    """
+
+    FOLD_AT = 4096
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self._pending: dict[tuple[str, str, int], list[float]] = {}
+
+    def record(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Note one request's duration."""
+        pending = self._pending.setdefault((route, method, status), [])
+        pending.append(seconds)
+        if len(pending) >= self.FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Add every noted duration to the histogram."""
+        pending, self._pending = self._pending, {}
+        for (route, method, status), durations in pending.items():
+            labels = {"route": route, "method": method, "status": str(status)}
+            if labels not in self.histogram.values:
+                # Let aioprometheus create the label set with the first duration.
+                self.histogram.add(labels, durations.pop())
+            aggregate = self.histogram.get_value(labels)
+            assert isinstance(aggregate, histogram.Histogram)
+            if not durations:
+                continue
+            values = np.sort(np.asarray(durations, dtype=np.float64))
+            # Prometheus buckets are cumulative: bucket le=b counts every value <= b.
+            bounds = list(aggregate.buckets)  # the collector's, and +Inf
+            within = np.searchsorted(values, bounds, side="right").tolist()
+            for bound, count in zip(bounds, within, strict=True):
+                aggregate.buckets[bound] += count
+            aggregate.sum += float(values.sum())
+            aggregate.observations += len(durations)
 
 
 class Telemetry:
@@ -70,11 +115,13 @@ class Telemetry:
         self.store_errors = Counter(
             "driftline_store_errors_total", "Window store failures, by operation", registry=r
         )
-        self.latency = Histogram(
-            "driftline_request_duration_seconds",
-            "HTTP request latency by route and status",
-            registry=r,
-            buckets=LATENCY_BUCKETS,
+        self.latency = LatencyRecorder(
+            Histogram(
+                "driftline_request_duration_seconds",
+                "HTTP request latency by route and status",
+                registry=r,
+                buckets=LATENCY_BUCKETS,
+            )
         )
         self.alert_transitions = Counter(
             "driftline_alert_transitions_total",
@@ -103,18 +150,20 @@ class Telemetry:
         )
         self._model_versions: set[str] = set()
 
-    def observe_report(self, report: DriftReport) -> None:
-        """Publish a monitor's latest report."""
-        monitor = {"monitor": report.monitor}
-        for feature, data in report.features.items():
-            labels = {"monitor": report.monitor, "feature": feature}
+    def observe(self, assessment: Assessment) -> None:
+        """Publish a monitor's latest assessment."""
+        name = assessment.monitor.name
+        monitor = {"monitor": name}
+        for feature, data in assessment.evaluation.features.items():
+            labels = {"monitor": name, "feature": feature}
             self.feature_score.set(labels, data.score)
             self.feature_p_value.set(labels, data.p_value)
-        self.severity.set(monitor, SEVERITY_VALUE[report.severity])
-        self.drift_detected.set(monitor, int(report.drift_detected))
-        self.drift_score.set(monitor, report.drift_score)
-        self.drifted_features.set(monitor, len(report.drifted_features))
-        self.window_events.set(monitor, report.window.events)
+        verdict = assessment.evaluation.verdict
+        self.severity.set(monitor, SEVERITY_VALUE[verdict.severity])
+        self.drift_detected.set(monitor, int(verdict.drift_detected))
+        self.drift_score.set(monitor, verdict.drift_score)
+        self.drifted_features.set(monitor, len(assessment.drifted_features))
+        self.window_events.set(monitor, assessment.window.events)
 
     def count_events(self, monitor: str, versions: Sequence[str | None]) -> None:
         """Count accepted events per model_version (bounded label set)."""
@@ -132,5 +181,6 @@ class Telemetry:
 
     def render(self, accept: Sequence[str]) -> tuple[bytes, dict[str, str]]:
         """The exposition body and headers for an Accept header."""
+        self.latency.fold()
         body, headers = render(self.registry, list(accept))
         return body, dict(headers)

@@ -37,7 +37,7 @@ from controller.settings import ControllerSettings
 from service.monitor import Monitor, build_monitor, decode_monitor_config
 from service.receivers import ReceiverFile
 from service.registry import MonitorRegistry
-from service.report import drift_report
+from service.report import assess, drift_report
 from service.settings import MonitorDefaults, load_settings
 from service.window import WindowTotals
 
@@ -325,7 +325,7 @@ def window_report(monitor: Monitor, *, drifted: bool) -> bytes:
         vector[slots.first_bin : slots.first_bin + profile.bins] = counts
         vector[slots.missing] = 0 if drifted else profile.missing
     totals = WindowTotals(vector=vector, start=1_748_510_000.0, now=1_748_513_600.0)
-    return msgspec.json.encode(drift_report(monitor, totals))
+    return msgspec.json.encode(drift_report(assess(monitor, totals), totals))
 
 
 # ------------------------------------------------------------------------------ fixtures

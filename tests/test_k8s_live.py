@@ -44,7 +44,7 @@ from lightkube.types import PatchType
 from controller.operator import DriftMonitorOperator, build_registry, operator_settings
 from controller.settings import ControllerSettings
 from service.monitor import Monitor, build_monitor, decode_monitor_config
-from service.report import drift_report
+from service.report import assess, drift_report
 from service.settings import MonitorDefaults
 from service.window import WindowTotals
 
@@ -118,7 +118,7 @@ def drifted_report(monitor: Monitor) -> bytes:
     for slots in monitor.layout.features.values():
         vector[slots.first_bin] = 1000
     totals = WindowTotals(vector=vector, start=time.time() - 3600, now=time.time())
-    return msgspec.json.encode(drift_report(monitor, totals))
+    return msgspec.json.encode(drift_report(assess(monitor, totals), totals))
 
 
 class DriftServiceStandIn:
