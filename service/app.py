@@ -58,6 +58,7 @@ def open_stores(settings: Settings) -> tuple[WindowStore, AlertStore]:
             settings.redis_url,
             socket_timeout=settings.redis_timeout,
             cluster=settings.redis_cluster,
+            future_seconds=settings.limits.max_future_seconds,
         )
         return window, RedisAlertStore(window.client)
     return MemoryWindowStore(), MemoryAlertStore()

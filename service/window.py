@@ -102,8 +102,10 @@ def validate_deltas(spec: WindowSpec, deltas: Mapping[int, Vector]) -> list[tupl
     """Check deltas against the spec; return (bucket, float64 vector) in bucket order.
 
     Raises ValueError, before anything is applied, on a misaligned bucket, a vector of the
-    wrong shape, or a non-finite value (a NaN would poison the running totals until the
-    window empties).
+    wrong shape, a non-finite value (a NaN would poison the running totals until the
+    window empties), or a value that is not an integer of magnitude below 2**53: windows
+    hold integer counts (the Redis store in fixed-width integers), and float64 holds
+    every integer below 2**53 exactly.
     """
     validate_spec(spec)
     out: list[tuple[int, Vector]] = []
@@ -120,6 +122,11 @@ def validate_deltas(spec: WindowSpec, deltas: Mapping[int, Vector]) -> list[tupl
             )
         if not np.isfinite(vector).all():
             raise ValueError(f"bucket {bucket}: vector holds a non-finite value")
+        if not (np.trunc(vector) == vector).all():
+            raise ValueError(f"bucket {bucket}: vector holds a non-integral value")
+        # Every integer of smaller magnitude is exact in float64 (and in Lua's numbers).
+        if not (np.abs(vector) < 2.0**53).all():
+            raise ValueError(f"bucket {bucket}: vector holds a value of magnitude >= 2**53")
         out.append((bucket, vector))
     out.sort(key=lambda item: item[0])
     return out
