@@ -29,7 +29,7 @@ from .client import Connection, build_request, get
 from .procs import Server, start_driftline
 
 PEER_MONITOR = "peer"
-CHUNK = 5000
+CHUNK = 10_000  # the service's default max_batch_events
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -181,16 +181,31 @@ def driftline(
     server: Server = start_driftline("driftline-peer", monitors, logs)
     try:
         t0 = time.perf_counter()
-        rows = data.rows(cur_cols)
-        path = f"/v1/monitors/{PEER_MONITOR}/events"
+        # The columnar batch API over msgpack: numeric columns packed as float64 bytes (as
+        # a frame holds them), categorical ones as lists of strings.
+        path = f"/v1/monitors/{PEER_MONITOR}/columns"
+        size = len(next(iter(cur_cols.values())))
+
+        def packed(column: np.ndarray) -> bytes | list[Any]:
+            if column.dtype == object:
+                return column.tolist()
+            return column.astype("<f8").tobytes()
+
         requests = [
             build_request(
                 "127.0.0.1",
                 server.port,
                 path,
-                msgspec.json.encode([{"features": r} for r in rows[i : i + CHUNK]]),
+                msgspec.msgpack.encode(
+                    {
+                        "columns": {
+                            name: packed(col[i : i + CHUNK]) for name, col in cur_cols.items()
+                        }
+                    }
+                ),
+                "application/msgpack",
             )
-            for i in range(0, len(rows), CHUNK)
+            for i in range(0, size, CHUNK)
         ]
         t_encode = time.perf_counter() - t0
         t0 = time.perf_counter()

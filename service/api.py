@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
+import numpy as np
 from aiohttp import web
 
 from . import __version__
@@ -22,8 +23,10 @@ from .alerting import alert_from
 from .engine import (
     DriftEngine,
     Event,
+    IngestResult,
     NoDefaultMonitorError,
     RejectedEventError,
+    Rejection,
     UnknownMonitorError,
 )
 from .keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
@@ -37,6 +40,7 @@ from .schemas import (
     AlertView,
     BatchRequest,
     BatchResponse,
+    ColumnsRequest,
     DriftSummary,
     HealthResponse,
     MonitorDetail,
@@ -48,10 +52,12 @@ from .schemas import (
     ReadyResponse,
     StoreStatus,
 )
+from .window import Vector
 
 T = TypeVar("T")
 JSON_TYPES = ("application/json", "")
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-seq")
+MSGPACK_TYPES = ("application/msgpack", "application/vnd.msgpack", "application/x-msgpack")
 
 
 def encode(payload: Any, status: int = 200) -> web.Response:
@@ -75,11 +81,13 @@ def _check_content_type(request: web.Request, allowed: Sequence[str]) -> None:
         )
 
 
-def decode_body(body: bytes, schema: type[T]) -> T:
-    """Decode JSON into `schema`: 400 for malformed JSON, 422 naming the bad field."""
+def decode_body(body: bytes, schema: type[T], *, msgpack: bool = False) -> T:
+    """Decode JSON (or msgpack) into `schema`: 400 when malformed, 422 naming the bad field."""
     if not body.strip():
         raise ProblemError(400, "malformed-json", "request body is empty; expected JSON")
     try:
+        if msgpack:
+            return msgspec.msgpack.decode(body, type=schema)
         return msgspec.json.decode(body, type=schema)
     except msgspec.ValidationError as exc:
         error = field_error(exc)
@@ -87,8 +95,9 @@ def decode_body(body: bytes, schema: type[T]) -> T:
             422, "invalid-request", f"{error.field}: {error.message}", [error]
         ) from None
     except msgspec.DecodeError as exc:
+        kind = "msgpack" if msgpack else "JSON"
         raise ProblemError(
-            400, "malformed-json", f"request body is not valid JSON: {exc}"
+            400, f"malformed-{kind.lower()}", f"request body is not valid {kind}: {exc}"
         ) from None
 
 
@@ -141,6 +150,17 @@ def _prediction(assessment: Assessment, warnings: list[str]) -> PredictResponse:
     )
 
 
+def _refused(rejection: Rejection) -> ProblemError:
+    """The problem for a request whose only event (or shared field) cannot be counted."""
+    status = 400 if rejection.reason == "future_timestamp" else 422
+    return ProblemError(
+        status,
+        rejection.reason.replace("_", "-"),
+        f"{rejection.field}: {rejection.message}",
+        [FieldError(rejection.field, rejection.message, rejection.reason)],
+    )
+
+
 @functools.lru_cache(maxsize=64)
 def _plain_prediction(assessment: Assessment) -> bytes:
     # Every request a flush answers without warnings gets the same bytes: encode once.
@@ -159,14 +179,7 @@ async def predict(request: web.Request) -> web.Response:
     try:
         prediction = await engine.predict(monitor, body)
     except RejectedEventError as exc:
-        rejection = exc.rejection
-        status = 400 if rejection.reason == "future_timestamp" else 422
-        raise ProblemError(
-            status,
-            rejection.reason.replace("_", "-"),
-            f"{rejection.field}: {rejection.message}",
-            [FieldError(rejection.field, rejection.message, rejection.reason)],
-        ) from None
+        raise _refused(exc.rejection) from None
     if prediction.warnings:
         return encode(_prediction(prediction.assessment, prediction.warnings))
     return web.Response(
@@ -189,21 +202,7 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
     raw = await request.read()
     items, named = _split_events(raw, request.content_type in NDJSON_TYPES)
     monitor = _monitor(engine, monitor_name if path else named)
-    limit = engine.settings.limits.max_batch_events
-    if not items:
-        raise ProblemError(
-            422,
-            "empty-batch",
-            "events: expected at least 1 event, got none",
-            [FieldError("events", "expected at least 1 event")],
-        )
-    if len(items) > limit:
-        raise ProblemError(
-            413,
-            "too-many-events",
-            f"events: expected at most {limit} events per request, got {len(items)}",
-            [FieldError("events", f"expected at most {limit} events")],
-        )
+    _check_batch_size(len(items), engine.settings.limits.max_batch_events, "events")
     prefix = "" if path else "events"
     events: list[Event] = []
     positions: list[int] = []
@@ -231,9 +230,32 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
         FieldError(r.field, r.message, r.reason, positions[r.index]) for r in result.rejected
     )
     errors.sort(key=lambda e: e.index or 0)
+    return _counted(result, errors, len(items))
+
+
+def _check_batch_size(size: int, limit: int, field: str) -> None:
+    if not size:
+        raise ProblemError(
+            422,
+            "empty-batch",
+            f"{field}: expected at least 1 event, got none",
+            [FieldError(field, "expected at least 1 event")],
+        )
+    if size > limit:
+        raise ProblemError(
+            413,
+            "too-many-events",
+            f"{field}: expected at most {limit} events per request, got {size}",
+            [FieldError(field, f"expected at most {limit} events")],
+        )
+
+
+def _counted(result: IngestResult, errors: list[FieldError], size: int) -> web.Response:
+    """The answer to a batch: what was counted, late and rejected, and the verdict."""
+    monitor = result.monitor
     if not result.accepted and not result.late:
         raise ProblemError(
-            422, "no-valid-events", f"none of the {len(items)} events could be counted", errors
+            422, "no-valid-events", f"none of the {size} events could be counted", errors
         )
     return encode(
         BatchResponse(
@@ -257,6 +279,61 @@ async def batch(request: web.Request) -> web.Response:
 async def monitor_events(request: web.Request) -> web.Response:
     """Count a JSON array or NDJSON stream of events for the monitor in the path."""
     return await _batch(request, request.match_info["name"], path=True)
+
+
+def _unpacked(monitor: Monitor, name: str, values: list[Any] | bytes) -> Sequence[Any] | Vector:
+    """A column as sent, or a packed numeric column as float64s."""
+    if not isinstance(values, bytes):
+        return values
+    feature = monitor.layout.features.get(name)
+    if feature is not None and feature.kind != "numeric":
+        message = "a categorical feature needs a list of values, not packed numbers"
+        raise ProblemError(
+            422,
+            "invalid-column",
+            f"columns.{name}: {message}",
+            [FieldError(f"columns.{name}", message)],
+        )
+    if len(values) % 8:
+        message = f"packed numbers need a multiple of 8 bytes (float64), got {len(values)}"
+        raise ProblemError(
+            422,
+            "invalid-column",
+            f"columns.{name}: {message}",
+            [FieldError(f"columns.{name}", message)],
+        )
+    return np.frombuffer(values, dtype="<f8").astype(np.float64)
+
+
+async def monitor_columns(request: web.Request) -> web.Response:
+    """Count a batch sent as one value list per feature (the cheapest way to send many)."""
+    _check_content_type(request, JSON_TYPES + MSGPACK_TYPES)
+    engine = _engine(request)
+    monitor = _monitor(engine, request.match_info["name"])
+    body = decode_body(
+        await request.read(), ColumnsRequest, msgpack=request.content_type in MSGPACK_TYPES
+    )
+    columns = {name: _unpacked(monitor, name, values) for name, values in body.columns.items()}
+    size = len(next(iter(columns.values()), ()))
+    for name, values in columns.items():
+        if len(values) != size:
+            first = next(iter(columns))
+            message = f"expected {size} values (as many as {first!r} has), got {len(values)}"
+            raise ProblemError(
+                422,
+                "ragged-columns",
+                f"columns.{name}: {message}",
+                [FieldError(f"columns.{name}", message)],
+            )
+    _check_batch_size(size, engine.settings.limits.max_batch_events, "columns")
+    try:
+        result = await engine.ingest_columns(
+            monitor, columns, size, timestamp=body.timestamp, model_version=body.model_version
+        )
+    except RejectedEventError as exc:
+        raise _refused(exc.rejection) from None
+    errors = [FieldError(r.field, r.message, r.reason, r.index) for r in result.rejected]
+    return _counted(result, errors, size)
 
 
 async def forget_window(request: web.Request) -> web.Response:
@@ -499,6 +576,15 @@ ROUTES: tuple[Route, ...] = (
         None,
         DriftReport,
         (404, 503),
+    ),
+    Route(
+        "POST",
+        "/v1/monitors/{name}/columns",
+        monitor_columns,
+        "Count a batch sent as one value list per feature, sharing timestamp and model version",
+        ColumnsRequest,
+        BatchResponse,
+        (400, 404, 413, 415, 422, 503),
     ),
     Route(
         "DELETE",

@@ -12,6 +12,7 @@ import itertools
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -169,8 +170,8 @@ class BinnedBatch:
 class _Errors:
     """Each event's first bad value in layout order, whichever column found it first."""
 
-    def __init__(self, order: Mapping[str, int]) -> None:
-        self._order = order
+    def __init__(self, layout: Layout) -> None:
+        self._order = {name: i for i, name in enumerate(layout.features)}
         self.found: dict[int, tuple[int, EventError]] = {}
 
     def note(self, event: int, feature: str, error: EventError) -> None:
@@ -191,41 +192,52 @@ def _table(events: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[tu
     return [tuple(features.get(name) for name in names) for features in events]
 
 
-def _numeric_values(
-    events: Sequence[Mapping[str, Any]],
+FieldPath = Callable[[int, str], str]  # (event, feature) -> the value's path in the request
+
+
+def _as_numbers(
+    table: Sequence[Sequence[Any]],
     names: Sequence[str],
     limits: Limits,
-    path: Callable[[int], str],
     errors: _Errors,
+    path: FieldPath,
+    *,
+    by_column: bool,
 ) -> Matrix:
-    """(event, feature) values, NaN where missing or invalid; invalid ones noted."""
-    table = _table(events, names)
+    """(event, feature) floats, NaN where missing or invalid; invalid values noted.
+
+    `table` holds a tuple per event (`by_column` false) or a sequence per feature.
+    """
+    shape = (len(table[0]), len(names)) if by_column else (len(table), len(names))
     if set(map(type, itertools.chain.from_iterable(table))) <= {float, int, type(None)}:
         try:
             # JSON cannot carry NaN, so NaN here can only be a None (missing).
-            values = np.array(table, dtype=np.float64).reshape(len(events), len(names))
+            values = np.array(table, dtype=np.float64)
         except OverflowError:  # an int beyond float range: find it value by value
             pass
         else:
+            values = values.T if by_column else values
             invalid = ~np.isnan(values) & ~(np.abs(values) <= limits.max_abs_value)
             for i, j in np.argwhere(invalid).tolist():
-                _check_number(table[i][j], i, names[j], limits, path, errors)
+                value = table[j][i] if by_column else table[i][j]
+                _check_number(value, i, names[j], limits, errors, path)
             values[invalid] = np.nan
-            return values
-    values = np.full((len(events), len(names)), np.nan)
-    for i, row in enumerate(table):
-        for j, value in enumerate(row):
-            number = _check_number(value, i, names[j], limits, path, errors)
+            return values.reshape(shape)
+    values = np.full(shape, np.nan)
+    for i in range(shape[0]):
+        for j, name in enumerate(names):
+            value = table[j][i] if by_column else table[i][j]
+            number = _check_number(value, i, name, limits, errors, path)
             if number is not None:
                 values[i, j] = number
     return values
 
 
 def _check_number(
-    value: Any, event: int, name: str, limits: Limits, path: Callable[[int], str], errors: _Errors
+    value: Any, event: int, name: str, limits: Limits, errors: _Errors, path: FieldPath
 ) -> float | None:
     try:
-        return numeric_value(value, f"{path(event)}.{name}", limits)
+        return numeric_value(value, path(event, name), limits)
     except EventError as exc:
         errors.note(event, name, exc)
         return None
@@ -237,19 +249,105 @@ def bin_batch(
     limits: Limits,
     path: Callable[[int], str],
 ) -> BinnedBatch:
-    """Bin a batch a matrix at a time; an event with any invalid value gets an error.
+    """Bin a batch of events (feature mappings); an event with an invalid value gets an error.
 
     `path(i)` is the request path of event i's features (e.g. `events[3].features`).
     """
-    size = len(events)
     known = layout.features.keys()
     unknown: set[str] = set()
     for features in events:
         if not features.keys() <= known:
             unknown.update(features.keys() - known)
-    errors = _Errors({name: i for i, name in enumerate(layout.features)})
+    names = layout.numeric.names
+    categorical = [f.name for f in layout.features.values() if f.index is not None]
+    table = _table(events, categorical)
+    errors = _Errors(layout)
+
+    def field(i: int, name: str) -> str:
+        return f"{path(i)}.{name}"
+
+    values = (
+        _as_numbers(_table(events, names), names, limits, errors, field, by_column=False)
+        if names and events
+        else np.full((len(events), len(names)), np.nan)
+    )
+    return _bin(
+        layout,
+        values,
+        [[row[j] for row in table] for j in range(len(categorical))],
+        limits,
+        field,
+        errors,
+        unknown,
+    )
+
+
+def bin_columns(
+    layout: Layout, columns: Mapping[str, Sequence[Any] | Vector], size: int, limits: Limits
+) -> BinnedBatch:
+    """Bin a batch sent as one value list per feature, each `size` long (checked before).
+
+    A numeric column may also be a float64 array (NaN where missing). A feature without
+    a column is missing in every event; value paths read `columns.<feature>[i]`.
+    """
+    errors = _Errors(layout)
+
+    def field(i: int, name: str) -> str:
+        return f"columns.{name}[{i}]"
+
+    names = layout.numeric.names
+    values = np.full((size, len(names)), np.nan)
+    listed: list[Sequence[Any]] = []
+    positions: list[int] = []
+    for j, name in enumerate(names):
+        column = columns.get(name, [None] * size)
+        if not isinstance(column, np.ndarray):
+            listed.append(column)
+            positions.append(j)
+    if listed and size:
+        values[:, positions] = _as_numbers(
+            listed,
+            [names[j] for j in positions],
+            limits,
+            errors,
+            field,
+            by_column=True,
+        )
+    for j, name in enumerate(names):
+        packed = columns.get(name)
+        if isinstance(packed, np.ndarray):
+            invalid = ~np.isnan(packed) & ~(np.abs(packed) <= limits.max_abs_value)
+            for i in np.flatnonzero(invalid).tolist():
+                message = (
+                    f"expected a finite number within ±{limits.max_abs_value:g}, got {packed[i]!r}"
+                )
+                errors.note(i, name, EventError(field(i, name), message))
+            values[:, j] = np.where(invalid, np.nan, packed)
+    categorical = [f.name for f in layout.features.values() if f.index is not None]
+    missing = [None] * size
+    lists: list[Sequence[Any]] = []
+    for name in categorical:
+        column = columns.get(name, missing)
+        # Packed (float64) columns are numeric only: the API refuses them for categories.
+        assert not isinstance(column, np.ndarray), name
+        lists.append(column)
+    return _bin(
+        layout, values, lists, limits, field, errors, set(columns.keys() - layout.features.keys())
+    )
+
+
+def _bin(
+    layout: Layout,
+    values: Matrix,
+    categorical_columns: Sequence[Sequence[Any]],
+    limits: Limits,
+    path: FieldPath,
+    errors: _Errors,
+    unknown: set[str],
+) -> BinnedBatch:
+    """Bin numeric values (NaN where missing or invalid) and categorical columns."""
+    size = values.shape[0]
     numeric = layout.numeric
-    values = _numeric_values(events, numeric.names, limits, path, errors)
     present = ~np.isnan(values)
     filled = np.where(present, values, numeric.mean)
     bins = np.empty(values.shape, dtype=np.intp)
@@ -257,20 +355,18 @@ def bin_batch(
         bins[:, j] = np.searchsorted(cuts, filled[:, j], side="right")
     columns = [np.where(present, numeric.first_bin + bins, numeric.missing)]
     categorical = [f for f in layout.features.values() if f.index is not None]
-    table = _table(events, [f.name for f in categorical])
-    for j, feature in enumerate(categorical):
+    for feature, column in zip(categorical, categorical_columns, strict=True):
         assert feature.index is not None
         lookup = feature.index.get
-        column = [row[j] for row in table]
         try:
-            found = [lookup(value, -1) for value in column]
+            slots = np.fromiter(map(lookup, column, repeat(-1)), np.intp, len(column))
         except TypeError:  # an unhashable value (object or array): the full rules decide
             found = [lookup(value, -1) if type(value) is str else -1 for value in column]
-        slots = np.array(found, dtype=np.intp)
+            slots = np.array(found, dtype=np.intp)
         # Only values that are not a known category need the full rules.
         for i in np.flatnonzero(slots < 0).tolist():
             try:
-                slots[i] = category_slot(feature, column[i], f"{path(i)}.{feature.name}", limits)
+                slots[i] = category_slot(feature, column[i], path(i, feature.name), limits)
             except EventError as exc:
                 errors.note(i, feature.name, exc)
                 slots[i] = feature.missing

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 
 from .alert_store import Acknowledgement, AlertRecord, AlertStore
 from .alerting import snapshot_of
-from .binning import EventError, bin_batch, bin_event
+from .binning import BinnedBatch, EventError, bin_batch, bin_columns, bin_event
 from .commit import GroupCommitter, Row
 from .drift import Severity
 from .lifecycle import pause
@@ -30,7 +31,7 @@ from .registry import MonitorRegistry, UnknownMonitorError
 from .report import Assessment, DriftReport, assess, drift_report
 from .settings import Settings
 from .telemetry import Telemetry
-from .window import StoreUnavailableError, WindowStore, WindowTotals
+from .window import StoreUnavailableError, Vector, WindowStore, WindowTotals
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -304,8 +305,8 @@ class DriftEngine:
     @staticmethod
     def _late_warning(monitor: Monitor, late: int) -> str:
         return (
-            f"{late} event(s) older than the {monitor.window.window_seconds} s "
-            "window: acknowledged, not counted"
+            f"{late} event(s) outside the {monitor.window.window_seconds} s window (too old, "
+            "or ahead of the store's clock): acknowledged, not counted"
         )
 
     async def ingest(
@@ -325,7 +326,6 @@ class DriftEngine:
                 result.rejected.append(outcome)
             else:
                 admitted.append((index, outcome))
-        window = monitor.window
         batch = bin_batch(
             monitor.layout,
             [events[index].features for index, _ in admitted],
@@ -337,15 +337,60 @@ class DriftEngine:
             for j, error in batch.errors.items()
         )
         result.rejected.sort(key=lambda r: r.index)
+        accepted = [index for j, (index, _) in enumerate(admitted) if j not in batch.errors]
+        return await self._count(
+            monitor,
+            batch,
+            np.array([t for _, t in admitted], dtype=np.float64),
+            [events[i].model_version for i in accepted],
+            result,
+        )
+
+    async def ingest_columns(
+        self,
+        monitor: Monitor,
+        columns: Mapping[str, Sequence[Any] | Vector],
+        size: int,
+        *,
+        timestamp: datetime | None = None,
+        model_version: str | None = None,
+    ) -> IngestResult:
+        """Count `size` events sent as one value list per feature (lengths checked before).
+
+        They share one timestamp (the server's when absent) and model version. Raises
+        RejectedEventError for a request-wide problem (timestamp, too many columns).
+        """
+        admitted = self._admit(0, Event(dict(columns), model_version, timestamp), "", self._clock())
+        if isinstance(admitted, Rejection):
+            field = "columns" if admitted.reason == "too_many_features" else admitted.field
+            raise self._reject(monitor, dataclasses.replace(admitted, field=field))
+        batch = bin_columns(monitor.layout, columns, size, self.settings.limits)
+        result = IngestResult(monitor)
+        result.rejected = [
+            Rejection(i, error.field, "invalid_value", error.message)
+            for i, error in sorted(batch.errors.items())
+        ]
+        accepted = size - len(batch.errors)
+        return await self._count(
+            monitor, batch, np.full(size, admitted), [model_version] * accepted, result
+        )
+
+    async def _count(
+        self,
+        monitor: Monitor,
+        batch: BinnedBatch,
+        timestamps: Vector,
+        versions: list[str | None],
+        result: IngestResult,
+    ) -> IngestResult:
+        """Commit a binned batch's valid events (`versions`: one per event counted)."""
         for rejection in result.rejected:
             self.telemetry.invalid_events.inc({"monitor": monitor.name, "reason": rejection.reason})
         result.warnings = [f'unknown feature "{name}" ignored' for name in sorted(batch.unknown)]
-        accepted = [index for j, (index, _) in enumerate(admitted) if j not in batch.errors]
-        if not accepted:
+        if not versions:
             return result
-        buckets = (
-            np.array([t for _, t in admitted], dtype=np.float64) // window.bucket_seconds
-        ).astype(np.int64) * window.bucket_seconds
+        window = monitor.window
+        buckets = (timestamps // window.bucket_seconds).astype(np.int64) * window.bucket_seconds
         submission = batch.deltas(window.width, buckets)
         future = self.committer.submit(
             monitor, submission, durable=self.settings.ack_mode == "durable"
@@ -358,8 +403,8 @@ class DriftEngine:
             )
         else:
             result.assessment = await self._latest(monitor)
-        result.accepted = len(accepted) - result.late
-        self.telemetry.count_events(monitor.name, [events[i].model_version for i in accepted])
+        result.accepted = len(versions) - result.late
+        self.telemetry.count_events(monitor.name, versions)
         if result.late:
             self.telemetry.late_events.add({"monitor": monitor.name}, result.late)
             result.warnings.append(self._late_warning(monitor, result.late))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 import msgspec
 
@@ -40,6 +41,20 @@ class BatchRequest(msgspec.Struct, frozen=True):
 
     events: list[msgspec.Raw]
     monitor: str | None = None
+
+
+class ColumnsRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/monitors/{name}/columns`: a batch as one value list per feature.
+
+    Every list has one value per event (null where missing); the events share the
+    timestamp (the server's when absent) and model version. A numeric column may also be
+    packed: little-endian float64 bytes, NaN where missing (a msgpack bin, or base64 in
+    JSON), which costs nothing to parse.
+    """
+
+    columns: dict[str, list[Any] | bytes]
+    timestamp: datetime | None = None
+    model_version: str | None = None
 
 
 class DriftSummary(msgspec.Struct, frozen=True):

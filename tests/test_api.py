@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
@@ -277,6 +278,104 @@ async def test_batch_counts_valid_and_names_rejected(client: TestClient) -> None
     assert body["drift"]["window"]["events"] == 2
 
 
+async def test_columns_count_exactly_what_the_same_events_count(
+    client: TestClient, baseline_rows: list[dict[str, Any]]
+) -> None:
+    rows = [dict(r) for r in baseline_rows[:300]]
+    rows[7]["age"] = "old"  # one bad value: that event alone is refused
+    names = sorted({k for r in rows for k in r})
+    columns = {name: [r.get(name) for r in rows] for name in names}
+    columns["shoe_size"] = [42] * len(rows)  # unknown: ignored with a warning
+    status, body, _ = await post_json(
+        client,
+        f"/v1/monitors/{MONITOR}/columns",
+        {"columns": columns, "model_version": "v2"},
+    )
+    assert status == 200, body
+    assert (body["accepted"], body["rejected"]) == (len(rows) - 1, 1)
+    assert body["errors"] == [
+        {
+            "field": "columns.age[7]",
+            "message": 'expected a number, got "old"',
+            "reason": "invalid_value",
+            "index": 7,
+        }
+    ]
+    assert body["warnings"] == ['unknown feature "shoe_size" ignored']
+    columns_report = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert (await client.delete(f"/v1/monitors/{MONITOR}/window")).status == 204
+
+    # The same rows as events, on the emptied window: the same counts.
+    status, body, _ = await post_json(
+        client, f"/v1/monitors/{MONITOR}/events", [{"features": r} for r in rows]
+    )
+    assert (body["accepted"], body["rejected"]) == (len(rows) - 1, 1)
+    assert body["errors"][0]["field"] == "[7].features.age"
+    events_report = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    for name, feature in events_report["features"].items():
+        mine = columns_report["features"][name]
+        assert mine["window_proportions"] == feature["window_proportions"], name
+        assert mine["window_count"] == feature["window_count"], name
+        assert mine["missing_rate"] == feature["missing_rate"], name
+    assert columns_report["window"]["events"] == events_report["window"]["events"]
+
+
+async def test_packed_msgpack_columns_count_like_json_lists(client: TestClient) -> None:
+    ages = [30.0, float("nan"), 41.5, float("inf"), 55.0]
+    channels = ["web", "store", None, "web", "web"]
+    body = msgspec.msgpack.encode(
+        {"columns": {"age": np.array(ages, dtype="<f8").tobytes(), "channel": channels}}
+    )
+    path = f"/v1/monitors/{MONITOR}/columns"
+    response = await client.post(path, data=body, headers={"Content-Type": "application/msgpack"})
+    answer = await response.json()
+    assert response.status == 200, answer
+    assert (answer["accepted"], answer["rejected"]) == (4, 1)
+    assert answer["errors"][0]["field"] == "columns.age[3]"
+    packed = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert (await client.delete(f"/v1/monitors/{MONITOR}/window")).status == 204
+    # The same values as JSON lists (NaN is a null there; the infinite event left out).
+    lists = {"age": [30.0, None, 41.5, 55.0], "channel": ["web", "store", None, "web"]}
+    status, answer, _ = await post_json(client, path, {"columns": lists})
+    assert status == 200 and answer["accepted"] == 4
+    plain = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    for name in ("age", "channel"):
+        for key in ("window_proportions", "window_count", "missing_rate", "mean"):
+            assert packed["features"][name].get(key) == plain["features"][name].get(key)
+    wrong = msgspec.msgpack.encode({"columns": {"channel": b"\0" * 8}})
+    response = await client.post(path, data=wrong, headers={"Content-Type": "application/msgpack"})
+    problem = await response.json(content_type=None)
+    assert response.status == 422 and problem["errors"][0]["field"] == "columns.channel"
+    odd = msgspec.msgpack.encode({"columns": {"age": b"\0" * 7}})
+    response = await client.post(path, data=odd, headers={"Content-Type": "application/msgpack"})
+    problem = await response.json(content_type=None)
+    assert response.status == 422 and "multiple of 8 bytes" in problem["detail"]
+
+
+async def test_columns_refuse_ragged_empty_oversized_and_future(aiohttp_client: Any) -> None:
+    limits = Limits(max_batch_events=3, max_features=4)
+    client = await aiohttp_client(create_app(make_settings(None, limits=limits)))
+    path = f"/v1/monitors/{MONITOR}/columns"
+    status, problem, _ = await post_json(
+        client, path, {"columns": {"age": [1, 2], "channel": ["web"]}}
+    )
+    assert status == 422
+    assert problem["errors"][0]["field"] == "columns.channel"
+    assert "expected 2 values" in problem["detail"]
+    status, problem, _ = await post_json(client, path, {"columns": {"age": []}})
+    assert status == 422 and problem["errors"][0]["field"] == "columns"
+    status, problem, _ = await post_json(client, path, {"columns": {"age": [1, 2, 3, 4]}})
+    assert status == 413 and "at most 3 events" in problem["detail"]
+    wide = {"columns": {f"f{i}": [1] for i in range(5)}}
+    status, problem, _ = await post_json(client, path, wide)
+    assert status == 422 and problem["errors"][0]["field"] == "columns"
+    future = {"columns": {"age": [1]}, "timestamp": "2999-01-01T00:00:00Z"}
+    status, problem, _ = await post_json(client, path, future)
+    assert status == 400 and problem["errors"][0]["field"] == "timestamp"
+    status, problem, _ = await post_json(client, path, {"columns": {"age": [True]}})
+    assert status == 422 and problem["errors"][0]["field"] == "columns.age[0]"
+
+
 async def test_late_events_are_acknowledged_not_counted(client: TestClient) -> None:
     status, body, _ = await post_json(
         client,
@@ -285,7 +384,7 @@ async def test_late_events_are_acknowledged_not_counted(client: TestClient) -> N
     )
     assert status == 200
     assert body["window"]["events"] == 0
-    assert "older than" in body["warnings"][0]
+    assert "outside the" in body["warnings"][0]
 
 
 # -------------------------------------------------------------------- bad input
