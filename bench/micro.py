@@ -37,12 +37,12 @@ def _per_call(fn: Callable[[], Any], budget: float = 0.25) -> float:
 
 def measure(monitors_dir: Path) -> dict[str, float]:
     """Microseconds per call of each step, on the bench monitor."""
-    from service.api import _verdict
-    from service.binning import bin_batch, bin_event
+    from service.api import _prediction
+    from service.binning import bin_batch, bin_columns
     from service.engine import Event
     from service.monitor import build_monitor, decode_monitor_config
-    from service.report import drift_report, isoformat
-    from service.schemas import PredictRequest, PredictResponse
+    from service.report import assess, drift_report, evaluate
+    from service.schemas import PredictRequest
     from service.settings import Limits, MonitorDefaults
     from service.telemetry import Telemetry
     from service.window import WindowTotals
@@ -51,46 +51,54 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     config = decode_monitor_config(msgspec.json.decode(path.read_bytes()), str(path))
     monitor = build_monitor(config, MonitorDefaults(), base_dir=monitors_dir, source=str(path))
     limits = Limits()
-    bodies = data.predict_bodies(1000)
-    body = bodies[0]
+    body = data.predict_bodies(1)[0]
     decoder = msgspec.json.Decoder(PredictRequest)
-    request = decoder.decode(body)
-    features = request.features
 
     # A realistic window: the totals of 5,000 binned events.
-    rows = data.rows(data.frame(5000, seed=9))
+    frame = data.frame(5000, seed=9)
+    rows = data.rows(frame)
     batch = bin_batch(monitor.layout, rows, limits, lambda i: f"events[{i}].features")
     deltas = batch.deltas(monitor.window.width, np.zeros(len(rows), dtype=np.int64))
     now = time.time()
     totals = WindowTotals(vector=deltas[0][0], start=now - 3600, now=now)
-    report = drift_report(monitor, totals)
+    assessment = assess(monitor, totals)
     telemetry = Telemetry()
-    labels = {"route": "/monitor/predict", "method": "POST", "status": "200"}
+    flush = rows[:64]  # a full flush under the closed-loop load (64 connections)
+    starts = np.zeros(len(flush), dtype=np.int64)
     batch_body = msgspec.json.encode({"events": [{"features": r} for r in rows]})
     raws = msgspec.json.decode(batch_body, type=dict[str, list[msgspec.Raw]])["events"]
     event_decoder = msgspec.json.Decoder(Event)
-
-    def respond() -> bytes:
-        return msgspec.json.encode(
-            PredictResponse(
-                **_verdict(report),
-                timestamp=isoformat(time.time()),
-                monitor=monitor.name,
-                warnings=[],
-            )
-        )
+    packed = {
+        name: col.tolist() if col.dtype == object else np.asarray(col, dtype=np.float64)
+        for name, col in frame.items()
+    }
 
     per_event = {
         "decode PredictRequest (msgspec)": lambda: decoder.decode(body),
-        "bin_event (20 features)": lambda: bin_event(monitor.layout, features, limits),
-        "PredictResponse build + encode": respond,
-        "isoformat(now)": lambda: isoformat(time.time()),
-        "latency histogram observe (aioprometheus)": lambda: telemetry.latency.add(labels, 0.01),
-        "count_events (aioprometheus)": lambda: telemetry.count_events("bench", ["v1.2.0"]),
+        "latency record (per request)": lambda: telemetry.latency.record(
+            "/monitor/predict", "POST", 200, 0.01
+        ),
     }
     out = {name: _per_call(fn) for name, fn in per_event.items()}
-    out["drift_report (per flush)"] = _per_call(lambda: drift_report(monitor, totals))
-    out["observe_report gauges (per flush)"] = _per_call(lambda: telemetry.observe_report(report))
+    n_flush = len(flush)
+    out["flush of 64: bin_batch + deltas (per event)"] = (
+        _per_call(
+            lambda: bin_batch(monitor.layout, flush, limits, lambda i: "features").deltas(
+                monitor.window.width, starts
+            )
+        )
+        / n_flush
+    )
+    out["evaluate: verdict of a window (per evaluation)"] = _per_call(
+        lambda: evaluate(monitor, totals.vector)
+    )
+    out["answer encoded once per assessment"] = _per_call(
+        lambda: msgspec.json.encode(_prediction(assessment, []))
+    )
+    out["gauges of an assessment (per evaluation)"] = _per_call(
+        lambda: telemetry.observe(assessment)
+    )
+    out["full drift report (GET drift only)"] = _per_call(lambda: drift_report(assessment, totals))
     n = len(rows)
     out["batch: decode 5000 events one by one (per event)"] = (
         _per_call(lambda: [event_decoder.decode(r) for r in raws]) / n
@@ -103,5 +111,8 @@ def measure(monitors_dir: Path) -> dict[str, float]:
             )
         )
         / n
+    )
+    out["columns: bin_columns 5000 events, packed numbers (per event)"] = (
+        _per_call(lambda: bin_columns(monitor.layout, packed, n, limits)) / n
     )
     return {k: round(v, 3) for k, v in out.items()}

@@ -677,7 +677,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
             mm["window_key_bytes_first"],
             "",
             mm["window_key_bytes_ratio"],
-            note="msgpack stores integral counts in 1/2/4-byte ints: they widen as counts grow",
+            note="one fixed-width key per monitor layout: its size is set by the layout",
         )
         row(
             "5",
@@ -701,8 +701,8 @@ def rows(b: Bench) -> list[dict[str, Any]]:
                 ratio,
                 ">= 20x",
                 ratio >= 20,
-                "driftline: encode + POST current frame + GET report; Evidently: the faster "
-                "of DataDriftPreset default / PSI",
+                "driftline: encode + POST current frame (columns, msgpack, packed numbers) + "
+                "GET report; Evidently: the faster of DataDriftPreset default / PSI",
             )
             same = (
                 p["verdicts"]["driftline"]
