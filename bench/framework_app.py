@@ -2,8 +2,8 @@
 
 It decodes the same seed-shaped payload with msgspec (the same field types the service
 validates) and answers a small JSON, on the same aiohttp server set-up as `driftline
-serve` (AppRunner, no access log, one process). Its requests/s is the ceiling the
-service is measured against.
+serve` (AppRunner, no access log, one process, the same garbage collector settings).
+Its requests/s is the ceiling the service is measured against.
 
     python -m bench.framework_app --host 127.0.0.1 --port 8090
 """
@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 from datetime import datetime
 from typing import Any
 
 import msgspec
 from aiohttp import web
+
+from service.app import GC_THRESHOLDS
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -63,6 +66,9 @@ async def serve(host: str, port: int) -> None:
     app.router.add_get("/monitor/health", health)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
+    # The same collector set-up as `driftline serve`, so the ratio measures the work.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     await web.TCPSite(runner, host, port).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -248,14 +248,17 @@ def bin_batch(
     events: Sequence[Mapping[str, Any]],
     limits: Limits,
     path: Callable[[int], str],
+    *,
+    find_unknown: bool = True,
 ) -> BinnedBatch:
     """Bin a batch of events (feature mappings); an event with an invalid value gets an error.
 
     `path(i)` is the request path of event i's features (e.g. `events[3].features`).
+    `find_unknown`: collect features the layout does not know (skip when already done).
     """
     known = layout.features.keys()
     unknown: set[str] = set()
-    for features in events:
+    for features in events if find_unknown else ():
         if not features.keys() <= known:
             unknown.update(features.keys() - known)
     names = layout.numeric.names

@@ -98,8 +98,13 @@ class _Batch:
         deltas: dict[int, Vector] = {}
         errors: dict[int, EventError] = {}
         if self.rows:
+            # Each single event's unknown features were warned about when it came in.
             binned = bin_batch(
-                self.monitor.layout, [r.features for r in self.rows], limits, lambda _: "features"
+                self.monitor.layout,
+                [r.features for r in self.rows],
+                limits,
+                lambda _: "features",
+                find_unknown=False,
             )
             errors = binned.errors
             starts = np.fromiter((r.bucket for r in self.rows), np.int64, len(self.rows))
