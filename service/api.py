@@ -302,7 +302,7 @@ def _unpacked(monitor: Monitor, name: str, values: list[Any] | bytes) -> Sequenc
             f"columns.{name}: {message}",
             [FieldError(f"columns.{name}", message)],
         )
-    return np.frombuffer(values, dtype="<f8").astype(np.float64)
+    return np.frombuffer(values, dtype="<f8").astype(np.float64, copy=False)
 
 
 async def monitor_columns(request: web.Request) -> web.Response:

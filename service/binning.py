@@ -139,7 +139,9 @@ class BinnedBatch:
 
     size: int
     numeric: NumericMatrix
-    slots: IntMatrix  # the slot of every (event, feature)
+    # The slot of every (event, feature), in parts: the numeric features' matrix, then
+    # one array per categorical feature (no copy into one matrix).
+    slots: list[IntMatrix]
     out_of_range: BoolMatrix  # (event, numeric feature): outside the baseline's range
     z: Matrix  # (event, numeric feature): standardised, clipped; 0 if missing or invalid
     errors: dict[int, EventError] = field(default_factory=dict)
@@ -155,14 +157,22 @@ class BinnedBatch:
         for start in starts:
             rows = valid & (buckets == start) if len(starts) > 1 else valid
             count = int(np.count_nonzero(rows))
-            vector = np.bincount(self.slots[rows].ravel(), minlength=width).astype(np.float64)
+            every = count == self.size  # the usual case: no copies of the matrices
+            vector = np.zeros(width, dtype=np.float64)
+            for part in self.slots:
+                chosen = part if every else part[rows]
+                vector += np.bincount(chosen.ravel(order="K"), minlength=width)
             vector[EVENTS_SLOT] += count
             if numeric.names:
                 # Each numeric feature has its own slots, so fancy-index += never collides.
-                vector[numeric.out_of_range] += self.out_of_range[rows].sum(axis=0)
-                z = self.z[rows]
-                vector[numeric.sum] += np.rint(z * MOMENT_SCALE).sum(axis=0)
-                vector[numeric.sum_squares] += np.rint(z * z * MOMENT_SCALE).sum(axis=0)
+                outside = self.out_of_range if every else self.out_of_range[rows]
+                vector[numeric.out_of_range] += outside.sum(axis=0)
+                z = self.z if every else self.z[rows]
+                fixed = z * MOMENT_SCALE
+                vector[numeric.sum] += np.rint(fixed, out=fixed).sum(axis=0)
+                np.multiply(z, z, out=fixed)
+                fixed *= MOMENT_SCALE
+                vector[numeric.sum_squares] += np.rint(fixed, out=fixed).sum(axis=0)
             deltas[int(start)] = (vector, count)
         return deltas
 
@@ -299,7 +309,7 @@ def bin_columns(
         return f"columns.{name}[{i}]"
 
     names = layout.numeric.names
-    values = np.full((size, len(names)), np.nan)
+    values = np.full((size, len(names)), np.nan, order="F")
     listed: list[Sequence[Any]] = []
     positions: list[int] = []
     for j, name in enumerate(names):
@@ -351,12 +361,19 @@ def _bin(
     """Bin numeric values (NaN where missing or invalid) and categorical columns."""
     size = values.shape[0]
     numeric = layout.numeric
+    # Column-major: each feature's values are contiguous for its searchsorted.
+    values = np.asfortranarray(values)
     present = ~np.isnan(values)
     filled = np.where(present, values, numeric.mean)
-    bins = np.empty(values.shape, dtype=np.intp)
+    bins = np.empty(values.shape, dtype=np.intp, order="F")
     for j, cuts in enumerate(numeric.cuts):
         bins[:, j] = np.searchsorted(cuts, filled[:, j], side="right")
-    columns = [np.where(present, numeric.first_bin + bins, numeric.missing)]
+    bins += numeric.first_bin
+    np.copyto(bins, np.broadcast_to(numeric.missing, bins.shape), where=~present)
+    z = filled - numeric.mean
+    z /= numeric.unit
+    np.clip(z, -MOMENT_CLIP, MOMENT_CLIP, out=z)
+    columns = [bins]
     categorical = [f for f in layout.features.values() if f.index is not None]
     for feature, column in zip(categorical, categorical_columns, strict=True):
         assert feature.index is not None
@@ -373,13 +390,14 @@ def _bin(
             except EventError as exc:
                 errors.note(i, feature.name, exc)
                 slots[i] = feature.missing
-        columns.append(slots[:, None])
+        columns.append(slots)
     return BinnedBatch(
         size=size,
         numeric=numeric,
-        slots=np.hstack(columns) if size else np.empty((0, 0), dtype=np.intp),
-        out_of_range=present & ((filled < numeric.low) | (filled > numeric.high)),
-        z=np.clip((filled - numeric.mean) / numeric.unit, -MOMENT_CLIP, MOMENT_CLIP),
+        slots=columns,
+        # A missing value is filled with the mean: inside the range, z = 0.
+        out_of_range=(filled < numeric.low) | (filled > numeric.high),
+        z=z,
         errors={i: error for i, (_, error) in errors.found.items()},
         unknown=unknown,
     )

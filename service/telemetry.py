@@ -6,6 +6,7 @@ share counters. Label values that come from clients (model_version) are bounded.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 import numpy as np
@@ -168,14 +169,15 @@ class Telemetry:
     def count_events(self, monitor: str, versions: Sequence[str | None]) -> None:
         """Count accepted events per model_version (bounded label set)."""
         tally: dict[str, int] = {}
-        for version in versions:
+        # Counter tallies in C: a batch's versions are mostly one value.
+        for version, count in collections.Counter(versions).items():
             label = version or "unknown"
             if label not in self._model_versions:
                 if len(self._model_versions) >= MAX_MODEL_VERSIONS:
                     label = "other"
                 else:
                     self._model_versions.add(label)
-            tally[label] = tally.get(label, 0) + 1
+            tally[label] = tally.get(label, 0) + count
         for label, n in tally.items():
             self.events.add({"monitor": monitor, "model_version": label}, n)
 
