@@ -91,6 +91,31 @@ def category_slot(feature: FeatureSlots, value: Any, path: str, limits: Limits) 
 # ---------------------------------------------------------------------- one event
 
 
+def plainly_valid(layout: Layout, features: Mapping[str, Any], limits: Limits) -> bool:
+    """Whether every value is valid on its face, so that binning cannot refuse it.
+
+    That is a number in range for a numeric feature, a short string for a categorical
+    one, or null. False does not mean invalid: `bin_event` decides then, with the exact
+    message.
+    """
+    if len(features) > limits.max_features:
+        return False
+    limit = limits.max_abs_value
+    longest = limits.max_string_length
+    known = layout.features
+    for name, value in features.items():
+        feature = known.get(name)
+        if feature is None or value is None:
+            continue
+        kind = type(value)
+        if feature.index is None:
+            if not ((kind is float or kind is int) and -limit <= value <= limit):
+                return False
+        elif kind is not str or len(value) > longest:
+            return False
+    return True
+
+
 @dataclass(slots=True)
 class BinnedEvent:
     """One event as increments of the window vector."""

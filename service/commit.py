@@ -47,6 +47,7 @@ class Row(NamedTuple):
     features: Mapping[str, Any]
     bucket: int
     tag: str | None  # model_version, handed back for telemetry
+    durable: bool  # its request waits for the flush (else it was checked valid up front)
 
 
 @dataclass(slots=True)
@@ -171,11 +172,19 @@ class GroupCommitter:
             batch.enough.set()
         return batch.future
 
-    def submit_row(self, monitor: Monitor, row: Row) -> tuple[asyncio.Future[FlushOutcome], int]:
-        """Queue one unbinned event; its flush's future and its row number in that flush."""
+    def submit_row(
+        self, monitor: Monitor, row: Row
+    ) -> tuple[asyncio.Future[FlushOutcome] | None, int]:
+        """Queue one unbinned event: its flush's future (durable) and its row number.
+
+        Async rows must be valid (`plainly_valid`): nobody would hear of an error.
+        """
         _, batch = self._batch(monitor)
         batch.rows.append(row)
-        return self._wait(batch), len(batch.rows) - 1
+        if row.durable:
+            return self._wait(batch), len(batch.rows) - 1
+        batch.unacknowledged += 1
+        return None, len(batch.rows) - 1
 
     def submit(
         self,
@@ -223,6 +232,9 @@ class GroupCommitter:
                 late_rows = 0
                 for i, row in enumerate(batch.rows):
                     if i in errors:
+                        if not row.durable:  # checked valid on arrival: a bug if reached
+                            log.error("async event refused at flush: %s", errors[i])
+                            self._on_events_lost(monitor, 1)
                         continue
                     if row.bucket in late:
                         late_rows += 1

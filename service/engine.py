@@ -22,7 +22,14 @@ import numpy as np
 
 from .alert_store import Acknowledgement, AlertRecord, AlertStore
 from .alerting import snapshot_of
-from .binning import BinnedBatch, EventError, bin_batch, bin_columns, bin_event
+from .binning import (
+    BinnedBatch,
+    EventError,
+    bin_batch,
+    bin_columns,
+    bin_event,
+    plainly_valid,
+)
 from .commit import GroupCommitter, Row
 from .drift import Severity
 from .lifecycle import pause
@@ -282,19 +289,27 @@ class DriftEngine:
             if features.keys() <= known
             else [f'unknown feature "{name}" ignored' for name in sorted(features.keys() - known)]
         )
-        if self.settings.ack_mode == "async":
-            try:
-                binned = bin_event(monitor.layout, features, self.settings.limits)
-            except EventError as exc:
-                raise self._reject(
-                    monitor, Rejection(0, exc.field, "invalid_value", exc.message)
-                ) from None
-            self.committer.submit(monitor, [(bucket, binned)], durable=False)
-            self.telemetry.count_events(monitor.name, [event.model_version])
+        durable = self.settings.ack_mode == "durable"
+        row = Row(features, bucket, event.model_version, durable)
+        if not durable:
+            # Nobody waits for the flush, so a value it would refuse must be refused
+            # now: plainly valid events are binned with the flush, the rest here.
+            if plainly_valid(monitor.layout, features, self.settings.limits):
+                self.committer.submit_row(monitor, row)
+            else:
+                try:
+                    binned = bin_event(monitor.layout, features, self.settings.limits)
+                except EventError as exc:
+                    raise self._reject(
+                        monitor, Rejection(0, exc.field, "invalid_value", exc.message)
+                    ) from None
+                self.committer.submit(monitor, [(bucket, binned)], durable=False)
+                self.telemetry.count_events(monitor.name, [event.model_version])
             return Prediction(await self._latest(monitor), warnings)
-        future, row = self.committer.submit_row(monitor, Row(features, bucket, event.model_version))
+        future, position = self.committer.submit_row(monitor, row)
+        assert future is not None
         outcome = await future
-        error = outcome.row_errors.get(row)
+        error = outcome.row_errors.get(position)
         if error is not None:
             raise self._reject(monitor, Rejection(0, error.field, "invalid_value", error.message))
         assert outcome.assessment is not None  # a valid row was applied

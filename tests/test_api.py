@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
+from support import wait_until
 
 from service.app import create_app
 from service.profile import load_baseline
@@ -498,3 +499,25 @@ async def test_delete_window_forgets_counts(client: TestClient) -> None:
     response = await client.delete("/v1/monitors/Bad%20Name/window")
     assert response.status == 422
     assert response.content_type == PROBLEM
+
+
+async def test_async_mode_refuses_bad_values_at_once_and_counts_the_rest(
+    aiohttp_client: Any,
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(None, ack_mode="async")))
+    status, problem, _ = await post_json(client, "/monitor/predict", {"features": {"age": "old"}})
+    assert status == 422 and problem["errors"][0]["field"] == "features.age"
+    for features in ({"age": 30, "channel": "web"}, {"age": "NA"}, {"age": True}):
+        await post_json(client, "/monitor/predict", {"features": features})
+    # Two counted: the plain one (binned at flush) and "NA" (missing, binned at once);
+    # the boolean is refused. The drift report reads the store, after the flush.
+    reports: list[dict[str, Any]] = []
+
+    async def flushed() -> bool:
+        reports.append(await (await client.get("/monitor/drift")).json())
+        return bool(reports[-1]["window"]["events"] >= 2)
+
+    await wait_until(flushed, lambda: f"window holds {reports[-1]['window']['events']} events")
+    report = reports[-1]
+    assert report["window"]["events"] == 2
+    assert report["features"]["age"]["window_count"] == 1

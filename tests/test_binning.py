@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.binning import BinnedEvent, EventError, bin_batch, bin_event
+from service.binning import BinnedEvent, EventError, bin_batch, bin_event, plainly_valid
 from service.monitor import Layout
 from service.profile import NumericProfile, load_baseline
 from service.settings import Limits
@@ -135,3 +135,18 @@ def test_batch_deltas_split_by_bucket(layout: Layout) -> None:
         single = bin_event(layout, {"age": value}, LIMITS)
         np.testing.assert_array_equal(deltas[bucket][0], as_vector(single, layout.width))
     assert age.missing in bin_event(layout, {}, LIMITS).slots
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_plainly_valid_events_are_never_refused(layout: Layout, seed: int) -> None:
+    # Async predicts skip the exact check for events that look plainly valid: binning
+    # must then accept every one of them, or an acknowledged event would be lost.
+    rng = np.random.default_rng(100 + seed)
+    events = random_events(layout, rng, 400)
+    plain = [e for e in events if plainly_valid(layout, e, LIMITS)]
+    assert 0 < len(plain) < len(events), "both kinds should occur"
+    batch = bin_batch(layout, plain, LIMITS, lambda i: f"[{i}]")
+    assert batch.errors == {}
+    refused = bin_batch(layout, events, LIMITS, lambda i: f"[{i}]").errors
+    assert refused, "the random events include invalid ones"
+    assert not any(plainly_valid(layout, events[i], LIMITS) for i in refused)
