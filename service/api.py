@@ -123,30 +123,16 @@ def _monitor(engine: DriftEngine, name: str | None) -> Monitor:
 
 
 def _summary(assessment: Assessment) -> DriftSummary:
-    """The verdict part of an assessment, as predict and batch answers carry it."""
-    verdict = assessment.evaluation.verdict
-    return DriftSummary(
-        drift_detected=verdict.drift_detected,
-        drift_score=verdict.drift_score,
-        severity=verdict.severity,
-        feature_scores=assessment.feature_scores,
-        drifted_features=assessment.drifted_features,
-        window=assessment.window,
-    )
+    """The verdict part of an assessment, as batch answers carry it."""
+    return DriftSummary(**assessment.verdict_fields())
 
 
 def _prediction(assessment: Assessment, warnings: list[str]) -> PredictResponse:
-    summary = _summary(assessment)
     return PredictResponse(
-        drift_detected=summary.drift_detected,
-        drift_score=summary.drift_score,
-        severity=summary.severity,
-        feature_scores=summary.feature_scores,
         timestamp=assessment.evaluated_at,
         monitor=assessment.monitor.name,
-        window=summary.window,
-        drifted_features=summary.drifted_features,
         warnings=warnings,
+        **assessment.verdict_fields(),
     )
 
 
@@ -281,6 +267,11 @@ async def monitor_events(request: web.Request) -> web.Response:
     return await _batch(request, request.match_info["name"], path=True)
 
 
+def _column_problem(name: str, slug: str, message: str) -> ProblemError:
+    field = f"columns.{name}"
+    return ProblemError(422, slug, f"{field}: {message}", [FieldError(field, message)])
+
+
 def _unpacked(monitor: Monitor, name: str, values: list[Any] | bytes) -> Sequence[Any] | Vector:
     """A column as sent, or a packed numeric column as float64s."""
     if not isinstance(values, bytes):
@@ -288,20 +279,10 @@ def _unpacked(monitor: Monitor, name: str, values: list[Any] | bytes) -> Sequenc
     feature = monitor.layout.features.get(name)
     if feature is not None and feature.kind != "numeric":
         message = "a categorical feature needs a list of values, not packed numbers"
-        raise ProblemError(
-            422,
-            "invalid-column",
-            f"columns.{name}: {message}",
-            [FieldError(f"columns.{name}", message)],
-        )
+        raise _column_problem(name, "invalid-column", message)
     if len(values) % 8:
         message = f"packed numbers need a multiple of 8 bytes (float64), got {len(values)}"
-        raise ProblemError(
-            422,
-            "invalid-column",
-            f"columns.{name}: {message}",
-            [FieldError(f"columns.{name}", message)],
-        )
+        raise _column_problem(name, "invalid-column", message)
     return np.frombuffer(values, dtype="<f8").astype(np.float64, copy=False)
 
 
@@ -319,12 +300,7 @@ async def monitor_columns(request: web.Request) -> web.Response:
         if len(values) != size:
             first = next(iter(columns))
             message = f"expected {size} values (as many as {first!r} has), got {len(values)}"
-            raise ProblemError(
-                422,
-                "ragged-columns",
-                f"columns.{name}: {message}",
-                [FieldError(f"columns.{name}", message)],
-            )
+            raise _column_problem(name, "ragged-columns", message)
     _check_batch_size(size, engine.settings.limits.max_batch_events, "columns")
     try:
         result = await engine.ingest_columns(

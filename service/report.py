@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -222,6 +223,18 @@ class Assessment:
         """Effect size per feature, in layout order."""
         return {name: f.score for name, f in self.evaluation.features.items()}
 
+    def verdict_fields(self) -> dict[str, Any]:
+        """The verdict as every answer states it (report, predict, batch)."""
+        verdict = self.evaluation.verdict
+        return {
+            "drift_detected": verdict.drift_detected,
+            "drift_score": verdict.drift_score,
+            "severity": verdict.severity,
+            "feature_scores": self.feature_scores,
+            "drifted_features": self.drifted_features,
+            "window": self.window,
+        }
+
 
 def assess(monitor: Monitor, totals: WindowTotals) -> Assessment:
     """Evaluate the window totals (see `evaluate`) and note the window they cover."""
@@ -271,17 +284,11 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
             window_proportions=_proportions(window_counts),
             **(_moments(slots, vector, test.n) if numeric else {}),
         )
-    verdict = evaluation.verdict
     return DriftReport(
         monitor=monitor.name,
         model=monitor.model,
-        drift_detected=verdict.drift_detected,
-        drift_score=verdict.drift_score,
-        severity=verdict.severity,
-        feature_scores=assessment.feature_scores,
-        drifted_features=assessment.drifted_features,
         alpha=evaluation.alpha,
-        window=assessment.window,
         features=features,
         evaluated_at=assessment.evaluated_at,
+        **assessment.verdict_fields(),
     )
