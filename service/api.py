@@ -72,7 +72,9 @@ def encode(payload: Any, status: int = 200) -> web.Response:
 
 def _check_content_type(request: web.Request, allowed: Sequence[str]) -> None:
     # A request without a Content-Type is read as JSON; a different type is refused.
-    if request.content_type not in allowed and request.headers.get("Content-Type"):
+    # Most clients send the bare type: that needs no parsing.
+    raw = request.headers.get("Content-Type")
+    if raw and raw not in allowed and request.content_type not in allowed:
         raise ProblemError(
             415,
             "unsupported-media-type",
@@ -81,14 +83,25 @@ def _check_content_type(request: web.Request, allowed: Sequence[str]) -> None:
         )
 
 
+_DECODERS: dict[tuple[object, bool], msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _decoder(
+    schema: object, msgpack: bool
+) -> msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]:
+    # A decoder per schema, built once: decode(body, type=...) looks the type up per call.
+    decoder = _DECODERS.get((schema, msgpack))
+    if decoder is None:
+        decoder = msgspec.msgpack.Decoder(schema) if msgpack else msgspec.json.Decoder(schema)
+        _DECODERS[(schema, msgpack)] = decoder
+    return decoder
+
+
 def decode_body(body: bytes, schema: type[T], *, msgpack: bool = False) -> T:
     """Decode JSON (or msgpack) into `schema`: 400 when malformed, 422 naming the bad field."""
-    if not body.strip():
-        raise ProblemError(400, "malformed-json", "request body is empty; expected JSON")
     try:
-        if msgpack:
-            return msgspec.msgpack.decode(body, type=schema)
-        return msgspec.json.decode(body, type=schema)
+        decoded: T = _decoder(schema, msgpack).decode(body)
+        return decoded
     except msgspec.ValidationError as exc:
         error = field_error(exc)
         raise ProblemError(
@@ -96,6 +109,10 @@ def decode_body(body: bytes, schema: type[T], *, msgpack: bool = False) -> T:
         ) from None
     except msgspec.DecodeError as exc:
         kind = "msgpack" if msgpack else "JSON"
+        if not body.strip():
+            raise ProblemError(
+                400, f"malformed-{kind.lower()}", f"request body is empty; expected {kind}"
+            ) from None
         raise ProblemError(
             400, f"malformed-{kind.lower()}", f"request body is not valid {kind}: {exc}"
         ) from None
