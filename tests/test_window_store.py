@@ -91,6 +91,14 @@ async def server_keys(request: pytest.FixtureRequest, monitor: str) -> list[byte
 
 
 @pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisWindowStore]:
+    """A Redis window store with the default settings, closed after the test."""
+    store = RedisWindowStore.from_url(redis_url)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
 async def raw_redis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
     client = redis.asyncio.Redis.from_url(redis_url)
     yield client
@@ -411,39 +419,35 @@ def assert_consistent(key: Key) -> None:
     assert np.array_equal(key.totals, key.slots[occupied].sum(axis=0))
 
 
-async def test_backends_agree_to_the_bit(redis_url: str, fake_clock: SettableClock) -> None:
+async def test_backends_agree_to_the_bit(
+    redis_store: RedisWindowStore, fake_clock: SettableClock
+) -> None:
     rng = np.random.default_rng(5)
     spec = make_spec(width=8, window=3600, bucket=60)
-    store = RedisWindowStore.from_url(redis_url)
-    try:
-        memory = MemoryWindowStore(clock=lambda: fake_clock.now)
-        current = spec.bucket_of(await store_now(store))
-        for i in range(40):
-            deltas = {
-                current - (i % 4) * 60: big(rng, 8),
-                current - (i % 7) * 60: counts(rng, 8),
-                current + (i % 5) * 60: counts(rng, 8),  # up to 4 minutes ahead
-            }
-            from_redis = await store.apply(spec, deltas)
-            fake_clock.set(from_redis.totals.now)  # the memory store at Redis's moment
-            from_memory = await memory.apply(spec, deltas)
-            assert np.array_equal(from_redis.totals.vector, from_memory.totals.vector)
-            assert from_redis.late_buckets == from_memory.late_buckets
-    finally:
-        await store.close()
+    memory = MemoryWindowStore(clock=lambda: fake_clock.now)
+    current = spec.bucket_of(await store_now(redis_store))
+    for i in range(40):
+        deltas = {
+            current - (i % 4) * 60: big(rng, 8),
+            current - (i % 7) * 60: counts(rng, 8),
+            current + (i % 5) * 60: counts(rng, 8),  # up to 4 minutes ahead
+        }
+        from_redis = await redis_store.apply(spec, deltas)
+        fake_clock.set(from_redis.totals.now)  # the memory store at Redis's moment
+        from_memory = await memory.apply(spec, deltas)
+        assert np.array_equal(from_redis.totals.vector, from_memory.totals.vector)
+        assert from_redis.late_buckets == from_memory.late_buckets
 
 
-async def test_redis_ttl_of_the_window_key(redis_url: str, raw_redis: redis.asyncio.Redis) -> None:
+async def test_redis_ttl_of_the_window_key(
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+) -> None:
     spec = make_spec(width=2, window=3600, bucket=60)
     grace = grace_seconds(spec)
-    store = RedisWindowStore.from_url(redis_url)
-    try:
-        current = spec.bucket_of(await store_now(store))
-        buckets = [current - k * 60 for k in (0, 5, 30)]
-        await store.apply(spec, {b: vec(1, 1) for b in buckets})
-        await store.apply(spec, {buckets[-1]: vec(1, 1)})  # older bucket: TTL must not shrink
-    finally:
-        await store.close()
+    current = spec.bucket_of(await store_now(redis_store))
+    buckets = [current - k * 60 for k in (0, 5, 30)]
+    await redis_store.apply(spec, {b: vec(1, 1) for b in buckets})
+    await redis_store.apply(spec, {buckets[-1]: vec(1, 1)})  # older bucket: TTL must not shrink
 
     assert await monitor_keys(raw_redis, spec.monitor) == [window_key(spec, 300).encode()]
     # The key lives until its newest bucket has slid out, plus grace.
@@ -502,7 +506,7 @@ async def test_redis_unavailable_raises() -> None:
 
 
 async def test_redis_script_error_applies_nothing(
-    redis_url: str, raw_redis: redis.asyncio.Redis
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
 ) -> None:
     """A script that fails is not rolled back: its first write must be where it fails.
 
@@ -511,40 +515,32 @@ async def test_redis_script_error_applies_nothing(
     existing window or a new one, and reads still work.
     """
     spec, fresh = make_spec(width=2), make_spec(monitor="fresh", width=2)
-    store = RedisWindowStore.from_url(redis_url)
+    bucket = spec.bucket_of(await store_now(redis_store))
+    await redis_store.apply(spec, {bucket: vec(1, 2)})
+    before = await raw_redis.get(window_key(spec, 300))
+    await raw_redis.config_set("maxmemory", 1)
     try:
-        bucket = spec.bucket_of(await store_now(store))
-        await store.apply(spec, {bucket: vec(1, 2)})
-        before = await raw_redis.get(window_key(spec, 300))
-        await raw_redis.config_set("maxmemory", 1)
-        try:
-            for target in (spec, fresh):
-                with pytest.raises(StoreUnavailableError, match="maxmemory") as error:
-                    await store.apply(target, {bucket: vec(5, 5)})
-                assert error.value.__cause__ is not None
-            assert (await store.read(spec)).vector.tolist() == [1, 2]
-        finally:
-            await raw_redis.config_set("maxmemory", 0)
-        assert await raw_redis.get(window_key(spec, 300)) == before
-        assert await raw_redis.exists(window_key(fresh, 300)) == 0
-        assert (await store.apply(spec, {bucket: vec(5, 5)})).totals.vector.tolist() == [6, 7]
+        for target in (spec, fresh):
+            with pytest.raises(StoreUnavailableError, match="maxmemory") as error:
+                await redis_store.apply(target, {bucket: vec(5, 5)})
+            assert error.value.__cause__ is not None
+        assert (await redis_store.read(spec)).vector.tolist() == [1, 2]
     finally:
-        await store.close()
+        await raw_redis.config_set("maxmemory", 0)
+    assert await raw_redis.get(window_key(spec, 300)) == before
+    assert await raw_redis.exists(window_key(fresh, 300)) == 0
+    assert (await redis_store.apply(spec, {bucket: vec(5, 5)})).totals.vector.tolist() == [6, 7]
 
 
 async def test_redis_reloads_script_after_flush(
-    redis_url: str, raw_redis: redis.asyncio.Redis
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
 ) -> None:
     spec = make_spec(width=1)
-    store = RedisWindowStore.from_url(redis_url)
-    try:
-        bucket = spec.bucket_of(await store_now(store))
-        await store.apply(spec, {bucket: vec(1)})
-        await raw_redis.script_flush()
-        result = await store.apply(spec, {bucket: vec(2)})
-        assert np.array_equal(result.totals.vector, vec(3))
-    finally:
-        await store.close()
+    bucket = spec.bucket_of(await store_now(redis_store))
+    await redis_store.apply(spec, {bucket: vec(1)})
+    await raw_redis.script_flush()
+    result = await redis_store.apply(spec, {bucket: vec(2)})
+    assert np.array_equal(result.totals.vector, vec(3))
 
 
 def corruptions(spec: WindowSpec) -> dict[str, bytes]:
@@ -572,65 +568,53 @@ def corruptions(spec: WindowSpec) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("damage", list(corruptions(make_spec(width=2))))
 async def test_redis_heals_a_damaged_key(
-    redis_url: str, raw_redis: redis.asyncio.Redis, damage: str
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis, damage: str
 ) -> None:
     spec = make_spec(width=2)
-    store = RedisWindowStore.from_url(redis_url)
-    try:
-        current = spec.bucket_of(await store_now(store))
-        await store.apply(spec, {current: vec(1, 2)})
-        await raw_redis.set(window_key(spec, 300), corruptions(spec)[damage])
-        # A read drops what it cannot trust; it never fails.
-        assert (await store.read(spec)).vector.tolist() == [0, 0]
-        assert await raw_redis.exists(window_key(spec, 300)) == 0
+    current = spec.bucket_of(await store_now(redis_store))
+    await redis_store.apply(spec, {current: vec(1, 2)})
+    await raw_redis.set(window_key(spec, 300), corruptions(spec)[damage])
+    # A read drops what it cannot trust; it never fails.
+    assert (await redis_store.read(spec)).vector.tolist() == [0, 0]
+    assert await raw_redis.exists(window_key(spec, 300)) == 0
 
-        await raw_redis.set(window_key(spec, 300), corruptions(spec)[damage])
-        result = await store.apply(spec, {current: vec(10, 20), current - 60: vec(1, 1)})
-        assert result.totals.vector.tolist() == [11, 21]
-        assert (await store.read(spec)).vector.tolist() == [11, 21]
-        assert await raw_redis.strlen(window_key(spec, 300)) == window_bytes(spec, 300)
-        assert await raw_redis.pttl(window_key(spec, 300)) > 0
-        assert_consistent(await key_of(raw_redis, spec))
-    finally:
-        await store.close()
+    await raw_redis.set(window_key(spec, 300), corruptions(spec)[damage])
+    result = await redis_store.apply(spec, {current: vec(10, 20), current - 60: vec(1, 1)})
+    assert result.totals.vector.tolist() == [11, 21]
+    assert (await redis_store.read(spec)).vector.tolist() == [11, 21]
+    assert await raw_redis.strlen(window_key(spec, 300)) == window_bytes(spec, 300)
+    assert await raw_redis.pttl(window_key(spec, 300)) > 0
+    assert_consistent(await key_of(raw_redis, spec))
 
 
 async def test_redis_heals_a_key_of_another_type(
-    redis_url: str, raw_redis: redis.asyncio.Redis
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
 ) -> None:
     spec = make_spec(width=2)
     await raw_redis.hset(window_key(spec, 300), "wrong", "type")
-    store = RedisWindowStore.from_url(redis_url)
-    try:
-        assert (await store.read(spec)).vector.tolist() == [0, 0]
-        assert await raw_redis.exists(window_key(spec, 300)) == 0
-        await raw_redis.hset(window_key(spec, 300), "wrong", "type")
-        bucket = spec.bucket_of(await store_now(store))
-        result = await store.apply(spec, {bucket: vec(1, 2)})
-        assert result.totals.vector.tolist() == [1, 2]
-        assert await raw_redis.type(window_key(spec, 300)) == b"string"
-    finally:
-        await store.close()
+    assert (await redis_store.read(spec)).vector.tolist() == [0, 0]
+    assert await raw_redis.exists(window_key(spec, 300)) == 0
+    await raw_redis.hset(window_key(spec, 300), "wrong", "type")
+    bucket = spec.bucket_of(await store_now(redis_store))
+    result = await redis_store.apply(spec, {bucket: vec(1, 2)})
+    assert result.totals.vector.tolist() == [1, 2]
+    assert await raw_redis.type(window_key(spec, 300)) == b"string"
 
 
 async def test_redis_starts_afresh_when_the_key_expired(
-    redis_url: str, raw_redis: redis.asyncio.Redis
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
 ) -> None:
     spec = make_spec(width=2)
-    store = RedisWindowStore.from_url(redis_url)
-    try:
-        current = spec.bucket_of(await store_now(store))
-        await store.apply(spec, {current: vec(1, 2), current - 60: vec(10, 20)})
-        await raw_redis.delete(window_key(spec, 300))  # as if its TTL had fired
-        assert (await store.read(spec)).vector.tolist() == [0, 0]
-        result = await store.apply(spec, {current: vec(100, 100)})
-        assert result.totals.vector.tolist() == [100, 100]
-    finally:
-        await store.close()
+    current = spec.bucket_of(await store_now(redis_store))
+    await redis_store.apply(spec, {current: vec(1, 2), current - 60: vec(10, 20)})
+    await raw_redis.delete(window_key(spec, 300))  # as if its TTL had fired
+    assert (await redis_store.read(spec)).vector.tolist() == [0, 0]
+    result = await redis_store.apply(spec, {current: vec(100, 100)})
+    assert result.totals.vector.tolist() == [100, 100]
 
 
 async def test_redis_common_path_costs_three_commands_whatever_the_width(
-    redis_url: str, raw_redis: redis.asyncio.Redis
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
 ) -> None:
     """EVALSHA, TIME and one BITFIELD per apply; EVALSHA, TIME and GETRANGE per read.
 
@@ -646,23 +630,19 @@ async def test_redis_common_path_costs_three_commands_whatever_the_width(
         ignored = {"cmdstat_config|resetstat", "cmdstat_info"}
         return {k[8:]: int(v["calls"]) for k, v in stats.items() if k not in ignored}
 
-    store = RedisWindowStore.from_url(redis_url)
-    try:
-        for width in (1, 900):
-            spec = make_spec(monitor=f"w{width}", width=width)
-            for _ in range(3):  # again if a bucket boundary passes in between
-                bucket = spec.bucket_of(await store_now(store))
-                first = await commands(store.apply(spec, {bucket: np.ones(width)}))
-                applied = await commands(store.apply(spec, {bucket: np.ones(width)}))
-                read = await commands(store.read(spec))
-                if spec.bucket_of(await store_now(store)) == bucket:
-                    break
-            # A new window: the optimistic BITFIELD, then SET, BITFIELD, GETRANGE.
-            assert first == {"evalsha": 1, "time": 1, "bitfield": 2, "set": 1, "getrange": 1}
-            assert applied == {"evalsha": 1, "time": 1, "bitfield": 1}
-            assert read == {"evalsha": 1, "time": 1, "getrange": 1}
-    finally:
-        await store.close()
+    for width in (1, 900):
+        spec = make_spec(monitor=f"w{width}", width=width)
+        for _ in range(3):  # again if a bucket boundary passes in between
+            bucket = spec.bucket_of(await store_now(redis_store))
+            first = await commands(redis_store.apply(spec, {bucket: np.ones(width)}))
+            applied = await commands(redis_store.apply(spec, {bucket: np.ones(width)}))
+            read = await commands(redis_store.read(spec))
+            if spec.bucket_of(await store_now(redis_store)) == bucket:
+                break
+        # A new window: the optimistic BITFIELD, then SET, BITFIELD, GETRANGE.
+        assert first == {"evalsha": 1, "time": 1, "bitfield": 2, "set": 1, "getrange": 1}
+        assert applied == {"evalsha": 1, "time": 1, "bitfield": 1}
+        assert read == {"evalsha": 1, "time": 1, "getrange": 1}
 
 
 async def test_redis_memory_is_fixed_by_the_layout(
