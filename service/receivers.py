@@ -76,8 +76,15 @@ def load_receivers(directory: Path) -> dict[str, list[Receiver]]:
     return receivers
 
 
+# Cloud metadata services outside the link-local ranges: AWS's IPv6 instance metadata
+# endpoint (in fd00::/8, unique-local) and Alibaba Cloud's (in the shared 100.64/10).
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200")
+)
+
+
 def link_local_target(url: str) -> str | None:
-    """The link-local address (cloud metadata range) a URL resolves to, if any."""
+    """The link-local or cloud-metadata address a URL resolves to, if any."""
     try:
         host = urlsplit(url).hostname or ""
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
@@ -89,7 +96,7 @@ def link_local_target(url: str) -> str | None:
         address = ipaddress.ip_address(info[4][0])
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # ::ffff:169.254.169.254 reaches 169.254.169.254
-        if address.is_link_local:
+        if address.is_link_local or address in METADATA_ADDRESSES:
             return str(address)
     return None
 

@@ -584,6 +584,10 @@ def test_link_local_targets_are_recognised() -> None:
     assert link_local_target("http://[fe80::a9fe:a9fe]/") is not None
     # Written as an IPv4-mapped IPv6 address, it still reaches the metadata service.
     assert link_local_target("http://[::ffff:169.254.169.254]/latest") is not None
+    # Metadata services outside the link-local ranges: AWS over IPv6, Alibaba Cloud.
+    assert link_local_target("http://[fd00:ec2::254]/latest/meta-data/") == "fd00:ec2::254"
+    assert link_local_target("http://100.100.100.200/latest/meta-data/") == "100.100.100.200"
+    assert link_local_target("http://[fd00:ec2::253]/") is None  # its neighbours are not
     assert link_local_target("http://127.0.0.1:9093/") is None
     assert link_local_target("https://localhost/hook") is None
     assert link_local_target("http://10.0.0.1/") is None
