@@ -30,6 +30,7 @@ from .receivers import (
     AlertWindow,
     DriftedFeature,
     Receiver,
+    VettingResolver,
     link_local_target,
     render_request,
 )
@@ -129,7 +130,12 @@ class AlertDispatcher:
         are not posted again.
         """
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        connector = (
+            None
+            if self._settings.allow_link_local
+            else aiohttp.TCPConnector(resolver=VettingResolver())
+        )
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self._session = session
             try:
                 while not stopping.is_set():

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from .drift import Severity
 
@@ -83,6 +85,16 @@ METADATA_ADDRESSES = frozenset(
 )
 
 
+def refused_address(text: str) -> str | None:
+    """The address, when it is link-local or a cloud metadata service's; else None."""
+    address = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone (fe80::1%eth0)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:169.254.169.254 reaches 169.254.169.254
+    if address.is_link_local or address in METADATA_ADDRESSES:
+        return str(address)
+    return None
+
+
 def link_local_target(url: str) -> str | None:
     """The link-local or cloud-metadata address a URL resolves to, if any."""
     try:
@@ -93,12 +105,39 @@ def link_local_target(url: str) -> str | None:
     except ValueError:
         return None  # not a valid host (bad IDNA label, bad IP literal): the POST refuses it
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # ::ffff:169.254.169.254 reaches 169.254.169.254
-        if address.is_link_local or address in METADATA_ADDRESSES:
-            return str(address)
+        refused = refused_address(str(info[4][0]))
+        if refused is not None:
+            return refused
     return None
+
+
+class VettingResolver(AbstractResolver):
+    """Resolves host names like `inner`, leaving out link-local and metadata addresses.
+
+    `link_local_target` checks a URL before the POST; this checks the addresses the
+    connection then uses, so a name that resolves differently the second time (DNS
+    rebinding) cannot reach a metadata service either.
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The addresses of `host` that may be connected to; OSError when none may."""
+        kept = [
+            r
+            for r in await self._inner.resolve(host, port, family)
+            if not refused_address(r["host"])
+        ]
+        if not kept:
+            raise OSError(f"refused: {host} resolves only to link-local or metadata addresses")
+        return kept
+
+    async def close(self) -> None:
+        """Release the inner resolver."""
+        await self._inner.close()
 
 
 # ------------------------------------------------------------------- payloads

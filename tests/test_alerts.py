@@ -12,15 +12,19 @@ import hashlib
 import hmac
 import json
 import random
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 import redis.asyncio
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from support import wait_until
 
 from service.alert_store import (
@@ -43,6 +47,7 @@ from service.receivers import (
     DriftedFeature,
     Receiver,
     ReceiverConfigError,
+    VettingResolver,
     alertmanager_alerts,
     link_local_target,
     load_receivers,
@@ -594,3 +599,65 @@ def test_link_local_targets_are_recognised() -> None:
     # Hosts nobody can resolve or connect to are not link-local (the POST refuses them).
     assert link_local_target("http://a..b/hook") is None
     assert link_local_target("http://[zz]/hook") is None
+
+
+class _Zone(AbstractResolver):
+    """A DNS zone of fixed answers: the boundary a rebinding attacker controls."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=a, port=port, family=family, proto=0, flags=0)
+            for a in self.answers[host]
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_vetting_resolver_keeps_ordinary_addresses_of_real_names() -> None:
+    resolver = VettingResolver()
+    try:
+        found = await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()
+    assert found and all(r["host"] in ("127.0.0.1", "::1") for r in found)
+
+
+async def test_connections_never_reach_metadata_addresses_a_name_resolves_to() -> None:
+    # The URL check resolves a name once; the connection resolves it again. A name that
+    # answers a metadata address the second time must not be connected to.
+    hits: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        hits.append(request.host)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    zone = _Zone(
+        {
+            "receiver.test": ["169.254.169.254", "127.0.0.1"],
+            "metadata.test": ["169.254.169.254", "fd00:ec2::254"],
+        }
+    )
+    connector = aiohttp.TCPConnector(resolver=VettingResolver(zone))
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.post(f"http://receiver.test:{port}/", data=b"{}") as response:
+                assert response.status == 200
+            with pytest.raises(aiohttp.ClientConnectorError) as refused:
+                await session.post(f"http://metadata.test:{port}/", data=b"{}")
+            assert "link-local or metadata" in str(refused.value.os_error)
+    finally:
+        await runner.cleanup()
+    assert hits == [f"receiver.test:{port}"]
