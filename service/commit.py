@@ -148,11 +148,11 @@ class GroupCommitter:
         self._pending: dict[tuple[str, str], _Batch] = {}
         self._flushers: dict[tuple[str, str], asyncio.Task[None]] = {}
         # Durable submissions the last flush of each layout answered: in a steady state
-        # the same clients come back, so a batch that holds as many flushes at once.
+        # the same clients come back, so a batch holding as many is sent without waiting.
         self._answered: dict[tuple[str, str], int] = {}
         self._closed = False
 
-    def _batch(self, monitor: Monitor) -> tuple[tuple[str, str], _Batch]:
+    def _batch(self, monitor: Monitor) -> _Batch:
         if self._closed:
             raise CommitterClosedError("shutting down")
         # Key by layout too: events binned under an old layout are flushed under it.
@@ -162,7 +162,7 @@ class GroupCommitter:
             batch = self._pending[key] = _Batch(monitor, self._answered.get(key, 0))
         if key not in self._flushers:
             self._flushers[key] = asyncio.create_task(self._flusher(key), name=f"flush:{key[0]}")
-        return key, batch
+        return batch
 
     def _wait(self, batch: _Batch) -> asyncio.Future[FlushOutcome]:
         if batch.future is None:
@@ -179,7 +179,7 @@ class GroupCommitter:
 
         Async rows must be valid (`plainly_valid`): nobody would hear of an error.
         """
-        _, batch = self._batch(monitor)
+        batch = self._batch(monitor)
         batch.rows.append(row)
         if row.durable:
             return self._wait(batch), len(batch.rows) - 1
@@ -198,7 +198,7 @@ class GroupCommitter:
         Durable submissions get the future of their flush (it fails with
         StoreUnavailableError when the flush does); async ones get None.
         """
-        _, batch = self._batch(monitor)
+        batch = self._batch(monitor)
         count = batch.add_binned(events) if isinstance(events, list) else batch.add_dense(events)
         if durable:
             return self._wait(batch)

@@ -33,7 +33,7 @@ from .binning import (
 from .commit import GroupCommitter, Row
 from .drift import Severity
 from .lifecycle import pause
-from .monitor import Monitor
+from .monitor import EVENTS_SLOT, Monitor
 from .registry import MonitorRegistry, UnknownMonitorError
 from .report import Assessment, DriftReport, assess, drift_report
 from .settings import Settings
@@ -146,7 +146,7 @@ class DriftEngine:
         last = self._assessments.get(monitor.name)
         if last is not None:
             previous, at = last
-            events = round(float(totals.vector[0]))
+            events = round(float(totals.vector[EVENTS_SLOT]))
             if (
                 previous.monitor is monitor
                 and abs(events - previous.evaluation.events)
@@ -155,11 +155,13 @@ class DriftEngine:
                 and time.monotonic() - at < REASSESS_SECONDS
             ):
                 return previous
-        assessment = assess(monitor, totals)
-        self._remember(monitor, assessment)
-        return assessment
+        return self._assess(monitor, totals)
 
-    def _remember(self, monitor: Monitor, assessment: Assessment, *, recheck: bool = False) -> None:
+    def _assess(
+        self, monitor: Monitor, totals: WindowTotals, *, recheck: bool = False
+    ) -> Assessment:
+        """Assess the totals, publish the result and offer its severity to the alerts."""
+        assessment = assess(monitor, totals)
         self._assessments[monitor.name] = (assessment, time.monotonic())
         self.telemetry.observe(assessment)
         severity = assessment.evaluation.verdict.severity
@@ -168,6 +170,7 @@ class DriftEngine:
         if stale and monitor.name not in self._observing:
             task = asyncio.create_task(self._observe(monitor, assessment))
             self._observing[monitor.name] = task
+        return assessment
 
     async def _observe(self, monitor: Monitor, assessment: Assessment) -> None:
         """Offer the assessment's severity to the shared alert state (compare-and-set)."""
@@ -441,16 +444,12 @@ class DriftEngine:
 
     async def assessment(self, monitor: Monitor, *, recheck: bool = False) -> Assessment:
         """Read the monitor's window and assess it (`recheck`: offer it to the alert state)."""
-        assessment = assess(monitor, await self._read(monitor))
-        self._remember(monitor, assessment, recheck=recheck)
-        return assessment
+        return self._assess(monitor, await self._read(monitor), recheck=recheck)
 
     async def report(self, monitor: Monitor) -> DriftReport:
         """Read the monitor's window and report on it in full."""
         totals = await self._read(monitor)
-        assessment = assess(monitor, totals)
-        self._remember(monitor, assessment)
-        return drift_report(assessment, totals)
+        return drift_report(self._assess(monitor, totals), totals)
 
     async def forget(self, name: str) -> None:
         """Delete a monitor's window data (every layout), loaded or not.
