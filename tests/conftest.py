@@ -1,12 +1,16 @@
-"""Shared fixtures: a real redis-server for the session, and window stores of each kind."""
+"""Shared fixtures: a real redis-server and Kubernetes API server for the session, stores."""
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
+from k8s_support import KubeTarget
+from kube_cluster import control_plane
 from pytest_redis import factories
 
 from service.memory_store import MemoryWindowStore
@@ -81,3 +85,31 @@ async def window_store(
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeTarget]:
+    """The Kubernetes API server of the live suites.
+
+    KUBECONFIG set: that cluster (kind, k3d, ...). Else KUBEBUILDER_ASSETS set (the envtest
+    convention): a throwaway control plane on 127.0.0.1 for the session. Else skipped,
+    saying so.
+    """
+    if shutil.which("kubectl") is None:
+        pytest.fail("kubectl is not on PATH: the live Kubernetes suites drive it", pytrace=False)
+    configured = os.environ.get("KUBECONFIG")
+    if configured:
+        yield KubeTarget(Path(configured.split(os.pathsep)[0]), True, f"KUBECONFIG={configured}")
+        return
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if not assets:
+        reason = (
+            "no Kubernetes API server: set KUBEBUILDER_ASSETS to envtest binaries "
+            "(`setup-envtest use 1.28.x -p path`) or KUBECONFIG to a cluster"
+        )
+        print(f"\n[k8s] skipped: {reason}")
+        pytest.skip(reason)
+    with control_plane(Path(assets), tmp_path_factory.mktemp("k8s")) as plane:
+        where = f"envtest control plane at {plane.server} from {assets}"
+        print(f"\n[k8s] {where}")
+        yield KubeTarget(plane.kubeconfig, plane.controller_manager, where)

@@ -31,9 +31,9 @@ from aioprometheus.collectors import Histogram
 from controller.render import (
     encode_monitor_config,
     monitor_key,
-    monitors_of_service,
     render_autoscaler,
     render_monitor_config,
+    service_traffic,
 )
 from controller.settings import ENVIRONMENT as CONTROLLER_ENVIRONMENT
 from controller.settings import load_controller_settings
@@ -566,6 +566,9 @@ def test_network_policies_admit_what_the_service_needs() -> None:
     assert https and any("ipBlock" in t for t in https[0]["to"]), "alert webhooks over HTTPS"
 
     redis_policy = one(docs, "NetworkPolicy", "driftline-redis")
+    # Redis calls no one: Egress is enforced, with no rule admitting anything.
+    assert "Egress" in redis_policy["spec"]["policyTypes"]
+    assert not redis_policy["spec"].get("egress")
     (redis_rule,) = redis_policy["spec"]["ingress"]
     (peer,) = redis_rule["from"]
     assert matches(peer["podSelector"], pod_labels(service))
@@ -814,9 +817,8 @@ def test_example_renders_through_the_operator_into_what_the_base_service_loads(
     ]
     settings = load_controller_settings(environ=container_env(controller, base))
     namespace = monitor["metadata"]["namespace"]
-    hpa = render_autoscaler(
-        namespace, spec.service, monitors_of_service([monitor], spec.service), settings
-    )
+    serving = list(service_traffic(monitor).values())
+    hpa = render_autoscaler(namespace, spec.service, serving, settings)
     kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
     target = hpa["spec"]["scaleTargetRef"]
     assert one(base, target["kind"], target["name"]) is service_deployment(base)
