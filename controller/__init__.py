@@ -13,8 +13,24 @@ import kopf
 from lightkube import AsyncClient, ConfigError, KubeConfig
 
 from .kube import KubeApi
-from .operator import DriftMonitorOperator, build_registry, operator_settings
+from .operator import STATUS_TIMER, DriftMonitorOperator, build_registry, operator_settings
 from .settings import ControllerSettings
+
+
+class QuietTimerSuccess(logging.Filter):
+    """Drops kopf's line for each successful status refresh.
+
+    kopf logs every successful timer run at INFO: with a status refresh per monitor every
+    30 s that is a line per monitor per interval, forever, and says nothing new. Failures
+    and every other handler's lines still pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for the timer's success lines."""
+        return not (
+            record.levelno == logging.INFO
+            and record.getMessage() == f"Timer '{STATUS_TIMER}' succeeded."
+        )
 
 
 def run(settings: ControllerSettings) -> int:
@@ -35,6 +51,7 @@ def run(settings: ControllerSettings) -> int:
         log_refkey="object",
     )
     logging.getLogger().setLevel(settings.log_level)
+    logging.getLogger("kopf.objects").addFilter(QuietTimerSuccess())
     # lightkube's HTTP client logs every request at INFO: a line per API call.
     logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.getLogger().level))
     operator = DriftMonitorOperator(

@@ -7,9 +7,11 @@ session carries the timeout (ControllerSettings.service_timeout).
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import msgspec
@@ -30,15 +32,47 @@ class DriftSummary(msgspec.Struct, frozen=True):
     drift_score: float
     drifted_features: list[str]
     window: WindowSummary
-    evaluated_at: str
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceFailure:
     """Why a call to the drift service gave no answer; `reason` is a condition reason."""
 
-    reason: Literal["ServiceUnreachable", "MonitorNotLoaded", "ServiceError"]
+    reason: Literal["ServiceUnreachable", "MonitorNotLoaded", "ServiceError", "ServiceUrlRefused"]
     message: str
+
+
+def refused_service_url(
+    url: str, namespace: str, *, cluster_domain: str, extra_hosts: Sequence[str]
+) -> ServiceFailure | None:
+    """Why the operator must not call `url` for a monitor of `namespace`, or None.
+
+    Anyone who may create a DriftMonitor chooses its serviceUrl, and the operator sends
+    GET and DELETE there: by default only services of the monitor's own namespace
+    (`<name>.<namespace>.svc[.<cluster_domain>]`) are called, plus the hosts the
+    operator's settings allow.
+    """
+    not_http = ServiceFailure("ServiceUrlRefused", f"serviceUrl {url!r} is not an http(s) URL")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        return not_http
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or parts.username or parts.password:
+        return not_http
+    local = (f".{namespace}.svc", f".{namespace}.svc.{cluster_domain}")
+    label = host.split(".", 1)[0]
+    if label and any(host == label + suffix for suffix in local):
+        return None
+    if any(fnmatch.fnmatchcase(host, pattern) for pattern in extra_hosts):
+        return None
+    return ServiceFailure(
+        "ServiceUrlRefused",
+        f"serviceUrl host {host!r} is not a service of namespace {namespace!r} "
+        f"(<name>.{namespace}.svc) nor allowed by the operator's "
+        "DRIFTLINE_CONTROLLER_SERVICE_HOSTS",
+    )
 
 
 def _problem_detail(body: bytes) -> str:

@@ -69,5 +69,11 @@ def monitor_inputs(monitor: Mapping[str, Any]) -> dict[InputKey, InputUse]:
 
 
 def monitors_to_refresh(uses: Iterable[InputUse], revision: str) -> list[str]:
-    """Monitors that last read another revision of the input ("" when it is deleted)."""
-    return sorted({use.monitor for use in uses if use.revision != revision})
+    """Monitors that last read another revision of the input ("" when it is deleted).
+
+    A monitor that has not been reconciled yet (revision None) is left alone: its first
+    reconcile reads the input as it is then, and touching it would only queue a second.
+    """
+    return sorted(
+        {use.monitor for use in uses if use.revision is not None and use.revision != revision}
+    )

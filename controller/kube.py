@@ -1,9 +1,11 @@
 """The operator's only door to the Kubernetes API: a few calls over lightkube's AsyncClient.
 
-Everything else in the operator works on plain data. Writes to objects several
-DriftMonitors share use server-side apply: each monitor applies its own key with its own
-field manager, so monitors never overwrite each other's keys, and applying an empty
-configuration with a monitor's manager removes exactly the keys that monitor owned.
+Everything else in the operator works on plain data. The ConfigMap and Secret that
+several DriftMonitors share are written one key at a time with JSON merge patches
+(`{"data": {"<monitor>.json": ...}}`, `null` to remove it): each touches only its own
+key, so monitors never overwrite each other, and the cost of a write does not grow with
+the number of monitors (server-side apply with a field manager per monitor did: 0.4 s a
+write at 200 monitors on the API server, which then timed out under load).
 """
 
 from __future__ import annotations
@@ -75,8 +77,9 @@ def _keyed_values(obj: ConfigMap | Secret) -> dict[str, bytes]:
 class KubeApi:
     """The Kubernetes calls the operator makes, returning and taking plain data."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, field_manager: str = "driftline-controller") -> None:
         self._client = client
+        self._field_manager = field_manager
 
     @classmethod
     def from_environment(cls) -> KubeApi:
@@ -108,57 +111,54 @@ class KubeApi:
         *,
         key: str,
         value: bytes,
-        field_manager: str,
         labels: Mapping[str, str],
     ) -> None:
-        """Set one key of a shared ConfigMap or Secret, owned by `field_manager`."""
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": kind,
-            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-        }
-        if kind == "Secret":
-            body["type"] = "Opaque"
-            body["data"] = {key: base64.b64encode(value).decode()}
-        else:
-            body["data"] = {key: value.decode()}
-        await self._apply_keyed(kind, body, field_manager)
+        """Set one key of a shared ConfigMap or Secret, creating the object when it is absent."""
+        encoded = base64.b64encode(value).decode() if kind == "Secret" else value.decode()
+        for _ in range(3):  # created or deleted by someone else meanwhile: try again
+            if await self._merge_key(kind, namespace, name, {key: encoded}):
+                return
+            body: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": kind,
+                "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+                "data": {key: encoded},
+            }
+            if kind == "Secret":
+                body["type"] = "Opaque"
+            try:
+                async with _api_call(f"create {kind} {namespace}/{name}"):
+                    created = cast(ConfigMap | Secret, _KEYED_RESOURCES[kind].from_dict(body))
+                    await self._client.create(created, field_manager=self._field_manager)
+                return
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+        raise KubeError(f"{kind} {namespace}/{name} kept appearing and disappearing", 409)
 
-    async def _apply_keyed(self, kind: KeyedKind, body: dict[str, Any], field_manager: str) -> None:
-        # Server-side apply: the object ends up with exactly the fields each manager sent.
-        name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-        async with _api_call(f"apply {kind} {namespace}/{name}"):
-            await self._client.patch(
-                _KEYED_RESOURCES[kind],
-                name,
-                body,
-                namespace=namespace,
-                patch_type=PatchType.APPLY,
-                field_manager=field_manager,
-                force=True,
-            )
+    async def release_key(self, kind: KeyedKind, namespace: str, name: str, *, key: str) -> None:
+        """Remove one key of a shared ConfigMap or Secret (nothing when absent)."""
+        await self._merge_key(kind, namespace, name, {key: None})
 
-    async def release_keys(
-        self, kind: KeyedKind, namespace: str, name: str, *, field_manager: str
-    ) -> None:
-        """Remove every field `field_manager` applied to a shared object (if it exists)."""
-        if await self.read_keyed(kind, namespace, name) is None:
-            return  # applying would create an empty object
-        body = {
-            "apiVersion": "v1",
-            "kind": kind,
-            "metadata": {"name": name, "namespace": namespace},
-        }
-        await self._apply_keyed(kind, body, field_manager)
-
-    async def list_monitors(self, namespace: str) -> list[dict[str, Any]]:
-        """Every DriftMonitor of a namespace, as plain objects."""
-        async with _api_call(f"list {PLURAL} in {namespace}"):
-            # Generic resources are dicts of the decoded JSON.
-            return [
-                dict(item)
-                async for item in self._client.list(DriftMonitorResource, namespace=namespace)
-            ]
+    async def _merge_key(
+        self, kind: KeyedKind, namespace: str, name: str, data: Mapping[str, str | None]
+    ) -> bool:
+        """Merge `data` into the object's data; False when the object does not exist."""
+        try:
+            async with _api_call(f"patch {kind} {namespace}/{name}"):
+                await self._client.patch(
+                    _KEYED_RESOURCES[kind],
+                    name,
+                    {"data": dict(data)},
+                    namespace=namespace,
+                    patch_type=PatchType.MERGE,
+                    field_manager=self._field_manager,
+                )
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def apply_autoscaler(self, autoscaler: Mapping[str, Any], *, field_manager: str) -> None:
         """Create or update a HorizontalPodAutoscaler from its full desired state."""

@@ -25,7 +25,15 @@ import aiohttp
 import kopf
 import msgspec
 
-from .drift_service import DriftSummary, ServiceFailure, fetch_drift_summary, forget_window
+from service.receivers import VettingResolver
+
+from .drift_service import (
+    DriftSummary,
+    ServiceFailure,
+    fetch_drift_summary,
+    forget_window,
+    refused_service_url,
+)
 from .inputs import (
     INPUT_CHANGED_ANNOTATION,
     InputKey,
@@ -39,17 +47,18 @@ from .render import (
     MANAGED_LABELS,
     InvalidInputError,
     MissingInputError,
+    ServiceMonitor,
     alert_secret_names,
     alerts_secret_name,
     encode_monitor_config,
-    field_manager,
     monitor_key,
     monitors_config_map_name,
-    monitors_of_service,
     render_alerts,
     render_autoscaler,
     render_monitor_config,
     resolve_baseline,
+    service_traffic,
+    serving_monitors,
 )
 from .settings import ControllerSettings
 from .spec import (
@@ -76,25 +85,32 @@ from .status import (
     report_status,
     severity_change,
     severity_event,
+    status_holds,
 )
 
-# Field managers of what the operator writes as a whole (shared keys use field_manager()).
+# Field managers: what the reconcile writes (keys, HPA, conditions) and the status timer.
 CONTROLLER_MANAGER = "driftline-controller"
 REPORT_MANAGER = "driftline-controller-report"
 FINALIZER = "driftline.io/finalizer"
 # kopf's own annotations (handler progress, last handled spec). Not `driftline.io`:
 # kopf hides its prefix from change detection, and driftline.io/input-changed must count.
 KOPF_ANNOTATION_PREFIX = "kopf.driftline.io"
-# Retry delays (s): inputs may appear any moment; API trouble is usually brief.
-MISSING_INPUT_DELAY = 30.0
+# Retry delay (s) after an API error: usually brief. A missing input is not retried on a
+# timer: its creation is a watch event that re-reconciles the monitor at once.
 API_ERROR_DELAY = 10.0
 # The finalizer tries the window deletion this often, then lets the keys' TTL clean up,
 # so an unreachable service (e.g. a namespace being deleted) cannot block deletion.
 WINDOW_DELETE_ATTEMPTS = 3
 WINDOW_DELETE_DELAY = 5.0
+# Drift service calls in flight at once: hundreds of status timers firing together (an
+# operator restart) queue here instead of timing out on an overloaded service.
+SERVICE_CALLS = 16
 MEMO_KEY = "driftline"
+STATUS_TIMER = "refresh-status"
 # kopf passes each index to handlers as a keyword named after the index handler's id.
 INPUTS_INDEX = "monitor_inputs"
+TRAFFIC_INDEX = "service_traffic"
+TrafficIndex = kopf.Index[tuple[str, str], ServiceMonitor]
 
 
 @dataclass(slots=True)
@@ -143,6 +159,11 @@ def _temporary(condition: Condition, delay: float) -> StepOutcome:
     return StepOutcome(condition, kopf.TemporaryError(condition.message, delay=delay))
 
 
+def _waiting(condition: Condition) -> StepOutcome:
+    # Done for now: the input's watch event re-reconciles when it appears.
+    return StepOutcome(condition)
+
+
 def _permanent(condition: Condition) -> StepOutcome:
     return StepOutcome(condition, kopf.PermanentError(condition.message))
 
@@ -175,7 +196,9 @@ def operator_settings() -> kopf.OperatorSettings:
     settings.persistence.diffbase_storage = SpecDigestDiffBaseStorage(
         prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
-    # Handler progress at INFO would be an Event per reconcile; warnings and errors only.
+    # Handler failures and warnings become Events (`kubectl describe dm` shows why a
+    # monitor failed); progress at INFO would be an Event per reconcile.
+    settings.posting.loggers = True
     settings.posting.level = logging.WARNING
     # One operator replica and no peering CRDs (the Deployment runs exactly one pod).
     settings.peering.standalone = True
@@ -198,6 +221,11 @@ class DriftMonitorOperator:
         # The HPA is sized from all monitors of a service: one sizing at a time per
         # service, so a deletion and a creation cannot interleave list and write.
         self._service_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Whether each monitor's config rendered, as this process last decided; monitors
+        # it has not seen yet are judged by their status.
+        self._renders: dict[tuple[str, str], bool] = {}
+        self._reconciles = asyncio.Semaphore(settings.max_concurrent_reconciles)
+        self._service_calls = asyncio.Semaphore(SERVICE_CALLS)
         self._instance = socket.gethostname()
 
     @property
@@ -219,8 +247,10 @@ class DriftMonitorOperator:
     async def startup(self, logger: kopf.Logger, **_: Any) -> None:
         """Open the Kubernetes and HTTP clients in kopf's event loop."""
         self._kube = self._kube_factory()
+        # Drift services are reached by name; link-local and metadata addresses never.
         self._http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.settings.service_timeout)
+            timeout=aiohttp.ClientTimeout(total=self.settings.service_timeout),
+            connector=aiohttp.TCPConnector(resolver=VettingResolver()),
         )
         logger.info("driftline controller settings: %s", msgspec.to_builtins(self.settings))
 
@@ -235,8 +265,24 @@ class DriftMonitorOperator:
 
     # ------------------------------------------------------------------ reconcile
 
-    async def reconcile(self, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        """Render the monitor's config, alerts and autoscaler; write its conditions."""
+    def _refused(self, namespace: str, url: str) -> ServiceFailure | None:
+        return refused_service_url(
+            url,
+            namespace,
+            cluster_domain=self.settings.cluster_domain,
+            extra_hosts=self.settings.service_hosts,
+        )
+
+    async def reconcile(self, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        """Render the monitor's config, alerts and autoscaler; write its conditions.
+
+        A monitor whose config cannot be rendered is withdrawn: its keys are released
+        and its traffic leaves the autoscaler's sums until its spec or inputs change.
+        """
+        async with self._reconciles:
+            await self._reconcile(body, memo, kwargs[TRAFFIC_INDEX])
+
+    async def _reconcile(self, body: kopf.Body, memo: kopf.Memo, index: TrafficIndex) -> None:
         monitor = _plain(body)
         metadata = monitor["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
@@ -244,20 +290,28 @@ class DriftMonitorOperator:
             spec = parse_spec(monitor.get("spec"))
         except SpecError as exc:
             invalid = Condition(CONFIG_RENDERED, "False", "InvalidSpec", str(exc))
-            await self._write_reconciled(monitor, memo, [invalid], {}, None)
+            service = str(monitor.get("spec", {}).get("service", DEFAULT_SERVICE))
+            await self._withdraw(namespace, name, service)
+            sizing = await self._size_autoscaler(namespace, service, index)
+            await self._write_reconciled(monitor, memo, [invalid, sizing.condition], {}, None)
             raise kopf.PermanentError(str(exc)) from exc
         inputs: dict[str, str] = {}
-        steps = [
-            await self._render_config(namespace, name, spec, inputs),
-            await self._render_alerts(namespace, name, spec, inputs),
-            await self._size_autoscaler(namespace, spec.service),
-        ]
+        config = await self._render_config(namespace, name, spec, inputs)
+        if isinstance(config.error, kopf.PermanentError):
+            await self._withdraw(namespace, name, spec.service)
+            alerts = StepOutcome(
+                Condition(
+                    ALERTS_READY, "False", "ConfigInvalid", "not rendered: " + str(config.error)
+                )
+            )
+        else:
+            self._renders[namespace, name] = True
+            alerts = await self._render_alerts(namespace, name, spec, inputs)
+        sizing = await self._size_autoscaler(namespace, spec.service, index)
+        steps = [config, alerts, sizing]
+        url = service_url(spec.service, namespace, spec.service_url)
         await self._write_reconciled(
-            monitor,
-            memo,
-            [s.condition for s in steps],
-            inputs,
-            service_url(spec.service, namespace, spec.service_url),
+            monitor, memo, [s.condition for s in steps], inputs, url, self._refused(namespace, url)
         )
         temporary = [s.error for s in steps if isinstance(s.error, kopf.TemporaryError)]
         if temporary:
@@ -267,6 +321,21 @@ class DriftMonitorOperator:
         for step in steps:
             if step.error is not None:
                 raise step.error
+
+    async def _withdraw(self, namespace: str, name: str, service: str) -> None:
+        """Release a monitor's keys and leave it out of its service's autoscaler."""
+        self._renders[namespace, name] = False
+        try:
+            await self._release(namespace, name, service)
+        except KubeError as exc:
+            raise kopf.TemporaryError(str(exc), delay=API_ERROR_DELAY) from exc
+
+    async def _release(self, namespace: str, name: str, service: str) -> None:
+        key = monitor_key(name)
+        await self.kube.release_key(
+            "ConfigMap", namespace, monitors_config_map_name(service), key=key
+        )
+        await self.kube.release_key("Secret", namespace, alerts_secret_name(service), key=key)
 
     async def _read_inputs(
         self, kind: KeyedKind, namespace: str, names: Iterable[str], inputs: dict[str, str]
@@ -298,14 +367,10 @@ class DriftMonitorOperator:
                 config_map,
                 key=key,
                 value=data,
-                field_manager=field_manager(name),
                 labels=MANAGED_LABELS,
             )
         except MissingInputError as exc:
-            return _temporary(
-                Condition(CONFIG_RENDERED, "False", "BaselineNotFound", str(exc)),
-                MISSING_INPUT_DELAY,
-            )
+            return _waiting(Condition(CONFIG_RENDERED, "False", "BaselineNotFound", str(exc)))
         except InvalidInputError as exc:
             return _permanent(Condition(CONFIG_RENDERED, "False", "InvalidConfig", str(exc)))
         except KubeError as exc:
@@ -336,13 +401,10 @@ class DriftMonitorOperator:
                 secret,
                 key=key,
                 value=msgspec.json.encode(document),
-                field_manager=field_manager(name),
                 labels=MANAGED_LABELS,
             )
         except MissingInputError as exc:
-            return _temporary(
-                Condition(ALERTS_READY, "False", "SecretNotFound", str(exc)), MISSING_INPUT_DELAY
-            )
+            return _waiting(Condition(ALERTS_READY, "False", "SecretNotFound", str(exc)))
         except InvalidInputError as exc:
             return _permanent(Condition(ALERTS_READY, "False", "InvalidAlert", str(exc)))
         except KubeError as exc:
@@ -359,11 +421,18 @@ class DriftMonitorOperator:
             )
         )
 
-    async def _resize_autoscaler(self, namespace: str, service: str) -> dict[str, Any] | None:
-        """Size the service's HPA from its live monitors; delete it when none is left."""
+    async def _resize_autoscaler(
+        self, namespace: str, service: str, index: TrafficIndex
+    ) -> dict[str, Any] | None:
+        """Size the service's HPA from its serving monitors; delete it when none is left.
+
+        The monitors come from kopf's index of every DriftMonitor's traffic, kept from the
+        watch: sizing costs no API call but the HPA's own (a no-op when unchanged).
+        """
         lock = self._service_locks.setdefault((namespace, service), asyncio.Lock())
         async with lock:
-            monitors = monitors_of_service(await self.kube.list_monitors(namespace), service)
+            rendered = {n: ok for (ns, n), ok in self._renders.items() if ns == namespace}
+            monitors = serving_monitors(index.get((namespace, service), []), rendered)
             if not monitors:
                 await self.kube.delete_autoscaler(namespace, service)
                 return None
@@ -371,16 +440,23 @@ class DriftMonitorOperator:
             await self.kube.apply_autoscaler(autoscaler, field_manager=CONTROLLER_MANAGER)
             return autoscaler
 
-    async def _size_autoscaler(self, namespace: str, service: str) -> StepOutcome:
+    async def _size_autoscaler(
+        self, namespace: str, service: str, index: TrafficIndex
+    ) -> StepOutcome:
         try:
-            autoscaler = await self._resize_autoscaler(namespace, service)
+            autoscaler = await self._resize_autoscaler(namespace, service, index)
         except KubeError as exc:
             return _temporary(
                 Condition(AUTOSCALING_READY, "False", "ApiError", str(exc)), API_ERROR_DELAY
             )
-        if autoscaler is None:  # this monitor is being deleted
+        if autoscaler is None:  # no monitor of the service runs (this one is withdrawn)
             return StepOutcome(
-                Condition(AUTOSCALING_READY, "False", "Deleting", "the monitor is being deleted")
+                Condition(
+                    AUTOSCALING_READY,
+                    "False",
+                    "NoServingMonitors",
+                    "no monitor of the service runs",
+                )
             )
         spec, annotations = autoscaler["spec"], autoscaler["metadata"]["annotations"]
         return StepOutcome(
@@ -401,6 +477,7 @@ class DriftMonitorOperator:
         reconciled: list[Condition],
         inputs: Mapping[str, str],
         url: str | None,
+        refusal: ServiceFailure | None = None,
     ) -> None:
         memory = _memory(memo)
         metadata = monitor["metadata"]
@@ -409,7 +486,7 @@ class DriftMonitorOperator:
         memory.reconciled = reconciled if complete else None
         ready = ready_condition(
             reconciled,
-            memory.probe,
+            refusal or memory.probe,
             service_url=url or "",
             previous_ready=_find(previous, READY),
         )
@@ -421,6 +498,8 @@ class DriftMonitorOperator:
             ),
             "inputRevisions": dict(inputs),
         }
+        if status_holds(monitor.get("status", {}), status):
+            return
         try:
             await self.kube.apply_monitor_status(
                 metadata["namespace"], metadata["name"], status, field_manager=CONTROLLER_MANAGER
@@ -444,7 +523,10 @@ class DriftMonitorOperator:
             return  # the reconcile reports it
         namespace, name = metadata["namespace"], metadata["name"]
         url = service_url(spec.service, namespace, spec.service_url)
-        answer = await fetch_drift_summary(self.http, url, name)
+        answer = self._refused(namespace, url)
+        if answer is None:
+            async with self._service_calls:
+                answer = await fetch_drift_summary(self.http, url, name)
         memory = _memory(memo)
         memory.probe = answer
         previous = _previous_conditions(monitor)
@@ -464,14 +546,16 @@ class DriftMonitorOperator:
             **fields,
             "conditions": condition_entries([ready], previous, generation=generation, now=now),
         }
-        try:
-            await self.kube.apply_monitor_status(
-                namespace, name, status, field_manager=REPORT_MANAGER
-            )
-        except KubeError as exc:
-            raise kopf.TemporaryError(
-                f"status not written: {exc}", delay=self.settings.status_interval
-            ) from exc
+        # Nothing a person reads changed: no write, so idle monitors cost etcd nothing.
+        if not status_holds(current, status):
+            try:
+                await self.kube.apply_monitor_status(
+                    namespace, name, status, field_manager=REPORT_MANAGER
+                )
+            except KubeError as exc:
+                raise kopf.TemporaryError(
+                    f"status not written: {exc}", delay=self.settings.status_interval
+                ) from exc
         if not isinstance(answer, DriftSummary):
             return
         known = memory.severity if memory.severity is not None else current.get("severity")
@@ -488,7 +572,9 @@ class DriftMonitorOperator:
 
     # ------------------------------------------------------------------- delete
 
-    async def finalize(self, body: kopf.Body, retry: int, logger: kopf.Logger, **_: Any) -> None:
+    async def finalize(
+        self, body: kopf.Body, retry: int, logger: kopf.Logger, **kwargs: Any
+    ) -> None:
         """Drop the monitor's window, its keys in the shared objects, and resize the HPA."""
         monitor = _plain(body)
         metadata = monitor["metadata"]
@@ -496,34 +582,34 @@ class DriftMonitorOperator:
         raw_spec = monitor.get("spec", {})
         service = raw_spec.get("service", DEFAULT_SERVICE)
         url = service_url(service, namespace, raw_spec.get("serviceUrl"))
-        failure = await forget_window(self.http, url, name)
+        failure = self._refused(namespace, url)
+        if failure is None:
+            async with self._service_calls:
+                failure = await forget_window(self.http, url, name)
         if failure is not None:
-            if retry + 1 < WINDOW_DELETE_ATTEMPTS:
+            if failure.reason != "ServiceUrlRefused" and retry + 1 < WINDOW_DELETE_ATTEMPTS:
                 raise kopf.TemporaryError(failure.message, delay=WINDOW_DELETE_DELAY)
             logger.warning(
-                "window of monitor %s not deleted after %d attempts (%s); its Redis keys "
-                "expire with their TTL",
+                "window of monitor %s not deleted (%s); its Redis keys expire with their TTL",
                 name,
-                WINDOW_DELETE_ATTEMPTS,
                 failure.message,
             )
         try:
-            manager = field_manager(name)
-            await self.kube.release_keys(
-                "ConfigMap", namespace, monitors_config_map_name(service), field_manager=manager
-            )
-            await self.kube.release_keys(
-                "Secret", namespace, alerts_secret_name(service), field_manager=manager
-            )
-            await self._resize_autoscaler(namespace, service)
+            await self._release(namespace, name, service)
+            await self._resize_autoscaler(namespace, service, kwargs[TRAFFIC_INDEX])
         except KubeError as exc:
             raise kopf.TemporaryError(str(exc), delay=API_ERROR_DELAY) from exc
+        self._renders.pop((namespace, name), None)
 
     # ------------------------------------------------------------------- inputs
 
     def index_inputs(self, body: kopf.Body, **_: Any) -> dict[InputKey, InputUse]:
         """Index entries: each ConfigMap and Secret the monitor reads -> the monitor."""
         return monitor_inputs(_plain(body))
+
+    def index_traffic(self, body: kopf.Body, **_: Any) -> dict[tuple[str, str], ServiceMonitor]:
+        """Index entry: the monitor's service -> its declared traffic (for HPA sizing)."""
+        return service_traffic(_plain(body))
 
     def reads_input(
         self, resource: kopf.Resource, name: str, namespace: str | None, **kwargs: Any
@@ -575,12 +661,13 @@ def build_registry(operator: DriftMonitorOperator) -> kopf.OperatorRegistry:
     kopf.on.cleanup(registry=registry)(operator.cleanup)
     monitors = (API_GROUP, API_VERSION, PLURAL)
     kopf.index(*monitors, id=INPUTS_INDEX, registry=registry)(operator.index_inputs)
+    kopf.index(*monitors, id=TRAFFIC_INDEX, registry=registry)(operator.index_traffic)
     for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on(*monitors, id="reconcile", registry=registry)(operator.reconcile)
     kopf.on.delete(*monitors, id="finalize", registry=registry)(operator.finalize)
     kopf.timer(
         *monitors,
-        id="refresh-status",
+        id=STATUS_TIMER,
         interval=operator.settings.status_interval,
         registry=registry,
     )(operator.refresh_status)

@@ -64,11 +64,6 @@ def monitor_key(monitor: str) -> str:
     return f"{monitor}.json"
 
 
-def field_manager(monitor: str) -> str:
-    """The server-side apply field manager that owns one DriftMonitor's keys."""
-    return f"driftline-monitor/{monitor}"
-
-
 # ------------------------------------------------------------------------- baseline
 
 
@@ -173,7 +168,11 @@ def alert_secret_names(spec: MonitorSpec) -> list[str]:
 
 
 def _secret_value(
-    ref: KeyRef, secrets: Mapping[str, KeyedObject | None], what: str, missing: list[str]
+    ref: KeyRef,
+    secrets: Mapping[str, KeyedObject | None],
+    what: str,
+    missing: list[str],
+    invalid: list[str],
 ) -> str | None:
     secret = secrets.get(ref.name)
     if secret is None:
@@ -185,8 +184,9 @@ def _secret_value(
     try:
         # `kubectl create secret --from-file` keeps a file's final newline: drop it.
         return secret.values[ref.key].decode().strip()
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"Secret {ref.name!r} key {ref.key!r} ({what}): not UTF-8") from exc
+    except UnicodeDecodeError:
+        invalid.append(f"Secret {ref.name!r} key {ref.key!r} ({what}): not UTF-8")
+        return None
 
 
 def render_alerts(spec: MonitorSpec, secrets: Mapping[str, KeyedObject | None]) -> dict[str, Any]:
@@ -195,22 +195,31 @@ def render_alerts(spec: MonitorSpec, secrets: Mapping[str, KeyedObject | None]) 
     Messages name Secrets and keys, never their values: URLs and keys are secrets.
     """
     missing: list[str] = []
+    invalid: list[str] = []
     receivers: list[dict[str, Any]] = []
     for alert in spec.alerts:
         receiver: dict[str, Any] = {"name": alert.name, "type": alert.type}
-        url = _secret_value(alert.url_secret_ref, secrets, f"URL of alert {alert.name!r}", missing)
+        url = _secret_value(
+            alert.url_secret_ref, secrets, f"URL of alert {alert.name!r}", missing, invalid
+        )
         if url is not None and not url.startswith(("http://", "https://")):
-            raise InvalidInputError(
+            invalid.append(
                 f"Secret {alert.url_secret_ref.name!r} key {alert.url_secret_ref.key!r} "
                 f"(URL of alert {alert.name!r}): must start with http:// or https://"
             )
         receiver["url"] = url
         if alert.signing_secret_ref is not None:
             receiver["signing_secret"] = _secret_value(
-                alert.signing_secret_ref, secrets, f"signing key of alert {alert.name!r}", missing
+                alert.signing_secret_ref,
+                secrets,
+                f"signing key of alert {alert.name!r}",
+                missing,
+                invalid,
             )
         receiver["min_severity"] = alert.min_severity
         receivers.append(receiver)
+    if invalid:
+        raise InvalidInputError("; ".join(invalid))
     if missing:
         raise MissingInputError("; ".join(missing))
     document = {"receivers": receivers}
@@ -264,24 +273,54 @@ class ServiceMonitor:
 
     name: str
     traffic: TrafficSpec
+    # Its status says its current generation could not be rendered (see recorded_invalid).
+    recorded_invalid: bool = False
 
 
-def monitors_of_service(
-    monitors: Iterable[Mapping[str, Any]], service: str
+# ConfigRendered reasons of a monitor that cannot run: it neither serves nor counts.
+INVALID_REASONS = frozenset({"InvalidSpec", "InvalidConfig"})
+
+
+def recorded_invalid(monitor: Mapping[str, Any]) -> bool:
+    """Whether the monitor's status says its current generation cannot be rendered."""
+    generation = monitor.get("metadata", {}).get("generation")
+    for condition in monitor.get("status", {}).get("conditions", []):
+        if isinstance(condition, Mapping) and condition.get("type") == "ConfigRendered":
+            return (
+                condition.get("status") == "False"
+                and condition.get("reason") in INVALID_REASONS
+                and condition.get("observedGeneration") == generation
+            )
+    return False
+
+
+def service_traffic(monitor: Mapping[str, Any]) -> dict[tuple[str, str], ServiceMonitor]:
+    """Index entry of a DriftMonitor (raw object): (namespace, service) -> its traffic.
+
+    None while it is being deleted: its traffic leaves the autoscaler's sums.
+    """
+    metadata = monitor.get("metadata", {})
+    if metadata.get("deletionTimestamp"):
+        return {}
+    spec = monitor.get("spec", {})
+    try:
+        traffic = msgspec.convert(spec.get("traffic", {}), TrafficSpec)
+    except msgspec.ValidationError:
+        traffic = TrafficSpec()  # the CRD schema refuses this; count no traffic
+    key = (metadata.get("namespace", ""), spec.get("service", DEFAULT_SERVICE))
+    return {key: ServiceMonitor(metadata.get("name", ""), traffic, recorded_invalid(monitor))}
+
+
+def serving_monitors(
+    entries: Iterable[ServiceMonitor], rendered: Mapping[str, bool]
 ) -> list[ServiceMonitor]:
-    """The DriftMonitors (raw objects) that target `service` and are not being deleted."""
-    found: list[ServiceMonitor] = []
-    for monitor in monitors:
-        metadata = monitor.get("metadata", {})
-        spec = monitor.get("spec", {})
-        if metadata.get("deletionTimestamp") or spec.get("service", DEFAULT_SERVICE) != service:
-            continue
-        try:
-            traffic = msgspec.convert(spec.get("traffic", {}), TrafficSpec)
-        except msgspec.ValidationError:
-            traffic = TrafficSpec()  # the CRD schema refuses this; count no traffic
-        found.append(ServiceMonitor(metadata.get("name", ""), traffic))
-    return sorted(found, key=lambda m: m.name)
+    """The monitors a service runs, by name: those whose config rendered.
+
+    `rendered` is what this operator process decided; a monitor it has not handled yet
+    is judged by its status.
+    """
+    found = {m.name: m for m in entries if rendered.get(m.name, not m.recorded_invalid)}
+    return [found[name] for name in sorted(found)]
 
 
 def _rate(value: float) -> str:

@@ -26,12 +26,21 @@ class ControllerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     min_replicas: Replicas = 2
     max_replicas: Replicas = 20
     cpu_utilization: Annotated[int, msgspec.Meta(ge=1, le=100)] = 70
+    # Reconciles in flight at once: a burst of DriftMonitors (kubectl apply of hundreds,
+    # or an operator restart) queues here instead of overloading the API server.
+    max_concurrent_reconciles: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
     # How often each DriftMonitor's status is refreshed from its drift service.
     status_interval: PositiveFloat = 30.0
     # Timeout of each call to a drift service (drift report, window deletion).
     service_timeout: PositiveFloat = 5.0
     # kopf's liveness probe, e.g. http://0.0.0.0:8081/healthz; unset serves nothing.
     liveness_endpoint: str | None = None
+    # The cluster's DNS domain: a DriftMonitor may name `<service>.<its namespace>.svc`
+    # or `<service>.<its namespace>.svc.<cluster_domain>` as its serviceUrl host.
+    cluster_domain: str = "cluster.local"
+    # More serviceUrl hosts the operator may call (shell patterns, e.g. `*.internal`).
+    # Empty: only services in the monitor's own namespace.
+    service_hosts: tuple[str, ...] = ()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def __post_init__(self) -> None:
@@ -51,10 +60,16 @@ ENVIRONMENT: dict[str, str] = {
     "DRIFTLINE_CONTROLLER_MAX_REPLICAS": "max_replicas",
     "DRIFTLINE_CONTROLLER_CPU_UTILIZATION": "cpu_utilization",
     "DRIFTLINE_CONTROLLER_STATUS_INTERVAL": "status_interval",
+    "DRIFTLINE_CONTROLLER_MAX_CONCURRENT_RECONCILES": "max_concurrent_reconciles",
     "DRIFTLINE_CONTROLLER_SERVICE_TIMEOUT": "service_timeout",
     "DRIFTLINE_CONTROLLER_LIVENESS_ENDPOINT": "liveness_endpoint",
+    "DRIFTLINE_CONTROLLER_CLUSTER_DOMAIN": "cluster_domain",
+    "DRIFTLINE_CONTROLLER_SERVICE_HOSTS": "service_hosts",
     "DRIFTLINE_LOG_LEVEL": "log_level",
 }
+
+
+LISTS = frozenset({"namespaces", "service_hosts"})
 
 
 class ControllerSettingsError(ValueError):
@@ -66,8 +81,8 @@ def load_controller_settings(
 ) -> ControllerSettings:
     """Decode settings from environment variables, then overrides (flags); later wins.
 
-    `DRIFTLINE_CONTROLLER_NAMESPACES` is comma-separated; an override of None or an
-    empty sequence leaves the field to the environment.
+    `DRIFTLINE_CONTROLLER_NAMESPACES` and `…_SERVICE_HOSTS` are comma-separated; an
+    override of None or an empty sequence leaves the field to the environment.
     """
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
@@ -77,7 +92,7 @@ def load_controller_settings(
         if value == "":
             continue
         data[field] = (
-            [n.strip() for n in value.split(",") if n.strip()] if field == "namespaces" else value
+            [n.strip() for n in value.split(",") if n.strip()] if field in LISTS else value
         )
         origin[field] = variable
     for field, value in overrides.items():

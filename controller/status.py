@@ -25,12 +25,16 @@ ALERTS_READY = "AlertsReady"
 RECONCILED_CONDITIONS = (CONFIG_RENDERED, ALERTS_READY, AUTOSCALING_READY)
 # Ready reasons that come from asking the drift service (the rest from reconciling).
 SERVICE_REASONS = frozenset(
-    {"Monitoring", "ServiceUnreachable", "MonitorNotLoaded", "ServiceError"}
+    {"Monitoring", "ServiceUnreachable", "MonitorNotLoaded", "ServiceError", "ServiceUrlRefused"}
 )
 SEVERITY_RANK = {"none": 0, "warning": 1, "critical": 2}
 EVENT_REASON = "SeverityChanged"
 REPORTING_CONTROLLER = "driftline.io/controller"
 EVENT_NOTE_LIMIT = 1024  # events.k8s.io/v1 refuses longer notes
+# The status shows the verdict at the precision a person reads it: every write is an
+# etcd write and a watch event for every client, so noise below this is not written.
+SCORE_DECIMALS = 2
+EVENTS_SIGNIFICANT_DIGITS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,23 @@ def condition_entries(
     return entries
 
 
+def status_holds(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether the status already shows every desired field (conditions compared by type).
+
+    Writing what is already there would still be a write: a new resourceVersion, a watch
+    event for every client, and with server-side apply a change of field ownership.
+    """
+    for key, value in desired.items():
+        if key != "conditions":
+            if current.get(key) != value:
+                return False
+            continue
+        shown = {c.get("type"): c for c in current.get("conditions", []) if isinstance(c, Mapping)}
+        if any(shown.get(entry["type"]) != entry for entry in value):
+            return False
+    return True
+
+
 def conditions_from_status(
     entries: Sequence[Mapping[str, Any]], types: Iterable[str]
 ) -> list[Condition] | None:
@@ -115,11 +136,7 @@ def ready_condition(
         return Condition(READY, "False", probe.reason, probe.message)
     if isinstance(probe, DriftSummary):
         return Condition(
-            READY,
-            "True",
-            "Monitoring",
-            f"the drift service at {service_url} reports severity {probe.severity} "
-            f"over {probe.window.events} events",
+            READY, "True", "Monitoring", f"the drift service at {service_url} reports on it"
         )
     if previous_ready is not None and previous_ready.get("reason") in SERVICE_REASONS:
         return Condition(
@@ -133,24 +150,37 @@ def ready_condition(
     )
 
 
+def coarse_count(events: int) -> int:
+    """An event count to two significant digits (1234 -> 1200); below 100 exact."""
+    digits = len(str(abs(events)))
+    if digits <= EVENTS_SIGNIFICANT_DIGITS:
+        return events
+    return int(round(events, EVENTS_SIGNIFICANT_DIGITS - digits))
+
+
 def report_status(summary: DriftSummary) -> dict[str, Any]:
-    """The status fields that show the drift service's latest verdict."""
+    """The status fields that show the drift service's latest verdict, as people read them.
+
+    The score is rounded and the event count coarse, so a monitor whose verdict holds
+    writes nothing: freshness is in the service's metrics, not in etcd.
+    """
     status: dict[str, Any] = {
         "severity": summary.severity,
         "driftedFeatures": list(summary.drifted_features),
-        "windowEvents": summary.window.events,
-        "lastEvaluated": summary.evaluated_at,
+        "windowEvents": coarse_count(summary.window.events),
     }
     # JSON has no NaN or infinity; a score that is not finite is left out.
     if math.isfinite(summary.drift_score):
-        status["driftScore"] = summary.drift_score
+        status["driftScore"] = round(summary.drift_score, SCORE_DECIMALS)
     return status
+
+
+REPORT_FIELDS = ("severity", "driftScore", "driftedFeatures", "windowEvents")
 
 
 def carried_report_status(status: Mapping[str, Any]) -> dict[str, Any]:
     """The verdict fields already in a status, to re-apply when the service gave none."""
-    keys = ("severity", "driftScore", "driftedFeatures", "windowEvents", "lastEvaluated")
-    return {key: status[key] for key in keys if key in status}
+    return {key: status[key] for key in REPORT_FIELDS if key in status}
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +225,8 @@ def severity_event(
     return {
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+        # A name prefix must itself be a valid name: it ends in "-", not ".".
+        "metadata": {"generateName": f"{metadata['name']}-", "namespace": metadata["namespace"]},
         "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": instance[:128],

@@ -368,13 +368,20 @@ def build_monitor(
             pick(feature.warning_threshold, warning),
             pick(feature.critical_threshold, critical),
         )
+    min_drifted = pick(config.min_drifted_features, defaults.min_drifted_features)
+    if min_drifted > len(profile.features):
+        # Such a monitor could never call drift: refuse it rather than watch in silence.
+        raise MonitorConfigError(
+            f"{source}: min_drifted_features: {min_drifted} is more than the baseline's "
+            f"{len(profile.features)} features; at most {len(profile.features)} is allowed"
+        )
     policy = Policy(
         thresholds=base,
         feature_thresholds=feature_thresholds,
         alpha=pick(config.alpha, defaults.alpha),
         bonferroni=pick(config.bonferroni, defaults.bonferroni),
         min_samples=pick(config.min_samples, defaults.min_samples),
-        min_drifted_features=pick(config.min_drifted_features, defaults.min_drifted_features),
+        min_drifted_features=min_drifted,
         alert_cooldown_seconds=pick(config.alert_cooldown_seconds, defaults.alert_cooldown_seconds),
     )
     layout = Layout.of(profile)

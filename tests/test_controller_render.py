@@ -22,13 +22,15 @@ from controller.render import (
     CONFIG_MAP_LIMIT,
     InvalidInputError,
     MissingInputError,
+    ServiceMonitor,
     alert_secret_names,
     encode_monitor_config,
-    monitors_of_service,
     render_alerts,
     render_autoscaler,
     render_monitor_config,
     resolve_baseline,
+    service_traffic,
+    serving_monitors,
     size_autoscaler,
 )
 from controller.settings import ControllerSettings
@@ -340,25 +342,55 @@ def raw_monitor(name: str, service: str | None, expected: float, **metadata: Any
     spec: dict[str, Any] = {"traffic": {"expectedEventsPerSecond": expected}}
     if service is not None:
         spec["service"] = service
-    return {"metadata": {"name": name, **metadata}, "spec": spec}
+    return {"metadata": {"name": name, "namespace": "ml", **metadata}, "spec": spec}
 
 
-def test_only_live_monitors_of_the_service_count() -> None:
-    monitors = [
-        raw_monitor("b", None, 10),  # default service
-        raw_monitor("a", "driftline", 20),
-        raw_monitor("c", "other", 30),
-        raw_monitor("d", "driftline", 40, deletionTimestamp="2025-01-01T00:00:00Z"),
-    ]
-    found = monitors_of_service(monitors, "driftline")
-    assert [m.name for m in found] == ["a", "b"]
-    assert [m.traffic.expected_events_per_second for m in found] == [20, 10]
+def index_of(monitors: list[dict[str, Any]]) -> dict[tuple[str, str], list[ServiceMonitor]]:
+    """What kopf's traffic index holds for these monitors."""
+    index: dict[tuple[str, str], list[ServiceMonitor]] = {}
+    for monitor in monitors:
+        for key, entry in service_traffic(monitor).items():
+            index.setdefault(key, []).append(entry)
+    return index
+
+
+def invalid_status(generation: int, observed: int) -> dict[str, Any]:
+    condition = {
+        "type": "ConfigRendered",
+        "status": "False",
+        "reason": "InvalidConfig",
+        "observedGeneration": observed,
+    }
+    return {"generation": generation, "status": {"conditions": [condition]}}
+
+
+def test_only_live_rendered_monitors_of_the_service_count() -> None:
+    broken = raw_monitor("e", None, 50, generation=2)
+    broken["status"] = invalid_status(2, 2)["status"]
+    fixed_since = raw_monitor("f", None, 60, generation=3)  # invalid at generation 2 only
+    fixed_since["status"] = invalid_status(3, 2)["status"]
+    index = index_of(
+        [
+            raw_monitor("b", None, 10),  # default service
+            raw_monitor("a", "driftline", 20),
+            raw_monitor("c", "other", 30),
+            raw_monitor("d", "driftline", 40, deletionTimestamp="2025-01-01T00:00:00Z"),
+            broken,
+            fixed_since,
+        ]
+    )
+    assert set(index) == {("ml", "driftline"), ("ml", "other")}
+    found = serving_monitors(index[("ml", "driftline")], {})
+    assert [m.name for m in found] == ["a", "b", "f"]
+    assert [m.traffic.expected_events_per_second for m in found] == [20, 10, 60]
+    # What this process decided wins over the status (written a moment later).
+    decided = serving_monitors(index[("ml", "driftline")], {"e": True, "a": False})
+    assert [m.name for m in decided] == ["b", "e", "f"]
 
 
 def test_autoscaler_object_is_valid_for_kubernetes_1_28() -> None:
-    monitors = monitors_of_service(
-        [raw_monitor("a", None, 3000), raw_monitor("b", None, 2500)], "driftline"
-    )
+    index = index_of([raw_monitor("a", None, 3000), raw_monitor("b", None, 2500)])
+    monitors = serving_monitors(index[("ml", "driftline")], {})
     hpa = render_autoscaler("ml", "driftline", monitors, SETTINGS)
     kubernetes_validate.validate(hpa, "1.28", strict=True)
     assert hpa["metadata"]["name"] == "driftline"

@@ -159,6 +159,17 @@ def test_per_monitor_overrides_win() -> None:
     assert m.profile == load_baseline(EXAMPLE_DATA, bins=4, top_k=1)
 
 
+def test_more_drifted_features_than_the_baseline_has_is_refused() -> None:
+    # Such a monitor could never call drift; the example baseline has 8 features.
+    config = {"name": "m", "baseline": "examples/baseline_data.json", "min_drifted_features": 8}
+    assert make(config).policy.min_drifted_features == 8
+    with pytest.raises(
+        MonitorConfigError,
+        match=r"^test\.yaml: min_drifted_features: 9 is more than the baseline's 8 features",
+    ):
+        make({**config, "min_drifted_features": 9})
+
+
 def test_per_feature_thresholds() -> None:
     m = make(
         {

@@ -1,0 +1,821 @@
+"""The operator end to end on a real API server, against a real drift service.
+
+`driftline controller` runs as a process with the ServiceAccount token and RBAC of
+manifests/controller (so the least-privilege rules are what it really has), watching
+this module's namespaces. `driftline serve` runs as a process on Redis; `MountedObjects`
+copies the operator's ConfigMap and Secret into its directories as the kubelet's volume
+mount would (no kubelet runs here). Alerts go to a real HTTP receiver. Tests run in
+file order and share the processes; each creates the monitors it checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx2
+import pytest
+import yaml
+from k8s_support import (
+    DRIFTLINE,
+    ROOT,
+    KubeTarget,
+    MountedObjects,
+    Process,
+    WebhookReceiver,
+    condition,
+    free_port,
+    serve_process,
+    wait_for,
+)
+from lightkube import ApiError, Client, KubeConfig
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Secret
+from lightkube.types import PatchType
+
+from service.monitor import build_monitor, decode_monitor_config
+from service.settings import MonitorDefaults
+
+pytestmark = pytest.mark.k8s
+
+CRD_PATH = ROOT / "manifests" / "crd" / "driftmonitors.yaml"
+ROWS: list[dict[str, Any]] = json.loads((ROOT / "examples" / "baseline_data.json").read_text())[
+    :1000
+]
+DriftMonitor = create_namespaced_resource(
+    "driftline.io", "v1alpha1", "DriftMonitor", "driftmonitors"
+)
+STATUS_INTERVAL = 1.0  # the operator's status refresh in this module, seconds
+IDLE_MONITORS = 200
+
+
+# ------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def client(kube: KubeTarget) -> Client:
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
+    kube.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/driftmonitors.driftline.io"
+    )
+    return Client(config=KubeConfig.from_file(kube.kubeconfig), field_manager="driftline-tests")
+
+
+def new_namespace(client: Client, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    client.create(cast(Namespace, Namespace.from_dict({"metadata": {"name": name}})))
+    return name
+
+
+@pytest.fixture(scope="module")
+def namespaces(client: Client) -> Iterator[tuple[str, str]]:
+    """The namespace of most tests, and one the namespace-deletion test deletes."""
+    created = new_namespace(client, "op"), new_namespace(client, "doomed")
+    yield created
+    # On a cluster that outlives the session: the operator has stopped, so monitors left
+    # by a failed test lose their finalizer, and the namespaces go.
+    for name in created:
+        try:
+            for monitor in client.list(DriftMonitor, namespace=name):
+                client.patch(
+                    DriftMonitor,
+                    monitor["metadata"]["name"],
+                    {"metadata": {"finalizers": None}},
+                    namespace=name,
+                    patch_type=PatchType.MERGE,
+                )
+            client.delete(Namespace, name)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+
+
+@pytest.fixture(scope="module")
+def namespace(namespaces: tuple[str, str]) -> str:
+    return namespaces[0]
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as hook:
+        yield hook
+
+
+@pytest.fixture(scope="module")
+def service(
+    client: Client, namespace: str, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real drift service on Redis, fed the operator's objects as mounted files."""
+    directory = tmp_path_factory.mktemp("serve")
+    redis_url = f"redis://{redis_server.host}:{redis_server.port}/3"
+    mounts = {
+        "ConfigMap/driftline-monitors": directory / "monitors",
+        "Secret/driftline-alerts": directory / "alerts",
+    }
+    with serve_process(directory, redis_url) as url, MountedObjects(client, namespace, mounts):
+        # By name: a DriftMonitor's serviceUrl must name a host (the CRD refuses addresses).
+        yield url.replace("127.0.0.1", "localhost")
+
+
+def operator_kubeconfig(kube: KubeTarget, directory: Path) -> Path:
+    """A kubeconfig with a token of the operator's ServiceAccount (installed by manifests/)."""
+    kube.kubectl("apply", "-k", str(ROOT / "manifests"))
+    token = kube.kubectl(
+        "create", "token", "driftline-controller", "-n", "driftline", "--duration=2h"
+    ).stdout.strip()
+    config = yaml.safe_load(kube.kubeconfig.read_text())
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+    context["context"]["user"] = "driftline-controller"
+    config["users"] = [{"name": "driftline-controller", "user": {"token": token}}]
+    path = directory / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kube: KubeTarget, namespaces: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Process]:
+    directory = tmp_path_factory.mktemp("operator")
+    env = {
+        **kube.environment(),
+        "KUBECONFIG": str(operator_kubeconfig(kube, directory)),
+        "DRIFTLINE_CONTROLLER_STATUS_INTERVAL": str(STATUS_INTERVAL),
+        # The drift service of these tests listens on the loopback.
+        "DRIFTLINE_CONTROLLER_SERVICE_HOSTS": "localhost",
+        "DRIFTLINE_LOG_LEVEL": "INFO",
+    }
+    argv = [DRIFTLINE, "controller"]
+    for name in namespaces:
+        argv += ["--namespace", name]
+    process = Process("driftline controller", argv, env, directory / "controller.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+# -------------------------------------------------------------------------- helpers
+
+
+def baseline_config_map(namespace: str, name: str, rows: list[dict[str, Any]]) -> ConfigMap:
+    return cast(
+        ConfigMap,
+        ConfigMap.from_dict(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace},
+                "data": {"baseline_data.json": json.dumps(rows)},
+            }
+        ),
+    )
+
+
+def alert_secret(namespace: str, values: dict[str, str]) -> Secret:
+    return cast(
+        Secret,
+        Secret.from_dict(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "alerts", "namespace": namespace},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+            }
+        ),
+    )
+
+
+def monitor_object(
+    namespace: str, name: str, service_url: str, baseline: str = "baseline", **spec: Any
+) -> Any:
+    body = {
+        "apiVersion": "driftline.io/v1alpha1",
+        "kind": "DriftMonitor",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": f"{name}-model",
+            "serviceUrl": service_url,
+            "baseline": {"configMapKeyRef": {"name": baseline, "key": "baseline_data.json"}},
+            "traffic": {"expectedEventsPerSecond": 1000, "peakEventsPerSecond": 3000},
+            **spec,
+        },
+    }
+    return DriftMonitor.from_dict(body)
+
+
+def get_monitor(client: Client, namespace: str, name: str) -> dict[str, Any]:
+    return cast(dict[str, Any], client.get(DriftMonitor, name, namespace=namespace))
+
+
+def conditions_true(client: Client, namespace: str, name: str, *kinds: str) -> Any:
+    found = get_monitor(client, namespace, name)
+    states = [condition(found, kind) for kind in kinds]
+    return found if all(s and s["status"] == "True" for s in states) else None
+
+
+def with_condition(client: Client, namespace: str, name: str, kind: str, reason: str) -> Any:
+    entry = condition(get_monitor(client, namespace, name), kind)
+    return entry if entry and entry["reason"] == reason else None
+
+
+def config_key(client: Client, namespace: str, key: str) -> dict[str, Any] | None:
+    try:
+        data = client.get(ConfigMap, "driftline-monitors", namespace=namespace).data or {}
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise
+    return json.loads(data[key]) if key in data else None
+
+
+def alerts_key(client: Client, namespace: str, key: str) -> dict[str, Any] | None:
+    try:
+        data = client.get(Secret, "driftline-alerts", namespace=namespace).data or {}
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise
+    return json.loads(base64.b64decode(data[key])) if key in data else None
+
+
+def autoscaler(client: Client, namespace: str) -> HorizontalPodAutoscaler | None:
+    try:
+        return client.get(HorizontalPodAutoscaler, "driftline", namespace=namespace)
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise
+
+
+def events_about(client: Client, namespace: str, name: str) -> list[Event]:
+    # Listed through core/v1, which shows events.k8s.io Events too (and parses them:
+    # their eventTime may be null here, which events.k8s.io/v1 models refuse).
+    return [
+        e
+        for e in client.list(Event, namespace=namespace)
+        if e.involvedObject.kind == "DriftMonitor" and e.involvedObject.name == name
+    ]
+
+
+def delete_and_wait(client: Client, namespace: str, name: str) -> None:
+    client.delete(DriftMonitor, name, namespace=namespace)
+
+    def gone() -> bool | None:
+        try:
+            client.get(DriftMonitor, name, namespace=namespace)
+        except ApiError as exc:
+            return True if exc.status.code == 404 else None
+        return None
+
+    wait_for(f"DriftMonitor {name} to be finalized and gone", gone)
+
+
+def drifted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events far from the baseline: every number tripled."""
+    return [
+        {
+            "features": {
+                k: (v * 3 if isinstance(v, int | float) and not isinstance(v, bool) else v)
+                for k, v in row.items()
+            }
+        }
+        for row in rows
+    ]
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_a_monitor_is_rendered_sized_served_and_ready(
+    client: Client,
+    namespace: str,
+    service: str,
+    operator: Process,
+    receiver: WebhookReceiver,
+) -> None:
+    client.create(
+        alert_secret(
+            namespace,
+            {"hook": receiver.url, "signing": "s3cr3t", "slack": receiver.url},
+        )
+    )
+    client.create(baseline_config_map(namespace, "baseline", ROWS))
+    client.create(
+        monitor_object(
+            namespace,
+            "credit-risk",
+            service,
+            features=[{"name": "credit_score", "warningThreshold": 0.15, "criticalThreshold": 0.4}],
+            alerts=[
+                {
+                    "name": "on-call",
+                    "type": "webhook",
+                    "urlSecretRef": {"name": "alerts", "key": "hook"},
+                    "signingSecretRef": {"name": "alerts", "key": "signing"},
+                },
+                {
+                    "name": "team",
+                    "type": "slack",
+                    "minSeverity": "critical",
+                    "urlSecretRef": {"name": "alerts", "key": "slack"},
+                },
+            ],
+        )
+    )
+    kinds = ("ConfigRendered", "AlertsReady", "AutoscalingReady", "Ready")
+    found = wait_for(
+        "all conditions True",
+        lambda: operator.check_alive() or conditions_true(client, namespace, "credit-risk", *kinds),
+    )
+    generation = found["metadata"]["generation"]
+    assert found["status"]["observedGeneration"] == generation
+    assert all(condition(found, k)["observedGeneration"] == generation for k in kinds)  # type: ignore[index]
+    assert condition(found, "Ready")["reason"] == "Monitoring"  # type: ignore[index]
+
+    config = config_key(client, namespace, "credit-risk.json")
+    assert config is not None
+    monitor = build_monitor(
+        decode_monitor_config(config, "credit-risk"),
+        MonitorDefaults(),
+        base_dir=Path("/nonexistent"),
+        source="credit-risk",
+    )
+    assert monitor.profile.rows == len(ROWS)
+    assert monitor.policy.feature_thresholds["credit_score"].critical == 0.4
+    receivers = alerts_key(client, namespace, "credit-risk.json")
+    assert receivers is not None
+    assert [(r["name"], r["url"]) for r in receivers["receivers"]] == [
+        ("on-call", receiver.url),
+        ("team", receiver.url),
+    ]
+    hpa = autoscaler(client, namespace)
+    assert hpa is not None and hpa.spec is not None
+    # 1000 expected / 3000 peak events/s over 2000 per replica: 1 -> floor 2, 2.
+    assert (hpa.spec.minReplicas, hpa.spec.maxReplicas) == (2, 2)
+    # The service really loaded what the operator wrote.
+    answer = httpx2.get(f"{service}/v1/monitors/credit-risk")
+    assert answer.status_code == 200
+    assert answer.json()["model"] == "credit-risk-model"
+
+
+def test_drift_reaches_the_status_an_event_the_columns_and_the_receivers(
+    kube: KubeTarget,
+    client: Client,
+    namespace: str,
+    service: str,
+    operator: Process,
+    receiver: WebhookReceiver,
+) -> None:
+    answer = httpx2.post(
+        f"{service}/v1/monitors/credit-risk/events", json=drifted(ROWS[:400]), timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+
+    def critical() -> Any:
+        found = get_monitor(client, namespace, "credit-risk")
+        return found if found.get("status", {}).get("severity") == "critical" else None
+
+    found = wait_for("severity critical in the status", critical)
+    status = found["status"]
+    assert status["windowEvents"] == 400
+    assert status["driftScore"] > 0.5 and status["driftScore"] == round(status["driftScore"], 2)
+    assert "lastEvaluated" not in status
+    assert set(status["driftedFeatures"]) >= {"age", "income"}
+
+    events = wait_for(
+        "a SeverityChanged Event",
+        lambda: (
+            [
+                e
+                for e in events_about(client, namespace, "credit-risk")
+                if e.reason == "SeverityChanged"
+            ]
+            or None
+        ),
+    )
+    assert events[0].type == "Warning"
+    assert "-> critical" in (events[0].message or "")
+
+    table = kube.kubectl("get", "dm", "credit-risk", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "MODEL", "SEVERITY", "SCORE", "EVENTS", "READY", "AGE"]
+    name, model, severity, score, window_events, ready = table[1].split()[:6]
+    assert (name, model, severity, window_events, ready) == (
+        "credit-risk",
+        "credit-risk-model",
+        "critical",
+        "400",
+        "True",
+    )
+    assert len(score.split(".")[-1]) <= 2, f"score column not rounded: {score}"
+
+    # The service's alert reached the real receiver (webhook and Slack formats).
+    wait_for(
+        "the critical alert at the receiver",
+        lambda: [b for b in receiver.received.bodies if b.get("severity") == "critical"] or None,
+    )
+
+
+def test_a_spec_update_is_rendered_again_and_observed(
+    client: Client, namespace: str, service: str, operator: Process
+) -> None:
+    client.patch(
+        DriftMonitor,
+        "credit-risk",
+        {"spec": {"thresholds": {"warning": 0.25, "critical": 0.6}}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+    wait_for(
+        "the new thresholds in the ConfigMap key",
+        lambda: (
+            (config_key(client, namespace, "credit-risk.json") or {}).get("warning_threshold")
+            == 0.25
+            or None
+        ),
+    )
+
+    def observed() -> Any:
+        found = get_monitor(client, namespace, "credit-risk")
+        generation = found["metadata"]["generation"]
+        entries = found["status"]["conditions"]
+        done = found["status"]["observedGeneration"] == generation and all(
+            e["observedGeneration"] == generation for e in entries if e["type"] != "Ready"
+        )
+        return found if done else None
+
+    assert wait_for("the new generation observed", observed)["metadata"]["generation"] >= 2
+    wait_for(
+        "the service to load the new thresholds",
+        lambda: (
+            httpx2.get(f"{service}/v1/monitors/credit-risk").json()["policy"]["warning_threshold"]
+            == 0.25
+            or None
+        ),
+    )
+
+
+def test_a_baseline_created_after_its_monitor_is_picked_up_at_once(
+    client: Client, namespace: str, service: str, operator: Process
+) -> None:
+    late: list[float] = []
+    prompt: list[float] = []
+    names: list[str] = []
+    for i in range(5):
+        name = f"late-{i}"
+        names.append(name)
+        client.create(monitor_object(namespace, name, service, baseline=f"late-baseline-{i}"))
+        wait_for(
+            f"{name} to wait for its baseline",
+            lambda name=name: with_condition(  # type: ignore[misc]
+                client, namespace, name, "ConfigRendered", "BaselineNotFound"
+            ),
+        )
+        start = time.monotonic()
+        client.create(baseline_config_map(namespace, f"late-baseline-{i}", ROWS[:200]))
+        wait_for(
+            f"{name}'s key once its baseline exists",
+            lambda name=name: config_key(client, namespace, f"{name}.json"),  # type: ignore[misc]
+        )
+        late.append(time.monotonic() - start)
+    for i in range(8):
+        name = f"prompt-{i}"
+        names.append(name)
+        start = time.monotonic()
+        client.create(monitor_object(namespace, name, service))
+        wait_for(
+            f"{name}'s key",
+            lambda name=name: config_key(client, namespace, f"{name}.json"),  # type: ignore[misc]
+        )
+        prompt.append(time.monotonic() - start)
+    print(
+        f"\n[k8s] baseline created after its monitor -> ConfigMap key: median "
+        f"{statistics.median(late):.2f} s, max {max(late):.2f} s; monitor applied -> key: "
+        f"median {statistics.median(prompt):.2f} s, max {max(prompt):.2f} s"
+    )
+    assert max(late) < 2.0
+    for name in names:
+        delete_and_wait(client, namespace, name)
+
+
+def test_monitors_of_one_service_share_its_autoscaler(
+    client: Client, namespace: str, service: str, operator: Process
+) -> None:
+    client.create(
+        monitor_object(
+            namespace,
+            "second",
+            service,
+            traffic={"expectedEventsPerSecond": 3000, "peakEventsPerSecond": 9000},
+        )
+    )
+
+    def sized(monitors: str, bounds: tuple[int, int]) -> HorizontalPodAutoscaler | None:
+        hpa = autoscaler(client, namespace)
+        if hpa is None or hpa.spec is None or hpa.metadata is None:
+            return None
+        annotations = hpa.metadata.annotations or {}
+        ok = (
+            annotations.get("driftline.io/monitors") == monitors
+            and (
+                hpa.spec.minReplicas,
+                hpa.spec.maxReplicas,
+            )
+            == bounds
+        )
+        return hpa if ok else None
+
+    # (1000 + 3000) / 2000 = 2 and (3000 + 9000) / 2000 = 6 replicas.
+    hpa = wait_for("the HPA sized for both", lambda: sized("credit-risk,second", (2, 6)))
+    assert hpa.metadata is not None and hpa.metadata.annotations is not None
+    assert hpa.metadata.annotations["driftline.io/expected-events-per-second"] == "4000"
+    delete_and_wait(client, namespace, "second")
+    wait_for("the HPA sized for the one left", lambda: sized("credit-risk", (2, 2)))
+    assert config_key(client, namespace, "second.json") is None
+    assert config_key(client, namespace, "credit-risk.json") is not None
+
+
+def test_a_config_the_service_refuses_is_reported_withdrawn_and_not_counted(
+    client: Client, namespace: str, service: str, operator: Process
+) -> None:
+    client.create(
+        monitor_object(
+            namespace,
+            "too-strict",
+            service,
+            minDriftedFeatures=99,
+            traffic={"expectedEventsPerSecond": 50000},
+            alerts=[
+                {
+                    "name": "hook",
+                    "type": "webhook",
+                    "urlSecretRef": {"name": "alerts", "key": "hook"},
+                }
+            ],
+        )
+    )
+    rendered = wait_for(
+        "ConfigRendered=False InvalidConfig",
+        lambda: with_condition(client, namespace, "too-strict", "ConfigRendered", "InvalidConfig"),
+    )
+    assert "min_drifted_features: 99 is more than the baseline's" in rendered["message"]
+    alerts = condition(get_monitor(client, namespace, "too-strict"), "AlertsReady")
+    assert alerts is not None and (alerts["status"], alerts["reason"]) == ("False", "ConfigInvalid")
+    assert config_key(client, namespace, "too-strict.json") is None
+    assert alerts_key(client, namespace, "too-strict.json") is None
+    hpa = autoscaler(client, namespace)
+    assert hpa is not None and hpa.metadata is not None and hpa.metadata.annotations is not None
+    assert hpa.metadata.annotations["driftline.io/monitors"] == "credit-risk"
+    # `kubectl describe dm too-strict` shows why: the handler's failure is an Event.
+    event = wait_for(
+        "an Event with the handler's failure",
+        lambda: (
+            [
+                e
+                for e in events_about(client, namespace, "too-strict")
+                if "min_drifted_features" in (e.message or "")
+            ]
+            or None
+        ),
+    )
+    assert event[0].type in ("Warning", "Error")
+
+    client.patch(
+        DriftMonitor,
+        "too-strict",
+        {"spec": {"minDriftedFeatures": 2}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+    wait_for(
+        "the fixed monitor rendered and counted",
+        lambda: conditions_true(client, namespace, "too-strict", "ConfigRendered", "AlertsReady"),
+    )
+    assert config_key(client, namespace, "too-strict.json") is not None
+    hpa = autoscaler(client, namespace)
+    assert hpa is not None and hpa.metadata is not None and hpa.metadata.annotations is not None
+    assert hpa.metadata.annotations["driftline.io/monitors"] == "credit-risk,too-strict"
+    delete_and_wait(client, namespace, "too-strict")
+
+
+def test_every_bad_alert_url_is_named(
+    client: Client, namespace: str, service: str, operator: Process
+) -> None:
+    bad = alert_secret(namespace, {"first": "ftp://example.com/hook", "second": "hooks.example"})
+    assert bad.metadata is not None
+    bad.metadata.name = "bad-alerts"
+    client.create(bad)
+    client.create(
+        monitor_object(
+            namespace,
+            "bad-urls",
+            service,
+            alerts=[
+                {
+                    "name": "one",
+                    "type": "webhook",
+                    "urlSecretRef": {"name": "bad-alerts", "key": "first"},
+                },
+                {
+                    "name": "two",
+                    "type": "slack",
+                    "urlSecretRef": {"name": "bad-alerts", "key": "second"},
+                },
+            ],
+        )
+    )
+    alerts = wait_for(
+        "AlertsReady=False InvalidAlert",
+        lambda: with_condition(client, namespace, "bad-urls", "AlertsReady", "InvalidAlert"),
+    )
+    assert "alert 'one'" in alerts["message"] and "alert 'two'" in alerts["message"]
+    assert "ftp://" not in alerts["message"], "a secret value was echoed"
+    delete_and_wait(client, namespace, "bad-urls")
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://localhost:{closed}", "ServiceUnreachable"),
+        ("http://driftline.kube-system.svc:8080", "ServiceUrlRefused"),
+        ("http://metadata.google.internal/computeMetadata", "ServiceUrlRefused"),
+    ],
+)
+def test_ready_says_when_the_service_cannot_or_may_not_be_called(
+    client: Client, namespace: str, operator: Process, url: str, reason: str
+) -> None:
+    name = f"unserved-{uuid.uuid4().hex[:6]}"
+    client.create(monitor_object(namespace, name, url.format(closed=free_port())))
+    ready = wait_for(
+        f"Ready=False {reason}", lambda: with_condition(client, namespace, name, "Ready", reason)
+    )
+    assert ready["status"] == "False"
+    delete_and_wait(client, namespace, name)
+
+
+def window_keys(redis_server: Any, monitor: str) -> list[bytes]:
+    import redis
+
+    connection = redis.Redis(host=redis_server.host, port=redis_server.port, db=3)
+    try:
+        return list(connection.scan_iter(match=f"driftline:{{{monitor}}}:*"))
+    finally:
+        connection.close()
+
+
+def test_delete_drops_the_window_the_keys_and_the_last_autoscaler(
+    client: Client, namespace: str, service: str, operator: Process, redis_server: Any
+) -> None:
+    assert window_keys(redis_server, "credit-risk"), "the drifted traffic left no window"
+    delete_and_wait(client, namespace, "credit-risk")
+    assert window_keys(redis_server, "credit-risk") == []
+    assert config_key(client, namespace, "credit-risk.json") is None
+    assert alerts_key(client, namespace, "credit-risk.json") is None
+    wait_for(
+        "the HPA to go with the last monitor", lambda: autoscaler(client, namespace) is None or None
+    )
+
+
+def test_deleting_a_namespace_with_monitors_completes(
+    kube: KubeTarget, client: Client, namespaces: tuple[str, str], service: str, operator: Process
+) -> None:
+    if not kube.controllers:
+        reason = "no kube-controller-manager beside the API server: namespaces are never deleted"
+        print(f"\n[k8s] skipped: {reason}")
+        pytest.skip(reason)
+    doomed = namespaces[1]
+    client.create(baseline_config_map(doomed, "baseline", ROWS[:200]))
+    for name in ("first", "second"):
+        client.create(monitor_object(doomed, name, service))
+    for name in ("first", "second"):
+        wait_for(
+            f"{name} rendered",
+            lambda name=name: conditions_true(client, doomed, name, "ConfigRendered"),  # type: ignore[misc]
+        )
+    client.delete(Namespace, doomed)
+
+    def deleted() -> bool | None:
+        try:
+            client.get(Namespace, doomed)
+        except ApiError as exc:
+            return True if exc.status.code == 404 else None
+        return None
+
+    wait_for(f"namespace {doomed} to be deleted", deleted, timeout=120)
+
+
+def drift_reads(service: str) -> int:
+    """How many drift reports the service has answered (the operator's status polls)."""
+    total = 0
+    for line in httpx2.get(f"{service}/monitor/metrics").text.splitlines():
+        if line.startswith("driftline_request_duration_seconds_count") and (
+            'route="/v1/monitors/{name}/drift"' in line
+        ):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def versions(client: Client, namespace: str) -> dict[str, str]:
+    """resourceVersion of every DriftMonitor and of the objects the operator writes."""
+    found = {
+        f"DriftMonitor/{m['metadata']['name']}": m["metadata"]["resourceVersion"]
+        for m in client.list(DriftMonitor, namespace=namespace)
+    }
+    for kind, name in ((ConfigMap, "driftline-monitors"), (Secret, "driftline-alerts")):
+        obj = client.get(kind, name, namespace=namespace)
+        found[f"{kind.__name__}/{name}"] = obj.metadata.resourceVersion  # type: ignore[union-attr]
+    hpa = autoscaler(client, namespace)
+    assert hpa is not None and hpa.metadata is not None
+    found["HorizontalPodAutoscaler/driftline"] = hpa.metadata.resourceVersion or ""
+    return found
+
+
+def status_rounds(service: str, rounds: int, monitors: int) -> None:
+    """Wait until the operator has asked the service for every monitor's report `rounds` times."""
+    start = drift_reads(service)
+    wait_for(
+        f"{rounds} status rounds over {monitors} monitors",
+        lambda: drift_reads(service) - start >= rounds * monitors or None,
+    )
+
+
+def test_idle_monitors_and_a_restart_write_nothing(
+    client: Client, namespace: str, service: str, operator: Process
+) -> None:
+    # A refresh every 5 s: 40 drift reports a second for 200 monitors, on 2 cores.
+    operator.stop()
+    operator.env["DRIFTLINE_CONTROLLER_STATUS_INTERVAL"] = "5"
+    operator.start()
+    small = [{"age": row["age"], "region": row["region"]} for row in ROWS[:200]]
+    client.create(baseline_config_map(namespace, "small", small))
+    names = [f"idle-{i:03d}" for i in range(IDLE_MONITORS)]
+    for name in names:
+        client.create(monitor_object(namespace, name, service, baseline="small"))
+
+    def settled(monitor: dict[str, Any]) -> bool:
+        # Every condition True for this generation, the verdict shown, and no handler of
+        # kopf's pending a retry (kopf keeps its progress in annotations until it succeeds).
+        metadata = monitor["metadata"]
+        pending = [
+            key
+            for key in metadata.get("annotations", {})
+            if key.startswith("kopf.driftline.io/")
+            and not key.endswith("last-handled-configuration")
+        ]
+        status = monitor.get("status", {})
+        return (
+            not pending
+            and "severity" in status  # the status timer has shown the service's verdict
+            and status.get("observedGeneration") == metadata["generation"]
+            and all(
+                (c := condition(monitor, kind)) is not None and c["status"] == "True"
+                for kind in ("ConfigRendered", "AlertsReady", "AutoscalingReady", "Ready")
+            )
+        )
+
+    def all_settled() -> bool | None:
+        operator.check_alive()
+        done = [m for m in client.list(DriftMonitor, namespace=namespace) if settled(dict(m))]
+        return True if len(done) == IDLE_MONITORS else None
+
+    wait_for(f"{IDLE_MONITORS} monitors reconciled and Ready", all_settled, timeout=300)
+    status_rounds(service, 1, IDLE_MONITORS)  # the round that saw them Ready has written
+    before = versions(client, namespace)
+    start = time.monotonic()
+    status_rounds(service, 2, IDLE_MONITORS)
+    elapsed = time.monotonic() - start
+    changed = sorted(k for k, v in versions(client, namespace).items() if before.get(k) != v)
+    print(
+        f"\n[k8s] {IDLE_MONITORS} idle monitors: {len(changed)} objects written in "
+        f"{elapsed:.1f} s ({len(changed) / elapsed:.2f} writes/s)"
+    )
+    assert changed == []
+
+    log_size = operator.log.stat().st_size
+    operator.stop()
+    operator.start()
+
+    def resumed() -> bool | None:
+        operator.check_alive()
+        text = operator.log.read_text(errors="replace")[log_size:]
+        return True if text.count("Handler 'reconcile' succeeded") >= IDLE_MONITORS else None
+
+    wait_for("the restarted operator to resume every monitor", resumed, timeout=300)
+    status_rounds(service, 2, IDLE_MONITORS)
+    changed = sorted(k for k, v in versions(client, namespace).items() if before.get(k) != v)
+    assert changed == [], f"a restart rewrote {changed[:10]}"
+    client.deletecollection(DriftMonitor, namespace=namespace)
+    wait_for(
+        "the idle monitors to be finalized",
+        lambda: not list(client.list(DriftMonitor, namespace=namespace)) or None,
+        timeout=300,
+    )
