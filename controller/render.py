@@ -15,16 +15,16 @@ from typing import Any
 
 import msgspec
 
-from service.monitor import MonitorConfigError, build_monitor, decode_monitor_config
-from service.profile import (
+from driftline.monitor import MonitorConfigError, build_monitor, decode_monitor_config
+from driftline.profile import (
     BaselineError,
     BaselineProfile,
     FeatureKind,
     decode_profile,
     profile_from_bytes,
 )
-from service.receivers import ReceiverFile
-from service.settings import MonitorDefaults
+from driftline.receivers import ReceiverFile
+from driftline.settings import MonitorDefaults
 
 from .kube import KeyedObject
 from .settings import ControllerSettings

@@ -21,11 +21,11 @@ from typing import Any, Literal, Protocol
 import msgspec
 from redis.exceptions import RedisError, ResponseError
 
-from .drift import Severity
-from .redis_store import KEY_ROOT, RedisClient
-from .window import StoreUnavailableError
+from driftline.drift import Severity
+from driftline.redis_store import KEY_ROOT, RedisClient
+from driftline.window import StoreUnavailableError
 
-SCRIPT = importlib.resources.files("service").joinpath("alert.lua").read_text(encoding="utf-8")
+SCRIPT = importlib.resources.files("driftline").joinpath("alert.lua").read_text(encoding="utf-8")
 GROUP = "delivery"
 OUTBOX_LENGTH = 1000  # alerts kept per monitor (history and pending delivery)
 

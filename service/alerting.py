@@ -21,11 +21,11 @@ from collections.abc import Iterable
 import aiohttp
 import msgspec
 
-from .alert_store import AlertStore, DeliveryState, OutboxEntry
-from .drift import Severity
-from .lifecycle import pause
-from .monitor import Monitor
-from .receivers import (
+from driftline.alert_store import AlertStore, DeliveryState, OutboxEntry
+from driftline.drift import Severity
+from driftline.lifecycle import pause
+from driftline.monitor import Monitor
+from driftline.receivers import (
     Alert,
     AlertWindow,
     DriftedFeature,
@@ -34,10 +34,10 @@ from .receivers import (
     link_local_target,
     render_request,
 )
-from .report import Assessment, isoformat
-from .settings import AlertSettings
-from .telemetry import Telemetry
-from .window import StoreUnavailableError
+from driftline.report import Assessment, isoformat
+from driftline.settings import AlertSettings
+from driftline.telemetry import Telemetry
+from driftline.window import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import msgspec
 import numpy as np
 from aiohttp import web
 
-from . import __version__
-from .alert_store import AlertRecord
-from .alerting import alert_from
-from .engine import (
+from driftline import __version__
+from driftline.alert_store import AlertRecord
+from driftline.alerting import alert_from
+from driftline.engine import (
     DriftEngine,
     Event,
     IngestResult,
@@ -29,12 +29,12 @@ from .engine import (
     Rejection,
     UnknownMonitorError,
 )
-from .keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
-from .monitor import MONITOR_NAME, Monitor
-from .openapi import openapi_document
-from .problems import FieldError, ProblemError, field_error
-from .report import Assessment, DriftReport, isoformat
-from .schemas import (
+from driftline.keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
+from driftline.monitor import MONITOR_NAME, Monitor
+from driftline.openapi import openapi_document
+from driftline.problems import FieldError, ProblemError, field_error
+from driftline.report import Assessment, DriftReport, isoformat
+from driftline.schemas import (
     AckRequest,
     AlertHistory,
     AlertView,
@@ -52,7 +52,7 @@ from .schemas import (
     ReadyResponse,
     StoreStatus,
 )
-from .window import Vector
+from driftline.window import Vector
 
 T = TypeVar("T")
 JSON_TYPES = ("application/json", "")

@@ -14,19 +14,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .alert_store import AlertStore, MemoryAlertStore, RedisAlertStore
-from .alerting import AlertDispatcher
-from .api import ROUTES
-from .engine import DriftEngine
-from .keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
-from .lifecycle import stop
-from .memory_store import MemoryWindowStore
-from .problems import Handler, problem_for
-from .redis_store import RedisWindowStore
-from .registry import MonitorRegistry
-from .settings import Settings
-from .telemetry import Telemetry
-from .window import WindowStore
+from driftline.alert_store import AlertStore, MemoryAlertStore, RedisAlertStore
+from driftline.alerting import AlertDispatcher
+from driftline.api import ROUTES
+from driftline.engine import DriftEngine
+from driftline.keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
+from driftline.lifecycle import stop
+from driftline.memory_store import MemoryWindowStore
+from driftline.problems import Handler, problem_for
+from driftline.redis_store import RedisWindowStore
+from driftline.registry import MonitorRegistry
+from driftline.settings import Settings
+from driftline.telemetry import Telemetry
+from driftline.window import WindowStore
 
 log = logging.getLogger(__name__)
 

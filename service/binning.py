@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from .monitor import (
+from driftline.monitor import (
     EVENTS_SLOT,
     MOMENT_CLIP,
     MOMENT_SCALE,
@@ -29,9 +29,9 @@ from .monitor import (
     NumericMatrix,
     moment_unit,
 )
-from .profile import NumericProfile, category_label, is_missing
-from .settings import Limits
-from .window import Vector
+from driftline.profile import NumericProfile, category_label, is_missing
+from driftline.settings import Limits
+from driftline.window import Vector
 
 IntArray = npt.NDArray[np.int64]
 IntMatrix = npt.NDArray[np.intp]

@@ -19,11 +19,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .binning import BinnedEvent, EventError, bin_batch
-from .monitor import Monitor
-from .report import Assessment
-from .settings import Limits
-from .window import StoreUnavailableError, Vector, WindowStore, WindowTotals
+from driftline.binning import BinnedEvent, EventError, bin_batch
+from driftline.monitor import Monitor
+from driftline.report import Assessment
+from driftline.settings import Limits
+from driftline.window import StoreUnavailableError, Vector, WindowStore, WindowTotals
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from .alert_store import Acknowledgement, AlertRecord, AlertStore
-from .alerting import snapshot_of
-from .binning import (
+from driftline.alert_store import Acknowledgement, AlertRecord, AlertStore
+from driftline.alerting import snapshot_of
+from driftline.binning import (
     BinnedBatch,
     EventError,
     bin_batch,
@@ -30,15 +30,15 @@ from .binning import (
     bin_event,
     plainly_valid,
 )
-from .commit import GroupCommitter, Row
-from .drift import Severity
-from .lifecycle import pause
-from .monitor import EVENTS_SLOT, Monitor
-from .registry import MonitorRegistry, UnknownMonitorError
-from .report import Assessment, DriftReport, assess, drift_report
-from .settings import Settings
-from .telemetry import Telemetry
-from .window import StoreUnavailableError, Vector, WindowStore, WindowTotals
+from driftline.commit import GroupCommitter, Row
+from driftline.drift import Severity
+from driftline.lifecycle import pause
+from driftline.monitor import EVENTS_SLOT, Monitor
+from driftline.registry import MonitorRegistry, UnknownMonitorError
+from driftline.report import Assessment, DriftReport, assess, drift_report
+from driftline.settings import Settings
+from driftline.telemetry import Telemetry
+from driftline.window import StoreUnavailableError, Vector, WindowStore, WindowTotals
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

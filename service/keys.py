@@ -6,9 +6,9 @@ import asyncio
 
 from aiohttp import web
 
-from .engine import DriftEngine
-from .settings import Settings
-from .telemetry import Telemetry
+from driftline.engine import DriftEngine
+from driftline.settings import Settings
+from driftline.telemetry import Telemetry
 
 SETTINGS = web.AppKey("settings", Settings)
 TELEMETRY = web.AppKey("telemetry", Telemetry)

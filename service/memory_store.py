@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.window import (
+from driftline.window import (
     ApplyResult,
     Vector,
     WindowSpec,

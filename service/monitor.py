@@ -20,8 +20,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from .drift import Thresholds
-from .profile import (
+from driftline.drift import Thresholds
+from driftline.profile import (
     BaselineError,
     BaselineProfile,
     CategoricalProfile,
@@ -30,9 +30,9 @@ from .profile import (
     load_baseline,
     validate_profile,
 )
-from .receivers import Receiver
-from .settings import MonitorDefaults
-from .window import WindowSpec
+from driftline.receivers import Receiver
+from driftline.settings import MonitorDefaults
+from driftline.window import WindowSpec
 
 MONITOR_NAME = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 LAYOUT_VERSION = 1

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import __version__
-from .problems import PROBLEM_CONTENT_TYPE, ProblemDocument
+from driftline import __version__
+from driftline.problems import PROBLEM_CONTENT_TYPE, ProblemDocument
 
 if TYPE_CHECKING:
-    from .api import Route
+    from driftline.api import Route
 
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
 

@@ -16,8 +16,8 @@ from http import HTTPStatus
 import msgspec
 from aiohttp import web
 
-from .commit import CommitterClosedError
-from .window import StoreUnavailableError
+from driftline.commit import CommitterClosedError
+from driftline.window import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 

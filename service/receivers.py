@@ -22,7 +22,7 @@ import msgspec
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from .drift import Severity
+from driftline.drift import Severity
 
 SIGNATURE_HEADER = "X-Driftline-Signature"
 TIMESTAMP_HEADER = "X-Driftline-Timestamp"

@@ -36,7 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from service.window import (
+from driftline.window import (
     ApplyResult,
     StoreUnavailableError,
     Vector,
@@ -49,7 +49,7 @@ from service.window import (
 KEY_ROOT = "driftline"
 # A single server, or Redis Cluster: every script's keys share one hash tag, one slot.
 RedisClient = Redis | RedisCluster
-SCRIPT = importlib.resources.files("service").joinpath("window.lua").read_text(encoding="utf-8")
+SCRIPT = importlib.resources.files("driftline").joinpath("window.lua").read_text(encoding="utf-8")
 
 HEADER_FIELDS = 5  # window.lua's header: width, bucket, ring slots, evicted_through, newest
 DEFAULT_FUTURE_SECONDS = 300.0  # Limits.max_future_seconds' default

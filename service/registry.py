@@ -19,16 +19,16 @@ from typing import Any
 import msgspec
 import msgspec.yaml
 
-from .lifecycle import pause
-from .monitor import (
+from driftline.lifecycle import pause
+from driftline.monitor import (
     Monitor,
     MonitorConfig,
     MonitorConfigError,
     build_monitor,
     decode_monitor_config,
 )
-from .receivers import Receiver, ReceiverConfigError, load_receivers
-from .settings import Settings
+from driftline.receivers import Receiver, ReceiverConfigError, load_receivers
+from driftline.settings import Settings
 
 log = logging.getLogger(__name__)
 

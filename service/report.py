@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from .drift import (
+from driftline.drift import (
     Severity,
     Verdict,
     categorical_score,
@@ -25,9 +25,9 @@ from .drift import (
     numeric_scores,
     numeric_test,
 )
-from .monitor import EVENTS_SLOT, MOMENT_SCALE, FeatureSlots, Monitor, moment_unit
-from .profile import NumericProfile
-from .window import Vector, WindowTotals
+from driftline.monitor import EVENTS_SLOT, MOMENT_SCALE, FeatureSlots, Monitor, moment_unit
+from driftline.profile import NumericProfile
+from driftline.window import Vector, WindowTotals
 
 
 def isoformat(timestamp: float) -> str:

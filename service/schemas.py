@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .alert_store import Acknowledgement, DeliveryState
-from .drift import Severity
-from .engine import Event
-from .problems import FieldError
-from .profile import BaselineProfile
-from .receivers import Alert
-from .report import WindowInfo
+from driftline.alert_store import Acknowledgement, DeliveryState
+from driftline.drift import Severity
+from driftline.engine import Event
+from driftline.problems import FieldError
+from driftline.profile import BaselineProfile
+from driftline.receivers import Alert
+from driftline.report import WindowInfo
 
 
 class PredictRequest(Event, frozen=True):

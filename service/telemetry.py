@@ -14,8 +14,8 @@ from aioprometheus import histogram
 from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
 from aioprometheus.renderer import render
 
-from .drift import Severity
-from .report import Assessment
+from driftline.drift import Severity
+from driftline.report import Assessment
 
 SEVERITY_VALUE = {Severity.NONE: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 # A client could send a new model_version per request: cap the label's cardinality.

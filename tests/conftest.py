@@ -9,9 +9,9 @@ import pytest
 import redis
 from pytest_redis import factories
 
-from service.memory_store import MemoryWindowStore
-from service.redis_store import RedisWindowStore
-from service.window import WindowStore
+from driftline.memory_store import MemoryWindowStore
+from driftline.redis_store import RedisWindowStore
+from driftline.window import WindowStore
 
 REDIS_SERVER = shutil.which("redis-server") or (
     "/usr/bin/redis-server" if shutil.which("/usr/bin/redis-server") else None

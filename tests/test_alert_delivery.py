@@ -33,12 +33,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support import wait_until
 
-from service.alert_store import GROUP, alert_keys
-from service.app import create_app
-from service.logs import JsonFormatter
-from service.profile import load_baseline
-from service.settings import AlertSettings, Settings
-from service.simulate import SCENARIOS, ProfileSampler
+from driftline.alert_store import GROUP, alert_keys
+from driftline.app import create_app
+from driftline.logs import JsonFormatter
+from driftline.profile import load_baseline
+from driftline.settings import AlertSettings, Settings
+from driftline.simulate import SCENARIOS, ProfileSampler
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"

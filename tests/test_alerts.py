@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from support import wait_until
 
-from service.alert_store import (
+from driftline.alert_store import (
     GROUP,
     Acknowledgement,
     AlertStore,
@@ -37,9 +37,9 @@ from service.alert_store import (
     RedisAlertStore,
     alert_keys,
 )
-from service.alerting import AlertSnapshot, alert_from, backoff
-from service.drift import Severity
-from service.receivers import (
+from driftline.alerting import AlertSnapshot, alert_from, backoff
+from driftline.drift import Severity
+from driftline.receivers import (
     ALERT_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -53,8 +53,8 @@ from service.receivers import (
     load_receivers,
     render_request,
 )
-from service.redis_store import RedisWindowStore
-from service.settings import AlertSettings
+from driftline.redis_store import RedisWindowStore
+from driftline.settings import AlertSettings
 
 NONE, WARNING, CRITICAL = Severity.NONE, Severity.WARNING, Severity.CRITICAL
 MONITOR = "credit-risk"

@@ -14,10 +14,10 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from support import wait_until
 
-from service.app import create_app
-from service.profile import load_baseline
-from service.settings import Limits, Settings
-from service.simulate import SCENARIOS, ProfileSampler
+from driftline.app import create_app
+from driftline.profile import load_baseline
+from driftline.settings import Limits, Settings
+from driftline.simulate import SCENARIOS, ProfileSampler
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MONITOR = "credit-risk"

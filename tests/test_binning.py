@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.binning import BinnedEvent, EventError, bin_batch, bin_event, plainly_valid
-from service.monitor import Layout
-from service.profile import NumericProfile, load_baseline
-from service.settings import Limits
+from driftline.binning import BinnedEvent, EventError, bin_batch, bin_event, plainly_valid
+from driftline.monitor import Layout
+from driftline.profile import NumericProfile, load_baseline
+from driftline.settings import Limits
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LIMITS = Limits(max_string_length=12, max_abs_value=1e12)

@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from controller.spec import MonitorSpec, parse_spec
+from driftline.operator.spec import MonitorSpec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_PATH = ROOT / "manifests" / "crd" / "driftmonitors.yaml"

@@ -30,16 +30,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from lightkube import AsyncClient, KubeConfig
 
-from controller.inputs import INPUT_CHANGED_ANNOTATION, monitor_inputs
-from controller.kube import KubeApi
-from controller.operator import DriftMonitorOperator
-from controller.settings import ControllerSettings
-from service.monitor import Monitor, build_monitor, decode_monitor_config
-from service.receivers import ReceiverFile
-from service.registry import MonitorRegistry
-from service.report import assess, drift_report
-from service.settings import MonitorDefaults, load_settings
-from service.window import WindowTotals
+from driftline.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.operator.inputs import INPUT_CHANGED_ANNOTATION, monitor_inputs
+from driftline.operator.kube import KubeApi
+from driftline.operator.operator import DriftMonitorOperator
+from driftline.operator.settings import ControllerSettings
+from driftline.receivers import ReceiverFile
+from driftline.registry import MonitorRegistry
+from driftline.report import assess, drift_report
+from driftline.settings import MonitorDefaults, load_settings
+from driftline.window import WindowTotals
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "driftmonitor" / "credit-risk.yaml"

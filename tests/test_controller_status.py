@@ -10,17 +10,18 @@ import kopf
 import kubernetes_validate
 import pytest
 
-from controller.drift_service import DriftSummary, ServiceFailure, Severity, WindowSummary
-from controller.inputs import (
+from driftline.cli import parser
+from driftline.operator.drift_service import DriftSummary, ServiceFailure, Severity, WindowSummary
+from driftline.operator.inputs import (
     INPUT_CHANGED_ANNOTATION,
     InputUse,
     monitor_inputs,
     monitors_to_refresh,
     referenced_inputs,
 )
-from controller.operator import SpecDigestDiffBaseStorage, operator_settings
-from controller.settings import ControllerSettingsError, load_controller_settings
-from controller.status import (
+from driftline.operator.operator import SpecDigestDiffBaseStorage, operator_settings
+from driftline.operator.settings import ControllerSettingsError, load_controller_settings
+from driftline.operator.status import (
     Condition,
     carried_report_status,
     condition_entries,
@@ -30,7 +31,6 @@ from controller.status import (
     severity_change,
     severity_event,
 )
-from service.cli import parser
 
 NOW = datetime(2025, 5, 29, 10, 30, tzinfo=UTC)
 URL = "http://driftline.ml.svc:8080"
@@ -343,7 +343,7 @@ def test_cli_controller_subcommand_takes_namespaces_and_settings() -> None:
 
 
 def test_cli_controller_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
-    from service.cli import main
+    from driftline.cli import main
 
     assert main(["controller", "--min-replicas", "9", "--max-replicas", "3"]) == 2
     assert "invalid controller settings" in capsys.readouterr().err

@@ -14,8 +14,8 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2, chi2_contingency, entropy
 
-from service import drift
-from service.drift import (
+from driftline import drift
+from driftline.drift import (
     DriftTest,
     Severity,
     Thresholds,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.stats import chi2
 
-from service.drift import Severity, categorical_test, feature_severity, numeric_test
+from driftline.drift import Severity, categorical_test, feature_severity, numeric_test
 
 pytestmark = pytest.mark.slow
 

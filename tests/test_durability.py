@@ -27,11 +27,11 @@ import redis.asyncio
 from aiohttp.test_utils import TestClient
 from support import wait_until
 
-from service.app import create_app
-from service.monitor import Monitor
-from service.redis_store import RedisWindowStore
-from service.registry import MonitorRegistry
-from service.settings import Settings, load_settings
+from driftline.app import create_app
+from driftline.monitor import Monitor
+from driftline.redis_store import RedisWindowStore
+from driftline.registry import MonitorRegistry
+from driftline.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

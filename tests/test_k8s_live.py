@@ -41,12 +41,12 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret
 from lightkube.resources.events_v1 import Event
 from lightkube.types import PatchType
 
-from controller.operator import DriftMonitorOperator, build_registry, operator_settings
-from controller.settings import ControllerSettings
-from service.monitor import Monitor, build_monitor, decode_monitor_config
-from service.report import assess, drift_report
-from service.settings import MonitorDefaults
-from service.window import WindowTotals
+from driftline.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.operator.operator import DriftMonitorOperator, build_registry, operator_settings
+from driftline.operator.settings import ControllerSettings
+from driftline.report import assess, drift_report
+from driftline.settings import MonitorDefaults
+from driftline.window import WindowTotals
 
 pytestmark = pytest.mark.k8s
 

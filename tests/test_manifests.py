@@ -28,23 +28,23 @@ import pytest
 import yaml
 from aioprometheus.collectors import Histogram
 
-from controller.render import (
+from driftline.api import ROUTES
+from driftline.cli import parser as cli_parser
+from driftline.monitor import build_monitor, decode_monitor_config
+from driftline.operator.render import (
     encode_monitor_config,
     monitor_key,
     monitors_of_service,
     render_autoscaler,
     render_monitor_config,
 )
-from controller.settings import ENVIRONMENT as CONTROLLER_ENVIRONMENT
-from controller.settings import load_controller_settings
-from controller.spec import parse_spec
-from service.api import ROUTES
-from service.cli import parser as cli_parser
-from service.monitor import build_monitor, decode_monitor_config
-from service.profile import BaselineProfile, load_baseline
-from service.registry import MonitorRegistry
-from service.settings import ENVIRONMENT, MonitorDefaults, load_settings
-from service.telemetry import Telemetry
+from driftline.operator.settings import ENVIRONMENT as CONTROLLER_ENVIRONMENT
+from driftline.operator.settings import load_controller_settings
+from driftline.operator.spec import parse_spec
+from driftline.profile import BaselineProfile, load_baseline
+from driftline.registry import MonitorRegistry
+from driftline.settings import ENVIRONMENT, MonitorDefaults, load_settings
+from driftline.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"

@@ -13,10 +13,10 @@ import msgspec.yaml
 import numpy as np
 import pytest
 
-from service import binning
-from service.binning import BinnedEvent, EventError
-from service.drift import Thresholds
-from service.monitor import (
+from driftline import binning
+from driftline.binning import BinnedEvent, EventError
+from driftline.drift import Thresholds
+from driftline.monitor import (
     EVENTS_SLOT,
     Layout,
     Monitor,
@@ -25,7 +25,7 @@ from service.monitor import (
     build_monitor,
     decode_monitor_config,
 )
-from service.profile import (
+from driftline.profile import (
     BaselineProfile,
     CategoricalProfile,
     NumericProfile,
@@ -33,7 +33,7 @@ from service.profile import (
     encode_profile,
     load_baseline,
 )
-from service.settings import Limits, MonitorDefaults
+from driftline.settings import Limits, MonitorDefaults
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DATA = ROOT / "examples" / "baseline_data.json"

@@ -14,7 +14,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from service.profile import (
+from driftline.profile import (
     DISCRETE_MAX_VALUES,
     PROFILE_KIND,
     BaselineError,

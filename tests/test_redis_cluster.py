@@ -11,12 +11,12 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis_cluster import redis_cluster
 
-from service.alert_store import RedisAlertStore
-from service.app import create_app
-from service.drift import Severity
-from service.redis_store import RedisWindowStore
-from service.settings import Settings
-from service.window import WindowSpec
+from driftline.alert_store import RedisAlertStore
+from driftline.app import create_app
+from driftline.drift import Severity
+from driftline.redis_store import RedisWindowStore
+from driftline.settings import Settings
+from driftline.window import WindowSpec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -15,9 +15,9 @@ import msgspec
 from aiohttp.test_utils import TestClient
 from support import wait_until
 
-from service.app import create_app
-from service.drift import Severity
-from service.settings import Settings, load_settings
+from driftline.app import create_app
+from driftline.drift import Severity
+from driftline.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "examples" / "baseline_data.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from service.settings import (
+from driftline.settings import (
     ENVIRONMENT,
     SETTINGS_FILE_VARIABLE,
     Limits,

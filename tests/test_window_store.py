@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import redis.asyncio
 
-from service.memory_store import MemoryWindowStore
-from service.redis_store import (
+from driftline.memory_store import MemoryWindowStore
+from driftline.redis_store import (
     HEADER_FIELDS,
     RedisWindowStore,
     grace_seconds,
@@ -22,7 +22,7 @@ from service.redis_store import (
     window_bytes,
     window_key,
 )
-from service.window import StoreUnavailableError, Vector, WindowSpec, WindowStore
+from driftline.window import StoreUnavailableError, Vector, WindowSpec, WindowStore
 
 
 class SettableClock(Protocol):
