@@ -130,7 +130,7 @@ def write_monitor(root: Path, reference: dict[str, np.ndarray], name: str = MONI
     Returns the monitors directory (DRIFTLINE_MONITORS_DIR). The profile sits outside it:
     every `*.json` in the monitors directory is read as a monitor config.
     """
-    from driftline.profile import build_profile, encode_profile
+    from driftline.core.profile import build_profile, encode_profile
 
     monitors, baselines = root / "monitors", root / "baselines"
     monitors.mkdir(parents=True, exist_ok=True)

@@ -38,14 +38,15 @@ def _per_call(fn: Callable[[], Any], budget: float = 0.25) -> float:
 def measure(monitors_dir: Path) -> dict[str, float]:
     """Microseconds per call of each step, on the bench monitor."""
     from driftline.api import _prediction
-    from driftline.binning import bin_batch, bin_columns
+    from driftline.core.binning import bin_batch, bin_columns
+    from driftline.core.limits import Limits
+    from driftline.core.monitor import build_monitor, decode_monitor_config
+    from driftline.core.policy import MonitorDefaults
+    from driftline.core.report import assess, drift_report, evaluate
+    from driftline.core.window import WindowTotals
     from driftline.engine import Event
-    from driftline.monitor import build_monitor, decode_monitor_config
-    from driftline.report import assess, drift_report, evaluate
     from driftline.schemas import PredictRequest
-    from driftline.settings import Limits, MonitorDefaults
     from driftline.telemetry import Telemetry
-    from driftline.window import WindowTotals
 
     path = monitors_dir / f"{data.MONITOR}.json"
     config = decode_monitor_config(msgspec.json.decode(path.read_bytes()), str(path))

@@ -89,7 +89,9 @@ CATEGORIES: list[tuple[str, Any]] = [
     (
         "telemetry (aioprometheus, service middleware)",
         lambda f, p: (
-            "aioprometheus" in p or p.endswith("driftline/telemetry.py") or f == "service_middleware"
+            "aioprometheus" in p
+            or p.endswith("driftline/telemetry.py")
+            or f == "service_middleware"
         ),
     ),
     ("request decode + validation", lambda f, p: f == "decode_body" or "msgspec" in p),

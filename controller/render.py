@@ -15,16 +15,16 @@ from typing import Any
 
 import msgspec
 
-from driftline.monitor import MonitorConfigError, build_monitor, decode_monitor_config
-from driftline.profile import (
+from driftline.core.monitor import MonitorConfigError, build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
+from driftline.core.profile import (
     BaselineError,
     BaselineProfile,
     FeatureKind,
     decode_profile,
     profile_from_bytes,
 )
-from driftline.receivers import ReceiverFile
-from driftline.settings import MonitorDefaults
+from driftline.core.receivers import ReceiverFile
 
 from .kube import KeyedObject
 from .settings import ControllerSettings

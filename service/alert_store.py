@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 from redis.exceptions import RedisError, ResponseError
 
-from driftline.drift import Severity
+from driftline.core.severity import Severity
 from driftline.redis_store import KEY_ROOT, RedisClient
 from driftline.window import StoreUnavailableError
 

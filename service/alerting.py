@@ -16,25 +16,26 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable
 
 import aiohttp
 import msgspec
 
 from driftline.alert_store import AlertStore, DeliveryState, OutboxEntry
-from driftline.drift import Severity
+from driftline.core.monitor import Monitor
+from driftline.core.receivers import Receiver
+from driftline.core.report import Assessment
+from driftline.core.severity import Severity
+from driftline.core.timestamps import isoformat
 from driftline.lifecycle import pause
-from driftline.monitor import Monitor
 from driftline.receivers import (
     Alert,
     AlertWindow,
     DriftedFeature,
-    Receiver,
     VettingResolver,
     link_local_target,
     render_request,
 )
-from driftline.report import Assessment, isoformat
+from driftline.registry import MonitorRegistry
 from driftline.settings import AlertSettings
 from driftline.telemetry import Telemetry
 from driftline.window import StoreUnavailableError
@@ -104,13 +105,13 @@ class AlertDispatcher:
     def __init__(
         self,
         store: AlertStore,
-        monitors: Iterable[Monitor],
+        registry: MonitorRegistry,
         settings: AlertSettings,
         telemetry: Telemetry,
         consumer: str,
     ) -> None:
         self._store = store
-        self._monitors = monitors
+        self._registry = registry
         self._settings = settings
         self._telemetry = telemetry
         self._consumer = consumer
@@ -150,7 +151,7 @@ class AlertDispatcher:
 
     async def poll(self) -> None:
         """Fetch new and stale entries of every monitor and start delivering them."""
-        for monitor in list(self._monitors):
+        for monitor in list(self._registry):
             try:
                 entries = await self._store.fetch(
                     monitor.name,
@@ -182,7 +183,7 @@ class AlertDispatcher:
             states = await self._store.deliveries(monitor.name, entry.seq)
             targets = [
                 receiver
-                for receiver in monitor.receivers
+                for receiver in self._registry.receivers(monitor.name)
                 if receiver.wants(alert.severity, alert.previous_severity)
                 and states.get(receiver.name, DeliveryState("pending")).status
                 not in ("delivered", "dead")

@@ -20,6 +20,10 @@ from aiohttp import web
 from driftline import __version__
 from driftline.alert_store import AlertRecord
 from driftline.alerting import alert_from
+from driftline.core.monitor import MONITOR_NAME, Monitor
+from driftline.core.report import Assessment, DriftReport
+from driftline.core.timestamps import isoformat
+from driftline.core.window import Vector
 from driftline.engine import (
     DriftEngine,
     Event,
@@ -30,10 +34,8 @@ from driftline.engine import (
     UnknownMonitorError,
 )
 from driftline.keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
-from driftline.monitor import MONITOR_NAME, Monitor
 from driftline.openapi import openapi_document
 from driftline.problems import FieldError, ProblemError, field_error
-from driftline.report import Assessment, DriftReport, isoformat
 from driftline.schemas import (
     AckRequest,
     AlertHistory,
@@ -52,7 +54,6 @@ from driftline.schemas import (
     ReadyResponse,
     StoreStatus,
 )
-from driftline.window import Vector
 
 T = TypeVar("T")
 JSON_TYPES = ("application/json", "")

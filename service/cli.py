@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from driftline import __version__
+from driftline.core.policy import MonitorDefaults
+from driftline.core.profile import BaselineError, FeatureKind, encode_profile, load_baseline
 from driftline.logs import configure_logging
-from driftline.profile import BaselineError, FeatureKind, encode_profile, load_baseline
-from driftline.settings import MonitorDefaults, SettingsError, load_settings
+from driftline.settings import SettingsError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -19,11 +19,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from driftline.binning import BinnedEvent, EventError, bin_batch
-from driftline.monitor import Monitor
-from driftline.report import Assessment
-from driftline.settings import Limits
-from driftline.window import StoreUnavailableError, Vector, WindowStore, WindowTotals
+from driftline.core.binning import BinnedEvent, EventError, bin_batch
+from driftline.core.limits import Limits
+from driftline.core.monitor import Monitor
+from driftline.core.report import Assessment
+from driftline.core.window import Vector, WindowTotals
+from driftline.window import StoreUnavailableError, WindowStore
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from driftline.alert_store import Acknowledgement, AlertRecord, AlertStore
 from driftline.alerting import snapshot_of
-from driftline.binning import (
+from driftline.commit import GroupCommitter, Row
+from driftline.core.binning import (
     BinnedBatch,
     EventError,
     bin_batch,
@@ -30,15 +31,16 @@ from driftline.binning import (
     bin_event,
     plainly_valid,
 )
-from driftline.commit import GroupCommitter, Row
-from driftline.drift import Severity
+from driftline.core.layout import EVENTS_SLOT
+from driftline.core.monitor import Monitor
+from driftline.core.report import Assessment, DriftReport, assess, drift_report
+from driftline.core.severity import Severity
+from driftline.core.window import Vector, WindowTotals
 from driftline.lifecycle import pause
-from driftline.monitor import EVENTS_SLOT, Monitor
 from driftline.registry import MonitorRegistry, UnknownMonitorError
-from driftline.report import Assessment, DriftReport, assess, drift_report
 from driftline.settings import Settings
 from driftline.telemetry import Telemetry
-from driftline.window import StoreUnavailableError, Vector, WindowStore, WindowTotals
+from driftline.window import StoreUnavailableError, WindowStore
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -15,14 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from driftline.window import (
-    ApplyResult,
-    Vector,
-    WindowSpec,
-    WindowTotals,
-    validate_deltas,
-    validate_spec,
-)
+from driftline.core.window import Vector, WindowSpec, WindowTotals
+from driftline.window import ApplyResult, validate_deltas, validate_spec
 
 
 @dataclass(slots=True)

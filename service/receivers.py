@@ -13,69 +13,21 @@ import hashlib
 import hmac
 import ipaddress
 import socket
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from datetime import timedelta
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from driftline.drift import Severity
+from driftline.core.receivers import Receiver
+from driftline.core.severity import Severity
+from driftline.core.timestamps import isoformat, parse_isoformat
 
 SIGNATURE_HEADER = "X-Driftline-Signature"
 TIMESTAMP_HEADER = "X-Driftline-Timestamp"
 ALERT_ID_HEADER = "X-Driftline-Alert-Id"
-ReceiverType = Literal["webhook", "slack", "alertmanager"]
-
-
-class Receiver(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One alert endpoint of a monitor."""
-
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
-    type: ReceiverType
-    url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
-    signing_secret: str | None = None
-    min_severity: Literal["warning", "critical"] = "warning"
-
-    def wants(self, severity: Severity, previous: Severity) -> bool:
-        """Whether this receiver hears of a change from `previous` to `severity`.
-
-        Escalations reach it at or above its minimum; a change down (or resolved) reaches
-        it when the severity it was told about was at or above it, so it hears the end
-        of every episode it heard the start of.
-        """
-        floor = Severity(self.min_severity).rank
-        return max(severity.rank, previous.rank) >= floor
-
-
-class ReceiverFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A `<monitor>.json` file of the alerts directory."""
-
-    receivers: list[Receiver] = []
-
-
-class ReceiverConfigError(ValueError):
-    """An alerts file that cannot be used; the message names the file and field (never a URL)."""
-
-
-def load_receivers(directory: Path) -> dict[str, list[Receiver]]:
-    """Receivers per monitor name from `<monitor>.json` files; bad files raise."""
-    receivers: dict[str, list[Receiver]] = {}
-    for path in sorted(directory.glob("*.json")):
-        if path.name.startswith("."):
-            continue
-        try:
-            parsed = msgspec.json.decode(path.read_bytes(), type=ReceiverFile)
-        except (OSError, msgspec.DecodeError) as exc:
-            # msgspec messages quote the offending value's path, not the value: safe to log.
-            raise ReceiverConfigError(f"{path.name}: {exc}") from None
-        names = [r.name for r in parsed.receivers]
-        if len(names) != len(set(names)):
-            raise ReceiverConfigError(f"{path.name}: receivers: names must be unique")
-        receivers[path.stem] = parsed.receivers
-    return receivers
 
 
 # Cloud metadata services outside the link-local ranges: AWS's IPv6 instance metadata
@@ -194,14 +146,6 @@ def _features_text(alert: Alert) -> str:
     return ", ".join(f"{f.name} {f.score:.3f} ({f.severity})" for f in alert.drifted_features)
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def alertmanager_alerts(
     alert: Alert, firing_ttl: float, floor: Severity = Severity.WARNING
 ) -> list[dict[str, Any]]:
@@ -214,7 +158,7 @@ def alertmanager_alerts(
     below `floor` (the receiver's minimum) are neither fired nor resolved: the receiver
     does not hear the change that would end them.
     """
-    now = _parse_time(alert.created_at)
+    now = parse_isoformat(alert.created_at)
     base = {"alertname": "DriftlineDrift", "monitor": alert.monitor, "model": alert.model}
     annotations = {
         "summary": _summary(alert),
@@ -230,7 +174,7 @@ def alertmanager_alerts(
                 "labels": {**base, "severity": str(alert.previous_severity)},
                 "annotations": annotations,
                 "startsAt": alert.started_at,
-                "endsAt": _rfc3339(now),
+                "endsAt": isoformat(now),
             }
         )
     if alert.severity.rank >= lowest:
@@ -239,7 +183,7 @@ def alertmanager_alerts(
                 "labels": {**base, "severity": str(alert.severity)},
                 "annotations": annotations,
                 "startsAt": alert.created_at,
-                "endsAt": _rfc3339(now + timedelta(seconds=firing_ttl)),
+                "endsAt": isoformat(now + timedelta(seconds=firing_ttl)),
             }
         )
     return alerts

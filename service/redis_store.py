@@ -36,15 +36,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from driftline.window import (
-    ApplyResult,
-    StoreUnavailableError,
-    Vector,
-    WindowSpec,
-    WindowTotals,
-    validate_deltas,
-    validate_spec,
-)
+from driftline.core.window import Vector, WindowSpec, WindowTotals
+from driftline.window import ApplyResult, StoreUnavailableError, validate_deltas, validate_spec
 
 KEY_ROOT = "driftline"
 # A single server, or Redis Cluster: every script's keys share one hash tag, one slot.

@@ -10,7 +10,6 @@ A config that stops loading keeps its last good monitor and reports the error.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +18,15 @@ from typing import Any
 import msgspec
 import msgspec.yaml
 
-from driftline.lifecycle import pause
-from driftline.monitor import (
+from driftline.core.monitor import (
     Monitor,
     MonitorConfig,
     MonitorConfigError,
     build_monitor,
     decode_monitor_config,
 )
-from driftline.receivers import Receiver, ReceiverConfigError, load_receivers
+from driftline.core.receivers import Receiver, ReceiverConfigError, load_receivers
+from driftline.lifecycle import pause
 from driftline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +79,10 @@ class MonitorRegistry:
             return next(iter(self._monitors))
         return None
 
+    def receivers(self, name: str) -> tuple[Receiver, ...]:
+        """The alert receivers of the monitor called `name` (none when it has no file)."""
+        return tuple(self._receivers.get(name, ()))
+
     def get(self, name: str) -> Monitor:
         """The monitor called `name`; raises UnknownMonitorError."""
         try:
@@ -121,17 +124,16 @@ class MonitorRegistry:
             return []
         return sorted(p for p in Path(directory).glob("*.json") if not p.name.startswith("."))
 
-    def _load_receivers(self, errors: dict[str, str]) -> dict[str, list[Receiver]]:
+    def _load_receivers(self, errors: dict[str, str]) -> None:
         """Receivers per monitor; on a bad alerts file keep the last good set."""
         directory = self._settings.alerts_dir
         if not directory:
-            return {}
+            return
         try:
             self._receivers = load_receivers(Path(directory))
         except ReceiverConfigError as exc:
             errors[f"DRIFTLINE_ALERTS_DIR={directory}"] = str(exc)
             log.error("alert receivers not loaded", extra={"error": str(exc)})
-        return self._receivers
 
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         """Resolved path, size and mtime of every config, baseline and alerts file in use."""
@@ -187,11 +189,7 @@ class MonitorRegistry:
                 continue
             monitors[monitor.name] = monitor
             by_source[source] = monitor
-        receivers = self._load_receivers(errors)
-        monitors = {
-            name: dataclasses.replace(m, receivers=tuple(receivers.get(name, ())))
-            for name, m in monitors.items()
-        }
+        self._load_receivers(errors)
         self._monitors, self._by_source, self.errors = monitors, by_source, errors
         new_dependencies = dependencies != self._dependencies
         self._dependencies = dependencies

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 import msgspec
 
 from driftline.alert_store import Acknowledgement, DeliveryState
-from driftline.drift import Severity
+from driftline.core.profile import BaselineProfile
+from driftline.core.report import WindowInfo
+from driftline.core.severity import Severity
 from driftline.engine import Event
 from driftline.problems import FieldError
-from driftline.profile import BaselineProfile
 from driftline.receivers import Alert
-from driftline.report import WindowInfo
 
 
 class PredictRequest(Event, frozen=True):

@@ -15,37 +15,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import msgspec.yaml
 
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
-
-
-class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Explicit bounds on what one request may carry; larger input gets 413/422."""
-
-    max_body_bytes: PositiveInt = 8 * 1024 * 1024
-    max_features: PositiveInt = 500
-    max_batch_events: PositiveInt = 10_000
-    max_string_length: PositiveInt = 256
-    max_future_seconds: NonNegativeFloat = 300.0
-    # Larger magnitudes would overflow the window's sums of squares.
-    max_abs_value: PositiveFloat = 1e15
-
-
-class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Policy a monitor config inherits for every field it does not set itself."""
-
-    warning_threshold: PositiveFloat = 0.2
-    critical_threshold: PositiveFloat = 0.5
-    alpha: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.05
-    bonferroni: bool = False
-    min_samples: PositiveInt = 100
-    min_drifted_features: PositiveInt = 1
-    window_seconds: PositiveInt = 3600
-    bucket_seconds: PositiveInt = 60
-    bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 10
-    top_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
-    alert_cooldown_seconds: NonNegativeFloat = 0.0
+from driftline.core.limits import Limits, NonNegativeFloat, PositiveFloat
+from driftline.core.policy import MonitorDefaults
 
 
 class AlertSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

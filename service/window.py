@@ -13,37 +13,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
-Vector = npt.NDArray[np.float64]
+from driftline.core.window import Vector, WindowSpec, WindowTotals
 
 
 class StoreUnavailableError(Exception):
     """The window store could not be reached or failed; nothing of the call was applied."""
-
-
-@dataclass(frozen=True, slots=True)
-class WindowSpec:
-    """What a store needs to know of one monitor's window."""
-
-    monitor: str
-    layout_id: str  # content hash of bins + layout: counts under another layout never mix
-    width: int
-    window_seconds: int
-    bucket_seconds: int
-
-    def bucket_of(self, timestamp: float) -> int:
-        """Start (epoch seconds) of the bucket that holds an event at `timestamp`."""
-        return int(timestamp // self.bucket_seconds) * self.bucket_seconds
-
-
-@dataclass(frozen=True, slots=True)
-class WindowTotals:
-    """The summed vector of every bucket still inside the window, read at `now`."""
-
-    vector: Vector
-    start: float  # window start: now - window_seconds (epoch seconds)
-    now: float  # the store's clock when the totals were read
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,8 @@ from support import wait_until
 
 from driftline.alert_store import GROUP, alert_keys
 from driftline.app import create_app
+from driftline.core.profile import load_baseline
 from driftline.logs import JsonFormatter
-from driftline.profile import load_baseline
 from driftline.settings import AlertSettings, Settings
 from driftline.simulate import SCENARIOS, ProfileSampler
 

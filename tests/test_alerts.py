@@ -38,19 +38,17 @@ from driftline.alert_store import (
     alert_keys,
 )
 from driftline.alerting import AlertSnapshot, alert_from, backoff
-from driftline.drift import Severity
+from driftline.core.receivers import Receiver, ReceiverConfigError, load_receivers
+from driftline.core.severity import Severity
 from driftline.receivers import (
     ALERT_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AlertWindow,
     DriftedFeature,
-    Receiver,
-    ReceiverConfigError,
     VettingResolver,
     alertmanager_alerts,
     link_local_target,
-    load_receivers,
     render_request,
 )
 from driftline.redis_store import RedisWindowStore

@@ -15,8 +15,9 @@ from scipy.spatial.distance import jensenshannon
 from support import wait_until
 
 from driftline.app import create_app
-from driftline.profile import load_baseline
-from driftline.settings import Limits, Settings
+from driftline.core.limits import Limits
+from driftline.core.profile import load_baseline
+from driftline.settings import Settings
 from driftline.simulate import SCENARIOS, ProfileSampler
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from driftline.binning import BinnedEvent, EventError, bin_batch, bin_event, plainly_valid
-from driftline.monitor import Layout
-from driftline.profile import NumericProfile, load_baseline
-from driftline.settings import Limits
+from driftline.core.binning import BinnedEvent, EventError, bin_batch, bin_event, plainly_valid
+from driftline.core.layout import Layout
+from driftline.core.limits import Limits
+from driftline.core.profile import NumericProfile, load_baseline
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LIMITS = Limits(max_string_length=12, max_abs_value=1e12)

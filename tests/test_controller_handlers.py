@@ -30,16 +30,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from lightkube import AsyncClient, KubeConfig
 
-from driftline.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
+from driftline.core.receivers import ReceiverFile
+from driftline.core.report import assess, drift_report
+from driftline.core.window import WindowTotals
 from driftline.operator.inputs import INPUT_CHANGED_ANNOTATION, monitor_inputs
 from driftline.operator.kube import KubeApi
 from driftline.operator.operator import DriftMonitorOperator
 from driftline.operator.settings import ControllerSettings
-from driftline.receivers import ReceiverFile
 from driftline.registry import MonitorRegistry
-from driftline.report import assess, drift_report
-from driftline.settings import MonitorDefaults, load_settings
-from driftline.window import WindowTotals
+from driftline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "driftmonitor" / "credit-risk.yaml"
@@ -503,7 +504,7 @@ async def test_the_service_loads_what_the_operator_wrote(
     assert registry.errors == {}
     loaded = registry.get("credit-risk")
     assert loaded.model == "credit-risk-xgb"
-    assert [(r.name, r.min_severity) for r in loaded.receivers] == [
+    assert [(r.name, r.min_severity) for r in registry.receivers("credit-risk")] == [
         ("on-call-webhook", "warning"),
         ("ml-team-slack", "critical"),
     ]

@@ -17,7 +17,10 @@ import msgspec
 import pytest
 import yaml
 
-from driftline.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
+from driftline.core.profile import build_profile, encode_profile, rows_to_columns
+from driftline.core.receivers import ReceiverFile
 from driftline.operator.kube import KeyedObject
 from driftline.operator.render import (
     CONFIG_MAP_LIMIT,
@@ -34,9 +37,6 @@ from driftline.operator.render import (
 )
 from driftline.operator.settings import ControllerSettings
 from driftline.operator.spec import MonitorSpec, TrafficSpec, parse_spec, service_url
-from driftline.profile import build_profile, encode_profile, rows_to_columns
-from driftline.receivers import ReceiverFile
-from driftline.settings import MonitorDefaults
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "driftmonitor" / "credit-risk.yaml"

@@ -14,11 +14,9 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2, chi2_contingency, entropy
 
-from driftline import drift
-from driftline.drift import (
+from driftline.core import drift
+from driftline.core.drift import (
     DriftTest,
-    Severity,
-    Thresholds,
     Verdict,
     categorical_test,
     effective_alpha,
@@ -26,6 +24,8 @@ from driftline.drift import (
     monitor_verdict,
     numeric_test,
 )
+from driftline.core.policy import Thresholds
+from driftline.core.severity import Severity
 
 EPS = 1e-4  # the spec's floor, written here on purpose instead of importing it
 TOL = 1e-9

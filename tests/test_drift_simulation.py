@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from scipy.stats import chi2
 
-from driftline.drift import Severity, categorical_test, feature_severity, numeric_test
+from driftline.core.drift import categorical_test, feature_severity, numeric_test
+from driftline.core.severity import Severity
 
 pytestmark = pytest.mark.slow
 

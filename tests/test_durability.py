@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestClient
 from support import wait_until
 
 from driftline.app import create_app
-from driftline.monitor import Monitor
+from driftline.core.monitor import Monitor
 from driftline.redis_store import RedisWindowStore
 from driftline.registry import MonitorRegistry
 from driftline.settings import Settings, load_settings

@@ -41,12 +41,12 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret
 from lightkube.resources.events_v1 import Event
 from lightkube.types import PatchType
 
-from driftline.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
+from driftline.core.report import assess, drift_report
+from driftline.core.window import WindowTotals
 from driftline.operator.operator import DriftMonitorOperator, build_registry, operator_settings
 from driftline.operator.settings import ControllerSettings
-from driftline.report import assess, drift_report
-from driftline.settings import MonitorDefaults
-from driftline.window import WindowTotals
 
 pytestmark = pytest.mark.k8s
 

@@ -30,7 +30,9 @@ from aioprometheus.collectors import Histogram
 
 from driftline.api import ROUTES
 from driftline.cli import parser as cli_parser
-from driftline.monitor import build_monitor, decode_monitor_config
+from driftline.core.monitor import build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
+from driftline.core.profile import BaselineProfile, load_baseline
 from driftline.operator.render import (
     encode_monitor_config,
     monitor_key,
@@ -41,9 +43,8 @@ from driftline.operator.render import (
 from driftline.operator.settings import ENVIRONMENT as CONTROLLER_ENVIRONMENT
 from driftline.operator.settings import load_controller_settings
 from driftline.operator.spec import parse_spec
-from driftline.profile import BaselineProfile, load_baseline
 from driftline.registry import MonitorRegistry
-from driftline.settings import ENVIRONMENT, MonitorDefaults, load_settings
+from driftline.settings import ENVIRONMENT, load_settings
 from driftline.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parent.parent

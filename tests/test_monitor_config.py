@@ -13,19 +13,19 @@ import msgspec.yaml
 import numpy as np
 import pytest
 
-from driftline import binning
-from driftline.binning import BinnedEvent, EventError
-from driftline.drift import Thresholds
-from driftline.monitor import (
-    EVENTS_SLOT,
-    Layout,
+from driftline.core import binning
+from driftline.core.binning import BinnedEvent, EventError
+from driftline.core.layout import EVENTS_SLOT, Layout
+from driftline.core.limits import Limits
+from driftline.core.monitor import (
     Monitor,
     MonitorConfig,
     MonitorConfigError,
     build_monitor,
     decode_monitor_config,
 )
-from driftline.profile import (
+from driftline.core.policy import MonitorDefaults, Thresholds
+from driftline.core.profile import (
     BaselineProfile,
     CategoricalProfile,
     NumericProfile,
@@ -33,7 +33,6 @@ from driftline.profile import (
     encode_profile,
     load_baseline,
 )
-from driftline.settings import Limits, MonitorDefaults
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DATA = ROOT / "examples" / "baseline_data.json"

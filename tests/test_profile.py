@@ -14,7 +14,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from driftline.profile import (
+from driftline.core.profile import (
     DISCRETE_MAX_VALUES,
     PROFILE_KIND,
     BaselineError,

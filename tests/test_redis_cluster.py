@@ -13,10 +13,10 @@ from redis_cluster import redis_cluster
 
 from driftline.alert_store import RedisAlertStore
 from driftline.app import create_app
-from driftline.drift import Severity
+from driftline.core.severity import Severity
+from driftline.core.window import WindowSpec
 from driftline.redis_store import RedisWindowStore
 from driftline.settings import Settings
-from driftline.window import WindowSpec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

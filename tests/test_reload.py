@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from support import wait_until
 
 from driftline.app import create_app
-from driftline.drift import Severity
+from driftline.core.severity import Severity
 from driftline.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

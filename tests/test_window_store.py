@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import redis.asyncio
 
+from driftline.core.window import Vector, WindowSpec
 from driftline.memory_store import MemoryWindowStore
 from driftline.redis_store import (
     HEADER_FIELDS,
@@ -22,7 +23,7 @@ from driftline.redis_store import (
     window_bytes,
     window_key,
 )
-from driftline.window import StoreUnavailableError, Vector, WindowSpec, WindowStore
+from driftline.window import StoreUnavailableError, WindowStore
 
 
 class SettableClock(Protocol):

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from driftline.drift import (
-    Severity,
+from driftline.core.drift import (
     Verdict,
     categorical_score,
     categorical_test,
@@ -25,18 +23,12 @@ from driftline.drift import (
     numeric_scores,
     numeric_test,
 )
-from driftline.monitor import EVENTS_SLOT, MOMENT_SCALE, FeatureSlots, Monitor, moment_unit
-from driftline.profile import NumericProfile
-from driftline.window import Vector, WindowTotals
-
-
-def isoformat(timestamp: float) -> str:
-    """RFC 3339 UTC timestamp with a `Z`, as the seed API returns."""
-    return (
-        datetime.fromtimestamp(timestamp, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+from driftline.core.layout import EVENTS_SLOT, MOMENT_SCALE, FeatureSlots, moment_unit
+from driftline.core.monitor import Monitor
+from driftline.core.profile import NumericProfile
+from driftline.core.severity import Severity
+from driftline.core.timestamps import isoformat
+from driftline.core.window import Vector, WindowTotals
 
 
 class WindowInfo(msgspec.Struct, frozen=True):

@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from driftline.monitor import (
+from driftline.core.layout import (
     EVENTS_SLOT,
     MOMENT_CLIP,
     MOMENT_SCALE,
@@ -29,9 +29,9 @@ from driftline.monitor import (
     NumericMatrix,
     moment_unit,
 )
-from driftline.profile import NumericProfile, category_label, is_missing
-from driftline.settings import Limits
-from driftline.window import Vector
+from driftline.core.limits import Limits
+from driftline.core.profile import NumericProfile, category_label, is_missing
+from driftline.core.window import Vector
 
 IntArray = npt.NDArray[np.int64]
 IntMatrix = npt.NDArray[np.intp]

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy.special import chdtrc, rel_entr
+
+from driftline.core.policy import DEFAULTS, Thresholds
+from driftline.core.severity import Severity
 
 Vector = npt.NDArray[np.float64]
 Matrix = npt.NDArray[np.float64]  # 2-d: one row per feature
@@ -31,41 +33,6 @@ of a category never seen in training, so such a category counts as a large effec
 
 COCHRAN_MIN_EXPECTED: float = 5.0
 """Smallest expected cell count the categorical chi-square test keeps unpooled."""
-
-DEFAULT_ALPHA: float = 0.05
-DEFAULT_MIN_SAMPLES: int = 100
-
-
-class Severity(StrEnum):
-    """How bad a feature's (or a monitor's) drift is."""
-
-    NONE = "none"
-    WARNING = "warning"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        """Order for comparisons: none 0 < warning 1 < critical 2."""
-        return _RANK[self]
-
-
-_RANK: dict[Severity, int] = {Severity.NONE: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Effect-size thresholds: score >= warning is a warning, >= critical is critical."""
-
-    warning: float = 0.2
-    critical: float = 0.5
-
-    def __post_init__(self) -> None:
-        # `not (a < b)` also rejects NaN.
-        if not (0.0 < self.warning < self.critical < float("inf")):
-            raise ValueError(
-                f"thresholds need 0 < warning < critical < inf, "
-                f"got warning={self.warning}, critical={self.critical}"
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +284,7 @@ def effective_alpha(alpha: float, n_features: int, *, bonferroni: bool = False) 
 def feature_severity(
     score: float,
     p_value: float,
-    alpha_effective: float = DEFAULT_ALPHA,
+    alpha_effective: float = DEFAULTS.alpha,
     thresholds: Thresholds = Thresholds(),
 ) -> Severity:
     """Severity from the effect size, but only when the drift is significant (p < alpha)."""
@@ -335,8 +302,8 @@ def monitor_verdict(
     scores: Mapping[str, float],
     events: int,
     *,
-    min_samples: int = DEFAULT_MIN_SAMPLES,
-    min_drifted_features: int = 1,
+    min_samples: int = DEFAULTS.min_samples,
+    min_drifted_features: int = DEFAULTS.min_drifted_features,
 ) -> Verdict:
     """Worst feature severity once enough features are flagged and the window is ready."""
     if min_drifted_features < 1:
