@@ -22,8 +22,8 @@ import msgspec
 from redis.exceptions import RedisError, ResponseError
 
 from driftline.core.severity import Severity
-from driftline.redis_store import KEY_ROOT, RedisClient
-from driftline.window import StoreUnavailableError
+from driftline.stores.protocol import StoreUnavailableError
+from driftline.stores.redis_client import KEY_ROOT, RedisClient
 
 SCRIPT = importlib.resources.files("driftline").joinpath("alert.lua").read_text(encoding="utf-8")
 GROUP = "delivery"

@@ -37,8 +37,8 @@ from driftline.receivers import (
 )
 from driftline.registry import MonitorRegistry
 from driftline.settings import AlertSettings
+from driftline.stores.protocol import StoreUnavailableError
 from driftline.telemetry import Telemetry
-from driftline.window import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 

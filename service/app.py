@@ -20,13 +20,13 @@ from driftline.api import ROUTES
 from driftline.engine import DriftEngine
 from driftline.keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
 from driftline.lifecycle import stop
-from driftline.memory_store import MemoryWindowStore
 from driftline.problems import Handler, problem_for
-from driftline.redis_store import RedisWindowStore
 from driftline.registry import MonitorRegistry
 from driftline.settings import Settings
+from driftline.stores.memory import MemoryWindowStore
+from driftline.stores.protocol import WindowStore
+from driftline.stores.redis import RedisWindowStore
 from driftline.telemetry import Telemetry
-from driftline.window import WindowStore
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from driftline.core.limits import Limits
 from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment
 from driftline.core.window import Vector, WindowTotals
-from driftline.window import StoreUnavailableError, WindowStore
+from driftline.stores.protocol import StoreUnavailableError, WindowStore
 
 log = logging.getLogger(__name__)
 

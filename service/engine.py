@@ -39,8 +39,8 @@ from driftline.core.window import Vector, WindowTotals
 from driftline.lifecycle import pause
 from driftline.registry import MonitorRegistry, UnknownMonitorError
 from driftline.settings import Settings
+from driftline.stores.protocol import StoreUnavailableError, WindowStore
 from driftline.telemetry import Telemetry
-from driftline.window import StoreUnavailableError, WindowStore
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

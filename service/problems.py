@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import web
 
 from driftline.commit import CommitterClosedError
-from driftline.window import StoreUnavailableError
+from driftline.stores.protocol import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 

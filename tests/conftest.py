@@ -9,9 +9,9 @@ import pytest
 import redis
 from pytest_redis import factories
 
-from driftline.memory_store import MemoryWindowStore
-from driftline.redis_store import RedisWindowStore
-from driftline.window import WindowStore
+from driftline.stores.memory import MemoryWindowStore
+from driftline.stores.protocol import WindowStore
+from driftline.stores.redis import RedisWindowStore
 
 REDIS_SERVER = shutil.which("redis-server") or (
     "/usr/bin/redis-server" if shutil.which("/usr/bin/redis-server") else None

@@ -51,8 +51,8 @@ from driftline.receivers import (
     link_local_target,
     render_request,
 )
-from driftline.redis_store import RedisWindowStore
 from driftline.settings import AlertSettings
+from driftline.stores.redis import RedisWindowStore
 
 NONE, WARNING, CRITICAL = Severity.NONE, Severity.WARNING, Severity.CRITICAL
 MONITOR = "credit-risk"

@@ -29,9 +29,9 @@ from support import wait_until
 
 from driftline.app import create_app
 from driftline.core.monitor import Monitor
-from driftline.redis_store import RedisWindowStore
 from driftline.registry import MonitorRegistry
 from driftline.settings import Settings, load_settings
+from driftline.stores.redis import RedisWindowStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

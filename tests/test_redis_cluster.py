@@ -15,8 +15,8 @@ from driftline.alert_store import RedisAlertStore
 from driftline.app import create_app
 from driftline.core.severity import Severity
 from driftline.core.window import WindowSpec
-from driftline.redis_store import RedisWindowStore
 from driftline.settings import Settings
+from driftline.stores.redis import RedisWindowStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

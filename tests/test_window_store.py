@@ -13,8 +13,9 @@ import pytest
 import redis.asyncio
 
 from driftline.core.window import Vector, WindowSpec
-from driftline.memory_store import MemoryWindowStore
-from driftline.redis_store import (
+from driftline.stores.memory import MemoryWindowStore
+from driftline.stores.protocol import StoreUnavailableError, WindowStore
+from driftline.stores.redis import (
     HEADER_FIELDS,
     RedisWindowStore,
     grace_seconds,
@@ -23,7 +24,6 @@ from driftline.redis_store import (
     window_bytes,
     window_key,
 )
-from driftline.window import StoreUnavailableError, WindowStore
 
 
 class SettableClock(Protocol):

@@ -1,8 +1,12 @@
 """In-process window store: the single-replica backend, and the reference for Redis.
 
-Semantics match `RedisWindowStore` call for call, including the order of float
-operations (evict, then add deltas in bucket order), so both backends return the same
-numbers for the same calls.
+For buckets inside the Redis ring the semantics match `RedisWindowStore` call for call,
+including the order of operations (evict, then add deltas in bucket order), so both
+backends return the same numbers for the same calls. One difference: Redis keeps a
+fixed ring of buckets and reports a bucket further ahead of its clock than the ring
+reaches (`future_seconds` plus slack) as late; this store has no ring and counts a
+bucket however far ahead it starts (the engine refuses events too far in the future
+before they reach a store).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from driftline.core.window import Vector, WindowSpec, WindowTotals
-from driftline.window import ApplyResult, validate_deltas, validate_spec
+from driftline.stores.protocol import ApplyResult, validate_deltas, validate_spec
 
 
 @dataclass(slots=True)

@@ -30,22 +30,24 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from driftline.core.limits import Limits
 from driftline.core.window import Vector, WindowSpec, WindowTotals
-from driftline.window import ApplyResult, StoreUnavailableError, validate_deltas, validate_spec
+from driftline.stores.protocol import (
+    ApplyResult,
+    StoreUnavailableError,
+    validate_deltas,
+    validate_spec,
+)
+from driftline.stores.redis_client import KEY_ROOT, RedisClient, connect
 
-KEY_ROOT = "driftline"
-# A single server, or Redis Cluster: every script's keys share one hash tag, one slot.
-RedisClient = Redis | RedisCluster
-SCRIPT = importlib.resources.files("driftline").joinpath("window.lua").read_text(encoding="utf-8")
+SCRIPT = (
+    importlib.resources.files("driftline.stores").joinpath("window.lua").read_text(encoding="utf-8")
+)
 
 HEADER_FIELDS = 5  # window.lua's header: width, bucket, ring slots, evicted_through, newest
-DEFAULT_FUTURE_SECONDS = 300.0  # Limits.max_future_seconds' default
+DEFAULT_FUTURE_SECONDS = Limits().max_future_seconds
 _GLOB_SPECIAL = frozenset("*?[]\\")
 # One nonzero delta element as window.lua unpacks it: struct format ">I4i8".
 _PAIR = np.dtype([("index", ">u4"), ("value", ">i8")])
@@ -142,23 +144,14 @@ class RedisWindowStore:
         future_seconds: float = DEFAULT_FUTURE_SECONDS,
         **opts: Any,
     ) -> RedisWindowStore:
-        """Connect to `url` (a Redis Cluster node's when `cluster`); `opts` go to from_url.
-
-        Retries default to none: the script is not idempotent, and re-sending it after a
-        timeout could add the same deltas twice. Callers retry whole flushes instead.
-        `future_seconds`: see `__init__`.
-        """
-        opts.setdefault("retry", Retry(NoBackoff(), 0))
-        opts.update(
+        """Connect to `url` (see `redis_client.connect`); `future_seconds`: see `__init__`."""
+        client = connect(
+            url,
             socket_timeout=socket_timeout,
-            socket_connect_timeout=(
-                socket_timeout if socket_connect_timeout is None else socket_connect_timeout
-            ),
+            socket_connect_timeout=socket_connect_timeout,
             health_check_interval=health_check_interval,
-            decode_responses=False,
-        )
-        client: RedisClient = (
-            RedisCluster.from_url(url, **opts) if cluster else Redis.from_url(url, **opts)
+            cluster=cluster,
+            **opts,
         )
         return cls(client, fence_seconds=socket_timeout / 2, future_seconds=future_seconds)
 

@@ -1,5 +1,5 @@
 -- One monitor layout's sliding window in one Redis string, applied atomically (driven by
--- service/redis_store.py).
+-- service/stores/redis.py).
 --
 -- KEYS[1]  the window key: a string of signed 64-bit integers (BITFIELD i64, big-endian),
 --          field k at bytes 8k .. 8k+7, FIELDS = H + R + V + R*V fields in all:
