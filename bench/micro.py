@@ -44,7 +44,7 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     from driftline.core.policy import MonitorDefaults
     from driftline.core.report import assess, drift_report, evaluate
     from driftline.core.window import WindowTotals
-    from driftline.engine import Event
+    from driftline.engine.admission import Event
     from driftline.schemas import PredictRequest
     from driftline.telemetry import Telemetry
 

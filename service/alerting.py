@@ -26,6 +26,7 @@ from driftline.core.receivers import Receiver
 from driftline.core.report import Assessment
 from driftline.core.severity import Severity
 from driftline.core.timestamps import isoformat
+from driftline.engine.registry import MonitorRegistry
 from driftline.lifecycle import pause
 from driftline.receivers import (
     Alert,
@@ -35,7 +36,6 @@ from driftline.receivers import (
     link_local_target,
     render_request,
 )
-from driftline.registry import MonitorRegistry
 from driftline.settings import AlertSettings
 from driftline.stores.protocol import StoreUnavailableError
 from driftline.telemetry import Telemetry

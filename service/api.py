@@ -24,16 +24,10 @@ from driftline.core.monitor import MONITOR_NAME, Monitor
 from driftline.core.report import Assessment, DriftReport
 from driftline.core.timestamps import isoformat
 from driftline.core.window import Vector
-from driftline.engine import (
-    DriftEngine,
-    Event,
-    IngestResult,
-    NoDefaultMonitorError,
-    RejectedEventError,
-    Rejection,
-    UnknownMonitorError,
-)
-from driftline.keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
+from driftline.engine.admission import Event, RejectedEventError, Rejection
+from driftline.engine.facade import DriftEngine, IngestResult, NoDefaultMonitorError
+from driftline.engine.registry import UnknownMonitorError
+from driftline.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
 from driftline.openapi import openapi_document
 from driftline.problems import FieldError, ProblemError, field_error
 from driftline.schemas import (
@@ -127,7 +121,7 @@ def _monitor(engine: DriftEngine, name: str | None) -> Monitor:
     try:
         return engine.monitor(name)
     except UnknownMonitorError:
-        known = ", ".join(m.name for m in engine.registry) or "(none loaded)"
+        known = ", ".join(m.name for m in engine.monitors()) or "(none loaded)"
         raise ProblemError(
             404,
             "unknown-monitor",
@@ -206,7 +200,7 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
     raw = await request.read()
     items, named = _split_events(raw, request.content_type in NDJSON_TYPES)
     monitor = _monitor(engine, monitor_name if path else named)
-    _check_batch_size(len(items), engine.settings.limits.max_batch_events, "events")
+    _check_batch_size(len(items), request.app[SETTINGS].limits.max_batch_events, "events")
     prefix = "" if path else "events"
     events: list[Event] = []
     positions: list[int] = []
@@ -222,11 +216,7 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
             errors.append(
                 FieldError(f"{prefix}[{index}]", f"not valid JSON: {exc}", "malformed_json", index)
             )
-    if errors:
-        for error in errors:
-            engine.telemetry.invalid_events.inc(
-                {"monitor": monitor.name, "reason": error.reason or "invalid_event"}
-            )
+    engine.count_invalid(monitor, (error.reason or "invalid_event" for error in errors))
     result = await engine.ingest(
         monitor, events, path_prefix=lambda i: f"{prefix}[{positions[i]}]."
     )
@@ -319,7 +309,7 @@ async def monitor_columns(request: web.Request) -> web.Response:
             first = next(iter(columns))
             message = f"expected {size} values (as many as {first!r} has), got {len(values)}"
             raise _column_problem(name, "ragged-columns", message)
-    _check_batch_size(size, engine.settings.limits.max_batch_events, "columns")
+    _check_batch_size(size, request.app[SETTINGS].limits.max_batch_events, "columns")
     try:
         result = await engine.ingest_columns(
             monitor, columns, size, timestamp=body.timestamp, model_version=body.model_version
@@ -361,8 +351,7 @@ async def alert_history(request: web.Request) -> web.Response:
             f"limit: expected an integer from 1 to 1000, got {raw_limit!r}",
             [FieldError("limit", "expected an integer from 1 to 1000")],
         )
-    records = await engine.alert_history(monitor, int(raw_limit))
-    severity = await engine.alerts.severity(monitor.name)
+    severity, records = await request.app[ALERTS].latest(monitor.name, int(raw_limit))
     return encode(AlertHistory(monitor.name, severity, [_alert_view(r) for r in records]))
 
 
@@ -381,7 +370,7 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
         )
     body = await request.read()
     ack = decode_body(body, AckRequest) if body.strip() else AckRequest()
-    record = await engine.acknowledge(monitor, int(seq_text), ack.by, ack.comment)
+    record = await request.app[ALERTS].acknowledge(monitor.name, int(seq_text), ack.by, ack.comment)
     if record is None:
         raise ProblemError(
             404,
@@ -422,8 +411,8 @@ async def list_monitors(request: web.Request) -> web.Response:
     engine = _engine(request)
     return encode(
         MonitorList(
-            monitors=[_summary_of(m) for m in engine.registry],
-            default_monitor=engine.registry.default_name,
+            monitors=[_summary_of(m) for m in engine.monitors()],
+            default_monitor=engine.default_monitor,
         )
     )
 
@@ -462,18 +451,19 @@ async def get_monitor(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """Liveness: 200 while the process works; Redis trouble shows as `degraded`."""
-    engine = _engine(request)
-    store_ok = await engine.store.ping()
+    health = await _engine(request).health()
     return encode(
         HealthResponse(
-            status="healthy" if store_ok else "degraded",
-            baseline_data_loaded=len(engine.registry) > 0,
+            status="healthy" if health.store_ok else "degraded",
+            baseline_data_loaded=len(health.monitors) > 0,
             timestamp=isoformat(time.time()),
             version=__version__,
-            monitors=[m.name for m in engine.registry],
-            default_monitor=engine.registry.default_name,
-            store=StoreStatus(kind=engine.store.kind, status="ok" if store_ok else "unreachable"),
-            config_errors=engine.registry.errors,
+            monitors=health.monitors,
+            default_monitor=health.default_monitor,
+            store=StoreStatus(
+                kind=health.store_kind, status="ok" if health.store_ok else "unreachable"
+            ),
+            config_errors=health.config_errors,
             ack_mode=request.app[SETTINGS].ack_mode,
         )
     )
@@ -481,14 +471,14 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     """Readiness: 503 while draining for shutdown, with no monitor, or the store unreachable."""
-    engine = _engine(request)
+    health = await _engine(request).health()
     reasons = []
     if request.app[DRAINING].is_set():
         reasons.append("shutting down")
-    if not len(engine.registry):
+    if not health.monitors:
         reasons.append("no monitor loaded")
-    if not await engine.store.ping():
-        reasons.append(f"{engine.store.kind} store unreachable")
+    if not health.store_ok:
+        reasons.append(f"{health.store_kind} store unreachable")
     status = 503 if reasons else 200
     return encode(ReadyResponse("not ready" if reasons else "ready", reasons), status)
 

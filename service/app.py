@@ -16,12 +16,14 @@ from aiohttp import web
 
 from driftline.alert_store import AlertStore, MemoryAlertStore, RedisAlertStore
 from driftline.alerting import AlertDispatcher
+from driftline.alerts.history import AlertLog
+from driftline.alerts.observer import SeverityObserver
 from driftline.api import ROUTES
-from driftline.engine import DriftEngine
-from driftline.keys import DRAINING, ENGINE, SETTINGS, TELEMETRY
+from driftline.engine.facade import DriftEngine
+from driftline.engine.registry import MonitorRegistry
+from driftline.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
 from driftline.lifecycle import stop
 from driftline.problems import Handler, problem_for
-from driftline.registry import MonitorRegistry
 from driftline.settings import Settings
 from driftline.stores.memory import MemoryWindowStore
 from driftline.stores.protocol import WindowStore
@@ -68,21 +70,27 @@ def open_stores(settings: Settings) -> tuple[WindowStore, AlertStore]:
 
 
 async def engine_context(app: web.Application) -> AsyncIterator[None]:
-    """Load monitors, open the store; on shutdown flush pending counts, then close it."""
+    """Load monitors, open the stores; on shutdown flush pending counts, then close them."""
     settings = app[SETTINGS]
+    telemetry = app[TELEMETRY]
     registry = MonitorRegistry(settings)
     await asyncio.to_thread(registry.load)
     store, alerts = open_stores(settings)
-    engine = DriftEngine(settings, registry, store, app[TELEMETRY], alerts)
-    app[ENGINE] = engine
+    engine = DriftEngine(settings, registry, store, telemetry)
     consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    dispatcher = AlertDispatcher(alerts, registry, settings.alerts, app[TELEMETRY], consumer)
-    engine.on_alert = dispatcher.wake
+    dispatcher = AlertDispatcher(alerts, registry, settings.alerts, telemetry, consumer)
+    observer = SeverityObserver(alerts, telemetry, on_alert=dispatcher.wake)
+    engine.subscribe(observer.offer)
+    app[ENGINE] = engine
+    app[ALERTS] = AlertLog(alerts, settings.alerts)
     stopping = asyncio.Event()
     tasks = [
         asyncio.create_task(registry.watch(stopping), name="monitor-reload"),
         asyncio.create_task(dispatcher.run(stopping), name="alert-delivery"),
-        asyncio.create_task(engine.evaluate_forever(stopping), name="evaluation"),
+        asyncio.create_task(
+            observer.evaluate_forever(engine, settings.alerts.evaluation_interval, stopping),
+            name="evaluation",
+        ),
     ]
     log.info(
         "service started",
@@ -94,6 +102,7 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await engine.close()
+    await observer.close()  # the last flush may have changed a severity
     await stop(tasks, stopping, grace=5.0)
     await store.close()
     log.info("service stopped: pending counts flushed")

@@ -16,7 +16,7 @@ from http import HTTPStatus
 import msgspec
 from aiohttp import web
 
-from driftline.commit import CommitterClosedError
+from driftline.engine.commit import CommitterClosedError
 from driftline.stores.protocol import StoreUnavailableError
 
 log = logging.getLogger(__name__)

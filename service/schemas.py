@@ -11,7 +11,7 @@ from driftline.alert_store import Acknowledgement, DeliveryState
 from driftline.core.profile import BaselineProfile
 from driftline.core.report import WindowInfo
 from driftline.core.severity import Severity
-from driftline.engine import Event
+from driftline.engine.admission import Event
 from driftline.problems import FieldError
 from driftline.receivers import Alert
 

@@ -35,11 +35,11 @@ from driftline.core.policy import MonitorDefaults
 from driftline.core.receivers import ReceiverFile
 from driftline.core.report import assess, drift_report
 from driftline.core.window import WindowTotals
+from driftline.engine.registry import MonitorRegistry
 from driftline.operator.inputs import INPUT_CHANGED_ANNOTATION, monitor_inputs
 from driftline.operator.kube import KubeApi
 from driftline.operator.operator import DriftMonitorOperator
 from driftline.operator.settings import ControllerSettings
-from driftline.registry import MonitorRegistry
 from driftline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ from support import wait_until
 
 from driftline.app import create_app
 from driftline.core.monitor import Monitor
-from driftline.registry import MonitorRegistry
+from driftline.engine.registry import MonitorRegistry
 from driftline.settings import Settings, load_settings
 from driftline.stores.redis import RedisWindowStore
 

@@ -33,6 +33,7 @@ from driftline.cli import parser as cli_parser
 from driftline.core.monitor import build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
 from driftline.core.profile import BaselineProfile, load_baseline
+from driftline.engine.registry import MonitorRegistry
 from driftline.operator.render import (
     encode_monitor_config,
     monitor_key,
@@ -43,7 +44,6 @@ from driftline.operator.render import (
 from driftline.operator.settings import ENVIRONMENT as CONTROLLER_ENVIRONMENT
 from driftline.operator.settings import load_controller_settings
 from driftline.operator.spec import parse_spec
-from driftline.registry import MonitorRegistry
 from driftline.settings import ENVIRONMENT, load_settings
 from driftline.telemetry import Telemetry
 

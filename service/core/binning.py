@@ -1,7 +1,8 @@
 """Binning: events turned into increments of a monitor's window vector.
 
-One event at a time (`bin_event`, for `/monitor/predict`) or a column at a time over a
-batch (`bin_batch`, vectorised with numpy). Both use the same per-value rules
+One event at a time (`bin_event`; `first_error` checks an event that is answered before
+its batch is binned) or a column at a time over a batch (`bin_batch`, vectorised with
+numpy: what every flush uses). Both use the same per-value rules
 (`numeric_value`, `category_slot`), so a value is valid, missing or rejected the same
 way on either path, with the same message.
 """
@@ -153,6 +154,20 @@ def bin_event(
         sums.append((feature.sum_squares, round(z * z * MOMENT_SCALE)))
     unknown = [name for name in features if name not in layout.features]
     return BinnedEvent(slots, sums, unknown)
+
+
+def first_error(layout: Layout, features: Mapping[str, Any], limits: Limits) -> EventError | None:
+    """The first value (in feature order) binning would refuse; None when it takes them all.
+
+    Cheap for the usual event (`plainly_valid`); the exact rules decide the rest.
+    """
+    if plainly_valid(layout, features, limits):
+        return None
+    try:
+        bin_event(layout, features, limits)
+    except EventError as exc:
+        return exc
+    return None
 
 
 # -------------------------------------------------------------------- a batch

@@ -3,9 +3,10 @@
 A replica never makes a store round trip per event. Requests add their events to the
 monitor's pending batch; one flusher per monitor bins the single events of the batch
 column by column, sends the whole batch in a single atomic store call, has the verdict
-made once on the totals it returns, and answers every request the batch carried through
-one shared future. While a flush is in flight the next batch fills up, so the batch
-size grows with load and the store calls per event fall.
+made once on the totals it returns (driftline.engine.verdicts), and answers every
+request the batch carried through one shared future. While a flush is in flight the
+next batch fills up, so the batch size grows with load and the store calls per event
+fall.
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from driftline.core.binning import BinnedEvent, EventError, bin_batch
+from driftline.core.binning import EventError, bin_batch
 from driftline.core.limits import Limits
 from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment
-from driftline.core.window import Vector, WindowTotals
+from driftline.core.window import Vector
+from driftline.engine.verdicts import Verdicts
 from driftline.stores.protocol import StoreUnavailableError, WindowStore
+from driftline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -52,46 +55,20 @@ class Row(NamedTuple):
 
 
 @dataclass(slots=True)
-class _Bucket:
-    # Pre-binned single events append indices (cheap per event); batches add vectors.
-    slots: list[int] = field(default_factory=list)
-    sum_slots: list[int] = field(default_factory=list)
-    sum_values: list[float] = field(default_factory=list)
-    dense: Vector | None = None
-
-
-@dataclass(slots=True)
 class _Batch:
     monitor: Monitor
     target: int  # durable submissions to wait for before flushing early
     rows: list[Row] = field(default_factory=list)
-    buckets: dict[int, _Bucket] = field(default_factory=dict)
+    vectors: dict[int, Vector] = field(default_factory=dict)  # binned batches, by bucket
     future: asyncio.Future[FlushOutcome] | None = None
     durable: int = 0  # submissions waiting on `future`
     unacknowledged: int = 0  # events submitted in async mode: nobody waits for them
     enough: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def bucket(self, start: int) -> _Bucket:
-        bucket = self.buckets.get(start)
-        if bucket is None:
-            bucket = self.buckets[start] = _Bucket()
-        return bucket
-
-    def add_binned(self, events: Iterable[tuple[int, BinnedEvent]]) -> int:
-        count = 0
-        for bucket_start, event in events:
-            bucket = self.bucket(bucket_start)
-            bucket.slots.extend(event.slots)
-            for slot, value in event.sums:
-                bucket.sum_slots.append(slot)
-                bucket.sum_values.append(value)
-            count += 1
-        return count
-
-    def add_dense(self, vectors: Mapping[int, tuple[Vector, int]]) -> int:
+    def add(self, vectors: Mapping[int, tuple[Vector, int]]) -> int:
         for start, (vector, _) in vectors.items():
-            bucket = self.bucket(start)
-            bucket.dense = vector.copy() if bucket.dense is None else bucket.dense + vector
+            held = self.vectors.get(start)
+            self.vectors[start] = vector.copy() if held is None else held + vector
         return sum(count for _, count in vectors.values())
 
     def deltas(self, limits: Limits) -> tuple[dict[int, Vector], dict[int, EventError]]:
@@ -111,20 +88,9 @@ class _Batch:
             errors = binned.errors
             starts = np.fromiter((r.bucket for r in self.rows), np.int64, len(self.rows))
             deltas = {start: v for start, (v, _) in binned.deltas(width, starts).items()}
-        for start, bucket in self.buckets.items():
-            # Two bincounts per bucket per flush instead of a numpy call per event.
-            vector = np.bincount(bucket.slots, minlength=width).astype(np.float64)
-            if bucket.sum_slots:
-                vector += np.bincount(bucket.sum_slots, bucket.sum_values, minlength=width)
-            if bucket.dense is not None:
-                vector += bucket.dense
+        for start, vector in self.vectors.items():
             deltas[start] = deltas[start] + vector if start in deltas else vector
         return deltas, errors
-
-
-# Called after a successful store call with the totals, the tags of the rows counted,
-# and the number of rows that were late; returns the assessment to answer with.
-FlushListener = Callable[[Monitor, WindowTotals, list[str | None], int], Assessment]
 
 
 class GroupCommitter:
@@ -134,18 +100,16 @@ class GroupCommitter:
         self,
         store: WindowStore,
         limits: Limits,
+        verdicts: Verdicts,
+        telemetry: Telemetry,
         *,
         flush_interval: float,
-        on_flushed: FlushListener,
-        on_store_error: Callable[[str], None],
-        on_events_lost: Callable[[Monitor, int], None],
     ) -> None:
         self._store = store
         self._limits = limits
+        self._verdicts = verdicts
+        self._telemetry = telemetry
         self._interval = flush_interval
-        self._on_flushed = on_flushed
-        self._on_store_error = on_store_error
-        self._on_events_lost = on_events_lost
         self._pending: dict[tuple[str, str], _Batch] = {}
         self._flushers: dict[tuple[str, str], asyncio.Task[None]] = {}
         # Durable submissions the last flush of each layout answered: in a steady state
@@ -178,7 +142,7 @@ class GroupCommitter:
     ) -> tuple[asyncio.Future[FlushOutcome] | None, int]:
         """Queue one unbinned event: its flush's future (durable) and its row number.
 
-        Async rows must be valid (`plainly_valid`): nobody would hear of an error.
+        Async rows must be valid (`first_error` found none): nobody would hear of an error.
         """
         batch = self._batch(monitor)
         batch.rows.append(row)
@@ -188,19 +152,15 @@ class GroupCommitter:
         return None, len(batch.rows) - 1
 
     def submit(
-        self,
-        monitor: Monitor,
-        events: list[tuple[int, BinnedEvent]] | Mapping[int, tuple[Vector, int]],
-        *,
-        durable: bool,
+        self, monitor: Monitor, vectors: Mapping[int, tuple[Vector, int]], *, durable: bool
     ) -> asyncio.Future[FlushOutcome] | None:
-        """Queue binned events: (bucket start, event) pairs, or per bucket start a vector.
+        """Queue binned events: per bucket start, their summed vector and their count.
 
         Durable submissions get the future of their flush (it fails with
         StoreUnavailableError when the flush does); async ones get None.
         """
         batch = self._batch(monitor)
-        count = batch.add_binned(events) if isinstance(events, list) else batch.add_dense(events)
+        count = batch.add(vectors)
         if durable:
             return self._wait(batch)
         batch.unacknowledged += count
@@ -235,16 +195,20 @@ class GroupCommitter:
                     if i in errors:
                         if not row.durable:  # checked valid on arrival: a bug if reached
                             log.error("async event refused at flush: %s", errors[i])
-                            self._on_events_lost(monitor, 1)
+                            self._lost(monitor, 1)
                         continue
                     if row.bucket in late:
                         late_rows += 1
                     else:
                         counted.append(row.tag)
-                assessment = self._on_flushed(monitor, result.totals, counted, late_rows)
+                if counted:
+                    self._telemetry.count_events(monitor.name, counted)
+                if late_rows:
+                    self._telemetry.late_events.add({"monitor": monitor.name}, late_rows)
+                assessment = self._verdicts.after_flush(monitor, result.totals)
         except Exception as exc:
             if isinstance(exc, StoreUnavailableError):
-                self._on_store_error("apply")
+                self._telemetry.store_errors.inc({"operation": "apply"})
                 log.warning("flush failed", extra={"monitor": monitor.name, "error": str(exc)})
             else:
                 log.exception("flush failed", extra={"monitor": monitor.name})
@@ -252,10 +216,14 @@ class GroupCommitter:
                 future.set_exception(exc)
                 future.exception()  # retrieved here: no warning if every waiter was cancelled
             if batch.unacknowledged:
-                self._on_events_lost(monitor, batch.unacknowledged)
+                self._lost(monitor, batch.unacknowledged)
             return
         if future is not None:
             future.set_result(FlushOutcome(assessment, late, errors))
+
+    def _lost(self, monitor: Monitor, events: int) -> None:
+        """Count acknowledged (async) events that were never stored."""
+        self._telemetry.lost_events.add({"monitor": monitor.name}, events)
 
     async def close(self) -> None:
         """Refuse new events and flush everything pending (SIGTERM path)."""

@@ -1,0 +1,1 @@
+"""Alerts: from a monitor's severity change to its receivers, at least once."""
