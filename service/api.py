@@ -18,8 +18,8 @@ import numpy as np
 from aiohttp import web
 
 from driftline import __version__
-from driftline.alert_store import AlertRecord
-from driftline.alerting import alert_from
+from driftline.alerts.payloads import alert_from
+from driftline.alerts.store import AlertRecord
 from driftline.core.monitor import MONITOR_NAME, Monitor
 from driftline.core.report import Assessment, DriftReport
 from driftline.core.timestamps import isoformat

@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from driftline.alert_store import AlertStore, MemoryAlertStore, RedisAlertStore
-from driftline.alerting import AlertDispatcher
+from driftline.alerts.dispatch import AlertDispatcher
 from driftline.alerts.history import AlertLog
+from driftline.alerts.memory import MemoryAlertStore
 from driftline.alerts.observer import SeverityObserver
+from driftline.alerts.redis import RedisAlertStore
+from driftline.alerts.store import AlertStore
 from driftline.api import ROUTES
 from driftline.engine.facade import DriftEngine
 from driftline.engine.registry import MonitorRegistry

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 import msgspec
 
-from driftline.alert_store import Acknowledgement, DeliveryState
+from driftline.alerts.payloads import Alert
+from driftline.alerts.store import Acknowledgement, DeliveryState
 from driftline.core.profile import BaselineProfile
 from driftline.core.report import WindowInfo
 from driftline.core.severity import Severity
 from driftline.engine.admission import Event
 from driftline.problems import FieldError
-from driftline.receivers import Alert
 
 
 class PredictRequest(Event, frozen=True):

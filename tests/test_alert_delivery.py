@@ -33,7 +33,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support import wait_until
 
-from driftline.alert_store import GROUP, alert_keys
+from driftline.alerts.redis import GROUP, alert_keys
 from driftline.app import create_app
 from driftline.core.profile import load_baseline
 from driftline.logs import JsonFormatter

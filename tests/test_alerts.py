@@ -27,30 +27,24 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from support import wait_until
 
-from driftline.alert_store import (
-    GROUP,
-    Acknowledgement,
-    AlertStore,
-    DeliveryState,
-    MemoryAlertStore,
-    OutboxEntry,
-    RedisAlertStore,
-    alert_keys,
-)
-from driftline.alerting import AlertSnapshot, alert_from, backoff
-from driftline.core.receivers import Receiver, ReceiverConfigError, load_receivers
-from driftline.core.severity import Severity
-from driftline.receivers import (
+from driftline.alerts.dispatch import backoff
+from driftline.alerts.memory import MemoryAlertStore
+from driftline.alerts.payloads import (
     ALERT_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    AlertSnapshot,
     AlertWindow,
     DriftedFeature,
-    VettingResolver,
+    alert_from,
     alertmanager_alerts,
-    link_local_target,
     render_request,
 )
+from driftline.alerts.redis import GROUP, RedisAlertStore, alert_keys
+from driftline.alerts.store import Acknowledgement, AlertStore, DeliveryState, OutboxEntry
+from driftline.alerts.targets import VettingResolver, link_local_target
+from driftline.core.receivers import Receiver, ReceiverConfigError, load_receivers
+from driftline.core.severity import Severity
 from driftline.settings import AlertSettings
 from driftline.stores.redis import RedisWindowStore
 

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis_cluster import redis_cluster
 
-from driftline.alert_store import RedisAlertStore
+from driftline.alerts.redis import RedisAlertStore
 from driftline.app import create_app
 from driftline.core.severity import Severity
 from driftline.core.window import WindowSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from driftline.alert_store import Acknowledgement, AlertRecord, AlertStore
+from driftline.alerts.store import Acknowledgement, AlertRecord, AlertStore
 from driftline.core.severity import Severity
 from driftline.settings import AlertSettings
 

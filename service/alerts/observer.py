@@ -15,8 +15,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from driftline.alert_store import AlertStore
-from driftline.alerting import snapshot_of
+from driftline.alerts.payloads import snapshot_of
+from driftline.alerts.store import AlertStore
 from driftline.core.report import Assessment
 from driftline.core.severity import Severity
 from driftline.engine.facade import DriftEngine

@@ -1,98 +1,29 @@
-"""Alert receivers: who hears about a monitor's severity changes, and in which format.
+"""Alert payloads: a severity change as an `Alert`, and the request each receiver type gets.
 
-Receivers come from the alerts directory (the operator's `<service>-alerts` Secret,
-mounted): one `<monitor>.json` per monitor, `{"receivers": [...]}`. Each receiver is a
-generic webhook (JSON signed with HMAC-SHA256 over timestamp and body), a Slack
-incoming webhook, or Alertmanager's v2 alerts API. URLs and keys are secrets: they are
-never logged, and receivers are named in logs and metrics by their `name` only.
+The outbox stores a snapshot of the assessment that made the change (`snapshot_of`);
+`alert_from` turns an outbox entry back into the `Alert` every format is rendered
+from: a generic webhook (JSON signed with HMAC-SHA256 over timestamp and body), a
+Slack incoming webhook, or Alertmanager's v2 alerts API (`render_request`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
-import socket
 from datetime import timedelta
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
+from driftline.alerts.store import OutboxEntry
 from driftline.core.receivers import Receiver
+from driftline.core.report import Assessment
 from driftline.core.severity import Severity
 from driftline.core.timestamps import isoformat, parse_isoformat
 
 SIGNATURE_HEADER = "X-Driftline-Signature"
 TIMESTAMP_HEADER = "X-Driftline-Timestamp"
 ALERT_ID_HEADER = "X-Driftline-Alert-Id"
-
-
-# Cloud metadata services outside the link-local ranges: AWS's IPv6 instance metadata
-# endpoint (in fd00::/8, unique-local) and Alibaba Cloud's (in the shared 100.64/10).
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200")
-)
-
-
-def refused_address(text: str) -> str | None:
-    """The address, when it is link-local or a cloud metadata service's; else None."""
-    address = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone (fe80::1%eth0)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:169.254.169.254 reaches 169.254.169.254
-    if address.is_link_local or address in METADATA_ADDRESSES:
-        return str(address)
-    return None
-
-
-def link_local_target(url: str) -> str | None:
-    """The link-local or cloud-metadata address a URL resolves to, if any."""
-    try:
-        host = urlsplit(url).hostname or ""
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return None  # unresolvable: the POST will fail and be retried like any outage
-    except ValueError:
-        return None  # not a valid host (bad IDNA label, bad IP literal): the POST refuses it
-    for info in infos:
-        refused = refused_address(str(info[4][0]))
-        if refused is not None:
-            return refused
-    return None
-
-
-class VettingResolver(AbstractResolver):
-    """Resolves host names like `inner`, leaving out link-local and metadata addresses.
-
-    `link_local_target` checks a URL before the POST; this checks the addresses the
-    connection then uses, so a name that resolves differently the second time (DNS
-    rebinding) cannot reach a metadata service either.
-    """
-
-    def __init__(self, inner: AbstractResolver | None = None) -> None:
-        self._inner = inner or ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """The addresses of `host` that may be connected to; OSError when none may."""
-        kept = [
-            r
-            for r in await self._inner.resolve(host, port, family)
-            if not refused_address(r["host"])
-        ]
-        if not kept:
-            raise OSError(f"refused: {host} resolves only to link-local or metadata addresses")
-        return kept
-
-    async def close(self) -> None:
-        """Release the inner resolver."""
-        await self._inner.close()
-
-
-# ------------------------------------------------------------------- payloads
 
 
 class DriftedFeature(msgspec.Struct, frozen=True):
@@ -125,6 +56,53 @@ class Alert(msgspec.Struct, frozen=True):
     window: AlertWindow
     started_at: str  # when the monitor left `none` (the episode's start)
     created_at: str  # when the change was decided (Redis clock)
+
+
+class AlertSnapshot(msgspec.Struct, frozen=True):
+    """What the report said when the change was decided (stored in the outbox entry)."""
+
+    model: str
+    drift_score: float
+    drifted_features: list[DriftedFeature]
+    window: AlertWindow
+
+
+def snapshot_of(assessment: Assessment) -> bytes:
+    """The outbox snapshot of an assessment."""
+    features = assessment.evaluation.features
+    window = assessment.window
+    return msgspec.json.encode(
+        AlertSnapshot(
+            model=assessment.monitor.model,
+            drift_score=assessment.evaluation.verdict.drift_score,
+            drifted_features=[
+                DriftedFeature(name, features[name].score, features[name].severity)
+                for name in assessment.drifted_features
+            ],
+            window=AlertWindow(window.events, window.start, window.end),
+        )
+    )
+
+
+_SNAPSHOT = msgspec.json.Decoder(AlertSnapshot)
+
+
+def alert_from(entry: OutboxEntry) -> Alert:
+    """The alert every receiver format is rendered from."""
+    snapshot = _SNAPSHOT.decode(entry.snapshot)
+    return Alert(
+        id=f"{entry.monitor}:{entry.seq}",
+        monitor=entry.monitor,
+        model=snapshot.model,
+        severity=entry.severity,
+        previous_severity=entry.previous,
+        status="resolved" if entry.severity is Severity.NONE else "firing",
+        drift_score=snapshot.drift_score,
+        drifted_features=snapshot.drifted_features,
+        window=snapshot.window,
+        started_at=isoformat(entry.started_at),
+        created_at=isoformat(entry.at),
+    )
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -1,5 +1,5 @@
 -- A monitor's alert state: decide a severity change once for every replica, and write it
--- to the monitor's outbox stream in the same atomic step (driven by service/alert_store.py).
+-- to the monitor's outbox stream in the same atomic step (driven by service/alerts/redis.py).
 --
 -- KEYS[1]  state hash: severity, seq, started_at, lower_since
 -- KEYS[2]  outbox stream (consumer group `delivery`)
@@ -17,6 +17,7 @@
 local state_key, outbox_key = KEYS[1], KEYS[2]
 local observed = ARGV[1]
 local cooldown = tonumber(ARGV[2])
+-- The order of driftline.core.severity.SEVERITY_RANK (a test checks that they agree).
 local rank = {none = 0, warning = 1, critical = 2}
 if rank[observed] == nil or cooldown == nil then
   return redis.error_reply('ERR alert.lua: bad severity or cool-down')

@@ -18,24 +18,14 @@ import random
 import time
 
 import aiohttp
-import msgspec
 
-from driftline.alert_store import AlertStore, DeliveryState, OutboxEntry
+from driftline.alerts.payloads import Alert, alert_from, render_request
+from driftline.alerts.store import AlertStore, DeliveryState, OutboxEntry
+from driftline.alerts.targets import VettingResolver, link_local_target
 from driftline.core.monitor import Monitor
 from driftline.core.receivers import Receiver
-from driftline.core.report import Assessment
-from driftline.core.severity import Severity
-from driftline.core.timestamps import isoformat
 from driftline.engine.registry import MonitorRegistry
 from driftline.lifecycle import pause
-from driftline.receivers import (
-    Alert,
-    AlertWindow,
-    DriftedFeature,
-    VettingResolver,
-    link_local_target,
-    render_request,
-)
 from driftline.settings import AlertSettings
 from driftline.stores.protocol import StoreUnavailableError
 from driftline.telemetry import Telemetry
@@ -44,53 +34,6 @@ log = logging.getLogger(__name__)
 
 # A client error other than these will not heal by retrying the same request.
 RETRYABLE_4XX = frozenset({408, 425, 429})
-
-
-class AlertSnapshot(msgspec.Struct, frozen=True):
-    """What the report said when the change was decided (stored in the outbox entry)."""
-
-    model: str
-    drift_score: float
-    drifted_features: list[DriftedFeature]
-    window: AlertWindow
-
-
-def snapshot_of(assessment: Assessment) -> bytes:
-    """The outbox snapshot of an assessment."""
-    features = assessment.evaluation.features
-    window = assessment.window
-    return msgspec.json.encode(
-        AlertSnapshot(
-            model=assessment.monitor.model,
-            drift_score=assessment.evaluation.verdict.drift_score,
-            drifted_features=[
-                DriftedFeature(name, features[name].score, features[name].severity)
-                for name in assessment.drifted_features
-            ],
-            window=AlertWindow(window.events, window.start, window.end),
-        )
-    )
-
-
-_SNAPSHOT = msgspec.json.Decoder(AlertSnapshot)
-
-
-def alert_from(entry: OutboxEntry) -> Alert:
-    """The alert every receiver format is rendered from."""
-    snapshot = _SNAPSHOT.decode(entry.snapshot)
-    return Alert(
-        id=f"{entry.monitor}:{entry.seq}",
-        monitor=entry.monitor,
-        model=snapshot.model,
-        severity=entry.severity,
-        previous_severity=entry.previous,
-        status="resolved" if entry.severity is Severity.NONE else "firing",
-        drift_score=snapshot.drift_score,
-        drifted_features=snapshot.drifted_features,
-        window=snapshot.window,
-        started_at=isoformat(entry.started_at),
-        created_at=isoformat(entry.at),
-    )
 
 
 def backoff(attempt: int, settings: AlertSettings) -> float:
