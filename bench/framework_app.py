@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from driftline.app import GC_THRESHOLDS
+from driftline.http.app import GC_THRESHOLDS
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -37,7 +37,6 @@ def _per_call(fn: Callable[[], Any], budget: float = 0.25) -> float:
 
 def measure(monitors_dir: Path) -> dict[str, float]:
     """Microseconds per call of each step, on the bench monitor."""
-    from driftline.api import _prediction
     from driftline.core.binning import bin_batch, bin_columns
     from driftline.core.limits import Limits
     from driftline.core.monitor import build_monitor, decode_monitor_config
@@ -45,7 +44,8 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     from driftline.core.report import assess, drift_report, evaluate
     from driftline.core.window import WindowTotals
     from driftline.engine.admission import Event
-    from driftline.schemas import PredictRequest
+    from driftline.http.handlers import _prediction
+    from driftline.http.schemas import PredictRequest
     from driftline.telemetry import Telemetry
 
     path = monitors_dir / f"{data.MONITOR}.json"

@@ -16,7 +16,7 @@ from driftline.settings import SettingsError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from driftline.app import serve
+    from driftline.http.app import serve
 
     try:
         settings = load_settings(

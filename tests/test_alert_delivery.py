@@ -34,8 +34,8 @@ from aiohttp.test_utils import TestClient
 from support import wait_until
 
 from driftline.alerts.redis import GROUP, alert_keys
-from driftline.app import create_app
 from driftline.core.profile import load_baseline
+from driftline.http.app import create_app
 from driftline.logs import JsonFormatter
 from driftline.settings import AlertSettings, Settings
 from driftline.simulate import SCENARIOS, ProfileSampler

@@ -14,9 +14,9 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from support import wait_until
 
-from driftline.app import create_app
 from driftline.core.limits import Limits
 from driftline.core.profile import load_baseline
+from driftline.http.app import create_app
 from driftline.settings import Settings
 from driftline.simulate import SCENARIOS, ProfileSampler
 

@@ -27,9 +27,9 @@ import redis.asyncio
 from aiohttp.test_utils import TestClient
 from support import wait_until
 
-from driftline.app import create_app
 from driftline.core.monitor import Monitor
 from driftline.engine.registry import MonitorRegistry
+from driftline.http.app import create_app
 from driftline.settings import Settings, load_settings
 from driftline.stores.redis import RedisWindowStore
 

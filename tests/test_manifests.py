@@ -28,12 +28,12 @@ import pytest
 import yaml
 from aioprometheus.collectors import Histogram
 
-from driftline.api import ROUTES
 from driftline.cli import parser as cli_parser
 from driftline.core.monitor import build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
 from driftline.core.profile import BaselineProfile, load_baseline
 from driftline.engine.registry import MonitorRegistry
+from driftline.http.routes import ROUTES
 from driftline.operator.render import (
     encode_monitor_config,
     monitor_key,

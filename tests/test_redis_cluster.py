@@ -12,9 +12,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis_cluster import redis_cluster
 
 from driftline.alerts.redis import RedisAlertStore
-from driftline.app import create_app
 from driftline.core.severity import Severity
 from driftline.core.window import WindowSpec
+from driftline.http.app import create_app
 from driftline.settings import Settings
 from driftline.stores.redis import RedisWindowStore
 

@@ -15,8 +15,8 @@ import msgspec
 from aiohttp.test_utils import TestClient
 from support import wait_until
 
-from driftline.app import create_app
 from driftline.core.severity import Severity
+from driftline.http.app import create_app
 from driftline.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

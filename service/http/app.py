@@ -20,12 +20,12 @@ from driftline.alerts.memory import MemoryAlertStore
 from driftline.alerts.observer import SeverityObserver
 from driftline.alerts.redis import RedisAlertStore
 from driftline.alerts.store import AlertStore
-from driftline.api import ROUTES
 from driftline.engine.facade import DriftEngine
 from driftline.engine.registry import MonitorRegistry
-from driftline.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
+from driftline.http.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
+from driftline.http.problems import Handler, problem_for
+from driftline.http.routes import ROUTES
 from driftline.lifecycle import stop
-from driftline.problems import Handler, problem_for
 from driftline.settings import Settings
 from driftline.stores.memory import MemoryWindowStore
 from driftline.stores.protocol import WindowStore

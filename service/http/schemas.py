@@ -13,7 +13,7 @@ from driftline.core.profile import BaselineProfile
 from driftline.core.report import WindowInfo
 from driftline.core.severity import Severity
 from driftline.engine.admission import Event
-from driftline.problems import FieldError
+from driftline.http.problems import FieldError
 
 
 class PredictRequest(Event, frozen=True):

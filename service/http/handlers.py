@@ -1,7 +1,8 @@
-"""HTTP handlers: decode the request, call the engine, encode the answer.
+"""HTTP handlers: decode the request, call the engine (or the alert log), encode the answer.
 
-The route table at the bottom is the single list of endpoints: the app registers it and
-the OpenAPI document is generated from it.
+Handlers are thin: the engine counts and reports, this module turns its results and
+refusals into answers and problem documents, with the field path of every bad value.
+The route table (driftline.http.routes) lists them.
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -21,16 +21,23 @@ from driftline import __version__
 from driftline.alerts.payloads import alert_from
 from driftline.alerts.store import AlertRecord
 from driftline.core.monitor import MONITOR_NAME, Monitor
-from driftline.core.report import Assessment, DriftReport
+from driftline.core.report import Assessment
 from driftline.core.timestamps import isoformat
 from driftline.core.window import Vector
 from driftline.engine.admission import Event, RejectedEventError, Rejection
 from driftline.engine.facade import DriftEngine, IngestResult, NoDefaultMonitorError
 from driftline.engine.registry import UnknownMonitorError
-from driftline.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
-from driftline.openapi import openapi_document
-from driftline.problems import FieldError, ProblemError, field_error
-from driftline.schemas import (
+from driftline.http.codec import (
+    JSON_TYPES,
+    MSGPACK_TYPES,
+    NDJSON_TYPES,
+    check_content_type,
+    decode_body,
+    encode,
+)
+from driftline.http.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
+from driftline.http.problems import FieldError, ProblemError, field_error
+from driftline.http.schemas import (
     AckRequest,
     AlertHistory,
     AlertView,
@@ -48,69 +55,6 @@ from driftline.schemas import (
     ReadyResponse,
     StoreStatus,
 )
-
-T = TypeVar("T")
-JSON_TYPES = ("application/json", "")
-NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-seq")
-MSGPACK_TYPES = ("application/msgpack", "application/vnd.msgpack", "application/x-msgpack")
-
-
-def encode(payload: Any, status: int = 200) -> web.Response:
-    """A JSON response encoded by msgspec."""
-    return web.Response(
-        body=msgspec.json.encode(payload), status=status, content_type="application/json"
-    )
-
-
-# ------------------------------------------------------------------------- decoding
-
-
-def _check_content_type(request: web.Request, allowed: Sequence[str]) -> None:
-    # A request without a Content-Type is read as JSON; a different type is refused.
-    # Most clients send the bare type: that needs no parsing.
-    raw = request.headers.get("Content-Type")
-    if raw and raw not in allowed and request.content_type not in allowed:
-        raise ProblemError(
-            415,
-            "unsupported-media-type",
-            f"Content-Type {request.content_type!r} is not supported; "
-            f"send {' or '.join(t for t in allowed if t)}",
-        )
-
-
-_DECODERS: dict[tuple[object, bool], msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]] = {}
-
-
-def _decoder(
-    schema: object, msgpack: bool
-) -> msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]:
-    # A decoder per schema, built once: decode(body, type=...) looks the type up per call.
-    decoder = _DECODERS.get((schema, msgpack))
-    if decoder is None:
-        decoder = msgspec.msgpack.Decoder(schema) if msgpack else msgspec.json.Decoder(schema)
-        _DECODERS[(schema, msgpack)] = decoder
-    return decoder
-
-
-def decode_body(body: bytes, schema: type[T], *, msgpack: bool = False) -> T:
-    """Decode JSON (or msgpack) into `schema`: 400 when malformed, 422 naming the bad field."""
-    try:
-        decoded: T = _decoder(schema, msgpack).decode(body)
-        return decoded
-    except msgspec.ValidationError as exc:
-        error = field_error(exc)
-        raise ProblemError(
-            422, "invalid-request", f"{error.field}: {error.message}", [error]
-        ) from None
-    except msgspec.DecodeError as exc:
-        kind = "msgpack" if msgpack else "JSON"
-        if not body.strip():
-            raise ProblemError(
-                400, f"malformed-{kind.lower()}", f"request body is empty; expected {kind}"
-            ) from None
-        raise ProblemError(
-            400, f"malformed-{kind.lower()}", f"request body is not valid {kind}: {exc}"
-        ) from None
 
 
 def _engine(request: web.Request) -> DriftEngine:
@@ -170,7 +114,7 @@ def _plain_prediction(assessment: Assessment) -> bytes:
 
 async def predict(request: web.Request) -> web.Response:
     """Count one prediction's features and answer with the monitor's drift verdict."""
-    _check_content_type(request, JSON_TYPES)
+    check_content_type(request, JSON_TYPES)
     body = decode_body(await request.read(), PredictRequest)
     engine = _engine(request)
     monitor = _monitor(engine, body.monitor)
@@ -195,7 +139,7 @@ def _split_events(body: bytes, ndjson: bool) -> tuple[list[msgspec.Raw], str | N
 
 
 async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) -> web.Response:
-    _check_content_type(request, JSON_TYPES + NDJSON_TYPES)
+    check_content_type(request, JSON_TYPES + NDJSON_TYPES)
     engine = _engine(request)
     raw = await request.read()
     items, named = _split_events(raw, request.content_type in NDJSON_TYPES)
@@ -296,7 +240,7 @@ def _unpacked(monitor: Monitor, name: str, values: list[Any] | bytes) -> Sequenc
 
 async def monitor_columns(request: web.Request) -> web.Response:
     """Count a batch sent as one value list per feature (the cheapest way to send many)."""
-    _check_content_type(request, JSON_TYPES + MSGPACK_TYPES)
+    check_content_type(request, JSON_TYPES + MSGPACK_TYPES)
     engine = _engine(request)
     monitor = _monitor(engine, request.match_info["name"])
     body = decode_body(
@@ -487,122 +431,3 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of the service's metrics."""
     body, headers = request.app[TELEMETRY].render(request.headers.getall("Accept", []))
     return web.Response(body=body, headers=headers)
-
-
-async def openapi(request: web.Request) -> web.Response:
-    """The OpenAPI 3.1 document of this API."""
-    return encode(openapi_document(ROUTES))
-
-
-# ---------------------------------------------------------------------------- routes
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One endpoint: what the app registers and what OpenAPI documents."""
-
-    method: str
-    path: str
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    summary: str
-    request: type | None = None
-    response: type | None = None
-    errors: tuple[int, ...] = ()
-    content: str = "application/json"
-
-
-ROUTES: tuple[Route, ...] = (
-    Route(
-        "POST",
-        "/monitor/predict",
-        predict,
-        "Count one prediction's features; get the drift verdict",
-        PredictRequest,
-        PredictResponse,
-        (400, 404, 413, 415, 422, 503),
-    ),
-    Route(
-        "POST",
-        "/monitor/batch",
-        batch,
-        "Count a batch of events",
-        BatchRequest,
-        BatchResponse,
-        (400, 404, 413, 415, 422, 503),
-    ),
-    Route(
-        "GET",
-        "/monitor/drift",
-        drift,
-        "Drift report of the default monitor",
-        None,
-        DriftReport,
-        (404, 422, 503),
-    ),
-    Route("GET", "/monitor/health", health, "Liveness and status", None, HealthResponse),
-    Route("GET", "/monitor/ready", ready, "Readiness", None, ReadyResponse, (503,)),
-    Route("GET", "/monitor/metrics", metrics, "Prometheus metrics", content="text/plain"),
-    Route("GET", "/v1/monitors", list_monitors, "Loaded monitors", None, MonitorList),
-    Route(
-        "GET",
-        "/v1/monitors/{name}",
-        get_monitor,
-        "A monitor's policy and baseline profile",
-        None,
-        MonitorDetail,
-        (404,),
-    ),
-    Route(
-        "GET",
-        "/v1/monitors/{name}/drift",
-        monitor_drift,
-        "A monitor's full drift report",
-        None,
-        DriftReport,
-        (404, 503),
-    ),
-    Route(
-        "POST",
-        "/v1/monitors/{name}/columns",
-        monitor_columns,
-        "Count a batch sent as one value list per feature, sharing timestamp and model version",
-        ColumnsRequest,
-        BatchResponse,
-        (400, 404, 413, 415, 422, 503),
-    ),
-    Route(
-        "DELETE",
-        "/v1/monitors/{name}/window",
-        forget_window,
-        "Delete a monitor's window data (used by the operator's finalizer)",
-        errors=(422, 503),
-    ),
-    Route(
-        "POST",
-        "/v1/monitors/{name}/events",
-        monitor_events,
-        "Count events: a JSON array, or NDJSON with Content-Type application/x-ndjson",
-        list[Event],
-        BatchResponse,
-        (400, 404, 413, 415, 422, 503),
-    ),
-    Route(
-        "GET",
-        "/v1/monitors/{name}/alerts",
-        alert_history,
-        "A monitor's alerts, newest first, with delivery state per receiver (?limit=1..1000)",
-        None,
-        AlertHistory,
-        (404, 422, 503),
-    ),
-    Route(
-        "POST",
-        "/v1/monitors/{name}/alerts/{alert_id}/ack",
-        acknowledge_alert,
-        "Acknowledge an alert (body optional)",
-        AckRequest,
-        AlertView,
-        (400, 404, 422, 503),
-    ),
-    Route("GET", "/openapi.json", openapi, "This document"),
-)
