@@ -16,7 +16,9 @@ from support import wait_until
 
 from driftline.core.limits import Limits
 from driftline.core.profile import load_baseline
+from driftline.engine.admission import Rejection
 from driftline.http.app import create_app
+from driftline.http.handlers import column_path, event_path
 from driftline.settings import Settings
 from driftline.simulate import SCENARIOS, ProfileSampler
 
@@ -522,3 +524,18 @@ async def test_async_mode_refuses_bad_values_at_once_and_counts_the_rest(
     report = reports[-1]
     assert report["window"]["events"] == 2
     assert report["features"]["age"]["window_count"] == 1
+
+
+def test_rejections_are_named_by_their_path_in_the_request() -> None:
+    # The engine names the event and the feature; the HTTP layer knows the request shape.
+    kids = Rejection(3, "features", "invalid_value", 'expected a number, got "two"', "kids")
+    assert event_path(kids) == "features.kids"
+    assert event_path(kids, "events[3].") == "events[3].features.kids"
+    assert event_path(kids, "[3].") == "[3].features.kids"
+    too_many = Rejection(0, "features", "too_many_features", "expected at most 2 features")
+    assert event_path(too_many, "events[0].") == "events[0].features"
+    future = Rejection(1, "timestamp", "future_timestamp", "is 900 s in the future")
+    assert event_path(future, "[1].") == "[1].timestamp"
+    assert column_path(kids) == "columns.kids[3]"
+    assert column_path(too_many) == "columns"
+    assert column_path(future) == "timestamp"

@@ -101,17 +101,17 @@ def test_batch_binning_equals_event_binning(layout: Layout, seed: int) -> None:
     unknown: set[str] = set()
     for i, features in enumerate(events):
         try:
-            event = bin_event(layout, features, LIMITS, f"events[{i}].features")
+            event = bin_event(layout, features, LIMITS)
         except EventError as exc:
-            expected_errors[i] = (exc.field, exc.message)
+            expected_errors[i] = (exc.feature, exc.message)
             continue
         expected += as_vector(event, layout.width)
         unknown.update(event.unknown)
     assert expected_errors, "the random events should include invalid ones"
     assert len(expected_errors) < len(events)
 
-    batch = bin_batch(layout, events, LIMITS, lambda i: f"events[{i}].features")
-    assert {i: (e.field, e.message) for i, e in batch.errors.items()} == expected_errors
+    batch = bin_batch(layout, events, LIMITS)
+    assert {i: (e.feature, e.message) for i, e in batch.errors.items()} == expected_errors
     assert batch.unknown == unknown
     buckets = np.full(len(events), 600, dtype=np.int64)
     deltas = batch.deltas(layout.width, buckets)
@@ -126,10 +126,10 @@ def test_batch_binning_equals_event_binning(layout: Layout, seed: int) -> None:
 
 def test_batch_deltas_split_by_bucket(layout: Layout) -> None:
     events = [{"age": 30}, {"age": 40}, {"age": "old"}, {"age": 50}]
-    batch = bin_batch(layout, events, LIMITS, lambda i: f"[{i}].features")
+    batch = bin_batch(layout, events, LIMITS)
     deltas = batch.deltas(layout.width, np.array([0, 60, 60, 120], dtype=np.int64))
     assert {b: c for b, (_, c) in deltas.items()} == {0: 1, 60: 1, 120: 1}
-    assert batch.errors[2].field == "[2].features.age"
+    assert batch.errors[2].feature == "age"
     age = layout.features["age"]
     for bucket, value in ((0, 30), (60, 40), (120, 50)):
         single = bin_event(layout, {"age": value}, LIMITS)
@@ -145,8 +145,8 @@ def test_plainly_valid_events_are_never_refused(layout: Layout, seed: int) -> No
     events = random_events(layout, rng, 400)
     plain = [e for e in events if plainly_valid(layout, e, LIMITS)]
     assert 0 < len(plain) < len(events), "both kinds should occur"
-    batch = bin_batch(layout, plain, LIMITS, lambda i: f"[{i}]")
+    batch = bin_batch(layout, plain, LIMITS)
     assert batch.errors == {}
-    refused = bin_batch(layout, events, LIMITS, lambda i: f"[{i}]").errors
+    refused = bin_batch(layout, events, LIMITS).errors
     assert refused, "the random events include invalid ones"
     assert not any(plainly_valid(layout, events[i], LIMITS) for i in refused)

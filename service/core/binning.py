@@ -1,17 +1,19 @@
 """Binning: events turned into increments of a monitor's window vector.
 
 One event at a time (`bin_event`; `first_error` checks an event that is answered before
-its batch is binned) or a column at a time over a batch (`bin_batch`, vectorised with
-numpy: what every flush uses). Both use the same per-value rules
-(`numeric_value`, `category_slot`), so a value is valid, missing or rejected the same
-way on either path, with the same message.
+its batch is binned) or a column at a time over a batch (`bin_batch` for events,
+`bin_columns` for one value list per feature; vectorised with numpy, what every flush
+uses). All of them use the same per-value rules (`numeric_value`, `category_slot`), so
+a value is valid, missing or rejected the same way on every path, with the same
+message. A refused value is named by its event's index and its feature; where that
+sits in a request is the HTTP layer's business.
 """
 
 from __future__ import annotations
 
 import itertools
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -41,11 +43,11 @@ Matrix = npt.NDArray[np.float64]
 
 
 class EventError(ValueError):
-    """One feature value that cannot be counted; `field` is its path in the request."""
+    """One feature value that cannot be counted: the feature, and what is wrong with it."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+    def __init__(self, feature: str, message: str) -> None:
+        super().__init__(f"{feature}: {message}")
+        self.feature = feature
         self.message = message
 
 
@@ -54,23 +56,23 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def numeric_value(value: Any, path: str, limits: Limits) -> float | None:
-    """The number a raw value stands for, None when missing; EventError when invalid."""
+def numeric_value(value: Any, feature: str, limits: Limits) -> float | None:
+    """The number a raw value of `feature` stands for, None when missing; else EventError."""
     if value is None or (type(value) is str and is_missing(value)):
         return None
     if type(value) is not float and type(value) is not int:
-        raise EventError(path, f"expected a number, got {_describe(value)}")
+        raise EventError(feature, f"expected a number, got {_describe(value)}")
     # Also false for NaN; compares huge ints exactly, without converting them.
     if not -limits.max_abs_value <= value <= limits.max_abs_value:
         raise EventError(
-            path,
+            feature,
             f"expected a finite number within ±{limits.max_abs_value:g}, got {_describe(value)}",
         )
     return float(value)
 
 
-def category_slot(feature: FeatureSlots, value: Any, path: str, limits: Limits) -> int:
-    """The slot of a categorical value: its category, `other`, or missing."""
+def category_slot(feature: FeatureSlots, value: Any, limits: Limits) -> int:
+    """The slot of a categorical value: its category, `other`, or missing; else EventError."""
     assert feature.index is not None
     slot = feature.index.get(value) if type(value) is str else None
     if slot is not None:
@@ -79,12 +81,14 @@ def category_slot(feature: FeatureSlots, value: Any, path: str, limits: Limits) 
         return feature.missing
     if isinstance(value, dict | list):
         raise EventError(
-            path, f"expected a category (string, number or boolean), got {_describe(value)}"
+            feature.name,
+            f"expected a category (string, number or boolean), got {_describe(value)}",
         )
     label = value if type(value) is str else category_label(value)
     if len(label) > limits.max_string_length:
         raise EventError(
-            path, f"expected at most {limits.max_string_length} characters, got {len(label)}"
+            feature.name,
+            f"expected at most {limits.max_string_length} characters, got {len(label)}",
         )
     return feature.index.get(label, feature.other)
 
@@ -126,9 +130,7 @@ class BinnedEvent:
     unknown: list[str]
 
 
-def bin_event(
-    layout: Layout, features: Mapping[str, Any], limits: Limits, path: str = "features"
-) -> BinnedEvent:
+def bin_event(layout: Layout, features: Mapping[str, Any], limits: Limits) -> BinnedEvent:
     """Bin one event; a missing feature counts as missing data.
 
     Raises EventError naming the first value (in feature order) that cannot be counted.
@@ -139,9 +141,9 @@ def bin_event(
         value = features.get(name)
         profile = feature.profile
         if not isinstance(profile, NumericProfile):
-            slots.append(category_slot(feature, value, f"{path}.{name}", limits))
+            slots.append(category_slot(feature, value, limits))
             continue
-        number = numeric_value(value, f"{path}.{name}", limits)
+        number = numeric_value(value, name, limits)
         if number is None:
             slots.append(feature.missing)
             continue
@@ -242,15 +244,11 @@ def _table(events: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[tu
     return [tuple(features.get(name) for name in names) for features in events]
 
 
-FieldPath = Callable[[int, str], str]  # (event, feature) -> the value's path in the request
-
-
 def _as_numbers(
     table: Sequence[Sequence[Any]],
     names: Sequence[str],
     limits: Limits,
     errors: _Errors,
-    path: FieldPath,
     *,
     by_column: bool,
 ) -> Matrix:
@@ -270,24 +268,24 @@ def _as_numbers(
             invalid = ~np.isnan(values) & ~(np.abs(values) <= limits.max_abs_value)
             for i, j in np.argwhere(invalid).tolist():
                 value = table[j][i] if by_column else table[i][j]
-                _check_number(value, i, names[j], limits, errors, path)
+                _check_number(value, i, names[j], limits, errors)
             values[invalid] = np.nan
             return values.reshape(shape)
     values = np.full(shape, np.nan)
     for i in range(shape[0]):
         for j, name in enumerate(names):
             value = table[j][i] if by_column else table[i][j]
-            number = _check_number(value, i, name, limits, errors, path)
+            number = _check_number(value, i, name, limits, errors)
             if number is not None:
                 values[i, j] = number
     return values
 
 
 def _check_number(
-    value: Any, event: int, name: str, limits: Limits, errors: _Errors, path: FieldPath
+    value: Any, event: int, name: str, limits: Limits, errors: _Errors
 ) -> float | None:
     try:
-        return numeric_value(value, path(event, name), limits)
+        return numeric_value(value, name, limits)
     except EventError as exc:
         errors.note(event, name, exc)
         return None
@@ -297,13 +295,11 @@ def bin_batch(
     layout: Layout,
     events: Sequence[Mapping[str, Any]],
     limits: Limits,
-    path: Callable[[int], str],
     *,
     find_unknown: bool = True,
 ) -> BinnedBatch:
     """Bin a batch of events (feature mappings); an event with an invalid value gets an error.
 
-    `path(i)` is the request path of event i's features (e.g. `events[3].features`).
     `find_unknown`: collect features the layout does not know (skip when already done).
     """
     known = layout.features.keys()
@@ -315,12 +311,8 @@ def bin_batch(
     categorical = [f.name for f in layout.features.values() if f.index is not None]
     table = _table(events, categorical)
     errors = _Errors(layout)
-
-    def field(i: int, name: str) -> str:
-        return f"{path(i)}.{name}"
-
     values = (
-        _as_numbers(_table(events, names), names, limits, errors, field, by_column=False)
+        _as_numbers(_table(events, names), names, limits, errors, by_column=False)
         if names and events
         else np.full((len(events), len(names)), np.nan)
     )
@@ -329,7 +321,6 @@ def bin_batch(
         values,
         [[row[j] for row in table] for j in range(len(categorical))],
         limits,
-        field,
         errors,
         unknown,
     )
@@ -341,13 +332,9 @@ def bin_columns(
     """Bin a batch sent as one value list per feature, each `size` long (checked before).
 
     A numeric column may also be a float64 array (NaN where missing). A feature without
-    a column is missing in every event; value paths read `columns.<feature>[i]`.
+    a column is missing in every event.
     """
     errors = _Errors(layout)
-
-    def field(i: int, name: str) -> str:
-        return f"columns.{name}[{i}]"
-
     names = layout.numeric.names
     values = np.full((size, len(names)), np.nan, order="F")
     listed: list[Sequence[Any]] = []
@@ -363,7 +350,6 @@ def bin_columns(
             [names[j] for j in positions],
             limits,
             errors,
-            field,
             by_column=True,
         )
     for j, name in enumerate(names):
@@ -374,7 +360,7 @@ def bin_columns(
                 message = (
                     f"expected a finite number within ±{limits.max_abs_value:g}, got {packed[i]!r}"
                 )
-                errors.note(i, name, EventError(field(i, name), message))
+                errors.note(i, name, EventError(name, message))
             values[:, j] = np.where(invalid, np.nan, packed)
     categorical = [f.name for f in layout.features.values() if f.index is not None]
     missing = [None] * size
@@ -384,9 +370,7 @@ def bin_columns(
         # Packed (float64) columns are numeric only: the API refuses them for categories.
         assert not isinstance(column, np.ndarray), name
         lists.append(column)
-    return _bin(
-        layout, values, lists, limits, field, errors, set(columns.keys() - layout.features.keys())
-    )
+    return _bin(layout, values, lists, limits, errors, set(columns.keys() - layout.features.keys()))
 
 
 def _bin(
@@ -394,7 +378,6 @@ def _bin(
     values: Matrix,
     categorical_columns: Sequence[Sequence[Any]],
     limits: Limits,
-    path: FieldPath,
     errors: _Errors,
     unknown: set[str],
 ) -> BinnedBatch:
@@ -426,7 +409,7 @@ def _bin(
         # Only values that are not a known category need the full rules.
         for i in np.flatnonzero(slots < 0).tolist():
             try:
-                slots[i] = category_slot(feature, column[i], path(i, feature.name), limits)
+                slots[i] = category_slot(feature, column[i], limits)
             except EventError as exc:
                 errors.note(i, feature.name, exc)
                 slots[i] = feature.missing

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
+from driftline.core.binning import EventError
 from driftline.core.limits import Limits
 
 
@@ -26,47 +27,60 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why one event was not counted."""
+    """Why one event was not counted: the event field at fault and what is wrong.
 
-    index: int
-    field: str
+    `field` is the event's `features` or `timestamp`; `feature` names the feature whose
+    value was refused (reason `invalid_value`). The HTTP layer turns them into the
+    field's path in the request.
+    """
+
+    index: int  # the event's position in what was submitted
+    field: Literal["features", "timestamp"]
     reason: str  # invalid_value | too_many_features | invalid_timestamp | future_timestamp
     message: str
+    feature: str | None = None
 
 
 class RejectedEventError(Exception):
-    """A single event that cannot be counted."""
+    """A single event (or a request's shared field) that cannot be counted."""
 
     def __init__(self, rejection: Rejection) -> None:
-        super().__init__(f"{rejection.field}: {rejection.message}")
+        super().__init__(f"{rejection.reason}: {rejection.message}")
         self.rejection = rejection
 
 
-def admit(index: int, event: Event, path: str, now: float, limits: Limits) -> float | Rejection:
-    """The event's timestamp (the server's when absent), or why it is refused."""
-    if len(event.features) > limits.max_features:
+def invalid_value(index: int, error: EventError) -> Rejection:
+    """The rejection of an event whose feature value binning refused."""
+    return Rejection(index, "features", "invalid_value", error.message, error.feature)
+
+
+def admit(
+    index: int, feature_count: int, timestamp: datetime | None, now: float, limits: Limits
+) -> float | Rejection:
+    """The event's timestamp (the server's `now` when absent), or why it is refused."""
+    if feature_count > limits.max_features:
         return Rejection(
             index,
-            f"{path}features",
+            "features",
             "too_many_features",
-            f"expected at most {limits.max_features} features, got {len(event.features)}",
+            f"expected at most {limits.max_features} features, got {feature_count}",
         )
-    if event.timestamp is None:
+    if timestamp is None:
         return now
-    if event.timestamp.tzinfo is None:
+    if timestamp.tzinfo is None:
         return Rejection(
             index,
-            f"{path}timestamp",
+            "timestamp",
             "invalid_timestamp",
             "expected an RFC 3339 timestamp with a time zone (e.g. 2025-05-29T10:30:00Z)",
         )
-    timestamp = event.timestamp.timestamp()
-    if timestamp > now + limits.max_future_seconds:
+    moment = timestamp.timestamp()
+    if moment > now + limits.max_future_seconds:
         return Rejection(
             index,
-            f"{path}timestamp",
+            "timestamp",
             "future_timestamp",
-            f"is {timestamp - now:.0f} s in the future; at most "
+            f"is {moment - now:.0f} s in the future; at most "
             f"{limits.max_future_seconds:.0f} s allowed",
         )
-    return timestamp
+    return moment

@@ -79,11 +79,7 @@ class _Batch:
         if self.rows:
             # Each single event's unknown features were warned about when it came in.
             binned = bin_batch(
-                self.monitor.layout,
-                [r.features for r in self.rows],
-                limits,
-                lambda _: "features",
-                find_unknown=False,
+                self.monitor.layout, [r.features for r in self.rows], limits, find_unknown=False
             )
             errors = binned.errors
             starts = np.fromiter((r.bucket for r in self.rows), np.int64, len(self.rows))

@@ -20,7 +20,13 @@ from driftline.core.binning import BinnedBatch, bin_batch, bin_columns, first_er
 from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment, DriftReport, drift_report
 from driftline.core.window import Vector, WindowTotals
-from driftline.engine.admission import Event, RejectedEventError, Rejection, admit
+from driftline.engine.admission import (
+    Event,
+    RejectedEventError,
+    Rejection,
+    admit,
+    invalid_value,
+)
 from driftline.engine.commit import GroupCommitter, Row
 from driftline.engine.registry import MonitorRegistry
 from driftline.engine.verdicts import Listener, Verdicts
@@ -147,11 +153,11 @@ class DriftEngine:
         when the flush carrying it failed (it was not counted).
         """
         limits = self._settings.limits
-        admitted = admit(0, event, "", self._clock(), limits)
+        features = event.features
+        admitted = admit(0, len(features), event.timestamp, self._clock(), limits)
         if isinstance(admitted, Rejection):
             raise self._reject(monitor, admitted)
         bucket = monitor.window.bucket_of(admitted)
-        features = event.features
         known = monitor.layout.features.keys()
         warnings = (
             []
@@ -164,9 +170,7 @@ class DriftEngine:
             # Nobody waits for the flush, so a value it would refuse must be refused now.
             error = first_error(monitor.layout, features, limits)
             if error is not None:
-                raise self._reject(
-                    monitor, Rejection(0, error.field, "invalid_value", error.message)
-                )
+                raise self._reject(monitor, invalid_value(0, error))
             self._committer.submit_row(monitor, row)
             return Prediction(await self._latest(monitor), warnings)
         future, position = self._committer.submit_row(monitor, row)
@@ -174,7 +178,7 @@ class DriftEngine:
         outcome = await future
         error = outcome.row_errors.get(position)
         if error is not None:
-            raise self._reject(monitor, Rejection(0, error.field, "invalid_value", error.message))
+            raise self._reject(monitor, invalid_value(0, error))
         assert outcome.assessment is not None  # a valid row was applied
         if bucket in outcome.late_buckets:
             warnings.append(self._late_warning(monitor, 1))
@@ -187,33 +191,26 @@ class DriftEngine:
             "or ahead of the store's clock): acknowledged, not counted"
         )
 
-    async def ingest(
-        self, monitor: Monitor, events: Sequence[Event], *, path_prefix: Callable[[int], str]
-    ) -> IngestResult:
+    async def ingest(self, monitor: Monitor, events: Sequence[Event]) -> IngestResult:
         """Validate, bin (by column) and count a batch; durable: return once stored.
 
-        Invalid events are rejected one by one (the rest are counted). Raises
-        StoreUnavailableError when the flush carrying the events failed: none were counted.
+        Invalid events are rejected one by one (the rest are counted); a rejection's
+        index is the event's position in `events`. Raises StoreUnavailableError when the
+        flush carrying the events failed: none were counted.
         """
         now = self._clock()
         limits = self._settings.limits
         result = IngestResult(monitor)
         admitted: list[tuple[int, float]] = []
         for index, event in enumerate(events):
-            outcome = admit(index, event, path_prefix(index), now, limits)
+            outcome = admit(index, len(event.features), event.timestamp, now, limits)
             if isinstance(outcome, Rejection):
                 result.rejected.append(outcome)
             else:
                 admitted.append((index, outcome))
-        batch = bin_batch(
-            monitor.layout,
-            [events[index].features for index, _ in admitted],
-            limits,
-            lambda j: f"{path_prefix(admitted[j][0])}features",
-        )
+        batch = bin_batch(monitor.layout, [events[index].features for index, _ in admitted], limits)
         result.rejected.extend(
-            Rejection(admitted[j][0], error.field, "invalid_value", error.message)
-            for j, error in batch.errors.items()
+            invalid_value(admitted[j][0], error) for j, error in batch.errors.items()
         )
         result.rejected.sort(key=lambda r: r.index)
         accepted = [index for j, (index, _) in enumerate(admitted) if j not in batch.errors]
@@ -237,22 +234,16 @@ class DriftEngine:
         """Count `size` events sent as one value list per feature (lengths checked before).
 
         They share one timestamp (the server's when absent) and model version. Raises
-        RejectedEventError for a request-wide problem (timestamp, too many columns).
+        RejectedEventError for a request-wide problem (timestamp, too many columns); a
+        value's rejection has the index of its event, i.e. its position in the columns.
         """
         limits = self._settings.limits
-        event = Event(dict(columns), model_version, timestamp)
-        admitted = admit(0, event, "", self._clock(), limits)
+        admitted = admit(0, len(columns), timestamp, self._clock(), limits)
         if isinstance(admitted, Rejection):
-            field = "columns" if admitted.reason == "too_many_features" else admitted.field
-            raise self._reject(
-                monitor, Rejection(admitted.index, field, admitted.reason, admitted.message)
-            )
+            raise self._reject(monitor, admitted)
         batch = bin_columns(monitor.layout, columns, size, limits)
         result = IngestResult(monitor)
-        result.rejected = [
-            Rejection(i, error.field, "invalid_value", error.message)
-            for i, error in sorted(batch.errors.items())
-        ]
+        result.rejected = [invalid_value(i, error) for i, error in sorted(batch.errors.items())]
         accepted = size - len(batch.errors)
         return await self._count(
             monitor, batch, np.full(size, admitted), [model_version] * accepted, result

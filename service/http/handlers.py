@@ -83,7 +83,8 @@ def _summary(assessment: Assessment) -> DriftSummary:
     return DriftSummary(**assessment.verdict_fields())
 
 
-def _prediction(assessment: Assessment, warnings: list[str]) -> PredictResponse:
+def prediction_response(assessment: Assessment, warnings: list[str]) -> PredictResponse:
+    """The answer to a predict: the verdict that covers the event, and warnings."""
     return PredictResponse(
         timestamp=assessment.evaluated_at,
         monitor=assessment.monitor.name,
@@ -92,21 +93,42 @@ def _prediction(assessment: Assessment, warnings: list[str]) -> PredictResponse:
     )
 
 
-def _refused(rejection: Rejection) -> ProblemError:
+# ------------------------------------------------------------------- field paths
+
+
+def event_path(rejection: Rejection, prefix: str = "") -> str:
+    """Where a rejected event's bad field sits in a request whose event is at `prefix`.
+
+    `features.age`, `timestamp`; in a batch `events[3].features.age` (prefix `events[3].`).
+    """
+    path = prefix + rejection.field
+    return path if rejection.feature is None else f"{path}.{rejection.feature}"
+
+
+def column_path(rejection: Rejection) -> str:
+    """Where a rejection sits in a columns request: `columns.age[3]`, `columns`, `timestamp`."""
+    if rejection.field == "timestamp":
+        return "timestamp"
+    if rejection.feature is None:
+        return "columns"  # too many features: too many columns
+    return f"columns.{rejection.feature}[{rejection.index}]"
+
+
+def _refused(rejection: Rejection, path: str) -> ProblemError:
     """The problem for a request whose only event (or shared field) cannot be counted."""
     status = 400 if rejection.reason == "future_timestamp" else 422
     return ProblemError(
         status,
         rejection.reason.replace("_", "-"),
-        f"{rejection.field}: {rejection.message}",
-        [FieldError(rejection.field, rejection.message, rejection.reason)],
+        f"{path}: {rejection.message}",
+        [FieldError(path, rejection.message, rejection.reason)],
     )
 
 
 @functools.lru_cache(maxsize=64)
 def _plain_prediction(assessment: Assessment) -> bytes:
     # Every request a flush answers without warnings gets the same bytes: encode once.
-    return msgspec.json.encode(_prediction(assessment, []))
+    return msgspec.json.encode(prediction_response(assessment, []))
 
 
 # ------------------------------------------------------------------------- handlers
@@ -121,9 +143,9 @@ async def predict(request: web.Request) -> web.Response:
     try:
         prediction = await engine.predict(monitor, body)
     except RejectedEventError as exc:
-        raise _refused(exc.rejection) from None
+        raise _refused(exc.rejection, event_path(exc.rejection)) from None
     if prediction.warnings:
-        return encode(_prediction(prediction.assessment, prediction.warnings))
+        return encode(prediction_response(prediction.assessment, prediction.warnings))
     return web.Response(
         body=_plain_prediction(prediction.assessment), content_type="application/json"
     )
@@ -161,11 +183,15 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
                 FieldError(f"{prefix}[{index}]", f"not valid JSON: {exc}", "malformed_json", index)
             )
     engine.count_invalid(monitor, (error.reason or "invalid_event" for error in errors))
-    result = await engine.ingest(
-        monitor, events, path_prefix=lambda i: f"{prefix}[{positions[i]}]."
-    )
+    result = await engine.ingest(monitor, events)
     errors.extend(
-        FieldError(r.field, r.message, r.reason, positions[r.index]) for r in result.rejected
+        FieldError(
+            event_path(r, f"{prefix}[{positions[r.index]}]."),
+            r.message,
+            r.reason,
+            positions[r.index],
+        )
+        for r in result.rejected
     )
     errors.sort(key=lambda e: e.index or 0)
     return _counted(result, errors, len(items))
@@ -259,8 +285,8 @@ async def monitor_columns(request: web.Request) -> web.Response:
             monitor, columns, size, timestamp=body.timestamp, model_version=body.model_version
         )
     except RejectedEventError as exc:
-        raise _refused(exc.rejection) from None
-    errors = [FieldError(r.field, r.message, r.reason, r.index) for r in result.rejected]
+        raise _refused(exc.rejection, column_path(exc.rejection)) from None
+    errors = [FieldError(column_path(r), r.message, r.reason, r.index) for r in result.rejected]
     return _counted(result, errors, size)
 
 
