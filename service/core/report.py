@@ -73,18 +73,26 @@ class FeatureReport(msgspec.Struct, frozen=True):
     mean_shift_z: float | None = None
 
 
-class DriftReport(msgspec.Struct, frozen=True):
-    """A monitor's verdict on its current window."""
+class DriftSummary(msgspec.Struct, frozen=True):
+    """A monitor's verdict on a window: the fields every answer states.
 
-    monitor: str
-    model: str
+    The batch answers carry it as is; the full report and the predict answer extend it.
+    """
+
     drift_detected: bool
     drift_score: float
     severity: Severity
     feature_scores: dict[str, float]
     drifted_features: list[str]  # flagged features, once the monitor calls drift
-    alpha: float
     window: WindowInfo
+
+
+class DriftReport(DriftSummary, frozen=True):
+    """A monitor's verdict on its current window, with every feature's detail."""
+
+    monitor: str
+    model: str
+    alpha: float
     features: dict[str, FeatureReport]
     evaluated_at: str
 
@@ -215,17 +223,21 @@ class Assessment:
         """Effect size per feature, in layout order."""
         return {name: f.score for name, f in self.evaluation.features.items()}
 
-    def verdict_fields(self) -> dict[str, Any]:
+    def summary(self) -> DriftSummary:
         """The verdict as every answer states it (report, predict, batch)."""
         verdict = self.evaluation.verdict
-        return {
-            "drift_detected": verdict.drift_detected,
-            "drift_score": verdict.drift_score,
-            "severity": verdict.severity,
-            "feature_scores": self.feature_scores,
-            "drifted_features": self.drifted_features,
-            "window": self.window,
-        }
+        return DriftSummary(
+            drift_detected=verdict.drift_detected,
+            drift_score=verdict.drift_score,
+            severity=verdict.severity,
+            feature_scores=self.feature_scores,
+            drifted_features=self.drifted_features,
+            window=self.window,
+        )
+
+    def verdict_fields(self) -> dict[str, Any]:
+        """The summary's fields, to build an answer that extends DriftSummary."""
+        return msgspec.structs.asdict(self.summary())
 
 
 def assess(monitor: Monitor, totals: WindowTotals) -> Assessment:

@@ -44,7 +44,6 @@ from driftline.http.schemas import (
     BatchRequest,
     BatchResponse,
     ColumnsRequest,
-    DriftSummary,
     HealthResponse,
     MonitorDetail,
     MonitorList,
@@ -76,11 +75,6 @@ def _monitor(engine: DriftEngine, name: str | None) -> Monitor:
         raise ProblemError(
             422, "monitor-required", str(exc), [FieldError("monitor", "required: " + str(exc))]
         ) from None
-
-
-def _summary(assessment: Assessment) -> DriftSummary:
-    """The verdict part of an assessment, as batch answers carry it."""
-    return DriftSummary(**assessment.verdict_fields())
 
 
 def prediction_response(assessment: Assessment, warnings: list[str]) -> PredictResponse:
@@ -229,7 +223,7 @@ def _counted(result: IngestResult, errors: list[FieldError], size: int) -> web.R
             rejected=len(errors),
             errors=errors,
             warnings=result.warnings,
-            drift=_summary(result.assessment) if result.assessment else None,
+            drift=result.assessment.summary() if result.assessment else None,
             timestamp=isoformat(time.time()),
         )
     )

@@ -10,7 +10,7 @@ import msgspec
 from driftline.alerts.payloads import Alert
 from driftline.alerts.store import Acknowledgement, DeliveryState
 from driftline.core.profile import BaselineProfile
-from driftline.core.report import WindowInfo
+from driftline.core.report import DriftSummary
 from driftline.core.severity import Severity
 from driftline.engine.admission import Event
 from driftline.http.problems import FieldError
@@ -22,17 +22,11 @@ class PredictRequest(Event, frozen=True):
     monitor: str | None = None
 
 
-class PredictResponse(msgspec.Struct, frozen=True):
-    """The seed's answer, plus the monitor, its window and warnings."""
+class PredictResponse(DriftSummary, frozen=True):
+    """The original API's answer (the verdict and a timestamp), plus the monitor and warnings."""
 
-    drift_detected: bool
-    drift_score: float
-    severity: Severity
-    feature_scores: dict[str, float]
     timestamp: str
     monitor: str
-    window: WindowInfo
-    drifted_features: list[str]
     warnings: list[str]
 
 
@@ -55,17 +49,6 @@ class ColumnsRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     columns: dict[str, list[Any] | bytes]
     timestamp: datetime | None = None
     model_version: str | None = None
-
-
-class DriftSummary(msgspec.Struct, frozen=True):
-    """The verdict part of a report, returned after a batch."""
-
-    drift_detected: bool
-    drift_score: float
-    severity: Severity
-    feature_scores: dict[str, float]
-    drifted_features: list[str]
-    window: WindowInfo
 
 
 class BatchResponse(msgspec.Struct, frozen=True):
