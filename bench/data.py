@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
+
+from driftline.core.timestamps import isoformat
 
 MONITOR = "bench"
 NUMERIC = (
@@ -165,10 +166,6 @@ def predict_bodies(count: int, *, seed: int = 11, drift_share: float = 0.0) -> l
     ]
 
 
-def _stamp(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def event_bodies(
     events: Sequence[dict[str, Any]],
     per_body: int,
@@ -190,7 +187,7 @@ def event_bodies(
         for features in events[start : start + per_body]:
             event: dict[str, Any] = {"features": features, "model_version": "v1.2.0"}
             if spread_from is not None:
-                event["timestamp"] = _stamp(spread_from + rnd.random() * spread_seconds)
+                event["timestamp"] = isoformat(spread_from + rnd.random() * spread_seconds)
             chunk.append(event)
         if ndjson:
             bodies.append(b"\n".join(msgspec.json.encode(e) for e in chunk) + b"\n")

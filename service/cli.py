@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from driftline import __version__
-from driftline.core.policy import MonitorDefaults
+from driftline.core.policy import DEFAULTS
 from driftline.core.profile import BaselineError, FeatureKind, encode_profile, load_baseline
 from driftline.logs import configure_logging
 from driftline.settings import SettingsError, load_settings
@@ -85,7 +85,6 @@ def _controller(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    defaults = MonitorDefaults()
     root = argparse.ArgumentParser(prog="driftline", description=__doc__)
     root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = root.add_subparsers(dest="command", required=True)
@@ -106,8 +105,8 @@ def parser() -> argparse.ArgumentParser:
     )
     build.add_argument("data", help="training data file")
     build.add_argument("-o", "--output", default="-", help="profile file to write (default stdout)")
-    build.add_argument("--bins", type=int, default=defaults.bins, help="quantile bins per numeric")
-    build.add_argument("--top-k", type=int, default=defaults.top_k, help="categories kept")
+    build.add_argument("--bins", type=int, default=DEFAULTS.bins, help="quantile bins per numeric")
+    build.add_argument("--top-k", type=int, default=DEFAULTS.top_k, help="categories kept")
     build.add_argument(
         "--categorical",
         action="append",

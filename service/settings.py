@@ -17,10 +17,11 @@ import msgspec.yaml
 
 from driftline.core.limits import Limits, NonNegativeFloat, PositiveFloat
 from driftline.core.policy import MonitorDefaults
+from driftline.environment import decode_environment
 
 
 class AlertSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How alerts are delivered (see service/alerting.py)."""
+    """How alerts are delivered (see driftline.alerts.dispatch)."""
 
     timeout: PositiveFloat = 5.0  # per POST
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
@@ -140,27 +141,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     `DRIFTLINE_PORT=9000` becomes an int); a bad value raises SettingsError naming it.
     """
     env = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    if file := env.get(SETTINGS_FILE_VARIABLE):
-        data = _decode_file(Path(file))
-    origin: dict[tuple[str | None, str], str] = {}
-    for variable, (section, field) in ENVIRONMENT.items():
-        if variable in env and env[variable] != "":
-            target = data if section is None else data.setdefault(section, {})
-            target[field] = env[variable]
-            origin[(section, field)] = variable
-    for field, value in overrides.items():
-        if value is not None:
-            data[field] = value
-    try:
-        return msgspec.convert(data, Settings, strict=False)
-    except (msgspec.ValidationError, ValueError) as exc:
-        message = str(exc)
-        for (section, field), variable in origin.items():
-            path = f"$.{section}.{field}" if section else f"$.{field}"
-            name = f"{section}.{field}" if section else field
-            if path in message:
-                message = f"{variable}: {message.replace(f' - at `{path}`', '')}"
-            elif message.startswith(f"{name}:"):  # a cross-field check in __post_init__
-                message = f"{variable} ({name}){message[len(name) :]}"
-        raise SettingsError(message) from exc
+    file = env.get(SETTINGS_FILE_VARIABLE)
+    return decode_environment(
+        Settings,
+        ENVIRONMENT,
+        env,
+        base=_decode_file(Path(file)) if file else None,
+        overrides=overrides,
+        error=SettingsError,
+    )
