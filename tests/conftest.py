@@ -36,9 +36,6 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
     def set(self, now: float) -> None:
         self.now = now
 

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import random
 import re
 import shutil
 import socket
@@ -33,6 +34,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support import wait_until
 
+from driftline.alerts.dispatch import backoff
 from driftline.alerts.redis import GROUP, alert_keys
 from driftline.core.profile import load_baseline
 from driftline.http.app import create_app
@@ -764,3 +766,15 @@ async def test_alert_pending_through_a_redis_restart_is_delivered(
     state = await delivery(client, 1, "hook")
     assert state["status"] == "delivered", state
     assert await metric(client, "driftline_alerts_sent_total", receiver="hook") == 1
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    settings = AlertSettings(backoff_base=0.5, backoff_cap=30.0)
+    random.seed(7)
+    for attempt in range(1, 15):
+        ceiling = min(30.0, 0.5 * 2 ** (attempt - 1))
+        delays = [backoff(attempt, settings) for _ in range(200)]
+        assert min(delays) >= ceiling / 2 and max(delays) <= ceiling, attempt
+        assert len(set(delays)) > 100, "no jitter"
+        assert max(delays) - min(delays) > ceiling / 4, "jitter does not spread the retries"
+    assert max(backoff(60, settings) for _ in range(100)) <= 30.0

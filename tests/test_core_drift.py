@@ -1,4 +1,4 @@
-"""Every number of service.drift against an independent numpy/scipy computation.
+"""Every number of driftline.core.drift against an independent numpy/scipy computation.
 
 The references below are written from the formulas in docs/metrics.md with plain Python
 loops (math.log, math.fsum) and scipy.stats, not by calling the code under test.

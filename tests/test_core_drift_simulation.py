@@ -30,9 +30,8 @@ POWER_REPS = 1500
 CATEGORIES = 200
 
 
-def allowed_false_alarms(reps: int) -> float:
-    """The design's bound: no more false alarms than the significance level."""
-    return ALPHA
+# The design's bound: no more false alarms than the significance level.
+ALLOWED_FALSE_ALARMS = ALPHA
 
 
 def decile_counts(baseline: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +63,7 @@ def test_numeric_false_alarms(n: int) -> None:
         flagged += feature_severity(result.score, result.p_value) is not Severity.NONE
         significant += result.p_value < ALPHA
     report(f"numeric 10 bins, n={n}", flagged / NUMERIC_REPS, significant / NUMERIC_REPS)
-    assert flagged / NUMERIC_REPS <= allowed_false_alarms(NUMERIC_REPS)
+    assert flagged / NUMERIC_REPS <= ALLOWED_FALSE_ALARMS
 
 
 def zipf(s: float) -> np.ndarray:
@@ -109,7 +108,7 @@ def test_categorical_false_alarms(case: str, n: int) -> None:
         significant / CATEGORICAL_REPS,
         f", unpooled Pearson p < alpha {unpooled:.4f}",
     )
-    assert flagged / CATEGORICAL_REPS <= allowed_false_alarms(CATEGORICAL_REPS)
+    assert flagged / CATEGORICAL_REPS <= ALLOWED_FALSE_ALARMS
 
 
 def test_numeric_half_sd_shift_is_flagged_at_1000_events() -> None:

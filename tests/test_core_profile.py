@@ -465,7 +465,7 @@ def _driftline() -> list[str]:
     found = shutil.which("driftline")
     if found:
         return [found]
-    return [sys.executable, "-m", "service.cli"]
+    return [sys.executable, "-m", "driftline.cli"]
 
 
 def test_cli_baseline_build_writes_loadable_profile(tmp_path: Path) -> None:

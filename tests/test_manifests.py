@@ -67,7 +67,6 @@ NO_SCHEMA = {
     "with kubernetes-validate; checked by test_alert_rules_and_dashboard_use_real_metrics",
 }
 WORKLOADS = ("Deployment", "StatefulSet")
-SERVICE_LABELS = {"app.kubernetes.io/name": "driftline", "app.kubernetes.io/component": "service"}
 SERVICE_IMAGE = "ghcr.io/driftline/driftline:0.1.0"
 # The final flush waits at most the Redis socket timeout; in-flight requests finish
 # within a few seconds more. The grace period must cover both after the drain.

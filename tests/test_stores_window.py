@@ -248,8 +248,21 @@ async def test_drop_removes_every_layout_of_the_monitor(
         assert len(await server_keys(request, "mx")) == 1  # one key per layout
 
 
-async def test_drop_of_unknown_monitor_is_a_no_op(window_store: WindowStore) -> None:
+async def test_drop_of_unknown_monitor_is_a_no_op(
+    window_store: WindowStore, request: pytest.FixtureRequest
+) -> None:
+    kept = make_spec(monitor="kept", width=2)
+    bucket = kept.bucket_of(await store_now(window_store))
+    await window_store.apply(kept, {bucket: vec(3, 4)})
+
     await window_store.drop("never-seen")
+
+    if isinstance(window_store, RedisWindowStore):
+        assert await server_keys(request, "never-seen") == []
+        assert len(await server_keys(request, "kept")) == 1
+    assert np.array_equal((await window_store.read(kept)).vector, vec(3, 4))
+    never_seen = make_spec(monitor="never-seen", width=2)
+    assert np.array_equal((await window_store.read(never_seen)).vector, vec(0, 0))
 
 
 async def test_late_deltas_reported_and_not_added(window_store: WindowStore) -> None:
