@@ -68,23 +68,17 @@ def _name(frame: str) -> tuple[str, str]:
 CATEGORIES: list[tuple[str, Any]] = [
     (
         "response: timestamp + encode (per request)",
-        lambda f, p: f == "isoformat" or (p.endswith("driftline/api.py") and f == "encode"),
+        lambda f, p: f == "isoformat" or (p.endswith("driftline/http/codec.py") and f == "encode"),
     ),
     (
         "drift report (per flush)",
-        lambda f, p: p.endswith(("driftline/report.py", "driftline/drift.py")),
-    ),
-    (
-        "binning (per event)",
-        lambda f, p: p.endswith("driftline/binning.py") or f == "DriftEngine._bin",
-    ),
-    ("group commit (batching, futures)", lambda f, p: p.endswith("driftline/commit.py")),
-    (
-        "window store",
         lambda f, p: p.endswith(
-            ("driftline/memory_store.py", "driftline/redis_store.py", "driftline/window.py")
+            ("driftline/core/report.py", "driftline/core/drift.py", "driftline/engine/verdicts.py")
         ),
     ),
+    ("binning (per event)", lambda f, p: p.endswith("driftline/core/binning.py")),
+    ("group commit (batching, futures)", lambda f, p: p.endswith("driftline/engine/commit.py")),
+    ("window store", lambda f, p: "driftline/stores/" in p),
     ("redis client", lambda f, p: "/redis/" in p or "hiredis" in p),
     (
         "telemetry (aioprometheus, service middleware)",
@@ -95,11 +89,11 @@ CATEGORIES: list[tuple[str, Any]] = [
         ),
     ),
     ("request decode + validation", lambda f, p: f == "decode_body" or "msgspec" in p),
-    ("engine bookkeeping (admit, ingest)", lambda f, p: p.endswith("driftline/engine.py")),
     (
-        "handlers + problem middleware",
-        lambda f, p: p.endswith(("driftline/api.py", "driftline/problems.py")),
+        "engine bookkeeping (admit, ingest)",
+        lambda f, p: p.endswith(("driftline/engine/facade.py", "driftline/engine/admission.py")),
     ),
+    ("handlers + problem middleware", lambda f, p: "driftline/http/" in p),
     ("aiohttp + asyncio (framework)", lambda f, p: True),
 ]
 
