@@ -1,7 +1,7 @@
 """Synthetic data for the benchmarks: 20 features (15 numeric, 5 categorical).
 
 One generator draws the reference (training) frame, the drifted current frame and the
-seed-shaped request payloads, so every measurement runs on the same distributions.
+request payloads in the original API's shape, so every measurement runs on the same distributions.
 Everything is seeded: two runs draw the same data.
 """
 
@@ -151,7 +151,7 @@ def write_monitor(root: Path, reference: dict[str, np.ndarray], name: str = MONI
 
 
 def predict_bodies(count: int, *, seed: int = 11, drift_share: float = 0.0) -> list[bytes]:
-    """Seed-shaped `POST /monitor/predict` bodies, each with 20 features."""
+    """`POST /monitor/predict` bodies in the original API's shape, 20 features each."""
     cols = frame(count, seed=seed)
     if drift_share:
         drifted = frame(count, seed=seed + 1, drift=True)

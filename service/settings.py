@@ -71,7 +71,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
 
 
-# Environment variable -> (section, field). The seed's variable names are kept as they were.
+# Environment variable -> (section, field). The original API's variable names are kept as they were.
 ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_HOST": (None, "host"),
     "DRIFTLINE_PORT": (None, "port"),

@@ -21,7 +21,7 @@ from driftline.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "examples" / "baseline_data.json"
-SEED_PAYLOAD = {
+ORIGINAL_PAYLOAD = {
     "features": {"age": 35, "income": 50000, "tenure_months": 24, "product_category": "premium"}
 }
 
@@ -107,7 +107,7 @@ async def test_monitors_dir_hot_reload(aiohttp_client: Any, tmp_path: Path) -> N
     assert "warning_threshold" in errors[str(beta)], errors
     assert await monitor_names(client) == {"alpha", "beta"}
     assert await warning_threshold(client, "beta") == 0.3
-    response = await client.post("/monitor/predict", json=dict(SEED_PAYLOAD, monitor="beta"))
+    response = await client.post("/monitor/predict", json=dict(ORIGINAL_PAYLOAD, monitor="beta"))
     assert response.status == 200, await response.text()
 
     # Invalid YAML: same story, with a message saying so.
@@ -192,7 +192,7 @@ async def test_baseline_data_path_serves_default_monitor(aiohttp_client: Any) ->
     assert health["baseline_data_loaded"] is True
     assert health["default_monitor"] == "default"
 
-    response = await client.post("/monitor/predict", json=SEED_PAYLOAD)
+    response = await client.post("/monitor/predict", json=ORIGINAL_PAYLOAD)
     body = await response.json()
     assert response.status == 200, body
     for key in ("drift_detected", "drift_score", "severity", "feature_scores", "timestamp"):

@@ -24,7 +24,7 @@ from driftline.simulate import SCENARIOS, ProfileSampler
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MONITOR = "credit-risk"
-SEED_PAYLOAD = {
+ORIGINAL_PAYLOAD = {
     "features": {"age": 35, "income": 50000, "tenure_months": 24, "product_category": "premium"},
     "model_version": "v1.2.0",
     "timestamp": "2025-05-29T10:30:00Z",
@@ -74,11 +74,11 @@ async def send_events(client: TestClient, events: list[dict[str, Any]]) -> dict[
     return result
 
 
-# ---------------------------------------------------------------- seed contract
+# -------------------------------------------------------- original API contract
 
 
-async def test_seed_payload_gets_seed_shaped_answer(client: TestClient) -> None:
-    payload = dict(SEED_PAYLOAD, timestamp=None)
+async def test_original_payload_gets_the_original_answer_shape(client: TestClient) -> None:
+    payload = dict(ORIGINAL_PAYLOAD, timestamp=None)
     status, body, _ = await post_json(client, "/monitor/predict", payload)
     assert status == 200, body
     assert isinstance(body["drift_detected"], bool)

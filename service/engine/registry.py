@@ -1,7 +1,7 @@
 """The set of monitors a replica serves, loaded from config files and kept current.
 
 Sources: every `*.json`, `*.yaml` or `*.yml` in the monitors directory (a mounted
-ConfigMap in Kubernetes), and the seed's single-baseline variable (a monitor named
+ConfigMap in Kubernetes), and the original API's single-baseline variable (a monitor named
 `default`). The directory is polled: kubelet updates a ConfigMap volume by swapping its
 `..data` link, which changes the resolved paths, so polling resolved stats sees it.
 A config that stops loading keeps its last good monitor and reports the error.
@@ -32,7 +32,7 @@ from driftline.settings import Settings
 log = logging.getLogger(__name__)
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
-SEED_MONITOR = "default"
+BASELINE_DATA_MONITOR = "default"
 
 
 class UnknownMonitorError(KeyError):
@@ -73,8 +73,8 @@ class MonitorRegistry:
         """The monitor a request without a `monitor` field goes to, if any."""
         if self._settings.default_monitor:
             return self._settings.default_monitor
-        if SEED_MONITOR in self._monitors:
-            return SEED_MONITOR
+        if BASELINE_DATA_MONITOR in self._monitors:
+            return BASELINE_DATA_MONITOR
         if len(self._monitors) == 1:
             return next(iter(self._monitors))
         return None
@@ -111,7 +111,7 @@ class MonitorRegistry:
                 (
                     f"BASELINE_DATA_PATH={path}",
                     Path.cwd(),
-                    {"name": SEED_MONITOR, "baseline": str(path)},
+                    {"name": BASELINE_DATA_MONITOR, "baseline": str(path)},
                 )
             )
         for path in self._config_files():

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (the contract; the seed's shapes are kept)."""
+"""Request and response bodies of the HTTP API: the contract (the original API's shapes kept)."""
 
 from __future__ import annotations
 
