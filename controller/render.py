@@ -105,7 +105,7 @@ def resolve_baseline(spec: MonitorSpec, config_map: KeyedObject | None) -> Basel
 
 
 def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile) -> dict[str, Any]:
-    """The service's monitor config (service.monitor.MonitorConfig) with the profile inline."""
+    """The service's monitor config (driftline.core.monitor.MonitorConfig), profile inline."""
     features: dict[str, dict[str, Any]] = {}
     for feature in spec.features:
         overrides: dict[str, Any] = {}
