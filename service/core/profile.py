@@ -21,6 +21,8 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
+from driftline.core.policy import DEFAULTS
+
 PROFILE_KIND = "driftline.baseline-profile/v1"
 # Numeric features with at most this many distinct baseline values get one bin per
 # value: quantile bins would collapse them into a few uneven bins.
@@ -239,8 +241,8 @@ def build_profile(
     columns: Mapping[str, Sequence[Any]],
     *,
     kinds: Mapping[str, FeatureKind] | None = None,
-    bins: int = 10,
-    top_k: int = 100,
+    bins: int = DEFAULTS.bins,
+    top_k: int = DEFAULTS.top_k,
 ) -> BaselineProfile:
     """Build a profile from columns; `kinds` overrides the inferred type of a feature."""
     if not columns:
@@ -316,8 +318,8 @@ def profile_from_bytes(
     *,
     csv_format: bool,
     kinds: Mapping[str, FeatureKind] | None = None,
-    bins: int = 10,
-    top_k: int = 100,
+    bins: int = DEFAULTS.bins,
+    top_k: int = DEFAULTS.top_k,
 ) -> BaselineProfile:
     """A saved profile as is, or one built from raw rows (JSON records or columns, CSV)."""
     try:
@@ -341,8 +343,8 @@ def load_baseline(
     path: Path,
     *,
     kinds: Mapping[str, FeatureKind] | None = None,
-    bins: int = 10,
-    top_k: int = 100,
+    bins: int = DEFAULTS.bins,
+    top_k: int = DEFAULTS.top_k,
 ) -> BaselineProfile:
     """Load a saved profile, or build one from raw rows (CSV, JSON records or columns)."""
     try:
