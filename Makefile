@@ -1,51 +1,75 @@
-# The two commands of the README: `make run` and `make test`. Each does its own set-up
-# on a fresh machine: a virtualenv with the project's dependencies, and (for tests)
-# redis-server from the distribution's packages when it is missing.
+# `make run` and `make test` each set themselves up on a fresh machine: a virtualenv with
+# the project installed (runtime dependencies only for `run`; the test extra for `test`)
+# and, for the tests, redis-server from the distribution's packages when it is missing.
+# `make help` lists every target.
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+# The repository's folders are mapped to the import name `driftline` (pyproject.toml).
+# A default editable install serves that mapping through an import hook mypy cannot
+# follow; strict mode builds a tree of links under build/ that mypy and pytest read as
+# real files. It links each file once, so the install is redone when files come or go.
+EDITABLE := --config-settings editable_mode=strict
+# -qq: setuptools prints a banner about the link tree on every install.
 
-.PHONY: run test lint typecheck unit redis-server install clean bench
+.PHONY: help run test lint typecheck unit redis-server install clean bench FORCE
 
-install: $(VENV)/.installed
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+
+# The package's files, rewritten only when the list changes, so that a new or removed
+# module (or Lua script, or static file) re-runs the editable install.
+$(VENV)/.modules: FORCE | $(BIN)/python
+	@find service controller -type f ! -path '*/__pycache__/*' | LC_ALL=C sort > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+$(VENV)/.runtime: pyproject.toml $(VENV)/.modules
+	$(BIN)/pip install -qq -e . $(EDITABLE)
 	touch $@
 
-redis-server:
+# The test extra includes the runtime install, so it satisfies `make run` as well.
+$(VENV)/.test: pyproject.toml $(VENV)/.modules
+	$(BIN)/pip install -qq -e '.[test]' $(EDITABLE)
+	touch $@ $(VENV)/.runtime
+
+install: $(VENV)/.runtime ## virtualenv with the runtime dependencies only
+
+redis-server: ## install redis-server from the distribution's packages if missing
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  echo "redis-server not found: installing it from the distribution's packages"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
-# Starts the service on the embedded in-process store with the example monitor.
-run: install
+run: $(VENV)/.runtime ## the service on :8080, embedded store, example monitor
 	$(BIN)/driftline serve --monitors-dir examples/monitors
 
-lint: install
+lint: $(VENV)/.test ## ruff check and format check; the CI workflows against their schema
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
-typecheck: install
+typecheck: $(VENV)/.test ## mypy --strict
 	$(BIN)/mypy
 
-unit: install redis-server
+# The live Kubernetes suites run against KUBECONFIG's cluster, else a throwaway API
+# server from KUBEBUILDER_ASSETS (envtest binaries; .ci/run sets it), else they skip.
+unit: $(VENV)/.test redis-server ## the pytest suite against a real redis-server
 	$(BIN)/pytest
 
-# The whole suite: lint, types, then every test against a real redis-server.
-test: lint typecheck unit
+test: lint typecheck unit ## lint, types, then every test
 
-# The benchmark suite (not part of the tests): installs wrk and the peers (Evidently,
-# whylogs) as benchmark-only extras, then prints and writes bench/results/latest.*.
-bench: install redis-server
+# Not part of the tests: installs wrk and the peers (Evidently, whylogs) as
+# benchmark-only extras, then prints and writes bench/results/latest.*.
+bench: $(VENV)/.runtime redis-server ## the benchmark suite (about 6 minutes on 2 cores)
 	@command -v wrk >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip install -qq -e '.[bench]' $(EDITABLE)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+clean: ## remove the virtualenv, caches, build/ (editable link tree) and egg-info
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,7 +1,7 @@
 """Synthetic data for the benchmarks: 20 features (15 numeric, 5 categorical).
 
 One generator draws the reference (training) frame, the drifted current frame and the
-seed-shaped request payloads, so every measurement runs on the same distributions.
+request payloads in the original API's shape, so every measurement runs on the same distributions.
 Everything is seeded: two runs draw the same data.
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
+
+from driftline.core.timestamps import isoformat
 
 MONITOR = "bench"
 NUMERIC = (
@@ -130,7 +131,7 @@ def write_monitor(root: Path, reference: dict[str, np.ndarray], name: str = MONI
     Returns the monitors directory (DRIFTLINE_MONITORS_DIR). The profile sits outside it:
     every `*.json` in the monitors directory is read as a monitor config.
     """
-    from service.profile import build_profile, encode_profile
+    from driftline.core.profile import build_profile, encode_profile
 
     monitors, baselines = root / "monitors", root / "baselines"
     monitors.mkdir(parents=True, exist_ok=True)
@@ -150,7 +151,7 @@ def write_monitor(root: Path, reference: dict[str, np.ndarray], name: str = MONI
 
 
 def predict_bodies(count: int, *, seed: int = 11, drift_share: float = 0.0) -> list[bytes]:
-    """Seed-shaped `POST /monitor/predict` bodies, each with 20 features."""
+    """`POST /monitor/predict` bodies in the original API's shape, 20 features each."""
     cols = frame(count, seed=seed)
     if drift_share:
         drifted = frame(count, seed=seed + 1, drift=True)
@@ -163,10 +164,6 @@ def predict_bodies(count: int, *, seed: int = 11, drift_share: float = 0.0) -> l
         msgspec.json.encode({"features": r, "model_version": rnd.choice(versions)})
         for r in rows(cols)
     ]
-
-
-def _stamp(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_bodies(
@@ -190,7 +187,7 @@ def event_bodies(
         for features in events[start : start + per_body]:
             event: dict[str, Any] = {"features": features, "model_version": "v1.2.0"}
             if spread_from is not None:
-                event["timestamp"] = _stamp(spread_from + rnd.random() * spread_seconds)
+                event["timestamp"] = isoformat(spread_from + rnd.random() * spread_seconds)
             chunk.append(event)
         if ndjson:
             bodies.append(b"\n".join(msgspec.json.encode(e) for e in chunk) + b"\n")

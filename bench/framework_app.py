@@ -1,9 +1,9 @@
 """The framework limit: a minimal aiohttp app doing only what every request must do.
 
-It decodes the same seed-shaped payload with msgspec (the same field types the service
-validates) and answers a small JSON, on the same aiohttp server set-up as `driftline
-serve` (AppRunner, no access log, one process, the same garbage collector settings).
-Its requests/s is the ceiling the service is measured against.
+It decodes the same payload (the original API's shape) with msgspec (the same field
+types the service validates) and answers a small JSON, on the same aiohttp server set-up
+as `driftline serve` (AppRunner, no access log, one process, the same garbage collector
+settings). Its requests/s is the ceiling the service is measured against.
 
     python -m bench.framework_app --host 127.0.0.1 --port 8090
 """
@@ -20,11 +20,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from service.app import GC_THRESHOLDS
+from driftline.http.app import GC_THRESHOLDS
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The seed payload, as the service's `PredictRequest` declares it."""
+    """The original API's payload, as the service's `PredictRequest` declares it."""
 
     features: dict[str, Any]
     model_version: str | None = None

@@ -37,15 +37,16 @@ def _per_call(fn: Callable[[], Any], budget: float = 0.25) -> float:
 
 def measure(monitors_dir: Path) -> dict[str, float]:
     """Microseconds per call of each step, on the bench monitor."""
-    from service.api import _prediction
-    from service.binning import bin_batch, bin_columns
-    from service.engine import Event
-    from service.monitor import build_monitor, decode_monitor_config
-    from service.report import assess, drift_report, evaluate
-    from service.schemas import PredictRequest
-    from service.settings import Limits, MonitorDefaults
-    from service.telemetry import Telemetry
-    from service.window import WindowTotals
+    from driftline.core.binning import bin_batch, bin_columns
+    from driftline.core.limits import Limits
+    from driftline.core.monitor import build_monitor, decode_monitor_config
+    from driftline.core.policy import MonitorDefaults
+    from driftline.core.report import assess, drift_report, evaluate
+    from driftline.core.window import WindowTotals
+    from driftline.engine.admission import Event
+    from driftline.http.handlers import prediction_response
+    from driftline.http.schemas import PredictRequest
+    from driftline.telemetry import Telemetry
 
     path = monitors_dir / f"{data.MONITOR}.json"
     config = decode_monitor_config(msgspec.json.decode(path.read_bytes()), str(path))
@@ -57,7 +58,7 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     # A realistic window: the totals of 5,000 binned events.
     frame = data.frame(5000, seed=9)
     rows = data.rows(frame)
-    batch = bin_batch(monitor.layout, rows, limits, lambda i: f"events[{i}].features")
+    batch = bin_batch(monitor.layout, rows, limits)
     deltas = batch.deltas(monitor.window.width, np.zeros(len(rows), dtype=np.int64))
     now = time.time()
     totals = WindowTotals(vector=deltas[0][0], start=now - 3600, now=now)
@@ -83,9 +84,7 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     n_flush = len(flush)
     out["flush of 64: bin_batch + deltas (per event)"] = (
         _per_call(
-            lambda: bin_batch(monitor.layout, flush, limits, lambda i: "features").deltas(
-                monitor.window.width, starts
-            )
+            lambda: bin_batch(monitor.layout, flush, limits).deltas(monitor.window.width, starts)
         )
         / n_flush
     )
@@ -93,7 +92,7 @@ def measure(monitors_dir: Path) -> dict[str, float]:
         lambda: evaluate(monitor, totals.vector)
     )
     out["answer encoded once per assessment"] = _per_call(
-        lambda: msgspec.json.encode(_prediction(assessment, []))
+        lambda: msgspec.json.encode(prediction_response(assessment, []))
     )
     out["gauges of an assessment (per evaluation)"] = _per_call(
         lambda: telemetry.observe(assessment)
@@ -105,12 +104,7 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     )
     events = [event_decoder.decode(r) for r in raws]
     out["batch: bin_batch 5000 events (per event)"] = (
-        _per_call(
-            lambda: bin_batch(
-                monitor.layout, [e.features for e in events], limits, lambda i: f"[{i}]"
-            )
-        )
-        / n
+        _per_call(lambda: bin_batch(monitor.layout, [e.features for e in events], limits)) / n
     )
     out["columns: bin_columns 5000 events, packed numbers (per event)"] = (
         _per_call(lambda: bin_columns(monitor.layout, packed, n, limits)) / n

@@ -170,7 +170,7 @@ def driftline(
     ref_cols: dict[str, np.ndarray], cur_cols: dict[str, np.ndarray], root: Path, logs: Path
 ) -> dict[str, Any]:
     """Profile the reference, serve it, post the current frame in batches, read the report."""
-    from service.profile import decode_profile
+    from driftline.core.profile import decode_profile
 
     t0 = time.perf_counter()
     monitors = data.write_monitor(root, ref_cols, name=PEER_MONITOR)

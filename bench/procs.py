@@ -95,10 +95,6 @@ class Server:
         times = psutil.Process(self.pid).cpu_times()
         return float(times.user + times.system)
 
-    def rss_mib(self) -> float:
-        """Resident memory."""
-        return psutil.Process(self.pid).memory_info().rss / 2**20
-
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
         if self.proc.poll() is None:
@@ -166,7 +162,7 @@ def start(
 def driftline_argv(port: int) -> list[str]:
     """`driftline serve` from the same virtualenv as this interpreter."""
     script = Path(sys.executable).with_name("driftline")
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "driftline.cli"]
     return [*base, "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 

@@ -68,36 +68,32 @@ def _name(frame: str) -> tuple[str, str]:
 CATEGORIES: list[tuple[str, Any]] = [
     (
         "response: timestamp + encode (per request)",
-        lambda f, p: f == "isoformat" or (p.endswith("service/api.py") and f == "encode"),
+        lambda f, p: f == "isoformat" or (p.endswith("driftline/http/codec.py") and f == "encode"),
     ),
     (
         "drift report (per flush)",
-        lambda f, p: p.endswith(("service/report.py", "service/drift.py")),
-    ),
-    (
-        "binning (per event)",
-        lambda f, p: p.endswith("service/binning.py") or f == "DriftEngine._bin",
-    ),
-    ("group commit (batching, futures)", lambda f, p: p.endswith("service/commit.py")),
-    (
-        "window store",
         lambda f, p: p.endswith(
-            ("service/memory_store.py", "service/redis_store.py", "service/window.py")
+            ("driftline/core/report.py", "driftline/core/drift.py", "driftline/engine/verdicts.py")
         ),
     ),
+    ("binning (per event)", lambda f, p: p.endswith("driftline/core/binning.py")),
+    ("group commit (batching, futures)", lambda f, p: p.endswith("driftline/engine/commit.py")),
+    ("window store", lambda f, p: "driftline/stores/" in p),
     ("redis client", lambda f, p: "/redis/" in p or "hiredis" in p),
     (
         "telemetry (aioprometheus, service middleware)",
         lambda f, p: (
-            "aioprometheus" in p or p.endswith("service/telemetry.py") or f == "service_middleware"
+            "aioprometheus" in p
+            or p.endswith("driftline/telemetry.py")
+            or f == "service_middleware"
         ),
     ),
     ("request decode + validation", lambda f, p: f == "decode_body" or "msgspec" in p),
-    ("engine bookkeeping (admit, ingest)", lambda f, p: p.endswith("service/engine.py")),
     (
-        "handlers + problem middleware",
-        lambda f, p: p.endswith(("service/api.py", "service/problems.py")),
+        "engine bookkeeping (admit, ingest)",
+        lambda f, p: p.endswith(("driftline/engine/facade.py", "driftline/engine/admission.py")),
     ),
+    ("handlers + problem middleware", lambda f, p: "driftline/http/" in p),
     ("aiohttp + asyncio (framework)", lambda f, p: True),
 ]
 

@@ -515,12 +515,14 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value:.3f}{(' ' + unit) if unit else ''}"
 
 
-def rows(b: Bench) -> list[dict[str, Any]]:
-    """Table rows: metric, value, reference, ratio, target, pass."""
-    m = b.m
-    out: list[dict[str, Any]] = []
+class Table:
+    """The result rows (metric, value, reference, ratio, target, pass), section by section."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
 
     def row(
+        self,
         item: str,
         metric: str,
         value: Any,
@@ -532,7 +534,8 @@ def rows(b: Bench) -> list[dict[str, Any]]:
         ok: bool | None = None,
         note: str = "",
     ) -> None:
-        out.append(
+        """Add one row; `text` holds its cells as the table prints them."""
+        self.rows.append(
             {
                 "item": item,
                 "metric": metric,
@@ -556,13 +559,11 @@ def rows(b: Bench) -> list[dict[str, Any]]:
             }
         )
 
-    pairs_note = "ratio: mean over (framework run, service run) pairs back to back: "
 
-    def pair_text(r: dict[str, Any]) -> str:
-        return ", ".join(f"{p['rps']:,.0f}/{p['framework_rps']:,.0f}" for p in r["pairs"])
-
+def _framework_rows(table: Table, m: dict[str, Any]) -> None:
+    """Rows of the framework limit (item 1)."""
     if fw := m.get("framework"):
-        row(
+        table.row(
             "1",
             "framework limit (aiohttp+msgspec), req/s",
             fw["rps"],
@@ -571,7 +572,16 @@ def rows(b: Bench) -> list[dict[str, Any]]:
             f"{fw['generator_cpu']:.0%} of its own core (not the bottleneck); other processes "
             f"{fw['other_cpu']:.2f} cores",
         )
-        row("1", "framework limit p50 / p99", f"{fw['p50_ms']:.2f} / {fw['p99_ms']:.2f} ms")
+        table.row("1", "framework limit p50 / p99", f"{fw['p50_ms']:.2f} / {fw['p99_ms']:.2f} ms")
+
+
+def _predict_rows(table: Table, m: dict[str, Any]) -> None:
+    """Rows of predict throughput against the framework, and latency (items 2, 3)."""
+    pairs_note = "ratio: mean over (framework run, service run) pairs back to back: "
+
+    def pair_text(r: dict[str, Any]) -> str:
+        return ", ".join(f"{p['rps']:,.0f}/{p['framework_rps']:,.0f}" for p in r["pairs"])
+
     for key, item, label, target in (
         ("embedded", "2", "predict, embedded store, req/s", 0.75),
         ("embedded_flush0", "2", "ablation: embedded, DRIFTLINE_FLUSH_INTERVAL=0, req/s", None),
@@ -581,7 +591,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
         r = m.get(key)
         if not r:
             continue
-        row(
+        table.row(
             item,
             label,
             r["mean_rps"],
@@ -597,17 +607,21 @@ def rows(b: Bench) -> list[dict[str, Any]]:
             + ("; not the default" if key == "embedded_flush0" else ""),
         )
         if key != "embedded_flush0":
-            row(
+            table.row(
                 item,
                 label.replace(", req/s", ", p50 / p99"),
                 f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms",
                 note=f"best run; server CPU {r['server_cpu']:.0%}; other processes "
                 f"{r['other_cpu']:.2f} cores" + (" (Redis included)" if "redis" in key else ""),
             )
+
+
+def _batch_rows(table: Table, m: dict[str, Any]) -> None:
+    """Rows of batch and NDJSON ingestion (item 4)."""
     for key, label in (("batch", "POST /monitor/batch"), ("ndjson", "NDJSON events")):
         if r := m.get(key):
             v = r["feature_values_per_second"]
-            row(
+            table.row(
                 "4",
                 f"{label}, feature values/s/process",
                 v,
@@ -620,9 +634,13 @@ def rows(b: Bench) -> list[dict[str, Any]]:
                 f"{r['batch_size']} events/request, embedded store; best of "
                 f"{r['runs_feature_values_per_second']}",
             )
+
+
+def _redis_rows(table: Table, m: dict[str, Any]) -> None:
+    """Rows of Redis commands per event and CPU share (item 5)."""
     if r := m.get("redis_durable"):
         c = r["redis"]
-        row(
+        table.row(
             "5",
             "Redis commands/event, durable, full load",
             c["commands_per_event"],
@@ -631,30 +649,34 @@ def rows(b: Bench) -> list[dict[str, Any]]:
             ok=c["commands_per_event"] <= 0.05,
             note="all commands incl. those run inside the script",
         )
-        row(
+        table.row(
             "5",
             "EVALSHA/event, durable (events per flush)",
             c["script_calls_per_event"],
             note=f"{c['events_per_script_call']:.1f} events per flush",
         )
-        row("5", "Redis CPU share, durable (of one core)", c["redis_cpu_share"], "%")
+        table.row("5", "Redis CPU share, durable (of one core)", c["redis_cpu_share"], "%")
     if r := m.get("redis_async"):
         c = r["redis"]
-        row(
+        table.row(
             "5",
             "Redis commands/event, async, full load",
             c["commands_per_event"],
             note=f"{c['events_per_script_call']:.1f} events per flush",
         )
-        row("5", "Redis CPU share, async (of one core)", c["redis_cpu_share"], "%")
+        table.row("5", "Redis CPU share, async (of one core)", c["redis_cpu_share"], "%")
+
+
+def _memory_rows(table: Table, m: dict[str, Any], redis_events: int) -> None:
+    """Rows of Redis memory against traffic (item 5)."""
     if mm := m.get("memory"):
-        row(
+        table.row(
             "5",
             f"Redis used_memory after {mm['first_events']:,} events",
             mm["used_memory_first"],
             "MiB",
         )
-        row(
+        table.row(
             "5",
             f"Redis used_memory after {mm['total_events']:,} events",
             mm["used_memory_total"],
@@ -664,11 +686,11 @@ def rows(b: Bench) -> list[dict[str, Any]]:
             mm["memory_ratio"],
             "<= 1.05x",
             mm["memory_ratio"] <= 1.05 and mm["total_events"] >= 10_000_000
-            if b.args.redis_events >= 10_000_000
+            if redis_events >= 10_000_000
             else None,
             f"{mm['keys_total']:.0f} keys; 1 h window of 1 min buckets",
         )
-        row(
+        table.row(
             "5",
             f"window keys' bytes (MEMORY USAGE), {mm['total_events']:,} vs "
             f"{mm['first_events']:,} events",
@@ -679,19 +701,23 @@ def rows(b: Bench) -> list[dict[str, Any]]:
             mm["window_key_bytes_ratio"],
             note="one fixed-width key per monitor layout: its size is set by the layout",
         )
-        row(
+        table.row(
             "5",
             "batch through Redis, feature values/s",
             mm["batch_feature_values_per_second"],
             note=f"{mm['commands_per_event']:.5f} Redis commands/event",
         )
+
+
+def _peer_rows(table: Table, m: dict[str, Any]) -> None:
+    """Rows of the peers: Evidently and whylogs, and PSI agreement (item 6)."""
     if p := m.get("peers"):
         dl = p["driftline"]
         ev = p.get("evidently", {})
         if "default" in ev:
             ev_fast = min(ev["default"]["seconds"], ev["psi"]["seconds"])
             ratio = ev_fast / dl["seconds"]
-            row(
+            table.row(
                 "6",
                 f"driftline vs Evidently {ev['version']}, {p['rows']:,} x 20",
                 dl["seconds"],
@@ -709,7 +735,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
                 == p["verdicts"]["evidently_default"]
                 == p["verdicts"]["evidently_psi"]
             )
-            row(
+            table.row(
                 "6",
                 "same drifted features as Evidently",
                 ", ".join(p["verdicts"]["driftline"]),
@@ -717,16 +743,16 @@ def rows(b: Bench) -> list[dict[str, Any]]:
                 ok=same,
             )
         else:
-            row("6", "Evidently", ev.get("error", "not run"), ok=False)
-        row("6", "driftline reference profile build (one-off)", dl["profile_seconds"], "s")
-        row(
+            table.row("6", "Evidently", ev.get("error", "not run"), ok=False)
+        table.row("6", "driftline reference profile build (one-off)", dl["profile_seconds"], "s")
+        table.row(
             "6",
             "PSI, driftline vs numpy, same bins: max |diff|",
             dl["psi_max_abs_diff_numpy"],
             target="<= 1e-9",
             ok=dl["psi_max_abs_diff_numpy"] <= 1e-9,
         )
-        row(
+        table.row(
             "6",
             "PSI, driftline vs Evidently psi, same bins: max |diff|",
             dl["psi_max_abs_diff_evidently"],
@@ -736,7 +762,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
         )
         wl = p.get("whylogs", {})
         if "seconds" in wl:
-            row(
+            table.row(
                 "6",
                 f"whylogs {wl['version']} profile + drift scores",
                 wl["seconds"],
@@ -747,17 +773,25 @@ def rows(b: Bench) -> list[dict[str, Any]]:
                 note="flags: " + ", ".join(p["verdicts"]["whylogs"]),
             )
         else:
-            row("6", "whylogs", wl.get("error", "not run"))
+            table.row("6", "whylogs", wl.get("error", "not run"))
+
+
+def _micro_rows(table: Table, m: dict[str, Any]) -> None:
+    """Rows of the in-process micro benchmarks."""
     if mu := m.get("micro_us"):
         for i, (name, us) in enumerate(mu.items()):
-            row(
+            table.row(
                 "µ",
                 f"{name}, µs/call",
                 us,
                 note="" if i else "bench/micro.py: in process, best of 3 timed loops",
             )
+
+
+def _latency_rows(table: Table, m: dict[str, Any]) -> None:
+    """Rows of open-loop latency at half the maximum rate (item 7)."""
     if r := m.get("latency_embedded"):
-        row(
+        table.row(
             "7",
             f"predict p99 at 50% of max ({r['target_rps']:,.0f} req/s), embedded",
             r["p99_ms"],
@@ -769,7 +803,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
             f"{r['other_cpu']:.2f} cores",
         )
     if r := m.get("latency_redis_durable"):
-        row(
+        table.row(
             "7",
             f"predict p99 at 50% of max ({r['target_rps']:,.0f} req/s), Redis durable",
             r["p99_ms"],
@@ -777,7 +811,21 @@ def rows(b: Bench) -> list[dict[str, Any]]:
             note=f"p50 {r['p50_ms']:.2f} ms, achieved {r['rps']:,.0f} req/s; p99 of each second "
             f"{r['p99_ms_per_second']}",
         )
-    return out
+
+
+def rows(b: Bench) -> list[dict[str, Any]]:
+    """Table rows: metric, value, reference, ratio, target, pass."""
+    table = Table()
+    m = b.m
+    _framework_rows(table, m)
+    _predict_rows(table, m)
+    _batch_rows(table, m)
+    _redis_rows(table, m)
+    _memory_rows(table, m, b.args.redis_events)
+    _peer_rows(table, m)
+    _micro_rows(table, m)
+    _latency_rows(table, m)
+    return table.rows
 
 
 def render_table(table: list[dict[str, Any]], markdown: bool = False) -> str:

@@ -1,7 +1,8 @@
 """driftline's Kubernetes operator: DriftMonitor resources in, drift service configuration out.
 
 `driftline controller` runs it (see docs/operator.md). Importing this package needs the
-`controller` extra (kopf, lightkube); the service never imports it.
+`controller` extra (kopf, lightkube): the drift service's packages never import it, and
+the CLI imports it only inside the `controller` command.
 """
 
 from __future__ import annotations

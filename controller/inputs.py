@@ -68,6 +68,20 @@ def monitor_inputs(monitor: Mapping[str, Any]) -> dict[InputKey, InputUse]:
     }
 
 
+def freshest_uses(
+    uses: Iterable[InputUse], reads: Mapping[str, Mapping[str, str]], kind: KeyedKind, name: str
+) -> list[InputUse]:
+    """Uses with the revision this process last read, where that is newer than the index's.
+
+    The index follows the monitors' status, which lags a reconcile that has just read the
+    input; `reads` (monitor -> revision key -> revision) is recorded as the input is read.
+    """
+    key = revision_key(kind, name)
+    return [
+        InputUse(use.monitor, reads.get(use.monitor, {}).get(key, use.revision)) for use in uses
+    ]
+
+
 def monitors_to_refresh(uses: Iterable[InputUse], revision: str) -> list[str]:
     """Monitors that last read another revision of the input ("" when it is deleted).
 

@@ -25,7 +25,7 @@ import aiohttp
 import kopf
 import msgspec
 
-from service.receivers import VettingResolver
+from driftline.targets import VettingResolver
 
 from .drift_service import (
     DriftSummary,
@@ -38,6 +38,7 @@ from .inputs import (
     INPUT_CHANGED_ANNOTATION,
     InputKey,
     InputUse,
+    freshest_uses,
     monitor_inputs,
     monitors_to_refresh,
     revision_key,
@@ -68,6 +69,7 @@ from .spec import (
     PLURAL,
     MonitorSpec,
     SpecError,
+    TrafficSpec,
     parse_spec,
     service_url,
 )
@@ -224,6 +226,10 @@ class DriftMonitorOperator:
         # Whether each monitor's config rendered, as this process last decided; monitors
         # it has not seen yet are judged by their status.
         self._renders: dict[tuple[str, str], bool] = {}
+        # The revision of each input a reconcile read, recorded as it reads (namespace ->
+        # monitor -> revision key -> revision): an input's change event may arrive before
+        # the status that records the read does.
+        self._reads: dict[str, dict[str, dict[str, str]]] = {}
         self._reconciles = asyncio.Semaphore(settings.max_concurrent_reconciles)
         self._service_calls = asyncio.Semaphore(SERVICE_CALLS)
         self._instance = socket.gethostname()
@@ -292,7 +298,7 @@ class DriftMonitorOperator:
             invalid = Condition(CONFIG_RENDERED, "False", "InvalidSpec", str(exc))
             service = str(monitor.get("spec", {}).get("service", DEFAULT_SERVICE))
             await self._withdraw(namespace, name, service)
-            sizing = await self._size_autoscaler(namespace, service, index)
+            sizing = await self._size_autoscaler(namespace, service, index, None)
             await self._write_reconciled(monitor, memo, [invalid, sizing.condition], {}, None)
             raise kopf.PermanentError(str(exc)) from exc
         inputs: dict[str, str] = {}
@@ -307,7 +313,8 @@ class DriftMonitorOperator:
         else:
             self._renders[namespace, name] = True
             alerts = await self._render_alerts(namespace, name, spec, inputs)
-        sizing = await self._size_autoscaler(namespace, spec.service, index)
+        counted = None if isinstance(config.error, kopf.PermanentError) else spec.traffic
+        sizing = await self._size_autoscaler(namespace, spec.service, index, counted)
         steps = [config, alerts, sizing]
         url = service_url(spec.service, namespace, spec.service_url)
         await self._write_reconciled(
@@ -338,13 +345,20 @@ class DriftMonitorOperator:
         await self.kube.release_key("Secret", namespace, alerts_secret_name(service), key=key)
 
     async def _read_inputs(
-        self, kind: KeyedKind, namespace: str, names: Iterable[str], inputs: dict[str, str]
+        self,
+        kind: KeyedKind,
+        namespace: str,
+        monitor: str,
+        names: Iterable[str],
+        inputs: dict[str, str],
     ) -> dict[str, KeyedObject | None]:
         found: dict[str, KeyedObject | None] = {}
+        reads = self._reads.setdefault(namespace, {}).setdefault(monitor, {})
         for input_name in names:
             obj = await self.kube.read_keyed(kind, namespace, input_name)
             found[input_name] = obj
-            inputs[revision_key(kind, input_name)] = obj.revision if obj else ""
+            key = revision_key(kind, input_name)
+            inputs[key] = reads[key] = obj.revision if obj else ""
         return found
 
     async def _render_config(
@@ -355,7 +369,9 @@ class DriftMonitorOperator:
         try:
             ref = spec.baseline.config_map_key_ref
             baseline = (
-                (await self._read_inputs("ConfigMap", namespace, [ref.name], inputs))[ref.name]
+                (await self._read_inputs("ConfigMap", namespace, name, [ref.name], inputs))[
+                    ref.name
+                ]
                 if ref
                 else None
             )
@@ -393,7 +409,9 @@ class DriftMonitorOperator:
         secret = alerts_secret_name(spec.service)
         key = monitor_key(name)
         try:
-            secrets = await self._read_inputs("Secret", namespace, alert_secret_names(spec), inputs)
+            secrets = await self._read_inputs(
+                "Secret", namespace, name, alert_secret_names(spec), inputs
+            )
             document = render_alerts(spec, secrets)
             await self.kube.apply_key(
                 "Secret",
@@ -441,15 +459,31 @@ class DriftMonitorOperator:
             return autoscaler
 
     async def _size_autoscaler(
-        self, namespace: str, service: str, index: TrafficIndex
+        self, namespace: str, service: str, index: TrafficIndex, counted: TrafficSpec | None
     ) -> StepOutcome:
+        """Resize the service's HPA; the condition speaks of this monitor's share only.
+
+        `counted` is the monitor's declared traffic, None when it is withdrawn. The sums
+        are in the HPA's annotations: a message quoting them would change, and be
+        rewritten, in every monitor's status whenever any monitor of the service changed.
+        """
         try:
             autoscaler = await self._resize_autoscaler(namespace, service, index)
         except KubeError as exc:
             return _temporary(
                 Condition(AUTOSCALING_READY, "False", "ApiError", str(exc)), API_ERROR_DELAY
             )
-        if autoscaler is None:  # no monitor of the service runs (this one is withdrawn)
+        if counted is None:
+            return StepOutcome(
+                Condition(
+                    AUTOSCALING_READY,
+                    "False",
+                    "Withdrawn",
+                    f"HorizontalPodAutoscaler {service} does not count this monitor: "
+                    "its config cannot be rendered",
+                )
+            )
+        if autoscaler is None:  # the monitor is being deleted: the index no longer has it
             return StepOutcome(
                 Condition(
                     AUTOSCALING_READY,
@@ -458,15 +492,14 @@ class DriftMonitorOperator:
                     "no monitor of the service runs",
                 )
             )
-        spec, annotations = autoscaler["spec"], autoscaler["metadata"]["annotations"]
         return StepOutcome(
             Condition(
                 AUTOSCALING_READY,
                 "True",
                 "Sized",
-                f"HorizontalPodAutoscaler {service}: {spec['minReplicas']}-{spec['maxReplicas']} "
-                f"replicas for {annotations['driftline.io/expected-events-per-second']} expected "
-                f"and {annotations['driftline.io/peak-events-per-second']} peak events/s",
+                f"HorizontalPodAutoscaler {service} counts this monitor's "
+                f"{counted.expected_events_per_second:g} expected and {counted.peak:g} "
+                "peak events/s",
             )
         )
 
@@ -523,7 +556,7 @@ class DriftMonitorOperator:
             return  # the reconcile reports it
         namespace, name = metadata["namespace"], metadata["name"]
         url = service_url(spec.service, namespace, spec.service_url)
-        answer = self._refused(namespace, url)
+        answer: DriftSummary | ServiceFailure | None = self._refused(namespace, url)
         if answer is None:
             async with self._service_calls:
                 answer = await fetch_drift_summary(self.http, url, name)
@@ -600,6 +633,7 @@ class DriftMonitorOperator:
         except KubeError as exc:
             raise kopf.TemporaryError(str(exc), delay=API_ERROR_DELAY) from exc
         self._renders.pop((namespace, name), None)
+        self._reads.get(namespace, {}).pop(name, None)
 
     # ------------------------------------------------------------------- inputs
 
@@ -633,7 +667,8 @@ class DriftMonitorOperator:
         key: InputKey = (kind, namespace or "", name)
         metadata = event.get("object", {}).get("metadata", {})
         revision = "" if event.get("type") == "DELETED" else metadata.get("resourceVersion", "")
-        for monitor in monitors_to_refresh(index.get(key, []), revision):
+        uses = freshest_uses(index.get(key, []), self._reads.get(key[1], {}), kind, name)
+        for monitor in monitors_to_refresh(uses, revision):
             try:
                 await self.kube.annotate_monitor(
                     key[1],

@@ -15,16 +15,16 @@ from typing import Any
 
 import msgspec
 
-from service.monitor import MonitorConfigError, build_monitor, decode_monitor_config
-from service.profile import (
+from driftline.core.monitor import MonitorConfigError, build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
+from driftline.core.profile import (
     BaselineError,
     BaselineProfile,
     FeatureKind,
     decode_profile,
     profile_from_bytes,
 )
-from service.receivers import ReceiverFile
-from service.settings import MonitorDefaults
+from driftline.core.receivers import ReceiverFile
 
 from .kube import KeyedObject
 from .settings import ControllerSettings
@@ -100,7 +100,7 @@ def resolve_baseline(spec: MonitorSpec, config_map: KeyedObject | None) -> Basel
 
 
 def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile) -> dict[str, Any]:
-    """The service's monitor config (service.monitor.MonitorConfig) with the profile inline."""
+    """The service's monitor config (driftline.core.monitor.MonitorConfig), profile inline."""
     features: dict[str, dict[str, Any]] = {}
     for feature in spec.features:
         overrides: dict[str, Any] = {}

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from driftline.core.severity import SEVERITY_RANK
+
 from .drift_service import DriftSummary, ServiceFailure
 from .spec import API_GROUP, API_VERSION, KIND
 
@@ -27,7 +29,6 @@ RECONCILED_CONDITIONS = (CONFIG_RENDERED, ALERTS_READY, AUTOSCALING_READY)
 SERVICE_REASONS = frozenset(
     {"Monitoring", "ServiceUnreachable", "MonitorNotLoaded", "ServiceError", "ServiceUrlRefused"}
 )
-SEVERITY_RANK = {"none": 0, "warning": 1, "critical": 2}
 EVENT_REASON = "SeverityChanged"
 REPORTING_CONTROLLER = "driftline.io/controller"
 EVENT_NOTE_LIMIT = 1024  # events.k8s.io/v1 refuses longer notes

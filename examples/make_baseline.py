@@ -1,6 +1,6 @@
 """Regenerate examples/baseline_data.json: synthetic credit-risk training rows.
 
-The shape is the seed's (a list of records); values are drawn from fixed distributions
+The shape is the original API's (a list of records); values are drawn from fixed distributions
 with a fixed seed so the file is reproducible: `python examples/make_baseline.py`.
 """
 

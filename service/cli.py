@@ -8,13 +8,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .logs import configure_logging
-from .profile import BaselineError, FeatureKind, encode_profile, load_baseline
-from .settings import MonitorDefaults, SettingsError, load_settings
+from driftline import __version__
+from driftline.core.policy import DEFAULTS
+from driftline.core.profile import BaselineError, FeatureKind, encode_profile, load_baseline
+from driftline.logs import configure_logging
+from driftline.settings import SettingsError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .app import serve
+    from driftline.http.app import serve
 
     try:
         settings = load_settings(
@@ -53,7 +55,7 @@ def _baseline_build(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .simulate import run_simulation
+    from driftline.simulate import run_simulation
 
     code: int = asyncio.run(run_simulation(args))
     return code
@@ -61,8 +63,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _controller(args: argparse.Namespace) -> int:
     # Imported here: the operator's dependencies (kopf, lightkube) are an optional extra.
-    from controller import run
-    from controller.settings import ControllerSettingsError, load_controller_settings
+    from driftline.operator import run
+    from driftline.operator.settings import ControllerSettingsError, load_controller_settings
 
     try:
         settings = load_controller_settings(
@@ -83,8 +85,8 @@ def _controller(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    defaults = MonitorDefaults()
     root = argparse.ArgumentParser(prog="driftline", description=__doc__)
+    root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the drift service")
@@ -103,8 +105,8 @@ def parser() -> argparse.ArgumentParser:
     )
     build.add_argument("data", help="training data file")
     build.add_argument("-o", "--output", default="-", help="profile file to write (default stdout)")
-    build.add_argument("--bins", type=int, default=defaults.bins, help="quantile bins per numeric")
-    build.add_argument("--top-k", type=int, default=defaults.top_k, help="categories kept")
+    build.add_argument("--bins", type=int, default=DEFAULTS.bins, help="quantile bins per numeric")
+    build.add_argument("--top-k", type=int, default=DEFAULTS.top_k, help="categories kept")
     build.add_argument(
         "--categorical",
         action="append",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+
+from driftline.core.timestamps import isoformat
 
 # Attributes every LogRecord has; anything else came in through `extra=`.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -19,7 +20,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """One JSON line per record."""
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": isoformat(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -15,41 +15,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 import msgspec.yaml
 
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
-
-
-class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Explicit bounds on what one request may carry; larger input gets 413/422."""
-
-    max_body_bytes: PositiveInt = 8 * 1024 * 1024
-    max_features: PositiveInt = 500
-    max_batch_events: PositiveInt = 10_000
-    max_string_length: PositiveInt = 256
-    max_future_seconds: NonNegativeFloat = 300.0
-    # Larger magnitudes would overflow the window's sums of squares.
-    max_abs_value: PositiveFloat = 1e15
-
-
-class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Policy a monitor config inherits for every field it does not set itself."""
-
-    warning_threshold: PositiveFloat = 0.2
-    critical_threshold: PositiveFloat = 0.5
-    alpha: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.05
-    bonferroni: bool = False
-    min_samples: PositiveInt = 100
-    min_drifted_features: PositiveInt = 1
-    window_seconds: PositiveInt = 3600
-    bucket_seconds: PositiveInt = 60
-    bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 10
-    top_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
-    alert_cooldown_seconds: NonNegativeFloat = 0.0
+from driftline.core.limits import Limits, NonNegativeFloat, PositiveFloat
+from driftline.core.policy import MonitorDefaults
+from driftline.environment import decode_environment
 
 
 class AlertSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How alerts are delivered (see service/alerting.py)."""
+    """How alerts are delivered (see driftline.alerts.dispatch)."""
 
     timeout: PositiveFloat = 5.0  # per POST
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
@@ -99,7 +71,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
 
 
-# Environment variable -> (section, field). The seed's variable names are kept as they were.
+# Environment variable -> (section, field). The original API's variable names are kept as they were.
 ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_HOST": (None, "host"),
     "DRIFTLINE_PORT": (None, "port"),
@@ -169,27 +141,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     `DRIFTLINE_PORT=9000` becomes an int); a bad value raises SettingsError naming it.
     """
     env = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    if file := env.get(SETTINGS_FILE_VARIABLE):
-        data = _decode_file(Path(file))
-    origin: dict[tuple[str | None, str], str] = {}
-    for variable, (section, field) in ENVIRONMENT.items():
-        if variable in env and env[variable] != "":
-            target = data if section is None else data.setdefault(section, {})
-            target[field] = env[variable]
-            origin[(section, field)] = variable
-    for field, value in overrides.items():
-        if value is not None:
-            data[field] = value
-    try:
-        return msgspec.convert(data, Settings, strict=False)
-    except (msgspec.ValidationError, ValueError) as exc:
-        message = str(exc)
-        for (section, field), variable in origin.items():
-            path = f"$.{section}.{field}" if section else f"$.{field}"
-            name = f"{section}.{field}" if section else field
-            if path in message:
-                message = f"{variable}: {message.replace(f' - at `{path}`', '')}"
-            elif message.startswith(f"{name}:"):  # a cross-field check in __post_init__
-                message = f"{variable} ({name}){message[len(name) :]}"
-        raise SettingsError(message) from exc
+    file = env.get(SETTINGS_FILE_VARIABLE)
+    return decode_environment(
+        Settings,
+        ENVIRONMENT,
+        env,
+        base=_decode_file(Path(file)) if file else None,
+        overrides=overrides,
+        error=SettingsError,
+    )

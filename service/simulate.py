@@ -18,7 +18,7 @@ import aiohttp
 import msgspec
 import numpy as np
 
-from .profile import BaselineProfile, CategoricalProfile, NumericProfile
+from driftline.core.profile import BaselineProfile, CategoricalProfile, NumericProfile
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,8 @@ from aioprometheus import histogram
 from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
 from aioprometheus.renderer import render
 
-from .drift import Severity
-from .report import Assessment
+from driftline.core.report import Assessment
 
-SEVERITY_VALUE = {Severity.NONE: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 # A client could send a new model_version per request: cap the label's cardinality.
 MAX_MODEL_VERSIONS = 50
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -160,7 +158,7 @@ class Telemetry:
             self.feature_score.set(labels, data.score)
             self.feature_p_value.set(labels, data.p_value)
         verdict = assessment.evaluation.verdict
-        self.severity.set(monitor, SEVERITY_VALUE[verdict.severity])
+        self.severity.set(monitor, verdict.severity.rank)
         self.drift_detected.set(monitor, int(verdict.drift_detected))
         self.drift_score.set(monitor, verdict.drift_score)
         self.drifted_features.set(monitor, len(assessment.drifted_features))

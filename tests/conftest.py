@@ -13,9 +13,9 @@ from k8s_support import KubeTarget
 from kube_cluster import control_plane
 from pytest_redis import factories
 
-from service.memory_store import MemoryWindowStore
-from service.redis_store import RedisWindowStore
-from service.window import WindowStore
+from driftline.stores.memory import MemoryWindowStore
+from driftline.stores.protocol import WindowStore
+from driftline.stores.redis import RedisWindowStore
 
 REDIS_SERVER = shutil.which("redis-server") or (
     "/usr/bin/redis-server" if shutil.which("/usr/bin/redis-server") else None
@@ -39,9 +39,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
     def set(self, now: float) -> None:
         self.now = now

@@ -17,8 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from controller.spec import MonitorSpec, parse_spec
-from controller.status import REPORT_FIELDS
+from driftline.operator.spec import MonitorSpec, parse_spec
+from driftline.operator.status import REPORT_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_PATH = ROOT / "manifests" / "crd" / "driftmonitors.yaml"

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from controller import QuietTimerSuccess
-from controller.drift_service import refused_service_url
-from controller.operator import STATUS_TIMER
+from driftline.operator import QuietTimerSuccess
+from driftline.operator.drift_service import refused_service_url
+from driftline.operator.operator import STATUS_TIMER
 
 
 @pytest.mark.parametrize(

@@ -32,18 +32,19 @@ from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Secret
 from lightkube.types import PatchType
 
-from controller.inputs import INPUT_CHANGED_ANNOTATION, monitor_inputs
-from controller.kube import KubeApi
-from controller.operator import FINALIZER, TRAFFIC_INDEX, DriftMonitorOperator
-from controller.render import ServiceMonitor, service_traffic
-from controller.settings import ControllerSettings
-from service.monitor import Monitor, build_monitor, decode_monitor_config
-from service.profile import build_profile, rows_to_columns
-from service.receivers import ReceiverFile
-from service.registry import MonitorRegistry
-from service.report import assess, drift_report
-from service.settings import MonitorDefaults, load_settings
-from service.window import WindowTotals
+from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
+from driftline.core.profile import build_profile, rows_to_columns
+from driftline.core.receivers import ReceiverFile
+from driftline.core.report import assess, drift_report
+from driftline.core.window import WindowTotals
+from driftline.engine.registry import MonitorRegistry
+from driftline.operator.inputs import INPUT_CHANGED_ANNOTATION, monitor_inputs
+from driftline.operator.kube import KubeApi
+from driftline.operator.operator import FINALIZER, TRAFFIC_INDEX, DriftMonitorOperator
+from driftline.operator.render import ServiceMonitor, service_traffic
+from driftline.operator.settings import ControllerSettings
+from driftline.settings import load_settings
 
 pytestmark = pytest.mark.k8s
 
@@ -324,7 +325,12 @@ async def test_reconcile_writes_config_alerts_autoscaler_and_conditions(
         "AutoscalingReady": "True",
         "Ready": "Unknown",
     }
-    assert found["AutoscalingReady"]["message"].startswith("HorizontalPodAutoscaler driftline: 2-5")
+    # The monitor's own share: the sums, which change with every monitor, are the HPA's.
+    assert found["AutoscalingReady"]["message"] == (
+        "HorizontalPodAutoscaler driftline counts this monitor's 3000 expected and 9000 peak "
+        "events/s"
+    )
+    assert hpa["metadata"]["annotations"]["driftline.io/expected-events-per-second"] == "3000"
     assert set(status["inputRevisions"]) == {
         "ConfigMap/credit-risk-baseline",
         "Secret/credit-risk-alerts",
@@ -357,7 +363,7 @@ async def test_the_service_loads_what_the_operator_wrote(
     assert registry.errors == {}
     loaded = registry.get("credit-risk")
     assert loaded.model == "credit-risk-xgb"
-    assert [(r.name, r.min_severity) for r in loaded.receivers] == [
+    assert [(r.name, r.min_severity) for r in registry.receivers("credit-risk")] == [
         ("on-call-webhook", "warning"),
         ("ml-team-slack", "critical"),
     ]
@@ -522,7 +528,7 @@ async def test_a_spec_the_service_refuses_is_withdrawn_with_its_message(
         "False",
         "ConfigInvalid",
     )
-    assert found["AutoscalingReady"]["reason"] == "NoServingMonitors"
+    assert found["AutoscalingReady"]["reason"] == "Withdrawn"
     assert scene.find("ConfigMap", "driftline-monitors") is None
     assert scene.find("Secret", "driftline-alerts") is None
     assert scene.find("HorizontalPodAutoscaler", "driftline") is None

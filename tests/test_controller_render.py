@@ -17,8 +17,12 @@ import msgspec
 import pytest
 import yaml
 
-from controller.kube import KeyedObject
-from controller.render import (
+from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
+from driftline.core.profile import build_profile, encode_profile, rows_to_columns
+from driftline.core.receivers import ReceiverFile
+from driftline.operator.kube import KeyedObject
+from driftline.operator.render import (
     CONFIG_MAP_LIMIT,
     InvalidInputError,
     MissingInputError,
@@ -33,12 +37,8 @@ from controller.render import (
     serving_monitors,
     size_autoscaler,
 )
-from controller.settings import ControllerSettings
-from controller.spec import MonitorSpec, TrafficSpec, parse_spec, service_url
-from service.monitor import Monitor, build_monitor, decode_monitor_config
-from service.profile import build_profile, encode_profile, rows_to_columns
-from service.receivers import ReceiverFile
-from service.settings import MonitorDefaults
+from driftline.operator.settings import ControllerSettings
+from driftline.operator.spec import MonitorSpec, TrafficSpec, parse_spec, service_url
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "driftmonitor" / "credit-risk.yaml"

@@ -10,17 +10,19 @@ import kopf
 import kubernetes_validate
 import pytest
 
-from controller.drift_service import DriftSummary, ServiceFailure, Severity, WindowSummary
-from controller.inputs import (
+from driftline.cli import parser
+from driftline.operator.drift_service import DriftSummary, ServiceFailure, Severity, WindowSummary
+from driftline.operator.inputs import (
     INPUT_CHANGED_ANNOTATION,
     InputUse,
+    freshest_uses,
     monitor_inputs,
     monitors_to_refresh,
     referenced_inputs,
 )
-from controller.operator import SpecDigestDiffBaseStorage, operator_settings
-from controller.settings import ControllerSettingsError, load_controller_settings
-from controller.status import (
+from driftline.operator.operator import SpecDigestDiffBaseStorage, operator_settings
+from driftline.operator.settings import ControllerSettingsError, load_controller_settings
+from driftline.operator.status import (
     Condition,
     carried_report_status,
     coarse_count,
@@ -32,7 +34,6 @@ from controller.status import (
     severity_event,
     status_holds,
 )
-from service.cli import parser
 
 NOW = datetime(2025, 5, 29, 10, 30, tzinfo=UTC)
 URL = "http://driftline.ml.svc:8080"
@@ -267,6 +268,16 @@ def test_monitors_are_refreshed_only_when_they_read_another_revision() -> None:
     assert monitors_to_refresh(uses, "") == ["a", "b"]  # deleted: "d" saw it absent
 
 
+def test_a_read_this_process_just_made_counts_before_the_status_shows_it() -> None:
+    uses = [InputUse("a", None), InputUse("b", "40"), InputUse("c", None)]
+    # "a" has just read the ConfigMap as absent; its status does not say so yet.
+    reads = {"a": {"ConfigMap/rows": ""}, "b": {"Secret/rows": "7"}}
+    fresh = freshest_uses(uses, reads, "ConfigMap", "rows")
+    assert fresh == [InputUse("a", ""), InputUse("b", "40"), InputUse("c", None)]
+    # The ConfigMap is created: "a" must read it again; "c" will on its first reconcile.
+    assert monitors_to_refresh(fresh, "41") == ["a", "b"]
+
+
 # ----------------------------------------------------------------------- kopf settings
 
 
@@ -364,7 +375,7 @@ def test_cli_controller_subcommand_takes_namespaces_and_settings() -> None:
 
 
 def test_cli_controller_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
-    from service.cli import main
+    from driftline.cli import main
 
     assert main(["controller", "--min-replicas", "9", "--max-replicas", "3"]) == 2
     assert "invalid controller settings" in capsys.readouterr().err

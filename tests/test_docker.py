@@ -367,7 +367,7 @@ class Serving:
 
 @pytest.fixture
 def serving(images: dict[str, Image], tmp_path: Path) -> Iterator[Serving]:
-    """The service image's ENTRYPOINT + CMD, on 127.0.0.1, with the seed baseline."""
+    """The service image's ENTRYPOINT + CMD, on 127.0.0.1, with the original API's baseline."""
     image = images["service"]
     final = image.dockerfile.final
     argv = exec_form(final.last("ENTRYPOINT")) + exec_form(final.last("CMD"))

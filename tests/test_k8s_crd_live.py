@@ -16,8 +16,8 @@ import pytest
 import yaml
 from k8s_support import ROOT, KubeTarget, wait_for
 
-from controller.spec import DEFAULT_SERVICE
-from service.settings import MonitorDefaults
+from driftline.core.policy import MonitorDefaults
+from driftline.operator.spec import DEFAULT_SERVICE
 
 pytestmark = pytest.mark.k8s
 

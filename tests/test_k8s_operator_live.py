@@ -40,8 +40,8 @@ from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Secret
 from lightkube.types import PatchType
 
-from service.monitor import build_monitor, decode_monitor_config
-from service.settings import MonitorDefaults
+from driftline.core.monitor import build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
 
 pytestmark = pytest.mark.k8s
 
@@ -65,7 +65,11 @@ def client(kube: KubeTarget) -> Client:
     kube.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/driftmonitors.driftline.io"
     )
-    return Client(config=KubeConfig.from_file(kube.kubeconfig), field_manager="driftline-tests")
+    return Client(
+        config=KubeConfig.from_file(kube.kubeconfig),
+        field_manager="driftline-tests",
+        timeout=httpx2.Timeout(60.0),  # deleting 200 monitors at once takes a while
+    )
 
 
 def new_namespace(client: Client, prefix: str) -> str:
@@ -813,9 +817,4 @@ def test_idle_monitors_and_a_restart_write_nothing(
     status_rounds(service, 2, IDLE_MONITORS)
     changed = sorted(k for k, v in versions(client, namespace).items() if before.get(k) != v)
     assert changed == [], f"a restart rewrote {changed[:10]}"
-    client.deletecollection(DriftMonitor, namespace=namespace)
-    wait_for(
-        "the idle monitors to be finalized",
-        lambda: not list(client.list(DriftMonitor, namespace=namespace)) or None,
-        timeout=300,
-    )
+    # Left for the namespace's teardown: 200 finalizers would take minutes here.

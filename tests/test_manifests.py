@@ -28,23 +28,24 @@ import pytest
 import yaml
 from aioprometheus.collectors import Histogram
 
-from controller.render import (
+from driftline.cli import parser as cli_parser
+from driftline.core.monitor import build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
+from driftline.core.profile import BaselineProfile, load_baseline
+from driftline.engine.registry import MonitorRegistry
+from driftline.http.routes import ROUTES
+from driftline.operator.render import (
     encode_monitor_config,
     monitor_key,
     render_autoscaler,
     render_monitor_config,
     service_traffic,
 )
-from controller.settings import ENVIRONMENT as CONTROLLER_ENVIRONMENT
-from controller.settings import load_controller_settings
-from controller.spec import parse_spec
-from service.api import ROUTES
-from service.cli import parser as cli_parser
-from service.monitor import build_monitor, decode_monitor_config
-from service.profile import BaselineProfile, load_baseline
-from service.registry import MonitorRegistry
-from service.settings import ENVIRONMENT, MonitorDefaults, load_settings
-from service.telemetry import Telemetry
+from driftline.operator.settings import ENVIRONMENT as CONTROLLER_ENVIRONMENT
+from driftline.operator.settings import load_controller_settings
+from driftline.operator.spec import parse_spec
+from driftline.settings import ENVIRONMENT, load_settings
+from driftline.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
@@ -66,7 +67,6 @@ NO_SCHEMA = {
     "with kubernetes-validate; checked by test_alert_rules_and_dashboard_use_real_metrics",
 }
 WORKLOADS = ("Deployment", "StatefulSet")
-SERVICE_LABELS = {"app.kubernetes.io/name": "driftline", "app.kubernetes.io/component": "service"}
 SERVICE_IMAGE = "ghcr.io/driftline/driftline:0.1.0"
 # The final flush waits at most the Redis socket timeout; in-flight requests finish
 # within a few seconds more. The grace period must cover both after the drain.

@@ -11,11 +11,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from service.settings import (
+from driftline.core.limits import Limits
+from driftline.core.policy import MonitorDefaults
+from driftline.settings import (
     ENVIRONMENT,
     SETTINGS_FILE_VARIABLE,
-    Limits,
-    MonitorDefaults,
     Settings,
     SettingsError,
     load_settings,

@@ -1,0 +1,105 @@
+"""Observation: a monitor's severity offered to the alert state shared by every replica.
+
+The engine hands every assessment it makes to `SeverityObserver.offer`. When the
+severity differs from the one this replica last saw announced, the observer asks the
+alert store to compare-and-set it; a change that store decides lands in the outbox,
+and the dispatcher is woken to deliver it. A timer re-offers every monitor's
+assessment even without traffic, so a window that slides back to normal resolves its
+alert and a cool-down ends on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from driftline.alerts.payloads import snapshot_of
+from driftline.alerts.store import AlertStore
+from driftline.core.report import Assessment
+from driftline.core.severity import Severity
+from driftline.engine.facade import DriftEngine
+from driftline.lifecycle import pause
+from driftline.stores.protocol import StoreUnavailableError
+from driftline.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class SeverityObserver:
+    """Offers assessments to the shared alert state; one per replica."""
+
+    def __init__(
+        self,
+        store: AlertStore,
+        telemetry: Telemetry,
+        *,
+        on_alert: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._telemetry = telemetry
+        self._on_alert = on_alert
+        # Severity last announced per monitor, as this replica knows it: an assessment
+        # that agrees needs no round trip to the shared state.
+        self._announced: dict[str, Severity] = {}
+        self._observing: dict[str, asyncio.Task[None]] = {}
+
+    def offer(self, assessment: Assessment, *, recheck: bool = False) -> None:
+        """Start a compare-and-set when the severity may have changed (one per monitor).
+
+        `recheck` skips the cache: another replica may have moved the shared state.
+        """
+        name = assessment.monitor.name
+        stale = recheck or self._announced.get(name) is not assessment.evaluation.verdict.severity
+        if stale and name not in self._observing:
+            self._observing[name] = asyncio.create_task(self._transition(assessment))
+
+    async def _transition(self, assessment: Assessment) -> None:
+        """Compare-and-set the assessment's severity in the alert store."""
+        monitor = assessment.monitor
+        try:
+            severity, entry = await self._store.transition(
+                monitor.name,
+                assessment.evaluation.verdict.severity,
+                monitor.policy.alert_cooldown_seconds,
+                snapshot_of(assessment),
+            )
+        except StoreUnavailableError as exc:
+            self._telemetry.store_errors.inc({"operation": "alert_transition"})
+            log.warning("alert state unavailable", extra={"error": str(exc)})
+            return
+        finally:
+            del self._observing[monitor.name]
+        self._announced[monitor.name] = severity
+        if entry is not None:
+            self._telemetry.alert_transitions.inc(
+                {"monitor": monitor.name, "severity": str(entry.severity)}
+            )
+            log.info(
+                "severity changed",
+                extra={
+                    "monitor": monitor.name,
+                    "severity": str(entry.severity),
+                    "previous": str(entry.previous),
+                    "alert": entry.seq,
+                },
+            )
+            self._on_alert()
+
+    async def evaluate_forever(
+        self, engine: DriftEngine, interval: float, stopping: asyncio.Event
+    ) -> None:
+        """Re-assess every monitor each `interval` seconds until `stopping`, and offer it.
+
+        Windows keep sliding without traffic: a monitor that goes quiet must still
+        resolve its alert, and a cool-down must end even when no event arrives.
+        """
+        while not await pause(stopping, interval):
+            for monitor in engine.monitors():
+                with contextlib.suppress(StoreUnavailableError):
+                    self.offer(await engine.assessment(monitor), recheck=True)
+
+    async def close(self) -> None:
+        """Wait for the compare-and-sets in flight (after the engine's last flush)."""
+        await asyncio.gather(*self._observing.values(), return_exceptions=True)

@@ -1,0 +1,201 @@
+"""Alert payloads: a severity change as an `Alert`, and the request each receiver type gets.
+
+The outbox stores a snapshot of the assessment that made the change (`snapshot_of`);
+`alert_from` turns an outbox entry back into the `Alert` every format is rendered
+from: a generic webhook (JSON signed with HMAC-SHA256 over timestamp and body), a
+Slack incoming webhook, or Alertmanager's v2 alerts API (`render_request`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import timedelta
+from typing import Any, Literal
+
+import msgspec
+
+from driftline.alerts.store import OutboxEntry
+from driftline.core.receivers import Receiver
+from driftline.core.report import Assessment
+from driftline.core.severity import Severity
+from driftline.core.timestamps import isoformat, parse_isoformat
+
+SIGNATURE_HEADER = "X-Driftline-Signature"
+TIMESTAMP_HEADER = "X-Driftline-Timestamp"
+ALERT_ID_HEADER = "X-Driftline-Alert-Id"
+
+
+class DriftedFeature(msgspec.Struct, frozen=True):
+    """A feature flagged at the moment of the change."""
+
+    name: str
+    score: float
+    severity: Severity
+
+
+class AlertWindow(msgspec.Struct, frozen=True):
+    """The window the change was seen on."""
+
+    events: int
+    start: str
+    end: str
+
+
+class Alert(msgspec.Struct, frozen=True):
+    """A monitor's severity change, as every receiver format is derived from it."""
+
+    id: str  # `<monitor>:<sequence>`: stable across retries and replicas, for de-duplication
+    monitor: str
+    model: str
+    severity: Severity
+    previous_severity: Severity
+    status: Literal["firing", "resolved"]
+    drift_score: float
+    drifted_features: list[DriftedFeature]
+    window: AlertWindow
+    started_at: str  # when the monitor left `none` (the episode's start)
+    created_at: str  # when the change was decided (Redis clock)
+
+
+class AlertSnapshot(msgspec.Struct, frozen=True):
+    """What the report said when the change was decided (stored in the outbox entry)."""
+
+    model: str
+    drift_score: float
+    drifted_features: list[DriftedFeature]
+    window: AlertWindow
+
+
+def snapshot_of(assessment: Assessment) -> bytes:
+    """The outbox snapshot of an assessment."""
+    features = assessment.evaluation.features
+    window = assessment.window
+    return msgspec.json.encode(
+        AlertSnapshot(
+            model=assessment.monitor.model,
+            drift_score=assessment.evaluation.verdict.drift_score,
+            drifted_features=[
+                DriftedFeature(name, features[name].score, features[name].severity)
+                for name in assessment.drifted_features
+            ],
+            window=AlertWindow(window.events, window.start, window.end),
+        )
+    )
+
+
+_SNAPSHOT = msgspec.json.Decoder(AlertSnapshot)
+
+
+def alert_from(entry: OutboxEntry) -> Alert:
+    """The alert every receiver format is rendered from."""
+    snapshot = _SNAPSHOT.decode(entry.snapshot)
+    return Alert(
+        id=f"{entry.monitor}:{entry.seq}",
+        monitor=entry.monitor,
+        model=snapshot.model,
+        severity=entry.severity,
+        previous_severity=entry.previous,
+        status="resolved" if entry.severity is Severity.NONE else "firing",
+        drift_score=snapshot.drift_score,
+        drifted_features=snapshot.drifted_features,
+        window=snapshot.window,
+        started_at=isoformat(entry.started_at),
+        created_at=isoformat(entry.at),
+    )
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex>` of HMAC-SHA256(secret, "<timestamp>." + body)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def _summary(alert: Alert) -> str:
+    if alert.status == "resolved":
+        return f"Drift resolved on {alert.monitor} (model {alert.model or '-'})"
+    return (
+        f"{alert.severity.upper()} drift on {alert.monitor} (model {alert.model or '-'}): "
+        f"score {alert.drift_score:.3f}, was {alert.previous_severity}"
+    )
+
+
+def _features_text(alert: Alert) -> str:
+    return ", ".join(f"{f.name} {f.score:.3f} ({f.severity})" for f in alert.drifted_features)
+
+
+def alertmanager_alerts(
+    alert: Alert, firing_ttl: float, floor: Severity = Severity.WARNING
+) -> list[dict[str, Any]]:
+    """Alertmanager v2 alerts for a change: resolve the old severity, fire the new one.
+
+    Alertmanager identifies an alert by its labels, so a change of severity is the end
+    of one alert (endsAt now) and the start of another. A firing alert carries
+    endsAt = now + firing_ttl: without it Alertmanager would resolve it after its
+    resolve_timeout, while driftline only speaks again on the next change. Severities
+    below `floor` (the receiver's minimum) are neither fired nor resolved: the receiver
+    does not hear the change that would end them.
+    """
+    now = parse_isoformat(alert.created_at)
+    base = {"alertname": "DriftlineDrift", "monitor": alert.monitor, "model": alert.model}
+    annotations = {
+        "summary": _summary(alert),
+        "description": f"drifted features: {_features_text(alert) or 'none'}",
+        "alert_id": alert.id,
+        "drift_score": f"{alert.drift_score:.6g}",
+    }
+    lowest = max(floor.rank, Severity.WARNING.rank)  # `none` is never an alert of its own
+    alerts: list[dict[str, Any]] = []
+    if alert.previous_severity.rank >= lowest:
+        alerts.append(
+            {
+                "labels": {**base, "severity": str(alert.previous_severity)},
+                "annotations": annotations,
+                "startsAt": alert.started_at,
+                "endsAt": isoformat(now),
+            }
+        )
+    if alert.severity.rank >= lowest:
+        alerts.append(
+            {
+                "labels": {**base, "severity": str(alert.severity)},
+                "annotations": annotations,
+                "startsAt": alert.created_at,
+                "endsAt": isoformat(now + timedelta(seconds=firing_ttl)),
+            }
+        )
+    return alerts
+
+
+def slack_message(alert: Alert) -> dict[str, Any]:
+    """A Slack incoming-webhook message a person can read at a glance."""
+    icon = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}.get(
+        str(alert.severity), ":large_green_circle:"
+    )
+    lines = [f"{icon} *{_summary(alert)}*"]
+    if alert.drifted_features:
+        lines.append(f"Drifted features: {_features_text(alert)}")
+    lines.append(
+        f"Window: {alert.window.events} events, {alert.window.start} to {alert.window.end}"
+    )
+    lines.append(f"Alert id: `{alert.id}`")
+    return {"text": "\n".join(lines)}
+
+
+def render_request(
+    receiver: Receiver, alert: Alert, *, now: float, firing_ttl: float
+) -> tuple[str, bytes, dict[str, str]]:
+    """URL, body and headers of the POST that tells `receiver` about `alert`."""
+    headers = {"Content-Type": "application/json", ALERT_ID_HEADER: alert.id}
+    if receiver.type == "slack":
+        return receiver.url, msgspec.json.encode(slack_message(alert)), headers
+    if receiver.type == "alertmanager":
+        url = receiver.url.rstrip("/") + "/api/v2/alerts"
+        floor = Severity(receiver.min_severity)
+        return url, msgspec.json.encode(alertmanager_alerts(alert, firing_ttl, floor)), headers
+    body = msgspec.json.encode(alert)
+    timestamp = str(int(now))
+    headers[TIMESTAMP_HEADER] = timestamp
+    if receiver.signing_secret:
+        headers[SIGNATURE_HEADER] = sign(receiver.signing_secret, timestamp, body)
+    return receiver.url, body, headers

@@ -1,0 +1,67 @@
+"""Alert receivers as configured: who hears of a monitor's severity changes, in which format.
+
+Receivers come from the alerts directory (the operator's `<service>-alerts` Secret,
+mounted): one `<monitor>.json` per monitor, `{"receivers": [...]}`. Each receiver is a
+generic webhook, a Slack incoming webhook, or Alertmanager's v2 alerts API (the
+payloads are driftline.alerts.payloads'). URLs and keys are secrets: they are never
+logged, and receivers are named in logs and metrics by their `name` only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from driftline.core.severity import Severity
+
+ReceiverType = Literal["webhook", "slack", "alertmanager"]
+
+
+class Receiver(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One alert endpoint of a monitor."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+    type: ReceiverType
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
+    signing_secret: str | None = None
+    min_severity: Literal["warning", "critical"] = "warning"
+
+    def wants(self, severity: Severity, previous: Severity) -> bool:
+        """Whether this receiver hears of a change from `previous` to `severity`.
+
+        Escalations reach it at or above its minimum; a change down (or resolved) reaches
+        it when the severity it was told about was at or above it, so it hears the end
+        of every episode it heard the start of.
+        """
+        floor = Severity(self.min_severity).rank
+        return max(severity.rank, previous.rank) >= floor
+
+
+class ReceiverFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A `<monitor>.json` file of the alerts directory."""
+
+    receivers: list[Receiver] = []
+
+
+class ReceiverConfigError(ValueError):
+    """An alerts file that cannot be used; the message names the file and field (never a URL)."""
+
+
+def load_receivers(directory: Path) -> dict[str, list[Receiver]]:
+    """Receivers per monitor name from `<monitor>.json` files; bad files raise."""
+    receivers: dict[str, list[Receiver]] = {}
+    for path in sorted(directory.glob("*.json")):
+        if path.name.startswith("."):
+            continue
+        try:
+            parsed = msgspec.json.decode(path.read_bytes(), type=ReceiverFile)
+        except (OSError, msgspec.DecodeError) as exc:
+            # msgspec messages quote the offending value's path, not the value: safe to log.
+            raise ReceiverConfigError(f"{path.name}: {exc}") from None
+        names = [r.name for r in parsed.receivers]
+        if len(names) != len(set(names)):
+            raise ReceiverConfigError(f"{path.name}: receivers: names must be unique")
+        receivers[path.stem] = parsed.receivers
+    return receivers

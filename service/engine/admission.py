@@ -1,0 +1,86 @@
+"""Admission: whether an event may be counted at all, before its values are binned.
+
+An event is refused when it carries more features than the limits allow, has a
+timestamp without a time zone, or lies further in the future than allowed. Its values
+are checked later, by binning (driftline.core.binning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from driftline.core.binning import EventError
+from driftline.core.limits import Limits
+
+
+class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One prediction's inputs, as the model server sends them."""
+
+    features: dict[str, Any]
+    model_version: str | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one event was not counted: the event field at fault and what is wrong.
+
+    `field` is the event's `features` or `timestamp`; `feature` names the feature whose
+    value was refused (reason `invalid_value`). The HTTP layer turns them into the
+    field's path in the request.
+    """
+
+    index: int  # the event's position in what was submitted
+    field: Literal["features", "timestamp"]
+    reason: str  # invalid_value | too_many_features | invalid_timestamp | future_timestamp
+    message: str
+    feature: str | None = None
+
+
+class RejectedEventError(Exception):
+    """A single event (or a request's shared field) that cannot be counted."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(f"{rejection.reason}: {rejection.message}")
+        self.rejection = rejection
+
+
+def invalid_value(index: int, error: EventError) -> Rejection:
+    """The rejection of an event whose feature value binning refused."""
+    return Rejection(index, "features", "invalid_value", error.message, error.feature)
+
+
+def admit(
+    index: int, feature_count: int, timestamp: datetime | None, now: float, limits: Limits
+) -> float | Rejection:
+    """The event's timestamp (the server's `now` when absent), or why it is refused."""
+    if feature_count > limits.max_features:
+        return Rejection(
+            index,
+            "features",
+            "too_many_features",
+            f"expected at most {limits.max_features} features, got {feature_count}",
+        )
+    if timestamp is None:
+        return now
+    if timestamp.tzinfo is None:
+        return Rejection(
+            index,
+            "timestamp",
+            "invalid_timestamp",
+            "expected an RFC 3339 timestamp with a time zone (e.g. 2025-05-29T10:30:00Z)",
+        )
+    moment = timestamp.timestamp()
+    if moment > now + limits.max_future_seconds:
+        return Rejection(
+            index,
+            "timestamp",
+            "future_timestamp",
+            f"is {moment - now:.0f} s in the future; at most "
+            f"{limits.max_future_seconds:.0f} s allowed",
+        )
+    return moment

@@ -1,0 +1,322 @@
+"""The drift engine: the one object the HTTP layer calls to count events and report drift.
+
+Ties the monitor registry, the window store, group commit, verdicts and telemetry
+together. It knows nothing of HTTP (handlers decode a request into `Event`s, call the
+engine, and encode what it returns) nor of alerts (the alerts layer subscribes to the
+verdicts).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from driftline.core.binning import BinnedBatch, bin_batch, bin_columns, first_error
+from driftline.core.monitor import Monitor
+from driftline.core.report import Assessment, DriftReport, drift_report
+from driftline.core.window import Vector, WindowTotals
+from driftline.engine.admission import (
+    Event,
+    RejectedEventError,
+    Rejection,
+    admit,
+    invalid_value,
+)
+from driftline.engine.commit import GroupCommitter, Row
+from driftline.engine.registry import MonitorRegistry
+from driftline.engine.verdicts import Listener, Verdicts
+from driftline.settings import Settings
+from driftline.stores.protocol import StoreUnavailableError, WindowStore
+from driftline.telemetry import Telemetry
+
+
+class NoDefaultMonitorError(LookupError):
+    """A request named no monitor and the service has no default one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A counted single event: the verdict that covers it, and warnings."""
+
+    assessment: Assessment
+    warnings: list[str]
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What happened to a request's events."""
+
+    monitor: Monitor
+    accepted: int = 0
+    late: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    assessment: Assessment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What liveness and readiness report of the engine."""
+
+    store_kind: str
+    store_ok: bool
+    monitors: list[str]
+    default_monitor: str | None
+    config_errors: dict[str, str]
+
+
+class DriftEngine:
+    """Counts events into shared windows and evaluates drift on them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: MonitorRegistry,
+        store: WindowStore,
+        telemetry: Telemetry,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._store = store
+        self._telemetry = telemetry
+        self._clock = clock
+        self._verdicts = Verdicts(telemetry)
+        self._committer = GroupCommitter(
+            store,
+            settings.limits,
+            self._verdicts,
+            telemetry,
+            flush_interval=settings.flush_interval,
+        )
+
+    # ------------------------------------------------------------------ monitors
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener` with every assessment the engine makes (after each flush or read)."""
+        self._verdicts.subscribe(listener)
+
+    def monitors(self) -> list[Monitor]:
+        """Every loaded monitor."""
+        return list(self._registry)
+
+    @property
+    def default_monitor(self) -> str | None:
+        """The monitor a request without a `monitor` field goes to, if any."""
+        return self._registry.default_name
+
+    def monitor(self, name: str | None) -> Monitor:
+        """The named monitor, or the default one when `name` is None.
+
+        Raises UnknownMonitorError (driftline.engine.registry) or NoDefaultMonitorError.
+        """
+        if name is None:
+            name = self._registry.default_name
+            if name is None:
+                raise NoDefaultMonitorError(
+                    "no default monitor: name one of "
+                    + (", ".join(m.name for m in self._registry) or "(none loaded)")
+                )
+        return self._registry.get(name)
+
+    async def health(self) -> Health:
+        """The store's reachability and the loaded monitors (never raises)."""
+        return Health(
+            store_kind=self._store.kind,
+            store_ok=await self._store.ping(),
+            monitors=[m.name for m in self._registry],
+            default_monitor=self._registry.default_name,
+            config_errors=self._registry.errors,
+        )
+
+    def count_invalid(self, monitor: Monitor, reasons: Iterable[str]) -> None:
+        """Count events refused before they reached the engine (e.g. undecodable), by reason."""
+        for reason in reasons:
+            self._telemetry.invalid_events.inc({"monitor": monitor.name, "reason": reason})
+
+    # ------------------------------------------------------------------ counting
+
+    def _reject(self, monitor: Monitor, rejection: Rejection) -> RejectedEventError:
+        self.count_invalid(monitor, [rejection.reason])
+        return RejectedEventError(rejection)
+
+    async def predict(self, monitor: Monitor, event: Event) -> Prediction:
+        """Count one event; in durable mode return once it is stored, with that verdict.
+
+        Raises RejectedEventError when the event cannot be counted, StoreUnavailableError
+        when the flush carrying it failed (it was not counted).
+        """
+        limits = self._settings.limits
+        features = event.features
+        admitted = admit(0, len(features), event.timestamp, self._clock(), limits)
+        if isinstance(admitted, Rejection):
+            raise self._reject(monitor, admitted)
+        bucket = monitor.window.bucket_of(admitted)
+        known = monitor.layout.features.keys()
+        warnings = (
+            []
+            if features.keys() <= known
+            else [f'unknown feature "{name}" ignored' for name in sorted(features.keys() - known)]
+        )
+        durable = self._settings.ack_mode == "durable"
+        row = Row(features, bucket, event.model_version, durable)
+        if not durable:
+            # Nobody waits for the flush, so a value it would refuse must be refused now.
+            error = first_error(monitor.layout, features, limits)
+            if error is not None:
+                raise self._reject(monitor, invalid_value(0, error))
+            self._committer.submit_row(monitor, row)
+            return Prediction(await self._latest(monitor), warnings)
+        future, position = self._committer.submit_row(monitor, row)
+        assert future is not None
+        outcome = await future
+        error = outcome.row_errors.get(position)
+        if error is not None:
+            raise self._reject(monitor, invalid_value(0, error))
+        assert outcome.assessment is not None  # a valid row was applied
+        if bucket in outcome.late_buckets:
+            warnings.append(self._late_warning(monitor, 1))
+        return Prediction(outcome.assessment, warnings)
+
+    @staticmethod
+    def _late_warning(monitor: Monitor, late: int) -> str:
+        return (
+            f"{late} event(s) outside the {monitor.window.window_seconds} s window (too old, "
+            "or ahead of the store's clock): acknowledged, not counted"
+        )
+
+    async def ingest(self, monitor: Monitor, events: Sequence[Event]) -> IngestResult:
+        """Validate, bin (by column) and count a batch; durable: return once stored.
+
+        Invalid events are rejected one by one (the rest are counted); a rejection's
+        index is the event's position in `events`. Raises StoreUnavailableError when the
+        flush carrying the events failed: none were counted.
+        """
+        now = self._clock()
+        limits = self._settings.limits
+        result = IngestResult(monitor)
+        admitted: list[tuple[int, float]] = []
+        for index, event in enumerate(events):
+            outcome = admit(index, len(event.features), event.timestamp, now, limits)
+            if isinstance(outcome, Rejection):
+                result.rejected.append(outcome)
+            else:
+                admitted.append((index, outcome))
+        batch = bin_batch(monitor.layout, [events[index].features for index, _ in admitted], limits)
+        result.rejected.extend(
+            invalid_value(admitted[j][0], error) for j, error in batch.errors.items()
+        )
+        result.rejected.sort(key=lambda r: r.index)
+        accepted = [index for j, (index, _) in enumerate(admitted) if j not in batch.errors]
+        return await self._count(
+            monitor,
+            batch,
+            np.array([t for _, t in admitted], dtype=np.float64),
+            [events[i].model_version for i in accepted],
+            result,
+        )
+
+    async def ingest_columns(
+        self,
+        monitor: Monitor,
+        columns: Mapping[str, Sequence[Any] | Vector],
+        size: int,
+        *,
+        timestamp: datetime | None = None,
+        model_version: str | None = None,
+    ) -> IngestResult:
+        """Count `size` events sent as one value list per feature (lengths checked before).
+
+        They share one timestamp (the server's when absent) and model version. Raises
+        RejectedEventError for a request-wide problem (timestamp, too many columns); a
+        value's rejection has the index of its event, i.e. its position in the columns.
+        """
+        limits = self._settings.limits
+        admitted = admit(0, len(columns), timestamp, self._clock(), limits)
+        if isinstance(admitted, Rejection):
+            raise self._reject(monitor, admitted)
+        batch = bin_columns(monitor.layout, columns, size, limits)
+        result = IngestResult(monitor)
+        result.rejected = [invalid_value(i, error) for i, error in sorted(batch.errors.items())]
+        accepted = size - len(batch.errors)
+        return await self._count(
+            monitor, batch, np.full(size, admitted), [model_version] * accepted, result
+        )
+
+    async def _count(
+        self,
+        monitor: Monitor,
+        batch: BinnedBatch,
+        timestamps: Vector,
+        versions: list[str | None],
+        result: IngestResult,
+    ) -> IngestResult:
+        """Commit a binned batch's valid events (`versions`: one per event counted)."""
+        self.count_invalid(monitor, (rejection.reason for rejection in result.rejected))
+        result.warnings = [f'unknown feature "{name}" ignored' for name in sorted(batch.unknown)]
+        if not versions:
+            return result
+        window = monitor.window
+        buckets = (timestamps // window.bucket_seconds).astype(np.int64) * window.bucket_seconds
+        submission = batch.deltas(window.width, buckets)
+        future = self._committer.submit(
+            monitor, submission, durable=self._settings.ack_mode == "durable"
+        )
+        if future is not None:
+            flushed = await future
+            result.assessment = flushed.assessment
+            result.late = sum(
+                n for start, (_, n) in submission.items() if start in flushed.late_buckets
+            )
+        else:
+            result.assessment = await self._latest(monitor)
+        result.accepted = len(versions) - result.late
+        self._telemetry.count_events(monitor.name, versions)
+        if result.late:
+            self._telemetry.late_events.add({"monitor": monitor.name}, result.late)
+            result.warnings.append(self._late_warning(monitor, result.late))
+        return result
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read(self, monitor: Monitor) -> WindowTotals:
+        try:
+            return await self._store.read(monitor.window)
+        except StoreUnavailableError:
+            self._telemetry.store_errors.inc({"operation": "read"})
+            raise
+
+    async def _latest(self, monitor: Monitor) -> Assessment:
+        """The last assessment of this monitor's current layout, else a fresh one."""
+        return self._verdicts.latest(monitor) or await self.assessment(monitor)
+
+    async def assessment(self, monitor: Monitor) -> Assessment:
+        """Read the monitor's window and assess it (listeners hear of it)."""
+        return self._verdicts.assess(monitor, await self._read(monitor))
+
+    async def report(self, monitor: Monitor) -> DriftReport:
+        """Read the monitor's window and report on it in full."""
+        totals = await self._read(monitor)
+        return drift_report(self._verdicts.assess(monitor, totals), totals)
+
+    async def forget(self, name: str) -> None:
+        """Delete a monitor's window data (every layout), loaded or not.
+
+        The operator's finalizer calls this when a DriftMonitor is deleted.
+        """
+        try:
+            await self._store.drop(name)
+        except StoreUnavailableError:
+            self._telemetry.store_errors.inc({"operation": "drop"})
+            raise
+        self._verdicts.forget(name)
+
+    async def close(self) -> None:
+        """Refuse new events and flush the pending ones; called before the stores close."""
+        await self._committer.close()

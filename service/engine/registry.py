@@ -1,0 +1,219 @@
+"""The set of monitors a replica serves, loaded from config files and kept current.
+
+Sources: every `*.json`, `*.yaml` or `*.yml` in the monitors directory (a mounted
+ConfigMap in Kubernetes), and the original API's single-baseline variable (a monitor named
+`default`). The directory is polled: kubelet updates a ConfigMap volume by swapping its
+`..data` link, which changes the resolved paths, so polling resolved stats sees it.
+A config that stops loading keeps its last good monitor and reports the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import msgspec.yaml
+
+from driftline.core.monitor import (
+    Monitor,
+    MonitorConfig,
+    MonitorConfigError,
+    build_monitor,
+    decode_monitor_config,
+)
+from driftline.core.receivers import Receiver, ReceiverConfigError, load_receivers
+from driftline.lifecycle import pause
+from driftline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+BASELINE_DATA_MONITOR = "default"
+
+
+class UnknownMonitorError(KeyError):
+    """No monitor of that name is loaded."""
+
+
+def _stat_key(path: Path) -> tuple[str, int, int]:
+    try:
+        resolved = path.resolve()
+        stat = resolved.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+class MonitorRegistry:
+    """Monitors by name, reloaded when their files change."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._monitors: dict[str, Monitor] = {}
+        self._by_source: dict[str, Monitor] = {}
+        self.errors: dict[str, str] = {}
+        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._dependencies: list[Path] = []
+        self._receivers: dict[str, list[Receiver]] = {}
+
+    # ------------------------------------------------------------------ lookup
+
+    def __iter__(self) -> Iterator[Monitor]:
+        return iter(self._monitors.values())
+
+    def __len__(self) -> int:
+        return len(self._monitors)
+
+    @property
+    def default_name(self) -> str | None:
+        """The monitor a request without a `monitor` field goes to, if any."""
+        if self._settings.default_monitor:
+            return self._settings.default_monitor
+        if BASELINE_DATA_MONITOR in self._monitors:
+            return BASELINE_DATA_MONITOR
+        if len(self._monitors) == 1:
+            return next(iter(self._monitors))
+        return None
+
+    def receivers(self, name: str) -> tuple[Receiver, ...]:
+        """The alert receivers of the monitor called `name` (none when it has no file)."""
+        return tuple(self._receivers.get(name, ()))
+
+    def get(self, name: str) -> Monitor:
+        """The monitor called `name`; raises UnknownMonitorError."""
+        try:
+            return self._monitors[name]
+        except KeyError:
+            raise UnknownMonitorError(name) from None
+
+    # ----------------------------------------------------------------- loading
+
+    def _config_files(self) -> list[Path]:
+        directory = self._settings.monitors_dir
+        if not directory:
+            return []
+        root = Path(directory)
+        # Hidden entries are kubelet's bookkeeping (..data, ..2024_…): skip them.
+        return sorted(
+            p for p in root.iterdir() if p.suffix in CONFIG_SUFFIXES and not p.name.startswith(".")
+        )
+
+    def _sources(self) -> list[tuple[str, Path, Any]]:
+        """(source name, base dir, decoded document) per config, raising per bad file."""
+        sources: list[tuple[str, Path, Any]] = []
+        if self._settings.baseline_data_path:
+            path = Path(self._settings.baseline_data_path)
+            sources.append(
+                (
+                    f"BASELINE_DATA_PATH={path}",
+                    Path.cwd(),
+                    {"name": BASELINE_DATA_MONITOR, "baseline": str(path)},
+                )
+            )
+        for path in self._config_files():
+            sources.append((str(path), path.parent, path))
+        return sources
+
+    def _alert_files(self) -> list[Path]:
+        directory = self._settings.alerts_dir
+        if not directory or not Path(directory).is_dir():
+            return []
+        return sorted(p for p in Path(directory).glob("*.json") if not p.name.startswith("."))
+
+    def _load_receivers(self, errors: dict[str, str]) -> None:
+        """Receivers per monitor; on a bad alerts file keep the last good set."""
+        directory = self._settings.alerts_dir
+        if not directory:
+            return
+        try:
+            self._receivers = load_receivers(Path(directory))
+        except ReceiverConfigError as exc:
+            errors[f"DRIFTLINE_ALERTS_DIR={directory}"] = str(exc)
+            log.error("alert receivers not loaded", extra={"error": str(exc)})
+
+    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """Resolved path, size and mtime of every config, baseline and alerts file in use."""
+        paths = self._config_files() + self._dependencies + self._alert_files()
+        return tuple(_stat_key(p) for p in paths)
+
+    def _decode(self, source: str, document: Any) -> MonitorConfig:
+        if not isinstance(document, Path):
+            return decode_monitor_config(document, source)
+        try:
+            raw = document.read_bytes()
+            data = (
+                msgspec.json.decode(raw) if document.suffix == ".json" else msgspec.yaml.decode(raw)
+            )
+        except OSError as exc:
+            raise MonitorConfigError(f"{source}: cannot read: {exc.strerror}") from exc
+        except msgspec.DecodeError as exc:
+            raise MonitorConfigError(f"{source}: not valid {document.suffix[1:]}: {exc}") from exc
+        return decode_monitor_config(data, source)
+
+    def load(self) -> None:
+        """(Re)load every source, keeping the last good monitor of a config that fails."""
+        # Taken before reading: a file that changes while we read shows as a change next poll.
+        fingerprint = self.fingerprint()
+        monitors: dict[str, Monitor] = {}
+        by_source: dict[str, Monitor] = {}
+        errors: dict[str, str] = {}
+        dependencies: list[Path] = []
+        for source, base_dir, document in self._sources():
+            try:
+                config = self._decode(source, document)
+                if isinstance(config.baseline, str):
+                    baseline = Path(config.baseline)
+                    dependencies.append(baseline if baseline.is_absolute() else base_dir / baseline)
+                if config.name in monitors:
+                    raise MonitorConfigError(
+                        f"{source}: name: monitor {config.name!r} is already defined by "
+                        f"{monitors[config.name].source}"
+                    )
+                monitor = build_monitor(
+                    config, self._settings.defaults, base_dir=base_dir, source=source
+                )
+            except Exception as exc:
+                # One bad file must never take the other monitors (or reloading) down.
+                if not isinstance(exc, MonitorConfigError):
+                    log.exception("monitor config failed unexpectedly", extra={"source": source})
+                errors[source] = str(exc)
+                previous = self._by_source.get(source)
+                if previous is not None and previous.name not in monitors:
+                    monitors[previous.name] = previous
+                    by_source[source] = previous
+                log.error("monitor config not loaded", extra={"source": source, "error": str(exc)})
+                continue
+            monitors[monitor.name] = monitor
+            by_source[source] = monitor
+        self._load_receivers(errors)
+        self._monitors, self._by_source, self.errors = monitors, by_source, errors
+        new_dependencies = dependencies != self._dependencies
+        self._dependencies = dependencies
+        # Baselines first named by this load were read after `fingerprint`; take their
+        # stats now (a change in that instant waits for the next edit to be seen).
+        self._fingerprint = self.fingerprint() if new_dependencies else fingerprint
+        for monitor in monitors.values():
+            log.info(
+                "monitor loaded",
+                extra={
+                    "monitor": monitor.name,
+                    "features": len(monitor.layout.features),
+                    "layout": monitor.window.layout_id,
+                    "source": monitor.source,
+                },
+            )
+
+    async def watch(self, stopping: asyncio.Event) -> None:
+        """Poll the sources and reload when a file changes, until `stopping`."""
+        while not await pause(stopping, self._settings.reload_interval):
+            current = await asyncio.to_thread(self.fingerprint)
+            if current != self._fingerprint:
+                log.info("monitor configs changed; reloading")
+                try:
+                    await asyncio.to_thread(self.load)
+                except OSError as exc:  # e.g. the directory vanished mid-swap
+                    log.error("monitor reload failed", extra={"error": str(exc)})

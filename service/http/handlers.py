@@ -1,0 +1,453 @@
+"""HTTP handlers: decode the request, call the engine (or the alert log), encode the answer.
+
+Handlers are thin: the engine counts and reports, this module turns its results and
+refusals into answers and problem documents, with the field path of every bad value.
+The route table (driftline.http.routes) lists them.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+from aiohttp import web
+
+from driftline import __version__
+from driftline.alerts.payloads import alert_from
+from driftline.alerts.store import AlertRecord
+from driftline.core.monitor import MONITOR_NAME, Monitor
+from driftline.core.report import Assessment
+from driftline.core.timestamps import isoformat
+from driftline.core.window import Vector
+from driftline.engine.admission import Event, RejectedEventError, Rejection
+from driftline.engine.facade import DriftEngine, IngestResult, NoDefaultMonitorError
+from driftline.engine.registry import UnknownMonitorError
+from driftline.http.codec import (
+    JSON_TYPES,
+    MSGPACK_TYPES,
+    NDJSON_TYPES,
+    check_content_type,
+    decode_body,
+    encode,
+)
+from driftline.http.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
+from driftline.http.problems import FieldError, ProblemError, field_error
+from driftline.http.schemas import (
+    AckRequest,
+    AlertHistory,
+    AlertView,
+    BatchRequest,
+    BatchResponse,
+    ColumnsRequest,
+    HealthResponse,
+    MonitorDetail,
+    MonitorList,
+    MonitorSummary,
+    PolicyView,
+    PredictRequest,
+    PredictResponse,
+    ReadyResponse,
+    StoreStatus,
+)
+
+
+def _engine(request: web.Request) -> DriftEngine:
+    return request.app[ENGINE]
+
+
+def _monitor(engine: DriftEngine, name: str | None) -> Monitor:
+    try:
+        return engine.monitor(name)
+    except UnknownMonitorError:
+        known = ", ".join(m.name for m in engine.monitors()) or "(none loaded)"
+        raise ProblemError(
+            404,
+            "unknown-monitor",
+            f"monitor {name!r} is not loaded; loaded: {known}",
+            [FieldError("monitor", f"unknown monitor {name!r}; allowed: {known}")],
+        ) from None
+    except NoDefaultMonitorError as exc:
+        raise ProblemError(
+            422, "monitor-required", str(exc), [FieldError("monitor", "required: " + str(exc))]
+        ) from None
+
+
+def prediction_response(assessment: Assessment, warnings: list[str]) -> PredictResponse:
+    """The answer to a predict: the verdict that covers the event, and warnings."""
+    return PredictResponse(
+        timestamp=assessment.evaluated_at,
+        monitor=assessment.monitor.name,
+        warnings=warnings,
+        **assessment.verdict_fields(),
+    )
+
+
+# ------------------------------------------------------------------- field paths
+
+
+def event_path(rejection: Rejection, prefix: str = "") -> str:
+    """Where a rejected event's bad field sits in a request whose event is at `prefix`.
+
+    `features.age`, `timestamp`; in a batch `events[3].features.age` (prefix `events[3].`).
+    """
+    path = prefix + rejection.field
+    return path if rejection.feature is None else f"{path}.{rejection.feature}"
+
+
+def column_path(rejection: Rejection) -> str:
+    """Where a rejection sits in a columns request: `columns.age[3]`, `columns`, `timestamp`."""
+    if rejection.field == "timestamp":
+        return "timestamp"
+    if rejection.feature is None:
+        return "columns"  # too many features: too many columns
+    return f"columns.{rejection.feature}[{rejection.index}]"
+
+
+def _refused(rejection: Rejection, path: str) -> ProblemError:
+    """The problem for a request whose only event (or shared field) cannot be counted."""
+    status = 400 if rejection.reason == "future_timestamp" else 422
+    return ProblemError(
+        status,
+        rejection.reason.replace("_", "-"),
+        f"{path}: {rejection.message}",
+        [FieldError(path, rejection.message, rejection.reason)],
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_prediction(assessment: Assessment) -> bytes:
+    # Every request a flush answers without warnings gets the same bytes: encode once.
+    return msgspec.json.encode(prediction_response(assessment, []))
+
+
+# ------------------------------------------------------------------------- handlers
+
+
+async def predict(request: web.Request) -> web.Response:
+    """Count one prediction's features and answer with the monitor's drift verdict."""
+    check_content_type(request, JSON_TYPES)
+    body = decode_body(await request.read(), PredictRequest)
+    engine = _engine(request)
+    monitor = _monitor(engine, body.monitor)
+    try:
+        prediction = await engine.predict(monitor, body)
+    except RejectedEventError as exc:
+        raise _refused(exc.rejection, event_path(exc.rejection)) from None
+    if prediction.warnings:
+        return encode(prediction_response(prediction.assessment, prediction.warnings))
+    return web.Response(
+        body=_plain_prediction(prediction.assessment), content_type="application/json"
+    )
+
+
+def _split_events(body: bytes, ndjson: bool) -> tuple[list[msgspec.Raw], str | None]:
+    if ndjson:
+        return [msgspec.Raw(line) for line in body.splitlines() if line.strip()], None
+    if body.lstrip()[:1] == b"[":
+        return decode_body(body, list[msgspec.Raw]), None
+    batch = decode_body(body, BatchRequest)
+    return batch.events, batch.monitor
+
+
+async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) -> web.Response:
+    check_content_type(request, JSON_TYPES + NDJSON_TYPES)
+    engine = _engine(request)
+    raw = await request.read()
+    items, named = _split_events(raw, request.content_type in NDJSON_TYPES)
+    monitor = _monitor(engine, monitor_name if path else named)
+    _check_batch_size(len(items), request.app[SETTINGS].limits.max_batch_events, "events")
+    prefix = "" if path else "events"
+    events: list[Event] = []
+    positions: list[int] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        try:
+            events.append(msgspec.json.decode(item, type=Event))
+            positions.append(index)
+        except msgspec.ValidationError as exc:
+            error = field_error(exc, f"{prefix}[{index}]")
+            errors.append(FieldError(error.field, error.message, "invalid_event", index))
+        except msgspec.DecodeError as exc:
+            errors.append(
+                FieldError(f"{prefix}[{index}]", f"not valid JSON: {exc}", "malformed_json", index)
+            )
+    engine.count_invalid(monitor, (error.reason or "invalid_event" for error in errors))
+    result = await engine.ingest(monitor, events)
+    errors.extend(
+        FieldError(
+            event_path(r, f"{prefix}[{positions[r.index]}]."),
+            r.message,
+            r.reason,
+            positions[r.index],
+        )
+        for r in result.rejected
+    )
+    errors.sort(key=lambda e: e.index or 0)
+    return _counted(result, errors, len(items))
+
+
+def _check_batch_size(size: int, limit: int, field: str) -> None:
+    if not size:
+        raise ProblemError(
+            422,
+            "empty-batch",
+            f"{field}: expected at least 1 event, got none",
+            [FieldError(field, "expected at least 1 event")],
+        )
+    if size > limit:
+        raise ProblemError(
+            413,
+            "too-many-events",
+            f"{field}: expected at most {limit} events per request, got {size}",
+            [FieldError(field, f"expected at most {limit} events")],
+        )
+
+
+def _counted(result: IngestResult, errors: list[FieldError], size: int) -> web.Response:
+    """The answer to a batch: what was counted, late and rejected, and the verdict."""
+    monitor = result.monitor
+    if not result.accepted and not result.late:
+        raise ProblemError(
+            422, "no-valid-events", f"none of the {size} events could be counted", errors
+        )
+    return encode(
+        BatchResponse(
+            monitor=monitor.name,
+            accepted=result.accepted,
+            late=result.late,
+            rejected=len(errors),
+            errors=errors,
+            warnings=result.warnings,
+            drift=result.assessment.summary() if result.assessment else None,
+            timestamp=isoformat(time.time()),
+        )
+    )
+
+
+async def batch(request: web.Request) -> web.Response:
+    """Count a batch of events for the default monitor or the body's `monitor`."""
+    return await _batch(request, None, path=False)
+
+
+async def monitor_events(request: web.Request) -> web.Response:
+    """Count a JSON array or NDJSON stream of events for the monitor in the path."""
+    return await _batch(request, request.match_info["name"], path=True)
+
+
+def _column_problem(name: str, slug: str, message: str) -> ProblemError:
+    field = f"columns.{name}"
+    return ProblemError(422, slug, f"{field}: {message}", [FieldError(field, message)])
+
+
+def _unpacked(monitor: Monitor, name: str, values: list[Any] | bytes) -> Sequence[Any] | Vector:
+    """A column as sent, or a packed numeric column as float64s."""
+    if not isinstance(values, bytes):
+        return values
+    feature = monitor.layout.features.get(name)
+    if feature is not None and feature.kind != "numeric":
+        message = "a categorical feature needs a list of values, not packed numbers"
+        raise _column_problem(name, "invalid-column", message)
+    if len(values) % 8:
+        message = f"packed numbers need a multiple of 8 bytes (float64), got {len(values)}"
+        raise _column_problem(name, "invalid-column", message)
+    return np.frombuffer(values, dtype="<f8").astype(np.float64, copy=False)
+
+
+async def monitor_columns(request: web.Request) -> web.Response:
+    """Count a batch sent as one value list per feature (the cheapest way to send many)."""
+    check_content_type(request, JSON_TYPES + MSGPACK_TYPES)
+    engine = _engine(request)
+    monitor = _monitor(engine, request.match_info["name"])
+    body = decode_body(
+        await request.read(), ColumnsRequest, msgpack=request.content_type in MSGPACK_TYPES
+    )
+    columns = {name: _unpacked(monitor, name, values) for name, values in body.columns.items()}
+    size = len(next(iter(columns.values()), ()))
+    for name, values in columns.items():
+        if len(values) != size:
+            first = next(iter(columns))
+            message = f"expected {size} values (as many as {first!r} has), got {len(values)}"
+            raise _column_problem(name, "ragged-columns", message)
+    _check_batch_size(size, request.app[SETTINGS].limits.max_batch_events, "columns")
+    try:
+        result = await engine.ingest_columns(
+            monitor, columns, size, timestamp=body.timestamp, model_version=body.model_version
+        )
+    except RejectedEventError as exc:
+        raise _refused(exc.rejection, column_path(exc.rejection)) from None
+    errors = [FieldError(column_path(r), r.message, r.reason, r.index) for r in result.rejected]
+    return _counted(result, errors, size)
+
+
+async def forget_window(request: web.Request) -> web.Response:
+    """Delete the window data of the monitor in the path (loaded or not); idempotent."""
+    engine = _engine(request)
+    name = request.match_info["name"]
+    if not re.fullmatch(MONITOR_NAME, name):
+        raise ProblemError(
+            422,
+            "invalid-monitor-name",
+            f"monitor: {name!r} is not a valid monitor name",
+            [FieldError("monitor", f"must match {MONITOR_NAME}")],
+        )
+    await engine.forget(name)
+    return web.Response(status=204)
+
+
+def _alert_view(record: AlertRecord) -> AlertView:
+    return AlertView(alert_from(record.entry), record.deliveries, record.acknowledgement)
+
+
+async def alert_history(request: web.Request) -> web.Response:
+    """The monitor's alerts, newest first, with delivery state per receiver."""
+    engine = _engine(request)
+    monitor = _monitor(engine, request.match_info["name"])
+    raw_limit = request.query.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise ProblemError(
+            422,
+            "invalid-query",
+            f"limit: expected an integer from 1 to 1000, got {raw_limit!r}",
+            [FieldError("limit", "expected an integer from 1 to 1000")],
+        )
+    severity, records = await request.app[ALERTS].latest(monitor.name, int(raw_limit))
+    return encode(AlertHistory(monitor.name, severity, [_alert_view(r) for r in records]))
+
+
+async def acknowledge_alert(request: web.Request) -> web.Response:
+    """Record that someone has seen an alert (id `<monitor>:<n>` or `<n>`)."""
+    engine = _engine(request)
+    monitor = _monitor(engine, request.match_info["name"])
+    alert_id = request.match_info["alert_id"]
+    seq_text = alert_id.removeprefix(f"{monitor.name}:")
+    if not seq_text.isdigit():
+        raise ProblemError(
+            404,
+            "unknown-alert",
+            f"alert {alert_id!r}: not an alert id of {monitor.name}",
+            [FieldError("alert_id", f"expected {monitor.name}:<number>")],
+        )
+    body = await request.read()
+    ack = decode_body(body, AckRequest) if body.strip() else AckRequest()
+    record = await request.app[ALERTS].acknowledge(monitor.name, int(seq_text), ack.by, ack.comment)
+    if record is None:
+        raise ProblemError(
+            404,
+            "unknown-alert",
+            f"alert {alert_id!r} of {monitor.name} is not in its history",
+            [FieldError("alert_id", "unknown alert")],
+        )
+    return encode(_alert_view(record))
+
+
+async def drift(request: web.Request) -> web.Response:
+    """Full drift report of the default monitor (or `?monitor=`)."""
+    engine = _engine(request)
+    monitor = _monitor(engine, request.query.get("monitor"))
+    return encode(await engine.report(monitor))
+
+
+async def monitor_drift(request: web.Request) -> web.Response:
+    """Full drift report of the monitor in the path."""
+    engine = _engine(request)
+    return encode(await engine.report(_monitor(engine, request.match_info["name"])))
+
+
+def _summary_of(monitor: Monitor) -> MonitorSummary:
+    return MonitorSummary(
+        name=monitor.name,
+        model=monitor.model,
+        features={n: s.kind for n, s in monitor.layout.features.items()},
+        window_seconds=monitor.window.window_seconds,
+        bucket_seconds=monitor.window.bucket_seconds,
+        layout=monitor.window.layout_id,
+        source=monitor.source,
+    )
+
+
+async def list_monitors(request: web.Request) -> web.Response:
+    """Every loaded monitor."""
+    engine = _engine(request)
+    return encode(
+        MonitorList(
+            monitors=[_summary_of(m) for m in engine.monitors()],
+            default_monitor=engine.default_monitor,
+        )
+    )
+
+
+async def get_monitor(request: web.Request) -> web.Response:
+    """One monitor's resolved policy and baseline profile."""
+    engine = _engine(request)
+    monitor = _monitor(engine, request.match_info["name"])
+    policy = monitor.policy
+    summary = _summary_of(monitor)
+    return encode(
+        MonitorDetail(
+            name=monitor.name,
+            model=monitor.model,
+            window_seconds=summary.window_seconds,
+            bucket_seconds=summary.bucket_seconds,
+            layout=summary.layout,
+            source=summary.source,
+            policy=PolicyView(
+                warning_threshold=policy.thresholds.warning,
+                critical_threshold=policy.thresholds.critical,
+                feature_thresholds={
+                    name: {"warning": t.warning, "critical": t.critical}
+                    for name, t in policy.feature_thresholds.items()
+                },
+                alpha=policy.alpha,
+                bonferroni=policy.bonferroni,
+                min_samples=policy.min_samples,
+                min_drifted_features=policy.min_drifted_features,
+                alert_cooldown_seconds=policy.alert_cooldown_seconds,
+            ),
+            baseline=monitor.profile,
+        )
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: 200 while the process works; Redis trouble shows as `degraded`."""
+    health = await _engine(request).health()
+    return encode(
+        HealthResponse(
+            status="healthy" if health.store_ok else "degraded",
+            baseline_data_loaded=len(health.monitors) > 0,
+            timestamp=isoformat(time.time()),
+            version=__version__,
+            monitors=health.monitors,
+            default_monitor=health.default_monitor,
+            store=StoreStatus(
+                kind=health.store_kind, status="ok" if health.store_ok else "unreachable"
+            ),
+            config_errors=health.config_errors,
+            ack_mode=request.app[SETTINGS].ack_mode,
+        )
+    )
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: 503 while draining for shutdown, with no monitor, or the store unreachable."""
+    health = await _engine(request).health()
+    reasons = []
+    if request.app[DRAINING].is_set():
+        reasons.append("shutting down")
+    if not health.monitors:
+        reasons.append("no monitor loaded")
+    if not health.store_ok:
+        reasons.append(f"{health.store_kind} store unreachable")
+    status = 503 if reasons else 200
+    return encode(ReadyResponse("not ready" if reasons else "ready", reasons), status)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of the service's metrics."""
+    body, headers = request.app[TELEMETRY].render(request.headers.getall("Accept", []))
+    return web.Response(body=body, headers=headers)

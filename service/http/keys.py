@@ -1,0 +1,20 @@
+"""Typed keys of what the aiohttp application holds."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from driftline.alerts.history import AlertLog
+from driftline.engine.facade import DriftEngine
+from driftline.settings import Settings
+from driftline.telemetry import Telemetry
+
+SETTINGS = web.AppKey("settings", Settings)
+TELEMETRY = web.AppKey("telemetry", Telemetry)
+ENGINE = web.AppKey("engine", DriftEngine)
+ALERTS = web.AppKey("alerts", AlertLog)
+# Set on SIGTERM: readiness turns 503 so Kubernetes stops routing here while in-flight
+# requests finish and pending counts flush.
+DRAINING = web.AppKey("draining", asyncio.Event)

@@ -1,0 +1,160 @@
+"""Request and response bodies of the HTTP API: the contract (the original API's shapes kept)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from driftline.alerts.payloads import Alert
+from driftline.alerts.store import Acknowledgement, DeliveryState
+from driftline.core.profile import BaselineProfile
+from driftline.core.report import DriftSummary
+from driftline.core.severity import Severity
+from driftline.engine.admission import Event
+from driftline.http.problems import FieldError
+
+
+class PredictRequest(Event, frozen=True):
+    """`POST /monitor/predict`: one prediction's features, to the default or named monitor."""
+
+    monitor: str | None = None
+
+
+class PredictResponse(DriftSummary, frozen=True):
+    """The original API's answer (the verdict and a timestamp), plus the monitor and warnings."""
+
+    timestamp: str
+    monitor: str
+    warnings: list[str]
+
+
+class BatchRequest(msgspec.Struct, frozen=True):
+    """`POST /monitor/batch`: several events (or send a bare JSON array of events)."""
+
+    events: list[msgspec.Raw]
+    monitor: str | None = None
+
+
+class ColumnsRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/monitors/{name}/columns`: a batch as one value list per feature.
+
+    Every list has one value per event (null where missing); the events share the
+    timestamp (the server's when absent) and model version. A numeric column may also be
+    packed: little-endian float64 bytes, NaN where missing (a msgpack bin, or base64 in
+    JSON), which costs nothing to parse.
+    """
+
+    columns: dict[str, list[Any] | bytes]
+    timestamp: datetime | None = None
+    model_version: str | None = None
+
+
+class BatchResponse(msgspec.Struct, frozen=True):
+    """What a batch did: accepted, late (acknowledged, older than the window), rejected."""
+
+    monitor: str
+    accepted: int
+    late: int
+    rejected: int
+    errors: list[FieldError]
+    warnings: list[str]
+    drift: DriftSummary | None
+    timestamp: str
+
+
+class StoreStatus(msgspec.Struct, frozen=True):
+    """The window store as health sees it."""
+
+    kind: str
+    status: str
+
+
+class HealthResponse(msgspec.Struct, frozen=True):
+    """`GET /monitor/health`: liveness; store trouble shows as `degraded`, still 200."""
+
+    status: str
+    baseline_data_loaded: bool
+    timestamp: str
+    version: str
+    monitors: list[str]
+    default_monitor: str | None
+    store: StoreStatus
+    config_errors: dict[str, str]
+    ack_mode: str
+
+
+class ReadyResponse(msgspec.Struct, frozen=True):
+    """`GET /monitor/ready`: 200 when the service can take traffic, else 503 with why."""
+
+    status: str
+    reasons: list[str]
+
+
+class AlertView(msgspec.Struct, frozen=True):
+    """An alert, where each receiver stands with it, and who acknowledged it."""
+
+    alert: Alert
+    deliveries: dict[str, DeliveryState]
+    acknowledgement: Acknowledgement | None
+
+
+class AlertHistory(msgspec.Struct, frozen=True):
+    """`GET /v1/monitors/{name}/alerts`: newest first."""
+
+    monitor: str
+    severity: Severity  # as last announced
+    alerts: list[AlertView]
+
+
+class AckRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST .../alerts/{id}/ack` (the body is optional)."""
+
+    by: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "anonymous"
+    comment: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+
+
+class MonitorSummary(msgspec.Struct, frozen=True):
+    """One entry of `GET /v1/monitors`."""
+
+    name: str
+    model: str
+    features: dict[str, str]
+    window_seconds: int
+    bucket_seconds: int
+    layout: str
+    source: str
+
+
+class MonitorList(msgspec.Struct, frozen=True):
+    """`GET /v1/monitors`."""
+
+    monitors: list[MonitorSummary]
+    default_monitor: str | None
+
+
+class PolicyView(msgspec.Struct, frozen=True):
+    """A monitor's resolved policy."""
+
+    warning_threshold: float
+    critical_threshold: float
+    feature_thresholds: dict[str, dict[str, float]]
+    alpha: float
+    bonferroni: bool
+    min_samples: int
+    min_drifted_features: int
+    alert_cooldown_seconds: float
+
+
+class MonitorDetail(msgspec.Struct, frozen=True):
+    """`GET /v1/monitors/{name}`: config and baseline profile."""
+
+    name: str
+    model: str
+    window_seconds: int
+    bucket_seconds: int
+    layout: str
+    source: str
+    policy: PolicyView
+    baseline: BaselineProfile

@@ -1,0 +1,107 @@
+"""Sliding time windows of binned counts: the store interface shared by every backend.
+
+A window holds, per monitor, a flat float vector of fixed width (the monitor's layout:
+event count, bin counts, sums ...). The store treats the vector as opaque: it adds
+deltas into time buckets, slides buckets out of the window and keeps running totals, so
+reading a window costs O(width), never O(buckets) or O(events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from driftline.core.window import Vector, WindowSpec, WindowTotals
+
+
+class StoreUnavailableError(Exception):
+    """The window store could not be reached or failed; nothing of the call was applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """Totals after applying deltas, and the buckets that were too old to be added."""
+
+    totals: WindowTotals
+    late_buckets: frozenset[int]
+
+
+class WindowStore(Protocol):
+    """A backend that keeps sliding windows; every method is atomic per monitor."""
+
+    async def apply(self, spec: WindowSpec, deltas: Mapping[int, Vector]) -> ApplyResult:
+        """Add per-bucket deltas (bucket start -> vector), evict, return the new totals."""
+        ...
+
+    async def read(self, spec: WindowSpec) -> WindowTotals:
+        """Evict buckets that slid out and return the window totals."""
+        ...
+
+    async def drop(self, monitor: str) -> None:
+        """Delete everything the monitor's windows hold, under every layout."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the backend answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """Backend name for health output: `memory` or `redis`."""
+        ...
+
+
+def validate_spec(spec: WindowSpec) -> None:
+    """Reject a spec no backend can hold; raises ValueError."""
+    if not spec.monitor or "{" in spec.monitor or "}" in spec.monitor:
+        # Braces would end the Redis Cluster hash tag early; rejected by every backend
+        # so that a monitor name valid on one is valid on the other.
+        raise ValueError(f"monitor: must be non-empty without braces, got {spec.monitor!r}")
+    if not spec.layout_id:
+        raise ValueError("layout_id: must be non-empty")
+    if spec.width < 1 or spec.window_seconds < 1 or spec.bucket_seconds < 1:
+        raise ValueError(
+            f"width, window_seconds and bucket_seconds must be positive, got {spec.width}, "
+            f"{spec.window_seconds}, {spec.bucket_seconds}"
+        )
+
+
+def validate_deltas(spec: WindowSpec, deltas: Mapping[int, Vector]) -> list[tuple[int, Vector]]:
+    """Check deltas against the spec; return (bucket, float64 vector) in bucket order.
+
+    Raises ValueError, before anything is applied, on a misaligned bucket, a vector of the
+    wrong shape, a non-finite value (a NaN would poison the running totals until the
+    window empties), or a value that is not an integer of magnitude below 2**53: windows
+    hold integer counts (the Redis store in fixed-width integers), and float64 holds
+    every integer below 2**53 exactly.
+    """
+    validate_spec(spec)
+    out: list[tuple[int, Vector]] = []
+    for raw_bucket, raw_vector in deltas.items():
+        bucket = int(raw_bucket)
+        if bucket != raw_bucket or bucket % spec.bucket_seconds:
+            raise ValueError(
+                f"bucket {raw_bucket!r}: not a multiple of bucket_seconds={spec.bucket_seconds}"
+            )
+        vector = np.asarray(raw_vector, dtype=np.float64)
+        if vector.shape != (spec.width,):
+            raise ValueError(
+                f"bucket {bucket}: vector shape {vector.shape}, expected ({spec.width},)"
+            )
+        if not np.isfinite(vector).all():
+            raise ValueError(f"bucket {bucket}: vector holds a non-finite value")
+        if not (np.trunc(vector) == vector).all():
+            raise ValueError(f"bucket {bucket}: vector holds a non-integral value")
+        # Every integer of smaller magnitude is exact in float64 (and in Lua's numbers).
+        if not (np.abs(vector) < 2.0**53).all():
+            raise ValueError(f"bucket {bucket}: vector holds a value of magnitude >= 2**53")
+        out.append((bucket, vector))
+    out.sort(key=lambda item: item[0])
+    return out

@@ -1,0 +1,441 @@
+-- One monitor layout's sliding window in one Redis string, applied atomically (driven by
+-- service/stores/redis.py).
+--
+-- KEYS[1]  the window key: a string of signed 64-bit integers (BITFIELD i64, big-endian),
+--          field k at bytes 8k .. 8k+7, FIELDS = H + R + V + R*V fields in all:
+--            0  magic: the width V           1  bucket seconds B        2  ring slots R
+--            3  evicted_through: the last_out of the latest eviction scan; no ring slot
+--               holds a bucket at or before it
+--            4  newest bucket start held (the key expires B + W + grace after it)
+--            H .. H+R-1         ring ids: the bucket start each slot holds, 0 = empty
+--            H+R .. H+R+V-1     running totals: the sum of every occupied slot
+--            H+R+V + r*V + j    ring slot r, element j; bucket b lives in r = (b / B) mod R
+--          The key carries the {monitor} hash tag, so in Redis Cluster the script stays on
+--          one shard.
+-- ARGV[1]  window seconds W       ARGV[2] bucket seconds B      ARGV[3] width V
+-- ARGV[4]  grace seconds added to the TTL                        ARGV[5] ring slots R
+-- ARGV[6]  deadline (server epoch seconds, 0 for none): past it the deltas are refused,
+--          because the replica that sent them has given up waiting and told its clients
+--          to retry; applying them now would count those events twice.
+-- ARGV[7..] pairs of (bucket start, packed deltas): the nonzero elements of the bucket's
+--          vector, 12 bytes each: a big-endian u32 element index, a big-endian i64 value.
+--          No pairs: only evict and read.
+--
+-- Returns {totals, TIME seconds, TIME microseconds, {late bucket starts}}, where totals is
+-- an array of V integers, or V big-endian i64 packed in one string, or "" when the
+-- window is empty.
+--
+-- Bucket b is live while b + B > now - W, i.e. b > last_out = the newest bucket start at
+-- or before floor(now) - W - B. A bucket is accepted while last_out < b <= last_out + R*B:
+-- two buckets in that range never share a ring slot, so a slot that an accepted bucket
+-- finds taken by another bucket holds one that has slid out. Later buckets (a replica
+-- clock far ahead of the server's) are reported late with the ones that slid out.
+--
+-- Common path, 2 commands (3 with the EVALSHA, as INFO commandstats counts them): TIME and
+-- one BITFIELD that reads the header and the ring ids of the delta buckets, adds every
+-- delta to its slot and to the totals, and reads the totals (INCRBY where an element
+-- changes, GET where not). Optimistic: the header and ids are checked afterwards. When a
+-- bucket's slot is not yet its own, an eviction is due, or the key is new or damaged, a
+-- fix-up runs (up to ~10 commands, about once per bucket); it corrects the optimistic
+-- increments (they are known: content before = after - delta). A read is TIME and one
+-- GETRANGE of header, ids and totals; it writes only to evict.
+--
+-- Redis does not roll a failed script back: every check that can fail comes before the
+-- first write, and the first write (the optimistic BITFIELD) runs under redis.pcall so
+-- that a key of another type heals instead of failing. Counts are integers: the script
+-- never sums them in Lua doubles except where the result is known to be below 2^53.
+
+local key = KEYS[1]
+local W, B, V = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local grace, R, deadline = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+
+local function whole(n, min)
+  return n ~= nil and n >= min and n % 1 == 0
+end
+if not (whole(W, 1) and whole(B, 1) and whole(V, 1) and whole(grace, 0) and whole(R, 1)
+    and deadline) or R < math.ceil(W / B) + 2 or (#ARGV - 6) % 2 ~= 0 then
+  return redis.error_reply('ERR window.lua: bad window arguments')
+end
+
+local H = 5
+local F_EVICTED, F_NEWEST = 3, 4
+local IDS, TOTALS, SLOTS = H, H + R, H + R + V
+local FIELDS = SLOTS + R * V
+local TWO32, TWO53 = 4294967296, 9007199254740992
+-- unpack() fails past ~8000 values (Lua's C stack), so long BITFIELDs go out in slices.
+local MAX_ARGS = 7900
+
+local fmt = string.format
+
+-- Numbers as %d: redis.call formats Lua numbers as floats, which may use an exponent.
+-- (Formatting is most of the script's own cost: '#' .. n is 3x slower than fmt('#%d').)
+local function int(n)
+  return fmt('%d', n)
+end
+
+local function negate(s)
+  if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
+  return '-' .. s
+end
+
+local function slot_of(b)
+  return (b / B) % R
+end
+
+-- BITFIELD builder: ops are numbered in send order, which is the order of the replies.
+local function batch(protect)
+  return {args = {'BITFIELD', key, 'OVERFLOW', 'SAT'}, n = 4, ops = 0, replies = {},
+          protect = protect}
+end
+
+local function flush(q)
+  if q.n == 4 or q.err then
+    q.n = 4
+    return
+  end
+  local res
+  if q.protect and q.ops_sent == nil then
+    -- The first write of the script: an error here (WRONGTYPE, OOM) has written nothing.
+    res = redis.pcall(unpack(q.args, 1, q.n))
+    if res.err then
+      q.err, q.n = res, 4
+      return
+    end
+  else
+    res = redis.call(unpack(q.args, 1, q.n))
+  end
+  q.ops_sent = true
+  local out = q.replies
+  for i = 1, #res do out[#out + 1] = res[i] end
+  q.n = 4
+end
+
+local function op(q, name, field, value)
+  if q.n + 4 > MAX_ARGS then flush(q) end
+  local a, n = q.args, q.n
+  a[n + 1], a[n + 2], a[n + 3] = name, 'i64', fmt('#%d', field)
+  if value then
+    a[n + 4] = value
+    q.n = n + 4
+  else
+    q.n = n + 3
+  end
+  q.ops = q.ops + 1
+  return q.ops
+end
+
+-- Subtract a stored i64 (read as hi:i32, lo:u32, exact) from a field. Below 2^53 in
+-- magnitude it is one exact double; above, lo and two halves of hi*2^32 each are.
+local function subtract(q, field, hi, lo)
+  if hi >= -2097152 and hi < 2097152 then
+    op(q, 'INCRBY', field, int(-(hi * TWO32 + lo)))
+  else
+    op(q, 'INCRBY', field, int(-lo))
+    op(q, 'INCRBY', field, int(-hi * 2147483648))
+    op(q, 'INCRBY', field, int(-hi * 2147483648))
+  end
+end
+
+local time = redis.call('TIME')
+local sec = tonumber(time[1])
+local now = sec + tonumber(time[2]) / 1000000
+
+if #ARGV > 6 and deadline > 0 and now > deadline then
+  return redis.error_reply('ERR window.lua: deadline passed; deltas not applied')
+end
+
+-- For an integral b, b + B > now - W is b > floor(now) - W - B; buckets are aligned.
+local out = sec - W - B
+local last_out = out - out % B
+local horizon = last_out + R * B
+
+-- Deltas: validate everything before the first write, merge repeated buckets, split off
+-- the late ones (never parsed, never written).
+local buckets, index, value, late = {}, {}, {}, {}
+local seen = {}
+for i = 7, #ARGV, 2 do
+  local b, packed = tonumber(ARGV[i]), ARGV[i + 1]
+  if not b or b % B ~= 0 or #packed % 12 ~= 0 then
+    return redis.error_reply('ERR window.lua: bad delta for bucket ' .. tostring(ARGV[i]))
+  end
+  if b <= last_out or b > horizon then
+    late[#late + 1] = b
+  elseif #packed > 0 then
+    local k = seen[b]
+    if not k then
+      k = #buckets + 1
+      buckets[k], index[k], value[k], seen[b] = b, {}, {}, k
+    end
+    local ix, vs = index[k], value[k]
+    local count, pos = #ix, 1
+    -- One unpack per chunk of pairs, not per pair; chunks stay within the Lua stack.
+    while pos <= #packed do
+      local pairs_left = (#packed - pos + 1) / 12
+      local c = pairs_left < 2000 and pairs_left or 2000
+      local got = {struct.unpack('>' .. string.rep('I4i8', c), packed, pos)}
+      for m = 1, 2 * c, 2 do
+        local j, v = got[m], got[m + 1]
+        if j >= V or v >= TWO53 or v <= -TWO53 then
+          return redis.error_reply('ERR window.lua: bad delta for bucket ' .. int(b))
+        end
+        count = count + 1
+        ix[count], vs[count] = j, fmt('%d', v)
+      end
+      pos = got[2 * c + 1]
+    end
+  end
+end
+
+local function totals_string()
+  return redis.call('GETRANGE', key, TOTALS * 8, SLOTS * 8 - 1)
+end
+
+local function reply(totals)
+  return {totals, time[1], time[2], late}
+end
+
+-- Add every live delta to its slot and the totals (after the key was rebuilt or the
+-- slot emptied: the optimistic increments are gone).
+local function add(q, k)
+  local base, ix, vs = SLOTS + slot_of(buckets[k]) * V, index[k], value[k]
+  for m = 1, #ix do
+    op(q, 'INCRBY', base + ix[m], vs[m])
+    op(q, 'INCRBY', TOTALS + ix[m], vs[m])
+  end
+end
+
+-- A new, expired or damaged key: start the window afresh with the live deltas.
+local function rebuild()
+  if #buckets == 0 then
+    redis.call('DEL', key)
+    return reply('')
+  end
+  local newest = buckets[1]
+  for k = 2, #buckets do newest = math.max(newest, buckets[k]) end
+  local header = struct.pack('>i8i8i8i8i8', V, B, R, last_out, newest)
+  redis.call('SET', key, header .. string.rep('\0', (FIELDS - H) * 8),
+    'EXAT', int(newest + B + W + grace))
+  local q = batch(false)
+  for k = 1, #buckets do
+    op(q, 'SET', IDS + slot_of(buckets[k]), int(buckets[k]))
+    add(q, k)
+  end
+  flush(q)
+  return reply(totals_string())
+end
+
+-- The header matched (evicted = its evicted_through): evict what slid out, give new
+-- buckets their slots, correct optimistic increments that landed in a slot not theirs.
+local function fixup(evicted)
+  if redis.call('STRLEN', key) ~= FIELDS * 8 then return rebuild() end
+  local raw = redis.call('GETRANGE', key, IDS * 8, (IDS + R) * 8 - 1)
+  local ids = {}
+  for r = 0, R - 1 do
+    local id = struct.unpack('>i8', raw, r * 8 + 1)
+    if id ~= 0 and (id % B ~= 0 or slot_of(id) ~= r) then return rebuild() end
+    ids[r + 1] = id
+  end
+
+  local q = batch(false)
+  local claims, again = {}, {}
+  for k, b in ipairs(buckets) do
+    local r = slot_of(b)
+    local id = ids[r + 1]
+    if id ~= b then
+      if id == 0 then
+        -- An empty slot holds zeros: the increments landed right.
+        claims[r + 1] = b
+      elseif id <= last_out then
+        -- Slid out: it is evicted below, increments included, then added again.
+        claims[r + 1] = b
+        again[#again + 1] = k
+      else
+        -- Another live bucket (a replica with another window or clock wrote it): undo.
+        local base, ix, vs = SLOTS + r * V, index[k], value[k]
+        for m = 1, #ix do
+          op(q, 'INCRBY', base + ix[m], negate(vs[m]))
+          op(q, 'INCRBY', TOTALS + ix[m], negate(vs[m]))
+        end
+        late[#late + 1] = b
+      end
+    end
+  end
+
+  local evict, newest = {}, 0
+  for r = 0, R - 1 do
+    local id = ids[r + 1]
+    if id ~= 0 and id <= last_out then
+      evict[#evict + 1] = r
+      id = 0
+    end
+    id = claims[r + 1] or id
+    ids[r + 1] = id
+    if id ~= 0 and (newest == 0 or id > newest) then newest = id end
+  end
+  if newest == 0 then
+    -- Nothing left: drop the key rather than keep a window of zeros alive.
+    redis.call('DEL', key)
+    return reply('')
+  end
+
+  -- Subtracting a slot from the totals and zeroing it touch different fields: the
+  -- subtractions may go out after the SETRANGE. Adding back (`again`) may not.
+  local zeros = string.rep('\0', V * 8)
+  for _, r in ipairs(evict) do
+    local first_byte = (SLOTS + r * V) * 8
+    local slot = redis.call('GETRANGE', key, first_byte, first_byte + V * 8 - 1)
+    for j = 0, V - 1 do
+      local hi, lo = struct.unpack('>i4I4', slot, j * 8 + 1)
+      if hi ~= 0 or lo ~= 0 then subtract(q, TOTALS + j, hi, lo) end
+    end
+    redis.call('SETRANGE', key, first_byte, zeros)
+    op(q, 'SET', IDS + r, int(ids[r + 1]))
+  end
+  for slot, b in pairs(claims) do op(q, 'SET', IDS + slot - 1, int(b)) end
+  for _, k in ipairs(again) do add(q, k) end
+  op(q, 'SET', F_EVICTED, int(math.max(evicted, last_out)))
+  op(q, 'SET', F_NEWEST, int(newest))
+  flush(q)
+  redis.call('EXPIREAT', key, int(newest + B + W + grace))
+  return reply(totals_string())
+end
+
+local function header_ok(magic, bucket, ring)
+  return magic == V and bucket == B and ring == R
+end
+
+if #buckets == 0 then
+  -- Read (or only late deltas): header, ids and totals in one read.
+  local raw = redis.pcall('GETRANGE', key, 0, SLOTS * 8 - 1)
+  if type(raw) == 'table' then
+    if string.sub(raw.err, 1, 9) == 'WRONGTYPE' then return rebuild() end
+    return raw
+  end
+  if raw == '' then return reply('') end
+  if #raw < H * 8 then return rebuild() end
+  local magic, bucket, ring, evicted = struct.unpack('>i8i8i8i8', raw)
+  if not header_ok(magic, bucket, ring) then return rebuild() end
+  if evicted >= last_out and #raw == SLOTS * 8 then
+    return reply(string.sub(raw, TOTALS * 8 + 1))
+  end
+  return fixup(evicted)
+end
+
+-- Apply: the optimistic BITFIELD, built with locals (this loop is the script's cost).
+local a, n, ops = {'BITFIELD', key, 'OVERFLOW', 'SAT'}, 4, 0
+local replies, failed = nil, nil
+
+local function send()
+  if n == 4 or failed then return end
+  local res
+  if replies == nil then
+    -- The first write of the script: an error here (WRONGTYPE, OOM) has written nothing.
+    res = redis.pcall(unpack(a, 1, n))
+    if res.err then
+      failed, n = res, 4
+      return
+    end
+    replies = res
+  else
+    res = redis.call(unpack(a, 1, n))
+    local count = #replies
+    for i = 1, #res do replies[count + i] = res[i] end
+  end
+  n = 4
+end
+
+for f = 0, H - 1 do
+  a[n + 1], a[n + 2], a[n + 3] = 'GET', 'i64', fmt('#%d', f)
+  n = n + 3
+end
+ops = H
+local id_at = {}
+for k, b in ipairs(buckets) do
+  if n > MAX_ARGS then send() end
+  a[n + 1], a[n + 2], a[n + 3] = 'GET', 'i64', fmt('#%d', IDS + slot_of(b))
+  n, ops = n + 3, ops + 1
+  id_at[k] = ops
+end
+-- Per totals element: the first delta, and any further ones (several buckets in a flush)
+-- with their sum, so that the totals take one INCRBY each while the sum is exact.
+local first, more, sums = {}, nil, nil
+for k = 1, #buckets do
+  local ix, vs = index[k], value[k]
+  for m = 1, #ix do
+    local j = ix[m] + 1
+    if first[j] == nil then
+      first[j] = vs[m]
+    else
+      if not more then more, sums = {}, {} end
+      local extra = more[j]
+      if not extra then
+        extra = {}
+        more[j], sums[j] = extra, tonumber(first[j])
+      end
+      extra[#extra + 1] = vs[m]
+      local sum = sums[j]
+      if sum then
+        sum = sum + tonumber(vs[m])
+        -- Past 2^53 a double may round: then every delta goes out on its own.
+        sums[j] = sum < TWO53 and sum > -TWO53 and sum
+      end
+    end
+  end
+end
+local total_at = {}
+for j = 1, V do
+  if n > MAX_ARGS then send() end
+  local s = first[j]
+  if s == nil then
+    a[n + 1], a[n + 2], a[n + 3] = 'GET', 'i64', fmt('#%d', TOTALS + j - 1)
+    n = n + 3
+  else
+    local field = fmt('#%d', TOTALS + j - 1)
+    local extra = more and more[j]
+    if extra and sums[j] then
+      s, extra = fmt('%d', sums[j]), nil
+    end
+    a[n + 1], a[n + 2], a[n + 3], a[n + 4] = 'INCRBY', 'i64', field, s
+    n = n + 4
+    if extra then
+      for m = 1, #extra do
+        if n > MAX_ARGS then send() end
+        a[n + 1], a[n + 2], a[n + 3], a[n + 4] = 'INCRBY', 'i64', field, extra[m]
+        n, ops = n + 4, ops + 1
+      end
+    end
+  end
+  ops = ops + 1
+  total_at[j] = ops
+end
+for k, b in ipairs(buckets) do
+  local base, ix, vs = SLOTS + slot_of(b) * V, index[k], value[k]
+  for m = 1, #ix do
+    if n > MAX_ARGS then send() end
+    a[n + 1], a[n + 2], a[n + 3], a[n + 4] = 'INCRBY', 'i64', fmt('#%d', base + ix[m]), vs[m]
+    n = n + 4
+  end
+end
+send()
+
+if failed then
+  if string.sub(failed.err, 1, 9) == 'WRONGTYPE' then return rebuild() end
+  return failed
+end
+local r = replies
+if not header_ok(r[1], r[2], r[3]) then return rebuild() end
+if r[F_EVICTED + 1] >= last_out then
+  local mine = true
+  for k, b in ipairs(buckets) do
+    if r[id_at[k]] ~= b then
+      mine = false
+      break
+    end
+  end
+  if mine then
+    local totals = {}
+    for j = 1, V do totals[j] = r[total_at[j]] end
+    return reply(totals)
+  end
+end
+return fixup(r[F_EVICTED + 1])

@@ -1,0 +1,524 @@
+"""Baseline profiles checked against independent numpy computations."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from driftline.core.profile import (
+    DISCRETE_MAX_VALUES,
+    PROFILE_KIND,
+    BaselineError,
+    BaselineProfile,
+    CategoricalProfile,
+    NumericProfile,
+    build_profile,
+    categorical_profile,
+    decode_profile,
+    encode_profile,
+    infer_kind,
+    load_baseline,
+    numeric_profile,
+    rows_to_columns,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "baseline_data.json"
+
+
+def expected_cuts(x: np.ndarray, bins: int) -> np.ndarray:
+    return np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def expected_counts(x: np.ndarray, cuts: np.ndarray) -> list[int]:
+    """Count per bin with bin i = [cuts[i-1], cuts[i]), open at both ends, by np.histogram."""
+    edges = np.concatenate([[-np.inf], cuts, [np.inf]])
+    # np.histogram's bins are half-open [a, b) except the last; the last is (cut, inf] here
+    # and inf never occurs, so that is the same as [cut, inf).
+    counts, _ = np.histogram(x, bins=edges)
+    return [int(c) for c in counts]
+
+
+def bin_of(profile: NumericProfile, value: float) -> int:
+    return int(np.searchsorted(np.asarray(profile.cuts), value, side="right"))
+
+
+# ---------------------------------------------------------------------------- numeric
+
+
+@pytest.mark.parametrize("bins", [2, 4, 10, 17])
+def test_continuous_cuts_are_unique_quantiles_and_counts_match_histogram(bins: int) -> None:
+    rng = np.random.default_rng(bins)
+    x = rng.normal(50.0, 12.0, size=997).round(3)
+    profile = numeric_profile(x.tolist(), bins, "x")
+
+    cuts = expected_cuts(x, bins)
+    assert profile.cuts == cuts.tolist()
+    assert len(profile.counts) == len(profile.cuts) + 1
+    assert profile.counts == expected_counts(x, cuts)
+    assert sum(profile.counts) == profile.n == len(x)
+    assert not profile.discrete
+    assert profile.missing == 0
+    assert profile.mean == pytest.approx(float(np.mean(x)))
+    assert profile.std == pytest.approx(float(np.std(x, ddof=1)))
+    assert profile.min == float(x.min())
+    assert profile.max == float(x.max())
+
+
+def test_tied_quantiles_are_collapsed() -> None:
+    # Half the values are 0: several quantile cuts coincide and must collapse to one.
+    x = np.concatenate([np.zeros(500), np.arange(1, 501, dtype=float)])
+    profile = numeric_profile(x.tolist(), 10, "x")
+    raw = np.quantile(x, np.linspace(0, 1, 11)[1:-1])
+    assert len(np.unique(raw)) < len(raw)  # the premise: there are ties
+    cuts = expected_cuts(x, 10)
+    assert profile.cuts == cuts.tolist()
+    assert all(b > a for a, b in zip(profile.cuts, profile.cuts[1:], strict=False))
+    assert profile.counts == expected_counts(x, cuts)
+
+
+def test_discrete_feature_gets_one_bin_per_value_with_empty_outer_bins() -> None:
+    values = [1, 2, 2, 3, 3, 3, 5, 5, 5, 5, 8]
+    profile = numeric_profile(values, 10, "n")
+    distinct = sorted(set(values))
+    assert profile.discrete
+    assert profile.bins == len(distinct) + 2
+    # Outer bins are empty; inner bin k holds exactly the k-th distinct value.
+    assert profile.counts == [0] + [values.count(v) for v in distinct] + [0]
+    for k, v in enumerate(distinct, start=1):
+        assert bin_of(profile, v) == k
+    # Every baseline value lands in its own bin (no two distinct values share one).
+    assert len({bin_of(profile, v) for v in distinct}) == len(distinct)
+    assert bin_of(profile, 0.999) == 0
+    assert bin_of(profile, -1e9) == 0
+    assert bin_of(profile, 8.0000001) == profile.bins - 1
+    assert bin_of(profile, 1e9) == profile.bins - 1
+
+
+def test_discrete_threshold_is_twenty_distinct_values() -> None:
+    twenty = [float(v) for v in range(DISCRETE_MAX_VALUES)] * 3
+    p20 = numeric_profile(twenty, 5, "x")
+    assert p20.discrete
+    assert p20.bins == DISCRETE_MAX_VALUES + 2
+    assert p20.counts == [0] + [3] * DISCRETE_MAX_VALUES + [0]
+
+    twenty_one = [float(v) for v in range(DISCRETE_MAX_VALUES + 1)] * 3
+    p21 = numeric_profile(twenty_one, 5, "x")
+    x = np.asarray(twenty_one)
+    assert not p21.discrete
+    assert p21.cuts == expected_cuts(x, 5).tolist()
+    assert p21.counts == expected_counts(x, np.asarray(p21.cuts))
+
+
+def test_constant_feature() -> None:
+    profile = numeric_profile([7, 7.0, "7", None], 10, "c")
+    assert profile.discrete
+    assert profile.counts == [0, 3, 0]
+    assert profile.n == 3
+    assert profile.missing == 1
+    assert profile.mean == 7.0
+    assert profile.std == 0.0
+    assert profile.min == profile.max == 7.0
+    assert bin_of(profile, 7.0) == 1
+    assert bin_of(profile, 6.9) == 0
+    assert bin_of(profile, 7.1) == 2
+
+
+def test_single_value_has_zero_std() -> None:
+    profile = numeric_profile([3.5], 10, "c")
+    assert profile.std == 0.0
+    assert profile.counts == [0, 1, 0]
+
+
+def test_missing_values_are_counted_not_binned() -> None:
+    present = [float(v) for v in range(40)]
+    values: list[object] = [*present, None, math.nan, "", "NA", "n/a", " null ", "None", "nan"]
+    profile = numeric_profile(values, 4, "x")
+    assert profile.missing == 8
+    assert profile.n == len(present)
+    assert sum(profile.counts) == len(present)
+    x = np.asarray(present)
+    assert profile.cuts == expected_cuts(x, 4).tolist()
+    assert profile.mean == pytest.approx(float(x.mean()))
+
+
+def test_numeric_strings_are_numbers() -> None:
+    assert infer_kind(["1", "2.5", "-3e2", None, ""]) == "numeric"
+    profile = numeric_profile(["1", "2.5", "-3e2"], 10, "x")
+    assert profile.min == -300.0
+    assert profile.max == 2.5
+
+
+def test_infer_kind() -> None:
+    assert infer_kind([1, 2.5, None]) == "numeric"
+    assert infer_kind([1, "a"]) == "categorical"
+    assert infer_kind([True, False]) == "categorical"  # bools are not numbers
+    assert infer_kind([None, ""]) == "categorical"  # nothing present
+
+
+def test_non_numeric_value_in_forced_numeric_feature_is_rejected() -> None:
+    with pytest.raises(BaselineError, match=r"^age: expected a number, got 'old'$"):
+        build_profile({"age": [1, 2, "old"]}, kinds={"age": "numeric"})
+    with pytest.raises(BaselineError, match=r"^flag: expected a number, got True$"):
+        build_profile({"flag": [1, True]}, kinds={"flag": "numeric"})
+    with pytest.raises(BaselineError, match=r"x: expected a number, got 'inf'"):
+        numeric_profile([1, "inf"], 10, "x")
+
+
+def test_all_missing_forced_numeric_is_rejected() -> None:
+    with pytest.raises(BaselineError, match=r"^x: no non-missing values"):
+        build_profile({"x": [None, "", "NA"]}, kinds={"x": "numeric"})
+
+
+# ------------------------------------------------------------------------ categorical
+
+
+def test_categorical_top_k_by_count_then_name_with_pooled_other() -> None:
+    values = ["b"] * 5 + ["a"] * 5 + ["c"] * 7 + ["d"] * 2 + ["e"] * 2 + ["f"] + [None, ""]
+    profile = categorical_profile(values, top_k=3)
+    assert profile.categories == ["c", "a", "b"]  # 7, then the 5s by name
+    assert profile.counts == [7, 5, 5, 2 + 2 + 1]
+    assert profile.n == 22
+    assert profile.missing == 2
+    assert profile.bins == 4
+
+
+def test_categorical_all_kept_leaves_other_empty() -> None:
+    profile = categorical_profile(["x", "y", "y"], top_k=100)
+    assert profile.categories == ["y", "x"]
+    assert profile.counts == [2, 1, 0]
+
+
+def test_bools_are_categories_true_false() -> None:
+    profile = build_profile({"flag": [True, False, True, None]}).features["flag"]
+    assert isinstance(profile, CategoricalProfile)
+    assert profile.categories == ["true", "false"]
+    assert profile.counts == [2, 1, 0]
+    assert profile.missing == 1
+
+
+def test_numbers_forced_categorical_use_string_labels() -> None:
+    profile = build_profile({"code": [1, 1, 2, 3.5]}, kinds={"code": "categorical"})
+    feature = profile.features["code"]
+    assert isinstance(feature, CategoricalProfile)
+    assert feature.categories == ["1", "2", "3.5"]
+    assert feature.counts == [2, 1, 1, 0]
+
+
+# ---------------------------------------------------------------- formats and loading
+
+
+def _sample_records(n: int = 120) -> list[dict[str, object]]:
+    rng = np.random.default_rng(3)
+    records: list[dict[str, object]] = []
+    for i in range(n):
+        records.append(
+            {
+                "amount": None if i % 17 == 0 else round(float(rng.gamma(2.0, 40.0)), 2),
+                "count": int(rng.integers(0, 4)),
+                "colour": ["red", "green", "blue", "teal"][int(rng.integers(0, 4))],
+                "active": bool(i % 3),
+                "note": None if i % 11 == 0 else f"n{i % 5}",
+            }
+        )
+    return records
+
+
+def _write_csv(path: Path, records: list[dict[str, object]]) -> None:
+    names = list(records[0])
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(names)
+        for r in records:
+            cells = []
+            for name in names:
+                v = r[name]
+                if v is None:
+                    cells.append("NA" if name == "amount" else "")
+                elif isinstance(v, bool):
+                    cells.append("true" if v else "false")
+                else:
+                    cells.append(str(v))
+            writer.writerow(cells)
+
+
+def test_records_columns_and_csv_give_identical_profiles(tmp_path: Path) -> None:
+    records = _sample_records()
+    columns = {name: [r[name] for r in records] for name in records[0]}
+    (tmp_path / "records.json").write_text(json.dumps(records))
+    (tmp_path / "columns.json").write_text(json.dumps(columns))
+    _write_csv(tmp_path / "rows.csv", records)
+
+    from_records = load_baseline(tmp_path / "records.json", bins=6, top_k=3)
+    from_columns = load_baseline(tmp_path / "columns.json", bins=6, top_k=3)
+    from_csv = load_baseline(tmp_path / "rows.csv", bins=6, top_k=3)
+    assert from_records == from_columns == from_csv
+    assert from_records.content_hash == from_csv.content_hash
+
+    # And the content is what independent computations say.
+    assert from_records.rows == len(records)
+    assert list(from_records.features) == sorted(records[0])
+    amount = from_records.features["amount"]
+    assert isinstance(amount, NumericProfile)
+    x = np.asarray([r["amount"] for r in records if r["amount"] is not None], dtype=float)
+    assert amount.missing == len(records) - len(x)
+    assert amount.cuts == expected_cuts(x, 6).tolist()
+    assert amount.counts == expected_counts(x, np.asarray(amount.cuts))
+    count = from_records.features["count"]
+    assert isinstance(count, NumericProfile)
+    assert count.discrete
+    assert count.counts[1:-1] == [sum(r["count"] == v for r in records) for v in range(4)]
+    active = from_records.features["active"]
+    assert isinstance(active, CategoricalProfile)
+    assert sorted(active.categories) == ["false", "true"]
+    colour = from_records.features["colour"]
+    assert isinstance(colour, CategoricalProfile)
+    assert len(colour.categories) == 3
+    assert sum(colour.counts) == len(records)
+    note = from_records.features["note"]
+    assert isinstance(note, CategoricalProfile)
+    assert note.missing == sum(r["note"] is None for r in records)
+
+
+def test_records_with_absent_keys_count_as_missing() -> None:
+    columns = rows_to_columns([{"a": 1}, {"b": "x"}, {"a": 3, "b": "y"}])
+    assert columns == {"a": [1, None, 3], "b": [None, "x", "y"]}
+    profile = build_profile(columns)
+    assert profile.features["a"].missing == 1
+    assert profile.features["b"].missing == 1
+    assert profile.rows == 3
+
+
+def test_csv_with_bom_and_empty_cells(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes("\ufeffx,y\n1,a\n,b\n3,\n".encode())
+    profile = load_baseline(path)
+    assert list(profile.features) == ["x", "y"]
+    assert profile.features["x"].missing == 1
+    assert profile.features["y"].missing == 1
+    assert isinstance(profile.features["x"], NumericProfile)
+
+
+def test_kinds_override_unknown_column_is_rejected() -> None:
+    with pytest.raises(BaselineError, match=r"^features\.nope: not a column"):
+        build_profile({"a": [1, 2]}, kinds={"nope": "numeric"})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[]", r"no rows"),
+        ("{}", r"no rows"),
+        ('{"a": [], "b": []}', r"no rows"),
+        ('{"a": [1, 2], "b": [1]}', r"columns have different lengths"),
+        ('{"a": [1, 2], "b": 3}', r"\.b: expected a list of values"),
+        ("[1, 2]", r"\[0\]: expected an object of feature values, got int"),
+        ('"text"', r"expected a list of records or an object of columns, got str"),
+        ("[{", r"not valid JSON"),
+    ],
+)
+def test_bad_json_baselines_are_rejected(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "data.json"
+    path.write_text(content)
+    with pytest.raises(BaselineError, match=message) as info:
+        load_baseline(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [("", r"CSV has no header row"), ("a,b\n", r"no rows")]
+)
+def test_bad_csv_baselines_are_rejected(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text(content)
+    with pytest.raises(BaselineError, match=message):
+        load_baseline(path)
+
+
+def test_unreadable_baseline_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(BaselineError, match=r"cannot read baseline"):
+        load_baseline(tmp_path / "missing.json")
+
+
+def test_empty_columns_mapping_is_rejected() -> None:
+    with pytest.raises(BaselineError, match=r"no features"):
+        build_profile({})
+
+
+# ------------------------------------------------------------------------ persistence
+
+
+def _small_profile(bins: int = 4) -> BaselineProfile:
+    rng = np.random.default_rng(11)
+    return build_profile(
+        {
+            "x": rng.normal(size=200).round(4).tolist(),
+            "k": [int(v) for v in rng.integers(0, 3, size=200)],
+            "c": [["p", "q", "r"][int(v)] for v in rng.integers(0, 3, size=200)],
+        },
+        bins=bins,
+    )
+
+
+def test_saved_profile_round_trips_and_keeps_hash(tmp_path: Path) -> None:
+    profile = _small_profile()
+    path = tmp_path / "profile.json"
+    path.write_bytes(encode_profile(profile))
+    document = json.loads(path.read_text())
+    assert document["kind"] == PROFILE_KIND
+    loaded = load_baseline(path, bins=50, top_k=1)  # build options do not apply to a profile
+    assert loaded == profile
+    assert loaded.content_hash == profile.content_hash
+    assert len(profile.content_hash) == 16
+    int(profile.content_hash, 16)
+
+
+def test_content_hash_changes_with_bins() -> None:
+    a = _small_profile(bins=4)
+    b = _small_profile(bins=5)
+    assert a.features["x"] != b.features["x"]
+    assert a.content_hash != b.content_hash
+    assert _small_profile(bins=4).content_hash == a.content_hash
+
+
+def test_content_hash_changes_with_counts() -> None:
+    profile = _small_profile()
+    data = msgspec.to_builtins(profile)
+    data["features"]["c"]["counts"][0] += 1
+    assert decode_profile(data).content_hash != profile.content_hash
+
+
+def test_profile_with_wrong_number_of_counts_is_rejected(tmp_path: Path) -> None:
+    data = msgspec.to_builtins(_small_profile())
+    data["features"]["x"]["counts"].append(0)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))
+    expected = len(data["features"]["x"]["cuts"]) + 1
+    with pytest.raises(
+        BaselineError,
+        match=rf"\.features\.x\.counts: expected {expected} counts, got {expected + 1}",
+    ):
+        load_baseline(path)
+
+    data = msgspec.to_builtins(_small_profile())
+    data["features"]["c"]["counts"] = [1]
+    with pytest.raises(BaselineError, match=r"features\.c\.counts: expected 4 counts, got 1"):
+        decode_profile(data)
+
+
+def test_profile_with_unsorted_cuts_is_rejected() -> None:
+    data = msgspec.to_builtins(_small_profile())
+    cuts = data["features"]["x"]["cuts"]
+    cuts[0], cuts[1] = cuts[1], cuts[0]
+    with pytest.raises(BaselineError, match=r"features\.x\.cuts: must be strictly increasing"):
+        decode_profile(data)
+
+
+def test_profile_with_bad_field_type_is_rejected() -> None:
+    data = msgspec.to_builtins(_small_profile())
+    data["features"]["x"]["n"] = "many"
+    with pytest.raises(BaselineError, match=r"^profile: Expected `int`, got `str`"):
+        decode_profile(data)
+
+
+# ---------------------------------------------------------------------------- example
+
+
+def test_example_baseline() -> None:
+    profile = load_baseline(EXAMPLE)
+    records = json.loads(EXAMPLE.read_text())
+    assert isinstance(records, list)
+    assert profile.rows == len(records)
+    assert len(profile.features) == 8
+    assert list(profile.features) == sorted(records[0])
+    income = profile.features["income"]
+    assert isinstance(income, NumericProfile)
+    missing_income = sum(r.get("income") is None for r in records)
+    assert income.missing == missing_income
+    assert 0.02 <= income.missing / profile.rows <= 0.04
+    x = np.asarray([r["income"] for r in records if r.get("income") is not None], dtype=float)
+    assert income.cuts == expected_cuts(x, 10).tolist()
+    assert income.counts == expected_counts(x, np.asarray(income.cuts))
+    num_products = profile.features["num_products"]
+    assert isinstance(num_products, NumericProfile)
+    assert num_products.discrete
+    for name in ("channel", "product_category", "region"):
+        assert isinstance(profile.features[name], CategoricalProfile)
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def _driftline() -> list[str]:
+    script = Path(sys.executable).parent / "driftline"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("driftline")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "driftline.cli"]
+
+
+def test_cli_baseline_build_writes_loadable_profile(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    result = subprocess.run(
+        [*_driftline(), "baseline", "build", str(EXAMPLE), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    in_process = load_baseline(EXAMPLE)
+    written = load_baseline(out)
+    assert written == in_process
+    assert written.content_hash == in_process.content_hash
+    assert in_process.content_hash in result.stderr
+    assert "8 features" in result.stderr
+
+
+def test_cli_baseline_build_bad_file_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": [1, 2], "b": [1]}')
+    out = tmp_path / "out.json"
+    result = subprocess.run(
+        [*_driftline(), "baseline", "build", str(bad), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "columns have different lengths" in result.stderr
+    assert str(bad) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+# ------------------------------------------------------------- regressions
+
+
+def test_discrete_adjacent_floats_get_their_own_bins(tmp_path: Path) -> None:
+    a = 1.0
+    b = float(np.nextafter(a, 2.0))
+    profile = build_profile({"x": [a, b, b, 2.0]})
+    feature = profile.features["x"]
+    assert isinstance(feature, NumericProfile)
+    assert feature.counts == [0, 1, 2, 1, 0]
+    path = tmp_path / "p.json"
+    path.write_bytes(encode_profile(profile))
+    assert load_baseline(path) == profile
+
+
+def test_huge_integer_in_baseline_is_a_baseline_error() -> None:
+    with pytest.raises(BaselineError, match=r"^x: "):
+        build_profile({"x": [1, 10**400]}, kinds={"x": "numeric"})

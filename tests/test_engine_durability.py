@@ -1,0 +1,418 @@
+"""Durability against real processes: Redis outages, shared windows, group commit, SIGTERM.
+
+Every test talks to a real redis-server and to the real aiohttp app over real sockets
+(or to `driftline serve` as a subprocess). Nothing sleeps in place of synchronisation:
+conditions are polled with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+import redis.asyncio
+from aiohttp.test_utils import TestClient
+from support import wait_until
+
+from driftline.core.monitor import Monitor
+from driftline.engine.registry import MonitorRegistry
+from driftline.http.app import create_app
+from driftline.settings import Settings, load_settings
+from driftline.stores.redis import RedisWindowStore
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+MONITORS_DIR = EXAMPLES / "monitors"
+MONITOR = "credit-risk"
+PROBLEM = "application/problem+json"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+DRIFTLINE = ROOT / ".venv" / "bin" / "driftline"
+if not DRIFTLINE.exists():
+    DRIFTLINE = Path(sys.executable).with_name("driftline")
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_settings(redis_url: str, **extra: Any) -> Settings:
+    return Settings(
+        host="127.0.0.1",
+        monitors_dir=str(MONITORS_DIR),
+        redis_url=redis_url,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def events() -> list[dict[str, Any]]:
+    """Predict payloads built from the baseline's own rows (no timestamp: counted now)."""
+    rows: list[dict[str, Any]] = json.loads((EXAMPLES / "baseline_data.json").read_text())
+    return [{"features": row, "model_version": "v1"} for row in rows[:300]]
+
+
+async def predict(client: TestClient, payload: dict[str, Any]) -> tuple[int, Any, Any]:
+    response = await client.post("/monitor/predict", json=payload)
+    return response.status, await response.json(content_type=None), response.headers
+
+
+async def window_events(client: TestClient, monitor: str = MONITOR) -> int:
+    response = await client.get(f"/v1/monitors/{monitor}/drift")
+    body = await response.json()
+    assert response.status == 200, body
+    count: int = body["window"]["events"]
+    return count
+
+
+async def evalsha_calls(url: str) -> int:
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    calls: int = stats.get("cmdstat_evalsha", {}).get("calls", 0)
+    return calls
+
+
+def credit_risk_monitor() -> Monitor:
+    """The monitor exactly as the service builds it from the example config."""
+    registry = MonitorRegistry(load_settings(environ={"DRIFTLINE_MONITORS_DIR": str(MONITORS_DIR)}))
+    registry.load()
+    assert not registry.errors, registry.errors
+    return registry.get(MONITOR)
+
+
+async def redis_window_events(url: str, monitor: Monitor) -> int:
+    """Events in the monitor's window, read from Redis directly (not through a service)."""
+    store = RedisWindowStore.from_url(url)
+    try:
+        totals = await store.read(monitor.window)
+    finally:
+        await store.close()
+    return round(float(totals.vector[0]))
+
+
+# -------------------------------------------------------------- restartable Redis
+
+
+class RedisProcess:
+    """One redis-server of our own, append-only in its own directory, restartable."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log(self) -> str:
+        path = self.directory / "redis.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
+
+    def _pings(self) -> bool:
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def start(self, timeout: float = 10.0) -> None:
+        assert self.process is None, "already running"
+        # Same port and directory every time: a restart finds the AOF it wrote.
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--logfile",
+                "redis.log",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._pings():
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                pytest.fail(f"redis-server exited with {code} on start:\n{self.log}")
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"redis-server did not answer PING within {timeout} s:\n{self.log}")
+            time.sleep(0.01)  # polling interval of the PING wait, not a synchronisation
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut down cleanly (SIGTERM: redis-server fsyncs its AOF) and wait for the exit."""
+        assert self.process is not None, "not running"
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    if not Path(REDIS_SERVER).exists():
+        pytest.fail("redis-server is not installed: these tests need a real server", pytrace=False)
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+# -------------------------------------------------------------------------- tests
+
+
+async def test_redis_outage_answers_503_and_loses_nothing(
+    aiohttp_client: Any, own_redis: RedisProcess, events: list[dict[str, Any]]
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(own_redis.url, redis_timeout=0.5)))
+
+    for payload in events[:20]:
+        status, body, _ = await predict(client, payload)
+        assert status == 200, body
+    assert (await client.get("/monitor/ready")).status == 200
+
+    own_redis.stop()
+
+    refused = events[20:30]
+    for payload in refused:
+        response = await client.post("/monitor/predict", json=payload)
+        body = await response.json(content_type=None)
+        assert response.status == 503, body
+        assert response.content_type == PROBLEM
+        assert response.headers.get("Retry-After"), dict(response.headers)
+        assert body["status"] == 503
+        assert body["type"].endswith("/store-unavailable"), body
+    ready = await client.get("/monitor/ready")
+    ready_body = await ready.json()
+    assert ready.status == 503, ready_body
+    assert any("unreachable" in reason for reason in ready_body["reasons"]), ready_body
+    health = await client.get("/monitor/health")
+    health_body = await health.json()
+    assert health.status == 200, health_body
+    assert health_body["status"] == "degraded"
+    assert health_body["store"] == {"kind": "redis", "status": "unreachable"}
+
+    own_redis.start()
+
+    async def is_ready() -> bool:
+        return (await client.get("/monitor/ready")).status == 200
+
+    await wait_until(is_ready, "readiness did not return to 200 after Redis came back")
+    health_body = await (await client.get("/monitor/health")).json()
+    assert health_body["status"] == "healthy", health_body
+
+    for payload in refused:
+        status, body, _ = await predict(client, payload)
+        assert status == 200, body
+    # 20 before the outage + the 10 retried: the refused attempts counted nothing, the
+    # AOF kept the first 20 across the restart, and no retry counted twice.
+    assert await window_events(client) == 30
+
+
+async def test_two_instances_share_one_window(
+    aiohttp_client: Any, redis_url: str, events: list[dict[str, Any]]
+) -> None:
+    settings = make_settings(redis_url)
+    a = await aiohttp_client(create_app(settings))
+    b = await aiohttp_client(create_app(settings))
+
+    results = await asyncio.gather(
+        *(predict(a, payload) for payload in events[:150]),
+        *(predict(b, payload) for payload in events[150:300]),
+    )
+    failed = [(status, body) for status, body, _ in results if status != 200]
+    assert not failed, failed[:3]
+
+    report_a = await (await a.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    report_b = await (await b.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert report_a["window"]["events"] == 300
+    assert report_b["window"]["events"] == 300
+    assert report_a["feature_scores"] == report_b["feature_scores"]
+    assert report_a["feature_scores"], "no feature scores in the report"
+
+
+async def test_group_commit_uses_far_fewer_script_calls_than_requests(
+    aiohttp_client: Any, redis_url: str, events: list[dict[str, Any]]
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(redis_url, ack_mode="durable")))
+    requests = 200
+
+    before = await evalsha_calls(redis_url)
+    results = await asyncio.gather(*(predict(client, p) for p in events[:requests]))
+    after = await evalsha_calls(redis_url)
+
+    failed = [(status, body) for status, body, _ in results if status != 200]
+    assert not failed, failed[:3]
+    calls = after - before
+    ratio = calls / requests
+    print(f"group commit: {calls} EVALSHA calls for {requests} requests (ratio {ratio:.3f})")
+    assert 0 < calls < requests
+    assert await window_events(client) == requests
+
+
+async def test_async_mode_answers_at_once_and_counts_reach_the_window(
+    aiohttp_client: Any, redis_url: str, events: list[dict[str, Any]]
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(redis_url, ack_mode="async")))
+
+    results = await asyncio.gather(*(predict(client, p) for p in events[:50]))
+    failed = [(status, body) for status, body, _ in results if status != 200]
+    assert not failed, failed[:3]
+
+    seen: list[int] = []
+
+    async def counted() -> bool:
+        seen.append(await window_events(client))
+        return seen[-1] == 50
+
+    await wait_until(counted, lambda: f"window holds {seen[-1:]} events, expected 50")
+
+
+# ------------------------------------------------------------------ SIGTERM / CLI
+
+
+@pytest.fixture
+def served(redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """`driftline serve` in async mode with a 30 s flush interval: events stay pending."""
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DRIFTLINE_", "DRIFT_"))
+        and k not in {"REDIS_URL", "BASELINE_DATA_PATH"}
+    }
+    env.update(
+        REDIS_URL=redis_url,
+        DRIFTLINE_ACK_MODE="async",
+        DRIFTLINE_FLUSH_INTERVAL="30",
+    )
+    stderr_path = tmp_path / "driftline.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                str(DRIFTLINE),
+                "serve",
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--monitors-dir",
+                "examples/monitors",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        yield process, port, stderr_path
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+async def test_sigterm_flushes_pending_counts(
+    served: tuple[subprocess.Popen[bytes], int, Path],
+    redis_url: str,
+    events: list[dict[str, Any]],
+) -> None:
+    process, port, stderr_path = served
+    base = f"http://127.0.0.1:{port}"
+
+    def stderr_text() -> str:
+        return stderr_path.read_text(errors="replace")[-3000:]
+
+    async with aiohttp.ClientSession() as session:
+
+        async def is_ready() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"driftline exited with {process.returncode}:\n{stderr_text()}")
+            try:
+                async with session.get(f"{base}/monitor/ready") as response:
+                    return response.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await wait_until(
+            is_ready, lambda: f"/monitor/ready never answered 200:\n{stderr_text()}", within=15
+        )
+        for payload in events[:40]:
+            async with session.post(f"{base}/monitor/predict", json=payload) as response:
+                assert response.status == 200, await response.text()
+
+    monitor = credit_risk_monitor()
+    # Acknowledged but pending: the flush interval has not come round yet.
+    assert await redis_window_events(redis_url, monitor) == 0
+
+    process.send_signal(signal.SIGTERM)
+
+    async def exited() -> bool:
+        return process.poll() is not None
+
+    await wait_until(
+        exited,
+        lambda: f"driftline did not exit within 10 s of SIGTERM:\n{stderr_text()}",
+        within=10,
+        interval=0.05,
+    )
+    assert process.returncode == 0, stderr_text()
+    assert await redis_window_events(redis_url, monitor) == 40
+
+    lines = [line for line in stderr_path.read_text().splitlines() if line.strip()]
+    assert lines, "driftline logged nothing"
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"stderr line is not JSON: {line!r}")
+    messages = [record.get("message") for record in records]
+    assert "service started" in messages, messages
+    assert any(str(m).startswith("service stopped") for m in messages), messages

@@ -1,0 +1,109 @@
+"""The Redis backends on a real three-master Redis Cluster: one slot per monitor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from redis.asyncio.cluster import RedisCluster
+from redis_cluster import redis_cluster
+
+from driftline.alerts.redis import RedisAlertStore
+from driftline.core.severity import Severity
+from driftline.core.window import WindowSpec
+from driftline.http.app import create_app
+from driftline.settings import Settings
+from driftline.stores.redis import RedisWindowStore
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as url:
+        yield url
+
+
+@pytest.fixture
+async def store(cluster_url: str) -> AsyncIterator[RedisWindowStore]:
+    window = RedisWindowStore.from_url(cluster_url, cluster=True)
+    yield window
+    await window.close()
+
+
+async def keys_by_node(client: Any, pattern: str) -> dict[str, list[bytes]]:
+    """Which cluster node holds each key matching `pattern`."""
+    nodes: dict[str, list[bytes]] = {}
+    async for key in client.scan_iter(match=pattern):
+        node = client.get_node_from_key(key)
+        nodes.setdefault(node.name, []).append(key)
+    return nodes
+
+
+async def test_window_store_spreads_monitors_and_keeps_each_on_one_slot(
+    store: RedisWindowStore,
+) -> None:
+    rng = np.random.default_rng(3)
+    specs = [WindowSpec(f"cluster-m{i}", "L", 6, 3600, 60) for i in range(12)]
+    sent: dict[str, np.ndarray] = {}
+    for spec in specs:
+        now = (await store.read(spec)).now
+        deltas = {
+            spec.bucket_of(now) - 60 * k: rng.integers(0, 50, 6).astype(float) for k in range(3)
+        }
+        await store.apply(spec, deltas)
+        sent[spec.monitor] = sum(deltas.values())
+    for spec in specs:
+        assert (await store.read(spec)).vector.tolist() == sent[spec.monitor].tolist()
+    client: Any = store.client
+    assert isinstance(client, RedisCluster)
+    everywhere = await keys_by_node(client, "driftline:{cluster-m*")
+    assert len(everywhere) >= 2, "12 monitors should land on more than one master"
+    for spec in specs:
+        slots = {
+            client.keyslot(k)
+            async for k in client.scan_iter(match=f"driftline:{{{spec.monitor}}}:*")
+        }
+        assert len(slots) == 1, f"{spec.monitor} keys span slots {slots}"
+    await store.drop("cluster-m0")
+    assert [k async for k in client.scan_iter(match="driftline:{cluster-m0}:*")] == []
+    assert (await store.read(specs[1])).vector.tolist() == sent["cluster-m1"].tolist()
+
+
+async def test_alert_store_on_cluster(store: RedisWindowStore) -> None:
+    alerts = RedisAlertStore(store.client)
+    severity, entry = await alerts.transition("cluster-a", Severity.CRITICAL, 0, b"{}")
+    assert severity is Severity.CRITICAL and entry is not None
+    assert (await alerts.transition("cluster-a", Severity.CRITICAL, 0, b"{}"))[1] is None
+    (fetched,) = await alerts.fetch("cluster-a", "c1", count=10, stale_after=60)
+    assert fetched.seq == entry.seq
+    await alerts.ack("cluster-a", fetched.entry_id)
+    (record,) = await alerts.history("cluster-a", 10)
+    assert record.entry.severity is Severity.CRITICAL
+
+
+async def test_two_service_instances_share_a_window_on_cluster(
+    aiohttp_client: Any, cluster_url: str
+) -> None:
+    settings = Settings(
+        host="127.0.0.1",
+        monitors_dir=str(EXAMPLES / "monitors"),
+        redis_url=cluster_url,
+        redis_cluster=True,
+        flush_interval=0.001,
+    )
+    a = await aiohttp_client(create_app(settings))
+    b = await aiohttp_client(create_app(settings))
+    assert (await a.delete("/v1/monitors/credit-risk/window")).status == 204
+    for client, age in ((a, 30), (b, 40), (a, 50)):
+        response = await client.post("/monitor/predict", json={"features": {"age": age}})
+        assert response.status == 200, await response.text()
+    for client in (a, b):
+        report = await (await client.get("/v1/monitors/credit-risk/drift")).json()
+        assert report["window"]["events"] == 3
+        assert report["features"]["age"]["mean"] == pytest.approx(40.0)
+    ready = await (await b.get("/monitor/ready")).json()
+    assert ready["status"] == "ready"

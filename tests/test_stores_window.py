@@ -1,0 +1,943 @@
+"""One suite for every WindowStore backend: the memory store and Redis behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Protocol
+
+import numpy as np
+import pytest
+import redis.asyncio
+
+from driftline.core.window import Vector, WindowSpec
+from driftline.stores.memory import MemoryWindowStore
+from driftline.stores.protocol import StoreUnavailableError, WindowStore
+from driftline.stores.redis import (
+    HEADER_FIELDS,
+    RedisWindowStore,
+    grace_seconds,
+    monitor_pattern,
+    ring_slots,
+    window_bytes,
+    window_key,
+)
+
+
+class SettableClock(Protocol):
+    """What the tests use of conftest's FakeClock (the `fake_clock` fixture)."""
+
+    now: float
+
+    def set(self, now: float) -> None: ...
+
+
+PROBE = WindowSpec("probe-clock", "none", 1, 60, 60)
+
+
+def make_spec(
+    monitor: str = "m1",
+    layout: str = "L1",
+    width: int = 4,
+    window: int = 3600,
+    bucket: int = 60,
+) -> WindowSpec:
+    return WindowSpec(monitor, layout, width, window, bucket)
+
+
+def vec(*values: float) -> Vector:
+    return np.array(values, dtype=np.float64)
+
+
+def counts(rng: np.random.Generator, width: int) -> Vector:
+    # Integers, as every slot of a layout is (counts, fixed-point sums).
+    return rng.integers(0, 1000, width).astype(np.float64)
+
+
+def big(rng: np.random.Generator, width: int) -> Vector:
+    """Signed integers up to 2**50: fixed-point sums, exact in float64 when summed."""
+    return rng.integers(-(2**50), 2**50, width).astype(np.float64)
+
+
+async def store_now(store: WindowStore) -> float:
+    """The store's own clock (the Redis server's, or the fake clock)."""
+    return (await store.read(PROBE)).now
+
+
+async def wait_until(store: WindowStore, clock: SettableClock, t: float) -> None:
+    """Move the store's clock to `t`: set the fake clock, or poll Redis's until it passes."""
+    if isinstance(store, MemoryWindowStore):
+        clock.set(max(clock.now, t))
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, t - await store_now(store)) + 3.0
+    while await store_now(store) < t:
+        assert loop.time() < deadline, f"redis clock never reached {t}"
+        await asyncio.sleep(0.02)
+
+
+async def monitor_keys(client: redis.asyncio.Redis, monitor: str) -> list[bytes]:
+    return [key async for key in client.scan_iter(match=monitor_pattern(monitor))]
+
+
+async def server_keys(request: pytest.FixtureRequest, monitor: str) -> list[bytes]:
+    """Every key the monitor holds on the test's redis-server."""
+    client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
+    try:
+        return await monitor_keys(client, monitor)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisWindowStore]:
+    """A Redis window store with the default settings, closed after the test."""
+    store = RedisWindowStore.from_url(redis_url)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def raw_redis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def peer_store(
+    window_store: WindowStore, request: pytest.FixtureRequest
+) -> AsyncIterator[WindowStore]:
+    """A second client on the same backend (the same object for the in-process store)."""
+    if isinstance(window_store, RedisWindowStore):
+        peer = RedisWindowStore.from_url(request.getfixturevalue("redis_url"))
+        yield peer
+        await peer.close()
+    else:
+        yield window_store
+
+
+# --- both backends -------------------------------------------------------------------
+
+
+async def test_kind_and_ping(window_store: WindowStore) -> None:
+    assert window_store.kind == (
+        "redis" if isinstance(window_store, RedisWindowStore) else "memory"
+    )
+    assert await window_store.ping() is True
+
+
+async def test_empty_window_reads_zeros(window_store: WindowStore) -> None:
+    spec = make_spec(width=5)
+    totals = await window_store.read(spec)
+    assert totals.vector.dtype == np.float64
+    assert np.array_equal(totals.vector, np.zeros(5))
+    assert totals.start == totals.now - spec.window_seconds
+
+
+async def test_add_and_read_back_exact_sums(window_store: WindowStore) -> None:
+    rng = np.random.default_rng(1)
+    spec = make_spec(width=6)
+    now = await store_now(window_store)
+    bucket = spec.bucket_of(now)
+    sent = [counts(rng, spec.width) for _ in range(10)]
+    for delta in sent:
+        result = await window_store.apply(spec, {bucket: delta})
+        assert result.late_buckets == frozenset()
+    expected = np.sum(sent, axis=0)
+    assert np.array_equal(result.totals.vector, expected)
+    totals = await window_store.read(spec)
+    assert np.array_equal(totals.vector, expected)
+    assert totals.now >= now
+    assert totals.start == totals.now - spec.window_seconds
+
+
+async def test_several_buckets(window_store: WindowStore) -> None:
+    rng = np.random.default_rng(2)
+    spec = make_spec(width=3)
+    current = spec.bucket_of(await store_now(window_store))
+    buckets = [current - k * spec.bucket_seconds for k in range(6)]
+    sent: list[Vector] = []
+    for _ in range(4):
+        deltas = {b: counts(rng, spec.width) for b in buckets}
+        sent.extend(deltas.values())
+        await window_store.apply(spec, deltas)
+    totals = await window_store.read(spec)
+    assert np.array_equal(totals.vector, np.sum(sent, axis=0))
+
+
+async def test_large_signed_integer_sums_are_exact(window_store: WindowStore) -> None:
+    rng = np.random.default_rng(3)
+    spec = make_spec(width=8)
+    current = spec.bucket_of(await store_now(window_store))
+    sent = []
+    for i in range(30):
+        delta = big(rng, spec.width)
+        sent.append(delta)
+        await window_store.apply(spec, {current - (i % 3) * spec.bucket_seconds: delta})
+    totals = await window_store.read(spec)
+    expected = np.sum(np.array(sent, dtype=np.int64), axis=0)  # exact integer sums
+    assert np.array_equal(totals.vector, expected.astype(np.float64))
+
+
+async def test_sums_past_2_53_across_buckets_of_one_flush(
+    window_store: WindowStore, request: pytest.FixtureRequest
+) -> None:
+    # Each delta is below 2**53, their sum is not: float64 rounds what both backends
+    # return, but Redis must store the exact sum (not a sum of the buckets' deltas taken
+    # in Lua doubles), or the rounding would stay in the totals after evictions.
+    spec = make_spec(width=2)
+    current = spec.bucket_of(await store_now(window_store))
+    # Both buckets exist first, so that the big flush takes Redis's common path.
+    await window_store.apply(spec, {current - 60: vec(0, 1), current: vec(0, 1)})
+    deltas = {current - 60: vec(2**52 + 1, 1), current: vec(2**52 + 2, 2)}
+    result = await window_store.apply(spec, deltas)
+    assert result.totals.vector.tolist() == [float(2**53 + 3), 5]
+    if isinstance(window_store, RedisWindowStore):
+        client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
+        try:
+            key = await key_of(client, spec)
+        finally:
+            await client.aclose()
+        assert key.totals.tolist() == [2**53 + 3, 5]
+        assert_consistent(key)
+
+
+async def test_layouts_isolated(window_store: WindowStore) -> None:
+    a = make_spec(layout="layout-a", width=3)
+    b = make_spec(layout="layout-b", width=5)
+    bucket = a.bucket_of(await store_now(window_store))
+    await window_store.apply(a, {bucket: vec(1, 2, 3)})
+    await window_store.apply(b, {bucket: vec(10, 20, 30, 40, 50)})
+    await window_store.apply(a, {bucket: vec(1, 1, 1)})
+    assert np.array_equal((await window_store.read(a)).vector, vec(2, 3, 4))
+    assert np.array_equal((await window_store.read(b)).vector, vec(10, 20, 30, 40, 50))
+
+
+async def test_monitors_isolated(window_store: WindowStore) -> None:
+    one, two = make_spec(monitor="one", width=2), make_spec(monitor="two", width=2)
+    bucket = one.bucket_of(await store_now(window_store))
+    await window_store.apply(one, {bucket: vec(1, 2)})
+    await window_store.apply(two, {bucket: vec(7, 9)})
+    assert np.array_equal((await window_store.read(one)).vector, vec(1, 2))
+    assert np.array_equal((await window_store.read(two)).vector, vec(7, 9))
+
+
+async def test_drop_removes_every_layout_of_the_monitor(
+    window_store: WindowStore, request: pytest.FixtureRequest
+) -> None:
+    # "m*" is also a SCAN glob: dropping it must not touch "mx".
+    a1 = make_spec(monitor="m*", layout="a", width=2)
+    a2 = make_spec(monitor="m*", layout="b", width=3)
+    other = make_spec(monitor="mx", layout="a", width=2)
+    current = a1.bucket_of(await store_now(window_store))
+    for spec in (a1, a2, other):
+        await window_store.apply(
+            spec, {current: np.ones(spec.width), current - 60: np.ones(spec.width)}
+        )
+
+    await window_store.drop(a1.monitor)
+
+    assert np.array_equal((await window_store.read(a1)).vector, np.zeros(2))
+    assert np.array_equal((await window_store.read(a2)).vector, np.zeros(3))
+    assert np.array_equal((await window_store.read(other)).vector, vec(2, 2))
+    if isinstance(window_store, RedisWindowStore):
+        assert await server_keys(request, "m*") == []
+        assert len(await server_keys(request, "mx")) == 1  # one key per layout
+
+
+async def test_drop_of_unknown_monitor_is_a_no_op(
+    window_store: WindowStore, request: pytest.FixtureRequest
+) -> None:
+    kept = make_spec(monitor="kept", width=2)
+    bucket = kept.bucket_of(await store_now(window_store))
+    await window_store.apply(kept, {bucket: vec(3, 4)})
+
+    await window_store.drop("never-seen")
+
+    if isinstance(window_store, RedisWindowStore):
+        assert await server_keys(request, "never-seen") == []
+        assert len(await server_keys(request, "kept")) == 1
+    assert np.array_equal((await window_store.read(kept)).vector, vec(3, 4))
+    never_seen = make_spec(monitor="never-seen", width=2)
+    assert np.array_equal((await window_store.read(never_seen)).vector, vec(0, 0))
+
+
+async def test_late_deltas_reported_and_not_added(window_store: WindowStore) -> None:
+    spec = make_spec(width=2)
+    now = await store_now(window_store)
+    current = spec.bucket_of(now)
+    # Slid out: b + B <= now - W.
+    late = spec.bucket_of(now - spec.window_seconds) - spec.bucket_seconds
+    oldest_live = current - spec.window_seconds + spec.bucket_seconds
+    result = await window_store.apply(
+        spec, {late: vec(100, 100), current: vec(1, 2), oldest_live: vec(3, 4)}
+    )
+    assert result.late_buckets == frozenset({late})
+    assert np.array_equal(result.totals.vector, vec(4, 6))
+    assert np.array_equal((await window_store.read(spec)).vector, vec(4, 6))
+
+    only_late = await window_store.apply(spec, {late - spec.bucket_seconds: vec(5, 5)})
+    assert only_late.late_buckets == frozenset({late - spec.bucket_seconds})
+    assert np.array_equal(only_late.totals.vector, vec(4, 6))
+
+
+async def test_future_buckets_count(window_store: WindowStore) -> None:
+    spec = make_spec(width=2)
+    now = await store_now(window_store)
+    current = spec.bucket_of(now)
+    furthest = spec.bucket_of(now + 300)  # the engine admits events up to 300 s ahead
+    deltas = {current: vec(5, 6), current + 60: vec(3, 4), furthest: vec(1, 2)}
+    result = await window_store.apply(spec, deltas)
+    assert result.late_buckets == frozenset()
+    assert result.totals.vector.tolist() == [9, 12]
+    result = await window_store.apply(spec, {furthest: vec(1, 1)})
+    assert result.totals.vector.tolist() == [10, 13]
+    assert (await window_store.read(spec)).vector.tolist() == [10, 13]
+
+
+async def test_eviction_subtracts_exactly_and_empty_window_is_exact_zeros(
+    window_store: WindowStore, fake_clock: SettableClock, request: pytest.FixtureRequest
+) -> None:
+    spec = make_spec(width=3, window=2, bucket=1)
+    now = await store_now(window_store)
+    current = spec.bucket_of(now)
+    old, new = current - 1, current  # both live: b + B > now - W
+    # Slot 0 counts events; the others are fixed-point sums, signed and large.
+    old_deltas = [vec(3, 2**51 + 1, -7), vec(2, 2**51 - 3, 2**40)]
+    new_deltas = [vec(5, -(2**50), 9), vec(1, 17, -(2**45))]
+    for d_old, d_new in zip(old_deltas, new_deltas, strict=True):
+        result = await window_store.apply(spec, {old: d_old, new: d_new})
+        assert result.late_buckets == frozenset()
+    both = np.sum(old_deltas + new_deltas, axis=0)
+    assert np.array_equal(result.totals.vector, both)
+    assert result.totals.vector[0] == 11
+
+    if isinstance(window_store, MemoryWindowStore):
+        # The boundary itself: `old` is live until now - W reaches old + B.
+        fake_clock.set(old + spec.bucket_seconds + spec.window_seconds - 1e-3)
+        assert (await window_store.read(spec)).vector[0] == 11
+
+    await wait_until(window_store, fake_clock, old + spec.bucket_seconds + spec.window_seconds)
+    partial = await window_store.read(spec)
+    assert partial.vector[0] == 6
+    assert np.array_equal(partial.vector, np.sum(new_deltas, axis=0))
+    late = await window_store.apply(spec, {old: vec(9, 9, 9)})
+    assert late.late_buckets == frozenset({old})
+    assert late.totals.vector[0] == 6
+
+    await wait_until(window_store, fake_clock, new + spec.bucket_seconds + spec.window_seconds)
+    empty = await window_store.read(spec)
+    assert np.array_equal(empty.vector, np.zeros(3))
+    assert not np.signbit(empty.vector).any()
+    if isinstance(window_store, RedisWindowStore):
+        assert await server_keys(request, spec.monitor) == []
+
+
+async def test_concurrent_applies_lose_nothing(
+    window_store: WindowStore, peer_store: WindowStore
+) -> None:
+    rng = np.random.default_rng(4)
+    spec = make_spec(width=16)
+    current = spec.bucket_of(await store_now(window_store))
+    buckets = [current - k * spec.bucket_seconds for k in range(3)]
+    calls: list[tuple[WindowStore, dict[int, Vector]]] = []
+    for i in range(200):
+        chosen = random.Random(i).sample(buckets, k=1 + i % 3)
+        calls.append(
+            (
+                window_store if i % 2 else peer_store,
+                {b: counts(rng, spec.width) for b in chosen},
+            )
+        )
+    results = await asyncio.gather(*(store.apply(spec, deltas) for store, deltas in calls))
+    assert all(not r.late_buckets for r in results)
+    expected = np.sum([v for _, deltas in calls for v in deltas.values()], axis=0)
+    assert np.array_equal((await window_store.read(spec)).vector, expected)
+    assert np.array_equal((await peer_store.read(spec)).vector, expected)
+    # Some apply saw the full sum: the last one to run.
+    assert any(np.array_equal(r.totals.vector, expected) for r in results)
+
+
+async def test_returned_vectors_are_copies(window_store: WindowStore) -> None:
+    spec = make_spec(width=2)
+    bucket = spec.bucket_of(await store_now(window_store))
+    delta = vec(1, 1)
+    result = await window_store.apply(spec, {bucket: delta})
+    delta += 100
+    result.totals.vector[:] = -1
+    assert np.array_equal((await window_store.read(spec)).vector, vec(1, 1))
+
+
+@pytest.mark.parametrize(
+    ("deltas", "message"),
+    [
+        ({0: vec(1, 2, 3)}, "shape"),
+        ({30: vec(1, 2)}, "multiple"),
+        ({0: vec(1, float("nan"))}, "non-finite"),
+        ({0: vec(1, 0.5)}, "non-integral"),
+        ({0: vec(1, -(2.0**53))}, "2\\*\\*53"),
+    ],
+)
+async def test_invalid_deltas_rejected_and_nothing_applied(
+    window_store: WindowStore, deltas: Mapping[int, Vector], message: str
+) -> None:
+    spec = make_spec(width=2)
+    bucket = spec.bucket_of(await store_now(window_store))
+    shifted = {bucket + b: v for b, v in deltas.items()}
+    with pytest.raises(ValueError, match=message):
+        await window_store.apply(spec, {bucket: vec(1, 1), **shifted})
+    assert np.array_equal((await window_store.read(spec)).vector, np.zeros(2))
+
+
+async def test_monitor_with_braces_rejected(window_store: WindowStore) -> None:
+    with pytest.raises(ValueError, match="braces"):
+        await window_store.read(make_spec(monitor="a}b"))
+
+
+# --- Redis only ----------------------------------------------------------------------
+
+
+class Key:
+    """A window key decoded the way window.lua lays it out."""
+
+    def __init__(self, raw: bytes, spec: WindowSpec, future_seconds: float = 300.0) -> None:
+        ring, width = ring_slots(spec, future_seconds), spec.width
+        fields = np.frombuffer(raw, dtype=">i8").astype(np.int64)
+        assert fields.size == HEADER_FIELDS + ring + width + ring * width
+        self.header = fields[:HEADER_FIELDS].tolist()
+        self.ids = fields[HEADER_FIELDS : HEADER_FIELDS + ring]
+        self.totals = fields[HEADER_FIELDS + ring : HEADER_FIELDS + ring + width]
+        self.slots = fields[HEADER_FIELDS + ring + width :].reshape(ring, width)
+        self.ring = ring
+        self.bucket = spec.bucket_seconds
+
+    def slot(self, bucket: int) -> int:
+        return (bucket // self.bucket) % self.ring
+
+
+async def key_of(
+    client: redis.asyncio.Redis, spec: WindowSpec, future_seconds: float = 300.0
+) -> Key:
+    raw = await client.get(window_key(spec, future_seconds))
+    assert isinstance(raw, bytes)
+    return Key(raw, spec, future_seconds)
+
+
+def assert_consistent(key: Key) -> None:
+    """The totals are the sum of the occupied slots; empty slots hold zeros."""
+    occupied = key.ids != 0
+    assert not key.slots[~occupied].any()
+    assert np.array_equal(key.totals, key.slots[occupied].sum(axis=0))
+
+
+async def test_backends_agree_to_the_bit(
+    redis_store: RedisWindowStore, fake_clock: SettableClock
+) -> None:
+    rng = np.random.default_rng(5)
+    spec = make_spec(width=8, window=3600, bucket=60)
+    memory = MemoryWindowStore(clock=lambda: fake_clock.now)
+    current = spec.bucket_of(await store_now(redis_store))
+    for i in range(40):
+        deltas = {
+            current - (i % 4) * 60: big(rng, 8),
+            current - (i % 7) * 60: counts(rng, 8),
+            current + (i % 5) * 60: counts(rng, 8),  # up to 4 minutes ahead
+        }
+        from_redis = await redis_store.apply(spec, deltas)
+        fake_clock.set(from_redis.totals.now)  # the memory store at Redis's moment
+        from_memory = await memory.apply(spec, deltas)
+        assert np.array_equal(from_redis.totals.vector, from_memory.totals.vector)
+        assert from_redis.late_buckets == from_memory.late_buckets
+
+
+async def test_redis_ttl_of_the_window_key(
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+) -> None:
+    spec = make_spec(width=2, window=3600, bucket=60)
+    grace = grace_seconds(spec)
+    current = spec.bucket_of(await store_now(redis_store))
+    buckets = [current - k * 60 for k in (0, 5, 30)]
+    await redis_store.apply(spec, {b: vec(1, 1) for b in buckets})
+    await redis_store.apply(spec, {buckets[-1]: vec(1, 1)})  # older bucket: TTL must not shrink
+
+    assert await monitor_keys(raw_redis, spec.monitor) == [window_key(spec, 300).encode()]
+    # The key lives until its newest bucket has slid out, plus grace.
+    newest = (current + spec.bucket_seconds + spec.window_seconds + grace) * 1000
+    assert await raw_redis.pexpiretime(window_key(spec, 300)) == newest
+    header = (await key_of(raw_redis, spec)).header
+    assert header[:3] == [2, 60, ring_slots(spec, 300)] and header[4] == current
+
+
+async def test_redis_key_layout(redis_url: str, raw_redis: redis.asyncio.Redis) -> None:
+    spec = make_spec(width=3, window=3600, bucket=60)
+    store = RedisWindowStore.from_url(redis_url, future_seconds=120)
+    try:
+        result = await store.apply(spec, {0: vec(0, 0, 0)})  # only evicts: no key
+        assert await raw_redis.exists(store.window_key(spec)) == 0
+        current = spec.bucket_of(result.totals.now)
+        ahead = current + 120
+        result = await store.apply(
+            spec, {current: vec(1, 0, 3), current - 600: vec(0, 5, 0), ahead: vec(7, 0, 0)}
+        )
+    finally:
+        await store.close()
+    ring = ring_slots(spec, 120)
+    assert ring == 60 + 2 + 2
+    assert window_key(spec, 120) == f"driftline:{{m1}}:L1:window:{ring}"
+    assert await monitor_keys(raw_redis, spec.monitor) == [window_key(spec, 120).encode()]
+    assert await raw_redis.strlen(window_key(spec, 120)) == window_bytes(spec, 120)
+    key = await key_of(raw_redis, spec, 120)
+    last_out = spec.bucket_of(result.totals.now) - spec.window_seconds - spec.bucket_seconds
+    assert key.header == [3, 60, ring, last_out, ahead]
+    assert sorted(key.ids[key.ids != 0].tolist()) == [current - 600, current, ahead]
+    for bucket, content in ((current, (1, 0, 3)), (current - 600, (0, 5, 0)), (ahead, (7, 0, 0))):
+        assert key.ids[key.slot(bucket)] == bucket
+        assert key.slots[key.slot(bucket)].tolist() == list(content)
+    assert key.totals.tolist() == [8, 5, 3]
+    assert_consistent(key)
+
+
+async def test_redis_unavailable_raises() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisWindowStore.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.5)
+    spec = make_spec(width=2)
+    try:
+        assert await store.ping() is False
+        with pytest.raises(StoreUnavailableError) as apply_error:
+            await store.apply(spec, {0: vec(1, 1)})
+        assert apply_error.value.__cause__ is not None
+        with pytest.raises(StoreUnavailableError):
+            await store.read(spec)
+        with pytest.raises(StoreUnavailableError):
+            await store.drop(spec.monitor)
+    finally:
+        await store.close()
+
+
+async def test_redis_script_error_applies_nothing(
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+) -> None:
+    """A script that fails is not rolled back: its first write must be where it fails.
+
+    With Redis full (maxmemory, noeviction) the first write of a script is refused; the
+    window's first write is the BITFIELD that adds the deltas, so nothing is added, to an
+    existing window or a new one, and reads still work.
+    """
+    spec, fresh = make_spec(width=2), make_spec(monitor="fresh", width=2)
+    bucket = spec.bucket_of(await store_now(redis_store))
+    await redis_store.apply(spec, {bucket: vec(1, 2)})
+    before = await raw_redis.get(window_key(spec, 300))
+    await raw_redis.config_set("maxmemory", 1)
+    try:
+        for target in (spec, fresh):
+            with pytest.raises(StoreUnavailableError, match="maxmemory") as error:
+                await redis_store.apply(target, {bucket: vec(5, 5)})
+            assert error.value.__cause__ is not None
+        assert (await redis_store.read(spec)).vector.tolist() == [1, 2]
+    finally:
+        await raw_redis.config_set("maxmemory", 0)
+    assert await raw_redis.get(window_key(spec, 300)) == before
+    assert await raw_redis.exists(window_key(fresh, 300)) == 0
+    assert (await redis_store.apply(spec, {bucket: vec(5, 5)})).totals.vector.tolist() == [6, 7]
+
+
+async def test_redis_reloads_script_after_flush(
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+) -> None:
+    spec = make_spec(width=1)
+    bucket = spec.bucket_of(await store_now(redis_store))
+    await redis_store.apply(spec, {bucket: vec(1)})
+    await raw_redis.script_flush()
+    result = await redis_store.apply(spec, {bucket: vec(2)})
+    assert np.array_equal(result.totals.vector, vec(3))
+
+
+def corruptions(spec: WindowSpec) -> dict[str, bytes]:
+    """Values of a window key that the script must not trust, by what is wrong."""
+    ring, width = ring_slots(spec, 300), spec.width
+    size = HEADER_FIELDS + ring + width + ring * width
+
+    def layout(header: list[int], length: int = size, ids: dict[int, int] | None = None) -> bytes:
+        fields = np.zeros(length, dtype=">i8")
+        fields[: len(header)] = header
+        for slot, bucket in (ids or {}).items():
+            fields[HEADER_FIELDS + slot] = bucket
+        return fields.tobytes()
+
+    return {
+        "not a layout": b"\xc1 not a window",
+        "short": b"\x00\x01",
+        "other width": layout([width + 1, 60, ring, 0, 0], size + ring + 1),
+        "other ring": layout([width, 60, ring + 1, 0, 0], size + width + 1),
+        "truncated": layout([width, 60, ring, 0, 0], size - 1),
+        "misplaced id": layout([width, 60, ring, 0, 0], ids={0: 60}),
+        "unaligned id": layout([width, 60, ring, 0, 0], ids={0: 7}),
+    }
+
+
+@pytest.mark.parametrize("damage", list(corruptions(make_spec(width=2))))
+async def test_redis_heals_a_damaged_key(
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis, damage: str
+) -> None:
+    spec = make_spec(width=2)
+    current = spec.bucket_of(await store_now(redis_store))
+    await redis_store.apply(spec, {current: vec(1, 2)})
+    await raw_redis.set(window_key(spec, 300), corruptions(spec)[damage])
+    # A read drops what it cannot trust; it never fails.
+    assert (await redis_store.read(spec)).vector.tolist() == [0, 0]
+    assert await raw_redis.exists(window_key(spec, 300)) == 0
+
+    await raw_redis.set(window_key(spec, 300), corruptions(spec)[damage])
+    result = await redis_store.apply(spec, {current: vec(10, 20), current - 60: vec(1, 1)})
+    assert result.totals.vector.tolist() == [11, 21]
+    assert (await redis_store.read(spec)).vector.tolist() == [11, 21]
+    assert await raw_redis.strlen(window_key(spec, 300)) == window_bytes(spec, 300)
+    assert await raw_redis.pttl(window_key(spec, 300)) > 0
+    assert_consistent(await key_of(raw_redis, spec))
+
+
+async def test_redis_heals_a_key_of_another_type(
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+) -> None:
+    spec = make_spec(width=2)
+    await raw_redis.hset(window_key(spec, 300), "wrong", "type")
+    assert (await redis_store.read(spec)).vector.tolist() == [0, 0]
+    assert await raw_redis.exists(window_key(spec, 300)) == 0
+    await raw_redis.hset(window_key(spec, 300), "wrong", "type")
+    bucket = spec.bucket_of(await store_now(redis_store))
+    result = await redis_store.apply(spec, {bucket: vec(1, 2)})
+    assert result.totals.vector.tolist() == [1, 2]
+    assert await raw_redis.type(window_key(spec, 300)) == b"string"
+
+
+async def test_redis_starts_afresh_when_the_key_expired(
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+) -> None:
+    spec = make_spec(width=2)
+    current = spec.bucket_of(await store_now(redis_store))
+    await redis_store.apply(spec, {current: vec(1, 2), current - 60: vec(10, 20)})
+    await raw_redis.delete(window_key(spec, 300))  # as if its TTL had fired
+    assert (await redis_store.read(spec)).vector.tolist() == [0, 0]
+    result = await redis_store.apply(spec, {current: vec(100, 100)})
+    assert result.totals.vector.tolist() == [100, 100]
+
+
+async def test_redis_common_path_costs_three_commands_whatever_the_width(
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+) -> None:
+    """EVALSHA, TIME and one BITFIELD per apply; EVALSHA, TIME and GETRANGE per read.
+
+    Counted as `INFO commandstats` counts them (the script's commands and the EVALSHA),
+    after a first apply that created the window and gave the bucket its slot. Widths up
+    to ~990 fit one BITFIELD when every element changes (Lua's stack bounds one call).
+    """
+
+    async def commands(call: Awaitable[object]) -> dict[str, int]:
+        await raw_redis.config_resetstat()
+        await call
+        stats = await raw_redis.info("commandstats")
+        ignored = {"cmdstat_config|resetstat", "cmdstat_info"}
+        return {k[8:]: int(v["calls"]) for k, v in stats.items() if k not in ignored}
+
+    for width in (1, 900):
+        spec = make_spec(monitor=f"w{width}", width=width)
+        for _ in range(3):  # again if a bucket boundary passes in between
+            bucket = spec.bucket_of(await store_now(redis_store))
+            first = await commands(redis_store.apply(spec, {bucket: np.ones(width)}))
+            applied = await commands(redis_store.apply(spec, {bucket: np.ones(width)}))
+            read = await commands(redis_store.read(spec))
+            if spec.bucket_of(await store_now(redis_store)) == bucket:
+                break
+        # A new window: the optimistic BITFIELD, then SET, BITFIELD, GETRANGE.
+        assert first == {"evalsha": 1, "time": 1, "bitfield": 2, "set": 1, "getrange": 1}
+        assert applied == {"evalsha": 1, "time": 1, "bitfield": 1}
+        assert read == {"evalsha": 1, "time": 1, "getrange": 1}
+
+
+async def test_redis_memory_is_fixed_by_the_layout(
+    redis_url: str, raw_redis: redis.asyncio.Redis, fake_clock: SettableClock
+) -> None:
+    rng = np.random.default_rng(6)
+    spec = make_spec(width=16, window=1, bucket=1)
+    store = RedisWindowStore.from_url(redis_url, future_seconds=1)
+    key = store.window_key(spec)
+    try:
+        current = spec.bucket_of(await store_now(store))
+        await store.apply(spec, {current: np.ones(16)})
+        usage = await raw_redis.memory_usage(key, samples=0)
+        for _ in range(50):  # the same bucket, ever larger counts
+            await store.apply(spec, {current: big(rng, 16)})
+        assert await raw_redis.memory_usage(key, samples=0) == usage
+        # New buckets, evicting old ones, reusing slots (a ring of 4 wraps in a second).
+        await wait_until(store, fake_clock, current + 2)
+        now = await store_now(store)
+        later = spec.bucket_of(now)
+        await store.apply(spec, {later - 1: big(rng, 16), later + 1: big(rng, 16)})
+        assert await raw_redis.memory_usage(key, samples=0) == usage
+        assert await raw_redis.strlen(key) == window_bytes(spec, 1)
+        assert_consistent(await key_of(raw_redis, spec, 1))
+    finally:
+        await store.close()
+
+
+async def test_redis_ring_wraps_around_and_evicts_like_the_memory_store(
+    redis_url: str, raw_redis: redis.asyncio.Redis, fake_clock: SettableClock
+) -> None:
+    """A ring of 4 one-second slots, written for 5 seconds, one to two ahead of now.
+
+    Every second the bucket two ahead lands on the slot of one that just slid out (the
+    fix-up evicts it, optimistic increments included, and adds them back), so slots are
+    reused several times over; totals must match the memory store and an independent sum.
+    """
+    rng = np.random.default_rng(7)
+    spec = make_spec(width=5, window=1, bucket=1)
+    store = RedisWindowStore.from_url(redis_url, future_seconds=1)
+    memory = MemoryWindowStore(clock=lambda: fake_clock.now)
+    assert ring_slots(spec, 1) == 4
+    sent: dict[int, Vector] = {}
+    try:
+        start = spec.bucket_of(await store_now(store))
+        for second in range(5):
+            await wait_until(store, fake_clock, start + second)
+            current = spec.bucket_of(await store_now(store))
+            for offset in (-1, 0, 1, 2):
+                deltas = {current + offset: big(rng, 5), current: counts(rng, 5)}
+                result = await store.apply(spec, deltas)
+                fake_clock.set(result.totals.now)
+                mirror = await memory.apply(spec, deltas)
+                assert result.late_buckets == mirror.late_buckets
+                for bucket, delta in deltas.items():
+                    if bucket not in result.late_buckets:
+                        sent[bucket] = sent.get(bucket, np.zeros(5)) + delta
+                live = [v for b, v in sent.items() if b + 1 > result.totals.now - 1]
+                expected = np.sum(live, axis=0) if live else np.zeros(5)
+                assert np.array_equal(result.totals.vector, expected)
+                assert np.array_equal(result.totals.vector, mirror.totals.vector)
+            key = await key_of(raw_redis, spec, 1)
+            assert_consistent(key)
+            assert set(key.ids[key.ids != 0].tolist()) <= set(sent)
+        assert len(sent) > 4  # more buckets than slots: the ring wrapped
+    finally:
+        await store.close()
+
+
+async def test_redis_older_live_bucket_lands_in_its_slot_and_leaves_on_time(
+    redis_url: str, raw_redis: redis.asyncio.Redis, fake_clock: SettableClock
+) -> None:
+    store = RedisWindowStore.from_url(redis_url, future_seconds=0)
+    try:
+        for attempt in range(3):  # again if the second turns between two calls
+            spec = make_spec(monitor=f"older-{attempt}", width=3, window=2, bucket=1)
+            current = spec.bucket_of(await store_now(store))
+            oldest = current - 2  # the oldest live bucket: live while oldest + B > now - W
+            result = await store.apply(spec, {current: vec(1, 1, 1), oldest: vec(10, 20, 30)})
+            if not result.late_buckets:
+                break
+        assert result.totals.vector.tolist() == [11, 21, 31]
+        key = await key_of(raw_redis, spec, 0)
+        assert key.ids[key.slot(oldest)] == oldest
+        assert key.slots[key.slot(oldest)].tolist() == [10, 20, 30]
+        assert key.totals.tolist() == [11, 21, 31]
+
+        # Whatever the moment of a read, the bucket counts exactly while now < leaves.
+        leaves = oldest + spec.bucket_seconds + spec.window_seconds
+        for moment in (leaves - 0.3, leaves):
+            await wait_until(store, fake_clock, moment)
+            totals = await store.read(spec)
+            expected = [11, 21, 31] if totals.now < leaves else [1, 1, 1]
+            assert totals.vector.tolist() == expected, totals
+        assert totals.now >= leaves
+        key = await key_of(raw_redis, spec, 0)
+        assert key.ids[key.slot(oldest)] == 0
+        assert not key.slots[key.slot(oldest)].any()
+        assert key.header[3] == oldest  # evicted_through
+        assert key.ids[key.slot(current)] == current
+        assert_consistent(key)
+    finally:
+        await store.close()
+
+
+async def test_redis_evicts_counts_past_2_53_exactly(
+    redis_url: str, raw_redis: redis.asyncio.Redis, fake_clock: SettableClock
+) -> None:
+    """A slot past 2**53 is subtracted from the totals exactly (as two 32-bit halves).
+
+    Read as one double, 2**53 + 3 would round to 2**53 + 4 and the totals would keep
+    the difference for as long as the window lives.
+    """
+    spec = make_spec(width=2, window=1, bucket=1)
+    store = RedisWindowStore.from_url(redis_url, future_seconds=1)
+    try:
+        current = spec.bucket_of(await store_now(store))
+        big_one = {current: vec(2**52 + 1, -(2**52) - 1), current + 1: vec(5, 7)}
+        await store.apply(spec, big_one)
+        await store.apply(spec, {current: vec(2**52 + 2, -(2**52) - 2)})
+        key = await key_of(raw_redis, spec, 1)
+        assert key.slots[key.slot(current)].tolist() == [2**53 + 3, -(2**53) - 3]
+        await wait_until(store, fake_clock, current + spec.bucket_seconds + spec.window_seconds)
+        assert (await store.read(spec)).vector.tolist() == [5, 7]
+        key = await key_of(raw_redis, spec, 1)
+        assert key.totals.tolist() == [5, 7]
+        assert_consistent(key)
+    finally:
+        await store.close()
+
+
+async def test_redis_bucket_past_the_ring_is_reported_late(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    spec = make_spec(width=2, window=3600, bucket=60)
+    store = RedisWindowStore.from_url(redis_url, future_seconds=300)
+    try:
+        for _ in range(3):  # again if a bucket boundary passes between two calls
+            await store.drop(spec.monitor)
+            now = await store_now(store)
+            current = spec.bucket_of(now)
+            last_out = current - spec.window_seconds - spec.bucket_seconds
+            horizon = last_out + ring_slots(spec, 300) * spec.bucket_seconds
+            assert horizon >= now + 300
+            result = await store.apply(
+                spec, {current: vec(1, 1), horizon: vec(2, 2), horizon + 60: vec(100, 100)}
+            )
+            if spec.bucket_of(result.totals.now) == current:
+                break
+        assert result.late_buckets == frozenset({horizon + 60})
+        assert result.totals.vector.tolist() == [3, 3]
+        assert_consistent(await key_of(raw_redis, spec))
+    finally:
+        await store.close()
+
+
+async def test_redis_never_overwrites_a_live_bucket_of_another_window(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """Two replicas whose windows differ but whose rings match share one key.
+
+    Window 3 s ahead 1 s and window 1 s ahead 3 s both make a ring of 6 one-second
+    slots; to the first, a bucket 3 s old is live, and its slot is the one the second
+    gave a bucket 3 s ahead. The optimistic increments are undone and the bucket is
+    reported late rather than mixed into the other's counts.
+    """
+    long = make_spec(monitor="mixed", width=2, window=3, bucket=1)
+    short = make_spec(monitor="mixed", width=2, window=1, bucket=1)
+    assert ring_slots(long, 1) == ring_slots(short, 3) == 6
+    store_long = RedisWindowStore.from_url(redis_url, future_seconds=1)
+    store_short = RedisWindowStore.from_url(redis_url, future_seconds=3)
+    try:
+        for _ in range(3):  # again if the second turns between the calls
+            await store_short.drop("mixed")
+            current = long.bucket_of(await store_now(store_short))
+            ahead = await store_short.apply(short, {current + 3: vec(1, 1)})
+            result = await store_long.apply(long, {current - 3: vec(5, 5), current: vec(2, 3)})
+            if long.bucket_of(result.totals.now) == long.bucket_of(ahead.totals.now) == current:
+                break
+        assert result.late_buckets == frozenset({current - 3})
+        assert result.totals.vector.tolist() == [3, 4]
+        key = await key_of(raw_redis, long, 1)
+        assert key.slots[key.slot(current + 3)].tolist() == [1, 1]
+        assert_consistent(key)
+    finally:
+        await store_long.close()
+        await store_short.close()
+
+
+async def test_redis_replicas_with_other_rings_do_not_wipe_each_other(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """A rolling change of the future allowance (or of a monitor's window length).
+
+    The ring size names the key: old and new replicas each keep a whole window of their
+    own while both run, instead of rebuilding a key shaped for the other on every flush.
+    """
+    spec = make_spec(width=2)
+    old = RedisWindowStore.from_url(redis_url, future_seconds=300)
+    new = RedisWindowStore.from_url(redis_url, future_seconds=600)
+    try:
+        assert old.window_key(spec) != new.window_key(spec)
+        bucket = spec.bucket_of(await store_now(old))
+        for _ in range(3):
+            await old.apply(spec, {bucket: vec(1, 0)})
+            await new.apply(spec, {bucket: vec(0, 1)})
+        assert (await old.read(spec)).vector.tolist() == [3, 0]
+        assert (await new.read(spec)).vector.tolist() == [0, 3]
+        assert len(await monitor_keys(raw_redis, spec.monitor)) == 2
+        await old.drop(spec.monitor)
+        assert await monitor_keys(raw_redis, spec.monitor) == []
+    finally:
+        await old.close()
+        await new.close()
+
+
+async def test_redis_wide_windows_go_out_in_slices(
+    redis_url: str, raw_redis: redis.asyncio.Redis, fake_clock: SettableClock
+) -> None:
+    """Past ~8000 arguments a BITFIELD is split (Lua's stack); the numbers do not change.
+
+    Width 2500, several buckets touching every element: the optimistic BITFIELD, the
+    rebuild and the eviction of a slot all take more than one command.
+    """
+    rng = np.random.default_rng(8)
+    spec = make_spec(width=2500, window=1, bucket=1)
+    store = RedisWindowStore.from_url(redis_url, future_seconds=1)
+    memory = MemoryWindowStore(clock=lambda: fake_clock.now)
+    try:
+        current = spec.bucket_of(await store_now(store))
+        for when in (current, current + 1):
+            await wait_until(store, fake_clock, when)
+            now = spec.bucket_of(await store_now(store))
+            for _ in range(2):
+                deltas = {now + k: big(rng, 2500) for k in (-1, 0, 1, 2)}
+                result = await store.apply(spec, deltas)
+                fake_clock.set(result.totals.now)
+                mirror = await memory.apply(spec, deltas)
+                assert result.late_buckets == mirror.late_buckets
+                assert np.array_equal(result.totals.vector, mirror.totals.vector)
+            assert_consistent(await key_of(raw_redis, spec, 1))
+        assert np.array_equal((await store.read(spec)).vector, mirror.totals.vector)
+    finally:
+        await store.close()
+
+
+async def test_redis_server_does_not_persist(raw_redis: redis.asyncio.Redis) -> None:
+    assert (await raw_redis.config_get("save"))["save"] == ""
+    assert (await raw_redis.config_get("appendonly"))["appendonly"] == "no"
+
+
+@pytest.mark.parametrize("fenced", [True, False])
+async def test_redis_refuses_a_flush_that_arrives_after_its_deadline(
+    redis_url: str, raw_redis: redis.asyncio.Redis, fenced: bool
+) -> None:
+    """A flush Redis runs only after the replica gave up on it must not count.
+
+    CLIENT PAUSE holds the script past the fence (0.2 s) but within the socket timeout,
+    so the reply still arrives: fenced, the script refuses and nothing is added;
+    unfenced (the counterfactual), the same late script adds its deltas.
+    """
+    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5)
+    store = RedisWindowStore(client, fence_seconds=0.2 if fenced else None)
+    spec = make_spec(width=2)
+    try:
+        now = (await store.read(spec)).now  # learns the Redis clock offset
+        bucket = spec.bucket_of(now)
+        await raw_redis.execute_command("CLIENT", "PAUSE", 600, "WRITE")
+        if fenced:
+            with pytest.raises(StoreUnavailableError, match="deadline passed"):
+                await store.apply(spec, {bucket: vec(1, 2)})
+        else:
+            await store.apply(spec, {bucket: vec(1, 2)})
+        totals = await store.read(spec)
+        expected = [0.0, 0.0] if fenced else [1.0, 2.0]
+        assert totals.vector.tolist() == expected
+        # The fence holds only for late flushes: a timely one is applied.
+        await store.apply(spec, {bucket: vec(1, 2)})
+        assert (await store.read(spec)).vector.tolist() == [
+            x + y for x, y in zip(expected, [1, 2], strict=True)
+        ]
+    finally:
+        await raw_redis.execute_command("CLIENT", "UNPAUSE")
+        await store.close()
