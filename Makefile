@@ -45,7 +45,7 @@ redis-server: ## install redis-server from the distribution's packages if missin
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
 run: $(VENV)/.runtime ## the service on :8080, embedded store, example monitor
-	$(BIN)/driftline serve --monitors-dir examples/monitors
+	$(BIN)/driftline serve --monitors-dir examples/monitors --default-monitor credit-risk
 
 lint: $(VENV)/.test ## ruff check and format check; the CI workflows against their schema
 	$(BIN)/ruff check .

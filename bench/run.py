@@ -56,7 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each")
     p.add_argument("--connections", type=int, default=64, help="wrk connections")
     p.add_argument(
-        "--repeat", type=int, default=2, help="measured runs per throughput figure (best kept)"
+        "--repeat",
+        type=int,
+        default=2,
+        help="measured runs per figure: a ratio is the mean of (framework, service) pairs "
+        "run back to back; a plain throughput or latency figure is the fastest run",
     )
     p.add_argument(
         "--redis-events",

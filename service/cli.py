@@ -1,35 +1,75 @@
-"""The `driftline` command: serve, build baselines, simulate traffic."""
+"""The `driftline` command: serve, show the settings, build baselines, simulate traffic."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from driftline import __version__
 from driftline.core.policy import DEFAULTS
 from driftline.core.profile import BaselineError, FeatureKind, encode_profile, load_baseline
 from driftline.logs import configure_logging
-from driftline.settings import SettingsError, load_settings
+from driftline.settings import Settings, SettingsError, load_settings, setting_sources
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings `serve` and `config` take as flags (None: not given)."""
+    return {
+        "host": args.host,
+        "port": args.port,
+        "monitors_dir": args.monitors_dir,
+        "redis_url": args.redis_url,
+        "default_monitor": args.default_monitor,
+    }
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    try:
+        return load_settings(**_flag_overrides(args))
+    except SettingsError as exc:
+        print(f"driftline: invalid settings: {exc}", file=sys.stderr)
+        return None
 
 
 def _serve(args: argparse.Namespace) -> int:
     from driftline.http.app import serve
 
-    try:
-        settings = load_settings(
-            host=args.host,
-            port=args.port,
-            monitors_dir=args.monitors_dir,
-            redis_url=args.redis_url,
-        )
-    except SettingsError as exc:
-        print(f"driftline: invalid settings: {exc}", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return 2
     configure_logging(settings.log_level)
     asyncio.run(serve(settings))
+    return 0
+
+
+def _setting_lines(
+    values: Mapping[str, Any], sources: Mapping[str, str], prefix: str = ""
+) -> Iterator[str]:
+    indent = "  " * prefix.count(".")
+    for name, value in values.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            yield f"{indent}{name}:"
+            yield from _setting_lines(value, sources, f"{path}.")
+        else:
+            # JSON scalars are YAML: the output is a valid settings file.
+            yield f"{indent}{name}: {json.dumps(value)}  # {sources.get(path, 'default')}"
+
+
+def _config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    sources = setting_sources(**_flag_overrides(args))
+    for line in _setting_lines(msgspec.to_builtins(settings), sources):
+        print(line)
     return 0
 
 
@@ -83,6 +123,19 @@ def _controller(args: argparse.Namespace) -> int:
     return run(settings)
 
 
+def _service_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--host", help="listen address (default 0.0.0.0, env DRIFTLINE_HOST)")
+    command.add_argument("--port", type=int, help="listen port (default 8080, env DRIFTLINE_PORT)")
+    command.add_argument(
+        "--monitors-dir", help="directory of monitor configs (DRIFTLINE_MONITORS_DIR)"
+    )
+    command.add_argument("--redis-url", help="Redis URL; embedded store when unset (REDIS_URL)")
+    command.add_argument(
+        "--default-monitor",
+        help="monitor for requests that name none (DRIFTLINE_DEFAULT_MONITOR)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     root = argparse.ArgumentParser(prog="driftline", description=__doc__)
@@ -90,23 +143,41 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the drift service")
-    serve.add_argument("--host", help="listen address (default 0.0.0.0, env DRIFTLINE_HOST)")
-    serve.add_argument("--port", type=int, help="listen port (default 8080, env DRIFTLINE_PORT)")
-    serve.add_argument(
-        "--monitors-dir", help="directory of monitor configs (DRIFTLINE_MONITORS_DIR)"
-    )
-    serve.add_argument("--redis-url", help="Redis URL; embedded store when unset (REDIS_URL)")
+    _service_flags(serve)
     serve.set_defaults(run=_serve)
+
+    config = commands.add_parser(
+        "config",
+        help="print the resolved settings and where each value comes from",
+        description="Print the settings `driftline serve` would run with (same flags and "
+        "variables), as a settings file: each line says whether its value is the default "
+        "or comes from DRIFTLINE_SETTINGS_FILE, an environment variable or a flag.",
+    )
+    _service_flags(config)
+    config.set_defaults(run=_config)
 
     baseline = commands.add_parser("baseline", help="baseline profiles")
     baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True)
     build = baseline_commands.add_parser(
-        "build", help="build a profile from training rows (CSV, JSON records or columns)"
+        "build",
+        help="build a profile from training rows (CSV, JSON records or columns)",
     )
     build.add_argument("data", help="training data file")
-    build.add_argument("-o", "--output", default="-", help="profile file to write (default stdout)")
-    build.add_argument("--bins", type=int, default=DEFAULTS.bins, help="quantile bins per numeric")
-    build.add_argument("--top-k", type=int, default=DEFAULTS.top_k, help="categories kept")
+    build.add_argument(
+        "-o", "--output", default="-", help="profile file to write; - is stdout (default -)"
+    )
+    build.add_argument(
+        "--bins",
+        type=int,
+        default=DEFAULTS.bins,
+        help="quantile bins per numeric feature (default %(default)s)",
+    )
+    build.add_argument(
+        "--top-k",
+        type=int,
+        default=DEFAULTS.top_k,
+        help="categories kept per categorical feature (default %(default)s)",
+    )
     build.add_argument(
         "--categorical",
         action="append",
@@ -123,19 +194,37 @@ def parser() -> argparse.ArgumentParser:
     )
     build.set_defaults(run=_baseline_build)
 
-    simulate = commands.add_parser("simulate", help="send realistic traffic to a running service")
-    simulate.add_argument("--url", default="http://127.0.0.1:8080", help="service base URL")
-    simulate.add_argument("--monitor", help="monitor to send to (default: the service's default)")
+    simulate = commands.add_parser(
+        "simulate",
+        help="send realistic traffic to a running service",
+        description="Draw events from the monitor's own baseline profile and send them, one "
+        "scenario after another (they share the window, as real traffic would): baseline "
+        "(drift-free), moderate (numeric features shifted by 0.5 SD, 15 % of each "
+        "categorical moved to its rarest category), high (2 SD, 60 %), feature:NAME "
+        "(only NAME drifts, as high), or all of the first three.",
+    )
+    simulate.add_argument(
+        "--url", default="http://127.0.0.1:8080", help="service base URL (default %(default)s)"
+    )
+    simulate.add_argument("--monitor", help="monitor to send to; unset: the service's default")
     simulate.add_argument(
         "--scenario",
         default="all",
-        help="baseline | moderate | high | feature:NAME | all (default: all in turn)",
+        help="baseline | moderate | high | feature:NAME | all: baseline, moderate, high in "
+        "turn (default %(default)s)",
     )
-    simulate.add_argument("--events", type=int, default=500, help="events per scenario")
-    simulate.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    simulate.add_argument("--seed", type=int, default=7, help="random seed")
     simulate.add_argument(
-        "--batch", type=int, default=0, help="send batches of this size instead of /predict"
+        "--events", type=int, default=500, help="events per scenario (default %(default)s)"
+    )
+    simulate.add_argument(
+        "--concurrency", type=int, default=16, help="requests in flight (default %(default)s)"
+    )
+    simulate.add_argument("--seed", type=int, default=7, help="random seed (default %(default)s)")
+    simulate.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="send batches of this size instead of /predict; 0: /predict (default %(default)s)",
     )
     simulate.set_defaults(run=_simulate)
 

@@ -131,7 +131,38 @@ def _decode_file(path: Path) -> dict[str, Any]:
         data = msgspec.json.decode(raw)
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    for key in data:
+        if key in ENVIRONMENT or key == SETTINGS_FILE_VARIABLE:
+            section, field = ENVIRONMENT.get(key, (None, key))
+            name = f"{section}: {{{field}: ...}}" if section else f"{field}: ..."
+            raise SettingsError(
+                f"{path}: unknown field `{key}`: a settings file takes the settings' own "
+                f"names (here `{name}`), environment variable names go in the environment"
+            )
     return data
+
+
+def setting_sources(environ: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, str]:
+    """Where each setting that is not its default comes from, by dotted path.
+
+    The settings file's path, the environment variable's name, or "command line"; the
+    same precedence as load_settings (later wins).
+    """
+    env = os.environ if environ is None else environ
+    sources: dict[str, str] = {}
+    file = env.get(SETTINGS_FILE_VARIABLE)
+    if file:
+        for key, value in _decode_file(Path(file)).items():
+            inner = value.items() if isinstance(value, dict) else [(None, None)]
+            for field, _ in inner:
+                sources[f"{key}.{field}" if field else key] = f"{SETTINGS_FILE_VARIABLE}={file}"
+    for variable, (section, field) in ENVIRONMENT.items():
+        if env.get(variable, "") != "":
+            sources[f"{section}.{field}" if section else field] = variable
+    for field, value in overrides.items():
+        if value is not None and value != [] and value != ():
+            sources[field] = "command line"
+    return sources
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

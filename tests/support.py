@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +21,26 @@ from driftline.core.profile import BaselineProfile, build_profile
 from driftline.core.severity import Severity
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+EXAMPLE_CONFIG = EXAMPLES / "monitors" / "credit-risk.yaml"
+# Lives as long as the test process; removed at exit.
+_EXAMPLE_MONITORS = tempfile.TemporaryDirectory(prefix="driftline-example-monitors-")
+
+
+@functools.cache
+def example_monitors() -> Path:
+    """A monitors directory holding the example monitor and nothing else.
+
+    `make run` watches examples/monitors, the obvious place for a user's own configs, so
+    the suite never loads that folder itself: a user's file there must not change a test.
+    """
+    directory = Path(_EXAMPLE_MONITORS.name)
+    text = EXAMPLE_CONFIG.read_text()
+    (directory / EXAMPLE_CONFIG.name).write_text(
+        text.replace("../baseline_data.json", str(EXAMPLES / "baseline_data.json"))
+    )
+    return directory
+
 
 # What the outbox keeps of the assessment that made a change: a critical "age" and a
 # warning "income" on a window of 500 events.

@@ -32,7 +32,7 @@ import pytest
 import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import wait_until
+from support import example_monitors, wait_until
 
 from driftline.alerts.dispatch import backoff
 from driftline.alerts.redis import GROUP, alert_keys
@@ -153,12 +153,12 @@ def write_receivers(directory: Path, receivers: list[dict[str, Any]]) -> Path:
 def make_settings(
     redis_url: str | None,
     alerts_dir: Path,
-    monitors_dir: Path = EXAMPLES / "monitors",
+    monitors_dir: Path | None = None,
     **alerts: Any,
 ) -> Settings:
     return Settings(
         host="127.0.0.1",
-        monitors_dir=str(monitors_dir),
+        monitors_dir=str(monitors_dir or example_monitors()),
         redis_url=redis_url,
         alerts_dir=str(alerts_dir),
         flush_interval=0.001,
@@ -382,6 +382,11 @@ async def test_two_instances_deliver_one_signed_alert_per_transition_and_resolve
             assert {d["status"] for d in view["deliveries"].values()} == {"delivered"}
             assert {d["attempts"] for d in view["deliveries"].values()} == {1}
             assert view["acknowledgement"] is None
+            # Times are ISO 8601 like every other answer (not Unix seconds).
+            for delivery in view["deliveries"].values():
+                sent = datetime.fromisoformat(delivery["delivered_at"])
+                assert sent.tzinfo is not None and delivery["delivered_at"].endswith("Z")
+                assert delivery["updated_at"].endswith("Z")
 
     # Acknowledge on one replica, see it on the other.
     response = await a.post(
@@ -390,6 +395,7 @@ async def test_two_instances_deliver_one_signed_alert_per_transition_and_resolve
     body = await response.json()
     assert response.status == 200, body
     assert body["acknowledgement"]["by"] == "oncall"
+    assert datetime.fromisoformat(body["acknowledgement"]["at"]).tzinfo is not None
     assert (await history(b))["alerts"][1]["acknowledgement"]["comment"] == "ok"
     response = await b.post(f"/v1/monitors/{MONITOR}/alerts/2/ack")
     assert response.status == 200 and (await response.json())["acknowledgement"]["by"]
@@ -611,8 +617,7 @@ async def test_embedded_store_delivers_and_resolves_after_the_cool_down(
 ) -> None:
     monitors = tmp_path / "monitors"
     monitors.mkdir()
-    config = (EXAMPLES / "monitors" / "credit-risk.yaml").read_text()
-    config = config.replace("../baseline_data.json", str(EXAMPLES / "baseline_data.json"))
+    config = (example_monitors() / "credit-risk.yaml").read_text()
     (monitors / "credit-risk.yaml").write_text(config + "alert_cooldown_seconds: 1.0\n")
     hook = await endpoints()
     alerts_dir = write_receivers(

@@ -25,7 +25,7 @@ import pytest
 import redis
 import redis.asyncio
 from aiohttp.test_utils import TestClient
-from support import wait_until
+from support import example_monitors, wait_until
 
 from driftline.core.monitor import Monitor
 from driftline.engine.registry import MonitorRegistry
@@ -35,7 +35,7 @@ from driftline.stores.redis import RedisWindowStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-MONITORS_DIR = EXAMPLES / "monitors"
+MONITORS_DIR = example_monitors()
 MONITOR = "credit-risk"
 PROBLEM = "application/problem+json"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -343,7 +343,7 @@ def served(redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[by
                 "--host",
                 "127.0.0.1",
                 "--monitors-dir",
-                "examples/monitors",
+                str(MONITORS_DIR),
             ],
             cwd=ROOT,
             env=env,

@@ -203,3 +203,37 @@ async def test_baseline_data_path_serves_default_monitor(aiohttp_client: Any) ->
     assert set(body["feature_scores"]) >= {"age", "income", "tenure_months", "product_category"}
     assert body["monitor"] == "default"
     assert body["timestamp"].endswith("Z")
+
+
+async def test_adding_a_second_monitor_keeps_a_named_default_and_says_why_one_is_lost(
+    aiohttp_client: Any, tmp_path: Path, caplog: Any
+) -> None:
+    write_config(tmp_path / "credit-risk.yaml", config("credit-risk"))
+    client = await aiohttp_client(create_app(reload_settings(tmp_path)))
+    assert (await client.post("/monitor/predict", json=ORIGINAL_PAYLOAD)).status == 200
+
+    caplog.set_level("WARNING", logger="driftline.engine.registry")
+    write_config(tmp_path / "fraud.yaml", config("fraud"))
+
+    async def both_loaded() -> bool:
+        return await monitor_names(client) == {"credit-risk", "fraud"}
+
+    await wait_until(both_loaded, "the second monitor to load")
+    refused = await client.post("/monitor/predict", json=ORIGINAL_PAYLOAD)
+    problem = await refused.json()
+    assert refused.status == 422
+    assert "DRIFTLINE_DEFAULT_MONITOR" in problem["detail"]
+    assert "credit-risk, fraud" in problem["detail"]
+    assert any("no default monitor any more" in r.getMessage() for r in caplog.records)
+
+    # Naming the default keeps the quick start's requests working with any number of monitors.
+    named = Settings(
+        host="127.0.0.1",
+        monitors_dir=str(tmp_path),
+        reload_interval=0.05,
+        default_monitor="credit-risk",
+    )
+    client = await aiohttp_client(create_app(named))
+    answer = await client.post("/monitor/predict", json=ORIGINAL_PAYLOAD)
+    assert answer.status == 200
+    assert (await answer.json())["monitor"] == "credit-risk"

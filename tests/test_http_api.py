@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
-from support import wait_until
+from support import example_monitors, wait_until
 
 from driftline.core.limits import Limits
 from driftline.core.profile import load_baseline
@@ -35,7 +35,7 @@ PROBLEM = "application/problem+json"
 def make_settings(redis_url: str | None, **extra: Any) -> Settings:
     return Settings(
         host="127.0.0.1",
-        monitors_dir=str(EXAMPLES / "monitors"),
+        monitors_dir=str(example_monitors()),
         redis_url=redis_url,
         flush_interval=0.001,
         **extra,
@@ -378,6 +378,14 @@ async def test_columns_refuse_ragged_empty_oversized_and_future(aiohttp_client: 
     assert status == 400 and problem["errors"][0]["field"] == "timestamp"
     status, problem, _ = await post_json(client, path, {"columns": {"age": [True]}})
     assert status == 422 and problem["errors"][0]["field"] == "columns.age[0]"
+    # A request none of whose columns is a feature (a typo) would count all-missing events.
+    status, problem, _ = await post_json(client, path, {"columns": {"agee": [31, 40]}})
+    assert status == 422, problem
+    assert problem["errors"][0]["field"] == "columns"
+    assert problem["errors"][0]["reason"] == "no_known_features"
+    assert "got agee; features: age, channel, credit_score, income" in problem["detail"]
+    report = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert report["window"]["events"] == 0
 
 
 async def test_late_events_are_acknowledged_not_counted(client: TestClient) -> None:

@@ -36,7 +36,9 @@ class Rejection:
 
     index: int  # the event's position in what was submitted
     field: Literal["features", "timestamp"]
-    reason: str  # invalid_value | too_many_features | invalid_timestamp | future_timestamp
+    # invalid_value | too_many_features | no_known_features | invalid_timestamp |
+    # future_timestamp
+    reason: str
     message: str
     feature: str | None = None
 

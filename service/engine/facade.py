@@ -122,6 +122,8 @@ class DriftEngine:
                 raise NoDefaultMonitorError(
                     "no default monitor: name one of "
                     + (", ".join(m.name for m in self._registry) or "(none loaded)")
+                    + " in the request's `monitor` field, or start the service with "
+                    "DRIFTLINE_DEFAULT_MONITOR (serve --default-monitor)"
                 )
         return self._registry.get(name)
 
@@ -241,6 +243,19 @@ class DriftEngine:
         admitted = admit(0, len(columns), timestamp, self._clock(), limits)
         if isinstance(admitted, Rejection):
             raise self._reject(monitor, admitted)
+        known = monitor.layout.features
+        if columns and not any(name in known for name in columns):
+            # Every event would be all-missing: a typo'd column name, not data to count.
+            raise self._reject(
+                monitor,
+                Rejection(
+                    0,
+                    "features",
+                    "no_known_features",
+                    f"no column is a feature of monitor {monitor.name!r}: got "
+                    f"{', '.join(sorted(columns))}; features: {', '.join(known)}",
+                ),
+            )
         batch = bin_columns(monitor.layout, columns, size, limits)
         result = IngestResult(monitor)
         result.rejected = [invalid_value(i, error) for i, error in sorted(batch.errors.items())]

@@ -190,7 +190,15 @@ class MonitorRegistry:
             monitors[monitor.name] = monitor
             by_source[source] = monitor
         self._load_receivers(errors)
+        default_before = self.default_name
         self._monitors, self._by_source, self.errors = monitors, by_source, errors
+        if default_before is not None and self.default_name is None:
+            # The quick start's requests name no monitor: say why they now get 422.
+            log.warning(
+                "no default monitor any more: requests that name no monitor are refused; "
+                "set DRIFTLINE_DEFAULT_MONITOR (or serve --default-monitor)",
+                extra={"previous_default": default_before, "monitors": sorted(monitors)},
+            )
         new_dependencies = dependencies != self._dependencies
         self._dependencies = dependencies
         # Baselines first named by this load were read after `fingerprint`; take their

@@ -38,12 +38,14 @@ from driftline.http.codec import (
 from driftline.http.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
 from driftline.http.problems import FieldError, ProblemError, field_error
 from driftline.http.schemas import (
+    AcknowledgementView,
     AckRequest,
     AlertHistory,
     AlertView,
     BatchRequest,
     BatchResponse,
     ColumnsRequest,
+    DeliveryView,
     HealthResponse,
     MonitorDetail,
     MonitorList,
@@ -300,7 +302,12 @@ async def forget_window(request: web.Request) -> web.Response:
 
 
 def _alert_view(record: AlertRecord) -> AlertView:
-    return AlertView(alert_from(record.entry), record.deliveries, record.acknowledgement)
+    ack = record.acknowledgement
+    return AlertView(
+        alert_from(record.entry),
+        {name: DeliveryView.of(state) for name, state in record.deliveries.items()},
+        AcknowledgementView.of(ack) if ack is not None else None,
+    )
 
 
 async def alert_history(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from driftline.alerts.store import Acknowledgement, DeliveryState
 from driftline.core.profile import BaselineProfile
 from driftline.core.report import DriftSummary
 from driftline.core.severity import Severity
+from driftline.core.timestamps import isoformat
 from driftline.engine.admission import Event
 from driftline.http.problems import FieldError
 
@@ -92,12 +93,46 @@ class ReadyResponse(msgspec.Struct, frozen=True):
     reasons: list[str]
 
 
+class DeliveryView(msgspec.Struct, frozen=True):
+    """Where one receiver stands with one alert; times in ISO 8601 like every answer."""
+
+    status: str
+    attempts: int = 0
+    last_error: str | None = None
+    updated_at: str | None = None
+    delivered_at: str | None = None
+
+    @classmethod
+    def of(cls, state: DeliveryState) -> DeliveryView:
+        """The view of a stored delivery state."""
+        return cls(
+            status=state.status,
+            attempts=state.attempts,
+            last_error=state.last_error,
+            updated_at=isoformat(state.updated_at) if state.updated_at else None,
+            delivered_at=isoformat(state.delivered_at) if state.delivered_at else None,
+        )
+
+
+class AcknowledgementView(msgspec.Struct, frozen=True):
+    """Who acknowledged an alert, and when."""
+
+    by: str
+    at: str
+    comment: str = ""
+
+    @classmethod
+    def of(cls, ack: Acknowledgement) -> AcknowledgementView:
+        """The view of a stored acknowledgement."""
+        return cls(by=ack.by, at=isoformat(ack.at), comment=ack.comment)
+
+
 class AlertView(msgspec.Struct, frozen=True):
     """An alert, where each receiver stands with it, and who acknowledged it."""
 
     alert: Alert
-    deliveries: dict[str, DeliveryState]
-    acknowledgement: Acknowledgement | None
+    deliveries: dict[str, DeliveryView]
+    acknowledgement: AcknowledgementView | None
 
 
 class AlertHistory(msgspec.Struct, frozen=True):
