@@ -1,8 +1,10 @@
 """The DriftMonitor custom resource's spec, as typed structs.
 
 The API server has already validated and defaulted the spec against the CRD schema
-(manifests/crd/driftmonitors.yaml); the defaults here repeat the CRD's, so a spec read
-from an older CRD or a test fixture means the same. Field names are the CRD's camelCase.
+(manifests/crd/driftmonitors.yaml). The policy defaults here are the service's own
+(driftline.core.policy.DEFAULTS), so a spec read from an older CRD or a test fixture means
+the same; tests hold the CRD's `default:` values equal to them. Field names are the
+CRD's camelCase.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+
+from driftline.core.policy import DEFAULTS
 
 API_GROUP = "driftline.io"
 API_VERSION = "v1alpha1"
@@ -31,8 +35,8 @@ class BaselineSpec(msgspec.Struct, frozen=True, rename="camel"):
 
     config_map_key_ref: KeyRef | None = None
     profile: dict[str, Any] | None = None
-    bins: int = 10
-    top_k: int = 100
+    bins: int = DEFAULTS.bins
+    top_k: int = DEFAULTS.top_k
 
 
 class FeatureSpec(msgspec.Struct, frozen=True, rename="camel"):
@@ -47,8 +51,8 @@ class FeatureSpec(msgspec.Struct, frozen=True, rename="camel"):
 class ThresholdsSpec(msgspec.Struct, frozen=True):
     """The monitor's effect-size thresholds."""
 
-    warning: float = 0.2
-    critical: float = 0.5
+    warning: float = DEFAULTS.warning_threshold
+    critical: float = DEFAULTS.critical_threshold
 
 
 class AlertSpec(msgspec.Struct, frozen=True, rename="camel"):
@@ -84,12 +88,12 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     service_url: str | None = None
     features: list[FeatureSpec] = []
     thresholds: ThresholdsSpec = ThresholdsSpec()
-    alpha: float = 0.05
-    bonferroni: bool = False
-    window_seconds: int = 3600
-    bucket_seconds: int = 60
-    min_samples: int = 100
-    min_drifted_features: int = 1
+    alpha: float = DEFAULTS.alpha
+    bonferroni: bool = DEFAULTS.bonferroni
+    window_seconds: int = DEFAULTS.window_seconds
+    bucket_seconds: int = DEFAULTS.bucket_seconds
+    min_samples: int = DEFAULTS.min_samples
+    min_drifted_features: int = DEFAULTS.min_drifted_features
     alert_cooldown_seconds: float | None = None
     alerts: list[AlertSpec] = []
     traffic: TrafficSpec = TrafficSpec()

@@ -29,6 +29,8 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import ConfigMap, Secret
 
 ROOT = Path(__file__).resolve().parent.parent
+CRD_PATH = ROOT / "manifests" / "crd" / "driftmonitors.yaml"
+CRD_NAME = "driftmonitors.driftline.io"
 DRIFTLINE = str(Path(sys.executable).with_name("driftline"))
 TIMEOUT = 60.0  # seconds any one reconciliation may take to show
 T = TypeVar("T")
@@ -57,6 +59,11 @@ class KubeTarget:
         if check and done.returncode != 0:
             pytest.fail(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done
+
+    def install_crd(self) -> None:
+        """Server-side apply the DriftMonitor CRD and wait until it is served."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
 
     def environment(self) -> dict[str, str]:
         """The environment of a process that talks to the target."""

@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from driftline.core.policy import DEFAULTS
 from driftline.operator.spec import MonitorSpec, parse_spec
 from driftline.operator.status import REPORT_FIELDS
 
@@ -185,11 +186,30 @@ def test_fixture_monitor_is_valid() -> None:
     assert errors_of(fixture_monitor()) == []
 
 
+CRD_POLICY = {
+    "alpha": "alpha",
+    "bonferroni": "bonferroni",
+    "windowSeconds": "window_seconds",
+    "bucketSeconds": "bucket_seconds",
+    "minSamples": "min_samples",
+    "minDriftedFeatures": "min_drifted_features",
+}
+
+
 def test_defaults_of_the_crd_are_the_defaults_of_the_spec_struct() -> None:
     minimal = {"model": "m", "baseline": {"configMapKeyRef": {"name": "b", "key": "rows.json"}}}
     spec_schema = schema_of(load_crd())["properties"]["spec"]
     defaulted = apply_defaults(spec_schema, copy.deepcopy(minimal))
-    assert defaulted["thresholds"] == {"warning": 0.2, "critical": 0.5}
+    # One source for the policy defaults: the service's, which the CRD repeats.
+    assert defaulted["thresholds"] == {
+        "warning": DEFAULTS.warning_threshold,
+        "critical": DEFAULTS.critical_threshold,
+    }
+    assert {key: defaulted[key] for key in CRD_POLICY} == {
+        key: getattr(DEFAULTS, field) for key, field in CRD_POLICY.items()
+    }
+    assert defaulted["baseline"]["bins"] == DEFAULTS.bins
+    assert defaulted["baseline"]["topK"] == DEFAULTS.top_k
     assert defaulted["traffic"] == {"expectedEventsPerSecond": 0}
     assert defaulted["service"] == "driftline"
     assert parse_spec(defaulted) == parse_spec(minimal)

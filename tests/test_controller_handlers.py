@@ -49,7 +49,6 @@ from driftline.settings import load_settings
 pytestmark = pytest.mark.k8s
 
 ROOT = Path(__file__).resolve().parent.parent
-CRD_PATH = ROOT / "manifests" / "crd" / "driftmonitors.yaml"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "driftmonitor" / "credit-risk.yaml"
 ROWS = json.loads((ROOT / "examples" / "baseline_data.json").read_text())[:500]
 LOG = logging.getLogger("test.controller")
@@ -125,10 +124,7 @@ async def drift_service() -> AsyncIterator[tuple[FakeDriftService, str]]:
 
 @pytest.fixture(scope="module")
 def crd(kube: KubeTarget) -> None:
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    kube.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/driftmonitors.driftline.io"
-    )
+    kube.install_crd()
 
 
 @dataclass

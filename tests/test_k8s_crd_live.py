@@ -14,29 +14,20 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_support import ROOT, KubeTarget, wait_for
+from k8s_support import KubeTarget, wait_for
 
 from driftline.core.policy import MonitorDefaults
 from driftline.operator.spec import DEFAULT_SERVICE
 
 pytestmark = pytest.mark.k8s
 
-CRD_PATH = ROOT / "manifests" / "crd" / "driftmonitors.yaml"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "driftmonitor" / "credit-risk.yaml"
 REFUSED: list[str] = []  # bad specs the API server refused, for the summary line
 
 
-def install_crd(kube: KubeTarget) -> None:
-    """Server-side apply the CRD and wait until it is served."""
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    kube.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/driftmonitors.driftline.io"
-    )
-
-
 @pytest.fixture(scope="module")
 def namespace(kube: KubeTarget) -> Iterator[str]:
-    install_crd(kube)
+    kube.install_crd()
     name = f"crd-{uuid.uuid4().hex[:8]}"
     kube.kubectl("create", "namespace", name)
     yield name

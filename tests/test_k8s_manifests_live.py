@@ -129,7 +129,7 @@ def test_server_side_apply_on_an_empty_namespace(
     namespace = f"{Path(path).name}-{uuid.uuid4().hex[:6]}"
     if path != "manifests/standalone":  # it brings its own Namespace object
         kube.kubectl("create", "namespace", namespace)
-    kube.kubectl("apply", "-f", str(MANIFESTS / "crd" / "driftmonitors.yaml"), "--server-side")
+    kube.install_crd()
     directory = overlay(tmp_path / "overlay", ROOT / path, namespace)
     kube.kubectl("apply", "--server-side", "-k", str(directory))
     objects = rendered(kube, directory)

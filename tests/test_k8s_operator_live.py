@@ -45,7 +45,6 @@ from driftline.core.policy import MonitorDefaults
 
 pytestmark = pytest.mark.k8s
 
-CRD_PATH = ROOT / "manifests" / "crd" / "driftmonitors.yaml"
 ROWS: list[dict[str, Any]] = json.loads((ROOT / "examples" / "baseline_data.json").read_text())[
     :1000
 ]
@@ -61,10 +60,7 @@ IDLE_MONITORS = 200
 
 @pytest.fixture(scope="module")
 def client(kube: KubeTarget) -> Client:
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    kube.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/driftmonitors.driftline.io"
-    )
+    kube.install_crd()
     return Client(
         config=KubeConfig.from_file(kube.kubeconfig),
         field_manager="driftline-tests",
