@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from driftline.environment import decode_environment
+
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 Replicas = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 
@@ -84,28 +86,11 @@ def load_controller_settings(
     `DRIFTLINE_CONTROLLER_NAMESPACES` and `…_SERVICE_HOSTS` are comma-separated; an
     override of None or an empty sequence leaves the field to the environment.
     """
-    env = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for variable, field in ENVIRONMENT.items():
-        value = env.get(variable, "")
-        if value == "":
-            continue
-        data[field] = (
-            [n.strip() for n in value.split(",") if n.strip()] if field in LISTS else value
-        )
-        origin[field] = variable
-    for field, value in overrides.items():
-        if value is not None and value != [] and value != ():
-            data[field] = value
-            origin.pop(field, None)
-    try:
-        return msgspec.convert(data, ControllerSettings, strict=False)
-    except (msgspec.ValidationError, ValueError) as exc:
-        message = str(exc)
-        for field, variable in origin.items():
-            if f"$.{field}" in message:
-                message = f"{variable}: {message.replace(f' - at `$.{field}`', '')}"
-            elif message.startswith(f"{field}:"):
-                message = f"{variable} ({message})"
-        raise ControllerSettingsError(message) from exc
+    return decode_environment(
+        ControllerSettings,
+        ENVIRONMENT,
+        os.environ if environ is None else environ,
+        overrides=overrides,
+        lists=LISTS,
+        error=ControllerSettingsError,
+    )
