@@ -1,14 +1,10 @@
-"""Which drift service URLs the operator may call, and which of its lines it keeps out of logs."""
+"""Which drift service URLs the operator may call for a DriftMonitor."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
-from driftline.operator import QuietTimerSuccess
 from driftline.operator.drift_service import refused_service_url
-from driftline.operator.operator import STATUS_TIMER
 
 
 @pytest.mark.parametrize(
@@ -52,14 +48,3 @@ def test_the_operators_settings_allow_more_hosts() -> None:
     # The cluster domain is a setting too.
     ok = refused_service_url("http://d.ml.svc.c.l", "ml", cluster_domain="c.l", extra_hosts=())
     assert ok is None
-
-
-def test_status_refresh_successes_are_not_logged_but_everything_else_is() -> None:
-    quiet = QuietTimerSuccess()
-
-    def record(level: int, message: str) -> logging.LogRecord:
-        return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
-
-    assert not quiet.filter(record(logging.INFO, f"Timer '{STATUS_TIMER}' succeeded."))
-    assert quiet.filter(record(logging.ERROR, f"Timer '{STATUS_TIMER}' failed temporarily: x"))
-    assert quiet.filter(record(logging.INFO, "Handler 'reconcile' succeeded."))

@@ -1,27 +1,13 @@
-"""Status, conditions, severity Events, input tracking, settings and the CLI (no cluster)."""
+"""A DriftMonitor's status: conditions, Ready, the verdict fields, severity-change Events."""
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import kopf
 import kubernetes_validate
 import pytest
 
-from driftline.cli import parser
 from driftline.operator.drift_service import DriftSummary, ServiceFailure, Severity, WindowSummary
-from driftline.operator.inputs import (
-    INPUT_CHANGED_ANNOTATION,
-    InputUse,
-    freshest_uses,
-    monitor_inputs,
-    monitors_to_refresh,
-    referenced_inputs,
-)
-from driftline.operator.operator import SpecDigestDiffBaseStorage, operator_settings
-from driftline.operator.settings import ControllerSettingsError, load_controller_settings
 from driftline.operator.status import (
     Condition,
     carried_report_status,
@@ -217,168 +203,6 @@ def test_severity_event_note_fits_the_api_limit() -> None:
     event = severity_event(monitor, change, long, now=NOW, instance="p")
     assert len(event["note"]) == 1024
     assert event["note"].endswith("...")
-
-
-# ------------------------------------------------------------------------------ inputs
-
-
-def monitor(status: dict[str, Any] | None = None, **metadata: Any) -> dict[str, Any]:
-    return {
-        "metadata": {"name": "credit-risk", "namespace": "ml", **metadata},
-        "spec": {
-            "baseline": {"configMapKeyRef": {"name": "rows", "key": "r.json"}},
-            "alerts": [
-                {"name": "a", "urlSecretRef": {"name": "hooks", "key": "url"}},
-                {
-                    "name": "b",
-                    "urlSecretRef": {"name": "hooks", "key": "url2"},
-                    "signingSecretRef": {"name": "keys", "key": "k"},
-                },
-            ],
-        },
-        "status": status or {},
-    }
-
-
-def test_referenced_inputs_are_listed_once() -> None:
-    assert referenced_inputs(monitor()["spec"]) == [
-        ("ConfigMap", "rows"),
-        ("Secret", "hooks"),
-        ("Secret", "keys"),
-    ]
-    assert referenced_inputs({"baseline": {"profile": {}}}) == []
-
-
-def test_monitor_inputs_carry_the_revision_last_read() -> None:
-    entries = monitor_inputs(
-        monitor({"inputRevisions": {"ConfigMap/rows": "41", "Secret/hooks": ""}})
-    )
-    assert entries == {
-        ("ConfigMap", "ml", "rows"): InputUse("credit-risk", "41"),
-        ("Secret", "ml", "hooks"): InputUse("credit-risk", ""),
-        ("Secret", "ml", "keys"): InputUse("credit-risk", None),
-    }
-    assert monitor_inputs(monitor(deletionTimestamp="2025-01-01T00:00:00Z")) == {}
-
-
-def test_monitors_are_refreshed_only_when_they_read_another_revision() -> None:
-    uses = [InputUse("a", "41"), InputUse("b", "40"), InputUse("c", None), InputUse("d", "")]
-    # "c" has not been reconciled yet: its first reconcile reads the input anyway.
-    assert monitors_to_refresh(uses, "41") == ["b", "d"]
-    assert monitors_to_refresh(uses, "") == ["a", "b"]  # deleted: "d" saw it absent
-
-
-def test_a_read_this_process_just_made_counts_before_the_status_shows_it() -> None:
-    uses = [InputUse("a", None), InputUse("b", "40"), InputUse("c", None)]
-    # "a" has just read the ConfigMap as absent; its status does not say so yet.
-    reads = {"a": {"ConfigMap/rows": ""}, "b": {"Secret/rows": "7"}}
-    fresh = freshest_uses(uses, reads, "ConfigMap", "rows")
-    assert fresh == [InputUse("a", ""), InputUse("b", "40"), InputUse("c", None)]
-    # The ConfigMap is created: "a" must read it again; "c" will on its first reconcile.
-    assert monitors_to_refresh(fresh, "41") == ["a", "b"]
-
-
-# ----------------------------------------------------------------------- kopf settings
-
-
-def test_kopf_keeps_a_digest_of_the_spec_not_the_spec() -> None:
-    storage = SpecDigestDiffBaseStorage(prefix="driftline.io", key="last-handled-configuration")
-    big = {"baseline": {"profile": {"features": {"x": list(range(50_000))}}}, "model": "m"}
-    body = kopf.Body({"metadata": {"name": "m", "annotations": {"a": "1"}}, "spec": big})
-    essence = storage.build(body=body)
-    assert set(essence["spec"]) == {"sha256"}
-    assert essence["metadata"]["annotations"] == {"a": "1"}
-    changed = kopf.Body({"metadata": {"name": "m"}, "spec": {**big, "model": "n"}})
-    assert storage.build(body=changed)["spec"] != essence["spec"]
-    same = kopf.Body({"metadata": {"name": "m"}, "spec": dict(reversed(big.items()))})
-    assert storage.build(body=same)["spec"] == essence["spec"]
-
-
-def kopf_essence(settings: kopf.OperatorSettings, raw: dict[str, Any]) -> Any:
-    """What kopf compares to decide an update happened (as kopf's processing does)."""
-    body = kopf.Body(raw)
-    essence = settings.persistence.diffbase_storage.build(body=body)
-    return settings.persistence.progress_storage.clear(essence=essence)
-
-
-def test_an_input_change_annotation_is_an_update_for_kopf_but_its_own_are_not() -> None:
-    settings = operator_settings()
-    raw: dict[str, Any] = {"metadata": {"name": "m", "annotations": {}}, "spec": {"model": "x"}}
-    before = kopf_essence(settings, raw)
-    progress = copy.deepcopy(raw)
-    progress["metadata"]["annotations"]["kopf.driftline.io/reconcile"] = '{"retries": 1}'
-    assert kopf_essence(settings, progress) == before
-    touched = copy.deepcopy(raw)
-    touched["metadata"]["annotations"][INPUT_CHANGED_ANNOTATION] = "ConfigMap/rows@42"
-    assert kopf_essence(settings, touched) != before
-
-
-def test_kopf_settings_use_driftline_names_and_standalone_mode() -> None:
-    settings = operator_settings()
-    assert settings.persistence.finalizer == "driftline.io/finalizer"
-    assert settings.peering.standalone is True
-    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
-
-
-# ---------------------------------------------------------------------------- settings
-
-
-def test_settings_defaults() -> None:
-    settings = load_controller_settings({})
-    assert settings.namespaces == ()
-    assert settings.replica_capacity == 2000
-    assert (settings.min_replicas, settings.max_replicas) == (2, 20)
-    assert settings.cpu_utilization == 70
-    assert settings.status_interval == 30
-
-
-def test_settings_from_environment_and_flags_win() -> None:
-    env = {
-        "DRIFTLINE_CONTROLLER_NAMESPACES": "ml, fraud",
-        "DRIFTLINE_CONTROLLER_REPLICA_CAPACITY": "1500",
-        "DRIFTLINE_CONTROLLER_MAX_REPLICAS": "8",
-    }
-    settings = load_controller_settings(env, max_replicas=12, namespaces=[])
-    assert settings.namespaces == ("ml", "fraud")
-    assert settings.replica_capacity == 1500
-    assert settings.max_replicas == 12
-
-
-@pytest.mark.parametrize(
-    ("env", "overrides", "message"),
-    [
-        ({"DRIFTLINE_CONTROLLER_MIN_REPLICAS": "zero"}, {}, "DRIFTLINE_CONTROLLER_MIN_REPLICAS"),
-        (
-            {"DRIFTLINE_CONTROLLER_REPLICA_CAPACITY": "-5"},
-            {},
-            "DRIFTLINE_CONTROLLER_REPLICA_CAPACITY",
-        ),
-        ({"DRIFTLINE_CONTROLLER_MAX_REPLICAS": "1"}, {}, "DRIFTLINE_CONTROLLER_MAX_REPLICAS"),
-        ({}, {"min_replicas": 5, "max_replicas": 3}, "max_replicas: must be at least"),
-    ],
-)
-def test_bad_settings_name_the_variable(
-    env: dict[str, str], overrides: dict[str, Any], message: str
-) -> None:
-    with pytest.raises(ControllerSettingsError, match=message):
-        load_controller_settings(env, **overrides)
-
-
-def test_cli_controller_subcommand_takes_namespaces_and_settings() -> None:
-    args = parser().parse_args(
-        ["controller", "--namespace", "ml", "--namespace", "fraud", "--replica-capacity", "900"]
-    )
-    assert args.namespace == ["ml", "fraud"]
-    assert args.replica_capacity == 900.0
-    assert args.max_replicas is None  # unset flags leave the environment's value
-    assert parser().parse_args(["controller"]).namespace == []
-
-
-def test_cli_controller_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
-    from driftline.cli import main
-
-    assert main(["controller", "--min-replicas", "9", "--max-replicas", "3"]) == 2
-    assert "invalid controller settings" in capsys.readouterr().err
 
 
 def test_timestamps_are_utc_seconds() -> None:
