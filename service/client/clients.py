@@ -11,13 +11,13 @@ import asyncio
 import atexit
 import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 from driftline.client.frames import block_of, row_of
-from driftline.client.queue import ClientStats, Item, Overflow
+from driftline.client.queue import Block, ClientStats, Item, Overflow
 from driftline.client.sender import ClientConfig, Sender
 
 Timestamp = datetime | float | None
@@ -38,6 +38,8 @@ class _Client:
         block_timeout: float = 1.0,
         timeout: float = 10.0,
         retry_for: float = 120.0,
+        backoff_base: float = 0.1,
+        backoff_cap: float = 5.0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.config = ClientConfig(
@@ -50,6 +52,8 @@ class _Client:
             block_timeout=block_timeout,
             timeout=timeout,
             retry_for=retry_for,
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
             headers=dict(headers or {}),
         )
         self._queue = self.config.queue()
@@ -66,6 +70,13 @@ class _Client:
     def discard(self, why: str, events: int = 1) -> None:
         """Count events that could not be logged as dropped, with a (rate-limited) warning."""
         self._queue.lost(events, "input", why)
+
+    def _parts(self, item: Item) -> Iterator[Item]:
+        """What goes into the queue: a big block in batch-sized pieces."""
+        if isinstance(item, Block):
+            yield from item.chunks(self.config.batch_size)
+        else:
+            yield item
 
     def _row(
         self, features: Mapping[str, Any], model_version: str | None, timestamp: Timestamp
@@ -153,8 +164,8 @@ class DriftClient(_Client):
         columns (`columns` picks some).
         """
         item = self._block(data, columns, model_version, timestamp)
-        if item is not None:
-            self._queue.put(item)
+        for part in self._parts(item) if item is not None else ():
+            self._queue.put(part)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything logged so far is sent (or settled); False on timeout."""
@@ -246,8 +257,8 @@ class AsyncDriftClient(_Client):
         columns (`columns` picks some).
         """
         item = self._block(data, columns, model_version, timestamp)
-        if item is not None:
-            await self._put(item)
+        for part in self._parts(item) if item is not None else ():
+            await self._put(part)
 
     # A timeout argument, not asyncio.timeout: both clients answer False, never raise.
     async def flush(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109

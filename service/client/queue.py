@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -72,6 +72,14 @@ class Block:
             Block(self.names, rest, self.events - count, self.at, self.model_version),
         )
 
+    def chunks(self, size: int) -> Iterator[Block]:
+        """The block in pieces of at most `size` events (views)."""
+        rest = self
+        while rest.events > size:
+            head, rest = rest.split(size)
+            yield head
+        yield rest
+
     def joins(self, other: Block) -> bool:
         """Whether `other` can go in the same columns request as this block."""
         return (
@@ -115,16 +123,19 @@ class ClientStats:
 
 
 class Warner:
-    """log.warning, at most once per kind every WARNING_INTERVAL seconds."""
+    """log.warning, each distinct warning at most once every WARNING_INTERVAL seconds."""
 
     def __init__(self) -> None:
-        self._last: dict[str, float] = {}
+        self._last: dict[tuple[str, str], float] = {}
 
     def __call__(self, kind: str, message: str, *args: object) -> None:
-        """Warn about `kind` unless the same kind was warned about recently."""
+        """Warn unless the same kind and reason (the last argument) was warned about recently."""
+        key = (kind, str(args[-1])[:80] if args else "")
         now = time.monotonic()
-        if now - self._last.get(kind, -WARNING_INTERVAL) >= WARNING_INTERVAL:
-            self._last[kind] = now
+        if now - self._last.get(key, -WARNING_INTERVAL) >= WARNING_INTERVAL:
+            if len(self._last) > 1000:  # reasons that carry values: keep the memory bounded
+                self._last.clear()
+            self._last[key] = now
             logger.warning(message, *args)
 
 
@@ -165,17 +176,12 @@ class EventQueue:
     # ---------------------------------------------------------------- callers' side
 
     def put(self, item: Item, wait: bool = True) -> bool:
-        """Queue `item`; False when it did not fit (only with `block` and wait=False)."""
+        """Queue `item` (at most a batch); False if it did not fit (`block`, wait=False)."""
         wake = False
         with self._lock:
             if self._closed:
                 self._logged += item.events
                 self._drop_locked(item.events, "closed", "the client is closed")
-                return True
-            if item.events > self.capacity:
-                self._logged += item.events
-                why = f"{item.events} events at once are more than the queue holds"
-                self._drop_locked(item.events, "too-large", f"{why} ({self.capacity})")
                 return True
             if self._events + item.events > self.capacity and not self._make_room(item, wait):
                 if not wait:
@@ -227,10 +233,10 @@ class EventQueue:
         self._dropped += events
         self.warn(
             f"drop-{kind}",
-            "driftline client: dropped %d events: %s (%d dropped so far)",
+            "driftline client: dropped %d events (%d so far): %s",
             events,
-            why,
             self._dropped,
+            why,
         )
 
     # ----------------------------------------------------------------- sender's side
