@@ -67,7 +67,7 @@ def arrow_columns(table: Any) -> dict[str, np.ndarray]:
         else:
             raise BaselineError(
                 f"columns.{field.name}: a {field.type} column is not a feature (numbers, "
-                "booleans and strings are); pick the feature columns"
+                "booleans and strings are); pick the feature columns (columns=, or --column)"
             )
     return columns
 
