@@ -8,7 +8,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,15 @@ class Service:
             return True if httpx2.get(f"{self.url}/monitor/ready").status_code == 200 else None
 
         wait_for("driftline serve to be ready", ready, timeout=30)
+
+    @contextmanager
+    def running(self) -> Iterator[Service]:
+        """Started for the block, stopped after it."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.process.stop()
 
     def report(self) -> dict[str, Any]:
         """The monitor's full drift report."""

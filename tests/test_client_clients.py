@@ -33,22 +33,8 @@ NUMERIC = ["age", "income", "tenure_months", "credit_score", "num_products"]
 @pytest.fixture(params=["embedded", "redis"])
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
     redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    running = Service(tmp_path, redis_url)
-    running.start()
-    try:
+    with Service(tmp_path, redis_url).running() as running:
         yield running
-    finally:
-        running.process.stop()
-
-
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path, None)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.process.stop()
 
 
 def sync_client(service: Service, **options: Any) -> DriftClient:

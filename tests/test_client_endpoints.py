@@ -23,16 +23,6 @@ ROWS: list[dict[str, Any]] = __import__("json").loads((EXAMPLES / "baseline_data
 COMPLETE = [r for r in ROWS if all(v is not None for v in r.values())][:60]
 
 
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path, None)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.process.stop()
-
-
 @contextmanager
 def uvicorn(directory: Path, module: str) -> Iterator[str]:
     """`uvicorn module:app` as a process; stopped with SIGTERM (the app's shutdown runs)."""
