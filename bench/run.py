@@ -15,6 +15,7 @@ Steps (all by default, or pick with --only):
   memory     5. Redis memory after 1M and 10M events (same window)
   peers      6. Evidently and whylogs vs driftline on 100,000 x 20 frames
   micro      per-call cost of the service's steps, in process (where the time goes)
+  client     driftline.client: log() cost to the caller, feature values/s to one service
 
 With --profile, py-spy samples the server during extra load runs (never the measured
 ones) and bench/results/profile-*.txt say where its time goes.
@@ -40,7 +41,17 @@ from typing import Any
 from . import data, ingest, load, procs, profiling
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STEPS = ("framework", "embedded", "latency", "batch", "redis", "memory", "peers", "micro")
+STEPS = (
+    "framework",
+    "embedded",
+    "latency",
+    "batch",
+    "redis",
+    "memory",
+    "peers",
+    "micro",
+    "client",
+)
 FEATURES = len(data.FEATURES)
 
 
@@ -459,6 +470,22 @@ class Bench:
         self.m["micro_us"] = micro.measure(self.monitors)
         self.say("micro: " + ", ".join(f"{k} {v:.1f} us" for k, v in self.m["micro_us"].items()))
 
+    def step_client(self) -> None:
+        """The Python client against one embedded service (bench/pyclient.py)."""
+        from . import pyclient
+
+        with procs.running(
+            procs.start_driftline("driftline-client", self.monitors, self.logs)
+        ) as server:
+            out = pyclient.measure(server, self.args.duration / 2)
+        self.m["client"] = out
+        self.say(
+            f"client: log() {out['log_dict']['us_per_call']:.2f} us/call, log_batch(row) "
+            f"{out['log_batch_row']['us_per_call']:.2f} us/call; frames "
+            f"{out['frames']['feature_values_per_second']:,.0f}, dicts "
+            f"{out['dicts']['feature_values_per_second']:,.0f} feature values/s"
+        )
+
     # --------------------------------------------------------------------- run
 
     def run(self) -> None:
@@ -473,6 +500,7 @@ class Bench:
             ("memory", self.step_memory),
             ("peers", self.step_peers),
             ("micro", self.step_micro),
+            ("client", self.step_client),
         ]
         try:
             for name, fn in order:
@@ -792,6 +820,44 @@ def _micro_rows(table: Table, m: dict[str, Any]) -> None:
             )
 
 
+def _client_rows(table: Table, m: dict[str, Any]) -> None:
+    """Rows of the Python client (issue 11)."""
+    if c := m.get("client"):
+        for key, label in (
+            ("log_dict", "log(20-feature dict)"),
+            ("log_batch_row", "log_batch(1 row)"),
+        ):
+            us = c[key]["us_per_call"]
+            table.row(
+                "11",
+                f"client {label}, µs per call to the caller",
+                us,
+                target="<= 20",
+                ok=us <= 20,
+                note=f"mean over the loop while the sender thread sends; sent {c[key]['sent']:,}, "
+                f"dropped {c[key]['dropped']:,}",
+            )
+        for key, label, target in (
+            ("frames", "frames (packed columns)", True),
+            ("dicts", "dicts (events route)", False),
+        ):
+            r = c[key]
+            v = r["feature_values_per_second"]
+            table.row(
+                "11",
+                f"client {label} to one service, feature values/s",
+                v,
+                "",
+                500_000,
+                "",
+                v / 500_000,
+                ">= 500,000" if target else "",
+                v >= 500_000 if target else None,
+                f"{r['sent']:,} events of {c['features']} features, overflow=block, until flush(); "
+                f"not sent {r['failed']}",
+            )
+
+
 def _latency_rows(table: Table, m: dict[str, Any]) -> None:
     """Rows of open-loop latency at half the maximum rate (item 7)."""
     if r := m.get("latency_embedded"):
@@ -829,6 +895,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
     _peer_rows(table, m)
     _micro_rows(table, m)
     _latency_rows(table, m)
+    _client_rows(table, m)
     return table.rows
 
 

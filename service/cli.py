@@ -14,9 +14,17 @@ import msgspec
 
 from driftline import __version__
 from driftline.core.policy import DEFAULTS
-from driftline.core.profile import BaselineError, FeatureKind, encode_profile, load_baseline
+from driftline.core.profile import (
+    BaselineError,
+    FeatureKind,
+    build_profile,
+    encode_profile,
+    load_baseline,
+)
 from driftline.logs import configure_logging
 from driftline.settings import Settings, SettingsError, load_settings, setting_sources
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,8 +84,17 @@ def _config(args: argparse.Namespace) -> int:
 def _baseline_build(args: argparse.Namespace) -> int:
     kinds: dict[str, FeatureKind] = {name: "categorical" for name in args.categorical}
     kinds.update({name: "numeric" for name in args.numeric})
+    path = Path(args.data)
     try:
-        profile = load_baseline(Path(args.data), kinds=kinds, bins=args.bins, top_k=args.top_k)
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            from driftline.client.baseline import read_parquet  # pyarrow: an optional extra
+
+            columns = read_parquet(path, args.column or None)
+            profile = build_profile(columns, kinds=kinds, bins=args.bins, top_k=args.top_k)
+        elif args.column:
+            raise BaselineError("--column picks the columns of a Parquet file only")
+        else:
+            profile = load_baseline(path, kinds=kinds, bins=args.bins, top_k=args.top_k)
     except BaselineError as exc:
         print(f"driftline: {exc}", file=sys.stderr)
         return 1
@@ -160,7 +177,10 @@ def parser() -> argparse.ArgumentParser:
     baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True)
     build = baseline_commands.add_parser(
         "build",
-        help="build a profile from training rows (CSV, JSON records or columns)",
+        help="build a profile from training rows (CSV, JSON records or columns, Parquet)",
+        description="Build a baseline profile from training data: CSV, JSON records or "
+        "columns, or Parquet (.parquet/.pq; needs the `parquet` extra: pip install "
+        "'driftline[parquet]').",
     )
     build.add_argument("data", help="training data file")
     build.add_argument(
@@ -191,6 +211,13 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FEATURE",
         help="treat FEATURE as numeric (repeatable)",
+    )
+    build.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Parquet: use this column as a feature (repeatable; default every column)",
     )
     build.set_defaults(run=_baseline_build)
 

@@ -12,6 +12,7 @@ import redis
 from k8s_support import KubeTarget
 from kube_cluster import control_plane
 from pytest_redis import factories
+from support import Service
 
 from driftline.stores.memory import MemoryWindowStore
 from driftline.stores.protocol import WindowStore
@@ -82,6 +83,13 @@ async def window_store(
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Service]:
+    """A real `driftline serve` of the example monitor on the embedded store."""
+    with Service(tmp_path, None).running() as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -129,6 +129,14 @@ class Process:
             self._process.wait(timeout=10)
         self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL: it dies wherever it is (mid-request), as an OOM-killed pod does."""
+        if self._process is None:
+            return
+        self._process.kill()
+        self._process.wait(timeout=10)
+        self._process = None
+
     def check_alive(self) -> None:
         """Fail with the log's tail when the process has died."""
         if self._process is not None and self._process.poll() is not None:

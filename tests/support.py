@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import msgspec
 import numpy as np
 import pytest
+from k8s_support import DRIFTLINE, Process, free_port, wait_for
 
 from driftline.alerts.payloads import AlertSnapshot, AlertWindow, DriftedFeature
 from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
@@ -21,6 +26,7 @@ from driftline.core.profile import BaselineProfile, build_profile
 from driftline.core.severity import Severity
 
 ROOT = Path(__file__).resolve().parent.parent
+MONITOR = "credit-risk"  # the example monitor
 EXAMPLES = ROOT / "examples"
 EXAMPLE_CONFIG = EXAMPLES / "monitors" / "credit-risk.yaml"
 # Lives as long as the test process; removed at exit.
@@ -96,3 +102,56 @@ def small_profile() -> BaselineProfile:
         bins=5,
         top_k=3,
     )
+
+
+class Service:
+    """`driftline serve` of the example monitor on a fixed port: started, stopped, killed
+    and started again."""
+
+    def __init__(self, directory: Path, redis_url: str | None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLINE_", "REDIS_"))}
+        env["DRIFTLINE_LOG_LEVEL"] = "WARNING"
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+        argv = [DRIFTLINE, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--monitors-dir", str(example_monitors())]
+        self.process = Process("driftline serve", argv, env, directory / "serve.log")
+
+    def start(self) -> None:
+        """Start it and wait until it is ready."""
+        self.process.start()
+
+        def ready() -> bool | None:
+            self.process.check_alive()
+            return True if httpx2.get(f"{self.url}/monitor/ready").status_code == 200 else None
+
+        wait_for("driftline serve to be ready", ready, timeout=30)
+
+    @contextmanager
+    def running(self) -> Iterator[Service]:
+        """Started for the block, stopped after it."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.process.stop()
+
+    def report(self) -> dict[str, Any]:
+        """The monitor's full drift report."""
+        answer = httpx2.get(f"{self.url}/v1/monitors/{MONITOR}/drift", timeout=10)
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    def counted(self) -> int:
+        """Events in the monitor's window."""
+        events: int = self.report()["window"]["events"]
+        return events
+
+    def deduplicates(self, route: str) -> bool:
+        """Whether the service documents the Idempotency-Key header on a route."""
+        document = httpx2.get(f"{self.url}/openapi.json").json()
+        operation = document["paths"][f"/v1/monitors/{{name}}/{route}"]["post"]
+        return "idempotency-key" in json.dumps(operation).lower()

@@ -34,7 +34,9 @@ ALLOWED: dict[str, set[str]] = {
     "alerts": {"core", "settings", "telemetry", "lifecycle", "targets", "stores", "engine"},
     "http": {"core", "settings", "telemetry", "lifecycle", "stores", "engine", "alerts"},
     "simulate": {"core"},
-    "cli": {"core", "settings", "logs", "http", "simulate", "operator"},
+    # Talks HTTP to a service: nothing of the server side.
+    "client": {"core"},
+    "cli": {"core", "settings", "logs", "http", "simulate", "client", "operator"},
     "operator": {"core", "environment", "targets"},
 }
 # Third-party packages a part may use; parts not listed may use any dependency.
@@ -44,6 +46,8 @@ THIRD_PARTY: dict[str, set[str]] = {
     "lifecycle": set(),
     "targets": {"aiohttp"},
     "engine": {"numpy", "msgspec"},
+    # pandas, FastAPI and Starlette are the caller's, never imported; pyarrow is optional.
+    "client": {"aiohttp", "msgspec", "numpy", "pyarrow"},
 }
 # Never imported by these parts: stores know nothing of HTTP, HTTP nothing of Redis (the
 # core and the engine, listed above, use neither).

@@ -31,6 +31,8 @@ DISCRETE_MAX_VALUES = 20
 MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 
 FeatureKind = Literal["numeric", "categorical"]
+# A column of training values: any sequence, or a 1-D NumPy array (numeric: NaN missing).
+Column = Sequence[Any] | np.ndarray
 
 
 class NumericProfile(msgspec.Struct, frozen=True, tag="numeric", tag_field="type"):
@@ -166,34 +168,44 @@ def _as_number(value: Any) -> float | None:
 
 def category_label(value: Any) -> str:
     """The category a raw value stands for (JSON true/false as `true`/`false`)."""
-    if isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
     return str(value)
 
 
+def _float_array(values: Any) -> np.ndarray | None:
+    """A numeric NumPy column as float64 (NaN missing); None for anything else."""
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "fiu":
+        return values.astype(np.float64, copy=False)
+    return None
+
+
 def infer_kind(values: Iterable[Any]) -> FeatureKind:
     """Numeric when every present value is a number (or a numeric string), else categorical."""
+    if _float_array(values) is not None:
+        return "numeric"
     present = [v for v in values if not is_missing(v)]
     if present and all(_as_number(v) is not None for v in present):
         return "numeric"
     return "categorical"
 
 
-def numeric_profile(values: Sequence[Any], bins: int, name: str = "feature") -> NumericProfile:
-    """Quantile bins (ties collapsed), or one bin per value for low-cardinality features."""
-    numbers: list[float] = []
-    missing = 0
-    for value in values:
-        if is_missing(value):
-            missing += 1
-            continue
-        number = _as_number(value)
-        if number is None:
-            raise BaselineError(f"{name}: expected a number, got {value!r}")
-        numbers.append(number)
-    if not numbers:
+def numeric_profile(values: Column, bins: int, name: str = "feature") -> NumericProfile:
+    """Quantile bins (ties collapsed), or one bin per value for low-cardinality features.
+
+    `values` may be a numeric NumPy array (NaN missing), read without a Python loop.
+    """
+    column = _float_array(values)
+    if column is not None:
+        present = ~np.isnan(column)
+        x, missing = column[present], len(column) - int(present.sum())
+        if not np.isfinite(x).all():
+            bad = x[~np.isfinite(x)][0]
+            raise BaselineError(f"{name}: expected a finite number, got {bad}")
+    else:
+        x, missing = _numbers(values, name)
+    if not len(x):
         raise BaselineError(f"{name}: no non-missing values to build bins from")
-    x = np.asarray(numbers, dtype=np.float64)
     distinct = np.unique(x)
     discrete = len(distinct) <= DISCRETE_MAX_VALUES
     if discrete:
@@ -212,7 +224,7 @@ def numeric_profile(values: Sequence[Any], bins: int, name: str = "feature") -> 
     return NumericProfile(
         cuts=[float(c) for c in cuts],
         counts=[int(c) for c in counts],
-        n=len(numbers),
+        n=len(x),
         missing=missing,
         mean=float(x.mean()),
         std=float(x.std(ddof=1)) if len(x) > 1 else 0.0,
@@ -222,8 +234,33 @@ def numeric_profile(values: Sequence[Any], bins: int, name: str = "feature") -> 
     )
 
 
-def categorical_profile(values: Sequence[Any], top_k: int) -> CategoricalProfile:
+def _numbers(values: Column, name: str) -> tuple[np.ndarray, int]:
+    """The present values as float64, and how many are missing."""
+    numbers: list[float] = []
+    missing = 0
+    for value in values:
+        if is_missing(value):
+            missing += 1
+            continue
+        number = _as_number(value)
+        if number is None:
+            raise BaselineError(f"{name}: expected a number, got {value!r}")
+        numbers.append(number)
+    return np.asarray(numbers, dtype=np.float64), missing
+
+
+def category_values(column: np.ndarray) -> list[Any]:
+    """A numeric NumPy column as category values: 3.0 is the category `3`; NaN is missing."""
+    return [
+        None if v != v else int(v) if float(v).is_integer() else v  # v != v: NaN
+        for v in column.tolist()
+    ]
+
+
+def categorical_profile(values: Column, top_k: int) -> CategoricalProfile:
     """The top_k categories by count (ties by name), the rest pooled into `other`."""
+    if _float_array(values) is not None:
+        values = category_values(np.asarray(values))
     counter = Counter(category_label(v) for v in values if not is_missing(v))
     missing = len(values) - sum(counter.values())
     ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
@@ -238,7 +275,7 @@ def categorical_profile(values: Sequence[Any], top_k: int) -> CategoricalProfile
 
 
 def build_profile(
-    columns: Mapping[str, Sequence[Any]],
+    columns: Mapping[str, Column],
     *,
     kinds: Mapping[str, FeatureKind] | None = None,
     bins: int = DEFAULTS.bins,
