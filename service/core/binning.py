@@ -77,7 +77,7 @@ def category_slot(feature: FeatureSlots, value: Any, limits: Limits) -> int:
     slot = feature.index.get(value) if type(value) is str else None
     if slot is not None:
         return slot
-    if value is None or (type(value) is str and is_missing(value)):
+    if is_missing(value):  # None, a missing-value string, or NaN (as profiles count it)
         return feature.missing
     if isinstance(value, dict | list):
         raise EventError(

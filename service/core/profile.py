@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from driftline.core.policy import DEFAULTS
 
@@ -31,6 +32,7 @@ DISCRETE_MAX_VALUES = 20
 MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 
 FeatureKind = Literal["numeric", "categorical"]
+FloatArray = npt.NDArray[np.float64]
 
 
 class NumericProfile(msgspec.Struct, frozen=True, tag="numeric", tag_field="type"):
@@ -120,7 +122,8 @@ def rows_to_columns(data: Any, origin: str = "baseline") -> dict[str, list[Any]]
     )
 
 
-def _csv_columns(text: str, origin: str) -> dict[str, list[Any]]:
+def csv_columns(text: str, origin: str) -> dict[str, list[Any]]:
+    """The columns of CSV text with a header row: one list of strings per column."""
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
         raise BaselineError(f"{origin}: CSV has no header row")
@@ -164,6 +167,52 @@ def _as_number(value: Any) -> float | None:
     return None
 
 
+# What numpy may convert at once: float() of these is what `_as_number` takes (bools,
+# which numpy would take as 0 and 1, are left out).
+_PLAIN_TYPES = frozenset({float, int, str, type(None)})
+
+
+def parse_numbers(
+    values: Sequence[Any], *, max_bad: int | None = None
+) -> tuple[FloatArray, list[int]]:
+    """Values as float64 (NaN where missing), and the positions of values that are no number.
+
+    The one rule for raw values everywhere: missing per `is_missing`, else a finite number
+    or a string of one. A float or integer array is taken as is (NaN is missing); a list
+    goes through numpy at once when it can and value by value only when it must. With
+    `max_bad`, parsing stops once that many bad values are found (the numbers are then
+    incomplete): enough to tell a categorical column.
+    """
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "fiu":
+            numbers = values.astype(np.float64, copy=False)
+            return numbers, np.flatnonzero(np.isinf(numbers)).tolist()
+        values = values.tolist()
+    if set(map(type, values)) <= _PLAIN_TYPES:
+        try:
+            numbers = np.array(values, dtype=np.float64)
+        except (ValueError, OverflowError):
+            pass  # a value that is no number (or a huge int): the rules below name it
+        else:
+            nan = np.flatnonzero(np.isnan(numbers)).tolist()
+            # float("-nan") is NaN, yet "-nan" is not a missing-value string.
+            if not np.isinf(numbers).any() and all(is_missing(values[i]) for i in nan):
+                return numbers, []
+    numbers = np.full(len(values), np.nan)
+    bad: list[int] = []
+    for i, value in enumerate(values):
+        if is_missing(value):
+            continue
+        number = _as_number(value)
+        if number is None:
+            bad.append(i)
+            if len(bad) == max_bad:
+                break
+        else:
+            numbers[i] = number
+    return numbers, bad
+
+
 def category_label(value: Any) -> str:
     """The category a raw value stands for (JSON true/false as `true`/`false`)."""
     if isinstance(value, bool):
@@ -171,30 +220,32 @@ def category_label(value: Any) -> str:
     return str(value)
 
 
-def infer_kind(values: Iterable[Any]) -> FeatureKind:
+def _kind_of(numbers: FloatArray, bad: list[int]) -> FeatureKind:
+    return "numeric" if not bad and not np.isnan(numbers).all() else "categorical"
+
+
+def infer_kind(values: Sequence[Any]) -> FeatureKind:
     """Numeric when every present value is a number (or a numeric string), else categorical."""
-    present = [v for v in values if not is_missing(v)]
-    if present and all(_as_number(v) is not None for v in present):
-        return "numeric"
-    return "categorical"
+    return _kind_of(*parse_numbers(values))
 
 
 def numeric_profile(values: Sequence[Any], bins: int, name: str = "feature") -> NumericProfile:
     """Quantile bins (ties collapsed), or one bin per value for low-cardinality features."""
-    numbers: list[float] = []
-    missing = 0
-    for value in values:
-        if is_missing(value):
-            missing += 1
-            continue
-        number = _as_number(value)
-        if number is None:
-            raise BaselineError(f"{name}: expected a number, got {value!r}")
-        numbers.append(number)
-    if not numbers:
+    numbers, bad = parse_numbers(values)
+    return _numeric_profile(values, numbers, bad, bins, name)
+
+
+def _numeric_profile(
+    values: Sequence[Any], numbers: FloatArray, bad: list[int], bins: int, name: str
+) -> NumericProfile:
+    if bad:
+        raise BaselineError(f"{name}: expected a number, got {values[bad[0]]!r}")
+    x = numbers[~np.isnan(numbers)]
+    if not len(x):
         raise BaselineError(f"{name}: no non-missing values to build bins from")
-    x = np.asarray(numbers, dtype=np.float64)
-    distinct = np.unique(x)
+    # Sorted once for the distinct values, the quantiles and the counts per bin.
+    ordered = np.sort(x)
+    distinct = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
     discrete = len(distinct) <= DISCRETE_MAX_VALUES
     if discrete:
         # One bin per value: edges halfway between neighbours, with open outer bins
@@ -206,14 +257,16 @@ def numeric_profile(values: Sequence[Any], bins: int, name: str = "feature") -> 
         )
         cuts = np.concatenate([[distinct[0]], middles, [np.nextafter(distinct[-1], np.inf)]])
     else:
-        quantiles = np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1])
+        quantiles = np.quantile(ordered, np.linspace(0, 1, bins + 1)[1:-1])
         cuts = np.unique(quantiles)
-    counts = np.bincount(np.searchsorted(cuts, x, side="right"), minlength=len(cuts) + 1)
+    # Bin i holds cuts[i-1] <= x < cuts[i]: the count of values below each cut, differenced.
+    below = np.searchsorted(ordered, cuts, side="left")
+    counts = np.diff(np.concatenate([[0], below, [len(x)]]))
     return NumericProfile(
         cuts=[float(c) for c in cuts],
         counts=[int(c) for c in counts],
-        n=len(numbers),
-        missing=missing,
+        n=len(x),
+        missing=len(numbers) - len(x),
         mean=float(x.mean()),
         std=float(x.std(ddof=1)) if len(x) > 1 else 0.0,
         min=float(x.min()),
@@ -224,8 +277,22 @@ def numeric_profile(values: Sequence[Any], bins: int, name: str = "feature") -> 
 
 def categorical_profile(values: Sequence[Any], top_k: int) -> CategoricalProfile:
     """The top_k categories by count (ties by name), the rest pooled into `other`."""
-    counter = Counter(category_label(v) for v in values if not is_missing(v))
-    missing = len(values) - sum(counter.values())
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    # Each distinct value is labelled once, not once per row. Values that compare equal
+    # across types (1, 1.0, True) have labels of their own: those are counted by type too.
+    counts: Counter[Any] = Counter(values)
+    items: Iterable[tuple[Any, int]] = counts.items()
+    if not all(type(value) is str or value is None for value in counts):
+        typed = Counter(zip(map(type, values), values, strict=True))
+        items = ((value, count) for (_, value), count in typed.items())
+    counter: Counter[str] = Counter()
+    missing = 0
+    for value, count in items:
+        if is_missing(value):
+            missing += count
+        else:
+            counter[category_label(value)] += count
     ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
     kept = ranked[:top_k]
     pooled = sum(count for _, count in ranked[top_k:])
@@ -254,12 +321,15 @@ def build_profile(
     features: dict[str, FeatureProfile] = {}
     for name in sorted(columns):
         values = columns[name]
-        kind = kinds.get(name) or infer_kind(values)
-        features[name] = (
-            numeric_profile(values, bins, name)
-            if kind == "numeric"
-            else categorical_profile(values, top_k)
-        )
+        kind = kinds.get(name)
+        if kind == "categorical":
+            features[name] = categorical_profile(values, top_k)
+            continue
+        numbers, bad = parse_numbers(values, max_bad=1)
+        if kind is None and _kind_of(numbers, bad) == "categorical":
+            features[name] = categorical_profile(values, top_k)
+        else:
+            features[name] = _numeric_profile(values, numbers, bad, bins, name)
     rows = len(next(iter(columns.values())))
     return BaselineProfile(features=features, rows=rows)
 
@@ -322,21 +392,29 @@ def profile_from_bytes(
     top_k: int = DEFAULTS.top_k,
 ) -> BaselineProfile:
     """A saved profile as is, or one built from raw rows (JSON records or columns, CSV)."""
+    table = table_from_bytes(data, origin, csv_format=csv_format)
+    if isinstance(table, BaselineProfile):
+        return table
+    return build_profile(table, kinds=kinds, bins=bins, top_k=top_k)
+
+
+def table_from_bytes(
+    data: bytes, origin: str, *, csv_format: bool
+) -> dict[str, list[Any]] | BaselineProfile:
+    """The columns of CSV or JSON rows (records or columns), or a saved profile as is."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BaselineError(f"{origin}: not UTF-8 text: {exc}") from exc
     if csv_format:
-        columns = _csv_columns(text, origin)
-    else:
-        try:
-            document = msgspec.json.decode(text)
-        except msgspec.DecodeError as exc:
-            raise BaselineError(f"{origin}: not valid JSON: {exc}") from exc
-        if is_profile_document(document):
-            return decode_profile(document, origin)
-        columns = rows_to_columns(document, origin)
-    return build_profile(columns, kinds=kinds, bins=bins, top_k=top_k)
+        return csv_columns(text, origin)
+    try:
+        document = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise BaselineError(f"{origin}: not valid JSON: {exc}") from exc
+    if is_profile_document(document):
+        return decode_profile(document, origin)
+    return rows_to_columns(document, origin)
 
 
 def load_baseline(
