@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from support import make_monitor, small_profile
 
-from driftline.core.binning import BinnedEvent, EventError, bin_batch, bin_event, plainly_valid
+from driftline.core.binning import (
+    BinnedEvent,
+    EventError,
+    bin_batch,
+    bin_columns,
+    bin_event,
+    plainly_valid,
+)
 from driftline.core.layout import EVENTS_SLOT, Layout
 from driftline.core.limits import Limits
 from driftline.core.monitor import Monitor
@@ -347,3 +354,16 @@ def test_structured_category_is_rejected(small_monitor: Monitor, value: Any, sho
     assert str(info.value) == (
         f"city: expected a category (string, number or boolean), got {shown}"
     )
+
+
+def test_nan_category_is_missing_as_in_profiles(small_monitor: Monitor) -> None:
+    # A DataFrame's missing string is NaN: missing in the profile, so missing here too.
+    city = small_monitor.layout.features["city"]
+    assert city.missing in bin_one(small_monitor, {"city": float("nan")}).slots
+    assert isinstance(city.profile, CategoricalProfile)
+    known = city.profile.categories[0]
+    batch = bin_columns(small_monitor.layout, {"city": [known, float("nan")]}, 2, LIMITS)
+    categorical = [f for f in small_monitor.layout.features.values() if f.index is not None]
+    column = batch.slots[1 + categorical.index(city)]
+    assert column.tolist() == [city.first_bin, city.missing]
+    assert not batch.errors

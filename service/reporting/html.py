@@ -245,10 +245,11 @@ def _quality_and_statistics(feature: FeatureReport) -> str:
         if v is not None
     )
     return (
-        '<div class="g"><div><h4>Data quality</h4><table><thead><tr><th scope="col">Rate</th>'
-        '<th scope="col">Current</th><th scope="col">Baseline</th></tr></thead>'
-        f"<tbody>{''.join(quality)}</tbody></table></div>"
-        f"<div><h4>Statistics</h4><table><tbody>{stats}</tbody></table></div></div>"
+        '<div class="g"><div><h4>Data quality</h4><div class="x"><table><thead><tr>'
+        '<th scope="col">Rate</th><th scope="col">Current</th><th scope="col">Baseline</th>'
+        f"</tr></thead><tbody>{''.join(quality)}</tbody></table></div></div>"
+        '<div><h4>Statistics</h4><div class="x"><table><tbody>'
+        f"{stats}</tbody></table></div></div></div>"
     )
 
 
@@ -287,11 +288,16 @@ def render_html(report: DriftReport, *, notes: Sequence[str] = (), fragment: boo
     ids = {name: f"f{i}" for i, name in enumerate(report.features)}
     subtitle = f"model {escape(report.model)} · " if report.model else ""
     window = report.window
+    # Offline, the current data has no time span: its window starts and ends at once.
+    span = (
+        f" · window {escape(window.start)} to {escape(window.end)}"
+        if window.start != window.end
+        else ""
+    )
     body = (
         '<main class="dlr"><header>'
         f"<h1>Drift report: {escape(report.monitor)}</h1>"
-        f'<p class="m">{subtitle}evaluated {escape(report.evaluated_at)} · current data '
-        f"{escape(window.start)} to {escape(window.end)}</p></header>"
+        f'<p class="m">{subtitle}evaluated {escape(report.evaluated_at)}{span}</p></header>'
         + _summary(report, notes)
         + _overview(report, order, ids)
         + '<section aria-labelledby="detail"><h2 id="detail">Feature detail</h2>'
