@@ -105,7 +105,7 @@ def _write(target: str, data: bytes) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     from driftline.reporting import InputError, compare, render_html
-    from driftline.reporting.compare import fails
+    from driftline.reporting.comparison import fails
     from driftline.reporting.html import flagged_first
 
     try:

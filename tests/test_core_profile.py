@@ -20,6 +20,7 @@ from driftline.core.profile import (
     BaselineError,
     BaselineProfile,
     CategoricalProfile,
+    CodedColumn,
     NumericProfile,
     build_profile,
     categorical_profile,
@@ -582,3 +583,23 @@ def test_equal_values_of_other_types_keep_their_own_categories() -> None:
         "1": 6, "1.0": 3, "true": 3
     }  # fmt: skip
     assert profile.missing == 9
+
+
+def test_coded_columns_read_like_the_column_they_stand_for() -> None:
+    rng = np.random.default_rng(4)
+    distinct = ["a", "b", "NA", "7", None]
+    codes = rng.integers(-1, len(distinct), 3000).astype(np.intp)
+    coded = CodedColumn(codes, distinct)
+    plain = [None if c < 0 else distinct[c] for c in codes]
+    assert list(coded) == plain
+    assert coded[2:5] == plain[2:5]
+    assert categorical_profile(coded, top_k=2) == categorical_profile(plain, top_k=2)
+    numbers, bad = parse_numbers(coded)
+    plain_numbers, plain_bad = parse_numbers(plain)
+    assert np.array_equal(numbers, plain_numbers, equal_nan=True)
+    assert bad == plain_bad
+    assert parse_numbers(coded, max_bad=3)[1] == plain_bad[:3]
+    digits = CodedColumn(codes, ["1", "2.5", "", "7", None])
+    assert encode_profile(build_profile({"d": digits})) == encode_profile(
+        build_profile({"d": list(digits)})
+    )

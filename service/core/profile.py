@@ -15,8 +15,9 @@ import io
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import msgspec
 import numpy as np
@@ -28,6 +29,7 @@ PROFILE_KIND = "driftline.baseline-profile/v1"
 # Numeric features with at most this many distinct baseline values get one bin per
 # value: quantile bins would collapse them into a few uneven bins.
 DISCRETE_MAX_VALUES = 20
+DISCRETE_PEEK = 1000  # rows looked at first to tell a continuous feature
 # Strings a CSV (or a careless JSON export) uses for "no value".
 MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 
@@ -82,6 +84,31 @@ class BaselineProfile(msgspec.Struct, frozen=True):
     def content_hash(self) -> str:
         """Hash of everything that decides bins and expected counts."""
         return hashlib.sha256(msgspec.json.encode(self, order="deterministic")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class CodedColumn(Sequence[Any]):
+    """A column kept as codes into its distinct values, -1 for null (a Parquet dictionary).
+
+    Profiles and binning then read each distinct value once instead of once per row;
+    as a sequence it reads like the column it stands for.
+    """
+
+    codes: npt.NDArray[np.intp]
+    values: Sequence[Any]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        code = self.codes[index]
+        return None if code < 0 else self.values[code]
 
 
 class BaselineError(ValueError):
@@ -183,6 +210,12 @@ def parse_numbers(
     `max_bad`, parsing stops once that many bad values are found (the numbers are then
     incomplete): enough to tell a categorical column.
     """
+    if isinstance(values, CodedColumn):
+        distinct, refused = parse_numbers(values.values)
+        numbers = np.append(distinct, np.nan)[values.codes]  # code -1: the NaN appended
+        flagged = np.zeros(len(values.values) + 1, dtype=bool)
+        flagged[refused] = True
+        return numbers, np.flatnonzero(flagged[values.codes])[:max_bad].tolist()
     if isinstance(values, np.ndarray):
         if values.dtype.kind in "fiu":
             numbers = values.astype(np.float64, copy=False)
@@ -243,9 +276,11 @@ def _numeric_profile(
     x = numbers[~np.isnan(numbers)]
     if not len(x):
         raise BaselineError(f"{name}: no non-missing values to build bins from")
-    # Sorted once for the distinct values, the quantiles and the counts per bin.
-    ordered = np.sort(x)
-    distinct = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+    # A continuous feature shows more distinct values than that among its first rows:
+    # only a feature that does not needs all of its distinct values found.
+    distinct = np.unique(x[:DISCRETE_PEEK])
+    if len(distinct) <= DISCRETE_MAX_VALUES:
+        distinct = np.unique(x)
     discrete = len(distinct) <= DISCRETE_MAX_VALUES
     if discrete:
         # One bin per value: edges halfway between neighbours, with open outer bins
@@ -257,11 +292,9 @@ def _numeric_profile(
         )
         cuts = np.concatenate([[distinct[0]], middles, [np.nextafter(distinct[-1], np.inf)]])
     else:
-        quantiles = np.quantile(ordered, np.linspace(0, 1, bins + 1)[1:-1])
+        quantiles = np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1])
         cuts = np.unique(quantiles)
-    # Bin i holds cuts[i-1] <= x < cuts[i]: the count of values below each cut, differenced.
-    below = np.searchsorted(ordered, cuts, side="left")
-    counts = np.diff(np.concatenate([[0], below, [len(x)]]))
+    counts = np.bincount(np.searchsorted(cuts, x, side="right"), minlength=len(cuts) + 1)
     return NumericProfile(
         cuts=[float(c) for c in cuts],
         counts=[int(c) for c in counts],
@@ -277,15 +310,25 @@ def _numeric_profile(
 
 def categorical_profile(values: Sequence[Any], top_k: int) -> CategoricalProfile:
     """The top_k categories by count (ties by name), the rest pooled into `other`."""
+    items: Iterable[tuple[Any, int]]
+    if isinstance(values, CodedColumn):
+        counted = np.bincount(values.codes + 1, minlength=len(values.values) + 1).tolist()
+        items = zip([None, *values.values], counted, strict=True)  # code -1 is null
+        return _categorical_profile(items, top_k)
     if isinstance(values, np.ndarray):
         values = values.tolist()
     # Each distinct value is labelled once, not once per row. Values that compare equal
     # across types (1, 1.0, True) have labels of their own: those are counted by type too.
     counts: Counter[Any] = Counter(values)
-    items: Iterable[tuple[Any, int]] = counts.items()
+    items = counts.items()
     if not all(type(value) is str or value is None for value in counts):
         typed = Counter(zip(map(type, values), values, strict=True))
         items = ((value, count) for (_, value), count in typed.items())
+    return _categorical_profile(items, top_k)
+
+
+def _categorical_profile(items: Iterable[tuple[Any, int]], top_k: int) -> CategoricalProfile:
+    """The profile from (distinct raw value, count) pairs."""
     counter: Counter[str] = Counter()
     missing = 0
     for value, count in items:

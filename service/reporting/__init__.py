@@ -5,7 +5,7 @@ binning and statistics; `render_html` turns any drift report (the service's live
 included) into one self-contained HTML page.
 """
 
-from driftline.reporting.compare import Comparison, compare
+from driftline.reporting.comparison import Comparison, compare
 from driftline.reporting.html import render_html
 from driftline.reporting.tables import InputError
 

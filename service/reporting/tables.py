@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from driftline.core.profile import BaselineError, BaselineProfile, rows_to_columns, table_from_bytes
+from driftline.core.profile import (
+    BaselineError,
+    BaselineProfile,
+    CodedColumn,
+    rows_to_columns,
+    table_from_bytes,
+)
 
 Table = Mapping[str, Sequence[Any]]
 TEXT_SUFFIXES = (".csv", ".json")
@@ -50,7 +56,8 @@ def _read_parquet(path: Path) -> Table:
     """The columns of a Parquet file, typed as binning and profiles take them.
 
     Floats become float64 arrays (null is NaN); whole numbers int64 arrays while they have
-    no nulls (so a category coded 3 stays `3`, not `3.0`); the rest lists of values.
+    no nulls (so a category coded 3 stays `3`, not `3.0`); the rest coded columns, each
+    distinct value once (strings, booleans, dates: categories).
     """
     try:
         import pyarrow as pa
@@ -71,7 +78,11 @@ def _read_parquet(path: Path) -> Table:
         elif pa.types.is_integer(kind) and not column.null_count:
             columns[name] = column.cast(pa.int64()).to_numpy()
         else:
-            columns[name] = column.to_pylist()
+            coded = column.combine_chunks()
+            if not pa.types.is_dictionary(coded.type):
+                coded = coded.dictionary_encode()
+            codes = coded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            columns[name] = CodedColumn(codes.astype(np.intp), coded.dictionary.to_pylist())
     return columns
 
 
