@@ -104,7 +104,7 @@ def _write(target: str, data: bytes) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from driftline.reporting import InputError, compare, render_html
+    from driftline.reporting import InputError, compare
     from driftline.reporting.comparison import fails
     from driftline.reporting.html import flagged_first
 
@@ -118,9 +118,9 @@ def _compare(args: argparse.Namespace) -> int:
     report = result.report
     try:
         if args.json:
-            _write(args.json, msgspec.json.encode(report) + b"\n")
+            _write(args.json, result.to_json() + b"\n")
         if args.html:
-            _write(args.html, render_html(report, notes=result.warnings).encode())
+            _write(args.html, result.to_html().encode())
     except OSError as exc:
         print(f"driftline: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
