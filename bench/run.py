@@ -14,6 +14,7 @@ Steps (all by default, or pick with --only):
   redis      3+5. predict with Redis, durable and async; Redis commands/event, CPU
   memory     5. Redis memory after 1M and 10M events (same window)
   peers      6. Evidently and whylogs vs driftline on 100,000 x 20 frames
+  compare    6. `driftline compare` vs Evidently's DataDriftPreset on the same files
   micro      per-call cost of the service's steps, in process (where the time goes)
   client     driftline.client: log() cost to the caller, feature values/s to one service
 
@@ -49,6 +50,7 @@ STEPS = (
     "redis",
     "memory",
     "peers",
+    "compare",
     "micro",
     "client",
 )
@@ -463,6 +465,22 @@ class Bench:
             )
         )
 
+    def step_compare(self) -> None:
+        """6. `driftline compare` against Evidently on the same Parquet and CSV files."""
+        from . import offline
+
+        out = offline.measure(self.work / "compare", rows=self.args.peer_rows)
+        self.m["compare"] = out
+        self.say(
+            "compare: "
+            + "; ".join(
+                f"{fmt}: driftline {out[fmt]['driftline_seconds']:.3f} s, evidently "
+                f"{out[fmt]['evidently_seconds']:.2f} s ({out[fmt]['ratio']:.1f}x)"
+                for fmt in ("parquet", "csv")
+            )
+            + f"; cold processes {out['cold']['ratio']:.1f}x"
+        )
+
     def step_micro(self) -> None:
         """Microseconds per call of the service's steps (bench/micro.py)."""
         from . import micro
@@ -499,6 +517,7 @@ class Bench:
             ("redis", self.step_redis),
             ("memory", self.step_memory),
             ("peers", self.step_peers),
+            ("compare", self.step_compare),
             ("micro", self.step_micro),
             ("client", self.step_client),
         ]
@@ -808,6 +827,43 @@ def _peer_rows(table: Table, m: dict[str, Any]) -> None:
             table.row("6", "whylogs", wl.get("error", "not run"))
 
 
+def _compare_rows(table: Table, m: dict[str, Any]) -> None:
+    """Rows of `driftline compare` against Evidently on the same files (item 6)."""
+    if not (c := m.get("compare")):
+        return
+    size = f"{c['rows']:,} x 20"
+    for fmt, target in (("parquet", 20.0), ("csv", None)):
+        r = c[fmt]
+        same = r["driftline_drifted"] == c["expected_drifted"]
+        table.row(
+            "6",
+            f"`driftline compare` vs Evidently {c['evidently_version']}, {size} {fmt} files",
+            r["driftline_seconds"],
+            "s",
+            r["evidently_seconds"],
+            "s",
+            r["ratio"],
+            f">= {target:g}x" if target else "",
+            (r["ratio"] >= target and same) if target else None,
+            f"warm, in process, files read by each tool; driftline best of {r['driftline_runs']}"
+            f" s, Evidently {r['evidently_runs']} s (DataDriftPreset as shipped); driftline "
+            f"flags {', '.join(r['driftline_drifted'])}; Evidently "
+            f"{', '.join(r['evidently_drifted'])}",
+        )
+    cold = c["cold"]
+    table.row(
+        "6",
+        f"`driftline compare` vs Evidently, {size} parquet, fresh processes",
+        cold["driftline_seconds"],
+        "s",
+        cold["evidently_seconds"],
+        "s",
+        cold["ratio"],
+        note=f"interpreter start and imports included (what a CI step pays); driftline also "
+        f"wrote the HTML report ({cold['html_bytes'] / 1024:.0f} KiB)",
+    )
+
+
 def _micro_rows(table: Table, m: dict[str, Any]) -> None:
     """Rows of the in-process micro benchmarks."""
     if mu := m.get("micro_us"):
@@ -893,6 +949,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
     _redis_rows(table, m)
     _memory_rows(table, m, b.args.redis_events)
     _peer_rows(table, m)
+    _compare_rows(table, m)
     _micro_rows(table, m)
     _latency_rows(table, m)
     _client_rows(table, m)

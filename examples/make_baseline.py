@@ -1,44 +1,73 @@
-"""Regenerate examples/baseline_data.json: synthetic credit-risk training rows.
+"""Regenerate the example data: training rows and two batches to judge against them.
 
-The shape is the original API's (a list of records); values are drawn from fixed distributions
-with a fixed seed so the file is reproducible: `python examples/make_baseline.py`.
+examples/baseline_data.json holds synthetic credit-risk training rows in the original
+API's shape (a list of records); examples/batches/ holds a batch drawn like them
+(today.csv) and one that drifted (drifted.csv: older, richer applicants, more of them
+on mobile), for `driftline compare`. Values come from fixed distributions with fixed
+seeds, so the files are reproducible: `python examples/make_baseline.py`.
 """
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
-ROWS = 4000
-rng = np.random.default_rng(20250529)
+HERE = Path(__file__).parent
+CHANNELS = ["web", "mobile", "branch", "partner"]
 
-age = np.clip(rng.normal(41, 12, ROWS), 18, 90).round().astype(int)
-income = np.round(rng.lognormal(10.8, 0.45, ROWS), -2)
-tenure = np.clip(rng.gamma(2.0, 14.0, ROWS), 0, 240).round().astype(int)
-credit_score = np.clip(rng.normal(680, 60, ROWS), 300, 850).round().astype(int)
-num_products = rng.choice([1, 2, 3, 4, 5], ROWS, p=[0.45, 0.3, 0.15, 0.07, 0.03])
-category = rng.choice(["basic", "standard", "premium", "enterprise"], ROWS, p=[0.4, 0.3, 0.2, 0.1])
-region = rng.choice(
-    ["north", "south", "east", "west", "central"], ROWS, p=[0.25, 0.2, 0.2, 0.2, 0.15]
-)
-channel = rng.choice(["web", "mobile", "branch", "partner"], ROWS, p=[0.45, 0.35, 0.15, 0.05])
 
-rows = []
-for i in range(ROWS):
-    rows.append(
-        {
-            "age": int(age[i]),
-            # Some applicants decline to state an income; some records lost the region.
-            "income": None if rng.random() < 0.03 else float(income[i]),
-            "tenure_months": int(tenure[i]),
-            "credit_score": int(credit_score[i]),
-            "num_products": int(num_products[i]),
-            "product_category": str(category[i]),
-            "region": None if rng.random() < 0.01 else str(region[i]),
-            "channel": str(channel[i]),
-        }
+def draw(rows: int, seed: int, *, drift: bool = False) -> list[dict[str, object]]:
+    """Rows of the credit-risk features; `drift` shifts age, income and channel."""
+    rng = np.random.default_rng(seed)
+    age = np.clip(rng.normal(41, 12, rows), 18, 90).round().astype(int)
+    income = np.round(rng.lognormal(10.8, 0.45, rows), -2)
+    tenure = np.clip(rng.gamma(2.0, 14.0, rows), 0, 240).round().astype(int)
+    credit_score = np.clip(rng.normal(680, 60, rows), 300, 850).round().astype(int)
+    num_products = rng.choice([1, 2, 3, 4, 5], rows, p=[0.45, 0.3, 0.15, 0.07, 0.03])
+    category = rng.choice(
+        ["basic", "standard", "premium", "enterprise"], rows, p=[0.4, 0.3, 0.2, 0.1]
     )
+    region = rng.choice(
+        ["north", "south", "east", "west", "central"], rows, p=[0.25, 0.2, 0.2, 0.2, 0.15]
+    )
+    channel = rng.choice(
+        CHANNELS, rows, p=[0.25, 0.6, 0.1, 0.05] if drift else [0.45, 0.35, 0.15, 0.05]
+    )
+    if drift:
+        age = np.clip(age + 9, 18, 90)
+        income = np.round(income * 1.4, -2)
+    out = []
+    for i in range(rows):
+        out.append(
+            {
+                "age": int(age[i]),
+                # Some applicants decline to state an income; some records lost the region.
+                "income": None if rng.random() < 0.03 else float(income[i]),
+                "tenure_months": int(tenure[i]),
+                "credit_score": int(credit_score[i]),
+                "num_products": int(num_products[i]),
+                "product_category": str(category[i]),
+                "region": None if rng.random() < 0.01 else str(region[i]),
+                "channel": str(channel[i]),
+            }
+        )
+    return out
 
-# One record per line: small, and diffs stay readable.
-text = "[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]\n"
-Path(__file__).with_name("baseline_data.json").write_text(text)
+
+def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    """Rows as CSV; an empty cell for a missing value."""
+    path.parent.mkdir(exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+
+
+if __name__ == "__main__":
+    # One record per line: small, and diffs stay readable.
+    baseline = draw(4000, 20250529)
+    text = "[\n" + ",\n".join(json.dumps(row) for row in baseline) + "\n]\n"
+    (HERE / "baseline_data.json").write_text(text)
+    write_csv(HERE / "batches" / "today.csv", draw(1000, 20250601))
+    write_csv(HERE / "batches" / "drifted.csv", draw(1000, 20250602, drift=True))

@@ -21,6 +21,7 @@ from driftline.core.profile import (
     encode_profile,
     load_baseline,
 )
+from driftline.core.severity import SEVERITY_RANK
 from driftline.logs import configure_logging
 from driftline.settings import Settings, SettingsError, load_settings, setting_sources
 
@@ -109,6 +110,56 @@ def _baseline_build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _write(target: str, data: bytes) -> None:
+    if target == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        Path(target).write_bytes(data)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from driftline.reporting import InputError, compare
+    from driftline.reporting.comparison import fails
+    from driftline.reporting.html import flagged_first
+
+    try:
+        result = compare(args.reference, args.current, config=args.monitor)
+    except InputError as exc:
+        print(f"driftline: {exc}", file=sys.stderr)
+        return 2
+    for warning in result.warnings:
+        print(f"driftline: warning: {warning}", file=sys.stderr)
+    report = result.report
+    try:
+        if args.json:
+            _write(args.json, result.to_json() + b"\n")
+        if args.html:
+            _write(args.html, result.to_html().encode())
+    except OSError as exc:
+        print(f"driftline: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    # The summary goes to stderr when stdout carries a report.
+    out = sys.stderr if "-" in (args.json, args.html) else sys.stdout
+    window = report.window
+    readiness = "ready" if window.ready else f"not ready: fewer than {window.min_samples} rows"
+    print(
+        f"severity {report.severity}, drift score {report.drift_score:.4g}, "
+        f"{window.events:,} current rows ({readiness}); drifted: "
+        + (", ".join(report.drifted_features) or "none"),
+        file=out,
+    )
+    width = max(len(name) for name in report.features)
+    for name in flagged_first(report):
+        feature = report.features[name]
+        print(
+            f"  {name:<{width}}  {feature.severity:<8}  score {feature.score:<10.4g}  "
+            f"p {feature.p_value:.3g}",
+            file=out,
+        )
+    return 1 if args.fail_on and fails(report, args.fail_on) else 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -220,6 +271,36 @@ def parser() -> argparse.ArgumentParser:
         help="Parquet: use this column as a feature (repeatable; default every column)",
     )
     build.set_defaults(run=_baseline_build)
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare current data with reference data offline (a drift gate for CI)",
+        description="Judge CURRENT against REFERENCE (CSV, JSON records or columns, or "
+        "Parquet with the `parquet` extra) with the service's profiles, binning and tests: "
+        "the report is the one GET /v1/monitors/{name}/drift answers. Exit status: 0 when "
+        "the severity is below --fail-on (or no --fail-on), 1 at or above it, 2 for bad "
+        "usage or input.",
+    )
+    compare.add_argument(
+        "--reference",
+        metavar="REF",
+        help="training data, or a saved profile; optional when --monitor names a baseline",
+    )
+    compare.add_argument("--current", metavar="CUR", required=True, help="data to judge")
+    compare.add_argument(
+        "--monitor",
+        metavar="CONFIG",
+        help="a monitor config (YAML or JSON): thresholds, alpha, min_samples, feature "
+        "types, bins; its baseline is used when --reference is not given",
+    )
+    compare.add_argument("--json", metavar="FILE", help="write the JSON report (- is stdout)")
+    compare.add_argument("--html", metavar="FILE", help="write the HTML report (- is stdout)")
+    compare.add_argument(
+        "--fail-on",
+        choices=[name for name, rank in sorted(SEVERITY_RANK.items(), key=lambda i: i[1]) if rank],
+        help="exit 1 when the severity is at or above this one",
+    )
+    compare.set_defaults(run=_compare)
 
     simulate = commands.add_parser(
         "simulate",

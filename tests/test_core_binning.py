@@ -12,11 +12,24 @@ import numpy as np
 import pytest
 from support import make_monitor, small_profile
 
-from driftline.core.binning import BinnedEvent, EventError, bin_batch, bin_event, plainly_valid
+from driftline.core.binning import (
+    BinnedEvent,
+    EventError,
+    bin_batch,
+    bin_columns,
+    bin_event,
+    plainly_valid,
+)
 from driftline.core.layout import EVENTS_SLOT, Layout
 from driftline.core.limits import Limits
 from driftline.core.monitor import Monitor
-from driftline.core.profile import CategoricalProfile, NumericProfile, build_profile, load_baseline
+from driftline.core.profile import (
+    CategoricalProfile,
+    CodedColumn,
+    NumericProfile,
+    build_profile,
+    load_baseline,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LIMITS = Limits(max_string_length=12, max_abs_value=1e12)
@@ -347,3 +360,31 @@ def test_structured_category_is_rejected(small_monitor: Monitor, value: Any, sho
     assert str(info.value) == (
         f"city: expected a category (string, number or boolean), got {shown}"
     )
+
+
+def test_nan_category_is_missing_as_in_profiles(small_monitor: Monitor) -> None:
+    # A DataFrame's missing string is NaN: missing in the profile, so missing here too.
+    city = small_monitor.layout.features["city"]
+    assert city.missing in bin_one(small_monitor, {"city": float("nan")}).slots
+    assert isinstance(city.profile, CategoricalProfile)
+    known = city.profile.categories[0]
+    batch = bin_columns(small_monitor.layout, {"city": [known, float("nan")]}, 2, LIMITS)
+    categorical = [f for f in small_monitor.layout.features.values() if f.index is not None]
+    column = batch.slots[1 + categorical.index(city)]
+    assert column.tolist() == [city.first_bin, city.missing]
+    assert not batch.errors
+
+
+def test_coded_columns_bin_like_plain_ones(small_monitor: Monitor) -> None:
+    city = small_monitor.layout.features["city"]
+    assert isinstance(city.profile, CategoricalProfile)
+    distinct = [city.profile.categories[0], "never-seen", "NA", "x" * 20, 3]
+    codes = np.array([0, 1, -1, 2, 3, 4, 0, 3], dtype=np.intp)
+    coded = CodedColumn(codes, distinct)
+    plain = list(coded)
+    limits = Limits(max_string_length=12)
+    got = bin_columns(small_monitor.layout, {"city": coded}, len(codes), limits)
+    want = bin_columns(small_monitor.layout, {"city": plain}, len(codes), limits)
+    assert [s.tolist() for s in got.slots] == [s.tolist() for s in want.slots]
+    assert {i: str(e) for i, e in got.errors.items()} == {i: str(e) for i, e in want.errors.items()}
+    assert sorted(got.errors) == [4, 7]  # the over-long category, wherever it occurs

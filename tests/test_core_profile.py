@@ -20,6 +20,7 @@ from driftline.core.profile import (
     BaselineError,
     BaselineProfile,
     CategoricalProfile,
+    CodedColumn,
     NumericProfile,
     build_profile,
     categorical_profile,
@@ -28,6 +29,7 @@ from driftline.core.profile import (
     infer_kind,
     load_baseline,
     numeric_profile,
+    parse_numbers,
     rows_to_columns,
 )
 
@@ -522,3 +524,82 @@ def test_discrete_adjacent_floats_get_their_own_bins(tmp_path: Path) -> None:
 def test_huge_integer_in_baseline_is_a_baseline_error() -> None:
     with pytest.raises(BaselineError, match=r"^x: "):
         build_profile({"x": [1, 10**400]}, kinds={"x": "numeric"})
+
+
+# ------------------------------------------------------------------- raw values
+
+
+def test_parse_numbers_takes_what_the_rules_take_on_every_path() -> None:
+    # (value, what the rules make of it): a number, None for missing, "bad" for no number.
+    cases = [
+        (1, 1.0), (2.5, 2.5), (" 2 ", 2.0), ("1_0", 10.0), ("-3e2", -300.0), (None, None),
+        (float("nan"), None), ("", None), ("NA ", None), ("n/a", None), ("null", None),
+        ("None", None), (" NaN", None), ("-nan", "bad"), ("inf", "bad"), (float("inf"), "bad"),
+        (True, "bad"), (10**400, "bad"), ("x", "bad"),
+    ]  # fmt: skip
+    values = [v for v, _ in cases]
+    numbers, bad = parse_numbers(values)
+    assert bad == [i for i, (_, want) in enumerate(cases) if want == "bad"]
+    for i, (_, want) in enumerate(cases):
+        if want is None:
+            assert math.isnan(numbers[i]), cases[i]
+        elif want != "bad":
+            assert numbers[i] == want, cases[i]
+    # Each clean value alone takes numpy's path over a whole column: same answer.
+    for value, want in cases:
+        if want == "bad":
+            continue
+        column, column_bad = parse_numbers([value] * 3 + [4.0])
+        assert column_bad == []
+        assert np.array_equal(
+            column[:3], np.full(3, np.nan if want is None else want), equal_nan=True
+        )
+    assert parse_numbers(values, max_bad=2)[1] == bad[:2]
+
+
+def test_arrays_and_lists_build_the_same_profile() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=2000)
+    x[::17] = np.nan
+    codes = rng.integers(0, 4, 2000)
+    from_arrays = build_profile(
+        {"x": x, "k": codes, "c": np.array(["a", "b"] * 1000, dtype=object)}
+    )
+    from_lists = build_profile(
+        {
+            "x": [None if np.isnan(v) else float(v) for v in x],
+            "k": [int(v) for v in codes],
+            "c": ["a", "b"] * 1000,
+        }
+    )
+    assert encode_profile(from_arrays) == encode_profile(from_lists)
+    assert isinstance(from_arrays.features["k"], NumericProfile)
+    assert from_arrays.features["x"].missing == len(x[::17])
+
+
+def test_equal_values_of_other_types_keep_their_own_categories() -> None:
+    profile = categorical_profile([1, 1.0, True, "1", None, float("nan"), "NA"] * 3, top_k=10)
+    assert dict(zip(profile.categories, profile.counts, strict=False)) == {
+        "1": 6, "1.0": 3, "true": 3
+    }  # fmt: skip
+    assert profile.missing == 9
+
+
+def test_coded_columns_read_like_the_column_they_stand_for() -> None:
+    rng = np.random.default_rng(4)
+    distinct = ["a", "b", "NA", "7", None]
+    codes = rng.integers(-1, len(distinct), 3000).astype(np.intp)
+    coded = CodedColumn(codes, distinct)
+    plain = [None if c < 0 else distinct[c] for c in codes]
+    assert list(coded) == plain
+    assert coded[2:5] == plain[2:5]
+    assert categorical_profile(coded, top_k=2) == categorical_profile(plain, top_k=2)
+    numbers, bad = parse_numbers(coded)
+    plain_numbers, plain_bad = parse_numbers(plain)
+    assert np.array_equal(numbers, plain_numbers, equal_nan=True)
+    assert bad == plain_bad
+    assert parse_numbers(coded, max_bad=3)[1] == plain_bad[:3]
+    digits = CodedColumn(codes, ["1", "2.5", "", "7", None])
+    assert encode_profile(build_profile({"d": digits})) == encode_profile(
+        build_profile({"d": list(digits)})
+    )

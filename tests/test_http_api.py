@@ -166,6 +166,25 @@ async def test_baseline_traffic_stays_none_and_shift_goes_critical(client: TestC
     assert drift["feature_scores"]["age"] >= 0.5
 
 
+async def test_report_page_renders_the_live_drift_report(client: TestClient) -> None:
+    profile = load_baseline(EXAMPLES / "baseline_data.json")
+    shifted = ProfileSampler(profile, np.random.default_rng(12)).events(400, SCENARIOS["high"])
+    await send_events(client, shifted)
+    response = await client.get(f"/v1/monitors/{MONITOR}/report.html")
+    assert response.status == 200
+    assert response.content_type == "text/html"
+    page = await response.text()
+    report = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert report["severity"] == "critical"
+    assert f"<title>Drift report: {MONITOR}, critical</title>" in page
+    assert "<dt>Window events</dt><dd>400</dd>" in page
+    for name in report["drifted_features"]:
+        assert f'<a href="#f{list(report["features"]).index(name)}">{name}</a>' in page
+    missing = await client.get("/v1/monitors/nope/report.html")
+    assert missing.status == 404
+    assert missing.content_type == PROBLEM
+
+
 async def test_report_numbers_match_independent_scipy(
     client: TestClient, baseline_rows: list[dict[str, Any]]
 ) -> None:

@@ -199,3 +199,40 @@ def test_a_settings_file_written_with_variable_names_says_what_it_takes(tmp_path
     env = {"DRIFTLINE_SETTINGS_FILE": str(path)}
     with pytest.raises(ValueError, match=r"unknown field `DRIFTLINE_PORT`.*here `port: \.\.\.`"):
         load_settings(environ=env)
+
+
+def test_the_offline_gate_exits_as_the_readme_says(tmp_path: Path) -> None:
+    text = section("Offline: compare files in CI")
+    (script,) = blocks("sh", text)
+    expected: int | None = None
+    ran = []
+    for line in script.splitlines():
+        if said := re.search(r"exit status (\d)", line):
+            expected = int(said.group(1))
+            continue
+        assert expected is not None, f"no exit status stated before {line}"
+        command = line.replace(".venv/bin/driftline", DRIFTLINE)
+        for name in ("report.json", "report.html"):
+            command = command.replace(f" {name}", f" {tmp_path / name}")
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == expected, f"{line}\n{done.stdout}\n{done.stderr}"
+        ran.append(expected)
+        expected = None
+    assert ran == [0, 1]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["severity"] == "critical"
+    assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
+    # The table documents every status the command uses.
+    assert re.findall(r"^\| (\d) \|", text, flags=re.M) == ["0", "1", "2"]
+
+
+def test_the_notebook_example_prints_what_the_readme_shows() -> None:
+    (example,) = blocks("python", section("Offline: compare files in CI"))
+    shown = re.search(r"print\(.*\)  # (.*)", example).group(1)  # type: ignore[union-attr]
+    done = subprocess.run(
+        [sys.executable, "-c", example], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == shown

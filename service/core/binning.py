@@ -33,7 +33,7 @@ from driftline.core.layout import (
     moment_unit,
 )
 from driftline.core.limits import Limits
-from driftline.core.profile import NumericProfile, category_label, is_missing
+from driftline.core.profile import CodedColumn, NumericProfile, category_label, is_missing
 from driftline.core.window import Vector
 
 IntArray = npt.NDArray[np.int64]
@@ -77,7 +77,7 @@ def category_slot(feature: FeatureSlots, value: Any, limits: Limits) -> int:
     slot = feature.index.get(value) if type(value) is str else None
     if slot is not None:
         return slot
-    if value is None or (type(value) is str and is_missing(value)):
+    if is_missing(value):  # None, a missing-value string, or NaN (as profiles count it)
         return feature.missing
     if isinstance(value, dict | list):
         raise EventError(
@@ -373,6 +373,28 @@ def bin_columns(
     return _bin(layout, values, lists, limits, errors, set(columns.keys() - layout.features.keys()))
 
 
+def _category_slots(
+    feature: FeatureSlots, column: Sequence[Any], limits: Limits
+) -> tuple[IntArray, dict[int, EventError]]:
+    """The slot of every value of a categorical column, and the values refused (missing)."""
+    assert feature.index is not None
+    lookup = feature.index.get
+    try:
+        slots = np.fromiter(map(lookup, column, repeat(-1)), np.intp, len(column))
+    except TypeError:  # an unhashable value (object or array): the full rules decide
+        found = [lookup(value, -1) if type(value) is str else -1 for value in column]
+        slots = np.array(found, dtype=np.intp)
+    refused: dict[int, EventError] = {}
+    # Only values that are not a known category need the full rules.
+    for i in np.flatnonzero(slots < 0).tolist():
+        try:
+            slots[i] = category_slot(feature, column[i], limits)
+        except EventError as exc:
+            refused[i] = exc
+            slots[i] = feature.missing
+    return slots, refused
+
+
 def _bin(
     layout: Layout,
     values: Matrix,
@@ -399,21 +421,18 @@ def _bin(
     columns = [bins]
     categorical = [f for f in layout.features.values() if f.index is not None]
     for feature, column in zip(categorical, categorical_columns, strict=True):
-        assert feature.index is not None
-        lookup = feature.index.get
-        try:
-            slots = np.fromiter(map(lookup, column, repeat(-1)), np.intp, len(column))
-        except TypeError:  # an unhashable value (object or array): the full rules decide
-            found = [lookup(value, -1) if type(value) is str else -1 for value in column]
-            slots = np.array(found, dtype=np.intp)
-        # Only values that are not a known category need the full rules.
-        for i in np.flatnonzero(slots < 0).tolist():
-            try:
-                slots[i] = category_slot(feature, column[i], limits)
-            except EventError as exc:
-                errors.note(i, feature.name, exc)
-                slots[i] = feature.missing
-        columns.append(slots)
+        if not isinstance(column, CodedColumn):
+            slots, refused = _category_slots(feature, column, limits)
+            for i, error in refused.items():
+                errors.note(i, feature.name, error)
+            columns.append(slots)
+            continue
+        # Each distinct value once; code -1 (null) takes the missing slot appended.
+        distinct, refused = _category_slots(feature, column.values, limits)
+        for k, error in refused.items():
+            for i in np.flatnonzero(column.codes == k).tolist():
+                errors.note(i, feature.name, error)
+        columns.append(np.append(distinct, feature.missing)[column.codes])
     return BinnedBatch(
         size=size,
         numeric=numeric,

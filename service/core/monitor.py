@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
+import msgspec.yaml
 
 from driftline.core.layout import Layout, layout_id
 from driftline.core.policy import Alpha, Bins, MonitorDefaults, Policy, Thresholds, TopK
@@ -105,6 +106,18 @@ def decode_monitor_config(data: Any, origin: str) -> MonitorConfig:
         return msgspec.convert(data, MonitorConfig)
     except msgspec.ValidationError as exc:
         raise MonitorConfigError(f"{origin}: {_validation_message(exc)}") from exc
+
+
+def read_monitor_config(path: Path, source: str) -> MonitorConfig:
+    """Read and validate a config file (`.json`, else YAML), naming the bad field."""
+    try:
+        raw = path.read_bytes()
+        data = msgspec.json.decode(raw) if path.suffix == ".json" else msgspec.yaml.decode(raw)
+    except OSError as exc:
+        raise MonitorConfigError(f"{source}: cannot read: {exc.strerror}") from exc
+    except msgspec.DecodeError as exc:
+        raise MonitorConfigError(f"{source}: not valid {path.suffix[1:]}: {exc}") from exc
+    return decode_monitor_config(data, source)
 
 
 def build_monitor(

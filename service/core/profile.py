@@ -15,11 +15,13 @@ import io
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from driftline.core.policy import DEFAULTS
 
@@ -27,12 +29,14 @@ PROFILE_KIND = "driftline.baseline-profile/v1"
 # Numeric features with at most this many distinct baseline values get one bin per
 # value: quantile bins would collapse them into a few uneven bins.
 DISCRETE_MAX_VALUES = 20
+DISCRETE_PEEK = 1000  # rows looked at first to tell a continuous feature
 # Strings a CSV (or a careless JSON export) uses for "no value".
 MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 
 FeatureKind = Literal["numeric", "categorical"]
+FloatArray = npt.NDArray[np.float64]
 # A column of training values: any sequence, or a 1-D NumPy array (numeric: NaN missing).
-Column = Sequence[Any] | np.ndarray
+Column = Sequence[Any] | npt.NDArray[Any]
 
 
 class NumericProfile(msgspec.Struct, frozen=True, tag="numeric", tag_field="type"):
@@ -84,6 +88,31 @@ class BaselineProfile(msgspec.Struct, frozen=True):
         return hashlib.sha256(msgspec.json.encode(self, order="deterministic")).hexdigest()[:16]
 
 
+@dataclass(frozen=True, slots=True)
+class CodedColumn(Sequence[Any]):
+    """A column kept as codes into its distinct values, -1 for null (a Parquet dictionary).
+
+    Profiles and binning then read each distinct value once instead of once per row;
+    as a sequence it reads like the column it stands for.
+    """
+
+    codes: npt.NDArray[np.intp]
+    values: Sequence[Any]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        code = self.codes[index]
+        return None if code < 0 else self.values[code]
+
+
 class BaselineError(ValueError):
     """Training data or a profile that cannot make a baseline; the message says why."""
 
@@ -122,7 +151,8 @@ def rows_to_columns(data: Any, origin: str = "baseline") -> dict[str, list[Any]]
     )
 
 
-def _csv_columns(text: str, origin: str) -> dict[str, list[Any]]:
+def csv_columns(text: str, origin: str) -> dict[str, list[Any]]:
+    """The columns of CSV text with a header row: one list of strings per column."""
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
         raise BaselineError(f"{origin}: CSV has no header row")
@@ -166,6 +196,56 @@ def _as_number(value: Any) -> float | None:
     return None
 
 
+# What numpy may convert at once: float() of these is what `_as_number` takes (bools,
+# which numpy would take as 0 and 1, are left out).
+_PLAIN_TYPES = frozenset({float, int, str, type(None)})
+
+
+def parse_numbers(values: Column, *, max_bad: int | None = None) -> tuple[FloatArray, list[int]]:
+    """Values as float64 (NaN where missing), and the positions of values that are no number.
+
+    The one rule for raw values everywhere: missing per `is_missing`, else a finite number
+    or a string of one. A float or integer array is taken as is (NaN is missing); a list
+    goes through numpy at once when it can and value by value only when it must. With
+    `max_bad`, parsing stops once that many bad values are found (the numbers are then
+    incomplete): enough to tell a categorical column.
+    """
+    if isinstance(values, CodedColumn):
+        distinct, refused = parse_numbers(values.values)
+        numbers = np.append(distinct, np.nan)[values.codes]  # code -1: the NaN appended
+        flagged = np.zeros(len(values.values) + 1, dtype=bool)
+        flagged[refused] = True
+        return numbers, np.flatnonzero(flagged[values.codes])[:max_bad].tolist()
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "fiu":
+            numbers = values.astype(np.float64, copy=False)
+            return numbers, np.flatnonzero(np.isinf(numbers)).tolist()
+        values = values.tolist()
+    if set(map(type, values)) <= _PLAIN_TYPES:
+        try:
+            numbers = np.array(values, dtype=np.float64)
+        except (ValueError, OverflowError):
+            pass  # a value that is no number (or a huge int): the rules below name it
+        else:
+            nan = np.flatnonzero(np.isnan(numbers)).tolist()
+            # float("-nan") is NaN, yet "-nan" is not a missing-value string.
+            if not np.isinf(numbers).any() and all(is_missing(values[i]) for i in nan):
+                return numbers, []
+    numbers = np.full(len(values), np.nan)
+    bad: list[int] = []
+    for i, value in enumerate(values):
+        if is_missing(value):
+            continue
+        number = _as_number(value)
+        if number is None:
+            bad.append(i)
+            if len(bad) == max_bad:
+                break
+        else:
+            numbers[i] = number
+    return numbers, bad
+
+
 def category_label(value: Any) -> str:
     """The category a raw value stands for (JSON true/false as `true`/`false`)."""
     if isinstance(value, bool | np.bool_):
@@ -173,40 +253,42 @@ def category_label(value: Any) -> str:
     return str(value)
 
 
-def _float_array(values: Any) -> np.ndarray | None:
-    """A numeric NumPy column as float64 (NaN missing); None for anything else."""
-    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "fiu":
-        return values.astype(np.float64, copy=False)
-    return None
+def category_values(column: npt.NDArray[Any]) -> list[Any]:
+    """A numeric NumPy column as category values: 3.0 is the category `3`, as JSON's 3 is."""
+    return [
+        None if v != v else int(v) if float(v).is_integer() else v  # v != v: NaN
+        for v in column.tolist()
+    ]
 
 
-def infer_kind(values: Iterable[Any]) -> FeatureKind:
+def _kind_of(numbers: FloatArray, bad: list[int]) -> FeatureKind:
+    return "numeric" if not bad and not np.isnan(numbers).all() else "categorical"
+
+
+def infer_kind(values: Column) -> FeatureKind:
     """Numeric when every present value is a number (or a numeric string), else categorical."""
-    if _float_array(values) is not None:
-        return "numeric"
-    present = [v for v in values if not is_missing(v)]
-    if present and all(_as_number(v) is not None for v in present):
-        return "numeric"
-    return "categorical"
+    return _kind_of(*parse_numbers(values))
 
 
 def numeric_profile(values: Column, bins: int, name: str = "feature") -> NumericProfile:
-    """Quantile bins (ties collapsed), or one bin per value for low-cardinality features.
+    """Quantile bins (ties collapsed), or one bin per value for low-cardinality features."""
+    numbers, bad = parse_numbers(values)
+    return _numeric_profile(values, numbers, bad, bins, name)
 
-    `values` may be a numeric NumPy array (NaN missing), read without a Python loop.
-    """
-    column = _float_array(values)
-    if column is not None:
-        present = ~np.isnan(column)
-        x, missing = column[present], len(column) - int(present.sum())
-        if not np.isfinite(x).all():
-            bad = x[~np.isfinite(x)][0]
-            raise BaselineError(f"{name}: expected a finite number, got {bad}")
-    else:
-        x, missing = _numbers(values, name)
+
+def _numeric_profile(
+    values: Column, numbers: FloatArray, bad: list[int], bins: int, name: str
+) -> NumericProfile:
+    if bad:
+        raise BaselineError(f"{name}: expected a number, got {values[bad[0]]!r}")
+    x = numbers[~np.isnan(numbers)]
     if not len(x):
         raise BaselineError(f"{name}: no non-missing values to build bins from")
-    distinct = np.unique(x)
+    # A continuous feature shows more distinct values than that among its first rows:
+    # only a feature that does not needs all of its distinct values found.
+    distinct = np.unique(x[:DISCRETE_PEEK])
+    if len(distinct) <= DISCRETE_MAX_VALUES:
+        distinct = np.unique(x)
     discrete = len(distinct) <= DISCRETE_MAX_VALUES
     if discrete:
         # One bin per value: edges halfway between neighbours, with open outer bins
@@ -225,7 +307,7 @@ def numeric_profile(values: Column, bins: int, name: str = "feature") -> Numeric
         cuts=[float(c) for c in cuts],
         counts=[int(c) for c in counts],
         n=len(x),
-        missing=missing,
+        missing=len(numbers) - len(x),
         mean=float(x.mean()),
         std=float(x.std(ddof=1)) if len(x) > 1 else 0.0,
         min=float(x.min()),
@@ -234,35 +316,34 @@ def numeric_profile(values: Column, bins: int, name: str = "feature") -> Numeric
     )
 
 
-def _numbers(values: Column, name: str) -> tuple[np.ndarray, int]:
-    """The present values as float64, and how many are missing."""
-    numbers: list[float] = []
-    missing = 0
-    for value in values:
-        if is_missing(value):
-            missing += 1
-            continue
-        number = _as_number(value)
-        if number is None:
-            raise BaselineError(f"{name}: expected a number, got {value!r}")
-        numbers.append(number)
-    return np.asarray(numbers, dtype=np.float64), missing
-
-
-def category_values(column: np.ndarray) -> list[Any]:
-    """A numeric NumPy column as category values: 3.0 is the category `3`; NaN is missing."""
-    return [
-        None if v != v else int(v) if float(v).is_integer() else v  # v != v: NaN
-        for v in column.tolist()
-    ]
-
-
 def categorical_profile(values: Column, top_k: int) -> CategoricalProfile:
     """The top_k categories by count (ties by name), the rest pooled into `other`."""
-    if _float_array(values) is not None:
-        values = category_values(np.asarray(values))
-    counter = Counter(category_label(v) for v in values if not is_missing(v))
-    missing = len(values) - sum(counter.values())
+    items: Iterable[tuple[Any, int]]
+    if isinstance(values, CodedColumn):
+        counted = np.bincount(values.codes + 1, minlength=len(values.values) + 1).tolist()
+        items = zip([None, *values.values], counted, strict=True)  # code -1 is null
+        return _categorical_profile(items, top_k)
+    if isinstance(values, np.ndarray):
+        values = category_values(values) if values.dtype.kind in "fiu" else values.tolist()
+    # Each distinct value is labelled once, not once per row. Values that compare equal
+    # across types (1, 1.0, True) have labels of their own: those are counted by type too.
+    counts: Counter[Any] = Counter(values)
+    items = counts.items()
+    if not all(type(value) is str or value is None for value in counts):
+        typed = Counter(zip(map(type, values), values, strict=True))
+        items = ((value, count) for (_, value), count in typed.items())
+    return _categorical_profile(items, top_k)
+
+
+def _categorical_profile(items: Iterable[tuple[Any, int]], top_k: int) -> CategoricalProfile:
+    """The profile from (distinct raw value, count) pairs."""
+    counter: Counter[str] = Counter()
+    missing = 0
+    for value, count in items:
+        if is_missing(value):
+            missing += count
+        else:
+            counter[category_label(value)] += count
     ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
     kept = ranked[:top_k]
     pooled = sum(count for _, count in ranked[top_k:])
@@ -291,12 +372,15 @@ def build_profile(
     features: dict[str, FeatureProfile] = {}
     for name in sorted(columns):
         values = columns[name]
-        kind = kinds.get(name) or infer_kind(values)
-        features[name] = (
-            numeric_profile(values, bins, name)
-            if kind == "numeric"
-            else categorical_profile(values, top_k)
-        )
+        kind = kinds.get(name)
+        if kind == "categorical":
+            features[name] = categorical_profile(values, top_k)
+            continue
+        numbers, bad = parse_numbers(values, max_bad=1)
+        if kind is None and _kind_of(numbers, bad) == "categorical":
+            features[name] = categorical_profile(values, top_k)
+        else:
+            features[name] = _numeric_profile(values, numbers, bad, bins, name)
     rows = len(next(iter(columns.values())))
     return BaselineProfile(features=features, rows=rows)
 
@@ -359,21 +443,29 @@ def profile_from_bytes(
     top_k: int = DEFAULTS.top_k,
 ) -> BaselineProfile:
     """A saved profile as is, or one built from raw rows (JSON records or columns, CSV)."""
+    table = table_from_bytes(data, origin, csv_format=csv_format)
+    if isinstance(table, BaselineProfile):
+        return table
+    return build_profile(table, kinds=kinds, bins=bins, top_k=top_k)
+
+
+def table_from_bytes(
+    data: bytes, origin: str, *, csv_format: bool
+) -> dict[str, list[Any]] | BaselineProfile:
+    """The columns of CSV or JSON rows (records or columns), or a saved profile as is."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BaselineError(f"{origin}: not UTF-8 text: {exc}") from exc
     if csv_format:
-        columns = _csv_columns(text, origin)
-    else:
-        try:
-            document = msgspec.json.decode(text)
-        except msgspec.DecodeError as exc:
-            raise BaselineError(f"{origin}: not valid JSON: {exc}") from exc
-        if is_profile_document(document):
-            return decode_profile(document, origin)
-        columns = rows_to_columns(document, origin)
-    return build_profile(columns, kinds=kinds, bins=bins, top_k=top_k)
+        return csv_columns(text, origin)
+    try:
+        document = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise BaselineError(f"{origin}: not valid JSON: {exc}") from exc
+    if is_profile_document(document):
+        return decode_profile(document, origin)
+    return rows_to_columns(document, origin)
 
 
 def load_baseline(

@@ -15,15 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import msgspec.yaml
-
 from driftline.core.monitor import (
     Monitor,
     MonitorConfig,
     MonitorConfigError,
     build_monitor,
     decode_monitor_config,
+    read_monitor_config,
 )
 from driftline.core.receivers import Receiver, ReceiverConfigError, load_receivers
 from driftline.lifecycle import pause
@@ -141,18 +139,9 @@ class MonitorRegistry:
         return tuple(_stat_key(p) for p in paths)
 
     def _decode(self, source: str, document: Any) -> MonitorConfig:
-        if not isinstance(document, Path):
-            return decode_monitor_config(document, source)
-        try:
-            raw = document.read_bytes()
-            data = (
-                msgspec.json.decode(raw) if document.suffix == ".json" else msgspec.yaml.decode(raw)
-            )
-        except OSError as exc:
-            raise MonitorConfigError(f"{source}: cannot read: {exc.strerror}") from exc
-        except msgspec.DecodeError as exc:
-            raise MonitorConfigError(f"{source}: not valid {document.suffix[1:]}: {exc}") from exc
-        return decode_monitor_config(data, source)
+        if isinstance(document, Path):
+            return read_monitor_config(document, source)
+        return decode_monitor_config(document, source)
 
     def load(self) -> None:
         """(Re)load every source, keeping the last good monitor of a config that fails."""

@@ -56,6 +56,7 @@ from driftline.http.schemas import (
     ReadyResponse,
     StoreStatus,
 )
+from driftline.reporting import render_html
 
 
 def _engine(request: web.Request) -> DriftEngine:
@@ -363,6 +364,13 @@ async def monitor_drift(request: web.Request) -> web.Response:
     """Full drift report of the monitor in the path."""
     engine = _engine(request)
     return encode(await engine.report(_monitor(engine, request.match_info["name"])))
+
+
+async def monitor_report_html(request: web.Request) -> web.Response:
+    """The drift report of the monitor in the path as one self-contained HTML page."""
+    engine = _engine(request)
+    report = await engine.report(_monitor(engine, request.match_info["name"]))
+    return web.Response(text=render_html(report), content_type="text/html")
 
 
 def _summary_of(monitor: Monitor) -> MonitorSummary:

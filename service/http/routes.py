@@ -107,6 +107,14 @@ ROUTES: tuple[Route, ...] = (
         (404, 503),
     ),
     Route(
+        "GET",
+        "/v1/monitors/{name}/report.html",
+        handlers.monitor_report_html,
+        "A monitor's drift report as a self-contained HTML page",
+        errors=(404, 503),
+        content="text/html",
+    ),
+    Route(
         "POST",
         "/v1/monitors/{name}/columns",
         handlers.monitor_columns,
