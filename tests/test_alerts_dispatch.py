@@ -391,12 +391,32 @@ async def test_two_instances_deliver_one_signed_alert_per_transition_and_resolve
     assert response.status == 200, body
     assert body["acknowledgement"]["by"] == "oncall"
     assert (await history(b))["alerts"][1]["acknowledgement"]["comment"] == "ok"
-    response = await b.post(f"/v1/monitors/{MONITOR}/alerts/2/ack")
+    json_type = {"Content-Type": "application/json"}
+    response = await b.post(f"/v1/monitors/{MONITOR}/alerts/2/ack", headers=json_type)
     assert response.status == 200 and (await response.json())["acknowledgement"]["by"]
-    for bad in (f"{MONITOR}:9", "other:1", "x"):
-        response = await a.post(f"/v1/monitors/{MONITOR}/alerts/{bad}/ack")
+    # The first acknowledgement stays: a second one, on either replica, answers 409 with it.
+    response = await b.post(
+        f"/v1/monitors/{MONITOR}/alerts/{MONITOR}:1/ack", json={"by": "late", "comment": "x"}
+    )
+    conflict = await response.json(content_type=None)
+    assert response.status == 409 and response.content_type == "application/problem+json"
+    assert conflict["alert"]["acknowledgement"]["by"] == "oncall"
+    assert conflict["errors"][0]["field"] == "alert_id"
+    assert (await history(a))["alerts"][1]["acknowledgement"]["comment"] == "ok"
+    # A form (what a cross-site page can post without asking) or no Content-Type: 415.
+    for headers in ({"Content-Type": "application/x-www-form-urlencoded"}, {}):
+        response = await a.post(
+            f"/v1/monitors/{MONITOR}/alerts/2/ack",
+            data=b"by=mallory",
+            headers=headers,
+            skip_auto_headers=["Content-Type"],
+        )
+        assert response.status == 415, headers
+    for bad in (f"{MONITOR}:9", "other:1", "x", "\u00b2", "1" * 5000):
+        response = await a.post(f"/v1/monitors/{MONITOR}/alerts/{bad}/ack", headers=json_type)
         assert response.status == 404, bad
-    assert (await a.get(f"/v1/monitors/{MONITOR}/alerts?limit=0")).status == 422
+    for limit in ("0", "\u00b2", "1" * 5000, "-1"):
+        assert (await a.get(f"/v1/monitors/{MONITOR}/alerts?limit={limit}")).status == 422
     assert (await a.get("/v1/monitors/nope/alerts")).status == 404
 
     # Each transition decided once, each delivery made once, across both replicas.

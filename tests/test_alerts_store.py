@@ -226,8 +226,12 @@ async def test_delivery_state_history_and_acknowledgement(stores: Stores) -> Non
     assert await store.deliveries(MONITOR, 2) == {}
 
     ack = Acknowledgement(by="oncall", at=12.5, comment="looking")
-    record = await store.acknowledge(MONITOR, 1, ack, 60)
-    assert record is not None and record.acknowledgement == ack
+    outcome = await store.acknowledge(MONITOR, 1, ack, 60)
+    assert outcome is not None and outcome[1] is True and outcome[0].acknowledgement == ack
+    # A second acknowledgement does not replace the first: the store answers with it.
+    later = Acknowledgement(by="someone-else", at=13.0, comment="me too")
+    outcome = await store.acknowledge(MONITOR, 1, later, 60)
+    assert outcome is not None and outcome[1] is False and outcome[0].acknowledgement == ack
     assert await store.acknowledge(MONITOR, 7, ack, 60) is None
     (record,) = await store.history(MONITOR, 10)
     assert record.entry.seq == 1 and record.acknowledgement == ack

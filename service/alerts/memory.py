@@ -136,13 +136,16 @@ class MemoryAlertStore:
 
     async def acknowledge(
         self, monitor: str, seq: int, ack: Acknowledgement, ttl: float
-    ) -> AlertRecord | None:
-        """Store the acknowledgement of a known alert."""
+    ) -> tuple[AlertRecord, bool] | None:
+        """Store the acknowledgement of a known alert unless it has one."""
         state = self._get(monitor)
         for entry in state.entries:
             if entry.seq == seq:
-                state.alerts.setdefault(seq, {})[b"ack"] = msgspec.json.encode(ack)
-                return record_from(entry, state.alerts[seq])
+                fields = state.alerts.setdefault(seq, {})
+                first = b"ack" not in fields
+                if first:
+                    fields[b"ack"] = msgspec.json.encode(ack)
+                return record_from(entry, fields), first
         return None
 
     async def severity(self, monitor: str) -> Severity:

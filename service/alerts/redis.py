@@ -185,18 +185,19 @@ class RedisAlertStore:
 
     async def acknowledge(
         self, monitor: str, seq: int, ack: Acknowledgement, ttl: float
-    ) -> AlertRecord | None:
-        """HSET the acknowledgement when the alert is still in the outbox."""
-        prefix = alert_keys(monitor)[3]
+    ) -> tuple[AlertRecord, bool] | None:
+        """HSETNX the acknowledgement when the alert is still in the outbox (the first stays)."""
+        key = alert_keys(monitor)[3] + str(seq)
         try:
             for record in await self.history(monitor, OUTBOX_LENGTH):
                 if record.entry.seq == seq:
                     async with self._client.pipeline(transaction=False) as pipe:
-                        pipe.hset(prefix + str(seq), "ack", msgspec.json.encode(ack))
-                        pipe.expire(prefix + str(seq), max(int(ttl), 1))
-                        await pipe.execute()
-                    record.acknowledgement = ack
-                    return record
+                        pipe.hsetnx(key, "ack", msgspec.json.encode(ack))
+                        pipe.expire(key, max(int(ttl), 1))
+                        pipe.hget(key, "ack")
+                        first, _, stored = await pipe.execute()
+                    record.acknowledgement = msgspec.json.decode(stored, type=Acknowledgement)
+                    return record, bool(first)
         except RedisError as exc:
             raise StoreUnavailableError(f"alert acknowledgement failed: {exc}") from exc
         return None

@@ -110,8 +110,11 @@ class AlertStore(Protocol):
 
     async def acknowledge(
         self, monitor: str, seq: int, ack: Acknowledgement, ttl: float
-    ) -> AlertRecord | None:
-        """Record an acknowledgement; None when the alert is unknown."""
+    ) -> tuple[AlertRecord, bool] | None:
+        """Record an acknowledgement unless the alert has one: (record, whether it is `ack`).
+
+        The first acknowledgement stays; None when the alert is unknown.
+        """
         ...
 
     async def severity(self, monitor: str) -> Severity:

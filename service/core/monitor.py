@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import msgspec
 
 from driftline.core.layout import Layout, layout_id
+from driftline.core.limits import ModelVersion
 from driftline.core.policy import Alpha, Bins, MonitorDefaults, Policy, Thresholds, TopK
 from driftline.core.profile import (
     BaselineError,
@@ -58,6 +59,8 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bins: Bins | None = None
     top_k: TopK | None = None
     alert_cooldown_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    # Versions that always keep their own model_version label (the others rotate).
+    model_versions: Annotated[list[ModelVersion], msgspec.Meta(max_length=100)] = []
 
 
 class MonitorConfigError(ValueError):
@@ -75,6 +78,7 @@ class Monitor:
     layout: Layout
     window: WindowSpec
     source: str
+    model_versions: tuple[str, ...] = ()
 
 
 def _validation_message(exc: msgspec.ValidationError) -> str:
@@ -199,4 +203,5 @@ def build_monitor(
         layout=layout,
         window=window,
         source=source,
+        model_versions=tuple(dict.fromkeys(config.model_versions)),
     )

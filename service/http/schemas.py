@@ -9,11 +9,12 @@ import msgspec
 
 from driftline.alerts.payloads import Alert
 from driftline.alerts.store import Acknowledgement, DeliveryState
+from driftline.core.limits import ModelVersion
 from driftline.core.profile import BaselineProfile
 from driftline.core.report import DriftSummary
 from driftline.core.severity import Severity
 from driftline.engine.admission import Event
-from driftline.http.problems import FieldError
+from driftline.http.problems import FieldError, ProblemDocument
 
 
 class PredictRequest(Event, frozen=True):
@@ -48,7 +49,7 @@ class ColumnsRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     columns: dict[str, list[Any] | bytes]
     timestamp: datetime | None = None
-    model_version: str | None = None
+    model_version: ModelVersion | None = None
 
 
 class BatchResponse(msgspec.Struct, frozen=True):
@@ -113,6 +114,12 @@ class AckRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     by: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "anonymous"
     comment: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+
+
+class AckConflict(ProblemDocument, frozen=True):
+    """409 to a second acknowledgement: the problem, and the alert as first acknowledged."""
+
+    alert: AlertView
 
 
 class MonitorSummary(msgspec.Struct, frozen=True):
