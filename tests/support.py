@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +81,54 @@ def small_profile() -> BaselineProfile:
         bins=5,
         top_k=3,
     )
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def driftline_serve(log: Path, **environment: str) -> Iterator[str]:
+    """A real `driftline serve` process on 127.0.0.1 (example monitors): its base URL.
+
+    `environment` adds or overrides settings variables; its JSON log goes to `log`.
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "DRIFTLINE_HOST": "127.0.0.1",
+        "DRIFTLINE_PORT": str(port),
+        "DRIFTLINE_MONITORS_DIR": str(ROOT / "examples" / "monitors"),
+        **environment,
+    }
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "driftline.cli", "serve"], env=env, stderr=stderr
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"driftline serve exited: {log.read_text()[-2000:]}")
+                try:
+                    with urllib.request.urlopen(url + "/monitor/ready", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"driftline serve never got ready: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

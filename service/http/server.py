@@ -24,6 +24,10 @@ from driftline.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
+# How long a connection answered outside a request (408, 503) stays open for the client
+# to read the answer; also how long a refused body is drained before closing.
+LINGER_SECONDS = 1.0
+
 
 def _raw_problem(status: int, reason: str, problem: ProblemError) -> bytes:
     """A whole HTTP response carrying a problem, for answers given outside a request."""
@@ -39,29 +43,36 @@ def _raw_problem(status: int, reason: str, problem: ProblemError) -> bytes:
 class EdgeProtocol(web.RequestHandler):
     """aiohttp's connection protocol with a header timeout, a connection limit and problems."""
 
-    def __init__(self, manager: web.Server, *, edge: ServerSettings, **kwargs: Any) -> None:
+    def __init__(self, manager: EdgeServer, *, edge: ServerSettings, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
+        self._server = manager
         self._edge = edge
         self._header_deadline: asyncio.TimerHandle | None = None
         self._body: Any = None  # the payload of the latest request, while it is being read
+        self._rejected = False  # answered outside a request: what comes now is discarded
+        self._counted = False  # one of the server's open connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Count the connection; past the limit, answer 503 and close it."""
         super().connection_made(transport)
-        manager = self._manager
-        if manager is not None and len(manager.connections) > self._edge.max_connections:
-            limit = self._edge.max_connections
-            problem = ProblemError(
-                503,
-                "too-many-connections",
-                f"the service has {limit} connections open, its limit; retry",
-                [FieldError("connection", f"at most {limit} open at once")],
-                headers={"Retry-After": "1"},
-            )
-            self._reject(_raw_problem(503, "Service Unavailable", problem))
+        limit = self._edge.max_connections
+        if self._server.open_connections < limit:
+            self._server.open_connections += 1
+            self._counted = True
+            return
+        problem = ProblemError(
+            503,
+            "too-many-connections",
+            f"the service has {limit} connections open, its limit; retry",
+            [FieldError("connection", f"at most {limit} open at once")],
+            headers={"Retry-After": "1"},
+        )
+        self._reject(_raw_problem(503, "Service Unavailable", problem))
 
     def data_received(self, data: bytes) -> None:
         """Parse as aiohttp does; start the header clock at a request's first byte."""
+        if self._rejected:
+            return
         before = self._request_count
         super().data_received(data)
         if self._request_count != before:
@@ -96,14 +107,28 @@ class EdgeProtocol(web.RequestHandler):
         self._reject(_raw_problem(408, "Request Timeout", problem))
 
     def _reject(self, response: bytes) -> None:
+        """Answer outside a request and close, after a moment for the client to read it.
+
+        Closing at once with unread input makes the kernel send a reset, which can
+        destroy the answer before the client reads it: half-close, discard what still
+        comes, close after LINGER_SECONDS (or when the client closes first).
+        """
         transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(response)
-        self.force_close()
+        if transport is None or transport.is_closing() or self._rejected:
+            return
+        self._rejected = True
+        self._disarm()
+        transport.write(response)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(LINGER_SECONDS, self.force_close)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        """Stop the header clock with the connection."""
+        """Stop the header clock with the connection; it no longer counts."""
         self._disarm()
+        if self._counted:
+            self._counted = False
+            self._server.open_connections -= 1
         super().connection_lost(exc)
 
     def handle_error(
@@ -155,6 +180,7 @@ class EdgeServer(web.Server):
         )
         self._edge = edge
         self._protocol_options = protocol_options
+        self.open_connections = 0  # connections admitted under the limit, still open
 
     def __call__(self) -> EdgeProtocol:
         """A protocol for a new connection."""
@@ -171,7 +197,13 @@ class EdgeRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()
         # The protocol options aiohttp gathered (the runner's, and the app's handler_args).
-        options = {**plain._kwargs, "keepalive_timeout": self._edge_settings.keepalive_timeout}
+        options = {
+            **plain._kwargs,
+            "keepalive_timeout": self._edge_settings.keepalive_timeout,
+            # aiohttp drains an unread body for 10 s by default: a slow client would hold
+            # its connection that long after its refusal.
+            "lingering_time": LINGER_SECONDS,
+        }
         return EdgeServer(
             plain.request_handler,
             edge=self._edge_settings,
