@@ -175,24 +175,30 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def _loopback(host: str) -> bool:
+def open_warning(settings: Settings) -> str | None:
+    """What to warn about when no tokens protect a service listening beyond loopback."""
+    if settings.auth.tokens_file:
+        return None
+    host = settings.host
     if host == "localhost":
-        return True
+        return None
     try:
-        return ipaddress.ip_address(host).is_loopback
+        if ipaddress.ip_address(host).is_loopback:
+            return None
     except ValueError:
-        return False  # a name: it may resolve to anything
+        pass  # a name: it may resolve to anything
+    return (
+        f"no tokens file (DRIFTLINE_TOKENS_FILE) and listening on {host}: anyone who "
+        "reaches it may send events, read reports, acknowledge alerts and delete windows"
+    )
 
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then drain: readiness 503, finish requests, flush."""
     app = create_app(settings)
-    if app[TOKENS].open and not _loopback(settings.host):
-        log.warning(
-            "no tokens file (DRIFTLINE_TOKENS_FILE): anyone who reaches this address may "
-            "send events, read reports and delete windows",
-            extra={"host": settings.host},
-        )
+    warning = open_warning(settings)
+    if warning:
+        log.warning(warning)
     runner = EdgeRunner(app, edge=settings.server, handle_signals=False, access_log=None)
     await runner.setup()
     # Requests allocate many short-lived containers: with the default threshold (700)
