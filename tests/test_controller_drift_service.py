@@ -1,14 +1,30 @@
-"""Which drift service URLs the operator may call, and which of its lines it keeps out of logs."""
+"""Which drift service URLs the operator may call (with which token), and what it logs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
+from driftline.http.app import create_app
 from driftline.operator import QuietTimerSuccess
-from driftline.operator.drift_service import refused_service_url
+from driftline.operator.drift_service import (
+    DriftSummary,
+    ServiceFailure,
+    bearer_token,
+    fetch_drift_summary,
+    forget_window,
+    refused_service_url,
+)
 from driftline.operator.operator import STATUS_TIMER
+from driftline.settings import AuthSettings, Settings
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+OPERATOR_TOKEN = "o" * 48
 
 
 @pytest.mark.parametrize(
@@ -63,3 +79,31 @@ def test_status_refresh_successes_are_not_logged_but_everything_else_is() -> Non
     assert not quiet.filter(record(logging.INFO, f"Timer '{STATUS_TIMER}' succeeded."))
     assert quiet.filter(record(logging.ERROR, f"Timer '{STATUS_TIMER}' failed temporarily: x"))
     assert quiet.filter(record(logging.INFO, "Handler 'reconcile' succeeded."))
+
+
+async def test_the_operator_calls_a_protected_service_with_its_token(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """The service's tokens give the operator read and admin; its token file is re-read."""
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        f"tokens: [{{name: operator, token: {OPERATOR_TOKEN}, scopes: [read, admin]}}]\n"
+    )
+    settings = Settings(
+        host="127.0.0.1",
+        monitors_dir=str(EXAMPLES / "monitors"),
+        auth=AuthSettings(tokens_file=str(tokens)),
+    )
+    server = await aiohttp_server(create_app(settings))
+    base = str(server.make_url("")).rstrip("/")
+    token_file = tmp_path / "token"
+    async with aiohttp.ClientSession(middlewares=(bearer_token(str(token_file)),)) as session:
+        # No token file yet: the service refuses, and the failure says so.
+        refused = await fetch_drift_summary(session, base, "credit-risk")
+        assert isinstance(refused, ServiceFailure) and "401" in refused.message
+        await asyncio.to_thread(token_file.write_text, OPERATOR_TOKEN + "\n")
+        summary = await fetch_drift_summary(session, base, "credit-risk")
+        assert isinstance(summary, DriftSummary), summary
+        assert await forget_window(session, base, "credit-risk") is None
+        await asyncio.to_thread(token_file.write_text, "rotated-away" * 4)
+        assert isinstance(await forget_window(session, base, "credit-risk"), ServiceFailure)
