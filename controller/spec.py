@@ -90,6 +90,7 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     bucket_seconds: int = 60
     min_samples: int = 100
     min_drifted_features: int = 1
+    alert_hold_seconds: float | None = None
     alert_cooldown_seconds: float | None = None
     alerts: list[AlertSpec] = []
     traffic: TrafficSpec = TrafficSpec()

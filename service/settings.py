@@ -131,6 +131,7 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_BUCKET_SECONDS": ("defaults", "bucket_seconds"),
     "DRIFTLINE_BINS": ("defaults", "bins"),
     "DRIFTLINE_TOP_K": ("defaults", "top_k"),
+    "DRIFTLINE_ALERT_HOLD_SECONDS": ("defaults", "alert_hold_seconds"),
     "DRIFTLINE_ALERT_COOLDOWN_SECONDS": ("defaults", "alert_cooldown_seconds"),
     "DRIFTLINE_ALERTS_DIR": (None, "alerts_dir"),
     "DRIFTLINE_ALERT_TIMEOUT": ("alerts", "timeout"),

@@ -36,6 +36,7 @@ from support import wait_until
 
 from driftline.alerts.dispatch import backoff
 from driftline.alerts.redis import GROUP, alert_keys
+from driftline.core.policy import MonitorDefaults
 from driftline.core.profile import load_baseline
 from driftline.http.app import create_app
 from driftline.logs import JsonFormatter
@@ -163,6 +164,8 @@ def make_settings(
         alerts_dir=str(alerts_dir),
         flush_interval=0.001,
         alerts=AlertSettings(**{**ALERT_SETTINGS, **alerts}),
+        # Announce every change at once (flap protection has its own tests below).
+        defaults=MonitorDefaults(alert_hold_seconds=0.0, alert_cooldown_seconds=0.0),
     )
 
 
@@ -623,7 +626,7 @@ async def test_alert_left_by_a_stopped_instance_is_claimed_and_delivered_by_anot
     assert state["status"] == "delivered" and state["attempts"] >= 2
 
 
-async def test_embedded_store_delivers_and_resolves_after_the_cool_down(
+async def test_embedded_store_delivers_and_resolves_once_none_held(
     aiohttp_client: Any,
     tmp_path: Path,
     endpoints: Callable[..., Awaitable[Endpoint]],
@@ -633,7 +636,7 @@ async def test_embedded_store_delivers_and_resolves_after_the_cool_down(
     monitors.mkdir()
     config = (EXAMPLES / "monitors" / "credit-risk.yaml").read_text()
     config = config.replace("../baseline_data.json", str(EXAMPLES / "baseline_data.json"))
-    (monitors / "credit-risk.yaml").write_text(config + "alert_cooldown_seconds: 1.0\n")
+    (monitors / "credit-risk.yaml").write_text(config + "alert_hold_seconds: 1.0\n")
     hook = await endpoints()
     alerts_dir = write_receivers(
         tmp_path / "alerts",
@@ -656,7 +659,7 @@ async def test_embedded_store_delivers_and_resolves_after_the_cool_down(
     emptied = time.time()
     await empty_window(client)
     await wait_until(lambda: received(2), "the monitor never resolved", within=10)
-    # Resolved by the evaluation timer (no traffic), once `none` had lasted the cool-down.
+    # Resolved by the evaluation timer (no traffic), once `none` had held for 1 s.
     assert hook.requests[1].at - emptied >= 1.0
     assert [(r.json["id"], r.json["status"]) for r in hook.requests] == [
         (f"{MONITOR}:1", "firing"),

@@ -19,6 +19,7 @@ from driftline.alerts.store import (
     Acknowledgement,
     AlertRecord,
     DeliveryState,
+    FlapGuard,
     OutboxEntry,
     deliveries_from,
     entry_from,
@@ -56,13 +57,14 @@ class RedisAlertStore:
         self._groups: set[str] = set()
 
     async def transition(
-        self, monitor: str, observed: Severity, cooldown: float, snapshot: bytes
+        self, monitor: str, observed: Severity, flap: FlapGuard, snapshot: bytes
     ) -> tuple[Severity, OutboxEntry | None]:
         """Compare-and-set in one script with the outbox append."""
         state, outbox, _, _ = alert_keys(monitor)
         try:
             current, seq, entry_id, at, started_at, previous = await self._script(
-                keys=[state, outbox], args=[str(observed), cooldown, snapshot, OUTBOX_LENGTH]
+                keys=[state, outbox],
+                args=[str(observed), flap.hold, flap.cooldown, snapshot, OUTBOX_LENGTH],
             )
         except RedisError as exc:
             raise StoreUnavailableError(f"alert transition failed: {exc}") from exc

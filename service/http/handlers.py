@@ -448,6 +448,7 @@ async def get_monitor(request: web.Request) -> web.Response:
                 bonferroni=policy.bonferroni,
                 min_samples=policy.min_samples,
                 min_drifted_features=policy.min_drifted_features,
+                alert_hold_seconds=policy.alert_hold_seconds,
                 alert_cooldown_seconds=policy.alert_cooldown_seconds,
             ),
             baseline=monitor.profile,

@@ -151,6 +151,7 @@ class PolicyView(msgspec.Struct, frozen=True):
     bonferroni: bool
     min_samples: int
     min_drifted_features: int
+    alert_hold_seconds: float
     alert_cooldown_seconds: float
 
 
