@@ -18,7 +18,10 @@ from driftline.http.problems import FieldError, ProblemDocument
 
 
 class PredictRequest(Event, frozen=True):
-    """`POST /monitor/predict`: one prediction's features, to the default or named monitor."""
+    """`POST /monitor/predict`: one prediction's features, to the default or named monitor.
+
+    Unknown top-level fields (e.g. `prediction`) are ignored: model servers send more.
+    """
 
     monitor: str | None = None
 
