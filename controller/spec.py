@@ -80,6 +80,7 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
 
     model: str
     baseline: BaselineSpec
+    model_versions: tuple[str, ...] = ()
     service: str = DEFAULT_SERVICE
     service_url: str | None = None
     features: list[FeatureSpec] = []

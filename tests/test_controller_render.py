@@ -154,6 +154,7 @@ def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> No
         minDriftedFeatures=2,
         alertHoldSeconds=30,
         alertCooldownSeconds=60,
+        modelVersions=["v1.2.0"],
     )
     profile = resolve_baseline(spec, baseline_map(json.dumps(ROWS).encode()))
     config = render_monitor_config("credit-risk", spec, profile)
@@ -174,6 +175,7 @@ def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> No
         "top_k",
         "alert_hold_seconds",
         "alert_cooldown_seconds",
+        "model_versions",
     }
     assert config["features"] == {
         "num_products": {"type": "numeric"},
@@ -187,6 +189,7 @@ def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> No
     assert monitor.policy.bonferroni is True
     assert monitor.policy.min_drifted_features == 2
     assert monitor.policy.alert_hold_seconds == 30
+    assert monitor.model_versions == ("v1.2.0",)
     assert monitor.policy.alert_cooldown_seconds == 60
     assert monitor.policy.thresholds_for("credit_score").critical == 0.4
     assert monitor.policy.thresholds_for("age").warning == 0.2
