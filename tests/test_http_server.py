@@ -9,6 +9,7 @@ connection cut while normal requests were served).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import time
@@ -124,36 +125,33 @@ async def test_slow_loris_is_cut_off_while_normal_traffic_is_served(
     """Clients dribbling their headers are answered 408 and closed; the others are served."""
     url = service[0]
     request = b"POST /monitor/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request += b"X-Pad: " + b"p" * 40  # one byte every 100 ms: the headers would take 10 s
     slow = [await asyncio.open_connection("127.0.0.1", _port(url)) for _ in range(20)]
-    cut: list[float] = []
     started = time.monotonic()
+    cut: list[float] = []
 
-    async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        # One header byte every 100 ms: the whole request would take 10 s.
-        for byte in request + b"X-Pad: " + b"p" * 40:
-            if reader.at_eof():
+    async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        answer = asyncio.create_task(reader.read())  # everything until the server closes
+        for byte in request:
+            if answer.done():
                 break
             writer.write(bytes([byte]))
-            try:
+            with contextlib.suppress(ConnectionError):
                 await writer.drain()
-            except ConnectionError:
-                break
-            try:
-                answer = await asyncio.wait_for(reader.read(), 0.1)
-            except TimeoutError:
-                continue
-            cut.append(time.monotonic() - started)
-            status, headers, body = _parse(answer)
-            assert status == 408 and _problem(headers, body)["errors"][0]["field"] == "headers"
-            return True
-        return False
+            await asyncio.wait([answer], timeout=0.1)
+        if not answer.done():
+            answer.cancel()
+            return b""  # it sent every header byte and was never cut off
+        cut.append(time.monotonic() - started)
+        return answer.result()
 
     served = 0
+    done = asyncio.Event()
 
     async def normal_traffic() -> None:
         nonlocal served
         async with aiohttp.ClientSession() as session:
-            while len(cut) < len(slow):
+            while not done.is_set():
                 async with session.post(
                     url + "/monitor/predict", data=PREDICT, headers=JSON
                 ) as response:
@@ -163,11 +161,17 @@ async def test_slow_loris_is_cut_off_while_normal_traffic_is_served(
                     assert response.status == 200
 
     traffic = asyncio.create_task(normal_traffic())
-    outcomes = await asyncio.gather(*(dribble(r, w) for r, w in slow))
-    await traffic
-    for _, writer in slow:
-        writer.close()
-    assert all(outcomes), "a slow client finished its headers: it was never cut off"
+    try:
+        answers = await asyncio.gather(*(dribble(r, w) for r, w in slow))
+    finally:
+        done.set()
+        await traffic
+        for _, writer in slow:
+            writer.close()
+    for answer in answers:
+        assert answer, "a slow client sent its whole headers: it was never cut off"
+        status, headers, body = _parse(answer)
+        assert status == 408 and _problem(headers, body)["errors"][0]["field"] == "headers"
     assert served > 0
     print(
         f"\n[slow-loris] {len(slow)} clients cut after {min(cut):.2f}-{max(cut):.2f} s "
