@@ -44,8 +44,7 @@ def check_content_type(request: web.Request, allowed: Sequence[str]) -> None:
     raise ProblemError(
         415,
         "unsupported-media-type",
-        f"Content-Type {request.content_type if raw else None!r} is not supported; "
-        f"send {expected}",
+        f"Content-Type {request.content_type if raw else None!r} is not supported; send {expected}",
         [FieldError("Content-Type", f"expected {expected}")],
     )
 

@@ -7,6 +7,11 @@ what the service needs at that level: a request's headers must arrive within
 connections close after `keepalive_timeout`, and what the parser refuses (a bad header,
 an over-long line) is answered with a problem document like every other error.
 Bodies have their own timeout where they are read (driftline.http.codec).
+
+aiohttp has no hooks for these: EdgeProtocol extends its RequestHandler and reads two
+of its internals (`_messages`, `_request_count`), EdgeRunner its gathered options.
+tests/test_http_server.py drives each behaviour through a real process, so an aiohttp
+release that changes them fails there first.
 """
 
 from __future__ import annotations
