@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,12 +17,14 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
+from k8s_support import free_port
 
 from driftline.alerts.payloads import AlertSnapshot, AlertWindow, DriftedFeature
 from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
 from driftline.core.policy import DEFAULTS, MonitorDefaults
 from driftline.core.profile import BaselineProfile, build_profile
 from driftline.core.severity import Severity
+from driftline.core.window import WindowTotals
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,14 +84,6 @@ def small_profile() -> BaselineProfile:
     )
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def driftline_serve(log: Path, **environment: str) -> Iterator[str]:
     """A real `driftline serve` process on 127.0.0.1 (example monitors): its base URL.
@@ -132,3 +125,18 @@ def driftline_serve(log: Path, **environment: str) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def window_totals(monitor: Monitor, *, drifted: bool) -> WindowTotals:
+    """A window of the baseline's own counts (no drift), or of every value in one bin."""
+    vector = np.zeros(monitor.layout.width)
+    events = monitor.profile.rows
+    vector[0] = events
+    for slots in monitor.layout.features.values():
+        profile = slots.profile
+        counts = np.zeros(profile.bins) if drifted else np.asarray(profile.counts, float)
+        if drifted:
+            counts[0] = events
+        vector[slots.first_bin : slots.first_bin + profile.bins] = counts
+        vector[slots.missing] = 0 if drifted else profile.missing
+    return WindowTotals(vector=vector, start=1_748_510_000.0, now=1_748_513_600.0)

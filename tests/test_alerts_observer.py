@@ -5,33 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
-from support import make_monitor, small_profile, wait_until
+from support import make_monitor, small_profile, wait_until, window_totals
 
 from driftline.alerts.memory import MemoryAlertStore
 from driftline.alerts.observer import SeverityObserver
 from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment, assess
 from driftline.core.severity import Severity
-from driftline.core.window import WindowTotals
 from driftline.telemetry import Telemetry
 
 HOLD = 0.3
 
 
 def _assessment(monitor: Monitor, *, drifted: bool) -> Assessment:
-    """The baseline's own counts (none), or every value in the first bin (critical)."""
-    vector = np.zeros(monitor.layout.width)
-    events = monitor.profile.rows
-    vector[0] = events
-    for slots in monitor.layout.features.values():
-        profile = slots.profile
-        counts = np.zeros(profile.bins) if drifted else np.asarray(profile.counts, float)
-        if drifted:
-            counts[0] = events
-        vector[slots.first_bin : slots.first_bin + profile.bins] = counts
-        vector[slots.missing] = 0 if drifted else profile.missing
-    return assess(monitor, WindowTotals(vector=vector, start=0.0, now=3600.0))
+    return assess(monitor, window_totals(monitor, drifted=drifted))
 
 
 async def test_a_change_that_went_back_restarts_the_hold() -> None:
