@@ -7,9 +7,11 @@ session carries the timeout (ControllerSettings.service_timeout).
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
@@ -73,6 +75,30 @@ def refused_service_url(
         f"(<name>.{namespace}.svc) nor allowed by the operator's "
         "DRIFTLINE_CONTROLLER_SERVICE_HOSTS",
     )
+
+
+def bearer_token(path: str) -> aiohttp.ClientMiddlewareType:
+    """A client middleware sending the token in `path` (a mounted Secret) with every call.
+
+    The file is read for each call, so a rotated Secret takes effect without a restart;
+    the drift service needs the `read` scope (drift reports) and `admin` (deleting
+    windows). An unreadable file sends no token: the call fails with 401, reported in
+    the DriftMonitor's Ready condition.
+    """
+    file = Path(path)
+
+    async def middleware(
+        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        try:
+            token = (await asyncio.to_thread(file.read_text)).strip()
+        except OSError:
+            token = ""
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        return await handler(request)
+
+    return middleware
 
 
 def _problem_detail(body: bytes) -> str:

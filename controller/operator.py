@@ -30,6 +30,7 @@ from driftline.targets import VettingResolver
 from .drift_service import (
     DriftSummary,
     ServiceFailure,
+    bearer_token,
     fetch_drift_summary,
     forget_window,
     refused_service_url,
@@ -254,9 +255,11 @@ class DriftMonitorOperator:
         """Open the Kubernetes and HTTP clients in kopf's event loop."""
         self._kube = self._kube_factory()
         # Drift services are reached by name; link-local and metadata addresses never.
+        token_file = self.settings.service_token_file
         self._http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.settings.service_timeout),
             connector=aiohttp.TCPConnector(resolver=VettingResolver()),
+            middlewares=(bearer_token(token_file),) if token_file else (),
         )
         logger.info("driftline controller settings: %s", msgspec.to_builtins(self.settings))
 

@@ -127,6 +127,10 @@ def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile
         "bins": spec.baseline.bins,
         "top_k": spec.baseline.top_k,
     }
+    if spec.model_versions:
+        config["model_versions"] = list(spec.model_versions)
+    if spec.alert_hold_seconds is not None:
+        config["alert_hold_seconds"] = spec.alert_hold_seconds
     if spec.alert_cooldown_seconds is not None:
         config["alert_cooldown_seconds"] = spec.alert_cooldown_seconds
     return config

@@ -43,6 +43,9 @@ class ControllerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     # More serviceUrl hosts the operator may call (shell patterns, e.g. `*.internal`).
     # Empty: only services in the monitor's own namespace.
     service_hosts: tuple[str, ...] = ()
+    # A file holding the bearer token for drift service calls (a mounted Secret); the
+    # service's tokens file must give it the `read` and `admin` scopes.
+    service_token_file: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def __post_init__(self) -> None:
@@ -67,6 +70,7 @@ ENVIRONMENT: dict[str, str] = {
     "DRIFTLINE_CONTROLLER_LIVENESS_ENDPOINT": "liveness_endpoint",
     "DRIFTLINE_CONTROLLER_CLUSTER_DOMAIN": "cluster_domain",
     "DRIFTLINE_CONTROLLER_SERVICE_HOSTS": "service_hosts",
+    "DRIFTLINE_CONTROLLER_SERVICE_TOKEN_FILE": "service_token_file",
     "DRIFTLINE_LOG_LEVEL": "log_level",
 }
 

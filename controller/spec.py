@@ -84,6 +84,7 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
 
     model: str
     baseline: BaselineSpec
+    model_versions: tuple[str, ...] = ()
     service: str = DEFAULT_SERVICE
     service_url: str | None = None
     features: list[FeatureSpec] = []
@@ -94,6 +95,7 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     bucket_seconds: int = DEFAULTS.bucket_seconds
     min_samples: int = DEFAULTS.min_samples
     min_drifted_features: int = DEFAULTS.min_drifted_features
+    alert_hold_seconds: float | None = None
     alert_cooldown_seconds: float | None = None
     alerts: list[AlertSpec] = []
     traffic: TrafficSpec = TrafficSpec()

@@ -35,6 +35,33 @@ class AlertSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     evaluation_interval: PositiveFloat = 30.0  # re-evaluate idle monitors (resolve alerts)
 
 
+class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How long clients may take and how many may be connected (see driftline.http.server)."""
+
+    # From a request's first byte to the end of its headers.
+    header_timeout: PositiveFloat = 10.0
+    # From the end of the headers to the end of the body.
+    body_timeout: PositiveFloat = 30.0
+    # An idle connection (or one that never sends a request) is closed after this; longer
+    # than the idle timeout of proxies in front (ingress-nginx keeps upstreams 60 s), or
+    # they would send requests on connections being closed.
+    keepalive_timeout: PositiveFloat = 75.0
+    # Open connections at once; more are answered 503 and closed.
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1024
+
+
+class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Bearer tokens with scopes (see driftline.http.auth); no tokens file: open.
+
+    The file is polled like the monitors directory (`reload_interval`).
+    """
+
+    tokens_file: str | None = None
+    # Probes and the metrics scrape without a token; false: they need the `read` scope.
+    open_probes: bool = True
+    open_metrics: bool = True
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything the service reads at start-up."""
 
@@ -55,6 +82,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     limits: Limits = Limits()
     defaults: MonitorDefaults = MonitorDefaults()
     alerts: AlertSettings = AlertSettings()
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
 
     def __post_init__(self) -> None:
         """Cross-field checks msgspec constraints cannot express."""
@@ -102,6 +131,7 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_BUCKET_SECONDS": ("defaults", "bucket_seconds"),
     "DRIFTLINE_BINS": ("defaults", "bins"),
     "DRIFTLINE_TOP_K": ("defaults", "top_k"),
+    "DRIFTLINE_ALERT_HOLD_SECONDS": ("defaults", "alert_hold_seconds"),
     "DRIFTLINE_ALERT_COOLDOWN_SECONDS": ("defaults", "alert_cooldown_seconds"),
     "DRIFTLINE_ALERTS_DIR": (None, "alerts_dir"),
     "DRIFTLINE_ALERT_TIMEOUT": ("alerts", "timeout"),
@@ -114,6 +144,13 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_ALERT_FIRING_TTL": ("alerts", "firing_ttl"),
     "DRIFTLINE_ALERT_ALLOW_LINK_LOCAL": ("alerts", "allow_link_local"),
     "DRIFTLINE_EVALUATION_INTERVAL": ("alerts", "evaluation_interval"),
+    "DRIFTLINE_HEADER_TIMEOUT": ("server", "header_timeout"),
+    "DRIFTLINE_BODY_TIMEOUT": ("server", "body_timeout"),
+    "DRIFTLINE_KEEPALIVE_TIMEOUT": ("server", "keepalive_timeout"),
+    "DRIFTLINE_MAX_CONNECTIONS": ("server", "max_connections"),
+    "DRIFTLINE_TOKENS_FILE": ("auth", "tokens_file"),
+    "DRIFTLINE_OPEN_PROBES": ("auth", "open_probes"),
+    "DRIFTLINE_OPEN_METRICS": ("auth", "open_metrics"),
 }
 SETTINGS_FILE_VARIABLE = "DRIFTLINE_SETTINGS_FILE"
 

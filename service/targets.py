@@ -24,13 +24,40 @@ METADATA_ADDRESSES = frozenset(
 )
 
 
+# IPv6 prefixes whose last 32 bits carry an IPv4 address that the host, a NAT64
+# gateway or a SIIT translator reaches: IPv4-compatible (::/96, deprecated but still
+# routed by some stacks), NAT64's well-known and local-use prefixes (RFC 6052, 8215),
+# and SIIT's IPv4-translated addresses (::ffff:0:0/96, RFC 2765). IPv4-mapped
+# (::ffff:0:0/96 without the 0) is `ipv4_mapped`.
+EMBEDDING_PREFIXES = tuple(
+    ipaddress.ip_network(p) for p in ("::/96", "64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96")
+)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to: mapped, translated or tunnelled."""
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo is not None:
+        found.append(address.teredo[1])  # the client's address, the one the tunnel reaches
+    if any(address in prefix for prefix in EMBEDDING_PREFIXES):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
 def refused_address(text: str) -> str | None:
-    """The address, when it is link-local or a cloud metadata service's; else None."""
+    """The address, when it is (or leads to) a link-local or cloud metadata address; else None.
+
+    IPv6 forms that carry an IPv4 address (`::ffff:169.254.169.254`,
+    `::169.254.169.254`, NAT64 `64:ff9b::a9fe:a9fe`, SIIT `::ffff:0:a9fe:a9fe`, 6to4,
+    Teredo) are judged by that IPv4 address too.
+    """
     address = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone (fe80::1%eth0)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:169.254.169.254 reaches 169.254.169.254
-    if address.is_link_local or address in METADATA_ADDRESSES:
-        return str(address)
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        candidates += _embedded_ipv4(address)
+    for candidate in candidates:
+        if candidate.is_link_local or candidate in METADATA_ADDRESSES:
+            return str(candidate)
     return None
 
 

@@ -1,24 +1,73 @@
 """Prometheus metrics of one service instance (aioprometheus), rendered at /monitor/metrics.
 
 Each app owns its registry, so two instances in one process (as in the tests) never
-share counters. Label values that come from clients (model_version) are bounded.
+share counters. Label values that come from clients (model_version) are bounded per
+monitor and escaped; a monitor's series appear at 0 when it loads and go when it is
+unloaded.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from aioprometheus import histogram
 from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
 from aioprometheus.renderer import render
 
+from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment
+from driftline.core.severity import SEVERITY_RANK
 
-# A client could send a new model_version per request: cap the label's cardinality.
-MAX_MODEL_VERSIONS = 50
+# Versions a monitor keeps a model_version label for, besides the ones its config
+# declares: a client could send a new version with every request.
+MAX_MODEL_VERSIONS = 20
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Why single events are refused (driftline.engine.admission, binning, batch decoding):
+# each monitor's driftline_invalid_events_total starts at 0 for these.
+EVENT_REASONS = (
+    "invalid_value",
+    "too_many_features",
+    "invalid_timestamp",
+    "future_timestamp",
+    "invalid_event",
+    "malformed_json",
+)
+STORE_OPERATIONS = ("read", "apply", "drop", "alert_transition", "alert_fetch", "alert_delivery")
+
+
+def label_value(text: str) -> str:
+    """A label value escaped as the text exposition format requires (aioprometheus does not)."""
+    if "\\" in text or '"' in text or "\n" in text:
+        return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return text
+
+
+class VersionSlots:
+    """A monitor's model_version labels: declared versions always; the others rotate.
+
+    At most `size` undeclared versions hold a label at once; a new one takes the slot of
+    the one seen least recently, whose series is removed.
+    """
+
+    def __init__(self, declared: Iterable[str], size: int = MAX_MODEL_VERSIONS) -> None:
+        self.declared = frozenset(declared)
+        self._size = size
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def admit(self, version: str) -> str | None:
+        """Note that `version` was seen; the version it pushed out, if any."""
+        if version in self.declared:
+            return None
+        if version in self._recent:
+            self._recent.move_to_end(version)
+            return None
+        self._recent[version] = None
+        if len(self._recent) > self._size:
+            evicted, _ = self._recent.popitem(last=False)
+            return evicted
+        return None
 
 
 class LatencyRecorder:
@@ -147,14 +196,61 @@ class Telemetry:
             registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
         )
-        self._model_versions: set[str] = set()
+        self._versions: dict[str, VersionSlots] = {}
+        for operation in STORE_OPERATIONS:
+            self.store_errors.set({"operation": operation}, 0)
+
+    def _monitor_counters(self) -> tuple[Counter, ...]:
+        return (self.late_events, self.lost_events)
+
+    def load(self, monitor: Monitor) -> None:
+        """Give a (re)loaded monitor its version slots and its counters, at 0 where new.
+
+        `increase()` over a counter that appears at its first increment misses that
+        increment: every per-monitor series exists from the start.
+        """
+        name = monitor.name
+        previous = self._versions.get(name)
+        if previous is None or previous.declared != frozenset(monitor.model_versions):
+            self._versions[name] = VersionSlots(monitor.model_versions)
+        zero: list[tuple[Counter, dict[str, str]]] = [
+            (self.events, {"monitor": name, "model_version": label_value(v)})
+            for v in monitor.model_versions
+        ]
+        zero += [(c, {"monitor": name}) for c in self._monitor_counters()]
+        zero += [(self.invalid_events, {"monitor": name, "reason": r}) for r in EVENT_REASONS]
+        zero += [(self.alert_transitions, {"monitor": name, "severity": s}) for s in SEVERITY_RANK]
+        for counter, labels in zero:
+            if labels not in counter.values:
+                counter.set(labels, 0)
+
+    def load_receivers(self, monitor: str, receivers: Iterable[tuple[str, str]]) -> None:
+        """Start a monitor's per-receiver delivery counters at 0: (name, type) pairs."""
+        for name, kind in receivers:
+            labels = {"monitor": monitor, "receiver": label_value(name), "type": kind}
+            for counter in (
+                self.alerts_sent,
+                self.alerts_failed,
+                self.alerts_retried,
+                self.alerts_dead,
+            ):
+                if labels not in counter.values:
+                    counter.set(labels, 0)
+
+    def unload(self, name: str) -> None:
+        """Remove every series of a monitor that is no longer loaded."""
+        self._versions.pop(name, None)
+        for collector in self.registry.get_all():
+            for labels, _ in collector.get_all():
+                if labels.get("monitor") == name:
+                    collector.values.pop(labels, None)
 
     def observe(self, assessment: Assessment) -> None:
         """Publish a monitor's latest assessment."""
         name = assessment.monitor.name
         monitor = {"monitor": name}
         for feature, data in assessment.evaluation.features.items():
-            labels = {"monitor": name, "feature": feature}
+            labels = {"monitor": name, "feature": label_value(feature)}
             self.feature_score.set(labels, data.score)
             self.feature_p_value.set(labels, data.p_value)
         verdict = assessment.evaluation.verdict
@@ -165,19 +261,17 @@ class Telemetry:
         self.window_events.set(monitor, assessment.window.events)
 
     def count_events(self, monitor: str, versions: Sequence[str | None]) -> None:
-        """Count accepted events per model_version (bounded label set)."""
-        tally: dict[str, int] = {}
+        """Count accepted events per model_version (a bounded label set per monitor)."""
+        slots = self._versions.setdefault(monitor, VersionSlots(()))
         # Counter tallies in C: a batch's versions are mostly one value.
         for version, count in collections.Counter(versions).items():
             label = version or "unknown"
-            if label not in self._model_versions:
-                if len(self._model_versions) >= MAX_MODEL_VERSIONS:
-                    label = "other"
-                else:
-                    self._model_versions.add(label)
-            tally[label] = tally.get(label, 0) + count
-        for label, n in tally.items():
-            self.events.add({"monitor": monitor, "model_version": label}, n)
+            evicted = slots.admit(label)
+            if evicted is not None:
+                self.events.values.pop(
+                    {"monitor": monitor, "model_version": label_value(evicted)}, None
+                )
+            self.events.add({"monitor": monitor, "model_version": label_value(label)}, count)
 
     def render(self, accept: Sequence[str]) -> tuple[bytes, dict[str, str]]:
         """The exposition body and headers for an Accept header."""

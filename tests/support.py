@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +29,7 @@ from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
 from driftline.core.policy import DEFAULTS, MonitorDefaults
 from driftline.core.profile import BaselineProfile, build_profile
 from driftline.core.severity import Severity
+from driftline.core.window import WindowTotals
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITOR = "credit-risk"  # the example monitor
@@ -155,3 +161,61 @@ class Service:
         document = httpx2.get(f"{self.url}/openapi.json").json()
         operation = document["paths"][f"/v1/monitors/{{name}}/{route}"]["post"]
         return "idempotency-key" in json.dumps(operation).lower()
+
+
+@contextlib.contextmanager
+def driftline_serve(log: Path, **environment: str) -> Iterator[str]:
+    """A real `driftline serve` process on 127.0.0.1 (example monitors): its base URL.
+
+    `environment` adds or overrides settings variables; its JSON log goes to `log`.
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "DRIFTLINE_HOST": "127.0.0.1",
+        "DRIFTLINE_PORT": str(port),
+        "DRIFTLINE_MONITORS_DIR": str(example_monitors()),
+        **environment,
+    }
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "driftline.cli", "serve"], env=env, stderr=stderr
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"driftline serve exited: {log.read_text()[-2000:]}")
+                try:
+                    with urllib.request.urlopen(url + "/monitor/ready", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"driftline serve never got ready: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def window_totals(monitor: Monitor, *, drifted: bool) -> WindowTotals:
+    """A window of the baseline's own counts (no drift), or of every value in one bin."""
+    vector = np.zeros(monitor.layout.width)
+    events = monitor.profile.rows
+    vector[0] = events
+    for slots in monitor.layout.features.values():
+        profile = slots.profile
+        counts = np.zeros(profile.bins) if drifted else np.asarray(profile.counts, float)
+        if drifted:
+            counts[0] = events
+        vector[slots.first_bin : slots.first_bin + profile.bins] = counts
+        vector[slots.missing] = 0 if drifted else profile.missing
+    return WindowTotals(vector=vector, start=1_748_510_000.0, now=1_748_513_600.0)

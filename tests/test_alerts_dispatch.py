@@ -36,6 +36,7 @@ from support import example_monitors, wait_until
 
 from driftline.alerts.dispatch import backoff
 from driftline.alerts.redis import GROUP, alert_keys
+from driftline.core.policy import MonitorDefaults
 from driftline.core.profile import load_baseline
 from driftline.http.app import create_app
 from driftline.logs import JsonFormatter
@@ -163,6 +164,8 @@ def make_settings(
         alerts_dir=str(alerts_dir),
         flush_interval=0.001,
         alerts=AlertSettings(**{**ALERT_SETTINGS, **alerts}),
+        # Announce every change at once (flap protection has its own tests below).
+        defaults=MonitorDefaults(alert_hold_seconds=0.0, alert_cooldown_seconds=0.0),
     )
 
 
@@ -397,12 +400,32 @@ async def test_two_instances_deliver_one_signed_alert_per_transition_and_resolve
     assert body["acknowledgement"]["by"] == "oncall"
     assert datetime.fromisoformat(body["acknowledgement"]["at"]).tzinfo is not None
     assert (await history(b))["alerts"][1]["acknowledgement"]["comment"] == "ok"
-    response = await b.post(f"/v1/monitors/{MONITOR}/alerts/2/ack")
+    json_type = {"Content-Type": "application/json"}
+    response = await b.post(f"/v1/monitors/{MONITOR}/alerts/2/ack", headers=json_type)
     assert response.status == 200 and (await response.json())["acknowledgement"]["by"]
-    for bad in (f"{MONITOR}:9", "other:1", "x"):
-        response = await a.post(f"/v1/monitors/{MONITOR}/alerts/{bad}/ack")
+    # The first acknowledgement stays: a second one, on either replica, answers 409 with it.
+    response = await b.post(
+        f"/v1/monitors/{MONITOR}/alerts/{MONITOR}:1/ack", json={"by": "late", "comment": "x"}
+    )
+    conflict = await response.json(content_type=None)
+    assert response.status == 409 and response.content_type == "application/problem+json"
+    assert conflict["alert"]["acknowledgement"]["by"] == "oncall"
+    assert conflict["errors"][0]["field"] == "alert_id"
+    assert (await history(a))["alerts"][1]["acknowledgement"]["comment"] == "ok"
+    # A form (what a cross-site page can post without asking) or no Content-Type: 415.
+    for headers in ({"Content-Type": "application/x-www-form-urlencoded"}, {}):
+        response = await a.post(
+            f"/v1/monitors/{MONITOR}/alerts/2/ack",
+            data=b"by=mallory",
+            headers=headers,
+            skip_auto_headers=["Content-Type"],
+        )
+        assert response.status == 415, headers
+    for bad in (f"{MONITOR}:9", "other:1", "x", "\u00b2", "1" * 5000):
+        response = await a.post(f"/v1/monitors/{MONITOR}/alerts/{bad}/ack", headers=json_type)
         assert response.status == 404, bad
-    assert (await a.get(f"/v1/monitors/{MONITOR}/alerts?limit=0")).status == 422
+    for limit in ("0", "\u00b2", "1" * 5000, "-1"):
+        assert (await a.get(f"/v1/monitors/{MONITOR}/alerts?limit={limit}")).status == 422
     assert (await a.get("/v1/monitors/nope/alerts")).status == 404
 
     # Each transition decided once, each delivery made once, across both replicas.
@@ -609,7 +632,7 @@ async def test_alert_left_by_a_stopped_instance_is_claimed_and_delivered_by_anot
     assert state["status"] == "delivered" and state["attempts"] >= 2
 
 
-async def test_embedded_store_delivers_and_resolves_after_the_cool_down(
+async def test_embedded_store_delivers_and_resolves_once_none_held(
     aiohttp_client: Any,
     tmp_path: Path,
     endpoints: Callable[..., Awaitable[Endpoint]],
@@ -618,7 +641,7 @@ async def test_embedded_store_delivers_and_resolves_after_the_cool_down(
     monitors = tmp_path / "monitors"
     monitors.mkdir()
     config = (example_monitors() / "credit-risk.yaml").read_text()
-    (monitors / "credit-risk.yaml").write_text(config + "alert_cooldown_seconds: 1.0\n")
+    (monitors / "credit-risk.yaml").write_text(config + "alert_hold_seconds: 1.0\n")
     hook = await endpoints()
     alerts_dir = write_receivers(
         tmp_path / "alerts",
@@ -641,7 +664,7 @@ async def test_embedded_store_delivers_and_resolves_after_the_cool_down(
     emptied = time.time()
     await empty_window(client)
     await wait_until(lambda: received(2), "the monitor never resolved", within=10)
-    # Resolved by the evaluation timer (no traffic), once `none` had lasted the cool-down.
+    # Resolved by the evaluation timer (no traffic), once `none` had held for 1 s.
     assert hook.requests[1].at - emptied >= 1.0
     assert [(r.json["id"], r.json["status"]) for r in hook.requests] == [
         (f"{MONITOR}:1", "firing"),

@@ -20,7 +20,13 @@ from support import wait_until
 
 from driftline.alerts.memory import MemoryAlertStore
 from driftline.alerts.redis import GROUP, RedisAlertStore, alert_keys
-from driftline.alerts.store import Acknowledgement, AlertStore, DeliveryState, OutboxEntry
+from driftline.alerts.store import (
+    Acknowledgement,
+    AlertStore,
+    DeliveryState,
+    FlapGuard,
+    OutboxEntry,
+)
 from driftline.core.severity import SEVERITY_RANK, Severity
 from driftline.stores.redis import RedisWindowStore
 
@@ -61,9 +67,9 @@ async def stores(request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
 
 
 async def transition(
-    store: AlertStore, observed: Severity, cooldown: float = 0.0
+    store: AlertStore, observed: Severity, hold: float = 0.0, cooldown: float = 0.0
 ) -> tuple[Severity, OutboxEntry | None]:
-    return await store.transition(MONITOR, observed, cooldown, SNAPSHOT)
+    return await store.transition(MONITOR, observed, FlapGuard(hold, cooldown), SNAPSHOT)
 
 
 async def test_every_kind_of_change_is_announced_once_in_order(stores: Stores) -> None:
@@ -134,45 +140,62 @@ async def test_concurrent_replicas_decide_each_change_once(stores: Stores) -> No
     ]
 
 
-async def test_cool_down_holds_a_lower_severity_until_it_lasted(stores: Stores) -> None:
-    store = stores.new()
-    cooldown = 0.5
-    _, up = await transition(store, CRITICAL, cooldown)
-    assert up is not None and up.severity is CRITICAL, "going up is never held"
-
-    # Hovering at the threshold: no flapping.
-    for observed in (WARNING, CRITICAL, WARNING, NONE, CRITICAL):
-        assert await transition(store, observed, cooldown) == (CRITICAL, None)
-
-    # The score went back up last, so the cool-down starts over from the next drop.
-    dropped = time.monotonic()
-    assert await transition(store, WARNING, cooldown) == (CRITICAL, None)
+async def _announced_after(
+    store: AlertStore, observed: Severity, hold: float, cooldown: float
+) -> tuple[OutboxEntry, float]:
+    """Offer `observed` until it is announced: the entry and how long that took."""
+    started = time.monotonic()
     announced: list[OutboxEntry] = []
 
     async def announces() -> bool:
-        _, entry = await transition(store, WARNING, cooldown)
+        _, entry = await transition(store, observed, hold, cooldown)
         if entry is not None:
             announced.append(entry)
         return bool(announced)
 
-    await wait_until(announces, "warning never announced after the cool-down", within=5)
-    held = time.monotonic() - dropped
-    assert held >= cooldown - 0.05, f"announced after {held:.3f} s, cool-down {cooldown} s"
-    (entry,) = announced
-    assert (entry.seq, entry.severity, entry.previous) == (2, WARNING, CRITICAL)
-
-    # Up again while cooling down: announced at once, and the pending drop is forgotten.
-    assert await transition(store, NONE, cooldown) == (WARNING, None)
-    _, again = await transition(store, CRITICAL, cooldown)
-    assert again is not None and (again.previous, again.severity) == (WARNING, CRITICAL)
-    assert await transition(store, WARNING, cooldown) == (CRITICAL, None)
-    assert len(await store.history(MONITOR, 100)) == 3
+    await wait_until(announces, f"{observed} never announced", within=5)
+    return announced[0], time.monotonic() - started
 
 
-async def test_without_cool_down_a_drop_is_announced_at_once(stores: Stores) -> None:
+async def test_a_blip_is_never_announced_and_a_change_only_once_it_held(stores: Stores) -> None:
+    """The flap of the issue: warning at 129 events, back to none 17 ms later: no alert."""
     store = stores.new()
-    await transition(store, CRITICAL, 0.0)
-    severity, entry = await transition(store, NONE, 0.0)
+    hold = 0.4
+    assert await transition(store, WARNING, hold) == (NONE, None)
+    assert await transition(store, NONE, hold) == (NONE, None)  # the blip is over
+    assert await transition(store, WARNING, hold) == (NONE, None)  # a new episode: clock anew
+    assert await stores.new().history(MONITOR, 10) == []
+    # Each offer in between must agree: a different severity restarts the hold.
+    entry, took = await _announced_after(store, WARNING, hold, 0.0)
+    assert took >= hold - 0.05, f"announced after {took:.3f} s, hold {hold} s"
+    assert (entry.seq, entry.severity, entry.previous) == (1, WARNING, NONE)
+    # Going down holds as well.
+    entry, took = await _announced_after(store, NONE, hold, 0.0)
+    assert took >= hold - 0.05 and (entry.severity, entry.previous) == (NONE, WARNING)
+
+
+async def test_cool_down_is_the_least_time_between_two_announcements(stores: Stores) -> None:
+    store = stores.new()
+    cooldown = 0.5
+    _, up = await transition(store, CRITICAL, 0.0, cooldown)
+    announced_at = time.monotonic()
+    assert up is not None and up.severity is CRITICAL, "the first change is announced at once"
+    # Hovering at the threshold: nothing more within the cool-down, either way.
+    for observed in (WARNING, NONE, WARNING):
+        assert await transition(store, observed, 0.0, cooldown) == (CRITICAL, None)
+    entry, _ = await _announced_after(store, WARNING, 0.0, cooldown)
+    waited = time.monotonic() - announced_at
+    assert waited >= cooldown - 0.05, (
+        f"announced {waited:.3f} s after the last, cool-down {cooldown}"
+    )
+    assert (entry.seq, entry.severity, entry.previous) == (2, WARNING, CRITICAL)
+    assert len(await store.history(MONITOR, 100)) == 2
+
+
+async def test_without_hold_or_cool_down_a_drop_is_announced_at_once(stores: Stores) -> None:
+    store = stores.new()
+    await transition(store, CRITICAL)
+    severity, entry = await transition(store, NONE)
     assert severity is NONE and entry is not None and entry.previous is CRITICAL
 
 
@@ -226,8 +249,12 @@ async def test_delivery_state_history_and_acknowledgement(stores: Stores) -> Non
     assert await store.deliveries(MONITOR, 2) == {}
 
     ack = Acknowledgement(by="oncall", at=12.5, comment="looking")
-    record = await store.acknowledge(MONITOR, 1, ack, 60)
-    assert record is not None and record.acknowledgement == ack
+    outcome = await store.acknowledge(MONITOR, 1, ack, 60)
+    assert outcome is not None and outcome[1] is True and outcome[0].acknowledgement == ack
+    # A second acknowledgement does not replace the first: the store answers with it.
+    later = Acknowledgement(by="someone-else", at=13.0, comment="me too")
+    outcome = await store.acknowledge(MONITOR, 1, later, 60)
+    assert outcome is not None and outcome[1] is False and outcome[0].acknowledgement == ack
     assert await store.acknowledge(MONITOR, 7, ack, 60) is None
     (record,) = await store.history(MONITOR, 10)
     assert record.entry.seq == 1 and record.acknowledgement == ack

@@ -20,7 +20,6 @@ from typing import Any, cast
 
 import kopf
 import msgspec
-import numpy as np
 import pytest
 import yaml
 from aiohttp import web
@@ -31,13 +30,13 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Secret
 from lightkube.types import PatchType
+from support import window_totals
 
 from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
 from driftline.core.profile import build_profile, rows_to_columns
 from driftline.core.receivers import ReceiverFile
 from driftline.core.report import assess, drift_report
-from driftline.core.window import WindowTotals
 from driftline.engine.registry import MonitorRegistry
 from driftline.operator.inputs import INPUT_CHANGED_ANNOTATION, monitor_inputs
 from driftline.operator.kube import KubeApi
@@ -93,17 +92,7 @@ class FakeDriftService:
 
 def window_report(monitor: Monitor, *, drifted: bool) -> bytes:
     """A real DriftReport: the baseline's own counts (no drift), or all in one bin."""
-    vector = np.zeros(monitor.layout.width)
-    events = monitor.profile.rows
-    vector[0] = events
-    for slots in monitor.layout.features.values():
-        profile = slots.profile
-        counts = np.zeros(profile.bins) if drifted else np.asarray(profile.counts, float)
-        if drifted:
-            counts[0] = events
-        vector[slots.first_bin : slots.first_bin + profile.bins] = counts
-        vector[slots.missing] = 0 if drifted else profile.missing
-    totals = WindowTotals(vector=vector, start=1_748_510_000.0, now=1_748_513_600.0)
+    totals = window_totals(monitor, drifted=drifted)
     return msgspec.json.encode(drift_report(assess(monitor, totals), totals))
 
 

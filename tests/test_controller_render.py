@@ -148,7 +148,14 @@ def test_unusable_baseline_data_is_invalid(data: bytes, message: str) -> None:
 
 
 def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> None:
-    spec = fixture_spec(alpha=0.01, bonferroni=True, minDriftedFeatures=2, alertCooldownSeconds=60)
+    spec = fixture_spec(
+        alpha=0.01,
+        bonferroni=True,
+        minDriftedFeatures=2,
+        alertHoldSeconds=30,
+        alertCooldownSeconds=60,
+        modelVersions=["v1.2.0"],
+    )
     profile = resolve_baseline(spec, baseline_map(json.dumps(ROWS).encode()))
     config = render_monitor_config("credit-risk", spec, profile)
     assert set(config) == {
@@ -166,7 +173,9 @@ def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> No
         "bucket_seconds",
         "bins",
         "top_k",
+        "alert_hold_seconds",
         "alert_cooldown_seconds",
+        "model_versions",
     }
     assert config["features"] == {
         "num_products": {"type": "numeric"},
@@ -179,6 +188,8 @@ def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> No
     assert monitor.policy.alpha == 0.01
     assert monitor.policy.bonferroni is True
     assert monitor.policy.min_drifted_features == 2
+    assert monitor.policy.alert_hold_seconds == 30
+    assert monitor.model_versions == ("v1.2.0",)
     assert monitor.policy.alert_cooldown_seconds == 60
     assert monitor.policy.thresholds_for("credit_score").critical == 0.4
     assert monitor.policy.thresholds_for("age").warning == 0.2
@@ -188,7 +199,8 @@ def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> No
 def test_cooldown_is_left_to_the_service_default_when_unset() -> None:
     spec = fixture_spec()
     profile = resolve_baseline(spec, baseline_map(json.dumps(ROWS).encode()))
-    assert "alert_cooldown_seconds" not in render_monitor_config("m", spec, profile)
+    config = render_monitor_config("m", spec, profile)
+    assert "alert_cooldown_seconds" not in config and "alert_hold_seconds" not in config
 
 
 @pytest.mark.parametrize(

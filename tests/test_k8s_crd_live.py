@@ -208,6 +208,7 @@ def test_a_valid_spec_is_stored_with_the_defaults_the_service_uses(
     assert stored["traffic"] == {"expectedEventsPerSecond": 0}
     assert stored["alerts"][0]["minSeverity"] == "warning"
     assert "serviceUrl" not in stored and "alertCooldownSeconds" not in stored
+    assert "alertHoldSeconds" not in stored
 
 
 def test_service_cannot_change_once_set(kube: KubeTarget, namespace: str) -> None:

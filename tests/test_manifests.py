@@ -436,6 +436,11 @@ def test_service_mounts_monitors_alerts_and_a_writable_tmp(name: str) -> None:
     alerts = volumes[mounts[alerts_dir]["name"]]["secret"]
     assert alerts["secretName"] == "driftline-alerts" and alerts["optional"] is True
     assert mounts[alerts_dir]["readOnly"] is True
+
+    tokens_file = Path(env["DRIFTLINE_TOKENS_FILE"])
+    tokens = volumes[mounts[str(tokens_file.parent)]["name"]]["secret"]
+    assert tokens["secretName"] == "driftline-tokens" and tokens["optional"] is True
+    assert mounts[str(tokens_file.parent)]["readOnly"] is True
     # Every volume is mounted (a stray volume is a sign of a broken patch).
     assert {m["name"] for m in c["volumeMounts"]} == set(volumes)
 
@@ -718,6 +723,25 @@ def test_controller_runs_a_command_the_cli_accepts_with_settings_it_reads() -> N
     assert not unknown, f"variables the operator does not read: {unknown}"
     settings = load_controller_settings(environ=env)
     assert settings.namespaces == (), "the base operator watches every namespace"
+    # Its token for the drift services comes from a mounted Secret.
+    pod = one(docs, "Deployment", "driftline-controller")["spec"]["template"]["spec"]
+    token = Path(settings.service_token_file or "")
+    mount = {m["mountPath"]: m for m in c["volumeMounts"]}[str(token.parent)]
+    volume = {v["name"]: v for v in pod["volumes"]}[mount["name"]]
+    assert volume["secret"]["secretName"] == "driftline-controller-token"
+
+
+def test_the_ingress_publishes_ingest_and_read_routes_only() -> None:
+    """No path of the Ingress reaches DELETE …/window or an acknowledgement."""
+    docs = render("base")
+    (ingress,) = objects(docs, "Ingress")
+    published = {
+        (p["path"], p["pathType"]) for r in ingress["spec"]["rules"] for p in r["http"]["paths"]
+    }
+    assert all(kind == "Exact" for _, kind in published), published
+    reachable = {r.path: r for r in ROUTES if (r.path, "Exact") in published}
+    assert {r.access for r in reachable.values()} == {"ingest", "read"}
+    assert {"/monitor/predict", "/monitor/batch", "/monitor/drift"} <= reachable.keys()
 
 
 def test_service_runs_a_command_the_cli_accepts() -> None:

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis_cluster import redis_cluster
+from support import example_monitors
 
 from driftline.alerts.redis import RedisAlertStore
+from driftline.alerts.store import FlapGuard
 from driftline.core.severity import Severity
 from driftline.core.window import WindowSpec
 from driftline.http.app import create_app
@@ -75,9 +77,10 @@ async def test_window_store_spreads_monitors_and_keeps_each_on_one_slot(
 
 async def test_alert_store_on_cluster(store: RedisWindowStore) -> None:
     alerts = RedisAlertStore(store.client)
-    severity, entry = await alerts.transition("cluster-a", Severity.CRITICAL, 0, b"{}")
+    at_once = FlapGuard(hold=0, cooldown=0)
+    severity, entry = await alerts.transition("cluster-a", Severity.CRITICAL, at_once, b"{}")
     assert severity is Severity.CRITICAL and entry is not None
-    assert (await alerts.transition("cluster-a", Severity.CRITICAL, 0, b"{}"))[1] is None
+    assert (await alerts.transition("cluster-a", Severity.CRITICAL, at_once, b"{}"))[1] is None
     (fetched,) = await alerts.fetch("cluster-a", "c1", count=10, stale_after=60)
     assert fetched.seq == entry.seq
     await alerts.ack("cluster-a", fetched.entry_id)
@@ -90,7 +93,7 @@ async def test_two_service_instances_share_a_window_on_cluster(
 ) -> None:
     settings = Settings(
         host="127.0.0.1",
-        monitors_dir=str(EXAMPLES / "monitors"),
+        monitors_dir=str(example_monitors()),
         redis_url=cluster_url,
         redis_cluster=True,
         flush_interval=0.001,

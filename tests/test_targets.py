@@ -19,6 +19,21 @@ def test_link_local_targets_are_recognised() -> None:
     assert link_local_target("http://[fe80::a9fe:a9fe]/") is not None
     # Written as an IPv4-mapped IPv6 address, it still reaches the metadata service.
     assert link_local_target("http://[::ffff:169.254.169.254]/latest") is not None
+    # Other IPv6 forms that carry the IPv4 address: IPv4-compatible, NAT64 (well-known and
+    # local-use prefixes), SIIT's IPv4-translated form, 6to4 and Teredo.
+    for embedded in (
+        "::169.254.169.254",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::a9fe:a9fe",
+        "::ffff:0:a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+        "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo, client 169.254.169.254 (inverted)
+        "64:ff9b::6464:64c8",  # NAT64 to Alibaba Cloud's 100.100.100.200
+    ):
+        assert link_local_target(f"http://[{embedded}]/latest") is not None, embedded
+    # The same prefixes around ordinary IPv4 addresses stay allowed.
+    for ordinary in ("64:ff9b::a00:1", "::ffff:0:a00:1", "2002:a00:1::1", "::1"):
+        assert link_local_target(f"http://[{ordinary}]/") is None, ordinary
     # Metadata services outside the link-local ranges: AWS over IPv6, Alibaba Cloud.
     assert link_local_target("http://[fd00:ec2::254]/latest/meta-data/") == "fd00:ec2::254"
     assert link_local_target("http://100.100.100.200/latest/meta-data/") == "100.100.100.200"

@@ -1,55 +1,61 @@
 -- A monitor's alert state: decide a severity change once for every replica, and write it
 -- to the monitor's outbox stream in the same atomic step (driven by service/alerts/redis.py).
 --
--- KEYS[1]  state hash: severity, seq, started_at, lower_since
+-- KEYS[1]  state hash: severity, seq, started_at, changed_at, candidate, candidate_since
 -- KEYS[2]  outbox stream (consumer group `delivery`)
 -- ARGV[1]  severity the caller observed: none | warning | critical
--- ARGV[2]  cool-down seconds: a lower severity must hold this long before it is announced
--- ARGV[3]  snapshot: the caller's report (JSON) for the alert body
--- ARGV[4]  stream length bound (approximate MAXLEN)
+-- ARGV[2]  hold seconds: a new severity must be observed this long, on every evaluation
+--          since, before it is announced
+-- ARGV[3]  cool-down seconds: the least time between two announcements of the monitor
+-- ARGV[4]  snapshot: the caller's report (JSON) for the alert body
+-- ARGV[5]  stream length bound (approximate MAXLEN)
 --
 -- Returns {current severity, sequence number of a new alert or 0, stream id or "",
 --          decided-at, episode started-at, previous severity} ("" when nothing changed;
 --          times as strings, Redis clock).
--- Going up is announced at once; going down waits out the cool-down, so a score
--- hovering at a threshold does not page people on every flush.
+-- Up or down, a change is announced once it has held for the hold time and the
+-- cool-down since the last announcement is over, so a score hovering at a threshold
+-- neither pages on every flush nor fires and resolves within milliseconds.
 
 local state_key, outbox_key = KEYS[1], KEYS[2]
 local observed = ARGV[1]
-local cooldown = tonumber(ARGV[2])
+local hold = tonumber(ARGV[2])
+local cooldown = tonumber(ARGV[3])
 -- The order of driftline.core.severity.SEVERITY_RANK (a test checks that they agree).
 local rank = {none = 0, warning = 1, critical = 2}
-if rank[observed] == nil or cooldown == nil then
-  return redis.error_reply('ERR alert.lua: bad severity or cool-down')
+if rank[observed] == nil or hold == nil or cooldown == nil then
+  return redis.error_reply('ERR alert.lua: bad severity, hold or cool-down')
 end
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
-local fields = redis.call('HMGET', state_key, 'severity', 'lower_since', 'started_at')
+local fields = redis.call('HMGET', state_key,
+  'severity', 'candidate', 'candidate_since', 'changed_at', 'started_at')
 local current = fields[1] or 'none'
-local lower_since = tonumber(fields[2])
+local candidate, since = fields[2], tonumber(fields[3])
+local changed_at = tonumber(fields[4])
+local quiet = {current, 0, '', '', '', ''}
 
 if observed == current then
-  if lower_since then redis.call('HDEL', state_key, 'lower_since') end
-  return {current, 0, '', '', '', ''}
+  -- Back where it was announced: whatever was pending did not hold.
+  if candidate then redis.call('HDEL', state_key, 'candidate', 'candidate_since') end
+  return quiet
 end
-if rank[observed] < rank[current] and cooldown > 0 then
-  if not lower_since then
-    redis.call('HSET', state_key, 'lower_since', string.format('%.6f', now))
-    return {current, 0, '', '', '', ''}
-  end
-  if now - lower_since < cooldown then
-    return {current, 0, '', '', '', ''}
-  end
+if candidate ~= observed or not since then
+  since = now
+  redis.call('HSET', state_key, 'candidate', observed,
+    'candidate_since', string.format('%.6f', now))
 end
+if now - since < hold then return quiet end
+if changed_at and now - changed_at < cooldown then return quiet end
 
 local seq = redis.call('HINCRBY', state_key, 'seq', 1)
 local at = string.format('%.6f', now)
-local started = fields[3]
+local started = fields[5]
 if current == 'none' or not started then started = at end
 redis.call('HSET', state_key, 'severity', observed, 'changed_at', at, 'started_at', started)
-redis.call('HDEL', state_key, 'lower_since')
-local id = redis.call('XADD', outbox_key, 'MAXLEN', '~', ARGV[4], '*',
+redis.call('HDEL', state_key, 'candidate', 'candidate_since')
+local id = redis.call('XADD', outbox_key, 'MAXLEN', '~', ARGV[5], '*',
   'seq', seq, 'severity', observed, 'previous', current,
-  'at', at, 'started_at', started, 'snapshot', ARGV[3])
+  'at', at, 'started_at', started, 'snapshot', ARGV[4])
 return {observed, seq, id, at, started, current}

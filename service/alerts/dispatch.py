@@ -28,7 +28,7 @@ from driftline.lifecycle import pause
 from driftline.settings import AlertSettings
 from driftline.stores.protocol import StoreUnavailableError
 from driftline.targets import VettingResolver, link_local_target
-from driftline.telemetry import Telemetry
+from driftline.telemetry import Telemetry, label_value
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,11 @@ class AlertDispatcher:
         receiver: Receiver,
         previous: DeliveryState | None,
     ) -> None:
-        labels = {"monitor": monitor.name, "receiver": receiver.name, "type": receiver.type}
+        labels = {
+            "monitor": monitor.name,
+            "receiver": label_value(receiver.name),
+            "type": receiver.type,
+        }
         attempt = previous.attempts if previous else 0
         while True:
             attempt += 1

@@ -27,7 +27,10 @@ class AlertLog:
 
     async def acknowledge(
         self, monitor: str, seq: int, by: str, comment: str
-    ) -> AlertRecord | None:
-        """Record that someone has seen an alert; None when it is unknown."""
+    ) -> tuple[AlertRecord, bool] | None:
+        """Record that someone has seen an alert: (record, whether this was the first ack).
+
+        None when the alert is unknown; an alert keeps its first acknowledgement.
+        """
         ack = Acknowledgement(by=by, at=self._clock(), comment=comment)
         return await self._store.acknowledge(monitor, seq, ack, self._settings.history_seconds)

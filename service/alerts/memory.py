@@ -17,6 +17,7 @@ from driftline.alerts.store import (
     Acknowledgement,
     AlertRecord,
     DeliveryState,
+    FlapGuard,
     OutboxEntry,
     deliveries_from,
     record_from,
@@ -29,7 +30,9 @@ class _Monitor:
     severity: Severity = Severity.NONE
     seq: int = 0
     started_at: float = 0.0
-    lower_since: float | None = None
+    candidate: Severity | None = None  # observed, not yet announced
+    candidate_since: float = 0.0
+    changed_at: float | None = None  # the last announcement
     entries: list[OutboxEntry] = field(default_factory=list)
     delivered_up_to: int = 0  # entries handed to consumers (index into entries)
     pending: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> consumer, since
@@ -47,20 +50,20 @@ class MemoryAlertStore:
         return self._monitors.setdefault(monitor, _Monitor())
 
     async def transition(
-        self, monitor: str, observed: Severity, cooldown: float, snapshot: bytes
+        self, monitor: str, observed: Severity, flap: FlapGuard, snapshot: bytes
     ) -> tuple[Severity, OutboxEntry | None]:
-        """Same rule as alert.lua: up at once, down after the cool-down."""
+        """Same rule as alert.lua: announced once held for `hold`, `cooldown` after the last."""
         state = self._get(monitor)
         now = self._clock()
         if observed is state.severity:
-            state.lower_since = None
+            state.candidate = None
             return state.severity, None
-        if observed.rank < state.severity.rank and cooldown > 0:
-            if state.lower_since is None:
-                state.lower_since = now
-                return state.severity, None
-            if now - state.lower_since < cooldown:
-                return state.severity, None
+        if state.candidate is not observed:
+            state.candidate, state.candidate_since = observed, now
+        if now - state.candidate_since < flap.hold:
+            return state.severity, None
+        if state.changed_at is not None and now - state.changed_at < flap.cooldown:
+            return state.severity, None
         state.seq += 1
         if state.severity is Severity.NONE or not state.started_at:
             state.started_at = now
@@ -74,7 +77,7 @@ class MemoryAlertStore:
             started_at=state.started_at,
             snapshot=snapshot,
         )
-        state.severity, state.lower_since = observed, None
+        state.severity, state.candidate, state.changed_at = observed, None, now
         state.entries.append(entry)
         trimmed = max(len(state.entries) - OUTBOX_LENGTH, 0)
         del state.entries[:trimmed]
@@ -136,13 +139,16 @@ class MemoryAlertStore:
 
     async def acknowledge(
         self, monitor: str, seq: int, ack: Acknowledgement, ttl: float
-    ) -> AlertRecord | None:
-        """Store the acknowledgement of a known alert."""
+    ) -> tuple[AlertRecord, bool] | None:
+        """Store the acknowledgement of a known alert unless it has one."""
         state = self._get(monitor)
         for entry in state.entries:
             if entry.seq == seq:
-                state.alerts.setdefault(seq, {})[b"ack"] = msgspec.json.encode(ack)
-                return record_from(entry, state.alerts[seq])
+                fields = state.alerts.setdefault(seq, {})
+                first = b"ack" not in fields
+                if first:
+                    fields[b"ack"] = msgspec.json.encode(ack)
+                return record_from(entry, fields), first
         return None
 
     async def severity(self, monitor: str) -> Severity:

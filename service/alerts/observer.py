@@ -1,9 +1,11 @@
 """Observation: a monitor's severity offered to the alert state shared by every replica.
 
 The engine hands every assessment it makes to `SeverityObserver.offer`. When the
-severity differs from the one this replica last saw announced, the observer asks the
-alert store to compare-and-set it; a change that store decides lands in the outbox,
-and the dispatcher is woken to deliver it. A timer re-offers every monitor's
+severity differs from the one this replica last saw announced (or a change is being
+held back), the observer asks the alert store to compare-and-set it; the store
+announces a change once it has held for the monitor's alert_hold_seconds and its
+cool-down since the last announcement is over. A change it decides lands in the
+outbox, and the dispatcher is woken to deliver it. A timer re-offers every monitor's
 assessment even without traffic, so a window that slides back to normal resolves its
 alert and a cool-down ends on time.
 """
@@ -16,7 +18,7 @@ import logging
 from collections.abc import Callable
 
 from driftline.alerts.payloads import snapshot_of
-from driftline.alerts.store import AlertStore
+from driftline.alerts.store import AlertStore, FlapGuard
 from driftline.core.report import Assessment
 from driftline.core.severity import Severity
 from driftline.engine.facade import DriftEngine
@@ -43,6 +45,10 @@ class SeverityObserver:
         # Severity last announced per monitor, as this replica knows it: an assessment
         # that agrees needs no round trip to the shared state.
         self._announced: dict[str, Severity] = {}
+        # Monitors whose shared state holds a change back (not held long enough, or in
+        # its cool-down): every assessment goes to the store, even one that agrees with
+        # the announced severity, so the pending change is dropped when it does not hold.
+        self._held: set[str] = set()
         self._observing: dict[str, asyncio.Task[None]] = {}
 
     def offer(self, assessment: Assessment, *, recheck: bool = False) -> None:
@@ -51,18 +57,24 @@ class SeverityObserver:
         `recheck` skips the cache: another replica may have moved the shared state.
         """
         name = assessment.monitor.name
-        stale = recheck or self._announced.get(name) is not assessment.evaluation.verdict.severity
+        stale = (
+            recheck
+            or name in self._held
+            or self._announced.get(name) is not assessment.evaluation.verdict.severity
+        )
         if stale and name not in self._observing:
             self._observing[name] = asyncio.create_task(self._transition(assessment))
 
     async def _transition(self, assessment: Assessment) -> None:
         """Compare-and-set the assessment's severity in the alert store."""
         monitor = assessment.monitor
+        observed = assessment.evaluation.verdict.severity
+        policy = monitor.policy
         try:
             severity, entry = await self._store.transition(
                 monitor.name,
-                assessment.evaluation.verdict.severity,
-                monitor.policy.alert_cooldown_seconds,
+                observed,
+                FlapGuard(policy.alert_hold_seconds, policy.alert_cooldown_seconds),
                 snapshot_of(assessment),
             )
         except StoreUnavailableError as exc:
@@ -72,6 +84,10 @@ class SeverityObserver:
         finally:
             del self._observing[monitor.name]
         self._announced[monitor.name] = severity
+        if severity is observed:
+            self._held.discard(monitor.name)
+        else:
+            self._held.add(monitor.name)
         if entry is not None:
             self._telemetry.alert_transitions.inc(
                 {"monitor": monitor.name, "severity": str(entry.severity)}

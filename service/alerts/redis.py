@@ -19,6 +19,7 @@ from driftline.alerts.store import (
     Acknowledgement,
     AlertRecord,
     DeliveryState,
+    FlapGuard,
     OutboxEntry,
     deliveries_from,
     entry_from,
@@ -56,13 +57,14 @@ class RedisAlertStore:
         self._groups: set[str] = set()
 
     async def transition(
-        self, monitor: str, observed: Severity, cooldown: float, snapshot: bytes
+        self, monitor: str, observed: Severity, flap: FlapGuard, snapshot: bytes
     ) -> tuple[Severity, OutboxEntry | None]:
         """Compare-and-set in one script with the outbox append."""
         state, outbox, _, _ = alert_keys(monitor)
         try:
             current, seq, entry_id, at, started_at, previous = await self._script(
-                keys=[state, outbox], args=[str(observed), cooldown, snapshot, OUTBOX_LENGTH]
+                keys=[state, outbox],
+                args=[str(observed), flap.hold, flap.cooldown, snapshot, OUTBOX_LENGTH],
             )
         except RedisError as exc:
             raise StoreUnavailableError(f"alert transition failed: {exc}") from exc
@@ -185,18 +187,19 @@ class RedisAlertStore:
 
     async def acknowledge(
         self, monitor: str, seq: int, ack: Acknowledgement, ttl: float
-    ) -> AlertRecord | None:
-        """HSET the acknowledgement when the alert is still in the outbox."""
-        prefix = alert_keys(monitor)[3]
+    ) -> tuple[AlertRecord, bool] | None:
+        """HSETNX the acknowledgement when the alert is still in the outbox (the first stays)."""
+        key = alert_keys(monitor)[3] + str(seq)
         try:
             for record in await self.history(monitor, OUTBOX_LENGTH):
                 if record.entry.seq == seq:
                     async with self._client.pipeline(transaction=False) as pipe:
-                        pipe.hset(prefix + str(seq), "ack", msgspec.json.encode(ack))
-                        pipe.expire(prefix + str(seq), max(int(ttl), 1))
-                        await pipe.execute()
-                    record.acknowledgement = ack
-                    return record
+                        pipe.hsetnx(key, "ack", msgspec.json.encode(ack))
+                        pipe.expire(key, max(int(ttl), 1))
+                        pipe.hget(key, "ack")
+                        first, _, stored = await pipe.execute()
+                    record.acknowledgement = msgspec.json.decode(stored, type=Acknowledgement)
+                    return record, bool(first)
         except RedisError as exc:
             raise StoreUnavailableError(f"alert acknowledgement failed: {exc}") from exc
         return None

@@ -45,6 +45,14 @@ class Acknowledgement(msgspec.Struct, frozen=True):
 
 
 @dataclass(frozen=True, slots=True)
+class FlapGuard:
+    """When a severity change may be announced (a monitor's policy)."""
+
+    hold: float  # a new severity must be observed this long before it is announced
+    cooldown: float  # the least time between two announcements of the monitor
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxEntry:
     """One severity change, as written to the outbox."""
 
@@ -71,9 +79,14 @@ class AlertStore(Protocol):
     """Backend of alert state, outbox and delivery bookkeeping."""
 
     async def transition(
-        self, monitor: str, observed: Severity, cooldown: float, snapshot: bytes
+        self, monitor: str, observed: Severity, flap: FlapGuard, snapshot: bytes
     ) -> tuple[Severity, OutboxEntry | None]:
-        """Compare-and-set the monitor's severity; a change is appended to the outbox."""
+        """Compare-and-set the monitor's severity; a change is appended to the outbox.
+
+        The change is announced once `observed` has held for `flap.hold` seconds (on
+        every offer since) and `flap.cooldown` seconds have passed since the last
+        announcement; until then the severity last announced is returned, no entry.
+        """
         ...
 
     async def fetch(
@@ -110,8 +123,11 @@ class AlertStore(Protocol):
 
     async def acknowledge(
         self, monitor: str, seq: int, ack: Acknowledgement, ttl: float
-    ) -> AlertRecord | None:
-        """Record an acknowledgement; None when the alert is unknown."""
+    ) -> tuple[AlertRecord, bool] | None:
+        """Record an acknowledgement unless the alert has one: (record, whether it is `ack`).
+
+        The first acknowledgement stays; None when the alert is unknown.
+        """
         ...
 
     async def severity(self, monitor: str) -> Severity:

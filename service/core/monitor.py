@@ -18,6 +18,7 @@ import msgspec
 import msgspec.yaml
 
 from driftline.core.layout import Layout, layout_id
+from driftline.core.limits import ModelVersion
 from driftline.core.policy import Alpha, Bins, MonitorDefaults, Policy, Thresholds, TopK
 from driftline.core.profile import (
     BaselineError,
@@ -58,7 +59,10 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bucket_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
     bins: Bins | None = None
     top_k: TopK | None = None
+    alert_hold_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
     alert_cooldown_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    # Versions that always keep their own model_version label (the others rotate).
+    model_versions: Annotated[list[ModelVersion], msgspec.Meta(max_length=100)] = []
 
 
 class MonitorConfigError(ValueError):
@@ -76,6 +80,7 @@ class Monitor:
     layout: Layout
     window: WindowSpec
     source: str
+    model_versions: tuple[str, ...] = ()
 
 
 def _validation_message(exc: msgspec.ValidationError) -> str:
@@ -194,6 +199,7 @@ def build_monitor(
         bonferroni=pick(config.bonferroni, defaults.bonferroni),
         min_samples=pick(config.min_samples, defaults.min_samples),
         min_drifted_features=min_drifted,
+        alert_hold_seconds=pick(config.alert_hold_seconds, defaults.alert_hold_seconds),
         alert_cooldown_seconds=pick(config.alert_cooldown_seconds, defaults.alert_cooldown_seconds),
     )
     layout = Layout.of(profile)
@@ -212,4 +218,5 @@ def build_monitor(
         layout=layout,
         window=window,
         source=source,
+        model_versions=tuple(dict.fromkeys(config.model_versions)),
     )

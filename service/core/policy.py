@@ -34,7 +34,10 @@ class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bucket_seconds: PositiveInt = 60
     bins: Bins = 10
     top_k: TopK = 100
-    alert_cooldown_seconds: NonNegativeFloat = 0.0
+    # Flap protection: a new severity is announced once it has been observed for
+    # alert_hold_seconds, and no sooner than alert_cooldown_seconds after the last one.
+    alert_hold_seconds: NonNegativeFloat = 60.0
+    alert_cooldown_seconds: NonNegativeFloat = 300.0
 
 
 DEFAULTS = MonitorDefaults()
@@ -67,7 +70,8 @@ class Policy:
     bonferroni: bool
     min_samples: int
     min_drifted_features: int
-    alert_cooldown_seconds: float = 0.0
+    alert_hold_seconds: float = DEFAULTS.alert_hold_seconds
+    alert_cooldown_seconds: float = DEFAULTS.alert_cooldown_seconds
 
     def thresholds_for(self, feature: str) -> Thresholds:
         """The feature's own thresholds, else the monitor's."""

@@ -14,14 +14,17 @@ from typing import Any, Literal
 import msgspec
 
 from driftline.core.binning import EventError
-from driftline.core.limits import Limits
+from driftline.core.limits import Limits, ModelVersion
 
 
-class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One prediction's inputs, as the model server sends them."""
+class Event(msgspec.Struct, frozen=True):
+    """One prediction's inputs, as the model server sends them.
+
+    Unknown top-level fields (e.g. `prediction`) are ignored: model servers send more.
+    """
 
     features: dict[str, Any]
-    model_version: str | None = None
+    model_version: ModelVersion | None = None
     timestamp: datetime | None = None
 
 

@@ -8,8 +8,9 @@ verdicts).
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,18 @@ from driftline.engine.verdicts import Listener, Verdicts
 from driftline.settings import Settings
 from driftline.stores.protocol import StoreUnavailableError, WindowStore
 from driftline.telemetry import Telemetry
+
+MAX_WARNINGS = 20
+"""Unknown features named in an answer; the rest are counted in one more warning."""
+
+
+def unknown_feature_warnings(names: Collection[str]) -> list[str]:
+    """A warning per unknown feature (alphabetically first MAX_WARNINGS), then how many more."""
+    first = heapq.nsmallest(MAX_WARNINGS, names)
+    warnings = [f'unknown feature "{name}" ignored' for name in first]
+    if len(names) > len(first):
+        warnings.append(f"and {len(names) - len(first)} more unknown features ignored")
+    return warnings
 
 
 class NoDefaultMonitorError(LookupError):
@@ -95,6 +108,18 @@ class DriftEngine:
             telemetry,
             flush_interval=settings.flush_interval,
         )
+        registry.on_load(self._loaded)
+        self._loaded(list(registry), set())
+
+    def _loaded(self, monitors: list[Monitor], removed: set[str]) -> None:
+        """Metrics follow the loaded monitors: new ones start at 0, removed ones go."""
+        for monitor in monitors:
+            self._telemetry.load(monitor)
+            receivers = self._registry.receivers(monitor.name)
+            self._telemetry.load_receivers(monitor.name, ((r.name, r.type) for r in receivers))
+        for name in removed:
+            self._telemetry.unload(name)
+            self._verdicts.forget(name)
 
     # ------------------------------------------------------------------ monitors
 
@@ -162,9 +187,7 @@ class DriftEngine:
         bucket = monitor.window.bucket_of(admitted)
         known = monitor.layout.features.keys()
         warnings = (
-            []
-            if features.keys() <= known
-            else [f'unknown feature "{name}" ignored' for name in sorted(features.keys() - known)]
+            [] if features.keys() <= known else unknown_feature_warnings(features.keys() - known)
         )
         durable = self._settings.ack_mode == "durable"
         row = Row(features, bucket, event.model_version, durable)
@@ -274,7 +297,7 @@ class DriftEngine:
     ) -> IngestResult:
         """Commit a binned batch's valid events (`versions`: one per event counted)."""
         self.count_invalid(monitor, (rejection.reason for rejection in result.rejected))
-        result.warnings = [f'unknown feature "{name}" ignored' for name in sorted(batch.unknown)]
+        result.warnings = unknown_feature_warnings(batch.unknown)
         if not versions:
             return result
         window = monitor.window

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,12 @@ class UnknownMonitorError(KeyError):
     """No monitor of that name is loaded."""
 
 
-def _stat_key(path: Path) -> tuple[str, int, int]:
+# Told after every load: the monitors now loaded, and the names no longer loaded.
+LoadListener = Callable[[list[Monitor], set[str]], None]
+
+
+def file_stamp(path: Path) -> tuple[str, int, int]:
+    """Resolved path, size and mtime: a Kubernetes volume's `..data` link swap changes it."""
     try:
         resolved = path.resolve()
         stat = resolved.stat()
@@ -57,6 +62,7 @@ class MonitorRegistry:
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._dependencies: list[Path] = []
         self._receivers: dict[str, list[Receiver]] = {}
+        self._listeners: list[LoadListener] = []
 
     # ------------------------------------------------------------------ lookup
 
@@ -76,6 +82,10 @@ class MonitorRegistry:
         if len(self._monitors) == 1:
             return next(iter(self._monitors))
         return None
+
+    def on_load(self, listener: LoadListener) -> None:
+        """Call `listener` after every reload by `watch` from now on (on the event loop)."""
+        self._listeners.append(listener)
 
     def receivers(self, name: str) -> tuple[Receiver, ...]:
         """The alert receivers of the monitor called `name` (none when it has no file)."""
@@ -136,15 +146,18 @@ class MonitorRegistry:
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         """Resolved path, size and mtime of every config, baseline and alerts file in use."""
         paths = self._config_files() + self._dependencies + self._alert_files()
-        return tuple(_stat_key(p) for p in paths)
+        return tuple(file_stamp(p) for p in paths)
 
     def _decode(self, source: str, document: Any) -> MonitorConfig:
         if isinstance(document, Path):
             return read_monitor_config(document, source)
         return decode_monitor_config(document, source)
 
-    def load(self) -> None:
-        """(Re)load every source, keeping the last good monitor of a config that fails."""
+    def load(self) -> set[str]:
+        """(Re)load every source, keeping the last good monitor of a config that fails.
+
+        Returns the names of the monitors no longer loaded.
+        """
         # Taken before reading: a file that changes while we read shows as a change next poll.
         fingerprint = self.fingerprint()
         monitors: dict[str, Monitor] = {}
@@ -180,6 +193,7 @@ class MonitorRegistry:
             by_source[source] = monitor
         self._load_receivers(errors)
         default_before = self.default_name
+        removed = self._monitors.keys() - monitors.keys()
         self._monitors, self._by_source, self.errors = monitors, by_source, errors
         if default_before is not None and self.default_name is None:
             # The quick start's requests name no monitor: say why they now get 422.
@@ -203,6 +217,7 @@ class MonitorRegistry:
                     "source": monitor.source,
                 },
             )
+        return removed
 
     async def watch(self, stopping: asyncio.Event) -> None:
         """Poll the sources and reload when a file changes, until `stopping`."""
@@ -211,6 +226,9 @@ class MonitorRegistry:
             if current != self._fingerprint:
                 log.info("monitor configs changed; reloading")
                 try:
-                    await asyncio.to_thread(self.load)
+                    removed = await asyncio.to_thread(self.load)
                 except OSError as exc:  # e.g. the directory vanished mid-swap
                     log.error("monitor reload failed", extra={"error": str(exc)})
+                    continue
+                for listener in self._listeners:
+                    listener(list(self), removed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from driftline.alerts.dispatch import AlertDispatcher
 from driftline.alerts.history import AlertLog
@@ -22,9 +23,21 @@ from driftline.alerts.redis import RedisAlertStore
 from driftline.alerts.store import AlertStore
 from driftline.engine.facade import DriftEngine
 from driftline.engine.registry import MonitorRegistry
-from driftline.http.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
-from driftline.http.problems import Handler, problem_for
+from driftline.http.auth import Access, TokenGate
+from driftline.http.keys import (
+    ACCESS,
+    ALERTS,
+    DRAINING,
+    ENGINE,
+    REJECTIONS,
+    SETTINGS,
+    TELEMETRY,
+    TOKENS,
+)
+from driftline.http.problems import Handler, as_problem, problem_response
+from driftline.http.rejections import Rejections
 from driftline.http.routes import ROUTES
+from driftline.http.server import EdgeRunner
 from driftline.lifecycle import stop
 from driftline.settings import Settings
 from driftline.stores.memory import MemoryWindowStore
@@ -37,23 +50,39 @@ log = logging.getLogger(__name__)
 GC_THRESHOLDS = (20_000, 20, 20)
 
 
+# Recorded in the request metric for a client that went away mid-request (nginx's code).
+CLIENT_CLOSED_REQUEST = 499
+
+
 @web.middleware
 async def service_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every failure with a problem document; time every request by route.
+    """Check the token, answer every failure with a problem document, time every request.
 
-    One middleware, not two: each layer costs every request a coroutine frame.
+    One middleware, not several: each layer costs every request a coroutine frame.
     """
     start = time.perf_counter()
+    route = request.match_info.route
+    resource = route.resource
+    name = resource.canonical if resource is not None else "unmatched"
     try:
+        access = request.app[ACCESS].get(route)
+        if access is not None:
+            request.app[TOKENS].check(request, access)
         response = await handler(request)
+    except (ConnectionResetError, ClientPayloadError):
+        # The client went away mid-body: nobody will read an answer. Not a server error.
+        log.debug("client closed the request", extra={"route": name, "method": request.method})
+        response = web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
     except Exception as exc:
-        response = problem_for(request, exc)
-    resource = request.match_info.route.resource
+        problem = as_problem(request, exc)
+        response = problem_response(problem)
+        if problem.status < 500:
+            request.app[REJECTIONS].record(request, name, problem)
+        if not request.content.at_eof():
+            # A refused body is not drained (it may be huge, slow or compressed): close.
+            response.force_close()
     request.app[TELEMETRY].latency.record(
-        resource.canonical if resource is not None else "unmatched",
-        request.method,
-        response.status,
-        time.perf_counter() - start,
+        name, request.method, response.status, time.perf_counter() - start
     )
     return response
 
@@ -110,25 +139,67 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
     log.info("service stopped: pending counts flushed")
 
 
+async def tokens_context(app: web.Application) -> AsyncIterator[None]:
+    """Load the tokens file (if any) and reload it when it changes."""
+    gate = app[TOKENS]
+    await asyncio.to_thread(gate.load)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(
+        gate.watch(app[SETTINGS].reload_interval, stopping), name="tokens-reload"
+    )
+    yield
+    await stop([task], stopping, grace=1.0)
+
+
 def create_app(settings: Settings) -> web.Application:
-    """Build the application; resources open in its cleanup context."""
+    """Build the application; resources open in its cleanup contexts."""
     app = web.Application(
         client_max_size=settings.limits.max_body_bytes,
         middlewares=[service_middleware],
+        # Bodies are read as sent: a compressed one is refused before it is inflated
+        # (driftline.http.codec.read_body), never inflated by the parser as it arrives.
+        handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
-    app[TELEMETRY] = Telemetry()
+    telemetry = Telemetry()
+    app[TELEMETRY] = telemetry
+    app[REJECTIONS] = Rejections(telemetry)
+    app[TOKENS] = TokenGate(settings.auth)
     app[DRAINING] = asyncio.Event()
+    app.cleanup_ctx.append(tokens_context)
     app.cleanup_ctx.append(engine_context)
+    access: dict[web.AbstractRoute, Access] = {}
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        access[app.router.add_route(route.method, route.path, route.handler)] = route.access
+    app[ACCESS] = access
     return app
+
+
+def open_warning(settings: Settings) -> str | None:
+    """What to warn about when no tokens protect a service listening beyond loopback."""
+    if settings.auth.tokens_file:
+        return None
+    host = settings.host
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # a name: it may resolve to anything
+    return (
+        f"no tokens file (DRIFTLINE_TOKENS_FILE) and listening on {host}: anyone who "
+        "reaches it may send events, read reports, acknowledge alerts and delete windows"
+    )
 
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then drain: readiness 503, finish requests, flush."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    warning = open_warning(settings)
+    if warning:
+        log.warning(warning)
+    runner = EdgeRunner(app, edge=settings.server, handle_signals=False, access_log=None)
     await runner.setup()
     # Requests allocate many short-lived containers: with the default threshold (700)
     # the collector runs every few requests, and every full collection rescans what

@@ -31,13 +31,17 @@ from driftline.http.codec import (
     JSON_TYPES,
     MSGPACK_TYPES,
     NDJSON_TYPES,
+    TOO_DEEP,
     check_content_type,
     decode_body,
     encode,
+    read_body,
 )
 from driftline.http.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
 from driftline.http.problems import FieldError, ProblemError, field_error
+from driftline.http.rejections import MONITOR
 from driftline.http.schemas import (
+    AckConflict,
     AcknowledgementView,
     AckRequest,
     AlertHistory,
@@ -63,9 +67,11 @@ def _engine(request: web.Request) -> DriftEngine:
     return request.app[ENGINE]
 
 
-def _monitor(engine: DriftEngine, name: str | None) -> Monitor:
+def _monitor(request: web.Request, name: str | None) -> Monitor:
+    """The monitor a request names (or the default); noted on the request for its metrics."""
+    engine = _engine(request)
     try:
-        return engine.monitor(name)
+        monitor = engine.monitor(name)
     except UnknownMonitorError:
         known = ", ".join(m.name for m in engine.monitors()) or "(none loaded)"
         raise ProblemError(
@@ -78,6 +84,8 @@ def _monitor(engine: DriftEngine, name: str | None) -> Monitor:
         raise ProblemError(
             422, "monitor-required", str(exc), [FieldError("monitor", "required: " + str(exc))]
         ) from None
+    request[MONITOR] = monitor.name
+    return monitor
 
 
 def prediction_response(assessment: Assessment, warnings: list[str]) -> PredictResponse:
@@ -119,6 +127,7 @@ def _refused(rejection: Rejection, path: str) -> ProblemError:
         rejection.reason.replace("_", "-"),
         f"{path}: {rejection.message}",
         [FieldError(path, rejection.message, rejection.reason)],
+        counted=True,  # the engine counted the event it refused
     )
 
 
@@ -134,9 +143,9 @@ def _plain_prediction(assessment: Assessment) -> bytes:
 async def predict(request: web.Request) -> web.Response:
     """Count one prediction's features and answer with the monitor's drift verdict."""
     check_content_type(request, JSON_TYPES)
-    body = decode_body(await request.read(), PredictRequest)
+    body = decode_body(await read_body(request), PredictRequest)
     engine = _engine(request)
-    monitor = _monitor(engine, body.monitor)
+    monitor = _monitor(request, body.monitor)
     try:
         prediction = await engine.predict(monitor, body)
     except RejectedEventError as exc:
@@ -160,9 +169,9 @@ def _split_events(body: bytes, ndjson: bool) -> tuple[list[msgspec.Raw], str | N
 async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) -> web.Response:
     check_content_type(request, JSON_TYPES + NDJSON_TYPES)
     engine = _engine(request)
-    raw = await request.read()
+    raw = await read_body(request)
     items, named = _split_events(raw, request.content_type in NDJSON_TYPES)
-    monitor = _monitor(engine, monitor_name if path else named)
+    monitor = _monitor(request, monitor_name if path else named)
     _check_batch_size(len(items), request.app[SETTINGS].limits.max_batch_events, "events")
     prefix = "" if path else "events"
     events: list[Event] = []
@@ -175,9 +184,10 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
         except msgspec.ValidationError as exc:
             error = field_error(exc, f"{prefix}[{index}]")
             errors.append(FieldError(error.field, error.message, "invalid_event", index))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
+            why = TOO_DEEP if isinstance(exc, RecursionError) else exc
             errors.append(
-                FieldError(f"{prefix}[{index}]", f"not valid JSON: {exc}", "malformed_json", index)
+                FieldError(f"{prefix}[{index}]", f"not valid JSON: {why}", "malformed_json", index)
             )
     engine.count_invalid(monitor, (error.reason or "invalid_event" for error in errors))
     result = await engine.ingest(monitor, events)
@@ -216,7 +226,11 @@ def _counted(result: IngestResult, errors: list[FieldError], size: int) -> web.R
     monitor = result.monitor
     if not result.accepted and not result.late:
         raise ProblemError(
-            422, "no-valid-events", f"none of the {size} events could be counted", errors
+            422,
+            "no-valid-events",
+            f"none of the {size} events could be counted",
+            errors,
+            counted=True,  # each refused event was counted
         )
     return encode(
         BatchResponse(
@@ -265,9 +279,9 @@ async def monitor_columns(request: web.Request) -> web.Response:
     """Count a batch sent as one value list per feature (the cheapest way to send many)."""
     check_content_type(request, JSON_TYPES + MSGPACK_TYPES)
     engine = _engine(request)
-    monitor = _monitor(engine, request.match_info["name"])
+    monitor = _monitor(request, request.match_info["name"])
     body = decode_body(
-        await request.read(), ColumnsRequest, msgpack=request.content_type in MSGPACK_TYPES
+        await read_body(request), ColumnsRequest, msgpack=request.content_type in MSGPACK_TYPES
     )
     columns = {name: _unpacked(monitor, name, values) for name, values in body.columns.items()}
     size = len(next(iter(columns.values()), ()))
@@ -302,6 +316,26 @@ async def forget_window(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+class AlreadyAcknowledgedError(ProblemError):
+    """409: the alert was acknowledged before; the answer carries the first acknowledgement."""
+
+    def __init__(self, alert_id: str, view: AlertView) -> None:
+        first = view.acknowledgement
+        assert first is not None
+        message = f"already acknowledged by {first.by!r} at {first.at}"
+        super().__init__(
+            409,
+            "already-acknowledged",
+            f"alert {alert_id!r}: {message}; the first acknowledgement stays",
+            [FieldError("alert_id", message)],
+        )
+        self.view = view
+
+    def document(self) -> AckConflict:
+        """The problem with the alert as first acknowledged."""
+        return AckConflict(**msgspec.structs.asdict(super().document()), alert=self.view)
+
+
 def _alert_view(record: AlertRecord) -> AlertView:
     ack = record.acknowledgement
     return AlertView(
@@ -313,10 +347,10 @@ def _alert_view(record: AlertRecord) -> AlertView:
 
 async def alert_history(request: web.Request) -> web.Response:
     """The monitor's alerts, newest first, with delivery state per receiver."""
-    engine = _engine(request)
-    monitor = _monitor(engine, request.match_info["name"])
+    monitor = _monitor(request, request.match_info["name"])
     raw_limit = request.query.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+    # Only ASCII digits: str.isdigit() also accepts "²", which int() refuses.
+    if not re.fullmatch("[0-9]{1,4}", raw_limit) or not 1 <= int(raw_limit) <= 1000:
         raise ProblemError(
             422,
             "invalid-query",
@@ -328,48 +362,57 @@ async def alert_history(request: web.Request) -> web.Response:
 
 
 async def acknowledge_alert(request: web.Request) -> web.Response:
-    """Record that someone has seen an alert (id `<monitor>:<n>` or `<n>`)."""
-    engine = _engine(request)
-    monitor = _monitor(engine, request.match_info["name"])
+    """Record that someone has seen an alert (id `<monitor>:<n>` or `<n>`); the first ack stays.
+
+    The body is optional but the Content-Type must be JSON: a cross-site form or a
+    no-cors fetch cannot send that without the browser asking first.
+    """
+    check_content_type(request, ("application/json",))
+    monitor = _monitor(request, request.match_info["name"])
     alert_id = request.match_info["alert_id"]
     seq_text = alert_id.removeprefix(f"{monitor.name}:")
-    if not seq_text.isdigit():
+    if not re.fullmatch("[0-9]{1,18}", seq_text):
         raise ProblemError(
             404,
             "unknown-alert",
             f"alert {alert_id!r}: not an alert id of {monitor.name}",
             [FieldError("alert_id", f"expected {monitor.name}:<number>")],
         )
-    body = await request.read()
+    body = await read_body(request)
     ack = decode_body(body, AckRequest) if body.strip() else AckRequest()
-    record = await request.app[ALERTS].acknowledge(monitor.name, int(seq_text), ack.by, ack.comment)
-    if record is None:
+    outcome = await request.app[ALERTS].acknowledge(
+        monitor.name, int(seq_text), ack.by, ack.comment
+    )
+    if outcome is None:
         raise ProblemError(
             404,
             "unknown-alert",
             f"alert {alert_id!r} of {monitor.name} is not in its history",
             [FieldError("alert_id", "unknown alert")],
         )
+    record, first = outcome
+    if not first:
+        raise AlreadyAcknowledgedError(alert_id, _alert_view(record))
     return encode(_alert_view(record))
 
 
 async def drift(request: web.Request) -> web.Response:
     """Full drift report of the default monitor (or `?monitor=`)."""
     engine = _engine(request)
-    monitor = _monitor(engine, request.query.get("monitor"))
+    monitor = _monitor(request, request.query.get("monitor"))
     return encode(await engine.report(monitor))
 
 
 async def monitor_drift(request: web.Request) -> web.Response:
     """Full drift report of the monitor in the path."""
     engine = _engine(request)
-    return encode(await engine.report(_monitor(engine, request.match_info["name"])))
+    return encode(await engine.report(_monitor(request, request.match_info["name"])))
 
 
 async def monitor_report_html(request: web.Request) -> web.Response:
     """The drift report of the monitor in the path as one self-contained HTML page."""
     engine = _engine(request)
-    report = await engine.report(_monitor(engine, request.match_info["name"]))
+    report = await engine.report(_monitor(request, request.match_info["name"]))
     return web.Response(text=render_html(report), content_type="text/html")
 
 
@@ -398,8 +441,7 @@ async def list_monitors(request: web.Request) -> web.Response:
 
 async def get_monitor(request: web.Request) -> web.Response:
     """One monitor's resolved policy and baseline profile."""
-    engine = _engine(request)
-    monitor = _monitor(engine, request.match_info["name"])
+    monitor = _monitor(request, request.match_info["name"])
     policy = monitor.policy
     summary = _summary_of(monitor)
     return encode(
@@ -421,6 +463,7 @@ async def get_monitor(request: web.Request) -> web.Response:
                 bonferroni=policy.bonferroni,
                 min_samples=policy.min_samples,
                 min_drifted_features=policy.min_drifted_features,
+                alert_hold_seconds=policy.alert_hold_seconds,
                 alert_cooldown_seconds=policy.alert_cooldown_seconds,
             ),
             baseline=monitor.profile,

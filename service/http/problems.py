@@ -2,8 +2,9 @@
 
 A problem carries `type`, `title`, `status`, `detail` and an `errors` list naming each
 bad field path and what is allowed. The middleware turns every failure (ours,
-aiohttp's, msgspec's, or an unexpected one) into one, so a client never sees HTML or a
-bare 500 page.
+aiohttp's, msgspec's, or an unexpected one) into one, and the connection protocol
+(driftline.http.server) does the same for what the HTTP parser refuses, so a client
+never sees text, HTML or a bare 500 page.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://driftline.io/problems/"
 
 
-class FieldError(msgspec.Struct, frozen=True):
-    """One bad field: its path in the request and what is wrong with it."""
+class FieldError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One bad field: its path in the request and what is wrong with it.
+
+    `reason` and `index` are left out when they do not apply (never sent as null).
+    """
 
     field: str
     message: str
@@ -34,14 +38,14 @@ class FieldError(msgspec.Struct, frozen=True):
     index: int | None = None
 
 
-class ProblemDocument(msgspec.Struct, frozen=True, omit_defaults=True):
-    """application/problem+json body."""
+class ProblemDocument(msgspec.Struct, frozen=True):
+    """application/problem+json body; `errors` always names at least one field."""
 
     type: str
     title: str
     status: int
     detail: str
-    errors: list[FieldError] = []
+    errors: list[FieldError]
 
 
 class ProblemError(Exception):
@@ -54,6 +58,8 @@ class ProblemError(Exception):
         detail: str,
         errors: Sequence[FieldError] = (),
         headers: dict[str, str] | None = None,
+        *,
+        counted: bool = False,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -61,15 +67,17 @@ class ProblemError(Exception):
         self.detail = detail
         self.errors = list(errors)
         self.headers = headers or {}
+        # True when the engine already counted the refused events (invalid events metric).
+        self.counted = counted
 
     def document(self) -> ProblemDocument:
-        """The body to send."""
+        """The body to send (a problem raised without errors names the whole request)."""
         return ProblemDocument(
             type=PROBLEM_BASE + self.slug,
             title=HTTPStatus(self.status).phrase,
             status=self.status,
             detail=self.detail,
-            errors=self.errors,
+            errors=self.errors or [FieldError("request", self.detail)],
         )
 
 
@@ -103,40 +111,53 @@ def field_error(exc: msgspec.ValidationError, prefix: str = "") -> FieldError:
     return FieldError(field=field or "body", message=message[:1].lower() + message[1:])
 
 
-def _from_http_exception(exc: web.HTTPException) -> ProblemError:
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> ProblemError:
     status = exc.status
     if status == 413:
-        return ProblemError(413, "body-too-large", exc.text or "request body too large")
-    if status == 405:
-        return ProblemError(405, "method-not-allowed", f"method not allowed: {exc.text}")
+        message = exc.text or "too large"
+        return ProblemError(
+            413, "body-too-large", f"body: {message}", [FieldError("body", message)]
+        )
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return ProblemError(
+            405,
+            "method-not-allowed",
+            f"method {request.method} is not allowed on {request.path}; allowed: {allowed}",
+            [FieldError("method", f"expected one of {allowed}")],
+            headers={"Allow": allowed},
+        )
     if status == 404:
-        return ProblemError(404, "not-found", "no such route")
+        return ProblemError(
+            404,
+            "not-found",
+            f"no route {request.path}; GET /openapi.json lists them",
+            [FieldError("path", "no such route")],
+        )
     return ProblemError(status, "http-error", exc.reason)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def problem_for(request: web.Request, exc: Exception) -> web.Response:
-    """The problem answer to a handler's failure (ours, aiohttp's, or an unexpected one).
+def as_problem(request: web.Request, exc: Exception) -> ProblemError:
+    """The problem answering a handler's failure (ours, aiohttp's, or an unexpected one).
 
     HTTP exceptions below 400 (redirects) are not failures: they are raised again.
     """
     if isinstance(exc, ProblemError):
-        return problem_response(exc)
+        return exc
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc
-        return problem_response(_from_http_exception(exc))
+        return _from_http_exception(request, exc)
     if isinstance(exc, StoreUnavailableError | CommitterClosedError):
         # Nothing of the request took effect (a failed flush drops its counts): retry it.
-        return problem_response(
-            ProblemError(
-                503,
-                "store-unavailable",
-                f"the store failed, nothing was changed; retry the request ({exc})",
-                headers={"Retry-After": "1"},
-            )
+        return ProblemError(
+            503,
+            "store-unavailable",
+            f"the store failed, nothing was changed; retry the request ({exc})",
+            headers={"Retry-After": "1"},
         )
     log.exception("unhandled error", extra={"path": request.path}, exc_info=exc)
-    return problem_response(ProblemError(500, "internal", "internal error; it has been logged"))
+    return ProblemError(500, "internal", "internal error; it has been logged")

@@ -1,14 +1,16 @@
 """The route table, the single list of endpoints, and the OpenAPI document made from it.
 
 The app registers ROUTES; `openapi_document` describes each of them from the msgspec
-schemas of its request and response, so the two never disagree.
+schemas of its request and response, so the two never disagree: per route its body's
+media types, its success status and media type, its query parameters, the token scope
+it needs, and the problems it can answer.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -19,9 +21,11 @@ from driftline import __version__
 from driftline.core.report import DriftReport
 from driftline.engine.admission import Event
 from driftline.http import handlers
+from driftline.http.auth import Access
 from driftline.http.codec import encode
 from driftline.http.problems import PROBLEM_CONTENT_TYPE, ProblemDocument
 from driftline.http.schemas import (
+    AckConflict,
     AckRequest,
     AlertHistory,
     AlertView,
@@ -36,6 +40,22 @@ from driftline.http.schemas import (
     ReadyResponse,
 )
 
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+MSGPACK = "application/msgpack"
+# Problems every route that reads a body can answer: malformed, too slow, too large,
+# of a media type (or Content-Encoding) it does not take, of the wrong shape.
+BODY_ERRORS = (400, 408, 413, 415, 422)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """An optional query parameter."""
+
+    name: str
+    description: str
+    schema: dict[str, Any] = field(hash=False, compare=False)
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -45,10 +65,16 @@ class Route:
     path: str
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     summary: str
-    request: type | None = None
-    response: type | None = None
-    errors: tuple[int, ...] = ()
-    content: str = "application/json"
+    access: Access  # the token scope it needs (driftline.http.auth)
+    request: Any = None  # the body's type; None: no body
+    request_types: tuple[str, ...] = (JSON,)
+    request_required: bool = True
+    response: Any = None  # the success body's type; None: no body
+    status: int = 200
+    response_type: str = JSON
+    errors: tuple[int, ...] = ()  # problem documents it can answer
+    other: tuple[tuple[int, Any], ...] = ()  # non-problem answers besides the success
+    query: tuple[Query, ...] = ()
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -56,120 +82,182 @@ async def openapi(request: web.Request) -> web.Response:
     return encode(openapi_document(ROUTES))
 
 
+MONITOR_QUERY = Query(
+    "monitor",
+    "The monitor to report on (default: the service's default monitor)",
+    {"type": "string"},
+)
+LIMIT_QUERY = Query(
+    "limit", "How many alerts, newest first", {"type": "integer", "minimum": 1, "maximum": 1000}
+)
+
 ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/monitor/predict",
         handlers.predict,
         "Count one prediction's features; get the drift verdict",
+        "ingest",
         PredictRequest,
-        PredictResponse,
-        (400, 404, 413, 415, 422, 503),
+        response=PredictResponse,
+        errors=(*BODY_ERRORS, 404, 503),
     ),
     Route(
         "POST",
         "/monitor/batch",
         handlers.batch,
-        "Count a batch of events",
-        BatchRequest,
-        BatchResponse,
-        (400, 404, 413, 415, 422, 503),
+        "Count a batch of events ({events: [...]} or a bare array of events)",
+        "ingest",
+        BatchRequest | list[Event],
+        response=BatchResponse,
+        errors=(*BODY_ERRORS, 404, 503),
     ),
     Route(
         "GET",
         "/monitor/drift",
         handlers.drift,
-        "Drift report of the default monitor",
-        None,
-        DriftReport,
-        (404, 422, 503),
+        "Drift report of the default monitor (or ?monitor=)",
+        "read",
+        response=DriftReport,
+        errors=(404, 422, 503),
+        query=(MONITOR_QUERY,),
     ),
-    Route("GET", "/monitor/health", handlers.health, "Liveness and status", None, HealthResponse),
-    Route("GET", "/monitor/ready", handlers.ready, "Readiness", None, ReadyResponse, (503,)),
-    Route("GET", "/monitor/metrics", handlers.metrics, "Prometheus metrics", content="text/plain"),
-    Route("GET", "/v1/monitors", handlers.list_monitors, "Loaded monitors", None, MonitorList),
+    Route(
+        "GET",
+        "/monitor/health",
+        handlers.health,
+        "Liveness and status",
+        "probe",
+        response=HealthResponse,
+    ),
+    Route(
+        "GET",
+        "/monitor/ready",
+        handlers.ready,
+        "Readiness",
+        "probe",
+        response=ReadyResponse,
+        other=((503, ReadyResponse),),
+    ),
+    Route(
+        "GET",
+        "/monitor/metrics",
+        handlers.metrics,
+        "Prometheus metrics (text exposition)",
+        "metrics",
+        response=str,
+        response_type="text/plain",
+    ),
+    Route(
+        "GET",
+        "/v1/monitors",
+        handlers.list_monitors,
+        "Loaded monitors",
+        "read",
+        response=MonitorList,
+    ),
     Route(
         "GET",
         "/v1/monitors/{name}",
         handlers.get_monitor,
         "A monitor's policy and baseline profile",
-        None,
-        MonitorDetail,
-        (404,),
+        "read",
+        response=MonitorDetail,
+        errors=(404,),
     ),
     Route(
         "GET",
         "/v1/monitors/{name}/drift",
         handlers.monitor_drift,
         "A monitor's full drift report",
-        None,
-        DriftReport,
-        (404, 503),
+        "read",
+        response=DriftReport,
+        errors=(404, 503),
     ),
     Route(
         "GET",
         "/v1/monitors/{name}/report.html",
         handlers.monitor_report_html,
         "A monitor's drift report as a self-contained HTML page",
+        "read",
         errors=(404, 503),
-        content="text/html",
+        response_type="text/html",
     ),
     Route(
         "POST",
         "/v1/monitors/{name}/columns",
         handlers.monitor_columns,
-        "Count a batch sent as one value list per feature, sharing timestamp and model version",
+        "Count a batch sent as one value list per feature, sharing timestamp and model "
+        "version (JSON, or msgpack where a numeric column may be packed float64 bytes)",
+        "ingest",
         ColumnsRequest,
-        BatchResponse,
-        (400, 404, 413, 415, 422, 503),
+        request_types=(JSON, MSGPACK),
+        response=BatchResponse,
+        errors=(*BODY_ERRORS, 404, 503),
     ),
     Route(
         "DELETE",
         "/v1/monitors/{name}/window",
         handlers.forget_window,
-        "Delete a monitor's window data (used by the operator's finalizer)",
+        "Delete a monitor's window data, loaded or not (the operator's finalizer calls it)",
+        "admin",
+        status=204,
         errors=(422, 503),
     ),
     Route(
         "POST",
         "/v1/monitors/{name}/events",
         handlers.monitor_events,
-        "Count events: a JSON array, or NDJSON with Content-Type application/x-ndjson",
+        "Count events: a JSON array, or NDJSON (one event object per line)",
+        "ingest",
         list[Event],
-        BatchResponse,
-        (400, 404, 413, 415, 422, 503),
+        request_types=(JSON, NDJSON),
+        response=BatchResponse,
+        errors=(*BODY_ERRORS, 404, 503),
     ),
     Route(
         "GET",
         "/v1/monitors/{name}/alerts",
         handlers.alert_history,
-        "A monitor's alerts, newest first, with delivery state per receiver (?limit=1..1000)",
-        None,
-        AlertHistory,
-        (404, 422, 503),
+        "A monitor's alerts, newest first, with delivery state per receiver",
+        "read",
+        response=AlertHistory,
+        errors=(404, 422, 503),
+        query=(LIMIT_QUERY,),
     ),
     Route(
         "POST",
         "/v1/monitors/{name}/alerts/{alert_id}/ack",
         handlers.acknowledge_alert,
-        "Acknowledge an alert (body optional)",
+        "Acknowledge an alert (the body is optional, its Content-Type must be JSON); "
+        "the first acknowledgement stays, a second answers 409 with it",
+        "admin",
         AckRequest,
-        AlertView,
-        (400, 404, 422, 503),
+        request_required=False,
+        response=AlertView,
+        errors=(*BODY_ERRORS, 404, 503),
+        other=((409, AckConflict),),
     ),
-    Route("GET", "/openapi.json", openapi, "This document"),
+    Route("GET", "/openapi.json", openapi, "This document", "read", response=dict[str, Any]),
 )
 
 
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
+# Problems a route answers because of its token scope (and none when no tokens are set).
+AUTH_ERRORS = (401, 403)
+
+
+def _problems(route: Route) -> tuple[int, ...]:
+    return tuple(sorted({*route.errors, *AUTH_ERRORS}))
 
 
 @cache
 def openapi_document(routes: tuple[Route, ...]) -> dict[str, Any]:
-    """Describe every route: request body, success response and problem responses."""
+    """Describe every route: request body, success and other answers, problems, scope."""
     types: list[Any] = [ProblemDocument]
     for route in routes:
         types.extend(t for t in (route.request, route.response) if t is not None)
+        types.extend(t for _, t in route.other)
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
@@ -177,39 +265,57 @@ def openapi_document(routes: tuple[Route, ...]) -> dict[str, Any]:
     problem = {PROBLEM_CONTENT_TYPE: {"schema": by_type[ProblemDocument]}}
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
+        success: dict[str, Any] = {"description": "OK" if route.response else "No Content"}
+        if route.response is not None:
+            success["content"] = {route.response_type: {"schema": by_type[route.response]}}
+        responses: dict[str, Any] = {str(route.status): success}
+        for status, kind in route.other:
+            media = PROBLEM_CONTENT_TYPE if issubclass(kind, ProblemDocument) else JSON
+            responses[str(status)] = {
+                "description": "See summary",
+                "content": {media: {"schema": by_type[kind]}},
+            }
+        for status in _problems(route):
+            responses.setdefault(str(status), {"description": "Problem", "content": problem})
         operation: dict[str, Any] = {
             "summary": route.summary,
             "operationId": route.handler.__name__,
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        route.content: {"schema": by_type[route.response]}
-                        if route.response is not None
-                        else {}
-                    },
-                },
-                **{
-                    str(status): {"description": "Problem", "content": problem}
-                    for status in route.errors
-                },
-            },
+            "responses": responses,
+            "x-driftline-scope": route.access,
         }
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in _PATH_PARAMETER.findall(route.path)
         ]
+        parameters += [
+            {
+                "name": q.name,
+                "in": "query",
+                "required": False,
+                "description": q.description,
+                "schema": q.schema,
+            }
+            for q in route.query
+        ]
         if parameters:
             operation["parameters"] = parameters
         if route.request is not None:
+            schema = by_type[route.request]
             operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": by_type[route.request]}},
+                "required": route.request_required,
+                "content": {media: {"schema": schema} for media in route.request_types},
             }
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": "driftline", "version": __version__},
+        "info": {
+            "title": "driftline",
+            "version": __version__,
+            "description": "Errors are RFC 9457 problem documents. With a tokens file, "
+            "each operation needs a bearer token with the scope in x-driftline-scope "
+            "(probe and metrics routes are open unless configured otherwise). NDJSON "
+            "bodies carry one event object per line.",
+        },
         "paths": paths,
         "components": {"schemas": components},
     }

@@ -9,16 +9,20 @@ import msgspec
 
 from driftline.alerts.payloads import Alert
 from driftline.alerts.store import Acknowledgement, DeliveryState
+from driftline.core.limits import ModelVersion
 from driftline.core.profile import BaselineProfile
 from driftline.core.report import DriftSummary
 from driftline.core.severity import Severity
 from driftline.core.timestamps import isoformat
 from driftline.engine.admission import Event
-from driftline.http.problems import FieldError
+from driftline.http.problems import FieldError, ProblemDocument
 
 
 class PredictRequest(Event, frozen=True):
-    """`POST /monitor/predict`: one prediction's features, to the default or named monitor."""
+    """`POST /monitor/predict`: one prediction's features, to the default or named monitor.
+
+    Unknown top-level fields (e.g. `prediction`) are ignored: model servers send more.
+    """
 
     monitor: str | None = None
 
@@ -49,7 +53,7 @@ class ColumnsRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     columns: dict[str, list[Any] | bytes]
     timestamp: datetime | None = None
-    model_version: str | None = None
+    model_version: ModelVersion | None = None
 
 
 class BatchResponse(msgspec.Struct, frozen=True):
@@ -150,6 +154,12 @@ class AckRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     comment: Annotated[str, msgspec.Meta(max_length=1000)] = ""
 
 
+class AckConflict(ProblemDocument, frozen=True):
+    """409 to a second acknowledgement: the problem, and the alert as first acknowledged."""
+
+    alert: AlertView
+
+
 class MonitorSummary(msgspec.Struct, frozen=True):
     """One entry of `GET /v1/monitors`."""
 
@@ -179,6 +189,7 @@ class PolicyView(msgspec.Struct, frozen=True):
     bonferroni: bool
     min_samples: int
     min_drifted_features: int
+    alert_hold_seconds: float
     alert_cooldown_seconds: float
 
 
