@@ -12,6 +12,7 @@ import redis
 from k8s_support import KubeTarget
 from kube_cluster import control_plane
 from pytest_redis import factories
+from redis_process import RedisProcess
 
 from driftline.stores.memory import MemoryWindowStore
 from driftline.stores.protocol import WindowStore
@@ -66,6 +67,17 @@ def redis_url(request: pytest.FixtureRequest) -> str:
     finally:
         client.close()
     return f"redis://{server.host}:{server.port}/0"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own (append-only), to pause, kill and restart."""
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture(params=["memory", "redis"])

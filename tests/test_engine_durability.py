@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ import pytest
 import redis
 import redis.asyncio
 from aiohttp.test_utils import TestClient
+from redis_process import RedisProcess, free_port
 from support import wait_until
 
 from driftline.core.monitor import Monitor
@@ -38,21 +36,12 @@ EXAMPLES = ROOT / "examples"
 MONITORS_DIR = EXAMPLES / "monitors"
 MONITOR = "credit-risk"
 PROBLEM = "application/problem+json"
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 DRIFTLINE = ROOT / ".venv" / "bin" / "driftline"
 if not DRIFTLINE.exists():
     DRIFTLINE = Path(sys.executable).with_name("driftline")
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """A port of 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_settings(redis_url: str, **extra: Any) -> Settings:
@@ -112,98 +101,6 @@ async def redis_window_events(url: str, monitor: Monitor) -> int:
     return round(float(totals.vector[0]))
 
 
-# -------------------------------------------------------------- restartable Redis
-
-
-class RedisProcess:
-    """One redis-server of our own, append-only in its own directory, restartable."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def log(self) -> str:
-        path = self.directory / "redis.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
-
-    def _pings(self) -> bool:
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-        finally:
-            client.close()
-
-    def start(self, timeout: float = 10.0) -> None:
-        assert self.process is None, "already running"
-        # Same port and directory every time: a restart finds the AOF it wrote.
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-                "--logfile",
-                "redis.log",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while not self._pings():
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                self.process = None
-                pytest.fail(f"redis-server exited with {code} on start:\n{self.log}")
-            if time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"redis-server did not answer PING within {timeout} s:\n{self.log}")
-            time.sleep(0.01)  # polling interval of the PING wait, not a synchronisation
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Shut down cleanly (SIGTERM: redis-server fsyncs its AOF) and wait for the exit."""
-        assert self.process is not None, "not running"
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        finally:
-            self.kill()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            if self.process.poll() is None:
-                self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    if not Path(REDIS_SERVER).exists():
-        pytest.fail("redis-server is not installed: these tests need a real server", pytrace=False)
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 # -------------------------------------------------------------------------- tests
 
 
@@ -236,7 +133,13 @@ async def test_redis_outage_answers_503_and_loses_nothing(
     health_body = await health.json()
     assert health.status == 200, health_body
     assert health_body["status"] == "degraded"
-    assert health_body["store"] == {"kind": "redis", "status": "unreachable"}
+    assert health_body["store"] == {
+        "kind": "redis",
+        "status": "unreachable",
+        "persistence": "unknown",  # CONFIG GET cannot reach it either
+        "appendfsync": None,
+        "unreachable_monitors": [MONITOR],
+    }
 
     own_redis.start()
 
@@ -246,6 +149,8 @@ async def test_redis_outage_answers_503_and_loses_nothing(
     await wait_until(is_ready, "readiness did not return to 200 after Redis came back")
     health_body = await (await client.get("/monitor/health")).json()
     assert health_body["status"] == "healthy", health_body
+    assert health_body["store"]["persistence"] == "aof", health_body
+    assert health_body["store"]["appendfsync"] == "everysec", health_body
 
     for payload in refused:
         status, body, _ = await predict(client, payload)

@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import web
 
 from driftline import __version__
+from driftline.core.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from driftline.core.report import DriftReport
 from driftline.engine.admission import Event
 from driftline.http import handlers
@@ -49,6 +50,7 @@ class Route:
     response: type | None = None
     errors: tuple[int, ...] = ()
     content: str = "application/json"
+    idempotent: bool = False  # takes an Idempotency-Key
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -65,6 +67,7 @@ ROUTES: tuple[Route, ...] = (
         PredictRequest,
         PredictResponse,
         (400, 404, 413, 415, 422, 503),
+        idempotent=True,
     ),
     Route(
         "POST",
@@ -74,6 +77,7 @@ ROUTES: tuple[Route, ...] = (
         BatchRequest,
         BatchResponse,
         (400, 404, 413, 415, 422, 503),
+        idempotent=True,
     ),
     Route(
         "GET",
@@ -114,6 +118,7 @@ ROUTES: tuple[Route, ...] = (
         ColumnsRequest,
         BatchResponse,
         (400, 404, 413, 415, 422, 503),
+        idempotent=True,
     ),
     Route(
         "DELETE",
@@ -130,6 +135,7 @@ ROUTES: tuple[Route, ...] = (
         list[Event],
         BatchResponse,
         (400, 404, 413, 415, 422, 503),
+        idempotent=True,
     ),
     Route(
         "GET",
@@ -154,6 +160,28 @@ ROUTES: tuple[Route, ...] = (
 
 
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
+_IDEMPOTENCY_PARAMETER = {
+    "name": handlers.IDEMPOTENCY_KEY,
+    "in": "header",
+    "required": False,
+    "description": (
+        "Printable ASCII. A request sent again with the same key (and the same body) within "
+        "the idempotency horizon is answered with the first attempt's counts and not counted "
+        "again, whichever replica gets it; the same key with another body is refused (422)."
+    ),
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": KEY_PATTERN,
+    },
+}
+_REPLAYED_HEADER = {
+    handlers.REPLAYED: {
+        "description": "`true` when the key was seen before: nothing was counted this time",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 
 @cache
@@ -191,6 +219,9 @@ def openapi_document(routes: tuple[Route, ...]) -> dict[str, Any]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in _PATH_PARAMETER.findall(route.path)
         ]
+        if route.idempotent:
+            parameters.append(_IDEMPOTENCY_PARAMETER)
+            operation["responses"]["200"]["headers"] = _REPLAYED_HEADER
         if parameters:
             operation["parameters"] = parameters
         if route.request is not None:

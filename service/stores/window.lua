@@ -14,16 +14,33 @@
 --          one shard.
 -- ARGV[1]  window seconds W       ARGV[2] bucket seconds B      ARGV[3] width V
 -- ARGV[4]  grace seconds added to the TTL                        ARGV[5] ring slots R
--- ARGV[6]  deadline (server epoch seconds, 0 for none): past it the deltas are refused,
---          because the replica that sent them has given up waiting and told its clients
---          to retry; applying them now would count those events twice.
--- ARGV[7..] pairs of (bucket start, packed deltas): the nonzero elements of the bucket's
---          vector, 12 bytes each: a big-endian u32 element index, a big-endian i64 value.
---          No pairs: only evict and read.
+-- ARGV[6]  deadline (server epoch seconds, 0 for none): from then on the deltas are
+--          refused, because the replica that sent them may have given up waiting and told
+--          its clients to retry; applying them now could count those events twice. The
+--          replica sets it so that Redis's clock has passed it before the replica answers
+--          a failure (docs/durability.md has the argument).
+-- ARGV[7]  idempotency slice seconds S    ARGV[8] prefix of the idempotency keys (the
+--          slice index is appended; same {monitor} hash tag)
+-- ARGV[9]  P, the number of unkeyed delta pairs    ARGV[10] C, the number of claims
+-- ARGV[11..] P pairs of (bucket start, packed deltas): the nonzero elements of the
+--          bucket's vector, 12 bytes each: a big-endian u32 element index, a big-endian
+--          i64 value. No pairs and no claims: only evict and read.
+--          Then C claims, each: a 24-byte head (16-byte key digest, 8-byte request
+--          fingerprint), the number of its buckets N, and N triples of (bucket start,
+--          events in it, packed deltas).
 --
--- Returns {totals, TIME seconds, TIME microseconds, {late bucket starts}}, where totals is
--- an array of V integers, or V big-endian i64 packed in one string, or "" when the
--- window is empty.
+-- Returns {1, TIME seconds, TIME microseconds, totals, {late bucket starts}, outcomes},
+-- where totals is an array of V integers, or V big-endian i64 packed in one string, or
+-- "" when the window is empty, and outcomes holds three integers per claim (0 counted,
+-- 1 replayed, 2 conflict; events accepted; events late). Past the deadline it returns
+-- {0, TIME seconds, TIME microseconds} and changes nothing.
+--
+-- Idempotency keys live in hashes of one slice of S seconds each (field: key digest,
+-- value: fingerprint and the first outcome's counts), named by the slice index of the
+-- server clock and expiring when the next slice ends: a key is remembered for S to 2S.
+-- A claim is looked up in the current and the previous slice (two HMGETs), its deltas
+-- join the unkeyed ones when it is new, and the new keys are recorded (HSET, EXPIREAT)
+-- after the window is written and before the reply. Without claims nothing of this runs.
 --
 -- Bucket b is live while b + B > now - W, i.e. b > last_out = the newest bucket start at
 -- or before floor(now) - W - B. A bucket is accepted while last_out < b <= last_out + R*B:
@@ -48,12 +65,15 @@
 local key = KEYS[1]
 local W, B, V = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local grace, R, deadline = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local S, prefix, P, C = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local FIRST = 11
 
 local function whole(n, min)
   return n ~= nil and n >= min and n % 1 == 0
 end
 if not (whole(W, 1) and whole(B, 1) and whole(V, 1) and whole(grace, 0) and whole(R, 1)
-    and deadline) or R < math.ceil(W / B) + 2 or (#ARGV - 6) % 2 ~= 0 then
+    and deadline and whole(S, 1) and whole(P, 0) and whole(C, 0))
+    or R < math.ceil(W / B) + 2 or #ARGV < FIRST - 1 + 2 * P then
   return redis.error_reply('ERR window.lua: bad window arguments')
 end
 
@@ -140,8 +160,8 @@ local time = redis.call('TIME')
 local sec = tonumber(time[1])
 local now = sec + tonumber(time[2]) / 1000000
 
-if #ARGV > 6 and deadline > 0 and now > deadline then
-  return redis.error_reply('ERR window.lua: deadline passed; deltas not applied')
+if #ARGV >= FIRST and deadline > 0 and now >= deadline then
+  return {0, time[1], time[2]}
 end
 
 -- For an integral b, b + B > now - W is b > floor(now) - W - B; buckets are aligned.
@@ -153,45 +173,181 @@ local horizon = last_out + R * B
 -- the late ones (never parsed, never written).
 local buckets, index, value, late = {}, {}, {}, {}
 local seen = {}
-for i = 7, #ARGV, 2 do
+
+local function bucket_of(b)
+  local k = seen[b]
+  if not k then
+    k = #buckets + 1
+    buckets[k], index[k], value[k], seen[b] = b, {}, {}, k
+  end
+  return k
+end
+
+-- The pairs of packed deltas as one flat array {j1, v1, j2, v2, ...} and their number.
+-- One unpack per chunk of pairs, not per pair; chunks stay within the Lua stack.
+local function pairs_of(packed)
+  local total = #packed / 12
+  if total <= 2000 then
+    return {struct.unpack('>' .. string.rep('I4i8', total), packed)}, total
+  end
+  local flat, pos = {}, 1
+  while pos <= #packed do
+    local left = (#packed - pos + 1) / 12
+    local c = left < 2000 and left or 2000
+    local got = {struct.unpack('>' .. string.rep('I4i8', c), packed, pos)}
+    for m = 1, 2 * c do flat[#flat + 1] = got[m] end
+    pos = got[2 * c + 1]
+  end
+  return flat, total
+end
+
+local function bad_pair(j, v)
+  return j >= V or v >= TWO53 or v <= -TWO53
+end
+
+local function is_late(b)
+  return b <= last_out or b > horizon
+end
+
+for i = FIRST, FIRST + 2 * P - 1, 2 do
   local b, packed = tonumber(ARGV[i]), ARGV[i + 1]
   if not b or b % B ~= 0 or #packed % 12 ~= 0 then
     return redis.error_reply('ERR window.lua: bad delta for bucket ' .. tostring(ARGV[i]))
   end
-  if b <= last_out or b > horizon then
+  if is_late(b) then
     late[#late + 1] = b
   elseif #packed > 0 then
-    local k = seen[b]
-    if not k then
-      k = #buckets + 1
-      buckets[k], index[k], value[k], seen[b] = b, {}, {}, k
-    end
+    local k = bucket_of(b)
     local ix, vs = index[k], value[k]
-    local count, pos = #ix, 1
-    -- One unpack per chunk of pairs, not per pair; chunks stay within the Lua stack.
-    while pos <= #packed do
-      local pairs_left = (#packed - pos + 1) / 12
-      local c = pairs_left < 2000 and pairs_left or 2000
-      local got = {struct.unpack('>' .. string.rep('I4i8', c), packed, pos)}
-      for m = 1, 2 * c, 2 do
-        local j, v = got[m], got[m + 1]
-        if j >= V or v >= TWO53 or v <= -TWO53 then
-          return redis.error_reply('ERR window.lua: bad delta for bucket ' .. int(b))
-        end
-        count = count + 1
-        ix[count], vs[count] = j, fmt('%d', v)
+    local got, total = pairs_of(packed)
+    local count = #ix
+    for m = 1, 2 * total, 2 do
+      local j, v = got[m], got[m + 1]
+      if bad_pair(j, v) then
+        return redis.error_reply('ERR window.lua: bad delta for bucket ' .. int(b))
       end
-      pos = got[2 * c + 1]
+      count = count + 1
+      ix[count], vs[count] = j, fmt('%d', v)
     end
   end
+end
+
+-- Claims: look their keys up, add the deltas of the new ones (merged per bucket and
+-- element while the sums stay exact in a double), note what to record.
+local outcomes, record = {}, nil
+if C > 0 then
+  local claims, at = {}, FIRST + 2 * P
+  for c = 1, C do
+    local head, n = ARGV[at], tonumber(ARGV[at + 1])
+    if not head or #head ~= 24 or not whole(n, 0) then
+      return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
+    end
+    claims[c] = {string.sub(head, 1, 16), string.sub(head, 17), at + 2, n}
+    at = at + 2 + 3 * n
+  end
+  if at ~= #ARGV + 1 then
+    return redis.error_reply('ERR window.lua: bad window arguments')
+  end
+  local slice = math.floor(sec / S)
+  local here, before = prefix .. int(slice), prefix .. int(slice - 1)
+  local found_here, found_before = {}, {}
+  for first = 1, C, 1000 do
+    local ids = {}
+    for c = first, math.min(C, first + 999) do ids[#ids + 1] = claims[c][1] end
+    local a, b = redis.call('HMGET', here, unpack(ids)), redis.call('HMGET', before, unpack(ids))
+    for m = 1, #ids do
+      found_here[first + m - 1], found_before[first + m - 1] = a[m], b[m]
+    end
+  end
+  local fresh, sums = {}, {}
+  record = {key = here, expire = int((slice + 2) * S)}
+  for c = 1, C do
+    local id, fingerprint, from, n = claims[c][1], claims[c][2], claims[c][3], claims[c][4]
+    local known = fresh[id] or found_here[c] or found_before[c]
+    if known then
+      local accepted, lagging = struct.unpack('>I4I4', known, 9)
+      outcomes[#outcomes + 1] = string.sub(known, 1, 8) == fingerprint and 1 or 2
+      outcomes[#outcomes + 1] = accepted
+      outcomes[#outcomes + 1] = lagging
+    else
+      local accepted, lagging = 0, 0
+      for i = from, from + 3 * (n - 1), 3 do
+        local b, events, packed = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
+        if not b or b % B ~= 0 or not whole(events, 0) or #packed % 12 ~= 0 then
+          return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
+        end
+        if is_late(b) then
+          late[#late + 1] = b
+          lagging = lagging + events
+        else
+          accepted = accepted + events
+          local sum = sums[b]
+          if not sum then
+            sum = {}
+            sums[b] = sum
+          end
+          local got, total = pairs_of(packed)
+          for m = 1, 2 * total, 2 do
+            local j, v = got[m], got[m + 1]
+            if bad_pair(j, v) then
+              return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
+            end
+            local s = sum[j]
+            if s == nil then
+              sum[j] = v
+            else
+              s = s + v
+              if s >= TWO53 or s <= -TWO53 then
+                -- Would round: the sum so far goes out as a pair of its own.
+                local k = bucket_of(b)
+                index[k][#index[k] + 1], value[k][#value[k] + 1] = j, fmt('%d', sum[j])
+                s = v
+              end
+              sum[j] = s
+            end
+          end
+        end
+      end
+      local entry = fingerprint .. struct.pack('>I4I4', accepted, lagging)
+      fresh[id] = entry
+      record[#record + 1], record[#record + 2] = id, entry
+      outcomes[#outcomes + 1] = 0
+      outcomes[#outcomes + 1] = accepted
+      outcomes[#outcomes + 1] = lagging
+    end
+  end
+  for b, sum in pairs(sums) do
+    for j, v in pairs(sum) do
+      if v ~= 0 then
+        local k = bucket_of(b)
+        index[k][#index[k] + 1], value[k][#value[k] + 1] = j, fmt('%d', v)
+      end
+    end
+  end
+  if #record == 0 then record = nil end
 end
 
 local function totals_string()
   return redis.call('GETRANGE', key, TOTALS * 8, SLOTS * 8 - 1)
 end
 
+-- Record the new keys (the window is written by now; nothing can fail after this) and
+-- answer. A slice key of another type (not ours) is replaced rather than failing a
+-- script that has already counted.
 local function reply(totals)
-  return {totals, time[1], time[2], late}
+  if record then
+    for first = 1, #record, 2000 do
+      local args = {'HSET', record.key}
+      for m = first, math.min(#record, first + 1999) do args[#args + 1] = record[m] end
+      local ok = redis.pcall(unpack(args))
+      if type(ok) == 'table' and ok.err then
+        redis.call('DEL', record.key)
+        redis.call(unpack(args))
+      end
+    end
+    redis.call('EXPIREAT', record.key, record.expire)
+  end
+  return {1, time[1], time[2], totals, late, outcomes}
 end
 
 -- Add every live delta to its slot and the totals (after the key was rebuilt or the
