@@ -219,6 +219,83 @@ async def test_async_mode_answers_at_once_and_counts_reach_the_window(
     await wait_until(counted, lambda: f"window holds {seen[-1:]} events, expected 50")
 
 
+async def test_a_stalled_redis_never_counts_a_request_answered_503(
+    aiohttp_client: Any, own_redis: RedisProcess, events: list[dict[str, Any]]
+) -> None:
+    """Redis stopped (SIGSTOP) at many points around the fence and the timeout.
+
+    Socket timeout 1 s, fence 0.5 s. Each round holds Redis while ten predicts wait for
+    their flush, then lets it run the queued script (SIGCONT): before the fence it
+    counts and the requests get 200; between the fence and the timeout the script
+    refuses and they get 503; past the timeout the replica has already answered 503 and
+    the script, run late, refuses. Every other round first holds a read for 0.9 s (it
+    returns within the timeout): the reproduction of a slow read that made a later
+    write's deadline fall after its 503. Whatever the stall, the window holds exactly
+    the acknowledged events.
+    """
+    client = await aiohttp_client(create_app(make_settings(own_redis.url, redis_timeout=1.0)))
+    loop = asyncio.get_running_loop()
+    status, body, _ = await predict(client, events[0])
+    assert status == 200, body
+    acknowledged, refused = 1, 0
+    stalls = (0.3, 0.45, 0.5, 0.55, 0.7, 0.95, 1.05, 1.3)
+    for i, stall in enumerate(stalls):
+        if i % 2:
+            own_redis.pause()
+            loop.call_later(0.9, own_redis.resume)
+            await window_events(client)
+        own_redis.pause()
+        loop.call_later(stall, own_redis.resume)
+        sent = events[10 * i + 1 : 10 * i + 11]
+        results = await asyncio.gather(*(predict(client, payload) for payload in sent))
+        statuses = [status for status, _, _ in results]
+        assert set(statuses) <= {200, 503}, results
+        acknowledged += statuses.count(200)
+        refused += statuses.count(503)
+        print(f"stall {stall:.2f} s: {statuses.count(200)} answered 200, {statuses.count(503)} 503")
+    # Two reads in turn: by the second, Redis has run whatever it held (a stopped
+    # server runs every queued connection's input in its first loop after SIGCONT).
+    await window_events(client)
+    counted = await window_events(client)
+    print(f"acknowledged {acknowledged}, refused {refused}, counted {counted}")
+    assert acknowledged > 1 and refused > 0, "the stalls never reached one side of the fence"
+    assert counted == acknowledged
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+async def test_a_cancelled_request_retried_counts_once_with_its_key(
+    aiohttp_client: Any, redis_url: str, events: list[dict[str, Any]], keyed: bool
+) -> None:
+    """A client gives up while its flush waits in Redis, then retries.
+
+    The flush runs (the pause is within the fence) and counts the abandoned attempt.
+    With an Idempotency-Key the retry is answered from that count and adds nothing;
+    without one the event is counted twice: at least once, the README's warning.
+    """
+    client = await aiohttp_client(create_app(make_settings(redis_url)))
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    headers = {"Idempotency-Key": "cancelled-1"} if keyed else {}
+    try:
+        status, body, _ = await predict(client, events[1])  # the store knows Redis's clock
+        assert status == 200, body
+        await raw.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await client.post("/monitor/predict", json=events[0], headers=headers)
+
+        async def abandoned_counted() -> bool:
+            return await window_events(client) == 2
+
+        await wait_until(abandoned_counted, "the abandoned attempt was never counted")
+        retry = await client.post("/monitor/predict", json=events[0], headers=headers)
+        assert retry.status == 200, await retry.text()
+        assert retry.headers.get("Idempotent-Replayed") == ("true" if keyed else None)
+        assert await window_events(client) == (2 if keyed else 3)
+    finally:
+        await raw.execute_command("CLIENT", "UNPAUSE")
+        await raw.aclose()
+
+
 # ------------------------------------------------------------------ SIGTERM / CLI
 
 
