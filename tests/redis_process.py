@@ -28,9 +28,12 @@ def free_port() -> int:
 
 
 class RedisProcess:
-    """One redis-server of our own, append-only in its own directory, restartable."""
+    """One redis-server of our own, append-only (by default) in its own directory."""
 
-    def __init__(self, directory: Path, *, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self, directory: Path, *, appendonly: bool = True, extra: tuple[str, ...] = ()
+    ) -> None:
+        """`extra`: more redis-server arguments (e.g. `--appendfsync always`)."""
         if not Path(REDIS_SERVER).exists():
             pytest.fail(
                 "redis-server is not installed: these tests need a real server", pytrace=False
@@ -38,7 +41,8 @@ class RedisProcess:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.appendfsync = appendfsync
+        self.appendonly = appendonly
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,13 +76,12 @@ class RedisProcess:
                 "--dir",
                 str(self.directory),
                 "--appendonly",
-                "yes",
-                "--appendfsync",
-                self.appendfsync,
+                "yes" if self.appendonly else "no",
                 "--save",
                 "",
                 "--logfile",
                 "redis.log",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -398,3 +398,43 @@ async def test_sigterm_flushes_pending_counts(
     messages = [record.get("message") for record in records]
     assert "service started" in messages, messages
     assert any(str(m).startswith("service stopped") for m in messages), messages
+
+
+# ------------------------------------------------------------ Redis persistence
+
+
+@pytest.mark.parametrize(
+    ("appendonly", "extra", "persistence", "fsync"),
+    [
+        (True, ("--appendfsync", "always"), "aof", "always"),
+        (False, (), "none", None),
+        # A managed Redis that disables CONFIG: the service cannot tell.
+        (True, ("--rename-command", "CONFIG", ""), "unknown", None),
+    ],
+)
+async def test_health_and_metrics_say_what_survives_a_redis_restart(
+    aiohttp_client: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    appendonly: bool,
+    extra: tuple[str, ...],
+    persistence: str,
+    fsync: str | None,
+) -> None:
+    server = RedisProcess(tmp_path / "redis", appendonly=appendonly, extra=extra)
+    server.start()
+    try:
+        with caplog.at_level("WARNING", logger="driftline.http.app"):
+            client = await aiohttp_client(create_app(make_settings(server.url)))
+        health = await (await client.get("/monitor/health")).json()
+        assert health["store"]["persistence"] == persistence, health
+        assert health["store"]["appendfsync"] == fsync, health
+        text = await (await client.get("/monitor/metrics")).text()
+        series = [line for line in text.splitlines() if line.startswith("driftline_store_pers")]
+        assert series == [
+            f'driftline_store_persistence{{appendfsync="{fsync or "none"}",mode="{persistence}"}} 1'
+        ]
+        warned = [r.getMessage() for r in caplog.records if "Redis persistence" in r.getMessage()]
+        assert bool(warned) == (persistence != "aof"), warned
+    finally:
+        server.kill()
