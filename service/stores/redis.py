@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import math
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,7 +46,12 @@ import numpy as np
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from driftline.core.idempotency import DEFAULT_HORIZON_SECONDS, ClaimOutcome, ClaimStatus
+from driftline.core.idempotency import (
+    DEFAULT_HORIZON_SECONDS,
+    FINGERPRINT_BYTES,
+    ClaimOutcome,
+    ClaimStatus,
+)
 from driftline.core.limits import Limits
 from driftline.core.window import Vector, WindowSpec, WindowTotals
 from driftline.stores.protocol import (
@@ -69,7 +75,9 @@ _GLOB_SPECIAL = frozenset("*?[]\\")
 # One nonzero delta element as window.lua unpacks it: struct format ">I4i8".
 _PAIR = np.dtype([("index", ">u4"), ("value", ">i8")])
 _TOTALS = np.dtype(">i8")
-_STATUS = {0: ClaimStatus.COUNTED, 1: ClaimStatus.REPLAYED, 2: ClaimStatus.CONFLICT}
+# The script's reply: REFUSED past the deadline, APPLIED, KNOWN when a claim's key was
+# recorded before (nothing changed either way but APPLIED).
+REFUSED, APPLIED, KNOWN = 0, 1, 2
 # How far Redis's clock may run slower than this process's monotonic clock, relatively.
 # NTP slews a clock by at most 5e-4; twice that leaves room.
 CLOCK_DRIFT = 1e-3
@@ -208,6 +216,7 @@ class RedisWindowStore:
         self._future = future_seconds
         self._horizon = idempotency_seconds
         self._clock = ServerClock()
+        self._learning: dict[str | None, asyncio.Future[Any]] = {}
         self._cluster = isinstance(client, RedisCluster)
         # EVALSHA, reloading the script on NOSCRIPT (server restart, SCRIPT FLUSH, failover).
         self._script = client.register_script(SCRIPT)
@@ -261,26 +270,53 @@ class RedisWindowStore:
         Buckets more than `future_seconds` (plus up to one bucket of slack) ahead of the
         Redis clock do not fit the ring: they are reported late too. Claims are counted
         the same way unless their key was recorded within the horizon.
+
+        A claim's deltas go in summed with the unkeyed ones, betting that its key is new
+        (a repeat is rare: a retry of a request that was counted); the script then only
+        looks keys up and records them. When a key is known the script changes nothing
+        and returns its record, and the flush goes again without that claim.
         """
         checked = validate_deltas(spec, deltas)
-        packed: list[int | bytes] = []
-        for bucket, vector in checked:
-            packed.append(bucket)
-            packed.append(pack_deltas(vector))
-        for claim, buckets in validate_claims(spec, claims):
-            if any(events >= 2**31 for _, _, events in buckets):
-                raise ValueError("claim: at most 2**31 - 1 events per bucket")
-            packed.append(claim.key.digest + claim.key.fingerprint)
-            packed.append(len(buckets))
-            for bucket, vector, events in buckets:
-                packed.extend((bucket, events, pack_deltas(vector)))
-        totals, late, outcomes = await self._run(spec, packed, len(checked), len(claims))
-        return ApplyResult(totals=totals, late_buckets=frozenset(late), claims=outcomes)
+        keyed = validate_claims(spec, claims)
+        outcomes: dict[int, ClaimOutcome] = {}
+        # A key given twice in one call: the first goes to Redis, the others follow it.
+        first: dict[bytes, int] = {}
+        sending = [i for i, (c, _) in enumerate(keyed) if first.setdefault(c.key.digest, i) == i]
+        recorded: dict[bytes, bytes] = {}  # digest -> fingerprint of its record
+        while True:
+            sent = [keyed[i] for i in sending]
+            packed, pairs = _pack(checked, sent)
+            reply, now = await self._run(spec, packed, pairs, len(sent))
+            if int(reply[0]) != KNOWN:
+                break
+            known = reply[3]
+            for c, record in zip(known[::2], known[1::2], strict=True):
+                i = sending[int(c) - 1]
+                outcomes[i] = _from_record(record, keyed[i][0].key.fingerprint)
+                recorded[keyed[i][0].key.digest] = record[:FINGERPRINT_BYTES]
+            taken = {sending[int(c) - 1] for c in known[::2]}
+            sending = [i for i in sending if i not in taken]
+        totals, late, counts = _parse_reply(spec, reply, now, len(sending))
+        for i, (accepted, lagging) in zip(sending, counts, strict=True):
+            outcomes[i] = ClaimOutcome(ClaimStatus.COUNTED, accepted, lagging)
+            recorded[keyed[i][0].key.digest] = keyed[i][0].key.fingerprint
+        for i, (claim, _) in enumerate(keyed):
+            if i not in outcomes:  # followed the first of its key
+                lead = outcomes[first[claim.key.digest]]
+                same = recorded[claim.key.digest] == claim.key.fingerprint
+                status = ClaimStatus.REPLAYED if same else ClaimStatus.CONFLICT
+                outcomes[i] = ClaimOutcome(status, lead.accepted, lead.late)
+        return ApplyResult(
+            totals=totals,
+            late_buckets=frozenset(late),
+            claims=tuple(outcomes[i] for i in range(len(keyed))),
+        )
 
     async def read(self, spec: WindowSpec) -> WindowTotals:
         """Evict buckets that slid out and return the window totals."""
         validate_spec(spec)
-        totals, _, _ = await self._run(spec, [], 0, 0)
+        reply, now = await self._run(spec, [], 0, 0)
+        totals, _, _ = _parse_reply(spec, reply, now, 0)
         return totals
 
     async def drop(self, monitor: str) -> None:
@@ -370,15 +406,31 @@ class RedisWindowStore:
             return None
         return None if node is None else str(node.name)
 
+    async def _learn_clock(self, spec: WindowSpec, node: str | None) -> None:
+        """Read once to learn a server's clock before writing to it (one read in flight)."""
+        learning = self._learning.get(node)
+        if learning is None:
+            learning = asyncio.ensure_future(self._run(spec, [], 0, 0))
+            self._learning[node] = learning
+
+            def done(future: asyncio.Future[Any]) -> None:
+                self._learning.pop(node, None)
+                if not future.cancelled():
+                    future.exception()  # retrieved: the callers that waited have it
+
+            learning.add_done_callback(done)
+        # Shielded: a caller cancelled meanwhile leaves the read to the others.
+        await asyncio.shield(learning)
+
     async def _run(
         self, spec: WindowSpec, deltas: list[int | bytes], pairs: int, claims: int
-    ) -> tuple[WindowTotals, list[int], tuple[ClaimOutcome, ...]]:
+    ) -> tuple[Any, float]:
+        """Run the script: its reply (applied, or keys known) and the server's time."""
         key = window_key(spec, self._future)
         node = await self._node(key) if self._cluster else None
         writes = bool(deltas)
         if writes and self._fence is not None and not self._clock.knows(node):
-            # Nothing known of this server's clock yet: learn it before the first write.
-            await self._run(spec, [], 0, 0)
+            await self._learn_clock(spec, node)
         sent = time.monotonic()
         deadline = 0.0
         if writes and self._fence is not None:
@@ -412,17 +464,21 @@ class RedisWindowStore:
             raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
         received = time.monotonic()
         try:
-            applied, server_time = _reply_status(reply)
-            if self._cluster:  # a MOVED reply may have taken the call elsewhere
-                node = await self._node(key)
-            self._clock.learn(node, server_time, received)
-            if not applied:
-                raise StoreUnavailableError(
-                    "redis ran the window script after its deadline: deltas not applied"
-                )
-            return _parse_reply(spec, reply, server_time, claims)
+            status, server_time = int(reply[0]), int(reply[1]) + int(reply[2]) / 1_000_000
         except (ValueError, TypeError, IndexError) as exc:
             raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc
+        if self._cluster:  # a MOVED reply may have taken the call elsewhere
+            node = await self._node(key)
+        self._clock.learn(node, server_time, received)
+        if status not in (REFUSED, APPLIED, KNOWN):
+            raise StoreUnavailableError(f"unexpected window script reply status {status}")
+        if status == REFUSED:
+            late = server_time - deadline
+            raise StoreUnavailableError(
+                f"redis ran the window script {late:.3f} s after its deadline "
+                f"({received - sent:.3f} s after it was sent): deltas not applied"
+            )
+        return reply, server_time
 
 
 def _never_sent(exc: BaseException) -> bool:
@@ -445,31 +501,65 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _reply_status(reply: Any) -> tuple[bool, float]:
-    """Whether the script applied its deltas, and the server's TIME it read."""
-    return int(reply[0]) == 1, int(reply[1]) + int(reply[2]) / 1_000_000
+def _pack(
+    checked: list[tuple[int, Vector]], claims: list[tuple[Claim, list[tuple[int, Vector, int]]]]
+) -> tuple[list[int | bytes], int]:
+    """The script's arguments after its fixed ones: delta pairs (claims summed in), claims."""
+    summed = {bucket: [vector] for bucket, vector in checked}
+    for _, buckets in claims:
+        for bucket, vector, _ in buckets:
+            held = summed.setdefault(bucket, [])
+            total = held[-1] + vector if held else None
+            # Sums stay below 2**53 (exact in the script's doubles); past it, a bucket goes
+            # out in more than one pair.
+            if total is not None and (np.abs(total) < 2.0**53).all():
+                held[-1] = total
+            else:
+                held.append(vector)
+    packed: list[int | bytes] = []
+    for bucket in sorted(summed):
+        for vector in summed[bucket]:
+            packed.append(bucket)
+            packed.append(pack_deltas(vector))
+    pairs = len(packed) // 2
+    for claim, buckets in claims:
+        if any(events >= 2**31 for _, _, events in buckets):
+            raise ValueError("claim: at most 2**31 - 1 events per bucket")
+        packed.append(claim.key.digest + claim.key.fingerprint)
+        packed.append(len(buckets))
+        for bucket, _, events in buckets:
+            packed.extend((bucket, events))
+    return packed, pairs
+
+
+def _from_record(record: bytes, fingerprint: bytes) -> ClaimOutcome:
+    """The outcome of a claim whose key was recorded: the first attempt's counts."""
+    accepted, late = struct.unpack(">II", record[FINGERPRINT_BYTES:])
+    same = record[:FINGERPRINT_BYTES] == fingerprint
+    return ClaimOutcome(ClaimStatus.REPLAYED if same else ClaimStatus.CONFLICT, accepted, late)
 
 
 def _parse_reply(
     spec: WindowSpec, reply: Any, now: float, claims: int
-) -> tuple[WindowTotals, list[int], tuple[ClaimOutcome, ...]]:
-    _, _, _, raw, late, flat = reply
-    vector: Vector
-    if isinstance(raw, bytes):
-        if raw:
-            # The totals region of the key, as stored: exact whatever the magnitude.
-            vector = np.frombuffer(raw, dtype=_TOTALS).astype(np.float64)
+) -> tuple[WindowTotals, list[int], list[tuple[int, int]]]:
+    """Totals, late buckets and each new claim's (accepted, late) of an applied reply."""
+    try:
+        _, _, _, raw, late, flat = reply
+        vector: Vector
+        if isinstance(raw, bytes):
+            if raw:
+                # The totals region of the key, as stored: exact whatever the magnitude.
+                vector = np.frombuffer(raw, dtype=_TOTALS).astype(np.float64)
+            else:
+                vector = np.zeros(spec.width, dtype=np.float64)
         else:
-            vector = np.zeros(spec.width, dtype=np.float64)
-    else:
-        vector = np.array(raw, dtype=np.float64)
-    if vector.shape != (spec.width,):
-        raise ValueError(f"totals of shape {vector.shape}, expected ({spec.width},)")
-    if len(flat) != 3 * claims:
-        raise ValueError(f"{len(flat) // 3} claim outcomes for {claims} claims")
-    outcomes = tuple(
-        ClaimOutcome(_STATUS[int(flat[i])], int(flat[i + 1]), int(flat[i + 2]))
-        for i in range(0, len(flat), 3)
-    )
-    totals = WindowTotals(vector=vector, start=now - spec.window_seconds, now=now)
-    return totals, [int(b) for b in late], outcomes
+            vector = np.array(raw, dtype=np.float64)
+        if vector.shape != (spec.width,):
+            raise ValueError(f"totals of shape {vector.shape}, expected ({spec.width},)")
+        if len(flat) != 2 * claims:
+            raise ValueError(f"{len(flat) // 2} claim outcomes for {claims} claims")
+        counts = [(int(a), int(b)) for a, b in zip(flat[::2], flat[1::2], strict=True)]
+        totals = WindowTotals(vector=vector, start=now - spec.window_seconds, now=now)
+        return totals, [int(b) for b in late], counts
+    except (ValueError, TypeError, IndexError) as exc:
+        raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc

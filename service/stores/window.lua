@@ -26,21 +26,24 @@
 --          bucket's vector, 12 bytes each: a big-endian u32 element index, a big-endian
 --          i64 value. No pairs and no claims: only evict and read.
 --          Then C claims, each: a 24-byte head (16-byte key digest, 8-byte request
---          fingerprint), the number of its buckets N, and N triples of (bucket start,
---          events in it, packed deltas).
+--          fingerprint), the number of its buckets N >= 1, and N pairs of (bucket start,
+--          events in it). A claim's deltas are among the pairs above, summed with the
+--          rest by the replica.
 --
 -- Returns {1, TIME seconds, TIME microseconds, totals, {late bucket starts}, outcomes},
 -- where totals is an array of V integers, or V big-endian i64 packed in one string, or
--- "" when the window is empty, and outcomes holds three integers per claim (0 counted,
--- 1 replayed, 2 conflict; events accepted; events late). Past the deadline it returns
--- {0, TIME seconds, TIME microseconds} and changes nothing.
+-- "" when the window is empty, and outcomes holds two integers per claim (its events
+-- accepted, its events late). Past the deadline it returns {0, TIME seconds, TIME
+-- microseconds}; when a claim's key is known, {2, TIME seconds, TIME microseconds,
+-- {claim number, its record, ...}}: both change nothing.
 --
 -- Idempotency keys live in hashes of one slice of S seconds each (field: key digest,
 -- value: fingerprint and the first outcome's counts), named by the slice index of the
 -- server clock and expiring when the next slice ends: a key is remembered for S to 2S.
--- A claim is looked up in the current and the previous slice (two HMGETs), its deltas
--- join the unkeyed ones when it is new, and the new keys are recorded (HSET, EXPIREAT)
--- after the window is written and before the reply. Without claims nothing of this runs.
+-- A claim is looked up in the current and the previous slice (two HMGETs); the new keys
+-- are recorded (HSET, EXPIREAT) after the window is written and before the reply. A
+-- record is the request's fingerprint, then its events accepted and late (u32 each).
+-- Without claims nothing of this runs.
 --
 -- Bucket b is live while b + B > now - W, i.e. b > last_out = the newest bucket start at
 -- or before floor(now) - W - B. A bucket is accepted while last_out < b <= last_out + R*B:
@@ -174,37 +177,6 @@ local horizon = last_out + R * B
 local buckets, index, value, late = {}, {}, {}, {}
 local seen = {}
 
-local function bucket_of(b)
-  local k = seen[b]
-  if not k then
-    k = #buckets + 1
-    buckets[k], index[k], value[k], seen[b] = b, {}, {}, k
-  end
-  return k
-end
-
--- The pairs of packed deltas as one flat array {j1, v1, j2, v2, ...} and their number.
--- One unpack per chunk of pairs, not per pair; chunks stay within the Lua stack.
-local function pairs_of(packed)
-  local total = #packed / 12
-  if total <= 2000 then
-    return {struct.unpack('>' .. string.rep('I4i8', total), packed)}, total
-  end
-  local flat, pos = {}, 1
-  while pos <= #packed do
-    local left = (#packed - pos + 1) / 12
-    local c = left < 2000 and left or 2000
-    local got = {struct.unpack('>' .. string.rep('I4i8', c), packed, pos)}
-    for m = 1, 2 * c do flat[#flat + 1] = got[m] end
-    pos = got[2 * c + 1]
-  end
-  return flat, total
-end
-
-local function bad_pair(j, v)
-  return j >= V or v >= TWO53 or v <= -TWO53
-end
-
 local function is_late(b)
   return b <= last_out or b > horizon
 end
@@ -217,33 +189,46 @@ for i = FIRST, FIRST + 2 * P - 1, 2 do
   if is_late(b) then
     late[#late + 1] = b
   elseif #packed > 0 then
-    local k = bucket_of(b)
+    local k = seen[b]
+    if not k then
+      k = #buckets + 1
+      buckets[k], index[k], value[k], seen[b] = b, {}, {}, k
+    end
     local ix, vs = index[k], value[k]
-    local got, total = pairs_of(packed)
-    local count = #ix
-    for m = 1, 2 * total, 2 do
-      local j, v = got[m], got[m + 1]
-      if bad_pair(j, v) then
-        return redis.error_reply('ERR window.lua: bad delta for bucket ' .. int(b))
+    local count, pos = #ix, 1
+    -- One unpack per chunk of pairs, not per pair; chunks stay within the Lua stack.
+    while pos <= #packed do
+      local pairs_left = (#packed - pos + 1) / 12
+      local c = pairs_left < 2000 and pairs_left or 2000
+      local got = {struct.unpack('>' .. string.rep('I4i8', c), packed, pos)}
+      for m = 1, 2 * c, 2 do
+        local j, v = got[m], got[m + 1]
+        if j >= V or v >= TWO53 or v <= -TWO53 then
+          return redis.error_reply('ERR window.lua: bad delta for bucket ' .. int(b))
+        end
+        count = count + 1
+        ix[count], vs[count] = j, fmt('%d', v)
       end
-      count = count + 1
-      ix[count], vs[count] = j, fmt('%d', v)
+      pos = got[2 * c + 1]
     end
   end
 end
 
--- Claims: look their keys up, add the deltas of the new ones (merged per bucket and
--- element while the sums stay exact in a double), note what to record.
+-- Claims: their deltas are already among the pairs above (the replica adds them in,
+-- betting that their keys are new). Look the keys up: if any is known (a repeat, or
+-- another request's key), change nothing and return their records, so that the replica
+-- sends the flush again without them; else note the new keys to record.
 local outcomes, record = {}, nil
 if C > 0 then
-  local claims, at = {}, FIRST + 2 * P
+  -- Parallel arrays rather than a table per claim: this loop runs once per key.
+  local ids, prints, from, count, at = {}, {}, {}, {}, FIRST + 2 * P
   for c = 1, C do
     local head, n = ARGV[at], tonumber(ARGV[at + 1])
-    if not head or #head ~= 24 or not whole(n, 0) then
+    if not head or #head ~= 24 or not whole(n, 1) or at + 1 + 2 * n > #ARGV then
       return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
     end
-    claims[c] = {string.sub(head, 1, 16), string.sub(head, 17), at + 2, n}
-    at = at + 2 + 3 * n
+    ids[c], prints[c], from[c], count[c] = string.sub(head, 1, 16), string.sub(head, 17), at + 2, n
+    at = at + 2 + 2 * n
   end
   if at ~= #ARGV + 1 then
     return redis.error_reply('ERR window.lua: bad window arguments')
@@ -252,79 +237,43 @@ if C > 0 then
   local here, before = prefix .. int(slice), prefix .. int(slice - 1)
   local found_here, found_before = {}, {}
   for first = 1, C, 1000 do
-    local ids = {}
-    for c = first, math.min(C, first + 999) do ids[#ids + 1] = claims[c][1] end
-    local a, b = redis.call('HMGET', here, unpack(ids)), redis.call('HMGET', before, unpack(ids))
-    for m = 1, #ids do
+    local last = math.min(C, first + 999)
+    local a = redis.call('HMGET', here, unpack(ids, first, last))
+    local b = redis.call('HMGET', before, unpack(ids, first, last))
+    for m = 1, last - first + 1 do
       found_here[first + m - 1], found_before[first + m - 1] = a[m], b[m]
     end
   end
-  local fresh, sums = {}, {}
+  local fresh, known = {}, {}
   record = {key = here, expire = int((slice + 2) * S)}
   for c = 1, C do
-    local id, fingerprint, from, n = claims[c][1], claims[c][2], claims[c][3], claims[c][4]
-    local known = fresh[id] or found_here[c] or found_before[c]
-    if known then
-      local accepted, lagging = struct.unpack('>I4I4', known, 9)
-      outcomes[#outcomes + 1] = string.sub(known, 1, 8) == fingerprint and 1 or 2
-      outcomes[#outcomes + 1] = accepted
-      outcomes[#outcomes + 1] = lagging
+    local id = ids[c]
+    local entry = fresh[id] or found_here[c] or found_before[c]
+    if entry then
+      known[#known + 1], known[#known + 2] = c, entry
     else
-      local accepted, lagging = 0, 0
-      for i = from, from + 3 * (n - 1), 3 do
-        local b, events, packed = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
-        if not b or b % B ~= 0 or not whole(events, 0) or #packed % 12 ~= 0 then
+      local accepted, lagging, first = 0, 0, from[c]
+      for i = first, first + 2 * (count[c] - 1), 2 do
+        local b, events = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+        if not b or b % B ~= 0 or not whole(events, 0) then
           return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
         end
         if is_late(b) then
-          late[#late + 1] = b
           lagging = lagging + events
         else
           accepted = accepted + events
-          local sum = sums[b]
-          if not sum then
-            sum = {}
-            sums[b] = sum
-          end
-          local got, total = pairs_of(packed)
-          for m = 1, 2 * total, 2 do
-            local j, v = got[m], got[m + 1]
-            if bad_pair(j, v) then
-              return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
-            end
-            local s = sum[j]
-            if s == nil then
-              sum[j] = v
-            else
-              s = s + v
-              if s >= TWO53 or s <= -TWO53 then
-                -- Would round: the sum so far goes out as a pair of its own.
-                local k = bucket_of(b)
-                index[k][#index[k] + 1], value[k][#value[k] + 1] = j, fmt('%d', sum[j])
-                s = v
-              end
-              sum[j] = s
-            end
-          end
         end
       end
-      local entry = fingerprint .. struct.pack('>I4I4', accepted, lagging)
+      entry = prints[c] .. struct.pack('>I4I4', accepted, lagging)
       fresh[id] = entry
       record[#record + 1], record[#record + 2] = id, entry
-      outcomes[#outcomes + 1] = 0
       outcomes[#outcomes + 1] = accepted
       outcomes[#outcomes + 1] = lagging
     end
   end
-  for b, sum in pairs(sums) do
-    for j, v in pairs(sum) do
-      if v ~= 0 then
-        local k = bucket_of(b)
-        index[k][#index[k] + 1], value[k][#value[k] + 1] = j, fmt('%d', v)
-      end
-    end
+  if #known > 0 then
+    return {2, time[1], time[2], known}
   end
-  if #record == 0 then record = nil end
 end
 
 local function totals_string()
