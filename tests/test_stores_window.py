@@ -1146,6 +1146,7 @@ async def test_invalid_claims_are_refused_and_nothing_applied(window_store: Wind
     for bad in (
         Claim(good.key, {bucket: vec(1, 1)}, {bucket + 60: 1}),
         Claim(good.key, {bucket: vec(1, 1)}, {bucket: -1}),
+        Claim(good.key, {}, {}),
         claim("shape", "s", {bucket: vec(1, 1, 1)}),
     ):
         with pytest.raises(ValueError, match=r"claim|shape"):

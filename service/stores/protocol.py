@@ -156,11 +156,13 @@ def validate_claims(
 ) -> list[tuple[Claim, list[tuple[int, Vector, int]]]]:
     """Check every claim like `validate_deltas`; per claim, (bucket, vector, events) in order.
 
-    Raises ValueError, before anything is applied, when a claim's event counts do not
-    match its buckets or are negative.
+    Raises ValueError, before anything is applied, when a claim has no buckets, or its
+    event counts do not match its buckets or are negative.
     """
     out: list[tuple[Claim, list[tuple[int, Vector, int]]]] = []
     for claim in claims:
+        if not claim.deltas:
+            raise ValueError("claim: at least one bucket of deltas expected")
         if set(claim.events) != set(claim.deltas):
             raise ValueError("claim: events must name the same buckets as deltas")
         checked = validate_deltas(spec, claim.deltas)

@@ -75,6 +75,7 @@ _GLOB_SPECIAL = frozenset("*?[]\\")
 # One nonzero delta element as window.lua unpacks it: struct format ">I4i8".
 _PAIR = np.dtype([("index", ">u4"), ("value", ">i8")])
 _TOTALS = np.dtype(">i8")
+_SPAN = struct.Struct(">qI")  # a claim's bucket start and its events, as window.lua reads it
 # The script's reply: REFUSED past the deadline, APPLIED, KNOWN when a claim's key was
 # recorded before (nothing changed either way but APPLIED).
 REFUSED, APPLIED, KNOWN = 0, 1, 2
@@ -522,13 +523,16 @@ def _pack(
             packed.append(bucket)
             packed.append(pack_deltas(vector))
     pairs = len(packed) // 2
-    for claim, buckets in claims:
-        if any(events >= 2**31 for _, _, events in buckets):
-            raise ValueError("claim: at most 2**31 - 1 events per bucket")
-        packed.append(claim.key.digest + claim.key.fingerprint)
-        packed.append(len(buckets))
-        for bucket, _, events in buckets:
-            packed.extend((bucket, events))
+    if claims:
+        heads, spans = bytearray(), bytearray()
+        counts = np.array([len(buckets) for _, buckets in claims], dtype=">u4")
+        for claim, buckets in claims:
+            if any(events >= 2**32 for _, _, events in buckets):
+                raise ValueError("claim: fewer than 2**32 events per bucket expected")
+            heads += claim.key.digest + claim.key.fingerprint
+            for bucket, _, events in buckets:
+                spans += _SPAN.pack(bucket, events)
+        packed.extend((bytes(heads), counts.tobytes(), bytes(spans)))
     return packed, pairs
 
 

@@ -25,9 +25,10 @@
 -- ARGV[11..] P pairs of (bucket start, packed deltas): the nonzero elements of the
 --          bucket's vector, 12 bytes each: a big-endian u32 element index, a big-endian
 --          i64 value. No pairs and no claims: only evict and read.
---          Then C claims, each: a 24-byte head (16-byte key digest, 8-byte request
---          fingerprint), the number of its buckets N >= 1, and N pairs of (bucket start,
---          events in it). A claim's deltas are among the pairs above, summed with the
+--          Then, with claims, three strings: the claims' 24-byte heads one after another
+--          (16-byte key digest, 8-byte request fingerprint); per claim the number of its
+--          buckets N >= 1 (u32); per claim N (bucket start i64, events u32); all
+--          big-endian. A claim's deltas are among the pairs above, summed with the
 --          rest by the replica.
 --
 -- Returns {1, TIME seconds, TIME microseconds, totals, {late bucket starts}, outcomes},
@@ -220,56 +221,88 @@ end
 -- sends the flush again without them; else note the new keys to record.
 local outcomes, record = {}, nil
 if C > 0 then
-  -- Parallel arrays rather than a table per claim: this loop runs once per key.
-  local ids, prints, from, count, at = {}, {}, {}, {}, FIRST + 2 * P
-  for c = 1, C do
-    local head, n = ARGV[at], tonumber(ARGV[at + 1])
-    if not head or #head ~= 24 or not whole(n, 1) or at + 1 + 2 * n > #ARGV then
-      return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
-    end
-    ids[c], prints[c], from[c], count[c] = string.sub(head, 1, 16), string.sub(head, 17), at + 2, n
-    at = at + 2 + 2 * n
+  -- Three strings for all claims, each unpacked in chunks (per claim, unpacking and
+  -- formatting are most of the cost): `heads`, 24 bytes a claim; `counts`, a u32 per
+  -- claim (its buckets N); `spans`, N (bucket start i64, events u32) a claim.
+  local at = FIRST + 2 * P
+  local heads, counts, spans = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  if #ARGV ~= at + 2 or #heads ~= 24 * C or #counts ~= 4 * C or #spans % 12 ~= 0 then
+    return redis.error_reply('ERR window.lua: bad claims')
   end
-  if at ~= #ARGV + 1 then
-    return redis.error_reply('ERR window.lua: bad window arguments')
+  local function unpacked(packed, format, size)
+    local out, pos = {}, 1
+    while pos <= #packed do
+      local c = math.min(2000, (#packed - pos + 1) / size)
+      local got = {struct.unpack('>' .. string.rep(format, c), packed, pos)}
+      pos = table.remove(got)
+      for m = 1, #got do out[#out + 1] = got[m] end
+    end
+    return out
+  end
+  local n_of, span = unpacked(counts, 'I4', 4), unpacked(spans, 'i8I4', 12)
+  local ids = {}
+  for c = 1, C do
+    ids[c] = string.sub(heads, 24 * c - 23, 24 * c - 8)
   end
   local slice = math.floor(sec / S)
   local here, before = prefix .. int(slice), prefix .. int(slice - 1)
-  local found_here, found_before = {}, {}
-  for first = 1, C, 1000 do
-    local last = math.min(C, first + 999)
-    local a = redis.call('HMGET', here, unpack(ids, first, last))
-    local b = redis.call('HMGET', before, unpack(ids, first, last))
-    for m = 1, last - first + 1 do
-      found_here[first + m - 1], found_before[first + m - 1] = a[m], b[m]
+  local found_here, found_before
+  if C <= 4000 then
+    found_here = redis.call('HMGET', here, unpack(ids))
+    found_before = redis.call('HMGET', before, unpack(ids))
+  else
+    found_here, found_before = {}, {}
+    for first = 1, C, 4000 do
+      local last = math.min(C, first + 3999)
+      local a = redis.call('HMGET', here, unpack(ids, first, last))
+      local b = redis.call('HMGET', before, unpack(ids, first, last))
+      for m = 1, last - first + 1 do
+        found_here[first + m - 1], found_before[first + m - 1] = a[m], b[m]
+      end
     end
   end
-  local fresh, known = {}, {}
+  local fresh, known, tails, next_span = {}, {}, {}, 1
   record = {key = here, expire = int((slice + 2) * S)}
   for c = 1, C do
+    local n = n_of[c]
+    local last_span = next_span + 2 * n - 1
+    if n < 1 or last_span > #span then
+      return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
+    end
     local id = ids[c]
     local entry = fresh[id] or found_here[c] or found_before[c]
     if entry then
       known[#known + 1], known[#known + 2] = c, entry
     else
-      local accepted, lagging, first = 0, 0, from[c]
-      for i = first, first + 2 * (count[c] - 1), 2 do
-        local b, events = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-        if not b or b % B ~= 0 or not whole(events, 0) then
+      local accepted, lagging = 0, 0
+      for m = next_span, last_span, 2 do
+        local b, events = span[m], span[m + 1]
+        if b % B ~= 0 then
           return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
         end
-        if is_late(b) then
+        if b <= last_out or b > horizon then
           lagging = lagging + events
         else
           accepted = accepted + events
         end
       end
-      entry = prints[c] .. struct.pack('>I4I4', accepted, lagging)
+      -- Most claims count alike (one event, in time): pack each outcome once.
+      local both = accepted * TWO32 + lagging
+      local tail = tails[both]
+      if not tail then
+        tail = struct.pack('>I4I4', accepted, lagging)
+        tails[both] = tail
+      end
+      entry = string.sub(heads, 24 * c - 7, 24 * c) .. tail
       fresh[id] = entry
       record[#record + 1], record[#record + 2] = id, entry
       outcomes[#outcomes + 1] = accepted
       outcomes[#outcomes + 1] = lagging
     end
+    next_span = last_span + 1
+  end
+  if next_span ~= #span + 1 then
+    return redis.error_reply('ERR window.lua: bad claims')
   end
   if #known > 0 then
     return {2, time[1], time[2], known}
@@ -285,13 +318,12 @@ end
 -- script that has already counted.
 local function reply(totals)
   if record then
-    for first = 1, #record, 2000 do
-      local args = {'HSET', record.key}
-      for m = first, math.min(#record, first + 1999) do args[#args + 1] = record[m] end
-      local ok = redis.pcall(unpack(args))
+    for first = 1, #record, 7000 do
+      local last = math.min(#record, first + 6999)
+      local ok = redis.pcall('HSET', record.key, unpack(record, first, last))
       if type(ok) == 'table' and ok.err then
         redis.call('DEL', record.key)
-        redis.call(unpack(args))
+        redis.call('HSET', record.key, unpack(record, first, last))
       end
     end
     redis.call('EXPIREAT', record.key, record.expire)
