@@ -16,34 +16,14 @@ from typing import Any
 import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
+from support import example_settings
 
 from driftline.http.app import create_app
-from driftline.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MONITOR = "credit-risk"
 PROBLEM = "application/problem+json"
 REPLAYED = "Idempotent-Replayed"
-
-
-def make_settings(redis_url: str | None) -> Settings:
-    return Settings(
-        host="127.0.0.1",
-        monitors_dir=str(EXAMPLES / "monitors"),
-        redis_url=redis_url,
-        flush_interval=0.001,
-    )
-
-
-@pytest.fixture(params=["memory", "redis"])
-def settings(request: pytest.FixtureRequest) -> Settings:
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    return make_settings(url)
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
-    return await aiohttp_client(create_app(settings))
 
 
 @pytest.fixture(scope="module")
@@ -200,8 +180,8 @@ async def test_a_bad_event_id_is_refused(
 async def test_a_retry_on_another_replica_counts_once(
     aiohttp_client: Any, redis_url: str, rows: list[dict[str, Any]]
 ) -> None:
-    a = await aiohttp_client(create_app(make_settings(redis_url)))
-    b = await aiohttp_client(create_app(make_settings(redis_url)))
+    a = await aiohttp_client(create_app(example_settings(redis_url)))
+    b = await aiohttp_client(create_app(example_settings(redis_url)))
     batch = {"events": [{"features": row} for row in rows[:20]]}
     headers = {"Idempotency-Key": "shared-1"}
     first = await a.post("/monitor/batch", json=batch, headers=headers)

@@ -207,11 +207,7 @@ async def test_sums_past_2_53_across_buckets_of_one_flush(
     result = await window_store.apply(spec, deltas)
     assert result.totals.vector.tolist() == [float(2**53 + 3), 5]
     if isinstance(window_store, RedisWindowStore):
-        client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
-        try:
-            key = await key_of(client, spec)
-        finally:
-            await client.aclose()
+        key = await stored_key(request, spec)
         assert key.totals.tolist() == [2**53 + 3, 5]
         assert_consistent(key)
 
@@ -444,6 +440,15 @@ async def key_of(
     raw = await client.get(window_key(spec, future_seconds))
     assert isinstance(raw, bytes)
     return Key(raw, spec, future_seconds)
+
+
+async def stored_key(request: pytest.FixtureRequest, spec: WindowSpec) -> Key:
+    """The window key of `spec` on the test's redis-server, decoded."""
+    client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
+    try:
+        return await key_of(client, spec)
+    finally:
+        await client.aclose()
 
 
 def assert_consistent(key: Key) -> None:
@@ -1104,11 +1109,7 @@ async def test_claims_and_deltas_sum_exactly_past_2_53(
     )
     assert [c.status for c in result.claims] == [ClaimStatus.COUNTED] * 3
     if isinstance(window_store, RedisWindowStore):
-        client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
-        try:
-            key = await key_of(client, spec)
-        finally:
-            await client.aclose()
+        key = await stored_key(request, spec)
         assert key.totals.tolist() == [2**53 + 11, 3]
         assert_consistent(key)
     else:
