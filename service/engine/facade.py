@@ -151,9 +151,13 @@ class DriftEngine:
             unreachable=unreachable,
         )
 
-    async def persistence(self) -> Persistence:
-        """What of the windows survives a restart of the store (published as a metric)."""
-        persistence = await self._store.persistence()
+    async def persistence(self, *, reachable: bool = True) -> Persistence:
+        """What of the windows survives a restart of the store (published as a metric).
+
+        `reachable=False` (the store just failed a check): `unknown`, without asking, so
+        that health answers within one store timeout (the liveness probe's budget).
+        """
+        persistence = await self._store.persistence() if reachable else Persistence("unknown")
         self._telemetry.set_persistence(persistence.mode, persistence.fsync)
         return persistence
 

@@ -482,7 +482,7 @@ async def health(request: web.Request) -> web.Response:
     """Liveness: 200 while the process works; Redis trouble shows as `degraded`."""
     engine = _engine(request)
     health = await engine.health()
-    persistence = await engine.persistence()
+    persistence = await engine.persistence(reachable=health.store_ok)
     return encode(
         HealthResponse(
             status="healthy" if health.store_ok else "degraded",
