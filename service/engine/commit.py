@@ -9,8 +9,8 @@ next batch fills up, so the batch size grows with load and the store calls per e
 fall.
 
 A submission with an idempotency key travels in the same store call as a claim of its
-own (its events are not summed with the others'): the store counts it only if its key
-is new, and says so per claim.
+own (the committer does not sum its events with the others'): the store counts it only
+if its key is new, in the same atomic step, and says so per claim.
 """
 
 from __future__ import annotations
@@ -93,10 +93,10 @@ class _Batch:
     def deltas(
         self, limits: Limits
     ) -> tuple[dict[int, Vector], dict[int, EventError], list[Claim | None]]:
-        """Per bucket start the summed vector of everything unkeyed, and more.
+        """What the flush sends: unkeyed deltas, row errors, claims.
 
-        Also the errors of single rows, and the claim of every keyed submission (None for
-        a keyed row with an error).
+        Per bucket start the summed vector of the unkeyed events; the errors of single
+        rows; the claim of every keyed submission (None for a keyed row with an error).
         """
         width = self.monitor.window.width
         deltas: dict[int, Vector] = {}
