@@ -436,7 +436,8 @@ class RedisWindowStore:
         deadline = 0.0
         if writes and self._fence is not None:
             bound = self._clock.at_least(node, sent + self._fence)
-            assert bound is not None  # learnt just above
+            if bound is None:  # learnt above, and forgotten since: a call to it failed
+                raise StoreUnavailableError("redis failed a call just now: nothing was sent")
             deadline = bound
         args = [
             spec.window_seconds,
