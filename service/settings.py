@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import msgspec.yaml
 
+from driftline.core.idempotency import DEFAULT_HORIZON_SECONDS
 from driftline.core.limits import Limits, NonNegativeFloat, PositiveFloat
 from driftline.core.policy import MonitorDefaults
 from driftline.environment import decode_environment
@@ -78,6 +79,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reload_interval: PositiveFloat = 2.0
     drain_seconds: NonNegativeFloat = 0.0
     redis_timeout: PositiveFloat = 2.0
+    # How long a request's Idempotency-Key (or a predict's event id) is remembered: at
+    # least this long, at most twice. Replicas sharing a Redis must agree on it.
+    idempotency_horizon: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)] = (
+        DEFAULT_HORIZON_SECONDS
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     limits: Limits = Limits()
     defaults: MonitorDefaults = MonitorDefaults()
@@ -114,6 +120,7 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_RELOAD_INTERVAL": (None, "reload_interval"),
     "DRIFTLINE_DRAIN_SECONDS": (None, "drain_seconds"),
     "DRIFTLINE_REDIS_TIMEOUT": (None, "redis_timeout"),
+    "DRIFTLINE_IDEMPOTENCY_HORIZON": (None, "idempotency_horizon"),
     "DRIFTLINE_LOG_LEVEL": (None, "log_level"),
     "DRIFTLINE_MAX_BODY_BYTES": ("limits", "max_body_bytes"),
     "DRIFTLINE_MAX_FEATURES": ("limits", "max_features"),

@@ -196,12 +196,23 @@ class Telemetry:
             registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
         )
+        self.replays = Counter(
+            "driftline_idempotent_replays_total",
+            "Requests sent again under a key already counted: answered, not counted again",
+            registry=r,
+        )
+        self.store_persistence = Gauge(
+            "driftline_store_persistence",
+            "1 for what survives a restart of the window store: mode aof (Redis append-only"
+            " file, with its appendfsync), none, or unknown (CONFIG refused or Redis down)",
+            registry=r,
+        )
         self._versions: dict[str, VersionSlots] = {}
         for operation in STORE_OPERATIONS:
             self.store_errors.set({"operation": operation}, 0)
 
     def _monitor_counters(self) -> tuple[Counter, ...]:
-        return (self.late_events, self.lost_events)
+        return (self.late_events, self.lost_events, self.replays)
 
     def load(self, monitor: Monitor) -> None:
         """Give a (re)loaded monitor its version slots and its counters, at 0 where new.
@@ -272,6 +283,11 @@ class Telemetry:
                     {"monitor": monitor, "model_version": label_value(evicted)}, None
                 )
             self.events.add({"monitor": monitor, "model_version": label_value(label)}, count)
+
+    def set_persistence(self, mode: str, fsync: str | None) -> None:
+        """Publish what survives a restart of the store: one series, valued 1."""
+        self.store_persistence.values.clear()  # the previous state's series
+        self.store_persistence.set({"mode": mode, "appendfsync": fsync or "none"}, 1)
 
     def render(self, accept: Sequence[str]) -> tuple[bytes, dict[str, str]]:
         """The exposition body and headers for an Accept header."""

@@ -6,14 +6,19 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from aiohttp.test_utils import TestClient
 from k8s_support import KubeTarget
 from kube_cluster import control_plane
 from pytest_redis import factories
-from support import Service
+from redis_process import RedisProcess
+from support import Service, example_settings
 
+from driftline.http.app import create_app
+from driftline.settings import Settings
 from driftline.stores.memory import MemoryWindowStore
 from driftline.stores.protocol import WindowStore
 from driftline.stores.redis import RedisWindowStore
@@ -67,6 +72,31 @@ def redis_url(request: pytest.FixtureRequest) -> str:
     finally:
         client.close()
     return f"redis://{server.host}:{server.port}/0"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """The service on the example monitors, on each store."""
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    return example_settings(url)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    """The real app of `settings` over a real socket."""
+    app_client: TestClient = await aiohttp_client(create_app(settings))
+    return app_client
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own (append-only), to pause, kill and restart."""
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture(params=["memory", "redis"])

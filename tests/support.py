@@ -30,6 +30,7 @@ from driftline.core.policy import DEFAULTS, MonitorDefaults
 from driftline.core.profile import BaselineProfile, build_profile
 from driftline.core.severity import Severity
 from driftline.core.window import WindowTotals
+from driftline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITOR = "credit-risk"  # the example monitor
@@ -85,6 +86,17 @@ async def wait_until(
             text = message() if callable(message) else message
             pytest.fail(f"timed out after {within} s: {text}", pytrace=False)
         await asyncio.sleep(interval)
+
+
+def example_settings(redis_url: str | None, **extra: Any) -> Settings:
+    """The service on the example monitors (credit-risk), Redis or embedded, flushing fast."""
+    return Settings(
+        host="127.0.0.1",
+        monitors_dir=str(example_monitors()),
+        redis_url=redis_url,
+        flush_interval=0.001,
+        **extra,
+    )
 
 
 def make_monitor(

@@ -16,9 +16,6 @@ import json
 import logging
 import random
 import re
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +29,7 @@ import pytest
 import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from redis_process import RedisProcess
 from support import example_monitors, wait_until
 
 from driftline.alerts.dispatch import backoff
@@ -44,7 +42,6 @@ from driftline.settings import AlertSettings, Settings
 from driftline.simulate import SCENARIOS, ProfileSampler
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 MONITOR = "credit-risk"
 ALERT_SETTINGS = {
     "timeout": 0.5,
@@ -687,72 +684,9 @@ async def test_embedded_store_delivers_and_resolves_once_none_held(
 # ------------------------------------------------------------------ Redis outage
 
 
-class OwnRedis:
-    """A redis-server of this test's own (append-only, restartable on the same port)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def spawn(self) -> None:
-        """Start redis-server on the same port and directory every time (it finds its AOF)."""
-        assert self.process is None
-        command = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--dir", str(self.directory), "--appendonly", "yes", "--save", ""]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    async def start(self) -> None:
-        self.spawn()
-
-        async def pings() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                pytest.fail(f"redis-server exited with {self.process.returncode}")
-            client = redis.asyncio.Redis.from_url(self.url, socket_timeout=0.5)
-            try:
-                return bool(await client.ping())
-            except (redis.RedisError, OSError):
-                return False
-            finally:
-                await client.aclose()
-
-        await wait_until(pings, "redis-server did not answer PING")
-
-    def stop(self) -> None:
-        """SIGTERM (redis-server writes its AOF out) and wait for the exit."""
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            finally:
-                if self.process.poll() is None:
-                    self.process.kill()
-                    self.process.wait()
-                self.process = None
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 async def test_alert_pending_through_a_redis_restart_is_delivered(
     aiohttp_client: Any,
-    own_redis: OwnRedis,
+    own_redis: RedisProcess,
     tmp_path: Path,
     endpoints: Callable[..., Awaitable[Endpoint]],
     shifted: list[dict[str, Any]],
@@ -785,7 +719,7 @@ async def test_alert_pending_through_a_redis_restart_is_delivered(
     await wait_until(outage_seen, "the dispatcher never noticed Redis was gone")
     hook.status = 200
     hook.unhang()
-    await own_redis.start()
+    own_redis.start()
     # Taken up again once idle for claim_idle (its PEL entry survived the restart).
 
     await settled(own_redis.url, 1)

@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ import pytest
 import redis
 import redis.asyncio
 from aiohttp.test_utils import TestClient
+from redis_process import RedisProcess, free_port
 from support import example_monitors, wait_until
 
 from driftline.core.monitor import Monitor
@@ -38,21 +36,12 @@ EXAMPLES = ROOT / "examples"
 MONITORS_DIR = example_monitors()
 MONITOR = "credit-risk"
 PROBLEM = "application/problem+json"
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 DRIFTLINE = ROOT / ".venv" / "bin" / "driftline"
 if not DRIFTLINE.exists():
     DRIFTLINE = Path(sys.executable).with_name("driftline")
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """A port of 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_settings(redis_url: str, **extra: Any) -> Settings:
@@ -112,98 +101,6 @@ async def redis_window_events(url: str, monitor: Monitor) -> int:
     return round(float(totals.vector[0]))
 
 
-# -------------------------------------------------------------- restartable Redis
-
-
-class RedisProcess:
-    """One redis-server of our own, append-only in its own directory, restartable."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def log(self) -> str:
-        path = self.directory / "redis.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
-
-    def _pings(self) -> bool:
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-        finally:
-            client.close()
-
-    def start(self, timeout: float = 10.0) -> None:
-        assert self.process is None, "already running"
-        # Same port and directory every time: a restart finds the AOF it wrote.
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-                "--logfile",
-                "redis.log",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while not self._pings():
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                self.process = None
-                pytest.fail(f"redis-server exited with {code} on start:\n{self.log}")
-            if time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"redis-server did not answer PING within {timeout} s:\n{self.log}")
-            time.sleep(0.01)  # polling interval of the PING wait, not a synchronisation
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Shut down cleanly (SIGTERM: redis-server fsyncs its AOF) and wait for the exit."""
-        assert self.process is not None, "not running"
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        finally:
-            self.kill()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            if self.process.poll() is None:
-                self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    if not Path(REDIS_SERVER).exists():
-        pytest.fail("redis-server is not installed: these tests need a real server", pytrace=False)
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 # -------------------------------------------------------------------------- tests
 
 
@@ -236,7 +133,13 @@ async def test_redis_outage_answers_503_and_loses_nothing(
     health_body = await health.json()
     assert health.status == 200, health_body
     assert health_body["status"] == "degraded"
-    assert health_body["store"] == {"kind": "redis", "status": "unreachable"}
+    assert health_body["store"] == {
+        "kind": "redis",
+        "status": "unreachable",
+        "persistence": "unknown",  # CONFIG GET cannot reach it either
+        "appendfsync": None,
+        "unreachable_monitors": [MONITOR],
+    }
 
     own_redis.start()
 
@@ -246,6 +149,8 @@ async def test_redis_outage_answers_503_and_loses_nothing(
     await wait_until(is_ready, "readiness did not return to 200 after Redis came back")
     health_body = await (await client.get("/monitor/health")).json()
     assert health_body["status"] == "healthy", health_body
+    assert health_body["store"]["persistence"] == "aof", health_body
+    assert health_body["store"]["appendfsync"] == "everysec", health_body
 
     for payload in refused:
         status, body, _ = await predict(client, payload)
@@ -312,6 +217,83 @@ async def test_async_mode_answers_at_once_and_counts_reach_the_window(
         return seen[-1] == 50
 
     await wait_until(counted, lambda: f"window holds {seen[-1:]} events, expected 50")
+
+
+async def test_a_stalled_redis_never_counts_a_request_answered_503(
+    aiohttp_client: Any, own_redis: RedisProcess, events: list[dict[str, Any]]
+) -> None:
+    """Redis stopped (SIGSTOP) at many points around the fence and the timeout.
+
+    Socket timeout 1 s, fence 0.5 s. Each round holds Redis while ten predicts wait for
+    their flush, then lets it run the queued script (SIGCONT): before the fence it
+    counts and the requests get 200; between the fence and the timeout the script
+    refuses and they get 503; past the timeout the replica has already answered 503 and
+    the script, run late, refuses. Every other round first holds a read for 0.9 s (it
+    returns within the timeout): the reproduction of a slow read that made a later
+    write's deadline fall after its 503. Whatever the stall, the window holds exactly
+    the acknowledged events.
+    """
+    client = await aiohttp_client(create_app(make_settings(own_redis.url, redis_timeout=1.0)))
+    loop = asyncio.get_running_loop()
+    status, body, _ = await predict(client, events[0])
+    assert status == 200, body
+    acknowledged, refused = 1, 0
+    stalls = (0.3, 0.45, 0.5, 0.55, 0.7, 0.95, 1.05, 1.3)
+    for i, stall in enumerate(stalls):
+        if i % 2:
+            own_redis.pause()
+            loop.call_later(0.9, own_redis.resume)
+            await window_events(client)
+        own_redis.pause()
+        loop.call_later(stall, own_redis.resume)
+        sent = events[10 * i + 1 : 10 * i + 11]
+        results = await asyncio.gather(*(predict(client, payload) for payload in sent))
+        statuses = [status for status, _, _ in results]
+        assert set(statuses) <= {200, 503}, results
+        acknowledged += statuses.count(200)
+        refused += statuses.count(503)
+        print(f"stall {stall:.2f} s: {statuses.count(200)} answered 200, {statuses.count(503)} 503")
+    # Two reads in turn: by the second, Redis has run whatever it held (a stopped
+    # server runs every queued connection's input in its first loop after SIGCONT).
+    await window_events(client)
+    counted = await window_events(client)
+    print(f"acknowledged {acknowledged}, refused {refused}, counted {counted}")
+    assert acknowledged > 1 and refused > 0, "the stalls never reached one side of the fence"
+    assert counted == acknowledged
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+async def test_a_cancelled_request_retried_counts_once_with_its_key(
+    aiohttp_client: Any, redis_url: str, events: list[dict[str, Any]], keyed: bool
+) -> None:
+    """A client gives up while its flush waits in Redis, then retries.
+
+    The flush runs (the pause is within the fence) and counts the abandoned attempt.
+    With an Idempotency-Key the retry is answered from that count and adds nothing;
+    without one the event is counted twice: at least once, the README's warning.
+    """
+    client = await aiohttp_client(create_app(make_settings(redis_url)))
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    headers = {"Idempotency-Key": "cancelled-1"} if keyed else {}
+    try:
+        status, body, _ = await predict(client, events[1])  # the store knows Redis's clock
+        assert status == 200, body
+        await raw.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await client.post("/monitor/predict", json=events[0], headers=headers)
+
+        async def abandoned_counted() -> bool:
+            return await window_events(client) == 2
+
+        await wait_until(abandoned_counted, "the abandoned attempt was never counted")
+        retry = await client.post("/monitor/predict", json=events[0], headers=headers)
+        assert retry.status == 200, await retry.text()
+        assert retry.headers.get("Idempotent-Replayed") == ("true" if keyed else None)
+        assert await window_events(client) == (2 if keyed else 3)
+    finally:
+        await raw.execute_command("CLIENT", "UNPAUSE")
+        await raw.aclose()
 
 
 # ------------------------------------------------------------------ SIGTERM / CLI
@@ -416,3 +398,43 @@ async def test_sigterm_flushes_pending_counts(
     messages = [record.get("message") for record in records]
     assert "service started" in messages, messages
     assert any(str(m).startswith("service stopped") for m in messages), messages
+
+
+# ------------------------------------------------------------ Redis persistence
+
+
+@pytest.mark.parametrize(
+    ("appendonly", "extra", "persistence", "fsync"),
+    [
+        (True, ("--appendfsync", "always"), "aof", "always"),
+        (False, (), "none", None),
+        # A managed Redis that disables CONFIG: the service cannot tell.
+        (True, ("--rename-command", "CONFIG", ""), "unknown", None),
+    ],
+)
+async def test_health_and_metrics_say_what_survives_a_redis_restart(
+    aiohttp_client: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    appendonly: bool,
+    extra: tuple[str, ...],
+    persistence: str,
+    fsync: str | None,
+) -> None:
+    server = RedisProcess(tmp_path / "redis", appendonly=appendonly, extra=extra)
+    server.start()
+    try:
+        with caplog.at_level("WARNING", logger="driftline.http.app"):
+            client = await aiohttp_client(create_app(make_settings(server.url)))
+        health = await (await client.get("/monitor/health")).json()
+        assert health["store"]["persistence"] == persistence, health
+        assert health["store"]["appendfsync"] == fsync, health
+        text = await (await client.get("/monitor/metrics")).text()
+        series = [line for line in text.splitlines() if line.startswith("driftline_store_pers")]
+        assert series == [
+            f'driftline_store_persistence{{appendfsync="{fsync or "none"}",mode="{persistence}"}} 1'
+        ]
+        warned = [r.getMessage() for r in caplog.records if "Redis persistence" in r.getMessage()]
+        assert bool(warned) == (persistence != "aof"), warned
+    finally:
+        server.kill()

@@ -12,7 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
-from support import example_monitors, wait_until
+from support import example_settings as make_settings
+from support import wait_until
 
 from driftline.core.limits import Limits
 from driftline.core.profile import load_baseline
@@ -30,27 +31,6 @@ ORIGINAL_PAYLOAD = {
     "timestamp": "2025-05-29T10:30:00Z",
 }
 PROBLEM = "application/problem+json"
-
-
-def make_settings(redis_url: str | None, **extra: Any) -> Settings:
-    return Settings(
-        host="127.0.0.1",
-        monitors_dir=str(example_monitors()),
-        redis_url=redis_url,
-        flush_interval=0.001,
-        **extra,
-    )
-
-
-@pytest.fixture(params=["memory", "redis"])
-def settings(request: pytest.FixtureRequest) -> Settings:
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    return make_settings(url)
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
-    return await aiohttp_client(create_app(settings))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis_cluster import redis_cluster
-from support import example_monitors
+from support import example_monitors, wait_until
 
 from driftline.alerts.redis import RedisAlertStore
 from driftline.alerts.store import FlapGuard
@@ -25,8 +25,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 @pytest.fixture(scope="module")
 def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_cluster(tmp_path_factory.mktemp("cluster")) as url:
-        yield url
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster.url
 
 
 @pytest.fixture
@@ -110,3 +110,62 @@ async def test_two_service_instances_share_a_window_on_cluster(
         assert report["features"]["age"]["mean"] == pytest.approx(40.0)
     ready = await (await b.get("/monitor/ready")).json()
     assert ready["status"] == "ready"
+
+
+async def test_readiness_follows_the_masters_of_the_loaded_monitors(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A master down takes its monitors with it: readiness says so; other masters do not.
+
+    Within cluster-node-timeout (15 s) of the stop, while the rest of the cluster still
+    serves its slots.
+    """
+    with redis_cluster(tmp_path / "cluster") as cluster:
+        settings = Settings(
+            host="127.0.0.1",
+            monitors_dir=str(EXAMPLES / "monitors"),
+            redis_url=cluster.url,
+            redis_cluster=True,
+            redis_timeout=0.5,
+            flush_interval=0.001,
+        )
+        client = await aiohttp_client(create_app(settings))
+        owner = cluster.node_of("driftline:{credit-risk}:window")
+        other = next(port for port in cluster.ports if port != owner)
+        payload = {"features": {"age": 30}}
+
+        async def ready() -> int:
+            return (await client.get("/monitor/ready")).status
+
+        assert await ready() == 200
+        assert (await client.post("/monitor/predict", json=payload)).status == 200
+
+        cluster.stop(other)  # owns none of the loaded monitors' slots
+        assert await ready() == 200
+        assert (await client.post("/monitor/predict", json=payload)).status == 200
+        cluster.start(other)
+        cluster.wait_ok()
+
+        cluster.stop(owner)
+
+        async def unready() -> bool:
+            return await ready() == 503
+
+        await wait_until(unready, "readiness stayed 200 with the monitor's master down")
+        body = await (await client.get("/monitor/ready")).json()
+        assert body["reasons"] == ["redis store unreachable for monitors: credit-risk"], body
+        health = await (await client.get("/monitor/health")).json()
+        assert health["status"] == "degraded", health
+        assert health["store"]["status"] == "unreachable", health
+        assert health["store"]["unreachable_monitors"] == ["credit-risk"], health
+        assert (await client.post("/monitor/predict", json=payload)).status == 503
+
+        cluster.start(owner)
+        cluster.wait_ok()
+
+        async def back() -> bool:
+            return await ready() == 200
+
+        await wait_until(back, "readiness did not return once the master was back")
+        assert (await client.post("/monitor/predict", json=payload)).status == 200
+        assert (await client.get("/monitor/health")).status == 200

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Protocol
 
 import numpy as np
 import pytest
 import redis.asyncio
+from redis_process import RedisProcess
+from support import wait_until as poll
 
+from driftline.core.idempotency import ClaimOutcome, ClaimStatus, request_key
 from driftline.core.window import Vector, WindowSpec
 from driftline.stores.memory import MemoryWindowStore
-from driftline.stores.protocol import StoreUnavailableError, WindowStore
+from driftline.stores.protocol import ApplyResult, Claim, StoreUnavailableError, WindowStore
 from driftline.stores.redis import (
     HEADER_FIELDS,
     RedisWindowStore,
@@ -89,6 +93,13 @@ async def server_keys(request: pytest.FixtureRequest, monitor: str) -> list[byte
         return await monitor_keys(client, monitor)
     finally:
         await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Which backend a test that builds its own stores runs on."""
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture
@@ -196,11 +207,7 @@ async def test_sums_past_2_53_across_buckets_of_one_flush(
     result = await window_store.apply(spec, deltas)
     assert result.totals.vector.tolist() == [float(2**53 + 3), 5]
     if isinstance(window_store, RedisWindowStore):
-        client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
-        try:
-            key = await key_of(client, spec)
-        finally:
-            await client.aclose()
+        key = await stored_key(request, spec)
         assert key.totals.tolist() == [2**53 + 3, 5]
         assert_consistent(key)
 
@@ -352,13 +359,22 @@ async def test_concurrent_applies_lose_nothing(
                 {b: counts(rng, spec.width) for b in chosen},
             )
         )
-    results = await asyncio.gather(*(store.apply(spec, deltas) for store, deltas in calls))
-    assert all(not r.late_buckets for r in results)
-    expected = np.sum([v for _, deltas in calls for v in deltas.values()], axis=0)
+    outcomes = await asyncio.gather(
+        *(store.apply(spec, deltas) for store, deltas in calls), return_exceptions=True
+    )
+    # Two hundred calls at once open as many Redis connections: on a busy host a write
+    # may reach Redis after its deadline (fence) and be refused. Refused, it counts
+    # nothing; every other counts exactly once.
+    refused = [r for r in outcomes if isinstance(r, BaseException)]
+    assert all(isinstance(r, StoreUnavailableError) and "deadline" in str(r) for r in refused)
+    assert len(refused) < len(calls) // 2, refused[:3]
+    applied = [(c, r) for c, r in zip(calls, outcomes, strict=True) if isinstance(r, ApplyResult)]
+    assert all(not r.late_buckets for _, r in applied)
+    expected = np.sum([v for (_, deltas), _ in applied for v in deltas.values()], axis=0)
     assert np.array_equal((await window_store.read(spec)).vector, expected)
     assert np.array_equal((await peer_store.read(spec)).vector, expected)
     # Some apply saw the full sum: the last one to run.
-    assert any(np.array_equal(r.totals.vector, expected) for r in results)
+    assert any(np.array_equal(r.totals.vector, expected) for _, r in applied)
 
 
 async def test_returned_vectors_are_copies(window_store: WindowStore) -> None:
@@ -426,6 +442,15 @@ async def key_of(
     return Key(raw, spec, future_seconds)
 
 
+async def stored_key(request: pytest.FixtureRequest, spec: WindowSpec) -> Key:
+    """The window key of `spec` on the test's redis-server, decoded."""
+    client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
+    try:
+        return await key_of(client, spec)
+    finally:
+        await client.aclose()
+
+
 def assert_consistent(key: Key) -> None:
     """The totals are the sum of the occupied slots; empty slots hold zeros."""
     occupied = key.ids != 0
@@ -436,9 +461,10 @@ def assert_consistent(key: Key) -> None:
 async def test_backends_agree_to_the_bit(
     redis_store: RedisWindowStore, fake_clock: SettableClock
 ) -> None:
-    rng = np.random.default_rng(5)
+    rng, keys = np.random.default_rng(5), np.random.default_rng(50)
     spec = make_spec(width=8, window=3600, bucket=60)
     memory = MemoryWindowStore(clock=lambda: fake_clock.now)
+    seen: set[tuple[ClaimStatus, bool]] = set()
     current = spec.bucket_of(await store_now(redis_store))
     for i in range(40):
         deltas = {
@@ -446,11 +472,26 @@ async def test_backends_agree_to_the_bit(
             current - (i % 7) * 60: counts(rng, 8),
             current + (i % 5) * 60: counts(rng, 8),  # up to 4 minutes ahead
         }
-        from_redis = await redis_store.apply(spec, deltas)
+        # Keys from a small pool, so that some repeat (same body) or conflict (another);
+        # their own generator keeps the sums of `big` below 2**53 (float64 exact).
+        claims = [
+            claim(
+                f"k{keys.integers(0, 12)}",
+                f"body{keys.integers(0, 2)}",
+                {current - int(keys.integers(0, 90)) * 60: counts(keys, 8)},
+                int(keys.integers(1, 9)),
+            )
+            for _ in range(int(keys.integers(0, 4)))
+        ]
+        from_redis = await redis_store.apply(spec, deltas, claims)
         fake_clock.set(from_redis.totals.now)  # the memory store at Redis's moment
-        from_memory = await memory.apply(spec, deltas)
+        from_memory = await memory.apply(spec, deltas, claims)
         assert np.array_equal(from_redis.totals.vector, from_memory.totals.vector)
         assert from_redis.late_buckets == from_memory.late_buckets
+        assert from_redis.claims == from_memory.claims
+        seen.update((c.status, c.late > 0) for c in from_redis.claims)
+    assert {status for status, _ in seen} == set(ClaimStatus)
+    assert {late for _, late in seen} == {True, False}
 
 
 async def test_redis_ttl_of_the_window_key(
@@ -627,6 +668,15 @@ async def test_redis_starts_afresh_when_the_key_expired(
     assert result.totals.vector.tolist() == [100, 100]
 
 
+async def command_calls(raw: redis.asyncio.Redis, call: Awaitable[object]) -> dict[str, int]:
+    """The commands Redis ran for `call`, as INFO commandstats counts them."""
+    await raw.config_resetstat()
+    await call
+    stats = await raw.info("commandstats")
+    ignored = {"cmdstat_config|resetstat", "cmdstat_info"}
+    return {k[8:]: int(v["calls"]) for k, v in stats.items() if k not in ignored}
+
+
 async def test_redis_common_path_costs_three_commands_whatever_the_width(
     redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
 ) -> None:
@@ -637,12 +687,8 @@ async def test_redis_common_path_costs_three_commands_whatever_the_width(
     to ~990 fit one BITFIELD when every element changes (Lua's stack bounds one call).
     """
 
-    async def commands(call: Awaitable[object]) -> dict[str, int]:
-        await raw_redis.config_resetstat()
-        await call
-        stats = await raw_redis.info("commandstats")
-        ignored = {"cmdstat_config|resetstat", "cmdstat_info"}
-        return {k[8:]: int(v["calls"]) for k, v in stats.items() if k not in ignored}
+    def commands(call: Awaitable[object]) -> Awaitable[dict[str, int]]:
+        return command_calls(raw_redis, call)
 
     for width in (1, 900):
         spec = make_spec(monitor=f"w{width}", width=width)
@@ -924,20 +970,277 @@ async def test_redis_refuses_a_flush_that_arrives_after_its_deadline(
     try:
         now = (await store.read(spec)).now  # learns the Redis clock offset
         bucket = spec.bucket_of(now)
+        keyed = claim("held", "body", {bucket: vec(10, 10)})
         await raw_redis.execute_command("CLIENT", "PAUSE", 600, "WRITE")
         if fenced:
-            with pytest.raises(StoreUnavailableError, match="deadline passed"):
-                await store.apply(spec, {bucket: vec(1, 2)})
+            with pytest.raises(StoreUnavailableError, match="after its deadline"):
+                await store.apply(spec, {bucket: vec(1, 2)}, [keyed])
         else:
-            await store.apply(spec, {bucket: vec(1, 2)})
+            await store.apply(spec, {bucket: vec(1, 2)}, [keyed])
         totals = await store.read(spec)
-        expected = [0.0, 0.0] if fenced else [1.0, 2.0]
+        expected = [0.0, 0.0] if fenced else [11.0, 12.0]
         assert totals.vector.tolist() == expected
-        # The fence holds only for late flushes: a timely one is applied.
-        await store.apply(spec, {bucket: vec(1, 2)})
+        # The fence holds only for late flushes: a timely one is applied. The key of a
+        # refused flush was not recorded: its retry counts.
+        retried = await store.apply(spec, {bucket: vec(1, 2)}, [keyed])
+        status = ClaimStatus.COUNTED if fenced else ClaimStatus.REPLAYED
+        assert retried.claims[0].status is status
         assert (await store.read(spec)).vector.tolist() == [
-            x + y for x, y in zip(expected, [1, 2], strict=True)
+            x + y for x, y in zip(expected, [11 if fenced else 1, 12 if fenced else 2], strict=True)
         ]
     finally:
         await raw_redis.execute_command("CLIENT", "UNPAUSE")
         await store.close()
+
+
+async def evalsha_calls(client: redis.asyncio.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_redis_a_slow_read_does_not_move_the_deadline_past_the_timeout(
+    own_redis: RedisProcess,
+) -> None:
+    """The reproduction of a 503 that was counted, at the store.
+
+    A read held 1.8 s (SIGSTOP, SIGCONT) returned within the 2 s socket timeout; the
+    write after it, held 2.5 s, timed out at 2 s (its requests get 503), and Redis ran
+    it at 2.5 s. Its deadline must have passed by then, whatever the read made the
+    store believe about Redis's clock.
+    """
+    store = RedisWindowStore.from_url(own_redis.url, socket_timeout=2.0)
+    raw = redis.asyncio.Redis.from_url(own_redis.url)
+    spec = make_spec(width=2)
+    loop = asyncio.get_running_loop()
+    try:
+        bucket = spec.bucket_of((await store.read(spec)).now)
+        own_redis.pause()
+        loop.call_later(1.8, own_redis.resume)
+        await store.read(spec)
+        calls = await evalsha_calls(raw)
+        own_redis.pause()
+        loop.call_later(2.5, own_redis.resume)
+        with pytest.raises(StoreUnavailableError):
+            await store.apply(spec, {bucket: vec(1, 1)})
+
+        async def ran() -> bool:
+            return await evalsha_calls(raw) > calls  # the held script, run late
+
+        await poll(ran, "the held script never ran")
+        assert (await store.read(spec)).vector.tolist() == [0, 0]
+    finally:
+        own_redis.resume()
+        await raw.aclose()
+        await store.close()
+
+
+# --- idempotency keys (claims) --------------------------------------------------------
+
+
+def claim(key: str, body: str, deltas: Mapping[int, Vector], events: int = 1) -> Claim:
+    """A claim of `deltas` under `key`, each bucket holding `events` events."""
+    return Claim(request_key("request", key, body.encode()), deltas, dict.fromkeys(deltas, events))
+
+
+async def test_a_claim_counts_once_and_repeats_get_the_first_outcome(
+    window_store: WindowStore,
+) -> None:
+    spec = make_spec(width=3)
+    bucket = spec.bucket_of(await store_now(window_store))
+    first = await window_store.apply(spec, {}, [claim("k1", "a", {bucket: vec(2, 1, 1)}, 2)])
+    assert first.claims == (ClaimOutcome(ClaimStatus.COUNTED, 2, 0),)
+    assert first.totals.vector.tolist() == [2, 1, 1]
+
+    again = await window_store.apply(
+        spec,
+        {bucket: vec(1, 0, 0)},  # unkeyed deltas of the same flush still count
+        [
+            claim("k1", "a", {bucket: vec(2, 1, 1)}, 2),  # a retry
+            claim("k1", "other body", {bucket: vec(5, 5, 5)}, 5),  # a key reused
+            claim("k2", "b", {bucket: vec(1, 0, 1)}),  # a new key
+            claim("k2", "b", {bucket: vec(1, 0, 1)}),  # and its retry in the same flush
+        ],
+    )
+    assert again.claims == (
+        ClaimOutcome(ClaimStatus.REPLAYED, 2, 0),
+        ClaimOutcome(ClaimStatus.CONFLICT, 2, 0),
+        ClaimOutcome(ClaimStatus.COUNTED, 1, 0),
+        ClaimOutcome(ClaimStatus.REPLAYED, 1, 0),
+    )
+    assert again.totals.vector.tolist() == [4, 1, 2]
+    assert (await window_store.read(spec)).vector.tolist() == [4, 1, 2]
+    # Keys are per monitor.
+    other = make_spec(monitor="m2", width=3)
+    elsewhere = await window_store.apply(other, {}, [claim("k1", "a", {bucket: vec(2, 1, 1)}, 2)])
+    assert elsewhere.claims[0].status is ClaimStatus.COUNTED
+
+
+async def test_a_late_claim_is_recorded_late_and_replayed_late(window_store: WindowStore) -> None:
+    spec = make_spec(width=2)
+    now = await store_now(window_store)
+    gone = spec.bucket_of(now - spec.window_seconds) - spec.bucket_seconds
+    current = spec.bucket_of(now)
+    sent = claim("late", "x", {gone: vec(4, 4), current: vec(1, 1)}, 3)
+    first = await window_store.apply(spec, {}, [sent])
+    assert first.claims == (ClaimOutcome(ClaimStatus.COUNTED, 3, 3),)
+    assert first.late_buckets == frozenset({gone})
+    assert first.totals.vector.tolist() == [1, 1]
+    again = await window_store.apply(spec, {}, [sent])
+    assert again.claims == (ClaimOutcome(ClaimStatus.REPLAYED, 3, 3),)
+    assert again.totals.vector.tolist() == [1, 1]
+
+
+async def test_claims_and_deltas_sum_exactly_past_2_53(
+    window_store: WindowStore, request: pytest.FixtureRequest
+) -> None:
+    # Two claims of one bucket and element, each below 2**53, their sum not: Redis
+    # merges claims in Lua doubles only while the sum stays exact.
+    spec = make_spec(width=2)
+    current = spec.bucket_of(await store_now(window_store))
+    await window_store.apply(spec, {current: vec(0, 1)})
+    result = await window_store.apply(
+        spec,
+        {current: vec(3, 0)},
+        [
+            claim("big-1", "1", {current: vec(2**52 + 1, 1)}),
+            claim("big-2", "2", {current: vec(2**52 + 2, 1)}),
+            claim("small", "3", {current + 60: vec(5, 0)}),
+        ],
+    )
+    assert [c.status for c in result.claims] == [ClaimStatus.COUNTED] * 3
+    if isinstance(window_store, RedisWindowStore):
+        key = await stored_key(request, spec)
+        assert key.totals.tolist() == [2**53 + 11, 3]
+        assert_consistent(key)
+    else:
+        assert result.totals.vector.tolist() == [float(2**53 + 11), 3]
+
+
+async def test_keys_are_remembered_for_the_horizon_and_then_forgotten(
+    request: pytest.FixtureRequest, fake_clock: SettableClock, store_kind: str
+) -> None:
+    """A key lives in the slice of its moment; a slice goes once the next one has ended."""
+    horizon = 1
+    store: WindowStore
+    if store_kind == "memory":
+        store = MemoryWindowStore(clock=fake_clock, idempotency_seconds=horizon)
+    else:
+        url = request.getfixturevalue("redis_url")
+        store = RedisWindowStore.from_url(url, idempotency_seconds=horizon)
+    spec = make_spec(width=1, window=60, bucket=1)
+    try:
+        start = await store_now(store)
+        sent = claim("once", "body", {spec.bucket_of(start): vec(1)})
+        counted = await store.apply(spec, {}, [sent])
+        assert counted.claims[0].status is ClaimStatus.COUNTED
+        recorded = counted.totals.now
+        forgotten = (int(recorded) // horizon + 2) * horizon  # the next slice's end
+        assert forgotten >= recorded + horizon
+        # Within the horizon (and until the next slice ends): a repeat is a replay.
+        await wait_until(store, fake_clock, recorded + 0.5 * horizon)
+        retry = claim("once", "body", {spec.bucket_of(await store_now(store)): vec(1)})
+        within = await store.apply(spec, {}, [retry])
+        assert within.totals.now < forgotten, "the store stalled past the horizon"
+        assert within.claims[0].status is ClaimStatus.REPLAYED
+        await wait_until(store, fake_clock, forgotten)
+        retry = claim("once", "body", {spec.bucket_of(await store_now(store)): vec(1)})
+        assert (await store.apply(spec, {}, [retry])).claims[0].status is ClaimStatus.COUNTED
+    finally:
+        await store.close()
+
+
+async def test_invalid_claims_are_refused_and_nothing_applied(window_store: WindowStore) -> None:
+    spec = make_spec(width=2)
+    bucket = spec.bucket_of(await store_now(window_store))
+    good = claim("good", "g", {bucket: vec(1, 1)})
+    for bad in (
+        Claim(good.key, {bucket: vec(1, 1)}, {bucket + 60: 1}),
+        Claim(good.key, {bucket: vec(1, 1)}, {bucket: -1}),
+        Claim(good.key, {}, {}),
+        claim("shape", "s", {bucket: vec(1, 1, 1)}),
+    ):
+        with pytest.raises(ValueError, match=r"claim|shape"):
+            await window_store.apply(spec, {bucket: vec(1, 1)}, [good, bad])
+    assert (await window_store.read(spec)).vector.tolist() == [0, 0]
+    assert (await window_store.apply(spec, {}, [good])).claims[0].status is ClaimStatus.COUNTED
+
+
+async def test_redis_keys_cost_four_commands_per_flush_whatever_their_number(
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+) -> None:
+    """Keys add two HMGETs (this slice, the previous one), one HSET and one EXPIREAT.
+
+    However many keyed requests a flush carries. A flush holding a repeated key takes a
+    second call: the first finds the key and changes nothing, the second goes without
+    that claim (here: nothing left, so a read). Without keys a flush stays at three.
+    """
+    spec = make_spec(monitor="keyed", width=4)
+    for attempt in range(3):  # again if a bucket boundary passes in between
+        bucket = spec.bucket_of(await store_now(redis_store))
+        await redis_store.apply(spec, {bucket: vec(1, 0, 0, 1)})  # the bucket has its slot
+        plain = await command_calls(raw_redis, redis_store.apply(spec, {bucket: vec(1, 0, 0, 1)}))
+        costs = {}
+        for n in (1, 64):
+            claims = [claim(f"{attempt}-{n}-{i}", "b", {bucket: vec(1, 0, 1, 0)}) for i in range(n)]
+            costs[n] = await command_calls(
+                raw_redis, redis_store.apply(spec, {bucket: vec(1, 0, 0, 1)}, claims)
+            )
+            replays = await command_calls(raw_redis, redis_store.apply(spec, {}, claims))
+        if spec.bucket_of(await store_now(redis_store)) == bucket:
+            break
+    assert plain == {"evalsha": 1, "time": 1, "bitfield": 1}
+    keyed = {"evalsha": 1, "time": 1, "bitfield": 1, "hmget": 2, "hset": 1, "expireat": 1}
+    assert costs[1] == costs[64] == keyed
+    assert replays == {"evalsha": 2, "time": 2, "hmget": 2, "getrange": 1}
+    # Per attempt: four unkeyed flushes of (1, 0, 0, 1), 65 keys of (1, 0, 1, 0) once each.
+    per_attempt = np.array([69, 0, 65, 4])
+    assert (await redis_store.read(spec)).vector.tolist() == (per_attempt * (attempt + 1)).tolist()
+
+
+async def test_redis_idempotency_keys_live_beside_the_window(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """One hash per slice of the horizon, in the monitor's hash tag, expiring after the next."""
+    horizon = 600
+    store = RedisWindowStore.from_url(redis_url, idempotency_seconds=horizon)
+    spec = make_spec(monitor="tagged", width=2)
+    try:
+        now = await store_now(store)
+        sent = claim("key-1", "body", {spec.bucket_of(now): vec(1, 1)})
+        result = await store.apply(spec, {}, [sent])
+    finally:
+        await store.close()
+    current = int(result.totals.now) // horizon
+    name = f"driftline:{{tagged}}:idem:{horizon}:{current}"
+    assert sorted(await monitor_keys(raw_redis, "tagged")) == sorted(
+        [name.encode(), store.window_key(spec).encode()]
+    )
+    assert await raw_redis.expiretime(name) == (current + 2) * horizon
+    stored = await raw_redis.hgetall(name)
+    assert stored == {sent.key.digest: sent.key.fingerprint + struct.pack(">II", 1, 0)}
+
+
+# The bytes per key docs/durability.md states (measured: ~108 in a slice of 20,000).
+MEMORY_PER_KEY = 112
+
+
+async def test_redis_memory_per_idempotency_key(
+    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+) -> None:
+    """What a key costs in Redis: its slice's MEMORY USAGE over the keys it holds."""
+    spec = make_spec(monitor="memory-per-key", width=2)
+    bucket = spec.bucket_of(await store_now(redis_store))
+    keys = 20_000
+    for first in range(0, keys, 1000):
+        claims = [
+            claim(f"key-{i:08d}", "b", {bucket: vec(1, 1)}) for i in range(first, first + 1000)
+        ]
+        result = await redis_store.apply(spec, {}, claims)
+        assert all(c.status is ClaimStatus.COUNTED for c in result.claims)
+    slices = [k for k in await monitor_keys(raw_redis, spec.monitor) if b":idem:" in k]
+    # Usually one slice; two if a slice boundary passed meanwhile.
+    assert sum([await raw_redis.hlen(name) for name in slices]) == keys
+    used = sum([await raw_redis.memory_usage(name, samples=0) for name in slices])
+    per_key = used / keys
+    print(f"\nRedis memory per idempotency key: {per_key:.1f} bytes ({keys} keys in a slice)")
+    assert per_key <= MEMORY_PER_KEY

@@ -189,10 +189,16 @@ class BinnedBatch:
     errors: dict[int, EventError] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)
 
-    def deltas(self, width: int, buckets: IntArray) -> dict[int, tuple[Vector, int]]:
-        """Per bucket start: the summed vector of the valid events in it, and their count."""
+    def deltas(
+        self, width: int, buckets: IntArray, *, leave_out: Sequence[int] = ()
+    ) -> dict[int, tuple[Vector, int]]:
+        """Per bucket start: the summed vector of the valid events in it, and their count.
+
+        Events in `leave_out` are left out as if invalid (they are counted on their own).
+        """
         valid = np.ones(self.size, dtype=bool)
         valid[list(self.errors)] = False
+        valid[list(leave_out)] = False
         starts = np.unique(buckets[valid]).tolist()
         numeric = self.numeric
         deltas: dict[int, tuple[Vector, int]] = {}
@@ -217,6 +223,26 @@ class BinnedBatch:
                 vector[numeric.sum_squares] += np.rint(fixed, out=fixed).sum(axis=0)
             deltas[int(start)] = (vector, count)
         return deltas
+
+    def event_vectors(self, width: int, events: Sequence[int]) -> Matrix:
+        """The vector of each of `events` (valid ones) on its own, one row per event."""
+        chosen = np.asarray(events, dtype=np.intp)
+        count = chosen.size
+        # Each event's slots shifted into its own row of one flat array: one bincount.
+        offsets = (np.arange(count, dtype=np.intp) * width)[:, None]
+        flat = np.zeros(count * width, dtype=np.float64)
+        for part in self.slots:
+            picked = part[chosen].reshape(count, -1)
+            flat += np.bincount((picked + offsets).ravel(), minlength=count * width)
+        vectors = flat.reshape(count, width)
+        vectors[:, EVENTS_SLOT] += 1
+        numeric = self.numeric
+        if numeric.names:
+            vectors[:, numeric.out_of_range] += self.out_of_range[chosen]
+            z = self.z[chosen]
+            vectors[:, numeric.sum] += np.rint(z * MOMENT_SCALE)
+            vectors[:, numeric.sum_squares] += np.rint(z * z * MOMENT_SCALE)
+        return vectors
 
 
 class _Errors:

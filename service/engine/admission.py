@@ -9,12 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from driftline.core.binning import EventError
+from driftline.core.idempotency import MAX_KEY_LENGTH
 from driftline.core.limits import Limits, ModelVersion
+
+EventId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        description=(
+            "The prediction's own id. POST /monitor/predict counts an "
+            "event sent again with the same id once within the idempotency horizon (a batch "
+            "has its Idempotency-Key for that); delayed labels are joined to predictions by it"
+        ),
+    ),
+]
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -26,6 +40,7 @@ class Event(msgspec.Struct, frozen=True):
     features: dict[str, Any]
     model_version: ModelVersion | None = None
     timestamp: datetime | None = None
+    id: EventId | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,10 @@ made once on the totals it returns (driftline.engine.verdicts), and answers ever
 request the batch carried through one shared future. While a flush is in flight the
 next batch fills up, so the batch size grows with load and the store calls per event
 fall.
+
+A submission with an idempotency key travels in the same store call as a claim of its
+own (the committer does not sum its events with the others'): the store counts it only
+if its key is new, in the same atomic step, and says so per claim.
 """
 
 from __future__ import annotations
@@ -14,19 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from driftline.core.binning import EventError, bin_batch
+from driftline.core.idempotency import ClaimOutcome, ClaimStatus, RequestKey
 from driftline.core.limits import Limits
 from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment
 from driftline.core.window import Vector
 from driftline.engine.verdicts import Verdicts
-from driftline.stores.protocol import StoreUnavailableError, WindowStore
+from driftline.stores.protocol import Claim, StoreUnavailableError, WindowStore
 from driftline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,9 @@ class FlushOutcome:
     assessment: Assessment | None  # None when nothing was applied (every row invalid)
     late_buckets: frozenset[int]  # buckets that had slid out of the window: not counted
     row_errors: Mapping[int, EventError]  # single events that could not be counted, by row
+    # Per keyed submission, by its ticket's `claim`: what the store did with it (None
+    # for a single event that could not be counted: it was never claimed).
+    claims: Sequence[ClaimOutcome | None] = ()
 
 
 class Row(NamedTuple):
@@ -52,6 +60,15 @@ class Row(NamedTuple):
     bucket: int
     tag: str | None  # model_version, handed back for telemetry
     durable: bool  # its request waits for the flush (else it was checked valid up front)
+    key: RequestKey | None = None  # counted at most once per key
+
+
+class Ticket(NamedTuple):
+    """Where a submission's outcome will be found."""
+
+    future: asyncio.Future[FlushOutcome] | None  # None in async mode: nobody waits
+    row: int | None  # a single event's position among the flush's rows
+    claim: int | None  # a keyed submission's position in `FlushOutcome.claims`
 
 
 @dataclass(slots=True)
@@ -60,6 +77,8 @@ class _Batch:
     target: int  # durable submissions to wait for before flushing early
     rows: list[Row] = field(default_factory=list)
     vectors: dict[int, Vector] = field(default_factory=dict)  # binned batches, by bucket
+    # Keyed submissions in arrival order: a row's position, or a binned batch's claim.
+    keyed: list[int | Claim] = field(default_factory=list)
     future: asyncio.Future[FlushOutcome] | None = None
     durable: int = 0  # submissions waiting on `future`
     unacknowledged: int = 0  # events submitted in async mode: nobody waits for them
@@ -71,11 +90,18 @@ class _Batch:
             self.vectors[start] = vector.copy() if held is None else held + vector
         return sum(count for _, count in vectors.values())
 
-    def deltas(self, limits: Limits) -> tuple[dict[int, Vector], dict[int, EventError]]:
-        """Per bucket start the summed vector of everything queued; errors of single rows."""
+    def deltas(
+        self, limits: Limits
+    ) -> tuple[dict[int, Vector], dict[int, EventError], list[Claim | None]]:
+        """What the flush sends: unkeyed deltas, row errors, claims.
+
+        Per bucket start the summed vector of the unkeyed events; the errors of single
+        rows; the claim of every keyed submission (None for a keyed row with an error).
+        """
         width = self.monitor.window.width
         deltas: dict[int, Vector] = {}
         errors: dict[int, EventError] = {}
+        claims: list[Claim | None] = [k if isinstance(k, Claim) else None for k in self.keyed]
         if self.rows:
             # Each single event's unknown features were warned about when it came in.
             binned = bin_batch(
@@ -83,10 +109,23 @@ class _Batch:
             )
             errors = binned.errors
             starts = np.fromiter((r.bucket for r in self.rows), np.int64, len(self.rows))
-            deltas = {start: v for start, (v, _) in binned.deltas(width, starts).items()}
+            keyed_rows = [k for k in self.keyed if isinstance(k, int)]
+            grouped = binned.deltas(width, starts, leave_out=keyed_rows)
+            deltas = {start: v for start, (v, _) in grouped.items()}
+            if keyed_rows:
+                claimed = [
+                    (ticket, k)
+                    for ticket, k in enumerate(self.keyed)
+                    if isinstance(k, int) and k not in errors
+                ]
+                vectors = binned.event_vectors(width, [k for _, k in claimed])
+                for (ticket, k), vector in zip(claimed, vectors, strict=True):
+                    row = self.rows[k]
+                    assert row.key is not None
+                    claims[ticket] = Claim(row.key, {row.bucket: vector}, {row.bucket: 1})
         for start, vector in self.vectors.items():
             deltas[start] = deltas[start] + vector if start in deltas else vector
-        return deltas, errors
+        return deltas, errors, claims
 
 
 class GroupCommitter:
@@ -133,34 +172,55 @@ class GroupCommitter:
             batch.enough.set()
         return batch.future
 
-    def submit_row(
-        self, monitor: Monitor, row: Row
-    ) -> tuple[asyncio.Future[FlushOutcome] | None, int]:
-        """Queue one unbinned event: its flush's future (durable) and its row number.
+    def submit_row(self, monitor: Monitor, row: Row) -> Ticket:
+        """Queue one unbinned event; durable rows get their flush's future.
 
         Async rows must be valid (`first_error` found none): nobody would hear of an error.
         """
         batch = self._batch(monitor)
         batch.rows.append(row)
+        position = len(batch.rows) - 1
+        claim = None
+        if row.key is not None:
+            claim = len(batch.keyed)
+            batch.keyed.append(position)
         if row.durable:
-            return self._wait(batch), len(batch.rows) - 1
+            return Ticket(self._wait(batch), position, claim)
         batch.unacknowledged += 1
-        return None, len(batch.rows) - 1
+        return Ticket(None, position, claim)
 
     def submit(
-        self, monitor: Monitor, vectors: Mapping[int, tuple[Vector, int]], *, durable: bool
-    ) -> asyncio.Future[FlushOutcome] | None:
+        self,
+        monitor: Monitor,
+        vectors: Mapping[int, tuple[Vector, int]],
+        *,
+        durable: bool,
+        key: RequestKey | None = None,
+    ) -> Ticket:
         """Queue binned events: per bucket start, their summed vector and their count.
 
         Durable submissions get the future of their flush (it fails with
-        StoreUnavailableError when the flush does); async ones get None.
+        StoreUnavailableError when the flush does). With a key, the events are counted
+        only if the key is new (see the ticket's claim).
         """
         batch = self._batch(monitor)
-        count = batch.add(vectors)
+        claim = None
+        if key is None:
+            count = batch.add(vectors)
+        else:
+            claim = len(batch.keyed)
+            batch.keyed.append(
+                Claim(
+                    key,
+                    {start: vector for start, (vector, _) in vectors.items()},
+                    {start: n for start, (_, n) in vectors.items()},
+                )
+            )
+            count = sum(n for _, n in vectors.values())
         if durable:
-            return self._wait(batch)
+            return Ticket(self._wait(batch), None, claim)
         batch.unacknowledged += count
-        return None
+        return Ticket(None, None, claim)
 
     async def _flusher(self, key: tuple[str, str]) -> None:
         try:
@@ -179,28 +239,17 @@ class GroupCommitter:
         monitor = batch.monitor
         future = batch.future
         try:
-            deltas, errors = batch.deltas(self._limits)
+            deltas, errors, claims = batch.deltas(self._limits)
             assessment = None
             late: frozenset[int] = frozenset()
-            if deltas:
-                result = await self._store.apply(monitor.window, deltas)
+            outcomes: list[ClaimOutcome | None] = []
+            sent = [c for c in claims if c is not None]
+            if deltas or sent:
+                result = await self._store.apply(monitor.window, deltas, sent)
                 late = result.late_buckets
-                counted: list[str | None] = []
-                late_rows = 0
-                for i, row in enumerate(batch.rows):
-                    if i in errors:
-                        if not row.durable:  # checked valid on arrival: a bug if reached
-                            log.error("async event refused at flush: %s", errors[i])
-                            self._lost(monitor, 1)
-                        continue
-                    if row.bucket in late:
-                        late_rows += 1
-                    else:
-                        counted.append(row.tag)
-                if counted:
-                    self._telemetry.count_events(monitor.name, counted)
-                if late_rows:
-                    self._telemetry.late_events.add({"monitor": monitor.name}, late_rows)
+                given = iter(result.claims)
+                outcomes = [None if c is None else next(given) for c in claims]
+                self._tally(batch, errors, late, outcomes)
                 assessment = self._verdicts.after_flush(monitor, result.totals)
         except Exception as exc:
             if isinstance(exc, StoreUnavailableError):
@@ -215,7 +264,44 @@ class GroupCommitter:
                 self._lost(monitor, batch.unacknowledged)
             return
         if future is not None:
-            future.set_result(FlushOutcome(assessment, late, errors))
+            future.set_result(FlushOutcome(assessment, late, errors, outcomes))
+
+    def _tally(
+        self,
+        batch: _Batch,
+        errors: Mapping[int, EventError],
+        late: frozenset[int],
+        outcomes: Sequence[ClaimOutcome | None],
+    ) -> None:
+        """Telemetry of a flush's single events: counted (by version), late, or refused.
+
+        Events of binned batches are tallied by whoever submitted them (the engine).
+        """
+        monitor = batch.monitor
+        # A keyed row that was replayed (or conflicted) counted nothing now.
+        repeated = {
+            k
+            for k, outcome in zip(batch.keyed, outcomes, strict=True)
+            if isinstance(k, int) and outcome is not None and outcome.status != ClaimStatus.COUNTED
+        }
+        counted: list[str | None] = []
+        late_rows = 0
+        for i, row in enumerate(batch.rows):
+            if i in errors:
+                if not row.durable:  # checked valid on arrival: a bug if reached
+                    log.error("async event refused at flush: %s", errors[i])
+                    self._lost(monitor, 1)
+                continue
+            if i in repeated:
+                continue
+            if row.bucket in late:
+                late_rows += 1
+            else:
+                counted.append(row.tag)
+        if counted:
+            self._telemetry.count_events(monitor.name, counted)
+        if late_rows:
+            self._telemetry.late_events.add({"monitor": monitor.name}, late_rows)
 
     def _lost(self, monitor: Monitor, events: int) -> None:
         """Count acknowledged (async) events that were never stored."""

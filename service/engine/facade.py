@@ -18,6 +18,12 @@ from typing import Any
 import numpy as np
 
 from driftline.core.binning import BinnedBatch, bin_batch, bin_columns, first_error
+from driftline.core.idempotency import (
+    ClaimOutcome,
+    ClaimStatus,
+    KeyConflictError,
+    RequestKey,
+)
 from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment, DriftReport, drift_report
 from driftline.core.window import Vector, WindowTotals
@@ -28,11 +34,11 @@ from driftline.engine.admission import (
     admit,
     invalid_value,
 )
-from driftline.engine.commit import GroupCommitter, Row
+from driftline.engine.commit import FlushOutcome, GroupCommitter, Row, Ticket
 from driftline.engine.registry import MonitorRegistry
 from driftline.engine.verdicts import Listener, Verdicts
 from driftline.settings import Settings
-from driftline.stores.protocol import StoreUnavailableError, WindowStore
+from driftline.stores.protocol import Persistence, StoreUnavailableError, WindowStore
 from driftline.telemetry import Telemetry
 
 MAX_WARNINGS = 20
@@ -58,6 +64,7 @@ class Prediction:
 
     assessment: Assessment
     warnings: list[str]
+    replayed: bool = False  # its key was seen before: counted then, not now
 
 
 @dataclass(slots=True)
@@ -70,6 +77,7 @@ class IngestResult:
     rejected: list[Rejection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     assessment: Assessment | None = None
+    replayed: bool = False  # its key was seen before: the counts are the first attempt's
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,7 @@ class Health:
     monitors: list[str]
     default_monitor: str | None
     config_errors: dict[str, str]
+    unreachable: list[str]  # loaded monitors whose windows the store cannot reach now
 
 
 class DriftEngine:
@@ -153,14 +162,31 @@ class DriftEngine:
         return self._registry.get(name)
 
     async def health(self) -> Health:
-        """The store's reachability and the loaded monitors (never raises)."""
+        """The store's reachability for every loaded monitor, and the monitors (never raises).
+
+        The store is ok only when every loaded monitor's window can be reached: on Redis
+        Cluster one master down takes the monitors of its slots with it.
+        """
+        monitors = list(self._registry)
+        unreachable = await self._store.unreachable([m.window for m in monitors])
         return Health(
             store_kind=self._store.kind,
-            store_ok=await self._store.ping(),
-            monitors=[m.name for m in self._registry],
+            store_ok=not unreachable if monitors else await self._store.ping(),
+            monitors=[m.name for m in monitors],
             default_monitor=self._registry.default_name,
             config_errors=self._registry.errors,
+            unreachable=unreachable,
         )
+
+    async def persistence(self, *, reachable: bool = True) -> Persistence:
+        """What of the windows survives a restart of the store (published as a metric).
+
+        `reachable=False` (the store just failed a check): `unknown`, without asking, so
+        that health answers within one store timeout (the liveness probe's budget).
+        """
+        persistence = await self._store.persistence() if reachable else Persistence("unknown")
+        self._telemetry.set_persistence(persistence.mode, persistence.fsync)
+        return persistence
 
     def count_invalid(self, monitor: Monitor, reasons: Iterable[str]) -> None:
         """Count events refused before they reached the engine (e.g. undecodable), by reason."""
@@ -173,11 +199,16 @@ class DriftEngine:
         self.count_invalid(monitor, [rejection.reason])
         return RejectedEventError(rejection)
 
-    async def predict(self, monitor: Monitor, event: Event) -> Prediction:
+    async def predict(
+        self, monitor: Monitor, event: Event, key: RequestKey | None = None
+    ) -> Prediction:
         """Count one event; in durable mode return once it is stored, with that verdict.
 
-        Raises RejectedEventError when the event cannot be counted, StoreUnavailableError
-        when the flush carrying it failed (it was not counted).
+        With a key, the event is counted only if no event was counted under that key
+        within the idempotency horizon; a repeat is answered as the first was (in
+        durable mode). Raises RejectedEventError when the event cannot be counted,
+        StoreUnavailableError when the flush carrying it failed (it was not counted),
+        KeyConflictError when the key was recorded for another request.
         """
         limits = self._settings.limits
         features = event.features
@@ -190,7 +221,7 @@ class DriftEngine:
             [] if features.keys() <= known else unknown_feature_warnings(features.keys() - known)
         )
         durable = self._settings.ack_mode == "durable"
-        row = Row(features, bucket, event.model_version, durable)
+        row = Row(features, bucket, event.model_version, durable, key)
         if not durable:
             # Nobody waits for the flush, so a value it would refuse must be refused now.
             error = first_error(monitor.layout, features, limits)
@@ -198,16 +229,22 @@ class DriftEngine:
                 raise self._reject(monitor, invalid_value(0, error))
             self._committer.submit_row(monitor, row)
             return Prediction(await self._latest(monitor), warnings)
-        future, position = self._committer.submit_row(monitor, row)
-        assert future is not None
-        outcome = await future
-        error = outcome.row_errors.get(position)
+        ticket = self._committer.submit_row(monitor, row)
+        assert ticket.future is not None
+        assert ticket.row is not None
+        outcome = await ticket.future
+        error = outcome.row_errors.get(ticket.row)
         if error is not None:
             raise self._reject(monitor, invalid_value(0, error))
         assert outcome.assessment is not None  # a valid row was applied
-        if bucket in outcome.late_buckets:
+        claim = _claim_of(ticket, outcome)
+        late = bucket in outcome.late_buckets if claim is None else claim.late > 0
+        if late:
             warnings.append(self._late_warning(monitor, 1))
-        return Prediction(outcome.assessment, warnings)
+        replayed = claim is not None and claim.status is ClaimStatus.REPLAYED
+        if replayed:
+            self._telemetry.replays.inc({"monitor": monitor.name})
+        return Prediction(outcome.assessment, warnings, replayed)
 
     @staticmethod
     def _late_warning(monitor: Monitor, late: int) -> str:
@@ -216,12 +253,14 @@ class DriftEngine:
             "or ahead of the store's clock): acknowledged, not counted"
         )
 
-    async def ingest(self, monitor: Monitor, events: Sequence[Event]) -> IngestResult:
+    async def ingest(
+        self, monitor: Monitor, events: Sequence[Event], key: RequestKey | None = None
+    ) -> IngestResult:
         """Validate, bin (by column) and count a batch; durable: return once stored.
 
         Invalid events are rejected one by one (the rest are counted); a rejection's
         index is the event's position in `events`. Raises StoreUnavailableError when the
-        flush carrying the events failed: none were counted.
+        flush carrying the events failed: none were counted. With a key: see `predict`.
         """
         now = self._clock()
         limits = self._settings.limits
@@ -245,6 +284,7 @@ class DriftEngine:
             np.array([t for _, t in admitted], dtype=np.float64),
             [events[i].model_version for i in accepted],
             result,
+            key,
         )
 
     async def ingest_columns(
@@ -255,12 +295,14 @@ class DriftEngine:
         *,
         timestamp: datetime | None = None,
         model_version: str | None = None,
+        key: RequestKey | None = None,
     ) -> IngestResult:
         """Count `size` events sent as one value list per feature (lengths checked before).
 
         They share one timestamp (the server's when absent) and model version. Raises
         RejectedEventError for a request-wide problem (timestamp, too many columns); a
         value's rejection has the index of its event, i.e. its position in the columns.
+        With a key: see `predict`.
         """
         limits = self._settings.limits
         admitted = admit(0, len(columns), timestamp, self._clock(), limits)
@@ -284,7 +326,7 @@ class DriftEngine:
         result.rejected = [invalid_value(i, error) for i, error in sorted(batch.errors.items())]
         accepted = size - len(batch.errors)
         return await self._count(
-            monitor, batch, np.full(size, admitted), [model_version] * accepted, result
+            monitor, batch, np.full(size, admitted), [model_version] * accepted, result, key
         )
 
     async def _count(
@@ -294,6 +336,7 @@ class DriftEngine:
         timestamps: Vector,
         versions: list[str | None],
         result: IngestResult,
+        key: RequestKey | None,
     ) -> IngestResult:
         """Commit a binned batch's valid events (`versions`: one per event counted)."""
         self.count_invalid(monitor, (rejection.reason for rejection in result.rejected))
@@ -303,21 +346,32 @@ class DriftEngine:
         window = monitor.window
         buckets = (timestamps // window.bucket_seconds).astype(np.int64) * window.bucket_seconds
         submission = batch.deltas(window.width, buckets)
-        future = self._committer.submit(
-            monitor, submission, durable=self._settings.ack_mode == "durable"
+        ticket = self._committer.submit(
+            monitor, submission, durable=self._settings.ack_mode == "durable", key=key
         )
-        if future is not None:
-            flushed = await future
+        if ticket.future is not None:
+            flushed = await ticket.future
             result.assessment = flushed.assessment
-            result.late = sum(
-                n for start, (_, n) in submission.items() if start in flushed.late_buckets
-            )
+            claim = _claim_of(ticket, flushed)
+            if claim is not None:
+                result.late = claim.late
+                result.accepted = claim.accepted
+                result.replayed = claim.status is ClaimStatus.REPLAYED
+            else:
+                result.late = sum(
+                    n for start, (_, n) in submission.items() if start in flushed.late_buckets
+                )
+                result.accepted = len(versions) - result.late
         else:
             result.assessment = await self._latest(monitor)
-        result.accepted = len(versions) - result.late
-        self._telemetry.count_events(monitor.name, versions)
+            result.accepted = len(versions)
+        if result.replayed:
+            self._telemetry.replays.inc({"monitor": monitor.name})
+        else:
+            self._telemetry.count_events(monitor.name, versions)
         if result.late:
-            self._telemetry.late_events.add({"monitor": monitor.name}, result.late)
+            if not result.replayed:
+                self._telemetry.late_events.add({"monitor": monitor.name}, result.late)
             result.warnings.append(self._late_warning(monitor, result.late))
         return result
 
@@ -358,3 +412,17 @@ class DriftEngine:
     async def close(self) -> None:
         """Refuse new events and flush the pending ones; called before the stores close."""
         await self._committer.close()
+
+
+def _claim_of(ticket: Ticket, outcome: FlushOutcome) -> ClaimOutcome | None:
+    """A keyed submission's outcome (None when unkeyed); a key of another request raises."""
+    if ticket.claim is None:
+        return None
+    claim = outcome.claims[ticket.claim]
+    assert claim is not None  # a claimed submission was sent with its flush
+    if claim.status is ClaimStatus.CONFLICT:
+        raise KeyConflictError(
+            "this key was used with another request within the idempotency horizon: "
+            "nothing was counted; send a new key for a new request"
+        )
+    return claim

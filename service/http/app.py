@@ -95,9 +95,13 @@ def open_stores(settings: Settings) -> tuple[WindowStore, AlertStore]:
             socket_timeout=settings.redis_timeout,
             cluster=settings.redis_cluster,
             future_seconds=settings.limits.max_future_seconds,
+            idempotency_seconds=settings.idempotency_horizon,
         )
         return window, RedisAlertStore(window.client)
-    return MemoryWindowStore(), MemoryAlertStore()
+    return (
+        MemoryWindowStore(idempotency_seconds=settings.idempotency_horizon),
+        MemoryAlertStore(),
+    )
 
 
 async def engine_context(app: web.Application) -> AsyncIterator[None]:
@@ -123,14 +127,26 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
             name="evaluation",
         ),
     ]
+    persistence = await engine.persistence()
     log.info(
         "service started",
         extra={
             "store": store.kind,
             "monitors": [m.name for m in registry],
             "ack_mode": settings.ack_mode,
+            "persistence": persistence.mode,
+            "appendfsync": persistence.fsync,
         },
     )
+    if settings.ack_mode == "durable" and store.kind == "redis" and persistence.mode != "aof":
+        # Durable acknowledgement promises what Redis keeps: without an append-only file
+        # a Redis restart loses every acknowledged count.
+        log.warning(
+            "Redis persistence is %s: acknowledged events survive a Redis restart only with "
+            "appendonly yes",
+            "off" if persistence.mode == "none" else "unknown (CONFIG GET refused or Redis down)",
+            extra={"persistence": persistence.mode},
+        )
     yield
     await engine.close()
     await observer.close()  # the last flush may have changed a severity

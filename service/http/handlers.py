@@ -20,6 +20,12 @@ from aiohttp import web
 from driftline import __version__
 from driftline.alerts.payloads import alert_from
 from driftline.alerts.store import AlertRecord
+from driftline.core.idempotency import (
+    KeyConflictError,
+    RequestKey,
+    key_problem,
+    request_key,
+)
 from driftline.core.monitor import MONITOR_NAME, Monitor
 from driftline.core.report import Assessment
 from driftline.core.timestamps import isoformat
@@ -61,6 +67,10 @@ from driftline.http.schemas import (
     StoreStatus,
 )
 from driftline.reporting import render_html
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+# On the answer to a request whose key was seen before: nothing was counted this time.
+REPLAYED = "Idempotent-Replayed"
 
 
 def _engine(request: web.Request) -> DriftEngine:
@@ -131,6 +141,37 @@ def _refused(rejection: Rejection, path: str) -> ProblemError:
     )
 
 
+def _request_key(
+    request: web.Request, content: bytes, event_id: str | None = None
+) -> tuple[RequestKey | None, str]:
+    """The request's idempotency key (the header's, else the event's id) and where it came from."""
+    raw = request.headers.get(IDEMPOTENCY_KEY)
+    if raw is None:
+        if event_id is None:
+            return None, IDEMPOTENCY_KEY
+        return request_key("event", event_id, content), "id"
+    problem = key_problem(raw)
+    if problem is not None:
+        raise ProblemError(
+            422,
+            "invalid-idempotency-key",
+            f"{IDEMPOTENCY_KEY}: {problem}",
+            [FieldError(IDEMPOTENCY_KEY, problem)],
+        )
+    return request_key("request", raw, content), IDEMPOTENCY_KEY
+
+
+def _reused(field: str, exc: KeyConflictError) -> ProblemError:
+    """The problem for a key already recorded with another request."""
+    return ProblemError(
+        422, "idempotency-key-reused", f"{field}: {exc}", [FieldError(field, str(exc))]
+    )
+
+
+def _replayed_headers(replayed: bool) -> dict[str, str] | None:
+    return {REPLAYED: "true"} if replayed else None
+
+
 @functools.lru_cache(maxsize=64)
 def _plain_prediction(assessment: Assessment) -> bytes:
     # Every request a flush answers without warnings gets the same bytes: encode once.
@@ -143,17 +184,27 @@ def _plain_prediction(assessment: Assessment) -> bytes:
 async def predict(request: web.Request) -> web.Response:
     """Count one prediction's features and answer with the monitor's drift verdict."""
     check_content_type(request, JSON_TYPES)
-    body = decode_body(await read_body(request), PredictRequest)
+    raw = await read_body(request)
+    body = decode_body(raw, PredictRequest)
     engine = _engine(request)
     monitor = _monitor(request, body.monitor)
+    key, key_field = _request_key(request, raw, body.id)
     try:
-        prediction = await engine.predict(monitor, body)
+        prediction = await engine.predict(monitor, body, key)
     except RejectedEventError as exc:
         raise _refused(exc.rejection, event_path(exc.rejection)) from None
+    except KeyConflictError as exc:
+        raise _reused(key_field, exc) from None
+    headers = _replayed_headers(prediction.replayed)
     if prediction.warnings:
-        return encode(prediction_response(prediction.assessment, prediction.warnings))
+        response = encode(prediction_response(prediction.assessment, prediction.warnings))
+        if headers:
+            response.headers.update(headers)
+        return response
     return web.Response(
-        body=_plain_prediction(prediction.assessment), content_type="application/json"
+        body=_plain_prediction(prediction.assessment),
+        content_type="application/json",
+        headers=headers,
     )
 
 
@@ -190,7 +241,11 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
                 FieldError(f"{prefix}[{index}]", f"not valid JSON: {why}", "malformed_json", index)
             )
     engine.count_invalid(monitor, (error.reason or "invalid_event" for error in errors))
-    result = await engine.ingest(monitor, events)
+    key, key_field = _request_key(request, raw)
+    try:
+        result = await engine.ingest(monitor, events, key)
+    except KeyConflictError as exc:
+        raise _reused(key_field, exc) from None
     errors.extend(
         FieldError(
             event_path(r, f"{prefix}[{positions[r.index]}]."),
@@ -232,7 +287,7 @@ def _counted(result: IngestResult, errors: list[FieldError], size: int) -> web.R
             errors,
             counted=True,  # each refused event was counted
         )
-    return encode(
+    response = encode(
         BatchResponse(
             monitor=monitor.name,
             accepted=result.accepted,
@@ -244,6 +299,9 @@ def _counted(result: IngestResult, errors: list[FieldError], size: int) -> web.R
             timestamp=isoformat(time.time()),
         )
     )
+    if result.replayed:
+        response.headers[REPLAYED] = "true"
+    return response
 
 
 async def batch(request: web.Request) -> web.Response:
@@ -280,9 +338,8 @@ async def monitor_columns(request: web.Request) -> web.Response:
     check_content_type(request, JSON_TYPES + MSGPACK_TYPES)
     engine = _engine(request)
     monitor = _monitor(request, request.match_info["name"])
-    body = decode_body(
-        await read_body(request), ColumnsRequest, msgpack=request.content_type in MSGPACK_TYPES
-    )
+    raw = await read_body(request)
+    body = decode_body(raw, ColumnsRequest, msgpack=request.content_type in MSGPACK_TYPES)
     columns = {name: _unpacked(monitor, name, values) for name, values in body.columns.items()}
     size = len(next(iter(columns.values()), ()))
     for name, values in columns.items():
@@ -291,12 +348,20 @@ async def monitor_columns(request: web.Request) -> web.Response:
             message = f"expected {size} values (as many as {first!r} has), got {len(values)}"
             raise _column_problem(name, "ragged-columns", message)
     _check_batch_size(size, request.app[SETTINGS].limits.max_batch_events, "columns")
+    key, key_field = _request_key(request, raw)
     try:
         result = await engine.ingest_columns(
-            monitor, columns, size, timestamp=body.timestamp, model_version=body.model_version
+            monitor,
+            columns,
+            size,
+            timestamp=body.timestamp,
+            model_version=body.model_version,
+            key=key,
         )
     except RejectedEventError as exc:
         raise _refused(exc.rejection, column_path(exc.rejection)) from None
+    except KeyConflictError as exc:
+        raise _reused(key_field, exc) from None
     errors = [FieldError(column_path(r), r.message, r.reason, r.index) for r in result.rejected]
     return _counted(result, errors, size)
 
@@ -473,7 +538,9 @@ async def get_monitor(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """Liveness: 200 while the process works; Redis trouble shows as `degraded`."""
-    health = await _engine(request).health()
+    engine = _engine(request)
+    health = await engine.health()
+    persistence = await engine.persistence(reachable=health.store_ok)
     return encode(
         HealthResponse(
             status="healthy" if health.store_ok else "degraded",
@@ -483,7 +550,11 @@ async def health(request: web.Request) -> web.Response:
             monitors=health.monitors,
             default_monitor=health.default_monitor,
             store=StoreStatus(
-                kind=health.store_kind, status="ok" if health.store_ok else "unreachable"
+                kind=health.store_kind,
+                status="ok" if health.store_ok else "unreachable",
+                persistence=persistence.mode,
+                appendfsync=persistence.fsync,
+                unreachable_monitors=health.unreachable,
             ),
             config_errors=health.config_errors,
             ack_mode=request.app[SETTINGS].ack_mode,
@@ -499,7 +570,11 @@ async def ready(request: web.Request) -> web.Response:
         reasons.append("shutting down")
     if not health.monitors:
         reasons.append("no monitor loaded")
-    if not health.store_ok:
+    if health.unreachable:
+        reasons.append(
+            f"{health.store_kind} store unreachable for monitors: {', '.join(health.unreachable)}"
+        )
+    elif not health.store_ok:
         reasons.append(f"{health.store_kind} store unreachable")
     status = 503 if reasons else 200
     return encode(ReadyResponse("not ready" if reasons else "ready", reasons), status)

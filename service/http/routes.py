@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from driftline import __version__
+from driftline.core.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from driftline.core.report import DriftReport
 from driftline.engine.admission import Event
 from driftline.http import handlers
@@ -75,6 +76,7 @@ class Route:
     errors: tuple[int, ...] = ()  # problem documents it can answer
     other: tuple[tuple[int, Any], ...] = ()  # non-problem answers besides the success
     query: tuple[Query, ...] = ()
+    idempotent: bool = False  # takes an Idempotency-Key header
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -101,6 +103,7 @@ ROUTES: tuple[Route, ...] = (
         PredictRequest,
         response=PredictResponse,
         errors=(*BODY_ERRORS, 404, 503),
+        idempotent=True,
     ),
     Route(
         "POST",
@@ -111,6 +114,7 @@ ROUTES: tuple[Route, ...] = (
         BatchRequest | list[Event],
         response=BatchResponse,
         errors=(*BODY_ERRORS, 404, 503),
+        idempotent=True,
     ),
     Route(
         "GET",
@@ -194,6 +198,7 @@ ROUTES: tuple[Route, ...] = (
         request_types=(JSON, MSGPACK),
         response=BatchResponse,
         errors=(*BODY_ERRORS, 404, 503),
+        idempotent=True,
     ),
     Route(
         "DELETE",
@@ -214,6 +219,7 @@ ROUTES: tuple[Route, ...] = (
         request_types=(JSON, NDJSON),
         response=BatchResponse,
         errors=(*BODY_ERRORS, 404, 503),
+        idempotent=True,
     ),
     Route(
         "GET",
@@ -249,6 +255,30 @@ AUTH_ERRORS = (401, 403)
 
 def _problems(route: Route) -> tuple[int, ...]:
     return tuple(sorted({*route.errors, *AUTH_ERRORS}))
+
+
+_IDEMPOTENCY_PARAMETER = {
+    "name": handlers.IDEMPOTENCY_KEY,
+    "in": "header",
+    "required": False,
+    "description": (
+        "Printable ASCII. A request sent again with the same key (and the same body) within "
+        "the idempotency horizon is answered with the first attempt's counts and not counted "
+        "again, whichever replica gets it; the same key with another body is refused (422)."
+    ),
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": KEY_PATTERN,
+    },
+}
+_REPLAYED_HEADER = {
+    handlers.REPLAYED: {
+        "description": "`true` when the key was seen before: nothing was counted this time",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 
 @cache
@@ -297,6 +327,9 @@ def openapi_document(routes: tuple[Route, ...]) -> dict[str, Any]:
             }
             for q in route.query
         ]
+        if route.idempotent:
+            parameters.append(_IDEMPOTENCY_PARAMETER)
+            operation["responses"]["200"]["headers"] = _REPLAYED_HEADER
         if parameters:
             operation["parameters"] = parameters
         if route.request is not None:

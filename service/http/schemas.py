@@ -70,10 +70,20 @@ class BatchResponse(msgspec.Struct, frozen=True):
 
 
 class StoreStatus(msgspec.Struct, frozen=True):
-    """The window store as health sees it."""
+    """The window store as health sees it.
+
+    `persistence`: what survives a restart of the store: `aof` (Redis append-only file,
+    `appendfsync` says how often it reaches the disk), `none` (in memory only: Redis
+    without an AOF, or the embedded store) or `unknown` (Redis refuses CONFIG, or is down).
+    `unreachable_monitors`: loaded monitors whose windows cannot be reached (on Redis
+    Cluster, those on a master that is down).
+    """
 
     kind: str
     status: str
+    persistence: str = "unknown"
+    appendfsync: str | None = None
+    unreachable_monitors: list[str] = []
 
 
 class HealthResponse(msgspec.Struct, frozen=True):

@@ -7,6 +7,11 @@ fixed ring of buckets and reports a bucket further ahead of its clock than the r
 reaches (`future_seconds` plus slack) as late; this store has no ring and counts a
 bucket however far ahead it starts (the engine refuses events too far in the future
 before they reach a store).
+
+Idempotency keys are kept per monitor in slices of the horizon, as in Redis: a key
+lives in the slice of the moment it was recorded, and a slice is forgotten once the
+next one has run out, so a key is remembered for at least the horizon and at most
+twice that.
 """
 
 from __future__ import annotations
@@ -14,13 +19,24 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from driftline.core.idempotency import DEFAULT_HORIZON_SECONDS, ClaimOutcome, ClaimStatus
 from driftline.core.window import Vector, WindowSpec, WindowTotals
-from driftline.stores.protocol import ApplyResult, validate_deltas, validate_spec
+from driftline.stores.protocol import (
+    ApplyResult,
+    Claim,
+    Persistence,
+    validate_claims,
+    validate_deltas,
+    validate_spec,
+)
+
+# What a recorded key holds: the request's fingerprint, events accepted, events late.
+_Record = tuple[bytes, int, int]
 
 
 @dataclass(slots=True)
@@ -35,23 +51,43 @@ class _Window:
 class MemoryWindowStore:
     """Sliding windows held in this process; state is lost on restart."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        idempotency_seconds: int = DEFAULT_HORIZON_SECONDS,
+    ) -> None:
+        """`idempotency_seconds`: how long a recorded key is remembered, at least."""
+        if idempotency_seconds < 1:
+            raise ValueError(f"idempotency_seconds: must be >= 1, got {idempotency_seconds}")
         self._clock = clock
         self._windows: dict[str, dict[str, _Window]] = {}
+        self._horizon = idempotency_seconds
+        # monitor -> slice index -> key digest -> record
+        self._keys: dict[str, dict[int, dict[bytes, _Record]]] = {}
 
     @property
     def kind(self) -> str:
         """Backend name for health output."""
         return "memory"
 
-    async def apply(self, spec: WindowSpec, deltas: Mapping[int, Vector]) -> ApplyResult:
-        """Evict, add per-bucket deltas (late ones are reported, not added), return totals."""
+    async def apply(
+        self, spec: WindowSpec, deltas: Mapping[int, Vector], claims: Sequence[Claim] = ()
+    ) -> ApplyResult:
+        """Evict, add per-bucket deltas (late ones are reported, not added), return totals.
+
+        Claims are counted the same way unless their key was recorded within the horizon.
+        """
         checked = validate_deltas(spec, deltas)
+        keyed = validate_claims(spec, claims)
         # No await from here on: asyncio runs this as one atomic step.
         now = self._clock()
         window = self._window(spec)
         self._evict(spec, window, now)
         last_out = math.floor(now - spec.window_seconds - spec.bucket_seconds)
+        outcomes: list[ClaimOutcome] = []
+        if keyed:
+            checked, outcomes = self._claim(spec.monitor, now, last_out, checked, keyed)
         late: set[int] = set()
         for bucket, delta in checked:
             if bucket <= last_out:
@@ -74,7 +110,43 @@ class MemoryWindowStore:
                 window.totals += delta
         totals = self._totals(spec, window, now)
         self._forget_if_empty(spec, window)
-        return ApplyResult(totals=totals, late_buckets=frozenset(late))
+        return ApplyResult(totals=totals, late_buckets=frozenset(late), claims=tuple(outcomes))
+
+    def _claim(
+        self,
+        monitor: str,
+        now: float,
+        last_out: int,
+        checked: list[tuple[int, Vector]],
+        keyed: list[tuple[Claim, list[tuple[int, Vector, int]]]],
+    ) -> tuple[list[tuple[int, Vector]], list[ClaimOutcome]]:
+        """Check and record each claim's key; the deltas of the claims that count join `checked`."""
+        current = math.floor(now) // self._horizon
+        slices = self._keys.setdefault(monitor, {})
+        for old in [index for index in slices if index < current - 1]:
+            del slices[old]
+        recorded = slices.setdefault(current, {})
+        previous = slices.get(current - 1, {})
+        outcomes: list[ClaimOutcome] = []
+        for claim, buckets in keyed:
+            digest, fingerprint = claim.key.digest, claim.key.fingerprint
+            record = recorded.get(digest) or previous.get(digest)
+            if record is not None:
+                status = ClaimStatus.REPLAYED if record[0] == fingerprint else ClaimStatus.CONFLICT
+                outcomes.append(ClaimOutcome(status, record[1], record[2]))
+                continue
+            accepted = late = 0
+            for bucket, vector, events in buckets:
+                if bucket <= last_out:
+                    late += events
+                else:
+                    accepted += events
+                checked.append((bucket, vector))
+            recorded[digest] = (fingerprint, accepted, late)
+            outcomes.append(ClaimOutcome(ClaimStatus.COUNTED, accepted, late))
+        # Added in bucket order, as Redis adds them (sums are exact either way).
+        checked.sort(key=lambda item: item[0])
+        return checked, outcomes
 
     async def read(self, spec: WindowSpec) -> WindowTotals:
         """Evict buckets that slid out and return the window totals."""
@@ -87,12 +159,21 @@ class MemoryWindowStore:
         return totals
 
     async def drop(self, monitor: str) -> None:
-        """Forget every layout of the monitor."""
+        """Forget every layout of the monitor, and its idempotency keys."""
         self._windows.pop(monitor, None)
+        self._keys.pop(monitor, None)
 
     async def ping(self) -> bool:
         """Always true: the store is this process."""
         return True
+
+    async def unreachable(self, specs: Sequence[WindowSpec]) -> list[str]:
+        """None: the store is this process."""
+        return []
+
+    async def persistence(self) -> Persistence:
+        """Nothing survives: the counts live in this process."""
+        return Persistence("none")
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -8,12 +8,13 @@ reading a window costs O(width), never O(buckets) or O(events).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
+from driftline.core.idempotency import ClaimOutcome, RequestKey
 from driftline.core.window import Vector, WindowSpec, WindowTotals
 
 
@@ -22,18 +23,49 @@ class StoreUnavailableError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """Events submitted under a key: counted at most once per key within the horizon."""
+
+    key: RequestKey
+    deltas: Mapping[int, Vector]  # bucket start -> the summed vector of its events
+    events: Mapping[int, int]  # bucket start -> how many events that vector holds
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """Totals after applying deltas, and the buckets that were too old to be added."""
+    """Totals after applying deltas, the buckets too old to be added, and each claim's fate."""
 
     totals: WindowTotals
     late_buckets: frozenset[int]
+    claims: tuple[ClaimOutcome, ...] = ()  # in the order the claims were given
+
+
+@dataclass(frozen=True, slots=True)
+class Persistence:
+    """What survives a restart of the store.
+
+    `mode`: `aof` (Redis append-only file), `none` (neither an AOF nor the process:
+    counts live in memory only) or `unknown` (the server refuses to say, e.g. CONFIG is
+    disabled on a managed Redis, or it could not be reached). `fsync`: Redis's
+    `appendfsync` (always, everysec, no) with an AOF, else None.
+    """
+
+    mode: Literal["aof", "none", "unknown"]
+    fsync: str | None = None
 
 
 class WindowStore(Protocol):
     """A backend that keeps sliding windows; every method is atomic per monitor."""
 
-    async def apply(self, spec: WindowSpec, deltas: Mapping[int, Vector]) -> ApplyResult:
-        """Add per-bucket deltas (bucket start -> vector), evict, return the new totals."""
+    async def apply(
+        self, spec: WindowSpec, deltas: Mapping[int, Vector], claims: Sequence[Claim] = ()
+    ) -> ApplyResult:
+        """Add per-bucket deltas (bucket start -> vector), evict, return the new totals.
+
+        Each claim is counted like the deltas unless its key was recorded within the
+        idempotency horizon; either way its outcome comes back in `ApplyResult.claims`.
+        The keys are checked, counted and recorded in the same atomic step.
+        """
         ...
 
     async def read(self, spec: WindowSpec) -> WindowTotals:
@@ -46,6 +78,18 @@ class WindowStore(Protocol):
 
     async def ping(self) -> bool:
         """Whether the backend answers."""
+        ...
+
+    async def unreachable(self, specs: Sequence[WindowSpec]) -> list[str]:
+        """The monitors of `specs` whose windows cannot be reached now (never raises).
+
+        On Redis Cluster a monitor lives on the master owning its slot: one master down
+        makes its monitors unreachable while the others answer.
+        """
+        ...
+
+    async def persistence(self) -> Persistence:
+        """What of the counts would survive a restart of the store (never raises)."""
         ...
 
     async def close(self) -> None:
@@ -104,4 +148,26 @@ def validate_deltas(spec: WindowSpec, deltas: Mapping[int, Vector]) -> list[tupl
             raise ValueError(f"bucket {bucket}: vector holds a value of magnitude >= 2**53")
         out.append((bucket, vector))
     out.sort(key=lambda item: item[0])
+    return out
+
+
+def validate_claims(
+    spec: WindowSpec, claims: Sequence[Claim]
+) -> list[tuple[Claim, list[tuple[int, Vector, int]]]]:
+    """Check every claim like `validate_deltas`; per claim, (bucket, vector, events) in order.
+
+    Raises ValueError, before anything is applied, when a claim has no buckets, or its
+    event counts do not match its buckets or are negative.
+    """
+    out: list[tuple[Claim, list[tuple[int, Vector, int]]]] = []
+    for claim in claims:
+        if not claim.deltas:
+            raise ValueError("claim: at least one bucket of deltas expected")
+        if set(claim.events) != set(claim.deltas):
+            raise ValueError("claim: events must name the same buckets as deltas")
+        checked = validate_deltas(spec, claim.deltas)
+        for bucket, _ in checked:
+            if claim.events[bucket] < 0:
+                raise ValueError(f"claim bucket {bucket}: negative event count")
+        out.append((claim, [(b, v, int(claim.events[b])) for b, v in checked]))
     return out

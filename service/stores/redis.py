@@ -18,29 +18,52 @@ future allowance): replicas that disagree on it for a while (a rolling deploy, a
 edit reloaded at different moments) each keep a consistent window of their own, instead
 of taking turns wiping a key whose ring does not match theirs. The old one expires.
 
+Idempotency keys live beside the window, in hashes of one slice of the horizon each,
+
+    driftline:{<monitor>}:idem:<S>:<slice index>
+
+(S the horizon in seconds), checked and recorded by the same script call that counts.
+
 The `{<monitor>}` hash tag puts all keys of a monitor in one Redis Cluster slot.
+
+Every write carries a deadline on the Redis server's clock, set from a lower bound of
+that clock (`ServerClock`) so that it has passed before this replica reports the write
+as failed: a write Redis runs late (a paused or overloaded server) is refused rather
+than counted after its requests were answered 503. docs/durability.md has the argument.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import math
+import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
+from driftline.core.idempotency import (
+    DEFAULT_HORIZON_SECONDS,
+    FINGERPRINT_BYTES,
+    ClaimOutcome,
+    ClaimStatus,
+)
 from driftline.core.limits import Limits
 from driftline.core.window import Vector, WindowSpec, WindowTotals
 from driftline.stores.protocol import (
     ApplyResult,
+    Claim,
+    Persistence,
     StoreUnavailableError,
+    validate_claims,
     validate_deltas,
     validate_spec,
 )
-from driftline.stores.redis_client import KEY_ROOT, RedisClient, connect
+from driftline.stores.redis_client import KEY_ROOT, REDIS_FAILURES, RedisClient, connect
 
 SCRIPT = (
     importlib.resources.files("driftline.stores").joinpath("window.lua").read_text(encoding="utf-8")
@@ -52,6 +75,13 @@ _GLOB_SPECIAL = frozenset("*?[]\\")
 # One nonzero delta element as window.lua unpacks it: struct format ">I4i8".
 _PAIR = np.dtype([("index", ">u4"), ("value", ">i8")])
 _TOTALS = np.dtype(">i8")
+_SPAN = struct.Struct(">qI")  # a claim's bucket start and its events, as window.lua reads it
+# The script's reply: REFUSED past the deadline, APPLIED, KNOWN when a claim's key was
+# recorded before (nothing changed either way but APPLIED).
+REFUSED, APPLIED, KNOWN = 0, 1, 2
+# How far Redis's clock may run slower than this process's monotonic clock, relatively.
+# NTP slews a clock by at most 5e-4; twice that leaves room.
+CLOCK_DRIFT = 1e-3
 
 
 def grace_seconds(spec: WindowSpec) -> int:
@@ -69,6 +99,11 @@ def window_key(spec: WindowSpec, future_seconds: float) -> str:
     """The key holding one monitor layout's whole window, for a ring of this size."""
     ring = ring_slots(spec, future_seconds)
     return f"{KEY_ROOT}:{{{spec.monitor}}}:{spec.layout_id}:window:{ring}"
+
+
+def idempotency_prefix(monitor: str, horizon: int) -> str:
+    """The name of a monitor's idempotency slices, but for the slice index window.lua adds."""
+    return f"{KEY_ROOT}:{{{monitor}}}:idem:{horizon}:"
 
 
 def ring_slots(spec: WindowSpec, future_seconds: float) -> int:
@@ -98,6 +133,50 @@ def pack_deltas(vector: Vector) -> bytes:
     return packed.tobytes()
 
 
+class ServerClock:
+    """A lower bound of each Redis server's clock, in terms of this process's monotonic one.
+
+    A script reply carries the server's TIME t, read at some moment x between sending the
+    call and receiving its reply at monotonic r, so at any later monotonic moment m the
+    server's clock reads at least t + (1 - CLOCK_DRIFT) * (m - r). Measured at the
+    receipt, not at the send: a slow reply makes the bound looser, never too high (the
+    old estimate, TIME minus the send time, erred late by a whole stall). Of several
+    replies the one with the highest bound is kept; the bound of a server is forgotten
+    when a call to it fails (it may come back as another server, with another clock).
+    """
+
+    def __init__(self) -> None:
+        self._best: dict[str | None, tuple[float, float]] = {}  # node -> (t, r)
+
+    def learn(self, node: str | None, server_time: float, received: float) -> None:
+        """Note a reply: the server's time it carried and the monotonic time it came in."""
+        best = self._best.get(node)
+        if (
+            best is None
+            or server_time - (1 - CLOCK_DRIFT) * received > best[0] - (1 - CLOCK_DRIFT) * best[1]
+        ):
+            self._best[node] = (server_time, received)
+
+    def at_least(self, node: str | None, moment: float) -> float | None:
+        """The least the server's clock reads at monotonic `moment`; None if unknown."""
+        best = self._best.get(node)
+        if best is None:
+            return None
+        server_time, received = best
+        elapsed = moment - received
+        # Before the reply came in, the server's clock may have read less than t.
+        rate = 1 - CLOCK_DRIFT if elapsed >= 0 else 1 + CLOCK_DRIFT
+        return server_time + rate * elapsed
+
+    def knows(self, node: str | None) -> bool:
+        """Whether a reply of this server has been seen since it was last forgotten."""
+        return node in self._best
+
+    def forget(self, node: str | None) -> None:
+        """Drop what is known of a server's clock."""
+        self._best.pop(node, None)
+
+
 class RedisWindowStore:
     """Sliding windows in Redis, shared by every replica of the service."""
 
@@ -107,28 +186,39 @@ class RedisWindowStore:
         *,
         fence_seconds: float | None = None,
         future_seconds: float = DEFAULT_FUTURE_SECONDS,
+        idempotency_seconds: int = DEFAULT_HORIZON_SECONDS,
     ) -> None:
-        """Wrap a client; `fence_seconds` bounds how late Redis may still apply a flush.
+        """Wrap a client; `fence_seconds` bounds how late Redis may still apply a write.
 
-        A flush that reaches Redis more than `fence_seconds` after it was sent (a paused
-        or overloaded server) is refused by the script: by then the client's socket
-        timeout is near and its requests will be answered 503 and retried. Set it below
-        the socket timeout (from_url uses half of it); None disables the fence.
+        A write sent at monotonic s carries a deadline no later than what Redis's clock
+        reads when this process's clock reads s + `fence_seconds`, and the script
+        refuses it from then on. A failed write is reported no earlier than that moment
+        (a socket timeout above the fence is: from_url uses half the timeout), so a write
+        reported failed is never applied afterwards. None disables the fence.
 
         `future_seconds` is how far ahead of the clock a bucket may start (pass the
         engine's `Limits.max_future_seconds`): the ring of every window holds that many
         seconds beyond the window, and a bucket further ahead is reported late. Replicas
         sharing a Redis should pass the same value: it sizes the ring, which names the
         key, so replicas with different values count into different keys.
+
+        `idempotency_seconds`: a recorded key is remembered for at least this long (and
+        at most twice as long). Replicas sharing a Redis should pass the same value: it
+        names the slices the keys are kept in.
         """
         if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("RedisWindowStore needs a client with decode_responses=False")
         if not math.isfinite(future_seconds) or future_seconds < 0:
             raise ValueError(f"future_seconds: must be finite and >= 0, got {future_seconds}")
+        if idempotency_seconds < 1:
+            raise ValueError(f"idempotency_seconds: must be >= 1, got {idempotency_seconds}")
         self._client = client
         self._fence = fence_seconds
         self._future = future_seconds
-        self._clock_offset: float | None = None  # Redis TIME minus local time, last seen
+        self._horizon = idempotency_seconds
+        self._clock = ServerClock()
+        self._learning: dict[str | None, asyncio.Future[Any]] = {}
+        self._cluster = isinstance(client, RedisCluster)
         # EVALSHA, reloading the script on NOSCRIPT (server restart, SCRIPT FLUSH, failover).
         self._script = client.register_script(SCRIPT)
 
@@ -141,9 +231,10 @@ class RedisWindowStore:
         socket_connect_timeout: float | None = None,
         cluster: bool = False,
         future_seconds: float = DEFAULT_FUTURE_SECONDS,
+        idempotency_seconds: int = DEFAULT_HORIZON_SECONDS,
         **opts: Any,
     ) -> RedisWindowStore:
-        """Connect to `url` (see `redis_client.connect`); `future_seconds`: see `__init__`."""
+        """Connect to `url` (see `redis_client.connect`); the seconds: see `__init__`."""
         client = connect(
             url,
             socket_timeout=socket_timeout,
@@ -151,7 +242,12 @@ class RedisWindowStore:
             cluster=cluster,
             **opts,
         )
-        return cls(client, fence_seconds=socket_timeout / 2, future_seconds=future_seconds)
+        return cls(
+            client,
+            fence_seconds=socket_timeout / 2,
+            future_seconds=future_seconds,
+            idempotency_seconds=idempotency_seconds,
+        )
 
     @property
     def client(self) -> RedisClient:
@@ -167,24 +263,61 @@ class RedisWindowStore:
         """The key that holds the window of `spec` for this store."""
         return window_key(spec, self._future)
 
-    async def apply(self, spec: WindowSpec, deltas: Mapping[int, Vector]) -> ApplyResult:
+    async def apply(
+        self, spec: WindowSpec, deltas: Mapping[int, Vector], claims: Sequence[Claim] = ()
+    ) -> ApplyResult:
         """Evict, add per-bucket deltas (late ones are reported, not added), return totals.
 
         Buckets more than `future_seconds` (plus up to one bucket of slack) ahead of the
-        Redis clock do not fit the ring: they are reported late too.
+        Redis clock do not fit the ring: they are reported late too. Claims are counted
+        the same way unless their key was recorded within the horizon.
+
+        A claim's deltas go in summed with the unkeyed ones, betting that its key is new
+        (a repeat is rare: a retry of a request that was counted); the script then only
+        looks keys up and records them. When a key is known the script changes nothing
+        and returns its record, and the flush goes again without that claim.
         """
         checked = validate_deltas(spec, deltas)
-        packed: list[int | bytes] = []
-        for bucket, vector in checked:
-            packed.append(bucket)
-            packed.append(pack_deltas(vector))
-        totals, late = await self._run(spec, packed)
-        return ApplyResult(totals=totals, late_buckets=frozenset(late))
+        keyed = validate_claims(spec, claims)
+        outcomes: dict[int, ClaimOutcome] = {}
+        # A key given twice in one call: the first goes to Redis, the others follow it.
+        first: dict[bytes, int] = {}
+        sending = [i for i, (c, _) in enumerate(keyed) if first.setdefault(c.key.digest, i) == i]
+        recorded: dict[bytes, bytes] = {}  # digest -> fingerprint of its record
+        while True:
+            sent = [keyed[i] for i in sending]
+            packed, pairs = _pack(checked, sent)
+            reply, now = await self._run(spec, packed, pairs, len(sent))
+            if int(reply[0]) != KNOWN:
+                break
+            known = reply[3]
+            for c, record in zip(known[::2], known[1::2], strict=True):
+                i = sending[int(c) - 1]
+                outcomes[i] = _from_record(record, keyed[i][0].key.fingerprint)
+                recorded[keyed[i][0].key.digest] = record[:FINGERPRINT_BYTES]
+            taken = {sending[int(c) - 1] for c in known[::2]}
+            sending = [i for i in sending if i not in taken]
+        totals, late, counts = _parse_reply(spec, reply, now, len(sending))
+        for i, (accepted, lagging) in zip(sending, counts, strict=True):
+            outcomes[i] = ClaimOutcome(ClaimStatus.COUNTED, accepted, lagging)
+            recorded[keyed[i][0].key.digest] = keyed[i][0].key.fingerprint
+        for i, (claim, _) in enumerate(keyed):
+            if i not in outcomes:  # followed the first of its key
+                lead = outcomes[first[claim.key.digest]]
+                same = recorded[claim.key.digest] == claim.key.fingerprint
+                status = ClaimStatus.REPLAYED if same else ClaimStatus.CONFLICT
+                outcomes[i] = ClaimOutcome(status, lead.accepted, lead.late)
+        return ApplyResult(
+            totals=totals,
+            late_buckets=frozenset(late),
+            claims=tuple(outcomes[i] for i in range(len(keyed))),
+        )
 
     async def read(self, spec: WindowSpec) -> WindowTotals:
         """Evict buckets that slid out and return the window totals."""
         validate_spec(spec)
-        totals, _ = await self._run(spec, [])
+        reply, now = await self._run(spec, [], 0, 0)
+        totals, _, _ = _parse_reply(spec, reply, now, 0)
         return totals
 
     async def drop(self, monitor: str) -> None:
@@ -198,27 +331,114 @@ class RedisWindowStore:
                     batch.clear()
             if batch:
                 await self._client.unlink(*batch)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailableError(f"redis drop of {monitor!r} failed: {exc}") from exc
 
     async def ping(self) -> bool:
         """Whether Redis answers; never raises."""
         try:
             return bool(await self._client.ping())
-        except (RedisError, OSError):
+        except REDIS_FAILURES:
             return False
+
+    async def unreachable(self, specs: Sequence[WindowSpec]) -> list[str]:
+        """The monitors whose Redis node does not answer a PING (on one server: all or none)."""
+        client = self._client
+        if not isinstance(client, RedisCluster):
+            return [] if not specs or await self.ping() else sorted({s.monitor for s in specs})
+        by_node: dict[str, list[str]] = {}
+        nodes: dict[str, Any] = {}
+        for spec in specs:
+            try:
+                await client.initialize()
+                node = client.get_node_from_key(self.window_key(spec))
+            except REDIS_FAILURES:
+                node = None
+            if node is None:  # no slot map yet: the cluster never answered
+                return sorted({s.monitor for s in specs})
+            nodes[node.name] = node
+            by_node.setdefault(node.name, []).append(spec.monitor)
+        down: set[str] = set()
+        for name, node in nodes.items():
+            try:
+                # Through the cluster client: a failure marks its slot map for refreshing,
+                # so a promoted replica is found on the next call.
+                await client.execute_command("PING", target_nodes=node)
+            except REDIS_FAILURES:
+                down.update(by_node[name])
+        return sorted(down)
+
+    async def persistence(self) -> Persistence:
+        """Whether Redis keeps an append-only file (every master, on a cluster)."""
+        client = self._client
+        try:
+            if isinstance(client, RedisCluster):
+                replies = await client.execute_command(
+                    "CONFIG", "GET", "append*", target_nodes=RedisCluster.PRIMARIES
+                )
+                configs = [_config(reply) for reply in replies.values()]
+            else:
+                reply = await client.execute_command("CONFIG", "GET", "append*")  # type: ignore[no-untyped-call]
+                configs = [_config(reply)]
+        except REDIS_FAILURES:
+            # A managed Redis may disable CONFIG; or the server is down.
+            return Persistence("unknown")
+        if any(c.get("appendonly") != "yes" for c in configs):
+            return Persistence("none")
+        fsyncs = {c.get("appendfsync", "unknown") for c in configs}
+        # The weakest setting of any master is the promise of all of them.
+        for fsync in ("no", "everysec", "always"):
+            if fsync in fsyncs:
+                return Persistence("aof", fsync)
+        return Persistence("aof", "unknown")
 
     async def close(self) -> None:
         """Close the client and its connection pool."""
         await self._client.aclose()
 
+    async def _node(self, key: str) -> str | None:
+        """The name of the cluster node a key lives on (None while the slot map is unknown)."""
+        client = self._client
+        assert isinstance(client, RedisCluster)
+        try:
+            await client.initialize()  # the slot map, once
+            node = client.get_node_from_key(key)
+        except REDIS_FAILURES:
+            return None
+        return None if node is None else str(node.name)
+
+    async def _learn_clock(self, spec: WindowSpec, node: str | None) -> None:
+        """Read once to learn a server's clock before writing to it (one read in flight)."""
+        learning = self._learning.get(node)
+        if learning is None:
+            learning = asyncio.ensure_future(self._run(spec, [], 0, 0))
+            self._learning[node] = learning
+
+            def done(future: asyncio.Future[Any]) -> None:
+                self._learning.pop(node, None)
+                if not future.cancelled():
+                    future.exception()  # retrieved: the callers that waited have it
+
+            learning.add_done_callback(done)
+        # Shielded: a caller cancelled meanwhile leaves the read to the others.
+        await asyncio.shield(learning)
+
     async def _run(
-        self, spec: WindowSpec, deltas: list[int | bytes]
-    ) -> tuple[WindowTotals, list[int]]:
-        sent = time.time()
+        self, spec: WindowSpec, deltas: list[int | bytes], pairs: int, claims: int
+    ) -> tuple[Any, float]:
+        """Run the script: its reply (applied, or keys known) and the server's time."""
+        key = window_key(spec, self._future)
+        node = await self._node(key) if self._cluster else None
+        writes = bool(deltas)
+        if writes and self._fence is not None and not self._clock.knows(node):
+            await self._learn_clock(spec, node)
+        sent = time.monotonic()
         deadline = 0.0
-        if deltas and self._fence is not None and self._clock_offset is not None:
-            deadline = sent + self._clock_offset + self._fence
+        if writes and self._fence is not None:
+            bound = self._clock.at_least(node, sent + self._fence)
+            if bound is None:  # learnt above, and forgotten since: a call to it failed
+                raise StoreUnavailableError("redis failed a call just now: nothing was sent")
+            deadline = bound
         args = [
             spec.window_seconds,
             spec.bucket_seconds,
@@ -226,34 +446,125 @@ class RedisWindowStore:
             grace_seconds(spec),
             ring_slots(spec, self._future),
             repr(deadline),
+            self._horizon,
+            idempotency_prefix(spec.monitor, self._horizon),
+            pairs,
+            claims,
             *deltas,
         ]
         try:
-            reply = await self._script(keys=[window_key(spec, self._future)], args=args)
-        except (RedisError, OSError) as exc:
+            reply = await self._script(keys=[key], args=args)
+        except ResponseError as exc:
+            # The script ran and refused (or Redis refused it): nothing was written.
             raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
+        except REDIS_FAILURES as exc:
+            self._clock.forget(node)
+            if writes and self._fence is not None and not _never_sent(exc):
+                # The call may still be in Redis's hands: answer no earlier than the
+                # moment Redis's clock has certainly passed its deadline.
+                await asyncio.sleep(max(0.0, sent + self._fence - time.monotonic()))
+            raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
+        received = time.monotonic()
         try:
-            totals, late = _parse_reply(spec, reply)
-        except (ValueError, TypeError) as exc:
+            status, server_time = int(reply[0]), int(reply[1]) + int(reply[2]) / 1_000_000
+        except (ValueError, TypeError, IndexError) as exc:
             raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc
-        # Measured from the send time, the offset errs late by at most one round trip.
-        self._clock_offset = totals.now - sent
-        return totals, late
+        if self._cluster:  # a MOVED reply may have taken the call elsewhere
+            node = await self._node(key)
+        self._clock.learn(node, server_time, received)
+        if status not in (REFUSED, APPLIED, KNOWN):
+            raise StoreUnavailableError(f"unexpected window script reply status {status}")
+        if status == REFUSED:
+            late = server_time - deadline
+            raise StoreUnavailableError(
+                f"redis ran the window script {late:.3f} s after its deadline "
+                f"({received - sent:.3f} s after it was sent): deltas not applied"
+            )
+        return reply, server_time
 
 
-def _parse_reply(spec: WindowSpec, reply: Any) -> tuple[WindowTotals, list[int]]:
-    raw, seconds, micros, late = reply
-    vector: Vector
-    if isinstance(raw, bytes):
-        if raw:
-            # The totals region of the key, as stored: exact whatever the magnitude.
-            vector = np.frombuffer(raw, dtype=_TOTALS).astype(np.float64)
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a failure happened before the command left: the connection was refused."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _config(reply: Any) -> dict[str, str]:
+    """CONFIG GET's reply (a flat list, or a map over RESP3) as a dict of strings."""
+    items = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    return {_text(k): _text(v) for k, v in items}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pack(
+    checked: list[tuple[int, Vector]], claims: list[tuple[Claim, list[tuple[int, Vector, int]]]]
+) -> tuple[list[int | bytes], int]:
+    """The script's arguments after its fixed ones: delta pairs (claims summed in), claims."""
+    summed = {bucket: [vector] for bucket, vector in checked}
+    for _, buckets in claims:
+        for bucket, vector, _ in buckets:
+            held = summed.setdefault(bucket, [])
+            total = held[-1] + vector if held else None
+            # Sums stay below 2**53 (exact in the script's doubles); past it, a bucket goes
+            # out in more than one pair.
+            if total is not None and (np.abs(total) < 2.0**53).all():
+                held[-1] = total
+            else:
+                held.append(vector)
+    packed: list[int | bytes] = []
+    for bucket in sorted(summed):
+        for vector in summed[bucket]:
+            packed.append(bucket)
+            packed.append(pack_deltas(vector))
+    pairs = len(packed) // 2
+    if claims:
+        heads, spans = bytearray(), bytearray()
+        counts = np.array([len(buckets) for _, buckets in claims], dtype=">u4")
+        for claim, buckets in claims:
+            if any(events >= 2**32 for _, _, events in buckets):
+                raise ValueError("claim: fewer than 2**32 events per bucket expected")
+            heads += claim.key.digest + claim.key.fingerprint
+            for bucket, _, events in buckets:
+                spans += _SPAN.pack(bucket, events)
+        packed.extend((bytes(heads), counts.tobytes(), bytes(spans)))
+    return packed, pairs
+
+
+def _from_record(record: bytes, fingerprint: bytes) -> ClaimOutcome:
+    """The outcome of a claim whose key was recorded: the first attempt's counts."""
+    accepted, late = struct.unpack(">II", record[FINGERPRINT_BYTES:])
+    same = record[:FINGERPRINT_BYTES] == fingerprint
+    return ClaimOutcome(ClaimStatus.REPLAYED if same else ClaimStatus.CONFLICT, accepted, late)
+
+
+def _parse_reply(
+    spec: WindowSpec, reply: Any, now: float, claims: int
+) -> tuple[WindowTotals, list[int], list[tuple[int, int]]]:
+    """Totals, late buckets and each new claim's (accepted, late) of an applied reply."""
+    try:
+        _, _, _, raw, late, flat = reply
+        vector: Vector
+        if isinstance(raw, bytes):
+            if raw:
+                # The totals region of the key, as stored: exact whatever the magnitude.
+                vector = np.frombuffer(raw, dtype=_TOTALS).astype(np.float64)
+            else:
+                vector = np.zeros(spec.width, dtype=np.float64)
         else:
-            vector = np.zeros(spec.width, dtype=np.float64)
-    else:
-        vector = np.array(raw, dtype=np.float64)
-    if vector.shape != (spec.width,):
-        raise ValueError(f"totals of shape {vector.shape}, expected ({spec.width},)")
-    now = int(seconds) + int(micros) / 1_000_000
-    totals = WindowTotals(vector=vector, start=now - spec.window_seconds, now=now)
-    return totals, [int(b) for b in late]
+            vector = np.array(raw, dtype=np.float64)
+        if vector.shape != (spec.width,):
+            raise ValueError(f"totals of shape {vector.shape}, expected ({spec.width},)")
+        if len(flat) != 2 * claims:
+            raise ValueError(f"{len(flat) // 2} claim outcomes for {claims} claims")
+        counts = [(int(a), int(b)) for a, b in zip(flat[::2], flat[1::2], strict=True)]
+        totals = WindowTotals(vector=vector, start=now - spec.window_seconds, now=now)
+        return totals, [int(b) for b in late], counts
+    except (ValueError, TypeError, IndexError) as exc:
+        raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc

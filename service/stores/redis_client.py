@@ -15,11 +15,14 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisClusterException, RedisError, TimeoutError
 
 KEY_ROOT = "driftline"
 # A single server, or Redis Cluster: every script's keys share one hash tag, one slot.
 RedisClient = Redis | RedisCluster
+# What a call may raise when Redis fails: the cluster client's own errors (no slot map,
+# slot not covered) are not RedisErrors.
+REDIS_FAILURES = (RedisError, RedisClusterException, OSError)
 
 
 class PingedConnection(Connection):

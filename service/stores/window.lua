@@ -14,16 +14,37 @@
 --          one shard.
 -- ARGV[1]  window seconds W       ARGV[2] bucket seconds B      ARGV[3] width V
 -- ARGV[4]  grace seconds added to the TTL                        ARGV[5] ring slots R
--- ARGV[6]  deadline (server epoch seconds, 0 for none): past it the deltas are refused,
---          because the replica that sent them has given up waiting and told its clients
---          to retry; applying them now would count those events twice.
--- ARGV[7..] pairs of (bucket start, packed deltas): the nonzero elements of the bucket's
---          vector, 12 bytes each: a big-endian u32 element index, a big-endian i64 value.
---          No pairs: only evict and read.
+-- ARGV[6]  deadline (server epoch seconds, 0 for none): from then on the deltas are
+--          refused, because the replica that sent them may have given up waiting and told
+--          its clients to retry; applying them now could count those events twice. The
+--          replica sets it so that Redis's clock has passed it before the replica answers
+--          a failure (docs/durability.md has the argument).
+-- ARGV[7]  idempotency slice seconds S    ARGV[8] prefix of the idempotency keys (the
+--          slice index is appended; same {monitor} hash tag)
+-- ARGV[9]  P, the number of unkeyed delta pairs    ARGV[10] C, the number of claims
+-- ARGV[11..] P pairs of (bucket start, packed deltas): the nonzero elements of the
+--          bucket's vector, 12 bytes each: a big-endian u32 element index, a big-endian
+--          i64 value. No pairs and no claims: only evict and read.
+--          Then, with claims, three strings: the claims' 24-byte heads one after another
+--          (16-byte key digest, 8-byte request fingerprint); per claim the number of its
+--          buckets N >= 1 (u32); per claim N (bucket start i64, events u32); all
+--          big-endian. A claim's deltas are among the pairs above, summed with the
+--          rest by the replica.
 --
--- Returns {totals, TIME seconds, TIME microseconds, {late bucket starts}}, where totals is
--- an array of V integers, or V big-endian i64 packed in one string, or "" when the
--- window is empty.
+-- Returns {1, TIME seconds, TIME microseconds, totals, {late bucket starts}, outcomes},
+-- where totals is an array of V integers, or V big-endian i64 packed in one string, or
+-- "" when the window is empty, and outcomes holds two integers per claim (its events
+-- accepted, its events late). Past the deadline it returns {0, TIME seconds, TIME
+-- microseconds}; when a claim's key is known, {2, TIME seconds, TIME microseconds,
+-- {claim number, its record, ...}}: both change nothing.
+--
+-- Idempotency keys live in hashes of one slice of S seconds each (field: key digest,
+-- value: fingerprint and the first outcome's counts), named by the slice index of the
+-- server clock and expiring when the next slice ends: a key is remembered for S to 2S.
+-- A claim is looked up in the current and the previous slice (two HMGETs); the new keys
+-- are recorded (HSET, EXPIREAT) after the window is written and before the reply. A
+-- record is the request's fingerprint, then its events accepted and late (u32 each).
+-- Without claims nothing of this runs.
 --
 -- Bucket b is live while b + B > now - W, i.e. b > last_out = the newest bucket start at
 -- or before floor(now) - W - B. A bucket is accepted while last_out < b <= last_out + R*B:
@@ -48,12 +69,15 @@
 local key = KEYS[1]
 local W, B, V = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local grace, R, deadline = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local S, prefix, P, C = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local FIRST = 11
 
 local function whole(n, min)
   return n ~= nil and n >= min and n % 1 == 0
 end
 if not (whole(W, 1) and whole(B, 1) and whole(V, 1) and whole(grace, 0) and whole(R, 1)
-    and deadline) or R < math.ceil(W / B) + 2 or (#ARGV - 6) % 2 ~= 0 then
+    and deadline and whole(S, 1) and whole(P, 0) and whole(C, 0))
+    or R < math.ceil(W / B) + 2 or #ARGV < FIRST - 1 + 2 * P then
   return redis.error_reply('ERR window.lua: bad window arguments')
 end
 
@@ -140,8 +164,8 @@ local time = redis.call('TIME')
 local sec = tonumber(time[1])
 local now = sec + tonumber(time[2]) / 1000000
 
-if #ARGV > 6 and deadline > 0 and now > deadline then
-  return redis.error_reply('ERR window.lua: deadline passed; deltas not applied')
+if #ARGV >= FIRST and deadline > 0 and now >= deadline then
+  return {0, time[1], time[2]}
 end
 
 -- For an integral b, b + B > now - W is b > floor(now) - W - B; buckets are aligned.
@@ -153,12 +177,17 @@ local horizon = last_out + R * B
 -- the late ones (never parsed, never written).
 local buckets, index, value, late = {}, {}, {}, {}
 local seen = {}
-for i = 7, #ARGV, 2 do
+
+local function is_late(b)
+  return b <= last_out or b > horizon
+end
+
+for i = FIRST, FIRST + 2 * P - 1, 2 do
   local b, packed = tonumber(ARGV[i]), ARGV[i + 1]
   if not b or b % B ~= 0 or #packed % 12 ~= 0 then
     return redis.error_reply('ERR window.lua: bad delta for bucket ' .. tostring(ARGV[i]))
   end
-  if b <= last_out or b > horizon then
+  if is_late(b) then
     late[#late + 1] = b
   elseif #packed > 0 then
     local k = seen[b]
@@ -186,12 +215,120 @@ for i = 7, #ARGV, 2 do
   end
 end
 
+-- Claims: their deltas are already among the pairs above (the replica adds them in,
+-- betting that their keys are new). Look the keys up: if any is known (a repeat, or
+-- another request's key), change nothing and return their records, so that the replica
+-- sends the flush again without them; else note the new keys to record.
+local outcomes, record = {}, nil
+if C > 0 then
+  -- Three strings for all claims, each unpacked in chunks (per claim, unpacking and
+  -- formatting are most of the cost): `heads`, 24 bytes a claim; `counts`, a u32 per
+  -- claim (its buckets N); `spans`, N (bucket start i64, events u32) a claim.
+  local at = FIRST + 2 * P
+  local heads, counts, spans = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  if #ARGV ~= at + 2 or #heads ~= 24 * C or #counts ~= 4 * C or #spans % 12 ~= 0 then
+    return redis.error_reply('ERR window.lua: bad claims')
+  end
+  local function unpacked(packed, format, size)
+    local out, pos = {}, 1
+    while pos <= #packed do
+      local c = math.min(2000, (#packed - pos + 1) / size)
+      local got = {struct.unpack('>' .. string.rep(format, c), packed, pos)}
+      pos = table.remove(got)
+      for m = 1, #got do out[#out + 1] = got[m] end
+    end
+    return out
+  end
+  local n_of, span = unpacked(counts, 'I4', 4), unpacked(spans, 'i8I4', 12)
+  local ids = {}
+  for c = 1, C do
+    ids[c] = string.sub(heads, 24 * c - 23, 24 * c - 8)
+  end
+  local slice = math.floor(sec / S)
+  local here, before = prefix .. int(slice), prefix .. int(slice - 1)
+  local found_here, found_before
+  if C <= 4000 then
+    found_here = redis.call('HMGET', here, unpack(ids))
+    found_before = redis.call('HMGET', before, unpack(ids))
+  else
+    found_here, found_before = {}, {}
+    for first = 1, C, 4000 do
+      local last = math.min(C, first + 3999)
+      local a = redis.call('HMGET', here, unpack(ids, first, last))
+      local b = redis.call('HMGET', before, unpack(ids, first, last))
+      for m = 1, last - first + 1 do
+        found_here[first + m - 1], found_before[first + m - 1] = a[m], b[m]
+      end
+    end
+  end
+  local fresh, known, tails, next_span = {}, {}, {}, 1
+  record = {key = here, expire = int((slice + 2) * S)}
+  for c = 1, C do
+    local n = n_of[c]
+    local last_span = next_span + 2 * n - 1
+    if n < 1 or last_span > #span then
+      return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
+    end
+    local id = ids[c]
+    local entry = fresh[id] or found_here[c] or found_before[c]
+    if entry then
+      known[#known + 1], known[#known + 2] = c, entry
+    else
+      local accepted, lagging = 0, 0
+      for m = next_span, last_span, 2 do
+        local b, events = span[m], span[m + 1]
+        if b % B ~= 0 then
+          return redis.error_reply('ERR window.lua: bad claim ' .. int(c))
+        end
+        if b <= last_out or b > horizon then
+          lagging = lagging + events
+        else
+          accepted = accepted + events
+        end
+      end
+      -- Most claims count alike (one event, in time): pack each outcome once.
+      local both = accepted * TWO32 + lagging
+      local tail = tails[both]
+      if not tail then
+        tail = struct.pack('>I4I4', accepted, lagging)
+        tails[both] = tail
+      end
+      entry = string.sub(heads, 24 * c - 7, 24 * c) .. tail
+      fresh[id] = entry
+      record[#record + 1], record[#record + 2] = id, entry
+      outcomes[#outcomes + 1] = accepted
+      outcomes[#outcomes + 1] = lagging
+    end
+    next_span = last_span + 1
+  end
+  if next_span ~= #span + 1 then
+    return redis.error_reply('ERR window.lua: bad claims')
+  end
+  if #known > 0 then
+    return {2, time[1], time[2], known}
+  end
+end
+
 local function totals_string()
   return redis.call('GETRANGE', key, TOTALS * 8, SLOTS * 8 - 1)
 end
 
+-- Record the new keys (the window is written by now; nothing can fail after this) and
+-- answer. A slice key of another type (not ours) is replaced rather than failing a
+-- script that has already counted.
 local function reply(totals)
-  return {totals, time[1], time[2], late}
+  if record then
+    for first = 1, #record, 7000 do
+      local last = math.min(#record, first + 6999)
+      local ok = redis.pcall('HSET', record.key, unpack(record, first, last))
+      if type(ok) == 'table' and ok.err then
+        redis.call('DEL', record.key)
+        redis.call('HSET', record.key, unpack(record, first, last))
+      end
+    end
+    redis.call('EXPIREAT', record.key, record.expire)
+  end
+  return {1, time[1], time[2], totals, late, outcomes}
 end
 
 -- Add every live delta to its slot and the totals (after the key was rebuilt or the
