@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 import redis
 import redis.asyncio
@@ -26,8 +27,10 @@ from redis_process import RedisProcess, free_port
 from support import example_monitors, wait_until
 
 from driftline.core.monitor import Monitor
+from driftline.engine.admission import Event
 from driftline.engine.registry import MonitorRegistry
 from driftline.http.app import create_app
+from driftline.http.keys import ENGINE
 from driftline.settings import Settings, load_settings
 from driftline.stores.redis import RedisWindowStore
 
@@ -291,6 +294,43 @@ async def test_a_cancelled_request_retried_counts_once_with_its_key(
         assert retry.status == 200, await retry.text()
         assert retry.headers.get("Idempotent-Replayed") == ("true" if keyed else None)
         assert await window_events(client) == (2 if keyed else 3)
+    finally:
+        await raw.execute_command("CLIENT", "UNPAUSE")
+        await raw.aclose()
+
+
+async def test_a_caller_cancelled_mid_flush_harms_neither_its_batch_nor_the_next(
+    aiohttp_client: Any, redis_url: str, events: list[dict[str, Any]]
+) -> None:
+    """Callers share their batch's flush: one that gives up must not cancel it.
+
+    Cancelling the shared flush failed the other callers of the batch and stopped the
+    monitor's flusher, so every later event waited forever.
+    """
+    app = create_app(make_settings(redis_url))
+    client = await aiohttp_client(app)
+    engine = app[ENGINE]
+    monitor = engine.monitors()[0]
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    event = msgspec.convert(events[0], Event)
+    try:
+        await engine.predict(monitor, event)  # the store knows Redis's clock
+        await raw.execute_command("CLIENT", "PAUSE", 2000, "WRITE")
+        leaving = asyncio.create_task(engine.predict(monitor, event))
+        staying = asyncio.create_task(engine.predict(monitor, event))
+
+        async def flush_waits_in_redis() -> bool:
+            info = await raw.info("clients")
+            return int(info["blocked_clients"]) > 0
+
+        await wait_until(flush_waits_in_redis, "the flush never reached Redis")
+        leaving.cancel()
+        await raw.execute_command("CLIENT", "UNPAUSE")
+        async with asyncio.timeout(5):
+            await staying
+            await engine.predict(monitor, event)  # the flusher still runs
+        assert leaving.cancelled()
+        assert await window_events(client) == 4
     finally:
         await raw.execute_command("CLIENT", "UNPAUSE")
         await raw.aclose()

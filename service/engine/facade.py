@@ -8,6 +8,7 @@ verdicts).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -232,7 +233,9 @@ class DriftEngine:
         ticket = self._committer.submit_row(monitor, row)
         assert ticket.future is not None
         assert ticket.row is not None
-        outcome = await ticket.future
+        # Shielded: the future is the whole batch's; a caller that gives up must not
+        # cancel the flush the other callers (and the flusher) wait on.
+        outcome = await asyncio.shield(ticket.future)
         error = outcome.row_errors.get(ticket.row)
         if error is not None:
             raise self._reject(monitor, invalid_value(0, error))
@@ -350,7 +353,7 @@ class DriftEngine:
             monitor, submission, durable=self._settings.ack_mode == "durable", key=key
         )
         if ticket.future is not None:
-            flushed = await ticket.future
+            flushed = await asyncio.shield(ticket.future)  # shared: see predict
             result.assessment = flushed.assessment
             claim = _claim_of(ticket, flushed)
             if claim is not None:
