@@ -12,7 +12,7 @@ PYTHON ?= python3
 EDITABLE := --config-settings editable_mode=strict
 # -qq: setuptools prints a banner about the link tree on every install.
 
-.PHONY: help run test lint typecheck unit redis-server promtool install clean bench FORCE
+.PHONY: help run test lint typecheck unit redis-server promtool install clean bench detection FORCE
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -77,6 +77,12 @@ bench: $(VENV)/.runtime redis-server ## the benchmark suite (about 6 minutes on 
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/pip install -qq -e '.[bench]' $(EDITABLE)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Statistical, not timed: detection delay and false alarms of driftline and Evidently on
+# the same seeded streams (docs/metrics.md), written to bench/results/detection.md.
+detection: $(VENV)/.runtime ## detection delay and false alarms beside Evidently (a few minutes)
+	$(BIN)/pip install -qq -e '.[bench]' $(EDITABLE)
+	$(BIN)/python -m bench.detection $(DETECTION_ARGS)
 
 clean: ## remove the virtualenv, caches, build/ (editable link tree) and egg-info
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import msgspec
 
-Severity = Literal["none", "warning", "critical"]
+Severity = Literal["none", "notice", "warning", "critical"]
 
 
 class WindowSummary(msgspec.Struct, frozen=True):
@@ -27,13 +27,21 @@ class WindowSummary(msgspec.Struct, frozen=True):
     events: int
 
 
+class FeatureVerdict(msgspec.Struct, frozen=True):
+    """The part of a report's feature the operator keeps: its severity and why."""
+
+    severity: Severity
+    reasons: list[str] = []
+
+
 class DriftSummary(msgspec.Struct, frozen=True):
-    """The fields of the service's DriftReport (service/report.py) the status shows."""
+    """The fields of the service's DriftReport (driftline.core.report) the status shows."""
 
     severity: Severity
     drift_score: float
     drifted_features: list[str]
     window: WindowSummary
+    features: dict[str, FeatureVerdict] = {}
 
 
 @dataclass(frozen=True, slots=True)

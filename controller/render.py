@@ -103,13 +103,17 @@ def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile
     """The service's monitor config (driftline.core.monitor.MonitorConfig), profile inline."""
     features: dict[str, dict[str, Any]] = {}
     for feature in spec.features:
-        overrides: dict[str, Any] = {}
-        if feature.type is not None:
-            overrides["type"] = feature.type
-        if feature.warning_threshold is not None:
-            overrides["warning_threshold"] = feature.warning_threshold
-        if feature.critical_threshold is not None:
-            overrides["critical_threshold"] = feature.critical_threshold
+        overrides = {
+            key: value
+            for key, value in (
+                ("type", feature.type),
+                ("test", feature.test),
+                ("warning_threshold", feature.warning_threshold),
+                ("critical_threshold", feature.critical_threshold),
+                ("notice_threshold", feature.notice_threshold),
+            )
+            if value is not None
+        }
         features[feature.name] = overrides
     config: dict[str, Any] = {
         "name": name,
@@ -129,10 +133,22 @@ def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile
     }
     if spec.model_versions:
         config["model_versions"] = list(spec.model_versions)
-    if spec.alert_hold_seconds is not None:
-        config["alert_hold_seconds"] = spec.alert_hold_seconds
-    if spec.alert_cooldown_seconds is not None:
-        config["alert_cooldown_seconds"] = spec.alert_cooldown_seconds
+    optional = {
+        "alert_hold_seconds": spec.alert_hold_seconds,
+        "alert_cooldown_seconds": spec.alert_cooldown_seconds,
+        "notice_threshold": spec.thresholds.notice,
+        "test": spec.test,
+        "multiple_testing": spec.multiple_testing,
+    }
+    config.update({key: value for key, value in optional.items() if value is not None})
+    rules = {
+        "missing": spec.quality.missing,
+        "range": spec.quality.range,
+        "new_categories": spec.quality.new_categories,
+    }
+    quality = {rule: msgspec.to_builtins(levels) for rule, levels in rules.items() if levels}
+    if quality:
+        config["quality"] = quality
     return config
 
 

@@ -39,20 +39,41 @@ class BaselineSpec(msgspec.Struct, frozen=True, rename="camel"):
     top_k: int = DEFAULTS.top_k
 
 
+Test = Literal["psi", "jensenshannon", "wasserstein", "ks", "hellinger", "chisquare"]
+
+
 class FeatureSpec(msgspec.Struct, frozen=True, rename="camel"):
     """Overrides for one feature."""
 
     name: str
     type: Literal["numeric", "categorical"] | None = None
+    test: Test | None = None
     warning_threshold: float | None = None
     critical_threshold: float | None = None
+    notice_threshold: float | None = None
 
 
 class ThresholdsSpec(msgspec.Struct, frozen=True):
-    """The monitor's effect-size thresholds."""
+    """The monitor's effect-size thresholds (on the PSI / Cohen's w scale)."""
 
     warning: float = DEFAULTS.warning_threshold
     critical: float = DEFAULTS.critical_threshold
+    notice: float | None = None
+
+
+class QualityLevelsSpec(msgspec.Struct, frozen=True):
+    """Increases of a rate at which a feature is warning and critical."""
+
+    warning: float
+    critical: float
+
+
+class QualitySpec(msgspec.Struct, frozen=True, rename="camel"):
+    """The data-quality rules' thresholds; unset rules keep the service's."""
+
+    missing: QualityLevelsSpec | None = None
+    range: QualityLevelsSpec | None = None
+    new_categories: QualityLevelsSpec | None = None
 
 
 class AlertSpec(msgspec.Struct, frozen=True, rename="camel"):
@@ -62,7 +83,7 @@ class AlertSpec(msgspec.Struct, frozen=True, rename="camel"):
     type: Literal["webhook", "slack", "alertmanager"]
     url_secret_ref: KeyRef
     signing_secret_ref: KeyRef | None = None
-    min_severity: Literal["warning", "critical"] = "warning"
+    min_severity: Literal["notice", "warning", "critical"] = "warning"
 
 
 class TrafficSpec(msgspec.Struct, frozen=True, rename="camel"):
@@ -84,12 +105,14 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
 
     model: str
     baseline: BaselineSpec
-    model_versions: tuple[str, ...] = ()
     service: str = DEFAULT_SERVICE
     service_url: str | None = None
     features: list[FeatureSpec] = []
+    model_versions: tuple[str, ...] = ()
     thresholds: ThresholdsSpec = ThresholdsSpec()
+    test: Test | None = None
     alpha: float = DEFAULTS.alpha
+    multiple_testing: Literal["none", "bonferroni", "holm", "bh"] | None = None
     bonferroni: bool = DEFAULTS.bonferroni
     window_seconds: int = DEFAULTS.window_seconds
     bucket_seconds: int = DEFAULTS.bucket_seconds
@@ -99,6 +122,7 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     alert_cooldown_seconds: float | None = None
     alerts: list[AlertSpec] = []
     traffic: TrafficSpec = TrafficSpec()
+    quality: QualitySpec = QualitySpec()
 
 
 class SpecError(ValueError):

@@ -168,6 +168,12 @@ def report_status(summary: DriftSummary) -> dict[str, Any]:
     status: dict[str, Any] = {
         "severity": summary.severity,
         "driftedFeatures": list(summary.drifted_features),
+        # Every feature with a severity (notices too) and why, as the report orders them.
+        "featureReasons": [
+            {"feature": name, "severity": feature.severity, "reasons": list(feature.reasons)}
+            for name, feature in summary.features.items()
+            if feature.severity != "none"
+        ],
         "windowEvents": coarse_count(summary.window.events),
     }
     # JSON has no NaN or infinity; a score that is not finite is left out.
@@ -176,7 +182,7 @@ def report_status(summary: DriftSummary) -> dict[str, Any]:
     return status
 
 
-REPORT_FIELDS = ("severity", "driftScore", "driftedFeatures", "windowEvents")
+REPORT_FIELDS = ("severity", "driftScore", "driftedFeatures", "featureReasons", "windowEvents")
 
 
 def carried_report_status(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,9 +199,10 @@ class SeverityChange:
 
     @property
     def event_type(self) -> Literal["Normal", "Warning"]:
-        """Warning when drift got worse, Normal when it eased or resolved."""
+        """Warning when drift got worse, Normal when it eased, resolved or is a notice."""
         before = SEVERITY_RANK.get(self.previous or "none", 0)
-        return "Warning" if SEVERITY_RANK.get(self.current, 0) > before else "Normal"
+        now = SEVERITY_RANK.get(self.current, 0)
+        return "Warning" if now > before and now >= SEVERITY_RANK["warning"] else "Normal"
 
 
 def severity_change(previous: str | None, current: str) -> SeverityChange | None:

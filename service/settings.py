@@ -17,7 +17,7 @@ import msgspec.yaml
 
 from driftline.core.idempotency import DEFAULT_HORIZON_SECONDS
 from driftline.core.limits import Limits, NonNegativeFloat, PositiveFloat
-from driftline.core.policy import MonitorDefaults
+from driftline.core.policy import MonitorDefaults, multiple_testing_method
 from driftline.environment import decode_environment
 
 
@@ -99,6 +99,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 f"defaults.critical_threshold: must be greater than warning_threshold "
                 f"({d.warning_threshold}), got {d.critical_threshold}"
             )
+        if d.notice_threshold > d.warning_threshold:
+            raise ValueError(
+                f"defaults.notice_threshold: must not exceed warning_threshold "
+                f"({d.warning_threshold}), got {d.notice_threshold}"
+            )
+        try:
+            multiple_testing_method(d.multiple_testing, d.bonferroni)
+        except ValueError as exc:
+            raise ValueError(f"defaults.{exc}") from None
         if d.window_seconds % d.bucket_seconds:
             raise ValueError(
                 f"defaults.window_seconds: must be a whole number of buckets "
@@ -130,7 +139,10 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_MAX_ABS_VALUE": ("limits", "max_abs_value"),
     "DRIFT_WARNING_THRESHOLD": ("defaults", "warning_threshold"),
     "DRIFT_CRITICAL_THRESHOLD": ("defaults", "critical_threshold"),
+    "DRIFT_NOTICE_THRESHOLD": ("defaults", "notice_threshold"),
+    "DRIFTLINE_TEST": ("defaults", "test"),
     "DRIFTLINE_ALPHA": ("defaults", "alpha"),
+    "DRIFTLINE_MULTIPLE_TESTING": ("defaults", "multiple_testing"),
     "DRIFTLINE_BONFERRONI": ("defaults", "bonferroni"),
     "DRIFTLINE_MIN_SAMPLES": ("defaults", "min_samples"),
     "DRIFTLINE_MIN_DRIFTED_FEATURES": ("defaults", "min_drifted_features"),

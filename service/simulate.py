@@ -60,8 +60,10 @@ class ProfileSampler:
     def _numeric(self, feature: NumericProfile, n: int, shift: float) -> np.ndarray:
         p = np.asarray(feature.counts, dtype=np.float64) / feature.n
         bins = self._rng.choice(len(p), size=n, p=p)
-        # Outer bins are open: bound them by the baseline's min and max.
-        edges = np.array([feature.min, *feature.cuts, feature.max], dtype=np.float64)
+        # Outer bins are open: bound them by the baseline's tail cuts, so drift-free
+        # traffic puts no more mass beyond them than the baseline has.
+        tail_low, tail_high = feature.tail_cuts
+        edges = np.array([tail_low, *feature.cuts, tail_high], dtype=np.float64)
         low, high = edges[bins], np.maximum(edges[bins + 1], edges[bins])
         values = low + (high - low) * self._rng.random(n)
         return values + shift * feature.std

@@ -55,15 +55,15 @@ def example_monitors() -> Path:
     return directory
 
 
-# What the outbox keeps of the assessment that made a change: a critical "age" and a
-# warning "income" on a window of 500 events.
+# What the outbox keeps of the assessment that made a change: a critical "age" (its
+# distribution and range) and a warning "income" (missing values) on a window of 500 events.
 ALERT_SNAPSHOT = msgspec.json.encode(
     AlertSnapshot(
         model="credit-risk-xgb",
         drift_score=0.83,
         drifted_features=[
-            DriftedFeature("age", 0.83, Severity.CRITICAL),
-            DriftedFeature("income", 0.31, Severity.WARNING),
+            DriftedFeature("age", 0.83, Severity.CRITICAL, ["distribution", "range"]),
+            DriftedFeature("income", 0.31, Severity.WARNING, ["missing"]),
         ],
         window=AlertWindow(500, "2025-05-29T09:30:00.000Z", "2025-05-29T10:30:00.000Z"),
     )

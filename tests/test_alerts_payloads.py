@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 from support import ALERT_SNAPSHOT as SNAPSHOT
 
@@ -15,6 +17,8 @@ from driftline.alerts.payloads import (
     ALERT_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    AlertSnapshot,
+    AlertWindow,
     alert_from,
     alertmanager_alerts,
     render_request,
@@ -23,7 +27,8 @@ from driftline.alerts.store import OutboxEntry
 from driftline.core.receivers import Receiver
 from driftline.core.severity import Severity
 
-NONE, WARNING, CRITICAL = Severity.NONE, Severity.WARNING, Severity.CRITICAL
+NONE, NOTICE = Severity.NONE, Severity.NOTICE
+WARNING, CRITICAL = Severity.WARNING, Severity.CRITICAL
 MONITOR = "credit-risk"
 
 
@@ -52,8 +57,13 @@ def test_webhook_payload_is_signed_over_timestamp_and_body() -> None:
         "status": "firing",
         "drift_score": 0.83,
         "drifted_features": [
-            {"name": "age", "score": 0.83, "severity": "critical"},
-            {"name": "income", "score": 0.31, "severity": "warning"},
+            {
+                "name": "age",
+                "score": 0.83,
+                "severity": "critical",
+                "reasons": ["distribution", "range"],
+            },
+            {"name": "income", "score": 0.31, "severity": "warning", "reasons": ["missing"]},
         ],
         "window": {
             "events": 500,
@@ -81,7 +91,8 @@ def test_slack_message_is_readable() -> None:
     assert SIGNATURE_HEADER not in headers
     text = json.loads(body)["text"]
     assert "CRITICAL drift on credit-risk" in text and "credit-risk-xgb" in text
-    assert "age 0.830 (critical)" in text and "income 0.310 (warning)" in text
+    assert "age 0.830 (critical: distribution, range)" in text
+    assert "income 0.310 (warning: missing)" in text
     assert "500 events" in text and "`credit-risk:3`" in text
     _, body, _ = render_request(
         receiver, alert_from(make_entry(NONE, WARNING)), now=0, firing_ttl=60
@@ -142,3 +153,30 @@ def test_alertmanager_receiver_never_fires_below_its_minimum() -> None:
     # Without a minimum the change still fires the warning.
     both = alertmanager_alerts(alert, 3600)
     assert [a["labels"]["severity"] for a in both] == ["critical", "warning"]
+
+
+def test_alerts_stored_before_reasons_existed_still_render() -> None:
+    old = AlertSnapshot(
+        model="m", drift_score=0.4, drifted_features=[], window=AlertWindow(1, "a", "b")
+    )
+    data = msgspec.json.decode(msgspec.json.encode(old))
+    data["drifted_features"] = [{"name": "age", "score": 0.4, "severity": "warning"}]
+    entry = dataclasses.replace(make_entry(WARNING, NONE), snapshot=msgspec.json.encode(data))
+    (feature,) = alert_from(entry).drifted_features
+    assert (feature.name, feature.reasons) == ("age", [])
+
+
+def test_notice_reaches_only_receivers_that_ask_for_it() -> None:
+    default = Receiver("hook", "webhook", "https://h.example/in")
+    curious = Receiver("log", "webhook", "https://h.example/in", min_severity="notice")
+    assert not default.wants(NOTICE, NONE) and not default.wants(NONE, NOTICE)
+    assert curious.wants(NOTICE, NONE) and curious.wants(NONE, NOTICE)
+    # A warning that eases to a notice is the end of what the default receiver heard.
+    assert default.wants(NOTICE, WARNING)
+    am = Receiver("am", "alertmanager", "http://am:9093", min_severity="notice")
+    _, body, _ = render_request(am, alert_from(make_entry(NOTICE, NONE)), now=0, firing_ttl=60)
+    (fired,) = json.loads(body)
+    assert fired["labels"]["severity"] == "notice"
+    # The default Alertmanager floor resolves the warning and fires nothing for a notice.
+    ended = alertmanager_alerts(alert_from(make_entry(NOTICE, WARNING)), 60)
+    assert [a["labels"]["severity"] for a in ended] == ["warning"]

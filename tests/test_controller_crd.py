@@ -80,13 +80,13 @@ def errors_of(monitor: dict[str, Any]) -> list[str]:
     return [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(monitor)]
 
 
-def all_rules(schema: dict[str, Any], path: str = "") -> dict[str, str]:
-    """Every CEL rule of the schema -> the path of the field it sits on."""
-    rules = {r["rule"]: path or "." for r in schema.get("x-kubernetes-validations", [])}
+def all_rules(schema: dict[str, Any], path: str = "") -> list[tuple[str, str]]:
+    """Every CEL rule of the schema, with the path of the field it sits on."""
+    rules = [(r["rule"], path or ".") for r in schema.get("x-kubernetes-validations", [])]
     for name, prop in schema.get("properties", {}).items():
-        rules |= all_rules(prop, f"{path}.{name}")
+        rules += all_rules(prop, f"{path}.{name}")
     if isinstance(schema.get("items"), dict):
-        rules |= all_rules(schema["items"], f"{path}[]")
+        rules += all_rules(schema["items"], f"{path}[]")
     return rules
 
 
@@ -139,20 +139,26 @@ def test_printer_columns_show_model_severity_score_events_ready_age() -> None:
 
 def test_cel_rules_cover_what_a_plain_schema_cannot_say() -> None:
     rules = all_rules(schema_of(load_crd()))
-    expected = {
-        "size(self.metadata.name) <= 63": ".",
-        "self.windowSeconds % self.bucketSeconds == 0": ".spec",
-        "self.critical > self.warning": ".spec.thresholds",
-        "has(self.configMapKeyRef) != has(self.profile)": ".spec.baseline",
-        "self == oldSelf": ".spec.service",
-        "!has(self.signingSecretRef) || self.type == 'webhook'": ".spec.alerts[]",
-    }
-    for rule, path in expected.items():
-        assert rules.get(rule) == path, f"missing rule {rule!r} on {path}"
-    peak = [r for r, p in rules.items() if p == ".spec.traffic"]
+    expected = [
+        ("size(self.metadata.name) <= 63", "."),
+        ("self.windowSeconds % self.bucketSeconds == 0", ".spec"),
+        ("self.critical > self.warning", ".spec.thresholds"),
+        ("!has(self.notice) || self.notice <= self.warning", ".spec.thresholds"),
+        ("has(self.configMapKeyRef) != has(self.profile)", ".spec.baseline"),
+        ("self == oldSelf", ".spec.service"),
+        ("!has(self.signingSecretRef) || self.type == 'webhook'", ".spec.alerts[]"),
+        ("self.critical > self.warning", ".spec.quality.missing"),
+        ("self.critical > self.warning", ".spec.quality.range"),
+        ("self.critical > self.warning", ".spec.quality.newCategories"),
+    ]
+    for rule, path in expected:
+        assert (rule, path) in rules, f"missing rule {rule!r} on {path}"
+    peak = [r for r, p in rules if p == ".spec.traffic"]
     assert peak and "self.peakEventsPerSecond >= self.expectedEventsPerSecond" in peak[0]
-    features = [r for r, p in rules.items() if p == ".spec" and "features" in r]
+    features = [r for r, p in rules if p == ".spec" and "features" in r]
     assert features and "self.thresholds.critical" in features[0]
+    alias = [r for r, p in rules if p == ".spec" and "multipleTesting" in r]
+    assert alias and "self.bonferroni" in alias[0]
 
 
 def test_status_schema_holds_conditions_as_a_map_keyed_by_type() -> None:

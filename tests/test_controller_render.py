@@ -196,6 +196,45 @@ def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> No
     assert (monitor.window.window_seconds, monitor.window.bucket_seconds) == (3600, 60)
 
 
+def test_tests_notices_multiple_testing_and_quality_reach_the_service() -> None:
+    spec = fixture_spec(
+        test="hellinger",
+        multipleTesting="holm",
+        thresholds={"warning": 0.2, "critical": 0.5, "notice": 0.05},
+        features=[
+            {"name": "age", "test": "ks"},
+            {"name": "income", "test": "wasserstein", "noticeThreshold": 0.2},
+        ],
+        quality={"newCategories": {"warning": 0.01, "critical": 0.1}},
+    )
+    profile = resolve_baseline(spec, baseline_map(json.dumps(ROWS).encode()))
+    config = render_monitor_config("credit-risk", spec, profile)
+    assert (config["test"], config["multiple_testing"], config["notice_threshold"]) == (
+        "hellinger",
+        "holm",
+        0.05,
+    )
+    assert config["features"]["age"] == {"test": "ks"}
+    assert config["quality"] == {"new_categories": {"warning": 0.01, "critical": 0.1}}
+    policy = service_monitor(config).policy
+    assert policy.multiple_testing == "holm"
+    assert (policy.tests["age"], policy.tests["income"], policy.tests["channel"]) == (
+        "ks",
+        "wasserstein",
+        "hellinger",
+    )
+    assert policy.thresholds_for("income").notice == 0.2
+    assert policy.quality.new_categories.warning == 0.01
+    assert policy.quality.missing == MonitorDefaults().quality.missing
+    # The older switch still works.
+    assert (
+        service_monitor(
+            render_monitor_config("m", fixture_spec(bonferroni=True), profile)
+        ).policy.multiple_testing
+        == "bonferroni"
+    )
+
+
 def test_cooldown_is_left_to_the_service_default_when_unset() -> None:
     spec = fixture_spec()
     profile = resolve_baseline(spec, baseline_map(json.dumps(ROWS).encode()))
@@ -236,7 +275,7 @@ def test_type_override_against_a_saved_profile_is_refused() -> None:
 
 
 def test_a_config_larger_than_a_config_map_is_refused() -> None:
-    many = [{"city": f"city-{i % 999}-{'x' * 200}"} for i in range(3000)]
+    many = [{"city": f"city-{i % 999}-{'x' * 250}"} for i in range(6000)]
     spec = fixture_spec(
         features=[], baseline={"configMapKeyRef": {"name": "b", "key": "r.json"}, "topK": 1000}
     )

@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 import kubernetes_validate
 import pytest
 
-from driftline.operator.drift_service import DriftSummary, ServiceFailure, Severity, WindowSummary
+from driftline.operator.drift_service import (
+    DriftSummary,
+    FeatureVerdict,
+    ServiceFailure,
+    Severity,
+    WindowSummary,
+)
 from driftline.operator.status import (
     Condition,
     carried_report_status,
@@ -31,11 +37,19 @@ ALL_TRUE = [
 
 
 def summary(severity: Severity = "warning", score: float = 0.31) -> DriftSummary:
+    drifted = severity not in ("none", "notice")
     return DriftSummary(
         severity=severity,
         drift_score=score,
-        drifted_features=["age", "income"] if severity != "none" else [],
+        drifted_features=["age", "income"] if drifted else [],
         window=WindowSummary(events=1234),
+        features={
+            "age": FeatureVerdict(severity, ["distribution", "range"]),
+            "income": FeatureVerdict(
+                "warning" if drifted else "none", ["missing"] if drifted else []
+            ),
+            "region": FeatureVerdict("none"),
+        },
     )
 
 
@@ -130,8 +144,18 @@ def test_report_status_fields_are_what_a_person_reads() -> None:
         "severity": "critical",
         "driftScore": 8.51,
         "driftedFeatures": ["age", "income"],
+        "featureReasons": [
+            {"feature": "age", "severity": "critical", "reasons": ["distribution", "range"]},
+            {"feature": "income", "severity": "warning", "reasons": ["missing"]},
+        ],
         "windowEvents": 1200,
     }
+    # A notice names its features too, while no drift is called.
+    notice = report_status(summary("notice"))
+    assert notice["driftedFeatures"] == []
+    assert notice["featureReasons"] == [
+        {"feature": "age", "severity": "notice", "reasons": ["distribution", "range"]}
+    ]
     assert "driftScore" not in report_status(summary("critical", float("inf")))
 
 
@@ -169,6 +193,9 @@ def test_carried_report_status_keeps_only_verdict_fields() -> None:
         ("warning", "critical", "Warning"),
         ("critical", "warning", "Normal"),
         ("warning", "none", "Normal"),
+        ("none", "notice", "Normal"),  # informational: no Warning event
+        ("notice", "warning", "Warning"),
+        ("warning", "notice", "Normal"),
     ],
 )
 def test_severity_change_decides_the_event(

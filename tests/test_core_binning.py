@@ -332,7 +332,8 @@ def test_categorical_values(small_monitor: Monitor) -> None:
 
 
 def test_numbers_accepted_as_categories_via_label() -> None:
-    profile = build_profile({"code": [1, 2, 2, 2.5, True]}, kinds={"code": "categorical"}, top_k=10)
+    values = [1, 2, 2, 2.5, True] * 20  # each category in both halves of the profile
+    profile = build_profile({"code": values}, kinds={"code": "categorical"}, top_k=10)
     m = make_monitor({"name": "m", "baseline": msgspec.to_builtins(profile)})
     slots = m.layout.features["code"]
     assert slots.index is not None

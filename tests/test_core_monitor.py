@@ -18,7 +18,7 @@ from driftline.core.monitor import (
     build_monitor,
     decode_monitor_config,
 )
-from driftline.core.policy import MonitorDefaults, Thresholds
+from driftline.core.policy import TEST_THRESHOLDS, MonitorDefaults, QualityThresholds, Thresholds
 from driftline.core.profile import (
     BaselineProfile,
     CategoricalProfile,
@@ -101,7 +101,7 @@ def test_per_monitor_overrides_win() -> None:
             "critical_threshold": 0.9,
             "alpha": 0.2,
             "bonferroni": True,
-            "min_samples": 7,
+            "min_samples": 17,
             "min_drifted_features": 3,
             "window_seconds": 120,
             "bucket_seconds": 10,
@@ -112,7 +112,7 @@ def test_per_monitor_overrides_win() -> None:
     assert m.model == "xgb-7"
     assert m.policy.thresholds == Thresholds(0.3, 0.9)
     assert (m.policy.alpha, m.policy.bonferroni) == (0.2, True)
-    assert (m.policy.min_samples, m.policy.min_drifted_features) == (7, 3)
+    assert (m.policy.min_samples, m.policy.min_drifted_features) == (17, 3)
     assert (m.window.window_seconds, m.window.bucket_seconds) == (120, 10)
     assert m.profile == load_baseline(EXAMPLE_DATA, bins=4, top_k=1)
 
@@ -338,6 +338,20 @@ def test_unknown_field_is_rejected() -> None:
         ("alpha", 1.0, r"^test\.yaml: alpha: expected `float` < 1"),
         ("warning_threshold", 0, r"^test\.yaml: warning_threshold: expected `float` > 0"),
         ("min_samples", "ten", r"^test\.yaml: min_samples: expected `int.*`, got `str`$"),
+        # Below 10 events no drift test is run: such a window could not be judged.
+        ("min_samples", 9, r"^test\.yaml: min_samples: expected `int` >= 10$"),
+        (
+            "test",
+            "t-test",
+            r"^test\.yaml: test: invalid enum value 't-test'; allowed: psi, jensenshannon, "
+            r"wasserstein, ks, hellinger, chisquare$",
+        ),
+        (
+            "multiple_testing",
+            "fdr",
+            r"^test\.yaml: multiple_testing: invalid enum value 'fdr'; "
+            r"allowed: none, bonferroni, holm, bh$",
+        ),
         ("bucket_seconds", 0, r"^test\.yaml: bucket_seconds: expected `int` >= 1$"),
     ],
 )
@@ -378,3 +392,118 @@ def test_infinite_critical_threshold_is_a_config_error() -> None:
                 "critical_threshold": math.inf,
             }
         )
+
+
+# ------------------------------------------------------------- tests and thresholds
+
+EXAMPLE = {"name": "m", "baseline": "examples/baseline_data.json"}
+NUMERIC = ("age", "credit_score", "income", "num_products", "tenure_months")
+CATEGORICAL = ("channel", "product_category", "region")
+
+
+def test_default_tests_are_psi_for_numbers_and_chisquare_for_categories() -> None:
+    m = make_monitor(EXAMPLE)
+    assert {n: m.policy.test_for(n, "numeric") for n in NUMERIC} == dict.fromkeys(NUMERIC, "psi")
+    assert {n: m.policy.test_for(n, "categorical") for n in CATEGORICAL} == dict.fromkeys(
+        CATEGORICAL, "chisquare"
+    )
+    assert m.policy.feature_thresholds == {}  # both on the monitor's scale
+
+
+def test_the_monitors_test_applies_where_it_can() -> None:
+    js = make_monitor({**EXAMPLE, "test": "jensenshannon"})
+    assert set(js.policy.tests.values()) == {"jensenshannon"}
+    # Every feature's thresholds are then the test's own (the monitor's are PSI and w's).
+    assert set(js.policy.feature_thresholds.values()) == {TEST_THRESHOLDS["jensenshannon"]}
+    ks = make_monitor({**EXAMPLE, "test": "ks"})
+    assert {ks.policy.tests[n] for n in NUMERIC} == {"ks"}
+    assert {ks.policy.tests[n] for n in CATEGORICAL} == {"chisquare"}  # ks needs an order
+
+
+def test_a_features_test_and_thresholds_on_its_scale() -> None:
+    m = make_monitor(
+        {
+            **EXAMPLE,
+            "warning_threshold": 0.25,
+            "features": {
+                "age": {"test": "ks"},
+                "income": {"test": "wasserstein", "warning_threshold": 0.5},
+                "channel": {"test": "hellinger"},
+                "region": {"notice_threshold": 0.05},
+            },
+        }
+    )
+    assert m.policy.thresholds == Thresholds(0.25, 0.5, 0.1)
+    assert m.policy.thresholds_for("age") == TEST_THRESHOLDS["ks"]
+    wasserstein = TEST_THRESHOLDS["wasserstein"]
+    assert m.policy.thresholds_for("income") == Thresholds(0.5, wasserstein.critical, 0.3)
+    assert m.policy.thresholds_for("channel") == TEST_THRESHOLDS["hellinger"]
+    assert m.policy.thresholds_for("region") == Thresholds(0.25, 0.5, 0.05)
+    assert m.policy.thresholds_for("credit_score") == m.policy.thresholds
+
+
+def test_a_numeric_only_test_on_a_category_is_refused() -> None:
+    with pytest.raises(
+        MonitorConfigError,
+        match=r"^test\.yaml: features\.channel\.test: wasserstein needs a numeric feature; a "
+        r"categorical one can use psi, jensenshannon, hellinger or chisquare$",
+    ):
+        make_monitor({**EXAMPLE, "features": {"channel": {"test": "wasserstein"}}})
+
+
+def test_notice_threshold_defaults_below_the_warning() -> None:
+    assert make_monitor(EXAMPLE).policy.thresholds.notice == DEFAULTS.notice_threshold == 0.1
+    low = make_monitor({**EXAMPLE, "warning_threshold": 0.05})
+    assert low.policy.thresholds == Thresholds(0.05, 0.5, 0.05)  # no notice tier then
+    with pytest.raises(
+        MonitorConfigError,
+        match=r"^test\.yaml: notice_threshold: must not exceed warning_threshold \(0\.2\), "
+        r"got 0\.3$",
+    ):
+        make_monitor({**EXAMPLE, "notice_threshold": 0.3})
+    with pytest.raises(MonitorConfigError, match=r"features\.age\.notice_threshold: must not"):
+        make_monitor({**EXAMPLE, "features": {"age": {"notice_threshold": 0.3}}})
+
+
+@pytest.mark.parametrize(
+    ("config", "method"),
+    [
+        ({}, "none"),
+        ({"multiple_testing": "holm"}, "holm"),
+        ({"multiple_testing": "bh"}, "bh"),
+        ({"bonferroni": True}, "bonferroni"),
+        ({"bonferroni": True, "multiple_testing": "bonferroni"}, "bonferroni"),
+        ({"bonferroni": False, "multiple_testing": "holm"}, "holm"),
+    ],
+)
+def test_multiple_testing_and_its_bonferroni_alias(config: dict[str, Any], method: str) -> None:
+    policy = make_monitor({**EXAMPLE, **config}).policy
+    assert policy.multiple_testing == method
+    assert policy.bonferroni is (method == "bonferroni")
+
+
+def test_multiple_testing_contradicting_bonferroni_is_refused() -> None:
+    with pytest.raises(
+        MonitorConfigError,
+        match=r"^test\.yaml: multiple_testing: holm contradicts bonferroni: true \(an alias of "
+        r"multiple_testing: bonferroni\); set only one$",
+    ):
+        make_monitor({**EXAMPLE, "multiple_testing": "holm", "bonferroni": True})
+
+
+def test_service_default_multiple_testing_is_inherited() -> None:
+    holm = MonitorDefaults(multiple_testing="holm")
+    assert make_monitor(EXAMPLE, defaults=holm).policy.multiple_testing == "holm"
+    alias = MonitorDefaults(bonferroni=True)
+    assert make_monitor(EXAMPLE, defaults=alias).policy.multiple_testing == "bonferroni"
+    # The monitor's own choice wins, even "none".
+    own = make_monitor({**EXAMPLE, "multiple_testing": "none"}, defaults=holm)
+    assert own.policy.multiple_testing == "none"
+
+
+def test_quality_thresholds_per_rule() -> None:
+    m = make_monitor({**EXAMPLE, "quality": {"missing": {"warning": 0.1, "critical": 0.3}}})
+    assert m.policy.quality.missing == QualityThresholds(0.1, 0.3)
+    assert m.policy.quality.range == DEFAULTS.quality.range
+    with pytest.raises(MonitorConfigError, match=r"critical: must be greater than warning"):
+        make_monitor({**EXAMPLE, "quality": {"range": {"warning": 0.1, "critical": 0.05}}})

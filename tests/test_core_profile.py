@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import msgspec
@@ -16,6 +18,7 @@ import pytest
 
 from driftline.core.profile import (
     DISCRETE_MAX_VALUES,
+    LEGACY_PROFILE_KIND,
     PROFILE_KIND,
     BaselineError,
     BaselineProfile,
@@ -26,6 +29,7 @@ from driftline.core.profile import (
     categorical_profile,
     decode_profile,
     encode_profile,
+    held_out_split,
     infer_kind,
     load_baseline,
     numeric_profile,
@@ -38,6 +42,8 @@ EXAMPLE = ROOT / "examples" / "baseline_data.json"
 
 
 def expected_cuts(x: np.ndarray, bins: int) -> np.ndarray:
+    """Unique quantile cuts, at most one bin per 50 values (at least 2 bins)."""
+    bins = max(2, min(bins, len(x) // 50))
     return np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1]))
 
 
@@ -113,7 +119,7 @@ def test_discrete_threshold_is_twenty_distinct_values() -> None:
     assert p20.bins == DISCRETE_MAX_VALUES + 2
     assert p20.counts == [0] + [3] * DISCRETE_MAX_VALUES + [0]
 
-    twenty_one = [float(v) for v in range(DISCRETE_MAX_VALUES + 1)] * 3
+    twenty_one = [float(v) for v in range(DISCRETE_MAX_VALUES + 1)] * 5
     p21 = numeric_profile(twenty_one, 5, "x")
     x = np.asarray(twenty_one)
     assert not p21.discrete
@@ -142,7 +148,7 @@ def test_single_value_has_zero_std() -> None:
 
 
 def test_missing_values_are_counted_not_binned() -> None:
-    present = [float(v) for v in range(40)]
+    present = [float(v) for v in range(240)]
     values: list[object] = [*present, None, math.nan, "", "NA", "n/a", " null ", "None", "nan"]
     profile = numeric_profile(values, 4, "x")
     assert profile.missing == 8
@@ -151,6 +157,39 @@ def test_missing_values_are_counted_not_binned() -> None:
     x = np.asarray(present)
     assert profile.cuts == expected_cuts(x, 4).tolist()
     assert profile.mean == pytest.approx(float(x.mean()))
+
+
+@pytest.mark.parametrize(("present", "bins"), [(60, 2), (120, 2), (150, 3), (499, 9), (500, 10)])
+def test_small_baselines_get_at_least_fifty_values_per_quantile_bin(
+    present: int, bins: int
+) -> None:
+    x = np.random.default_rng(present).normal(size=present)
+    profile = numeric_profile(x.tolist(), 10, "x")
+    assert profile.bins == bins
+    assert profile.cuts == np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1]).tolist()
+
+
+@pytest.mark.parametrize("present", [1, 1999, 2000, 5000, 12345])
+def test_tail_cuts_are_the_baselines_order_statistics(present: int) -> None:
+    x = np.random.default_rng(present).lognormal(size=present)
+    profile = numeric_profile([*x.tolist(), None], 10, "x")
+    r = max(1, int(0.001 * present))
+    ordered = np.sort(x)
+    assert profile.tail_rank == r
+    assert profile.tail_cuts == (ordered[r - 1], ordered[present - r])
+    assert (profile.tail_low, profile.tail_high) == profile.tail_cuts
+
+
+def test_bin_means_are_the_baseline_means_of_each_bin() -> None:
+    x = np.random.default_rng(8).gamma(2.0, 3.0, size=3000)
+    profile = numeric_profile(x.tolist(), 10, "x")
+    index = np.searchsorted(np.asarray(profile.cuts), x, side="right")
+    means = [float(x[index == i].mean()) for i in range(profile.bins)]
+    assert profile.bin_means == pytest.approx(means, rel=1e-12)
+    assert profile.positions == profile.bin_means
+    # A per-value bin sits at its value; its empty outer bins a neighbour's width out.
+    discrete = numeric_profile([1, 2, 2, 4], 10, "k")
+    assert discrete.positions == pytest.approx([0.5, 1.0, 2.0, 4.0, 5.0], rel=1e-15)
 
 
 def test_numeric_strings_are_numbers() -> None:
@@ -184,36 +223,117 @@ def test_all_missing_forced_numeric_is_rejected() -> None:
 # ------------------------------------------------------------------------ categorical
 
 
-def test_categorical_top_k_by_count_then_name_with_pooled_other() -> None:
-    values = ["b"] * 5 + ["a"] * 5 + ["c"] * 7 + ["d"] * 2 + ["e"] * 2 + ["f"] + [None, ""]
-    profile = categorical_profile(values, top_k=3)
-    assert profile.categories == ["c", "a", "b"]  # 7, then the 5s by name
-    assert profile.counts == [7, 5, 5, 2 + 2 + 1]
-    assert profile.n == 22
+def halves(values: list[object]) -> tuple[Counter[str], Counter[str]]:
+    """The selection and reference halves of the labels, as the profile splits them."""
+    return held_out_split(Counter(str(v) for v in values if v not in (None, "")))
+
+
+def test_categorical_top_k_of_the_selection_half_counted_on_the_other() -> None:
+    rng = np.random.default_rng(4)
+    values: list[object] = [f"c{int(v)}" for v in rng.zipf(1.6, size=3000) if v <= 40]
+    values += [None, ""]
+    profile = categorical_profile(values, top_k=5)
+    selection, reference = halves(values)
+    ranked = sorted(selection.items(), key=lambda item: (-item[1], item[0]))
+    assert profile.categories == [c for c, _ in ranked[:5]]
+    kept = profile.categories
+    assert profile.selection == [selection[c] for c in kept] + [
+        sum(selection.values()) - sum(selection[c] for c in kept)
+    ]
+    assert profile.counts == [reference[c] for c in kept] + [
+        sum(reference.values()) - sum(reference[c] for c in kept)
+    ]
+    # The halves partition the rows: every row counted once, the missing ones aside.
+    assert sum(profile.counts) + sum(profile.selection) == profile.n == len(values) - 2
+    assert sum(profile.selection) == profile.n // 2
     assert profile.missing == 2
-    assert profile.bins == 4
+    assert profile.bins == 6
+    assert profile.calibrated
+
+
+def test_held_out_split_is_random_but_fixed_by_the_data() -> None:
+    labels = Counter({f"c{i}": 143 - i for i in range(7)})
+    selection, reference = held_out_split(labels)
+    assert held_out_split(labels) == (selection, reference)
+    # The halves partition the rows: per category, and half of all rows (rounded down).
+    assert selection + reference == labels
+    assert sum(selection.values()) == sum(labels.values()) // 2
+    # Drawn as a random half of the rows would be, not halved category by category.
+    assert any(selection[c] != labels[c] // 2 for c in labels)
+    assert set(selection) == set(reference) == set(labels)
+    # Fixed by the data alone: another category count gives another draw.
+    assert held_out_split(labels + Counter({"c0": 1})) != (selection, reference)
+
+
+def test_held_out_split_draws_like_a_random_half_of_the_rows() -> None:
+    # A category of 40 rows out of 1,000: its share of a random half is hypergeometric.
+    draws = [held_out_split(Counter({"a": 40, f"b{i}": 960}))[0]["a"] for i in range(2000)]
+    assert np.mean(draws) == pytest.approx(20, abs=0.3)
+    expected_var = 500 * 0.04 * 0.96 * (1000 - 500) / (1000 - 1)  # n p (1 - p) (N - n)/(N - 1)
+    assert np.var(draws) == pytest.approx(expected_var, rel=0.15)
 
 
 def test_categorical_all_kept_leaves_other_empty() -> None:
-    profile = categorical_profile(["x", "y", "y"], top_k=100)
+    values = ["x"] * 10 + ["y"] * 20
+    profile = categorical_profile(values, top_k=100)
     assert profile.categories == ["y", "x"]
-    assert profile.counts == [2, 1, 0]
+    assert profile.counts[-1] == profile.selection[-1] == 0
+    assert [a + b for a, b in zip(profile.counts, profile.selection, strict=True)] == [20, 10, 0]
+
+
+def test_categories_seen_in_one_half_only() -> None:
+    # One row of "rare": it lands in one half. Chosen on the selection half, it is kept
+    # only if that half holds it, and counts under `other` in the reference otherwise.
+    values = ["a"] * 40 + ["rare"]
+    profile = categorical_profile(values, top_k=100)
+    selection, reference = halves(values)
+    assert ("rare" in profile.categories) == ("rare" in selection)
+    assert profile.counts[-1] == (reference["rare"] if "rare" not in selection else 0)
 
 
 def test_bools_are_categories_true_false() -> None:
-    profile = build_profile({"flag": [True, False, True, None]}).features["flag"]
+    profile = build_profile({"flag": [True, False, True, None] * 10}).features["flag"]
     assert isinstance(profile, CategoricalProfile)
     assert profile.categories == ["true", "false"]
-    assert profile.counts == [2, 1, 0]
-    assert profile.missing == 1
+    assert [a + b for a, b in zip(profile.counts, profile.selection or [], strict=True)] == [
+        20,
+        10,
+        0,
+    ]
+    assert profile.missing == 10
 
 
 def test_numbers_forced_categorical_use_string_labels() -> None:
-    profile = build_profile({"code": [1, 1, 2, 3.5]}, kinds={"code": "categorical"})
+    profile = build_profile({"code": [1, 1, 2, 3.5] * 5}, kinds={"code": "categorical"})
     feature = profile.features["code"]
     assert isinstance(feature, CategoricalProfile)
-    assert feature.categories == ["1", "2", "3.5"]
-    assert feature.counts == [2, 1, 1, 0]
+    # Ranked by the selection half's counts (ties by name).
+    chosen = dict(zip(feature.categories, feature.selection or [], strict=False))
+    assert sorted(chosen) == ["1", "2", "3.5"]
+    assert feature.categories == sorted(chosen, key=lambda c: (-chosen[c], c))
+    both = [a + b for a, b in zip(feature.counts, feature.selection or [], strict=True)]
+    assert dict(zip(feature.categories, both, strict=False)) == {"1": 10, "2": 5, "3.5": 5}
+    assert both[-1] == 0  # nothing pooled in `other`
+
+
+def test_profile_of_the_first_version_loads_and_is_not_calibrated() -> None:
+    data = msgspec.to_builtins(_small_profile())
+    data["kind"] = LEGACY_PROFILE_KIND
+    for feature in data["features"].values():
+        for field in ("selection", "tail_low", "tail_high", "tail_rank", "bin_means"):
+            feature.pop(field, None)
+    profile = decode_profile(data)
+    c, x = profile.features["c"], profile.features["x"]
+    assert isinstance(c, CategoricalProfile) and isinstance(x, NumericProfile)
+    assert not c.calibrated
+    assert x.tail_cuts == (x.min, x.max) and x.tail_rank == 1
+    # Without stored bin means: interval middles, outer bins a neighbour's width out.
+    cuts = x.cuts
+    assert x.positions == [
+        cuts[0] - (cuts[1] - cuts[0]),
+        *((a + b) / 2 for a, b in itertools.pairwise(cuts)),
+        cuts[-1] + (cuts[-1] - cuts[-2]),
+    ]
 
 
 # ---------------------------------------------------------------- formats and loading
@@ -285,7 +405,7 @@ def test_records_columns_and_csv_give_identical_profiles(tmp_path: Path) -> None
     colour = from_records.features["colour"]
     assert isinstance(colour, CategoricalProfile)
     assert len(colour.categories) == 3
-    assert sum(colour.counts) == len(records)
+    assert sum(colour.counts) + sum(colour.selection or []) == len(records)
     note = from_records.features["note"]
     assert isinstance(note, CategoricalProfile)
     assert note.missing == sum(r["note"] is None for r in records)
@@ -359,6 +479,25 @@ def test_empty_columns_mapping_is_rejected() -> None:
 # ------------------------------------------------------------------------ persistence
 
 
+def test_one_column_csv_keeps_empty_cells_as_missing(tmp_path: Path) -> None:
+    # An empty cell of a one-column CSV is an empty line: it is a missing value, not
+    # nothing (a profile with no missing values would be the wrong baseline).
+    path = tmp_path / "temperature.csv"
+    path.write_text("temperature\n21.5\n\n19.0\n\n\n22.25\n")
+    profile = load_baseline(path)
+    feature = profile.features["temperature"]
+    assert (feature.n, feature.missing, profile.rows) == (3, 3, 6)
+
+
+def test_wider_csv_skips_empty_lines(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text("x,y\n1,a\n\n2,b\n,\n")
+    profile = load_baseline(path)
+    assert profile.rows == 3
+    assert (profile.features["x"].n, profile.features["x"].missing) == (2, 1)
+    assert (profile.features["y"].n, profile.features["y"].missing) == (2, 1)
+
+
 def _small_profile(bins: int = 4) -> BaselineProfile:
     rng = np.random.default_rng(11)
     return build_profile(
@@ -386,7 +525,7 @@ def test_saved_profile_round_trips_and_keeps_hash(tmp_path: Path) -> None:
 
 def test_content_hash_changes_with_bins() -> None:
     a = _small_profile(bins=4)
-    b = _small_profile(bins=5)
+    b = _small_profile(bins=3)
     assert a.features["x"] != b.features["x"]
     assert a.content_hash != b.content_hash
     assert _small_profile(bins=4).content_hash == a.content_hash
@@ -470,15 +609,15 @@ def _driftline() -> list[str]:
     return [sys.executable, "-m", "driftline.cli"]
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_driftline(), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def test_cli_baseline_build_writes_loadable_profile(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    result = subprocess.run(
-        [*_driftline(), "baseline", "build", str(EXAMPLE), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("baseline", "build", str(EXAMPLE), "-o", str(out))
     assert result.returncode == 0, result.stderr
     in_process = load_baseline(EXAMPLE)
     written = load_baseline(out)
@@ -488,17 +627,24 @@ def test_cli_baseline_build_writes_loadable_profile(tmp_path: Path) -> None:
     assert "8 features" in result.stderr
 
 
+def test_cli_baseline_build_keeps_a_csvs_empty_cells(tmp_path: Path) -> None:
+    data = tmp_path / "temperature.csv"
+    data.write_text(
+        "temperature\n" + "".join("\n" if i % 20 == 0 else f"{i / 10}\n" for i in range(200))
+    )
+    out = tmp_path / "profile.json"
+    result = run_cli("baseline", "build", str(data), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    feature = json.loads(out.read_text())["features"]["temperature"]
+    assert (feature["n"], feature["missing"]) == (190, 10)
+    assert json.loads(out.read_text())["kind"] == PROFILE_KIND
+
+
 def test_cli_baseline_build_bad_file_exits_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"a": [1, 2], "b": [1]}')
     out = tmp_path / "out.json"
-    result = subprocess.run(
-        [*_driftline(), "baseline", "build", str(bad), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("baseline", "build", str(bad), "-o", str(out))
     assert result.returncode == 1
     assert "columns have different lengths" in result.stderr
     assert str(bad) in result.stderr
@@ -579,9 +725,8 @@ def test_arrays_and_lists_build_the_same_profile() -> None:
 
 def test_equal_values_of_other_types_keep_their_own_categories() -> None:
     profile = categorical_profile([1, 1.0, True, "1", None, float("nan"), "NA"] * 3, top_k=10)
-    assert dict(zip(profile.categories, profile.counts, strict=False)) == {
-        "1": 6, "1.0": 3, "true": 3
-    }  # fmt: skip
+    both = [a + b for a, b in zip(profile.counts, profile.selection or [], strict=True)]
+    assert dict(zip(profile.categories, both, strict=False)) == {"1": 6, "1.0": 3, "true": 3}
     assert profile.missing == 9
 
 

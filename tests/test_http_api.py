@@ -16,7 +16,7 @@ from support import example_settings as make_settings
 from support import wait_until
 
 from driftline.core.limits import Limits
-from driftline.core.profile import load_baseline
+from driftline.core.profile import CategoricalProfile, load_baseline
 from driftline.engine.admission import Rejection
 from driftline.http.app import create_app
 from driftline.http.handlers import column_path, event_path
@@ -165,6 +165,30 @@ async def test_report_page_renders_the_live_drift_report(client: TestClient) -> 
     assert missing.content_type == PROBLEM
 
 
+def moment_matched_p(table: np.ndarray) -> tuple[float, float, float]:
+    """Pearson's X² of a 2 x k table, its null mean, and its p against a chi-square scaled
+    to X²'s exact mean and variance given the margins (docs/metrics.md, written out)."""
+    table = table[:, table.sum(axis=0) > 0].astype(np.float64)
+    m, n = table.sum(axis=1)
+    c = table.sum(axis=0)
+    k, total = c.size, m + n
+    statistic = float(stats.chi2_contingency(table, correction=False).statistic)
+    mean = (k - 1) * total / (total - 1)
+    r = float(np.sum(1 / c))
+    k2 = total * (m - n) ** 2 - 2 * (m * m - m * n + n * n) + total
+    variance = (
+        r * total**3 * (total - 1) * (m * m - 4 * m * n + n * n + total)
+        - total**2
+        * (
+            2 * (m - 1) * (n - 1) * total**2
+            - 2 * (m - 1) * (n - 1) * total * (total + 1) * k
+            + k2 * k * k
+        )
+    ) / (m * n * (total - 3) * (total - 2) * (total - 1) ** 2)
+    scale, shape = variance / (2 * mean), 2 * mean * mean / variance
+    return statistic, mean, float(stats.chi2.sf(statistic / scale, shape))
+
+
 async def test_report_numbers_match_independent_scipy(
     client: TestClient, baseline_rows: list[dict[str, Any]]
 ) -> None:
@@ -185,51 +209,94 @@ async def test_report_numbers_match_independent_scipy(
         )
         values = np.array([e[name] for e in events if e[name] is not None], dtype=float)
         counts = np.bincount(np.searchsorted(cuts, values, side="right"), minlength=len(cuts) + 1)
-        n, m = counts.sum(), expected_counts.sum()
-        a, e = np.maximum(counts / n, eps), np.maximum(expected_counts / m, eps)
+        n = counts.sum()
+        a, e = np.maximum(counts / n, eps), np.maximum(expected_counts / expected_counts.sum(), eps)
         psi = float(np.sum((a - e) * np.log(a / e)))
-        dof = int(np.count_nonzero(counts + expected_counts)) - 1
-        statistic = psi * n * m / (n + m)
+        statistic, _, p = moment_matched_p(np.array([expected_counts, counts]))
         assert feature["window_count"] == n
+        assert feature["test"] == "psi"
         assert feature["psi"] == pytest.approx(psi, rel=1e-9, abs=1e-12)
         assert feature["score"] == pytest.approx(psi, rel=1e-9, abs=1e-12)
         assert feature["kl"] == pytest.approx(float(np.sum(a * np.log(a / e))), rel=1e-9, abs=1e-12)
         assert feature["js"] == pytest.approx(
-            float(jensenshannon(counts / n, expected_counts / m)), rel=1e-9, abs=1e-12
+            float(jensenshannon(counts / n, expected_counts / expected_counts.sum())),
+            rel=1e-9,
+            abs=1e-12,
         )
-        assert feature["dof"] == dof
+        assert feature["dof"] == int(np.count_nonzero(counts + expected_counts)) - 1
         assert feature["statistic"] == pytest.approx(statistic, rel=1e-9)
-        assert feature["p_value"] == pytest.approx(
-            float(stats.chi2.sf(statistic, dof)), rel=1e-9, abs=1e-300
-        )
+        assert feature["p_value"] == pytest.approx(p, rel=1e-7, abs=1e-300)
         # Quality and location: mean, z and out-of-range from the raw values. Moments are
-        # kept in units of 2^-20 baseline SDs, rounded per event: at most half a unit off.
+        # kept in units of 2^-20 baseline SDs, rounded per event, and shown rounded to
+        # that unit: at most one unit off.
         unit = base.std(ddof=1) / 2**20
-        assert feature["mean"] == pytest.approx(values.mean(), abs=unit / 2)
+        assert feature["mean"] == pytest.approx(values.mean(), abs=unit)
         assert feature["std"] == pytest.approx(values.std(ddof=1), rel=1e-6)
         assert feature["mean_shift_z"] == pytest.approx(
             (values.mean() - base.mean()) / base.std(ddof=1), abs=2**-21
         )
-        outside = np.count_nonzero((values < base.min()) | (values > base.max()))
+        # Out of range: beyond the baseline's r-th smallest and largest values, r = 0.1 %.
+        ordered, r = np.sort(base), max(1, len(base) // 1000)
+        outside = np.count_nonzero((values < ordered[r - 1]) | (values > ordered[-r]))
         assert feature["out_of_range_rate"] == pytest.approx(outside / n, abs=1e-12)
+        assert feature["quality"]["range"]["rate"] == feature["out_of_range_rate"]
         missing = sum(e[name] is None for e in events)
         assert feature["missing_rate"] == pytest.approx(missing / len(events), abs=1e-12)
     for name in ("product_category", "channel"):
         feature = report["features"][name]
-        base_labels = [r[name] for r in baseline_rows if r[name] is not None]
-        categories = sorted(set(base_labels), key=lambda c: (-base_labels.count(c), c))
-        expected_counts = np.array([base_labels.count(c) for c in categories] + [0])
+        kept = profile.features[name]
+        assert isinstance(kept, CategoricalProfile)
+        # Compared with the profile's reference half (the other half chose the categories).
+        expected_counts = np.array(kept.counts)
         labels = [e[name] for e in events if e[name] is not None]
-        counts = np.array([labels.count(c) for c in categories] + [0])
+        counts = np.array([labels.count(c) for c in kept.categories] + [0])
         a, e = counts / counts.sum(), expected_counts / expected_counts.sum()
         fa, fe = np.maximum(a, eps), np.maximum(e, eps)
         assert feature["psi"] == pytest.approx(float(np.sum((fa - fe) * np.log(fa / fe))), rel=1e-9)
         assert feature["js"] == pytest.approx(float(jensenshannon(a, e)), rel=1e-9)
-        table = np.array([counts[:-1], expected_counts[:-1]])
-        chi2, p, dof, _ = stats.chi2_contingency(table, correction=False)
-        assert feature["statistic"] == pytest.approx(chi2, rel=1e-9)
-        assert feature["dof"] == dof
-        assert feature["p_value"] == pytest.approx(p, rel=1e-9, abs=1e-300)
+        # Every category expects more than one event a side: no pooling, the plain table.
+        statistic, mean, p = moment_matched_p(np.array([expected_counts, counts]))
+        assert feature["statistic"] == pytest.approx(statistic, rel=1e-9)
+        assert feature["dof"] == int(np.count_nonzero(expected_counts + counts)) - 1
+        assert feature["p_value"] == pytest.approx(p, rel=1e-7, abs=1e-300)
+        n, m = counts.sum(), expected_counts.sum()
+        w = np.sqrt(max(statistic - mean, 0.0) * (1 / n + 1 / m))
+        assert feature["score"] == pytest.approx(w, rel=1e-9)
+
+
+async def test_data_quality_reaches_the_answers_the_report_and_the_metrics(
+    client: TestClient,
+) -> None:
+    profile = load_baseline(EXAMPLES / "baseline_data.json")
+    events = ProfileSampler(profile, np.random.default_rng(12)).events(400, SCENARIOS["baseline"])
+    for i, event in enumerate(events):
+        event["income"] = None  # the feature stopped arriving
+        if i % 50 == 0:
+            event["channel"] = "kiosk"  # 2 % in a channel training never saw
+    result = await send_events(client, events)
+    drift = result["drift"]
+    assert drift["severity"] == "critical"
+    assert drift["feature_reasons"]["income"] == ["missing"]
+    assert "new_categories" in drift["feature_reasons"]["channel"]
+    assert set(drift["drifted_features"]) >= {"income", "channel"}
+    status, answer, _ = await post_json(client, "/monitor/predict", {"features": {"age": 40}})
+    assert status == 200
+    assert answer["feature_reasons"]["income"] == ["missing"]
+    assert set(answer["feature_scores"]) == set(profile.features)  # the original shape kept
+    report = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    income = report["features"]["income"]
+    assert (income["severity"], income["reasons"]) == ("critical", ["missing"])
+    assert income["quality"]["missing"]["rate"] == 1.0
+    channel = report["features"]["channel"]["quality"]["new_categories"]
+    assert channel["rate"] == pytest.approx(8 / 400, abs=1e-12)  # the predict had no channel
+    assert channel["severity"] == "warning"
+    text = await (await client.get("/monitor/metrics")).text()
+    assert 'driftline_monitor_severity{monitor="credit-risk"} 2' in text
+    assert 'driftline_feature_missing_rate{feature="income",monitor="credit-risk"} 1' in text
+    assert 'driftline_feature_severity{feature="income",monitor="credit-risk"} 2' in text
+    unseen = 'driftline_feature_unseen_category_rate{feature="channel",monitor="credit-risk"}'
+    assert f"{unseen} 0.02" in text
+    assert 'driftline_feature_out_of_range_rate{feature="age",monitor="credit-risk"}' in text
 
 
 async def test_unknown_feature_warns_and_missing_counts_as_missing(client: TestClient) -> None:
@@ -493,7 +560,11 @@ async def test_monitor_listing_and_detail(client: TestClient) -> None:
     assert detail["policy"]["feature_thresholds"]["credit_score"] == {
         "warning": 0.15,
         "critical": 0.4,
+        "notice": 0.1,
     }
+    assert detail["policy"]["tests"]["credit_score"] == "psi"
+    assert detail["policy"]["tests"]["channel"] == "chisquare"
+    assert detail["policy"]["multiple_testing"] == "none"
     assert detail["baseline"]["features"]["num_products"]["discrete"] is True
     assert detail["baseline"]["rows"] == 4000
 

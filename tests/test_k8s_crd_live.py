@@ -89,6 +89,23 @@ BAD_SPECS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("zero window", spec_change(windowSeconds=0), "spec.windowSeconds"),
     ("negative bucket", spec_change(bucketSeconds=-60), "spec.bucketSeconds"),
     ("zero minSamples", spec_change(minSamples=0), "spec.minSamples"),
+    ("minSamples below a testable window", spec_change(minSamples=9), "spec.minSamples"),
+    ("unknown test", spec_change(test="t-test"), '"t-test"'),
+    (
+        "notice above warning",
+        spec_change(thresholds={"warning": 0.2, "critical": 0.5, "notice": 0.3}),
+        "thresholds.notice must not exceed thresholds.warning",
+    ),
+    (
+        "bonferroni beside another method",
+        spec_change(bonferroni=True, multipleTesting="holm"),
+        "bonferroni: true is an alias of multipleTesting: bonferroni",
+    ),
+    (
+        "quality critical below warning",
+        spec_change(quality={"missing": {"warning": 0.2, "critical": 0.1}}),
+        "quality.missing.critical must be greater than its warning",
+    ),
     ("zero minDriftedFeatures", spec_change(minDriftedFeatures=0), "spec.minDriftedFeatures"),
     ("one bin", lambda m: m["spec"]["baseline"].update(bins=1), "spec.baseline.bins"),
     ("topK of zero", lambda m: m["spec"]["baseline"].update(topK=0), "spec.baseline.topK"),

@@ -394,6 +394,11 @@ def test_drift_reaches_the_status_an_event_the_columns_and_the_receivers(
     assert status["driftScore"] > 0.5 and status["driftScore"] == round(status["driftScore"], 2)
     assert "lastEvaluated" not in status
     assert set(status["driftedFeatures"]) >= {"age", "income"}
+    # Each flagged feature with its severity and the checks that flagged it.
+    reasons = {r["feature"]: r for r in status["featureReasons"]}
+    assert set(status["driftedFeatures"]) <= set(reasons)
+    assert "distribution" in reasons["age"]["reasons"]
+    assert reasons["age"]["severity"] in {"warning", "critical"}
 
     events = wait_for(
         "a SeverityChanged Event",

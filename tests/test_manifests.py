@@ -32,6 +32,7 @@ from driftline.cli import parser as cli_parser
 from driftline.core.monitor import build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
 from driftline.core.profile import BaselineProfile, load_baseline
+from driftline.core.severity import SEVERITY_GAUGE
 from driftline.engine.registry import MonitorRegistry
 from driftline.http.routes import ROUTES
 from driftline.operator.render import (
@@ -911,6 +912,28 @@ def test_alert_rules_and_dashboard_use_real_metrics() -> None:
     panel_metrics = set().union(*(_metric_names(e) for e in exprs))
     assert panel_metrics <= exported, f"unknown metrics: {panel_metrics - exported}"
     assert {"driftline_monitor_severity", "driftline_feature_drift_score"} <= panel_metrics
+
+
+def test_alert_rules_and_dashboard_agree_with_the_severity_gauge() -> None:
+    # The values driftline_monitor_severity exports (driftline.core.severity) are what
+    # the rules compare with and what the dashboard names.
+    docs = render("monitoring")
+    (rules,) = objects(docs, "PrometheusRule")
+    by_name = {r["alert"]: r for g in rules["spec"]["groups"] for r in g["rules"]}
+    warning = by_name["DriftlineDriftWarning"]["expr"]
+    critical = by_name["DriftlineDriftCritical"]["expr"]
+    assert warning.endswith(f"(driftline_monitor_severity) == {SEVERITY_GAUGE['warning']:g}")
+    assert critical.endswith(f"(driftline_monitor_severity) >= {SEVERITY_GAUGE['critical']:g}")
+    assert SEVERITY_GAUGE["none"] < SEVERITY_GAUGE["notice"] < SEVERITY_GAUGE["warning"]
+    (dashboard_map,) = [
+        d for d in objects(docs, "ConfigMap") if d["metadata"]["labels"].get("grafana_dashboard")
+    ]
+    dashboard = json.loads(next(iter(dashboard_map["data"].values())))
+    (panel,) = [p for p in dashboard["panels"] if p["title"] == "Monitor severity"]
+    mapping = panel["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert {float(value): m["text"] for value, m in mapping.items()} == {
+        value: name for name, value in SEVERITY_GAUGE.items()
+    }
 
 
 def test_service_monitor_scrapes_the_service() -> None:

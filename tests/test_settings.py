@@ -63,6 +63,19 @@ def test_environment_strings_become_typed_fields() -> None:
     assert settings.defaults.bonferroni is True
 
 
+def test_tests_and_multiple_testing_defaults() -> None:
+    settings = load_settings(
+        environ={
+            "DRIFTLINE_TEST": "jensenshannon",
+            "DRIFTLINE_MULTIPLE_TESTING": "bh",
+            "DRIFT_NOTICE_THRESHOLD": "0.05",
+        }
+    )
+    assert settings.defaults.test == "jensenshannon"
+    assert settings.defaults.multiple_testing == "bh"
+    assert settings.defaults.notice_threshold == 0.05
+
+
 def test_empty_variable_means_unset() -> None:
     assert load_settings(environ={"DRIFTLINE_PORT": "", "REDIS_URL": ""}) == Settings()
 
@@ -96,6 +109,16 @@ def test_drift_thresholds_map_into_defaults() -> None:
         (
             {"DRIFTLINE_WINDOW_SECONDS": "100", "DRIFTLINE_BUCKET_SECONDS": "60"},
             ("DRIFTLINE_WINDOW_SECONDS", "window_seconds"),
+        ),
+        ({"DRIFTLINE_MIN_SAMPLES": "9"}, ("DRIFTLINE_MIN_SAMPLES",)),
+        ({"DRIFTLINE_TEST": "t-test"}, ("DRIFTLINE_TEST",)),
+        (
+            {"DRIFT_NOTICE_THRESHOLD": "0.3"},
+            ("DRIFT_NOTICE_THRESHOLD", "defaults.notice_threshold"),
+        ),
+        (
+            {"DRIFTLINE_MULTIPLE_TESTING": "holm", "DRIFTLINE_BONFERRONI": "true"},
+            ("DRIFTLINE_MULTIPLE_TESTING (defaults.multiple_testing): holm contradicts",),
         ),
     ],
 )

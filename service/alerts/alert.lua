@@ -3,7 +3,7 @@
 --
 -- KEYS[1]  state hash: severity, seq, started_at, changed_at, candidate, candidate_since
 -- KEYS[2]  outbox stream (consumer group `delivery`)
--- ARGV[1]  severity the caller observed: none | warning | critical
+-- ARGV[1]  severity the caller observed: none | notice | warning | critical
 -- ARGV[2]  hold seconds: a new severity must be observed this long, on every evaluation
 --          since, before it is announced
 -- ARGV[3]  cool-down seconds: the least time between two announcements of the monitor
@@ -22,7 +22,7 @@ local observed = ARGV[1]
 local hold = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 -- The order of driftline.core.severity.SEVERITY_RANK (a test checks that they agree).
-local rank = {none = 0, warning = 1, critical = 2}
+local rank = {none = 0, notice = 1, warning = 2, critical = 3}
 if rank[observed] == nil or hold == nil or cooldown == nil then
   return redis.error_reply('ERR alert.lua: bad severity, hold or cool-down')
 end

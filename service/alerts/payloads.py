@@ -27,11 +27,13 @@ ALERT_ID_HEADER = "X-Driftline-Alert-Id"
 
 
 class DriftedFeature(msgspec.Struct, frozen=True):
-    """A feature flagged at the moment of the change."""
+    """A feature flagged at the moment of the change, and why."""
 
     name: str
     score: float
     severity: Severity
+    # distribution, missing, range, new_categories: worst first (absent in older alerts)
+    reasons: list[str] = []
 
 
 class AlertWindow(msgspec.Struct, frozen=True):
@@ -71,13 +73,23 @@ def snapshot_of(assessment: Assessment) -> bytes:
     """The outbox snapshot of an assessment."""
     features = assessment.evaluation.features
     window = assessment.window
+    verdict = assessment.evaluation.verdict
+    # Drift: the flagged features; a notice: the features that made it one.
+    names = assessment.drifted_features
+    if verdict.severity is Severity.NOTICE:
+        names = [name for name, feature in features.items() if feature.reasons]
     return msgspec.json.encode(
         AlertSnapshot(
             model=assessment.monitor.model,
-            drift_score=assessment.evaluation.verdict.drift_score,
+            drift_score=verdict.drift_score,
             drifted_features=[
-                DriftedFeature(name, features[name].score, features[name].severity)
-                for name in assessment.drifted_features
+                DriftedFeature(
+                    name,
+                    features[name].score,
+                    features[name].severity,
+                    list(features[name].reasons),
+                )
+                for name in names
             ],
             window=AlertWindow(window.events, window.start, window.end),
         )
@@ -121,7 +133,10 @@ def _summary(alert: Alert) -> str:
 
 
 def _features_text(alert: Alert) -> str:
-    return ", ".join(f"{f.name} {f.score:.3f} ({f.severity})" for f in alert.drifted_features)
+    return ", ".join(
+        f"{f.name} {f.score:.3f} ({f.severity}{': ' + ', '.join(f.reasons) if f.reasons else ''})"
+        for f in alert.drifted_features
+    )
 
 
 def alertmanager_alerts(
@@ -144,7 +159,7 @@ def alertmanager_alerts(
         "alert_id": alert.id,
         "drift_score": f"{alert.drift_score:.6g}",
     }
-    lowest = max(floor.rank, Severity.WARNING.rank)  # `none` is never an alert of its own
+    lowest = max(floor.rank, Severity.NOTICE.rank)  # `none` is never an alert of its own
     alerts: list[dict[str, Any]] = []
     if alert.previous_severity.rank >= lowest:
         alerts.append(
@@ -169,9 +184,11 @@ def alertmanager_alerts(
 
 def slack_message(alert: Alert) -> dict[str, Any]:
     """A Slack incoming-webhook message a person can read at a glance."""
-    icon = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}.get(
-        str(alert.severity), ":large_green_circle:"
-    )
+    icon = {
+        "critical": ":red_circle:",
+        "warning": ":large_orange_circle:",
+        "notice": ":large_blue_circle:",
+    }.get(str(alert.severity), ":large_green_circle:")
     lines = [f"{icon} *{_summary(alert)}*"]
     if alert.drifted_features:
         lines.append(f"Drifted features: {_features_text(alert)}")

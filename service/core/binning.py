@@ -148,7 +148,8 @@ def bin_event(layout: Layout, features: Mapping[str, Any], limits: Limits) -> Bi
             slots.append(feature.missing)
             continue
         slots.append(feature.first_bin + bisect_right(profile.cuts, number))
-        if number < profile.min or number > profile.max:
+        low, high = profile.tail_cuts
+        if number < low or number > high:
             slots.append(feature.out_of_range)
         z = min(max((number - profile.mean) / moment_unit(profile), -MOMENT_CLIP), MOMENT_CLIP)
         # round() and numpy's rint both round half to even: the batch path agrees exactly.
@@ -184,7 +185,7 @@ class BinnedBatch:
     # The slot of every (event, feature), in parts: the numeric features' matrix, then
     # one array per categorical feature (no copy into one matrix).
     slots: list[IntMatrix]
-    out_of_range: BoolMatrix  # (event, numeric feature): outside the baseline's range
+    out_of_range: BoolMatrix  # (event, numeric feature): beyond the baseline's tail cuts
     z: Matrix  # (event, numeric feature): standardised, clipped; 0 if missing or invalid
     errors: dict[int, EventError] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)
@@ -463,8 +464,9 @@ def _bin(
         size=size,
         numeric=numeric,
         slots=columns,
-        # A missing value is filled with the mean: inside the range, z = 0.
-        out_of_range=(filled < numeric.low) | (filled > numeric.high),
+        # A missing value is filled with the mean (z = 0), which a skewed feature's tail
+        # cuts need not contain: only present values can be out of range.
+        out_of_range=present & ((filled < numeric.low) | (filled > numeric.high)),
         z=z,
         errors={i: error for i, (_, error) in errors.found.items()},
         unknown=unknown,

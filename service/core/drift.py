@@ -1,66 +1,138 @@
-"""Drift statistics: effect sizes, significance tests and the severity policy.
+"""Drift statistics: effect sizes, the homogeneity test, multiple testing and severity.
 
-This module is the only place the formulas live (see docs/metrics.md). It works on
-count vectors over a feature's bins and knows nothing of HTTP, stores or config files.
+This module and driftline.core.quality are where the formulas live (docs/metrics.md
+explains them). They work on count matrices over a feature's bins, one row per feature
+(or per simulated window), and know nothing of HTTP, stores or config files.
 
 Each feature answers two questions separately: is the change large (an effect size
 compared with thresholds) and is it real (a test whose p-value accounts for how many
 events the window and the baseline hold). A feature is flagged only when both say yes.
+The test is the same for every effect size: Pearson's X² of the baseline-vs-window
+table, referred to a chi-square scaled to X²'s exact mean and variance given the
+table's margins, which holds its level from 10 window events up (docs/metrics.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import chdtrc, rel_entr
+from scipy.special import chdtrc, kolmogorov, rel_entr
 
-from driftline.core.policy import DEFAULTS, Thresholds
-from driftline.core.severity import Severity
+from driftline.core.policy import DEFAULTS, MIN_TEST_EVENTS, MultipleTesting, TestName, Thresholds
+from driftline.core.severity import LEVELS, Severity
 
 Vector = npt.NDArray[np.float64]
 Matrix = npt.NDArray[np.float64]  # 2-d: one row per feature
+IntVector = npt.NDArray[np.intp]
 
 EPSILON: float = 1e-4
-"""Floor for proportions in PSI and KL, so a bin empty on one side keeps them finite.
+"""Floor for proportions in PSI and KL (effect sizes only, never in a test), so a bin
+empty on one side keeps them finite. Floored proportions are not renormalised. The raw
+Cohen's w of a report uses it as the baseline proportion of a category never seen."""
 
-Floored proportions are not renormalised. Cohen's w uses it as the baseline proportion
-of a category never seen in training, so such a category counts as a large effect.
-"""
-
-COCHRAN_MIN_EXPECTED: float = 5.0
-"""Smallest expected cell count the categorical chi-square test keeps unpooled."""
+POOL_MIN_EXPECTED: float = 1.0
+"""A categorical test pools rare categories until each pool expects at least this many
+events on both sides (see `PoolingOrder`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class DriftTest:
-    """One feature's numbers for one window against its baseline."""
-
-    kind: Literal["numeric", "categorical"]
-    score: float  # compared with Thresholds: PSI (numeric) or noise-adjusted w (categorical)
-    psi: float
-    kl: float
-    js: float
-    cohen_w: float | None  # categorical only
-    statistic: float  # chi-square statistic of the test behind p_value
-    dof: int
-    p_value: float
-    n: int  # window events (non-missing)
-    m: int  # baseline rows (non-missing)
+# --------------------------------------------------------------------- the test
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
-    """A monitor's overall result for one window."""
+class Homogeneity:
+    """Pearson's X² test of each row's 2 x k table (baseline counts vs window counts)."""
 
-    severity: Severity
-    drift_detected: bool
-    drift_score: float  # largest feature score (PSI and w share the thresholds' scale)
-    flagged: list[str]  # features whose own severity is not none, in input order
-    ready: bool  # the window holds at least min_samples events
+    statistic: Vector  # X²
+    dof: IntVector  # k' - 1, k' = bins non-empty on a side
+    p_value: Vector  # 1 where the row cannot be tested (see `homogeneity`)
+    null_mean: Vector  # E0[X²] given the margins, (k' - 1) N / (N - 1)
+    n: Vector  # window events (non-missing)
+    m: Vector  # baseline rows (non-missing)
+
+    def select(self, rows: IntVector | slice) -> Homogeneity:
+        """The test of some of the rows."""
+        return Homogeneity(
+            self.statistic[rows],
+            self.dof[rows],
+            self.p_value[rows],
+            self.null_mean[rows],
+            self.n[rows],
+            self.m[rows],
+        )
+
+
+def homogeneity(baseline: Matrix, window: Matrix, *, reference: bool = True) -> Homogeneity:
+    """X² per row and its p-value against a chi-square scaled to X²'s exact mean and variance.
+
+    Under no drift, given the table's margins, the window row is multivariate
+    hypergeometric; E0 and V0 below are X²'s exact mean and variance then. X² is
+    referred to a·χ²(nu) with a = V0 / (2 E0), nu = 2 E0² / V0 (both matched). With
+    large cells V0 -> 2(k' - 1) and this is the plain chi-square test; sparse bins
+    enter through R = Σ 1/c_j and make the reference wider, which the plain test
+    misses. A row is not tested (p = 1) with fewer than MIN_TEST_EVENTS window events,
+    an empty baseline, or fewer than two bins seen. Bins empty on both sides (padding
+    included) add nothing. `reference=False` skips the p-value (every p = 1).
+    """
+    b, w = baseline, window
+    m = b.sum(axis=-1)
+    n = w.sum(axis=-1)
+    columns = b + w
+    used = columns > 0.0
+    inverse = np.divide(1.0, columns, out=np.zeros_like(columns), where=used)
+    k = np.count_nonzero(used, axis=-1)
+    dof = np.maximum(k - 1, 0)
+    # X² = n m Σ (b/m - w/n)² / c = Σ (n b - m w)² / c / (n m); 0 when a side is empty.
+    diff = n[:, None] * b - m[:, None] * w
+    statistic = (diff * diff * inverse).sum(axis=-1) / np.maximum(m * n, 1.0)
+    total = m + n
+    mean = dof * total / np.maximum(total - 1, 1.0)
+    p_value = np.ones(m.shape)
+    testable = (n >= MIN_TEST_EVENTS) & (m > 0) & (k >= 2)
+    if reference and testable.any():
+        r = inverse.sum(axis=-1)
+        mn = m * n
+        d2 = (m - n) ** 2
+        cross = 2 * (m - 1) * (n - 1)
+        # Var0 = N² [R N (N-1) A - (c N (N - (N+1) k) + K2 k²)] / (m n (N-3)(N-2)(N-1)²)
+        # with A = m² - 4mn + n² + N, c = 2(m-1)(n-1), K2 = N (m-n)² - 2(m² - mn + n²) + N.
+        a = d2 - 2 * mn + total
+        k2 = total * d2 - 2 * (d2 + mn) + total
+        bracket = r * total * (total - 1) * a - (
+            cross * total * (total - (total + 1) * k) + k2 * k * k
+        )
+        den = mn * (total - 3) * (total - 2) * (total - 1) ** 2
+        variance = total * total * bracket / np.where(testable, den, 1.0)
+        ok = testable & (variance > 0.0)
+        variance = np.where(ok, variance, 2.0)
+        shape = 2 * mean * mean / variance
+        p_value = np.where(ok, chdtrc(shape, statistic * shape / np.where(ok, mean, 1.0)), 1.0)
+    return Homogeneity(statistic, dof, p_value, mean, n, m)
+
+
+def ks_p_value(distance: Vector, n: Vector, m: Vector, testable: npt.NDArray[np.bool_]) -> Vector:
+    """Two-sample Kolmogorov-Smirnov p of `distance` (Stephens' small-sample correction).
+
+    p = kolmogorov((√e + 0.12 + 0.11/√e) D), e = nm/(n+m). On binned CDFs the distance is
+    taken at the bin edges only, so it is at most the unbinned one: conservative.
+    """
+    effective = np.sqrt(np.where(testable, n * m / np.where(testable, n + m, 1.0), 1.0))
+    p = kolmogorov((effective + 0.12 + 0.11 / effective) * distance)
+    return np.where(testable, np.minimum(p, 1.0), 1.0)
+
+
+# ----------------------------------------------------------------- effect sizes
+
+
+def proportions(counts: Matrix) -> Matrix:
+    """Each row divided by its sum (a row of zeros stays zeros)."""
+    total = counts.sum(axis=-1, keepdims=True)
+    shares: Matrix = counts / np.where(total > 0, total, 1.0)
+    return shares
 
 
 def psi_by_row(expected: Matrix, actual: Matrix) -> Vector:
@@ -72,11 +144,62 @@ def psi_by_row(expected: Matrix, actual: Matrix) -> Vector:
     return sums
 
 
-def psi(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:
-    """Population stability index of one pair of proportion vectors (see `psi_by_row`)."""
-    e = np.asarray(expected, dtype=np.float64)
-    a = np.asarray(actual, dtype=np.float64)
-    return float(psi_by_row(e[None, :], a[None, :])[0])
+def js_by_row(expected: Matrix, actual: Matrix) -> Vector:
+    """Jensen-Shannon distance of each row (square root of the divergence, natural log)."""
+    mid = 0.5 * (actual + expected)
+    # rel_entr gives 0 * ln(0 / x) = 0, so empty bins need no floor here.
+    divergence = 0.5 * (rel_entr(actual, mid).sum(axis=-1) + rel_entr(expected, mid).sum(axis=-1))
+    # Rounding can leave a tiny negative divergence for identical inputs.
+    distance: Vector = np.sqrt(np.maximum(divergence, 0.0))
+    return distance
+
+
+def hellinger_by_row(expected: Matrix, actual: Matrix) -> Vector:
+    """Hellinger distance of each row, sqrt(1 - Σ sqrt(a e)), from 0 to 1."""
+    overlap = np.sqrt(expected * actual).sum(axis=-1)
+    distance: Vector = np.sqrt(np.maximum(1.0 - overlap, 0.0))
+    return distance
+
+
+def cdf_gaps(expected: Matrix, actual: Matrix) -> Matrix:
+    """|F_window - F_baseline| at each bin's upper edge (the last, always 0, left out)."""
+    gaps: Matrix = np.abs(np.cumsum(actual, axis=-1) - np.cumsum(expected, axis=-1))[:, :-1]
+    return gaps
+
+
+def ks_by_row(expected: Matrix, actual: Matrix) -> Vector:
+    """Kolmogorov-Smirnov distance of the binned distributions: the largest CDF gap."""
+    gaps = cdf_gaps(expected, actual)
+    distance: Vector = gaps.max(axis=-1) if gaps.shape[-1] else np.zeros(gaps.shape[0])
+    return distance
+
+
+def wasserstein_by_row(
+    expected: Matrix, actual: Matrix, positions: Matrix, scale: Vector
+) -> Vector:
+    """W1 of the binned distributions with bins at `positions`, in units of `scale`.
+
+    W1 = Σ_j |F_w(j) - F_b(j)| (x_{j+1} - x_j) / scale over bin edges; rows padded
+    with bins empty on both sides repeat the last position (a gap of 0).
+    """
+    steps = np.diff(positions, axis=-1)
+    distance: Vector = (cdf_gaps(expected, actual) * steps).sum(axis=-1) / scale
+    return distance
+
+
+def cohen_w_by_row(test: Homogeneity) -> Vector:
+    """Cohen's w less its noise: sqrt(max(0, X² - E0[X²]) (1/n + 1/m)).
+
+    Cohen's w with the pooled proportions in the denominator equals sqrt(X² (1/n + 1/m));
+    subtracting X²'s exact expectation under no drift leaves about 0 for drift-free
+    windows of any size and number of categories, with no floor for categories the
+    baseline never saw.
+    """
+    n, m = test.n, test.m
+    observed = (n > 0) & (m > 0)
+    inverse = np.where(observed, 1.0 / np.where(n > 0, n, 1.0) + 1.0 / np.where(m > 0, m, 1.0), 0)
+    excess = np.maximum(test.statistic - test.null_mean, 0.0)
+    return np.where(observed & (test.dof >= 1), np.sqrt(excess * inverse), 0.0)
 
 
 def kl_divergence(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:
@@ -86,241 +209,237 @@ def kl_divergence(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:
     return float(np.sum(a * np.log(a / e)))
 
 
-def js_distance(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:
-    """Jensen-Shannon distance (square root of the divergence, natural log), unfloored."""
-    e = np.asarray(expected, dtype=np.float64)
-    a = np.asarray(actual, dtype=np.float64)
-    mid = 0.5 * (a + e)
-    # rel_entr gives 0 * ln(0 / x) = 0, so empty bins need no floor here.
-    divergence = 0.5 * float(np.sum(rel_entr(a, mid)) + np.sum(rel_entr(e, mid)))
-    # Rounding can leave a tiny negative divergence for identical inputs.
-    return float(np.sqrt(max(divergence, 0.0)))
-
-
 def cohen_w(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:
-    """Cohen's w = sqrt(sum((a - e)^2 / e)); e == 0 (unseen in training) counts as EPSILON."""
+    """Raw Cohen's w = sqrt(sum((a - e)^2 / e)); e == 0 (never seen) counts as EPSILON."""
     e = np.asarray(expected, dtype=np.float64)
     a = np.asarray(actual, dtype=np.float64)
     e_w = np.where(e > 0.0, e, EPSILON)
     return float(np.sqrt(np.sum((a - e) ** 2 / e_w)))
 
 
-def adjusted_w(w: float, categories: int, n: float, m: float) -> float:
-    """Cohen's w less its sampling noise: sqrt(max(0, w^2 - (k - 1)(1/n + 1/m))).
-
-    With no drift E[w^2] is about (k - 1)(1/n + 1/m) (k categories seen, n window and m
-    baseline events): 1.4 for 200 categories and 100 events, far above any threshold.
-    Subtracting it lets the thresholds mean the same for every window size.
-    """
-    noise = (categories - 1) * (1.0 / n + 1.0 / m) if n and m else 0.0
-    return float(np.sqrt(max(w * w - noise, 0.0)))
+# ---------------------------------------------------------------- categorical pooling
 
 
 @dataclass(frozen=True, slots=True)
-class NumericScores:
-    """PSI and its chi-square test for several binned features at once, one row each."""
+class Pools:
+    """One pooling of a categorical feature's bins: where each pool starts, in pooling order."""
 
-    psi: Vector
-    statistic: Vector
-    dof: npt.NDArray[np.int64]
-    p_value: Vector
-    n: Vector  # window events (non-missing)
-    m: Vector  # baseline rows (non-missing)
+    starts: IntVector
+    baseline: Vector  # the baseline counts pooled
 
 
-def numeric_scores(baseline_counts: Matrix, window_counts: Matrix) -> NumericScores:
-    """Per row: PSI and its test, PSI*n*m/(n+m) ~ chi2(k'-1), k' = bins non-empty on a side.
+@dataclass(frozen=True, eq=False, slots=True)
+class PoolingOrder:
+    """How a categorical feature's bins are pooled for its test; fixed by the baseline.
 
-    Rows may be padded with bins empty on both sides: they add nothing to PSI or k'. One
-    numpy pass for every numeric feature of a monitor, so a flush pays no per-feature
-    overhead. Inputs are trusted (validated counts, positive baseline sums).
+    Bins are taken in ascending order of a key (the held-out selection counts, which
+    neither row of the tested table shares; stable, so ties keep the profile's order)
+    and gathered greedily into pools, each closed once its expected baseline count
+    reaches POOL_MIN_EXPECTED · max(1, m/n'), so both its cells expect at least one
+    event; n' is n rounded down to a power of 2^(1/8), so that the pooling stays the
+    same while the window grows by less than 9 % (and is computed once for each such
+    step). A bin that large alone closes the pool it joins and every later bin stands
+    alone; a last pool left short joins the one before. The partition depends only on
+    the key, n and m, so given them the pooled table is a fixed coarser table and the
+    test keeps its level.
     """
-    b = baseline_counts
-    w = window_counts
-    m = b.sum(axis=-1)
-    n = w.sum(axis=-1)
-    dof = np.count_nonzero((b > 0.0) | (w > 0.0), axis=-1).astype(np.int64) - 1
-    observed = n > 0.0
-    value = np.where(
-        observed, psi_by_row(b / m[:, None], w / np.where(observed, n, 1.0)[:, None]), 0.0
-    )
-    testable = observed & (dof >= 1)
-    # Jeffreys' divergence (PSI) is, to second order, Pearson's X^2 / (n*m/(n+m)).
-    statistic = np.where(testable, value * n * m / (n + m), 0.0)
-    p_value = np.where(testable, chdtrc(np.maximum(dof, 1), statistic), 1.0)
-    return NumericScores(value, statistic, dof, p_value, n, m)
+
+    order: IntVector  # bins by ascending key
+    shares: Vector  # each bin's share of the key, in that order
+    cumulative: Vector  # running sum of shares
+    baseline: Vector  # the baseline counts, in that order
+    _pools: dict[int, Pools]  # by the step of n
+
+    @classmethod
+    def of(cls, key: npt.ArrayLike, baseline: npt.ArrayLike) -> PoolingOrder:
+        """The pooling order of a key vector (selection counts, or the baseline's own)."""
+        values = np.asarray(key, dtype=np.float64)
+        order = np.argsort(values, kind="stable").astype(np.intp)
+        total = values.sum()
+        shares = values[order] / (total if total > 0 else 1.0)
+        counts = np.asarray(baseline, dtype=np.float64)[order]
+        return cls(order, shares, np.cumsum(shares), counts, {})
+
+    def pools(self, n: float) -> Pools:
+        """The pools for a window of n events."""
+        step = math.floor(8 * math.log2(n)) if n >= 1 else -1
+        found = self._pools.get(step)
+        if found is None:
+            m = float(self.baseline.sum())
+            starts = self._starts(2 ** (step / 8) if step >= 0 else 0.0, m)
+            found = self._pools[step] = Pools(starts, np.add.reduceat(self.baseline, starts))
+        return found
+
+    def _starts(self, n: float, m: float) -> IntVector:
+        bins = self.shares.size
+        if n <= 0 or m <= 0:
+            return np.arange(bins, dtype=np.intp)
+        # A pool is complete when its share of the key reaches `need` (rounding aside).
+        need = POOL_MIN_EXPECTED * max(1.0 / m, 1.0 / n) * (1 - 1e-12)
+        alone = int(np.searchsorted(self.shares, need, side="left"))
+        starts = [0]
+        reached = 0.0
+        while True:
+            end = int(np.searchsorted(self.cumulative, reached + need, side="left"))
+            if end >= alone:
+                break
+            starts.append(end + 1)
+            reached = float(self.cumulative[end])
+        if alone < bins:
+            # The pool in progress closes with the first bin large enough alone.
+            starts.extend(range(alone + 1, bins))
+        elif len(starts) > 1 and self.cumulative[-1] - reached < need:
+            starts.pop()  # the last pool fell short: it joins the one before
+        return np.asarray(starts, dtype=np.intp)
+
+    def pool(self, window: Vector) -> tuple[Vector, Vector]:
+        """The baseline and the window counts summed over the pools for this window."""
+        pools = self.pools(float(window.sum()))
+        return pools.baseline, np.add.reduceat(window[self.order], pools.starts)
 
 
-def numeric_test(baseline_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -> DriftTest:
-    """One numeric feature: `numeric_scores` on its bins, plus KL and JS."""
+# --------------------------------------------------------------------- scores
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionScores:
+    """Each row's effect size under its test, and the test."""
+
+    score: Vector  # the effect size of the row's test
+    statistic: Vector  # X² of the table the p-value comes from (pooled, for categories)
+    dof: IntVector
+    p_value: Vector  # the row's test: Kolmogorov for ks, the homogeneity test otherwise
+    n: Vector
+    m: Vector
+
+
+def distribution_scores(
+    baseline: Matrix,
+    window: Matrix,
+    groups: Mapping[TestName, IntVector],
+    *,
+    positions: Matrix | None = None,
+    scale: Vector | None = None,
+    pooled: tuple[Matrix, Matrix] | None = None,
+    test: Homogeneity | None = None,
+) -> DistributionScores:
+    """Effect size and significance of every row, each under the test its group names.
+
+    `groups` maps a test to the rows that use it. Wasserstein rows need `positions`
+    (where each bin sits) and `scale` (the baseline SD). `pooled` is the table the
+    homogeneity p-value is computed on when it differs from the bins (categorical
+    features: sparse categories pooled, see PoolingOrder); effect sizes always use
+    every bin. `test`: that homogeneity test, when already run (a monitor tests its
+    numeric and categorical features in one pass). One numpy pass per test, whatever
+    the number of rows.
+    """
+    if test is None:
+        test = homogeneity(baseline, window) if pooled is None else homogeneity(*pooled)
+    # The bins' own X² serves only Cohen's w (chisquare); the p-value is the pooled one.
+    raw = test
+    if pooled is not None and "chisquare" in groups:
+        raw = homogeneity(baseline, window, reference=False)
+    expected, actual = proportions(baseline), proportions(window)
+    every = len(groups) == 1  # the usual case: one test for all rows, no row selection
+    score = np.zeros(raw.n.shape)
+    p_value = test.p_value
+    for name, rows in groups.items():
+        if not rows.size:
+            continue
+        e, a = (expected, actual) if every else (expected[rows], actual[rows])
+        if name == "psi":
+            value = psi_by_row(e, a)
+        elif name == "jensenshannon":
+            value = js_by_row(e, a)
+        elif name == "hellinger":
+            value = hellinger_by_row(e, a)
+        elif name == "ks":
+            value = ks_by_row(e, a)
+            n, m, dof = raw.n[rows], raw.m[rows], raw.dof[rows]
+            testable = (n >= MIN_TEST_EVENTS) & (m > 0) & (dof >= 1)
+            p_value = p_value.copy()
+            p_value[rows] = ks_p_value(value, n, m, testable)
+        elif name == "wasserstein":
+            assert positions is not None, "wasserstein needs bin positions"
+            assert scale is not None, "wasserstein needs a scale"
+            value = wasserstein_by_row(e, a, positions[rows], scale[rows])
+        else:
+            value = cohen_w_by_row(raw if every else raw.select(rows))
+        score[rows] = value
+    # An empty window has no effect (PSI's floors would give it one).
+    score = np.where(raw.n > 0, score, 0.0)
+    return DistributionScores(score, test.statistic, test.dof, p_value, raw.n, raw.m)
+
+
+# ------------------------------------------------------------- one feature (reports)
+
+
+@dataclass(frozen=True, slots=True)
+class DriftTest:
+    """One feature's numbers for one window against its baseline."""
+
+    kind: Literal["numeric", "categorical"]
+    test: TestName
+    score: float  # the effect size of `test`, compared with the thresholds
+    psi: float
+    kl: float
+    js: float
+    cohen_w: float | None  # categorical only: raw w (EPSILON for unseen categories)
+    statistic: float  # X² of the homogeneity test (of the pooled table for categories)
+    dof: int
+    p_value: float
+    n: int  # window events (non-missing)
+    m: int  # baseline rows (non-missing)
+
+
+def feature_test(
+    kind: Literal["numeric", "categorical"],
+    baseline_counts: npt.ArrayLike,
+    window_counts: npt.ArrayLike,
+    test: TestName | None = None,
+    *,
+    pooling_key: npt.ArrayLike | None = None,
+    positions: npt.ArrayLike | None = None,
+    scale: float = 1.0,
+) -> DriftTest:
+    """One feature's scores and test, as `distribution_scores` computes them, plus KL and JS.
+
+    `test` defaults to psi (numeric) or chisquare (categorical). A categorical
+    feature's bins are pooled by `pooling_key` (its held-out selection counts; the
+    baseline counts themselves when it has none). Wasserstein places the bins at
+    `positions` (the bin indices when not given), in units of `scale`.
+    """
     b, w, m, n = _counts(baseline_counts, window_counts)
-    scores = numeric_scores(b[None, :], w[None, :])
-    dof = int(scores.dof[0])
-    if n == 0.0:
-        return _empty_window("numeric", dof, m)
-    e, a = b / m, w / n
-    value = float(scores.psi[0])
+    name: TestName = test or ("psi" if kind == "numeric" else "chisquare")
+    pooled = None
+    if kind == "categorical":
+        pooled_b, pooled_w = PoolingOrder.of(b if pooling_key is None else pooling_key, b).pool(w)
+        pooled = (pooled_b[None, :], pooled_w[None, :])
+    where = np.asarray(np.arange(b.size) if positions is None else positions, dtype=np.float64)
+    scores = distribution_scores(
+        b[None, :],
+        w[None, :],
+        {name: np.zeros(1, dtype=np.intp)},
+        positions=where[None, :],
+        scale=np.array([scale]),
+        pooled=pooled,
+    )
+    e = b / m
+    a = w / n if n else np.zeros_like(w)
+    observed = n > 0
     return DriftTest(
-        kind="numeric",
-        score=value,
-        psi=value,
-        kl=kl_divergence(e, a),
-        js=js_distance(e, a),
-        cohen_w=None,
+        kind=kind,
+        test=name,
+        score=float(scores.score[0]),
+        psi=float(psi_by_row(e[None, :], a[None, :])[0]) if observed else 0.0,
+        kl=kl_divergence(e, a) if observed else 0.0,
+        js=float(js_by_row(e[None, :], a[None, :])[0]) if observed else 0.0,
+        cohen_w=(cohen_w(e, a) if observed else 0.0) if kind == "categorical" else None,
         statistic=float(scores.statistic[0]),
-        dof=dof,
+        dof=int(scores.dof[0]),
         p_value=float(scores.p_value[0]),
         n=round(n),
         m=round(m),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class CategoricalScore:
-    """A categorical feature's effect size and test of homogeneity."""
-
-    score: float  # Cohen's w less its sampling noise
-    cohen_w: float
-    statistic: float
-    dof: int
-    p_value: float
-
-
-def categorical_score(b: Vector, w: Vector, m: float, n: float) -> CategoricalScore:
-    """Noise-adjusted Cohen's w and the chi-square test of the 2 x k table (trusted counts).
-
-    The test runs after dropping columns empty on both rows and pooling sparse columns
-    (see `_pool_sparse_columns`); w uses all bins. `m` and `n` are the row sums.
-    """
-    nonzero = (b > 0.0) | (w > 0.0)
-    seen = int(np.count_nonzero(nonzero))
-    if n == 0.0:
-        return CategoricalScore(0.0, 0.0, 0.0, seen - 1, 1.0)
-    pooled_b, pooled_w = _pool_sparse_columns(b[nonzero], w[nonzero])
-    dof = pooled_b.size - 1
-    statistic, p_value = 0.0, 1.0
-    if dof >= 1:
-        # Pearson's X^2 of the 2 x k table, sum((O - E)^2 / E) over both rows, reduces to
-        # n*m * sum((e_j - a_j)^2 / c_j) with c_j the column totals.
-        columns = pooled_b + pooled_w
-        diff = pooled_b / m - pooled_w / n
-        statistic = float(n * m * np.sum(diff * diff / columns))
-        p_value = float(chdtrc(dof, statistic))
-    w_value = cohen_w(b / m, w / n)
-    return CategoricalScore(adjusted_w(w_value, seen, n, m), w_value, statistic, dof, p_value)
-
-
-def categorical_test(baseline_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -> DriftTest:
-    """One categorical feature: `categorical_score` plus PSI, KL and JS."""
-    b, w, m, n = _counts(baseline_counts, window_counts)
-    scores = categorical_score(b, w, m, n)
-    if n == 0.0:
-        return _empty_window("categorical", scores.dof, m)
-    e, a = b / m, w / n
-    return DriftTest(
-        kind="categorical",
-        score=scores.score,
-        psi=psi(e, a),
-        kl=kl_divergence(e, a),
-        js=js_distance(e, a),
-        cohen_w=scores.cohen_w,
-        statistic=scores.statistic,
-        dof=scores.dof,
-        p_value=scores.p_value,
-        n=round(n),
-        m=round(m),
-    )
-
-
-def _pool_sparse_columns(baseline: Vector, window: Vector) -> tuple[Vector, Vector]:
-    """Pool columns of a 2 x k table until every expected cell count is >= 5 (Cochran).
-
-    Columns are taken in ascending order of column total (stable, so ties keep bin
-    order) and merged greedily until the pool's smaller expected cell reaches 5; the
-    pool then closes and the next one starts. Columns already large enough stay alone,
-    except that the smallest of them absorbs a pool left unfinished; with no such column
-    that pool joins the previous one. Grouping depends on the table's margins only, so
-    given the margins the pooled table is a fixed, coarser partition and keeps the
-    test's null distribution. Inputs must have no column empty on both rows.
-    """
-    columns = baseline + window
-    total = float(np.sum(columns))
-    smaller_row = min(float(np.sum(baseline)), float(np.sum(window)))
-    # Expected cell = row total * column total / grand total; the smaller row binds.
-    min_column = COCHRAN_MIN_EXPECTED * total / smaller_row
-    sparse = columns < min_column
-    if not sparse.any():
-        return baseline, window
-    order = np.argsort(columns, kind="stable")
-    n_sparse = int(np.count_nonzero(sparse))
-    labels = np.empty(columns.size, dtype=np.intp)
-    group, acc = 0, 0.0
-    for position, column_total in enumerate(columns[order[:n_sparse]].tolist()):
-        labels[position] = group
-        acc += column_total
-        if acc >= min_column:
-            group, acc = group + 1, 0.0
-    # Large columns stay alone; the first one also absorbs a last pool left too small.
-    labels[n_sparse:] = np.arange(group, group + columns.size - n_sparse)
-    if acc > 0.0 and n_sparse == columns.size and group > 0:
-        # No large column to absorb it: the unfinished last pool joins the previous one.
-        labels[labels == group] = group - 1
-    sorted_b, sorted_w = baseline[order], window[order]
-    return (
-        np.bincount(labels, weights=sorted_b).astype(np.float64),
-        np.bincount(labels, weights=sorted_w).astype(np.float64),
-    )
-
-
-def effective_alpha(alpha: float, n_features: int, *, bonferroni: bool = False) -> float:
-    """Per-feature significance level: alpha / n_features with Bonferroni, else alpha."""
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if bonferroni and n_features > 1:
-        return alpha / n_features
-    return alpha
-
-
-def feature_severity(
-    score: float,
-    p_value: float,
-    alpha_effective: float = DEFAULTS.alpha,
-    thresholds: Thresholds = Thresholds(),
-) -> Severity:
-    """Severity from the effect size, but only when the drift is significant (p < alpha)."""
-    if not p_value < alpha_effective:
-        return Severity.NONE
-    if score >= thresholds.critical:
-        return Severity.CRITICAL
-    if score >= thresholds.warning:
-        return Severity.WARNING
-    return Severity.NONE
-
-
-def monitor_verdict(
-    feature_severities: Mapping[str, Severity],
-    scores: Mapping[str, float],
-    events: int,
-    *,
-    min_samples: int = DEFAULTS.min_samples,
-    min_drifted_features: int = DEFAULTS.min_drifted_features,
-) -> Verdict:
-    """Worst feature severity once enough features are flagged and the window is ready."""
-    if min_drifted_features < 1:
-        raise ValueError(f"min_drifted_features must be >= 1, got {min_drifted_features}")
-    if min_samples < 0:
-        raise ValueError(f"min_samples must be >= 0, got {min_samples}")
-    flagged = [name for name, sev in feature_severities.items() if sev is not Severity.NONE]
-    ready = events >= min_samples
-    severity = Severity.NONE
-    if ready and len(flagged) >= min_drifted_features:
-        severity = max((feature_severities[name] for name in flagged), key=lambda s: s.rank)
-    return Verdict(
-        severity=severity,
-        drift_detected=severity is not Severity.NONE,
-        drift_score=max(scores.values(), default=0.0),
-        flagged=flagged,
-        ready=ready,
     )
 
 
@@ -341,18 +460,125 @@ def _counts(
     return b, w, m, n
 
 
-def _empty_window(kind: Literal["numeric", "categorical"], dof: int, m: float) -> DriftTest:
-    """No window events: nothing to compare, so no effect and no evidence."""
-    return DriftTest(
-        kind=kind,
-        score=0.0,
-        psi=0.0,
-        kl=0.0,
-        js=0.0,
-        cohen_w=0.0 if kind == "categorical" else None,
-        statistic=0.0,
-        dof=dof,
-        p_value=1.0,
-        n=0,
-        m=round(m),
+# ------------------------------------------------------------ multiple testing
+
+
+def adjust_pvalues(p_values: npt.ArrayLike, method: MultipleTesting) -> Vector:
+    """p-values adjusted for testing a family at once, along the last axis.
+
+    none: as they are; bonferroni: min(1, F p); holm: step-down, the running maximum of
+    (F - i + 1) p_(i); bh (Benjamini-Hochberg, false discovery rate): step-up, the
+    running minimum from the top of F p_(i) / i. A hypothesis is rejected when its
+    adjusted p < alpha. Untestable members (p = 1) stay in the family.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    family = p.shape[-1] if p.ndim else 1
+    if method == "none" or family <= 1:
+        return p.copy()
+    if method == "bonferroni":
+        bonferroni: Vector = np.minimum(p * family, 1.0)
+        return bonferroni
+    order = np.argsort(p, axis=-1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=-1)
+    i = np.arange(1, family + 1, dtype=np.float64)
+    if method == "holm":
+        adjusted = np.maximum.accumulate(np.minimum((family - i + 1) * ranked, 1.0), axis=-1)
+    else:
+        adjusted = np.minimum.accumulate((family / i * ranked)[..., ::-1], axis=-1)[..., ::-1]
+        adjusted = np.minimum(adjusted, 1.0)
+    out = np.empty_like(adjusted)
+    np.put_along_axis(out, order, adjusted, axis=-1)
+    return out
+
+
+# -------------------------------------------------------------------- severity
+
+
+def severity_levels(
+    score: Vector,
+    significant: npt.NDArray[np.bool_],
+    notice: Vector,
+    warning: Vector,
+    critical: Vector,
+) -> IntVector:
+    """Severity ranks (0 none, 1 notice, 2 warning, 3 critical) where significant, else 0.
+
+    Needs notice <= warning < critical per row; notice == warning leaves out the notice tier.
+    """
+    level = (
+        (score >= notice).astype(np.intp)
+        + (score >= warning).astype(np.intp)
+        + (score >= critical).astype(np.intp)
     )
+    return np.where(significant, level, 0)
+
+
+def feature_severity(
+    score: float,
+    p_value: float,
+    alpha: float = DEFAULTS.alpha,
+    thresholds: Thresholds = Thresholds(),
+) -> Severity:
+    """Severity from one effect size, but only when the change is significant (p < alpha)."""
+    level = severity_levels(
+        np.array([score]),
+        np.array([p_value < alpha]),
+        np.array([thresholds.notice]),
+        np.array([thresholds.warning]),
+        np.array([thresholds.critical]),
+    )
+    return LEVELS[int(level[0])]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A monitor's overall result for one window."""
+
+    severity: Severity
+    drift_detected: bool
+    drift_score: float  # largest feature score
+    flagged: list[str]  # features of severity warning or worse, in input order
+    ready: bool  # the window holds at least min_samples events
+
+
+def monitor_verdict(
+    feature_severities: Mapping[str, Severity],
+    scores: Mapping[str, float],
+    events: int,
+    *,
+    min_samples: int = DEFAULTS.min_samples,
+    min_drifted_features: int = DEFAULTS.min_drifted_features,
+) -> Verdict:
+    """Worst feature severity once enough features are flagged and the window is ready.
+
+    Flagged means warning or worse. With fewer flagged features than
+    `min_drifted_features` (or only notices) a ready window is a `notice` if any
+    feature is one or worse: informational, drift is not called.
+    """
+    if min_drifted_features < 1:
+        raise ValueError(f"min_drifted_features must be >= 1, got {min_drifted_features}")
+    if min_samples < 0:
+        raise ValueError(f"min_samples must be >= 0, got {min_samples}")
+    warning = Severity.WARNING.rank
+    flagged = [name for name, sev in feature_severities.items() if sev.rank >= warning]
+    ready = events >= min_samples
+    severity = Severity.NONE
+    if ready and len(flagged) >= min_drifted_features:
+        severity = max((feature_severities[name] for name in flagged), key=lambda s: s.rank)
+    elif ready and any(sev is not Severity.NONE for sev in feature_severities.values()):
+        severity = Severity.NOTICE
+    return Verdict(
+        severity=severity,
+        drift_detected=severity.rank >= warning,
+        drift_score=max(scores.values(), default=0.0),
+        flagged=flagged,
+        ready=ready,
+    )
+
+
+def rows_by_test(tests: Sequence[TestName]) -> dict[TestName, IntVector]:
+    """Row indices of each test among `tests` (the `groups` of distribution_scores)."""
+    groups: dict[TestName, list[int]] = {}
+    for row, name in enumerate(tests):
+        groups.setdefault(name, []).append(row)
+    return {name: np.asarray(rows, dtype=np.intp) for name, rows in groups.items()}

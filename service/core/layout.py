@@ -9,13 +9,13 @@ numeric features, slots for out-of-range values and the fixed-point moments. Its
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from driftline.core.drift import PoolingOrder
 from driftline.core.profile import (
     BaselineProfile,
     CategoricalProfile,
@@ -34,8 +34,9 @@ class FeatureSlots:
     profile: NumericProfile | CategoricalProfile
     first_bin: int
     missing: int
-    # numeric only (-1 otherwise): values outside the baseline's [min, max], and the sum and
-    # sum of squares of the standardised value in fixed point (see MOMENT_SCALE).
+    # numeric only (-1 otherwise): values beyond the baseline's tail cuts (NumericProfile.
+    # tail_cuts), and the sum and sum of squares of the standardised value in fixed point
+    # (see MOMENT_SCALE).
     out_of_range: int = -1
     sum: int = -1
     sum_squares: int = -1
@@ -44,6 +45,18 @@ class FeatureSlots:
     bin_labels: tuple[str, ...] = ()
     baseline_proportions: tuple[float, ...] = ()
     baseline_counts: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    # categorical only: how its bins are pooled for the test (by the held-out selection
+    # counts; by the baseline counts in a profile without them, see `calibrated`).
+    pooling: PoolingOrder | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the feature's tests hold their level.
+
+        False for a categorical feature of a profile without a held-out split (version
+        1), whose counts are those that chose the categories.
+        """
+        return not isinstance(self.profile, CategoricalProfile) or self.profile.calibrated
 
     @property
     def other(self) -> int:
@@ -79,11 +92,26 @@ def moment_unit(profile: NumericProfile) -> float:
 
 
 def _bin_labels(feature: NumericProfile | CategoricalProfile) -> tuple[str, ...]:
-    """How a report names each bin: `[lo, hi)` intervals, or the categories and `other`."""
+    """How a report names each bin: intervals, or the categories and `other`.
+
+    Cuts are shown rounded (6 significant digits, more where two would look alike), and
+    each interval says which side is closed for the values a person would write: a cut
+    shown below its real value (5 for 5.000000000000001, the cut just above the value 5
+    of a per-value bin) puts that shown value in the lower bin, `[4.5, 5]` then `(5, inf)`.
+    """
     if not isinstance(feature, NumericProfile):
         return (*feature.categories, "other")
-    edges = ["-inf", *(f"{c:.6g}" for c in feature.cuts), "inf"]
-    return tuple(f"[{lo}, {hi})" for lo, hi in itertools.pairwise(edges))
+    cuts = feature.cuts
+    digits = next((d for d in range(6, 17) if len({f"{c:.{d}g}" for c in cuts}) == len(cuts)), 17)
+    shown = [f"{c:.{digits}g}" for c in cuts]
+    # Shown below the cut: the shown value itself is < cut, so it belongs to the lower bin.
+    lower = [float(text) < cut for text, cut in zip(shown, cuts, strict=True)]
+    labels = []
+    for i in range(len(cuts) + 1):
+        start = "(-inf" if i == 0 else ("(" if lower[i - 1] else "[") + shown[i - 1]
+        end = "inf)" if i == len(cuts) else shown[i] + ("]" if lower[i] else ")")
+        labels.append(f"{start}, {end}")
+    return tuple(labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +135,10 @@ class NumericMatrix:
     sum_squares: npt.NDArray[np.intp]
     mean: npt.NDArray[np.float64]
     unit: npt.NDArray[np.float64]  # see moment_unit
-    low: npt.NDArray[np.float64]  # baseline min
-    high: npt.NDArray[np.float64]  # baseline max
+    low: npt.NDArray[np.float64]  # tail cuts: a value below low or above high is out of range
+    high: npt.NDArray[np.float64]
+    tail_rank: npt.NDArray[np.float64]  # the rank of the tail cuts among the baseline values
+    positions: npt.NDArray[np.float64]  # where each bin sits (padding repeats the last)
 
     @classmethod
     def of(cls, features: Mapping[str, FeatureSlots], width: int) -> NumericMatrix:
@@ -119,11 +149,14 @@ class NumericMatrix:
         bins = max((p.bins for _, p in numeric), default=0)
         index = np.full((len(numeric), bins), width, dtype=np.intp)
         baseline = np.zeros((len(numeric), bins), dtype=np.float64)
+        positions = np.zeros((len(numeric), bins), dtype=np.float64)
         for row, (feature, profile) in enumerate(numeric):
             index[row, : profile.bins] = np.arange(
                 feature.first_bin, feature.first_bin + profile.bins
             )
             baseline[row, : profile.bins] = profile.counts
+            positions[row, : profile.bins] = profile.positions
+            positions[row, profile.bins :] = profile.positions[-1]
 
         def ints(values: list[int]) -> npt.NDArray[np.intp]:
             return np.array(values, dtype=np.intp)
@@ -143,8 +176,41 @@ class NumericMatrix:
             sum_squares=ints([f.sum_squares for f, _ in numeric]),
             mean=floats([p.mean for _, p in numeric]),
             unit=floats([moment_unit(p) for _, p in numeric]),
-            low=floats([p.min for _, p in numeric]),
-            high=floats([p.max for _, p in numeric]),
+            low=floats([p.tail_cuts[0] for _, p in numeric]),
+            high=floats([p.tail_cuts[1] for _, p in numeric]),
+            tail_rank=floats([p.tail_rank for _, p in numeric]),
+            positions=positions,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CategoricalMatrix:
+    """Every categorical feature as arrays (see NumericMatrix), so verdicts take one pass."""
+
+    names: tuple[str, ...]
+    index: npt.NDArray[np.intp]  # bins' slots, padded with `width`
+    baseline: npt.NDArray[np.float64]  # counts, padded with zeros
+    pooling: tuple[PoolingOrder, ...]
+    other: npt.NDArray[np.intp]  # the `other` bin's slot
+
+    @classmethod
+    def of(cls, features: Mapping[str, FeatureSlots], width: int) -> CategoricalMatrix:
+        """The arrays of the categorical features among `features`, in their order."""
+        chosen = [f for f in features.values() if f.pooling is not None]
+        bins = max((f.profile.bins for f in chosen), default=0)
+        index = np.full((len(chosen), bins), width, dtype=np.intp)
+        baseline = np.zeros((len(chosen), bins), dtype=np.float64)
+        for row, feature in enumerate(chosen):
+            index[row, : feature.profile.bins] = np.arange(
+                feature.first_bin, feature.first_bin + feature.profile.bins
+            )
+            baseline[row, : feature.profile.bins] = feature.baseline_counts
+        return cls(
+            names=tuple(f.name for f in chosen),
+            index=index,
+            baseline=baseline,
+            pooling=tuple(f.pooling for f in chosen if f.pooling is not None),
+            other=np.array([f.other for f in chosen], dtype=np.intp),
         )
 
 
@@ -155,6 +221,7 @@ class Layout:
     features: Mapping[str, FeatureSlots]
     width: int
     numeric: NumericMatrix
+    categorical: CategoricalMatrix
 
     @classmethod
     def of(cls, profile: BaselineProfile) -> Layout:
@@ -194,8 +261,14 @@ class Layout:
                     bin_labels=labels,
                     baseline_proportions=expected,
                     baseline_counts=np.asarray(feature.counts, dtype=np.float64),
+                    pooling=PoolingOrder.of(
+                        feature.counts if feature.selection is None else feature.selection,
+                        feature.counts,
+                    ),
                 )
-        return cls(slots, cursor, NumericMatrix.of(slots, cursor))
+        return cls(
+            slots, cursor, NumericMatrix.of(slots, cursor), CategoricalMatrix.of(slots, cursor)
+        )
 
 
 def layout_id(profile: BaselineProfile, bucket_seconds: int) -> str:

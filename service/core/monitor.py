@@ -12,14 +12,32 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import msgspec
 import msgspec.yaml
 
 from driftline.core.layout import Layout, layout_id
 from driftline.core.limits import ModelVersion
-from driftline.core.policy import Alpha, Bins, MonitorDefaults, Policy, Thresholds, TopK
+from driftline.core.plan import Plan
+from driftline.core.policy import (
+    NUMERIC_ONLY_TESTS,
+    SHARED_SCALE_TESTS,
+    TEST_THRESHOLDS,
+    TESTS,
+    Alpha,
+    Bins,
+    MinSamples,
+    MonitorDefaults,
+    MultipleTesting,
+    Policy,
+    QualityPolicy,
+    QualityThresholds,
+    TestName,
+    Thresholds,
+    TopK,
+    multiple_testing_method,
+)
 from driftline.core.profile import (
     BaselineError,
     BaselineProfile,
@@ -34,12 +52,29 @@ from driftline.core.window import WindowSpec
 MONITOR_NAME = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 
 
+Threshold = Annotated[float, msgspec.Meta(gt=0)]
+
+
 class FeatureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Per-feature overrides: the type when building bins, and own thresholds."""
+    """Per-feature overrides: the type when building bins, the test, and own thresholds.
+
+    Thresholds are on the scale of the feature's test; unset ones come from the monitor
+    (psi and chisquare share its scale) or from the test's own defaults.
+    """
 
     type: FeatureKind | None = None
-    warning_threshold: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    critical_threshold: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    test: TestName | None = None
+    warning_threshold: Threshold | None = None
+    critical_threshold: Threshold | None = None
+    notice_threshold: Threshold | None = None
+
+
+class QualityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A monitor's data-quality thresholds; unset rules take the service defaults."""
+
+    missing: QualityThresholds | None = None
+    range: QualityThresholds | None = None
+    new_categories: QualityThresholds | None = None
 
 
 class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -49,11 +84,14 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     baseline: str | BaselineProfile
     model: str = ""
     features: dict[str, FeatureConfig] = {}
-    warning_threshold: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    critical_threshold: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    test: TestName | None = None
+    warning_threshold: Threshold | None = None
+    critical_threshold: Threshold | None = None
+    notice_threshold: Threshold | None = None
     alpha: Alpha | None = None
-    bonferroni: bool | None = None
-    min_samples: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    multiple_testing: MultipleTesting | None = None
+    bonferroni: bool | None = None  # alias of multiple_testing: bonferroni
+    min_samples: MinSamples | None = None
     min_drifted_features: Annotated[int, msgspec.Meta(gt=0)] | None = None
     window_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
     bucket_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
@@ -61,6 +99,7 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     top_k: TopK | None = None
     alert_hold_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
     alert_cooldown_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    quality: QualityConfig = QualityConfig()
     # Versions that always keep their own model_version label (the others rotate).
     model_versions: Annotated[list[ModelVersion], msgspec.Meta(max_length=100)] = []
 
@@ -80,7 +119,16 @@ class Monitor:
     layout: Layout
     window: WindowSpec
     source: str
+    plan: Plan  # the policy's arrays over the layout, for every verdict
     model_versions: tuple[str, ...] = ()
+
+
+# What a field of named choices allows (msgspec's message names only the value refused).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "test": TESTS,
+    "multiple_testing": get_args(MultipleTesting),
+    "type": get_args(FeatureKind),
+}
 
 
 def _validation_message(exc: msgspec.ValidationError) -> str:
@@ -88,11 +136,18 @@ def _validation_message(exc: msgspec.ValidationError) -> str:
     message = str(exc)
     if " - at `$." in message:
         text, _, path = message.rpartition(" - at `$.")
-        return f"{path.rstrip('`')}: {text[0].lower()}{text[1:]}"
+        path = path.rstrip("`")
+        message = f"{path}: {text[0].lower()}{text[1:]}"
+        choices = CHOICES.get(path.rpartition(".")[2])
+        if choices and text.startswith("Invalid enum value"):
+            message += f"; allowed: {', '.join(choices)}"
     return message
 
 
-def _thresholds(source: str, prefix: str, warning: float, critical: float) -> Thresholds:
+def _thresholds(
+    source: str, prefix: str, warning: float, critical: float, notice: float | None, scale: float
+) -> Thresholds:
+    """Thresholds as configured; an unset notice is the scale's, or the warning if lower."""
     if not math.isfinite(critical):
         raise MonitorConfigError(
             f"{source}: {prefix}critical_threshold: expected a finite number, got {critical}"
@@ -102,15 +157,67 @@ def _thresholds(source: str, prefix: str, warning: float, critical: float) -> Th
             f"{source}: {prefix}critical_threshold: must be greater than warning_threshold "
             f"({warning}), got {critical}"
         )
-    return Thresholds(warning=warning, critical=critical)
+    if notice is not None and notice > warning:
+        raise MonitorConfigError(
+            f"{source}: {prefix}notice_threshold: must not exceed warning_threshold "
+            f"({warning}), got {notice}"
+        )
+    return Thresholds(warning, critical, min(scale, warning) if notice is None else notice)
 
 
-def decode_monitor_config(data: Any, origin: str) -> MonitorConfig:
-    """Validate a decoded config document, naming the bad field."""
-    try:
-        return msgspec.convert(data, MonitorConfig)
-    except msgspec.ValidationError as exc:
-        raise MonitorConfigError(f"{origin}: {_validation_message(exc)}") from exc
+def _feature_tests(
+    source: str, config: MonitorConfig, profile: BaselineProfile, monitor_test: TestName | None
+) -> dict[str, TestName]:
+    """Every feature's test: its own, else the monitor's where it applies, else its kind's."""
+    tests: dict[str, TestName] = {}
+    for name, feature in profile.features.items():
+        numeric = isinstance(feature, NumericProfile)
+        own = config.features[name].test if name in config.features else None
+        if own in NUMERIC_ONLY_TESTS and not numeric:
+            raise MonitorConfigError(
+                f"{source}: features.{name}.test: {own} needs a numeric feature; a "
+                "categorical one can use psi, jensenshannon, hellinger or chisquare"
+            )
+        if own is not None:
+            tests[name] = own
+        elif monitor_test is not None and (numeric or monitor_test not in NUMERIC_ONLY_TESTS):
+            tests[name] = monitor_test
+        else:
+            tests[name] = "psi" if numeric else "chisquare"
+    return tests
+
+
+def _feature_thresholds(
+    source: str, config: MonitorConfig, tests: dict[str, TestName], base: Thresholds
+) -> dict[str, Thresholds]:
+    """Thresholds of the features that do not use the monitor's: own ones, or their test's."""
+    found: dict[str, Thresholds] = {}
+    for name, test in tests.items():
+        scale = base if test in SHARED_SCALE_TESTS else TEST_THRESHOLDS[test]
+        feature = config.features.get(name, FeatureConfig())
+        own = (feature.warning_threshold, feature.critical_threshold, feature.notice_threshold)
+        if own == (None, None, None):
+            if scale is not base:
+                found[name] = scale
+            continue
+        warning = scale.warning if feature.warning_threshold is None else feature.warning_threshold
+        found[name] = _thresholds(
+            source,
+            f"features.{name}.",
+            warning,
+            scale.critical if feature.critical_threshold is None else feature.critical_threshold,
+            feature.notice_threshold,
+            scale.notice,
+        )
+    return found
+
+
+def _quality(config: QualityConfig, defaults: QualityPolicy) -> QualityPolicy:
+    return QualityPolicy(
+        missing=config.missing or defaults.missing,
+        range=config.range or defaults.range,
+        new_categories=config.new_categories or defaults.new_categories,
+    )
 
 
 def read_monitor_config(path: Path, source: str) -> MonitorConfig:
@@ -123,6 +230,14 @@ def read_monitor_config(path: Path, source: str) -> MonitorConfig:
     except msgspec.DecodeError as exc:
         raise MonitorConfigError(f"{source}: not valid {path.suffix[1:]}: {exc}") from exc
     return decode_monitor_config(data, source)
+
+
+def decode_monitor_config(data: Any, origin: str) -> MonitorConfig:
+    """Validate a decoded config document, naming the bad field."""
+    try:
+        return msgspec.convert(data, MonitorConfig)
+    except msgspec.ValidationError as exc:
+        raise MonitorConfigError(f"{origin}: {_validation_message(exc)}") from exc
 
 
 def build_monitor(
@@ -174,17 +289,15 @@ def build_monitor(
                 f"{source}: features.{name}.type: the baseline profile has it as "
                 f"{'categorical' if kind == 'numeric' else 'numeric'}, not {kind}"
             )
-    base = _thresholds(source, "", warning, critical)
-    feature_thresholds: dict[str, Thresholds] = {}
-    for name, feature in config.features.items():
-        if feature.warning_threshold is None and feature.critical_threshold is None:
-            continue
-        feature_thresholds[name] = _thresholds(
-            source,
-            f"features.{name}.",
-            pick(feature.warning_threshold, warning),
-            pick(feature.critical_threshold, critical),
-        )
+    base = _thresholds(
+        source,
+        "",
+        warning,
+        critical,
+        config.notice_threshold,
+        defaults.notice_threshold,
+    )
+    tests = _feature_tests(source, config, profile, pick(config.test, defaults.test))
     min_drifted = pick(config.min_drifted_features, defaults.min_drifted_features)
     if min_drifted > len(profile.features):
         # Such a monitor could never call drift: refuse it rather than watch in silence.
@@ -192,15 +305,23 @@ def build_monitor(
             f"{source}: min_drifted_features: {min_drifted} is more than the baseline's "
             f"{len(profile.features)} features; at most {len(profile.features)} is allowed"
         )
+    try:
+        method = multiple_testing_method(config.multiple_testing, config.bonferroni)
+    except ValueError as exc:
+        raise MonitorConfigError(f"{source}: {exc}") from None
     policy = Policy(
         thresholds=base,
-        feature_thresholds=feature_thresholds,
+        feature_thresholds=_feature_thresholds(source, config, tests, base),
         alpha=pick(config.alpha, defaults.alpha),
-        bonferroni=pick(config.bonferroni, defaults.bonferroni),
+        multiple_testing=method
+        or multiple_testing_method(defaults.multiple_testing, defaults.bonferroni)
+        or "none",
         min_samples=pick(config.min_samples, defaults.min_samples),
         min_drifted_features=min_drifted,
         alert_hold_seconds=pick(config.alert_hold_seconds, defaults.alert_hold_seconds),
         alert_cooldown_seconds=pick(config.alert_cooldown_seconds, defaults.alert_cooldown_seconds),
+        tests=tests,
+        quality=_quality(config.quality, defaults.quality),
     )
     layout = Layout.of(profile)
     window = WindowSpec(
@@ -218,5 +339,6 @@ def build_monitor(
         layout=layout,
         window=window,
         source=source,
+        plan=Plan.of(layout, policy),
         model_versions=tuple(dict.fromkeys(config.model_versions)),
     )

@@ -2,9 +2,16 @@
 
 A profile is built once from raw training rows (JSON records, JSON columns or CSV) and
 kept instead of the data: per numeric feature, interior cut points and the baseline
-count per bin (plus mean, std, min, max); per categorical feature, the top categories
-and their counts, the rest pooled with never-seen categories in an `other` bin. Every
-value has a bin. The profile's content hash names the layout its counts are kept under.
+count per bin (plus mean, std, min, max, the tail cuts and each bin's mean); per
+categorical feature, the top categories and their counts, the rest pooled with
+never-seen categories in an `other` bin. Every value has a bin. The profile's content
+hash names the layout its counts are kept under.
+
+Categorical features are built on a held-out split of the baseline rows: the kept
+categories are chosen on one half and counted on the other, so the counts a window is
+compared with are not biased by the choice (docs/metrics.md, "Held-out categories").
+Profiles of the first version (`.../v1`) still load; their categorical tests are
+reported as not calibrated.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,11 +33,18 @@ import numpy.typing as npt
 
 from driftline.core.policy import DEFAULTS
 
-PROFILE_KIND = "driftline.baseline-profile/v1"
+PROFILE_KIND = "driftline.baseline-profile/v2"
+LEGACY_PROFILE_KIND = "driftline.baseline-profile/v1"
+PROFILE_KINDS = frozenset({PROFILE_KIND, LEGACY_PROFILE_KIND})
+# Quantile bins hold at least this many baseline values each: with fewer, the spread of
+# the baseline's own quantiles makes large windows fail the drift test too often.
+MIN_VALUES_PER_BIN = 50
+# The tail cuts are the baseline's r-th smallest and largest values, r = this share of
+# its values (at least 1, i.e. the minimum and maximum).
+TAIL_QUANTILE = 0.001
 # Numeric features with at most this many distinct baseline values get one bin per
 # value: quantile bins would collapse them into a few uneven bins.
 DISCRETE_MAX_VALUES = 20
-DISCRETE_PEEK = 1000  # rows looked at first to tell a continuous feature
 # Strings a CSV (or a careless JSON export) uses for "no value".
 MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 
@@ -51,25 +66,58 @@ class NumericProfile(msgspec.Struct, frozen=True, tag="numeric", tag_field="type
     min: float
     max: float
     discrete: bool = False
+    # Version 2 (None in older profiles, which use min and max, rank 1, and interval
+    # middles instead): the baseline's tail_rank-th smallest and largest values, and
+    # where each bin sits on the axis (the mean of its baseline values, or a position
+    # for a bin the baseline left empty; see bin_positions).
+    tail_low: float | None = None
+    tail_high: float | None = None
+    tail_rank: int = 1
+    bin_means: list[float] | None = None
 
     @property
     def bins(self) -> int:
         """Number of bins."""
         return len(self.counts)
 
+    @property
+    def tail_cuts(self) -> tuple[float, float]:
+        """Values below the first or above the second count as out of range."""
+        low = self.min if self.tail_low is None else self.tail_low
+        high = self.max if self.tail_high is None else self.tail_high
+        return low, high
+
+    @property
+    def positions(self) -> list[float]:
+        """Where each bin sits on the feature's axis (the Wasserstein distance's points)."""
+        if self.bin_means is not None:
+            return self.bin_means
+        return bin_positions(self.cuts, [None] * self.bins, self.std)
+
 
 class CategoricalProfile(msgspec.Struct, frozen=True, tag="categorical", tag_field="type"):
-    """A categorical feature: one bin per kept category and a final `other` bin."""
+    """A categorical feature: one bin per kept category and a final `other` bin.
+
+    Built on a held-out split (version 2): `selection` counts the half of the rows the
+    categories were chosen on, `counts` the other half, which a window is compared with.
+    `n` and `missing` count every row.
+    """
 
     categories: list[str]
     counts: list[int]  # len(categories) + 1; the last is `other` (pooled + never seen)
     n: int
     missing: int
+    selection: list[int] | None = None  # None in version 1 profiles (no held-out split)
 
     @property
     def bins(self) -> int:
         """Number of bins, `other` included."""
         return len(self.counts)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the categories were chosen on other rows than those counted."""
+        return self.selection is not None
 
 
 FeatureProfile = NumericProfile | CategoricalProfile
@@ -152,14 +200,22 @@ def rows_to_columns(data: Any, origin: str = "baseline") -> dict[str, list[Any]]
 
 
 def csv_columns(text: str, origin: str) -> dict[str, list[Any]]:
-    """The columns of CSV text with a header row: one list of strings per column."""
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
+    """Columns of a CSV with a header row; empty cells (and absent ones) are missing values.
+
+    In a one-column file an empty line is a row whose only cell is empty, i.e. a missing
+    value; in a wider file it is skipped, as spreadsheet tools do.
+    """
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
         raise BaselineError(f"{origin}: CSV has no header row")
-    columns: dict[str, list[Any]] = {name: [] for name in reader.fieldnames}
+    position = {name: i for i, name in enumerate(header)}  # a repeated name: the last wins
+    columns: dict[str, list[Any]] = {name: [] for name in position}
     for row in reader:
-        for name in columns:
-            columns[name].append(row.get(name))
+        if not row and len(header) > 1:
+            continue
+        for name, i in position.items():
+            columns[name].append(row[i] if i < len(row) else None)
     if not next(iter(columns.values())):
         raise BaselineError(f"{origin}: no rows")
     return columns
@@ -270,8 +326,56 @@ def infer_kind(values: Column) -> FeatureKind:
     return _kind_of(*parse_numbers(values))
 
 
+def quantile_bins(present: int, bins: int) -> int:
+    """Quantile bins for a baseline of `present` values: `bins`, at most one per 50 values, >= 2."""
+    return max(2, min(bins, present // MIN_VALUES_PER_BIN))
+
+
+def tail_rank(present: int) -> int:
+    """Rank of the tail cuts among `present` baseline values: 0.1 % of them, at least 1."""
+    return max(1, math.floor(TAIL_QUANTILE * present))
+
+
+def bin_positions(cuts: Sequence[float], means: Sequence[float | None], std: float) -> list[float]:
+    """Where each bin sits on the axis: its baseline mean, else a point of its interval.
+
+    A bin without a mean sits in the middle of its cuts; the open outer bins one
+    neighbouring bin's width beyond their cut (the baseline SD, or 1, with one cut).
+    """
+    width_low = cuts[1] - cuts[0] if len(cuts) > 1 else (std or 1.0)
+    width_high = cuts[-1] - cuts[-2] if len(cuts) > 1 else (std or 1.0)
+    fallback = [
+        cuts[0] - width_low,
+        *(lo / 2 + hi / 2 for lo, hi in itertools.pairwise(cuts)),
+        cuts[-1] + width_high,
+    ]
+    return [f if mean is None else mean for f, mean in zip(fallback, means, strict=True)]
+
+
+def numeric_cuts(x: npt.NDArray[np.float64], bins: int) -> tuple[FloatArray, FloatArray | None]:
+    """The cuts of a numeric feature's values, and its distinct values if it gets one bin each.
+
+    At most DISCRETE_MAX_VALUES distinct values: one bin per value, with cuts halfway
+    between neighbours and open outer bins (empty in the baseline) below the smallest
+    and above the largest value. Otherwise quantile cuts (ties collapsed), at most
+    `quantile_bins` bins.
+    """
+    distinct = np.unique(x)
+    if len(distinct) > DISCRETE_MAX_VALUES:
+        edges = np.linspace(0, 1, quantile_bins(len(x), bins) + 1)[1:-1]
+        return np.unique(np.quantile(x, edges)), None
+    # Halved before adding so values near the float maximum do not overflow; for
+    # neighbours one ulp apart the middle rounds down to the lower one, so nudge it up.
+    middles = np.maximum(distinct[:-1] / 2 + distinct[1:] / 2, np.nextafter(distinct[:-1], np.inf))
+    cuts = np.concatenate([[distinct[0]], middles, [np.nextafter(distinct[-1], np.inf)]])
+    return cuts, distinct
+
+
 def numeric_profile(values: Column, bins: int, name: str = "feature") -> NumericProfile:
-    """Quantile bins (ties collapsed), or one bin per value for low-cardinality features."""
+    """Quantile bins (ties collapsed), or one bin per value for low-cardinality features.
+
+    Quantile bins are capped by `quantile_bins` for small baselines.
+    """
     numbers, bad = parse_numbers(values)
     return _numeric_profile(values, numbers, bad, bins, name)
 
@@ -284,74 +388,98 @@ def _numeric_profile(
     x = numbers[~np.isnan(numbers)]
     if not len(x):
         raise BaselineError(f"{name}: no non-missing values to build bins from")
-    # A continuous feature shows more distinct values than that among its first rows:
-    # only a feature that does not needs all of its distinct values found.
-    distinct = np.unique(x[:DISCRETE_PEEK])
-    if len(distinct) <= DISCRETE_MAX_VALUES:
-        distinct = np.unique(x)
-    discrete = len(distinct) <= DISCRETE_MAX_VALUES
-    if discrete:
-        # One bin per value: edges halfway between neighbours, with open outer bins
-        # below the smallest and above the largest value (empty in the baseline).
-        # Halved before adding so values near the float maximum do not overflow; for
-        # neighbours one ulp apart the middle rounds down to the lower one, so nudge it up.
-        middles = np.maximum(
-            distinct[:-1] / 2 + distinct[1:] / 2, np.nextafter(distinct[:-1], np.inf)
-        )
-        cuts = np.concatenate([[distinct[0]], middles, [np.nextafter(distinct[-1], np.inf)]])
-    else:
-        quantiles = np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1])
-        cuts = np.unique(quantiles)
-    counts = np.bincount(np.searchsorted(cuts, x, side="right"), minlength=len(cuts) + 1)
+    cuts, distinct = numeric_cuts(x, bins)
+    discrete = distinct is not None
+    index = np.searchsorted(cuts, x, side="right")
+    counts = np.bincount(index, minlength=len(cuts) + 1).tolist()
+    sums = np.bincount(index, weights=x, minlength=len(cuts) + 1).tolist()
+    std = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    # One bin per value sits at its value (a mean of equal values can round off it).
+    means: list[float | None] = (
+        [None, *distinct.tolist(), None]
+        if distinct is not None
+        else [total / count if count else None for total, count in zip(sums, counts, strict=True)]
+    )
+    rank = tail_rank(len(x))
+    ordered = np.sort(x)
     return NumericProfile(
         cuts=[float(c) for c in cuts],
-        counts=[int(c) for c in counts],
+        counts=counts,
         n=len(x),
         missing=len(numbers) - len(x),
         mean=float(x.mean()),
-        std=float(x.std(ddof=1)) if len(x) > 1 else 0.0,
-        min=float(x.min()),
-        max=float(x.max()),
+        std=std,
+        min=float(ordered[0]),
+        max=float(ordered[-1]),
         discrete=discrete,
+        tail_low=float(ordered[rank - 1]),
+        tail_high=float(ordered[len(x) - rank]),
+        tail_rank=rank,
+        bin_means=bin_positions([float(c) for c in cuts], means, std),
     )
 
 
+def held_out_split(counts: Mapping[str, int]) -> tuple[Counter[str], Counter[str]]:
+    """The rows of each category split at random into a selection and a reference half.
+
+    The selection half holds half the rows (rounded down), drawn as a random half of the
+    rows would be (multivariate hypergeometric counts per category). Seeded from the
+    counts themselves, so the same data, in any row order, always gives the same profile.
+    """
+    labels = sorted(counts)
+    colors = np.array([counts[label] for label in labels], dtype=np.int64)
+    digest = hashlib.sha256(msgspec.json.encode([labels, colors.tolist()])).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    total = int(colors.sum())
+    if total == 0:
+        return Counter(), Counter()
+    selected = rng.multivariate_hypergeometric(colors, total // 2)
+    selection = Counter(dict(zip(labels, selected.tolist(), strict=True)))
+    reference = Counter(dict(zip(labels, (colors - selected).tolist(), strict=True)))
+    return +selection, +reference  # without the categories a half has no row of
+
+
 def categorical_profile(values: Column, top_k: int) -> CategoricalProfile:
-    """The top_k categories by count (ties by name), the rest pooled into `other`."""
+    """The top_k categories of a held-out half by count (ties by name), the rest `other`.
+
+    The categories are chosen on the selection half of the rows and counted on the
+    reference half: categories chosen and counted on the same rows have inflated counts
+    (and `other` a deflated one), which makes every test of a window against them fail
+    too often (docs/metrics.md).
+    """
     items: Iterable[tuple[Any, int]]
     if isinstance(values, CodedColumn):
         counted = np.bincount(values.codes + 1, minlength=len(values.values) + 1).tolist()
         items = zip([None, *values.values], counted, strict=True)  # code -1 is null
-        return _categorical_profile(items, top_k)
-    if isinstance(values, np.ndarray):
-        values = category_values(values) if values.dtype.kind in "fiu" else values.tolist()
-    # Each distinct value is labelled once, not once per row. Values that compare equal
-    # across types (1, 1.0, True) have labels of their own: those are counted by type too.
-    counts: Counter[Any] = Counter(values)
-    items = counts.items()
-    if not all(type(value) is str or value is None for value in counts):
-        typed = Counter(zip(map(type, values), values, strict=True))
-        items = ((value, count) for (_, value), count in typed.items())
-    return _categorical_profile(items, top_k)
-
-
-def _categorical_profile(items: Iterable[tuple[Any, int]], top_k: int) -> CategoricalProfile:
-    """The profile from (distinct raw value, count) pairs."""
-    counter: Counter[str] = Counter()
+    else:
+        if isinstance(values, np.ndarray):
+            values = category_values(values) if values.dtype.kind in "fiu" else values.tolist()
+        # Each distinct value is labelled once, not once per row. Values that compare equal
+        # across types (1, 1.0, True) have labels of their own: those are counted by type.
+        distinct: Counter[Any] = Counter(values)
+        items = distinct.items()
+        if not all(type(value) is str or value is None for value in distinct):
+            typed = Counter(zip(map(type, values), values, strict=True))
+            items = ((value, count) for (_, value), count in typed.items())
+    counts: Counter[str] = Counter()
     missing = 0
     for value, count in items:
         if is_missing(value):
             missing += count
         else:
-            counter[category_label(value)] += count
-    ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
-    kept = ranked[:top_k]
-    pooled = sum(count for _, count in ranked[top_k:])
+            counts[category_label(value)] += count
+    selection, reference = held_out_split(counts)
+    ranked = sorted(selection.items(), key=lambda item: (-item[1], item[0]))
+    kept = [category for category, _ in ranked[:top_k]]
+    reference_kept = [reference.get(category, 0) for category in kept]
+    selection_kept = [selection[category] for category in kept]
+    n = sum(counts.values())
     return CategoricalProfile(
-        categories=[category for category, _ in kept],
-        counts=[count for _, count in kept] + [pooled],
-        n=sum(counter.values()),
+        categories=kept,
+        counts=[*reference_kept, sum(reference.values()) - sum(reference_kept)],
+        n=n,
         missing=missing,
+        selection=[*selection_kept, sum(selection.values()) - sum(selection_kept)],
     )
 
 
@@ -408,6 +536,10 @@ def validate_profile(profile: BaselineProfile, origin: str = "profile") -> Basel
     Slots are laid out in feature order and the content hash sorts names, so a profile
     written in another order must be sorted to keep layout and hash in step.
     """
+    if profile.kind not in PROFILE_KINDS:
+        raise BaselineError(
+            f"{origin}.kind: expected one of {', '.join(sorted(PROFILE_KINDS))}, got {profile.kind}"
+        )
     for name, feature in profile.features.items():
         expected = (
             len(feature.cuts) + 1
@@ -423,14 +555,42 @@ def validate_profile(profile: BaselineProfile, origin: str = "profile") -> Basel
             b <= a for a, b in zip(feature.cuts, feature.cuts[1:], strict=False)
         ):
             raise BaselineError(f"{origin}.features.{name}.cuts: must be strictly increasing")
+        _validate_feature_fields(name, feature, origin)
     if list(profile.features) != sorted(profile.features):
         return msgspec.structs.replace(profile, features=dict(sorted(profile.features.items())))
     return profile
 
 
+def _validate_feature_fields(name: str, feature: FeatureProfile, origin: str) -> None:
+    """The held-out counts, bin means and tail cuts, where present, fit the feature's bins.
+
+    A profile without them (written before they existed) still loads: its categorical
+    tests are reported as not calibrated and its tails are the minimum and maximum.
+    """
+    where = f"{origin}.features.{name}"
+    if isinstance(feature, CategoricalProfile):
+        if feature.selection is not None and len(feature.selection) != len(feature.counts):
+            raise BaselineError(
+                f"{where}.selection: expected {len(feature.counts)} counts, "
+                f"got {len(feature.selection)}"
+            )
+        return
+    if feature.bin_means is not None and len(feature.bin_means) != len(feature.counts):
+        raise BaselineError(
+            f"{where}.bin_means: expected {len(feature.counts)} values, "
+            f"got {len(feature.bin_means)}"
+        )
+    low, high = feature.tail_cuts
+    if not low <= high or feature.tail_rank < 1:
+        raise BaselineError(
+            f"{where}: needs tail_low <= tail_high and tail_rank >= 1, "
+            f"got {low}, {high} and {feature.tail_rank}"
+        )
+
+
 def is_profile_document(data: Any) -> bool:
     """Whether decoded JSON is a saved profile rather than raw training rows."""
-    return isinstance(data, dict) and data.get("kind") == PROFILE_KIND
+    return isinstance(data, dict) and data.get("kind") in PROFILE_KINDS
 
 
 def profile_from_bytes(

@@ -26,7 +26,8 @@ class Receiver(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     type: ReceiverType
     url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
     signing_secret: str | None = None
-    min_severity: Literal["warning", "critical"] = "warning"
+    # notice: also the informational tier (a significant change below warning)
+    min_severity: Literal["notice", "warning", "critical"] = "warning"
 
     def wants(self, severity: Severity, previous: Severity) -> bool:
         """Whether this receiver hears of a change from `previous` to `severity`.

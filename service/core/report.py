@@ -2,33 +2,57 @@
 
 A report is a function of the window totals alone, so a replica computes it once per
 flush and shares it among every request that flush answers.
+
+Each feature is checked for distribution drift (its test, `distribution`) and for data
+quality (`missing`, and `range` or `new_categories`); its severity is the worst of its
+checks, and its reasons are the checks that have one.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
 from driftline.core.drift import (
+    IntVector,
+    PoolingOrder,
+    Vector,
     Verdict,
-    categorical_score,
-    categorical_test,
-    effective_alpha,
-    feature_severity,
+    adjust_pvalues,
+    distribution_scores,
+    feature_test,
+    homogeneity,
     monitor_verdict,
-    numeric_scores,
-    numeric_test,
+    severity_levels,
 )
 from driftline.core.layout import EVENTS_SLOT, MOMENT_SCALE, FeatureSlots, moment_unit
 from driftline.core.monitor import Monitor
+from driftline.core.plan import Levels
+from driftline.core.policy import MIN_TEST_EVENTS, MultipleTesting, Policy, TestName
 from driftline.core.profile import NumericProfile
-from driftline.core.severity import Severity
+from driftline.core.quality import Mask, rate_increase_p, tail_excess, tail_p
+from driftline.core.severity import LEVELS, Severity
 from driftline.core.timestamps import isoformat
-from driftline.core.window import Vector, WindowTotals
+from driftline.core.window import WindowTotals
+
+Reason = Literal["distribution", "missing", "range", "new_categories"]
+QualityReason = Literal["missing", "range", "new_categories"]
+REASONS: tuple[Reason, ...] = ("distribution", "missing", "range", "new_categories")
+
+CHECKS_PER_FEATURE = 3
+"""Every feature answers three questions (its distribution, missing values, and range or
+new categories), so each check is tested at alpha / 3 (its p-value times 3, Bonferroni):
+a drift-free feature is then flagged in at most alpha of windows, whatever the reason.
+The monitor's multiple-testing method adjusts across features on top."""
+
+
+def adjusted_p(p_value: Vector, method: MultipleTesting) -> Vector:
+    """A check's p-values adjusted within each feature (CHECKS_PER_FEATURE) and across them."""
+    return adjust_pvalues(np.minimum(p_value * CHECKS_PER_FEATURE, 1.0), method)
 
 
 class WindowInfo(msgspec.Struct, frozen=True):
@@ -42,13 +66,31 @@ class WindowInfo(msgspec.Struct, frozen=True):
     seconds: int
 
 
+class QualityCheck(msgspec.Struct, frozen=True):
+    """One data-quality rule on one feature: a rate against the baseline's own."""
+
+    rate: float  # in the window
+    baseline_rate: float
+    change: float  # the effect compared with the rule's thresholds (a rise)
+    p_value: float  # 1 where the change stays below the warning threshold
+    p_adjusted: float  # within the feature's checks and across features (see adjusted_p)
+    severity: Severity
+    warning_threshold: float
+    critical_threshold: float
+
+
 class FeatureReport(msgspec.Struct, frozen=True):
     """One feature: effect size, significance, quality, and the distributions compared."""
 
     type: str
-    severity: Severity
+    severity: Severity  # worst of the checks
+    reasons: list[Reason]  # checks with a severity, worst first
+    test: TestName
+    status: Literal["tested", "insufficient"]  # insufficient: < MIN_TEST_EVENTS values
+    calibrated: bool  # false: a categorical feature of a profile without held-out counts
+    drift_severity: Severity  # the distribution check alone
     score: float
-    significant: bool
+    significant: bool  # p_adjusted < alpha
     psi: float
     kl: float
     js: float
@@ -56,15 +98,19 @@ class FeatureReport(msgspec.Struct, frozen=True):
     statistic: float
     dof: int
     p_value: float
+    p_adjusted: float
     window_count: int
     baseline_count: int
     missing_rate: float
     baseline_missing_rate: float
+    notice_threshold: float
     warning_threshold: float
     critical_threshold: float
     bins: tuple[str, ...]
     baseline_proportions: tuple[float, ...]
     window_proportions: list[float]
+    quality: dict[str, QualityCheck]
+    baseline_limited: bool  # the window holds more values than the baseline (see docs)
     out_of_range_rate: float | None = None
     mean: float | None = None
     baseline_mean: float | None = None
@@ -85,6 +131,7 @@ class DriftSummary(msgspec.Struct, frozen=True):
     feature_scores: dict[str, float]
     drifted_features: list[str]  # flagged features, once the monitor calls drift
     window: WindowInfo
+    feature_reasons: dict[str, list[Reason]]  # features with a severity: why, worst first
 
 
 class DriftReport(DriftSummary, frozen=True):
@@ -93,6 +140,7 @@ class DriftReport(DriftSummary, frozen=True):
     monitor: str
     model: str
     alpha: float
+    multiple_testing: MultipleTesting
     features: dict[str, FeatureReport]
     evaluated_at: str
 
@@ -103,14 +151,32 @@ def _proportions(counts: np.ndarray) -> list[float]:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleResult:
+    """One check over the features it applies to (`features`, in layout order)."""
+
+    features: tuple[str, ...]
+    rate: Vector
+    baseline_rate: Vector
+    change: Vector
+    p_value: Vector
+    p_adjusted: Vector
+    level: IntVector  # severity rank
+    levels: Levels
+
+
+@dataclass(frozen=True, slots=True)
 class FeatureScore:
-    """What the verdict needs of one feature: effect size, test, severity."""
+    """What the verdict says of one feature."""
 
     score: float
     p_value: float
+    p_adjusted: float
     statistic: float
     dof: int
-    severity: Severity
+    n: int  # non-missing window values
+    drift: Severity  # the distribution check alone
+    severity: Severity  # worst of its checks
+    reasons: tuple[Reason, ...]  # checks with a severity, worst first
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,43 +184,118 @@ class Evaluation:
     """A monitor's verdict on a window vector, without the report's detail."""
 
     features: dict[str, FeatureScore]  # in layout order
+    quality: dict[QualityReason, RuleResult]
     verdict: Verdict
     events: int
     alpha: float
 
 
-def evaluate(monitor: Monitor, vector: Vector) -> Evaluation:
-    """Score and test every feature and decide the monitor's severity.
+def _rule(
+    features: tuple[str, ...],
+    rate: Vector,
+    baseline_rate: Vector,
+    change: Vector,
+    p_value: Vector,
+    levels: Levels,
+    policy: Policy,
+    critical_when: Mask | None = None,
+) -> RuleResult:
+    """A data-quality rule's verdict: adjusted p-values (one family per rule), levels.
 
-    Cheap enough to run on every flush: the numeric features go through one numpy pass.
+    `critical_when`: features that are critical whatever the change, once significant.
     """
-    layout = monitor.layout
-    policy = monitor.policy
+    if not (p_value < 1.0).any():  # the usual case: no rate rose far enough to be tested
+        none = np.zeros(p_value.shape, dtype=np.intp)
+        return RuleResult(features, rate, baseline_rate, change, p_value, p_value, none, levels)
+    adjusted = adjusted_p(p_value, policy.multiple_testing)
+    significant = adjusted < policy.alpha
+    level = severity_levels(change, significant, levels.notice, levels.warning, levels.critical)
+    if critical_when is not None:
+        level = np.where(critical_when & significant, Severity.CRITICAL.rank, level)
+    return RuleResult(features, rate, baseline_rate, change, p_value, adjusted, level, levels)
+
+
+def evaluate(monitor: Monitor, vector: Vector) -> Evaluation:
+    """Score and test every feature, check its data quality, decide the monitor's severity.
+
+    Cheap enough to run on every flush: the numeric and the categorical features each go
+    through one numpy pass, and an exact data-quality p-value is computed only for a
+    feature whose rate rose past the rule's warning threshold.
+    """
+    layout, policy, plan = monitor.layout, monitor.policy, monitor.plan
     events = round(float(vector[EVENTS_SLOT]))
-    alpha = effective_alpha(policy.alpha, len(layout.features), bonferroni=policy.bonferroni)
-    found: dict[str, tuple[float, float, float, int]] = {}
-    matrix = layout.numeric
-    if matrix.names:
-        padded = np.append(vector, 0.0)
-        numeric = numeric_scores(matrix.baseline, padded[matrix.index])
-        for i, name in enumerate(matrix.names):
-            found[name] = (
-                float(numeric.psi[i]),
-                float(numeric.p_value[i]),
-                float(numeric.statistic[i]),
-                int(numeric.dof[i]),
-            )
-    features: dict[str, FeatureScore] = {}
-    for name, slots in layout.features.items():
-        if name in found:
-            score, p_value, statistic, dof = found[name]
-        else:
-            window = vector[slots.first_bin : slots.first_bin + slots.profile.bins]
-            b = slots.baseline_counts
-            cat = categorical_score(b, window, float(b.sum()), float(window.sum()))
-            score, p_value, statistic, dof = cat.score, cat.p_value, cat.statistic, cat.dof
-        severity = feature_severity(score, p_value, alpha, policy.thresholds_for(name))
-        features[name] = FeatureScore(score, p_value, statistic, dof, severity)
+    padded = np.append(vector, 0.0)
+    size = len(plan.names)
+    score, p_value, statistic = np.zeros(size), np.ones(size), np.zeros(size)
+    dof, n = np.zeros(size, dtype=np.intp), np.zeros(size)
+    numeric, categorical = layout.numeric, layout.categorical
+    numeric_window = padded[numeric.index]
+    categorical_window = padded[categorical.index]
+    pooled = _pooled(categorical.pooling, categorical_window)
+    # One test for every feature: the numeric bins and the categorical pools, stacked.
+    tests = homogeneity(_stacked(numeric.baseline, pooled[0]), _stacked(numeric_window, pooled[1]))
+    split = len(numeric.names)
+    if numeric.names:
+        found = distribution_scores(
+            numeric.baseline,
+            numeric_window,
+            plan.numeric_groups,
+            positions=numeric.positions,
+            scale=plan.scale,
+            test=tests.select(slice(0, split)),
+        )
+        rows = plan.numeric_rows
+        score[rows], p_value[rows], statistic[rows] = found.score, found.p_value, found.statistic
+        dof[rows], n[rows] = found.dof, found.n
+    if categorical.names:
+        found = distribution_scores(
+            categorical.baseline,
+            categorical_window,
+            plan.categorical_groups,
+            pooled=pooled,
+            test=tests.select(slice(split, None)),
+        )
+        rows = plan.categorical_rows
+        score[rows], p_value[rows], statistic[rows] = found.score, found.p_value, found.statistic
+        dof[rows], n[rows] = found.dof, found.n
+    adjusted = adjusted_p(p_value, policy.multiple_testing)
+    drift = plan.drift
+    drift_level = severity_levels(
+        score, adjusted < policy.alpha, drift.notice, drift.warning, drift.critical
+    )
+    quality = _quality(monitor, vector, events, n)
+    stacked = np.zeros((len(REASONS), size), dtype=np.intp)  # (reason, feature), REASONS order
+    stacked[0] = drift_level
+    stacked[1] = quality["missing"].level
+    stacked[2, plan.numeric_rows] = quality["range"].level
+    stacked[3, plan.categorical_rows] = quality["new_categories"].level
+    worst = stacked.max(axis=0).tolist()
+    columns = zip(
+        plan.names,
+        score.tolist(),
+        p_value.tolist(),
+        adjusted.tolist(),
+        statistic.tolist(),
+        dof.tolist(),
+        n.tolist(),
+        drift_level.tolist(),
+        worst,
+        strict=True,
+    )
+    features = {
+        name: FeatureScore(
+            score=s,
+            p_value=p,
+            p_adjusted=q,
+            statistic=x2,
+            dof=k,
+            n=round(count),
+            drift=LEVELS[d],
+            severity=LEVELS[level],
+            reasons=_reasons(stacked[:, i]) if level else (),
+        )
+        for i, (name, s, p, q, x2, k, count, d, level) in enumerate(columns)
+    }
     verdict = monitor_verdict(
         {name: f.severity for name, f in features.items()},
         {name: f.score for name, f in features.items()},
@@ -162,7 +303,104 @@ def evaluate(monitor: Monitor, vector: Vector) -> Evaluation:
         min_samples=policy.min_samples,
         min_drifted_features=policy.min_drifted_features,
     )
-    return Evaluation(features, verdict, events, alpha)
+    return Evaluation(features, quality, verdict, events, policy.alpha)
+
+
+def _reasons(levels: IntVector) -> tuple[Reason, ...]:
+    """The checks with a severity, worst first (ties in REASONS order)."""
+    ranked = sorted((-int(level), r) for r, level in enumerate(levels.tolist()) if level)
+    return tuple(REASONS[r] for _, r in ranked)
+
+
+def _pooled(pooling: tuple[PoolingOrder, ...], window: Vector) -> tuple[Vector, Vector]:
+    """Every categorical row pooled by its order (see PoolingOrder), padded to one width."""
+    rows = [order.pool(window[i]) for i, order in enumerate(pooling)]
+    width = max((b.size for b, _ in rows), default=0)
+    pooled_b = np.zeros((len(rows), width))
+    pooled_w = np.zeros((len(rows), width))
+    for i, (b, w) in enumerate(rows):
+        pooled_b[i, : b.size] = b
+        pooled_w[i, : w.size] = w
+    return pooled_b, pooled_w
+
+
+def _stacked(top: Vector, bottom: Vector) -> Vector:
+    """Two count matrices one above the other, the narrower padded with empty bins."""
+    out = np.zeros((top.shape[0] + bottom.shape[0], max(top.shape[1], bottom.shape[1])))
+    out[: top.shape[0], : top.shape[1]] = top
+    out[top.shape[0] :, : bottom.shape[1]] = bottom
+    return out
+
+
+def _rate_rule(
+    features: tuple[str, ...],
+    baseline: tuple[Vector, Vector, Vector],
+    window: tuple[Vector, Vector],
+    levels: Levels,
+    policy: Policy,
+    *,
+    critical_when: Mask | None = None,
+    only: Mask | None = None,
+) -> RuleResult:
+    """A rule on a rate: `baseline` is (count, rows, rate), `window` (count, rows).
+
+    Fisher's exact p is computed where the rate rose past the warning threshold (or
+    `critical_when` holds), among the features `only` allows.
+    """
+    count, rows = window
+    rate = count / np.maximum(rows, 1.0)
+    change = np.where(rows > 0, rate - baseline[2], 0.0)
+    asked = change >= levels.warning
+    if critical_when is not None:
+        asked |= critical_when
+    if only is not None:
+        asked &= only
+    p_value = rate_increase_p(baseline[0], baseline[1], count, rows, asked)
+    return _rule(features, rate, baseline[2], change, p_value, levels, policy, critical_when)
+
+
+def _quality(
+    monitor: Monitor, vector: Vector, events: int, n: Vector
+) -> dict[QualityReason, RuleResult]:
+    """The data-quality rules of every feature: missing, range and new categories."""
+    plan, layout, policy = monitor.plan, monitor.layout, monitor.policy
+    numeric, categorical = layout.numeric, layout.categorical
+    missing = vector[plan.missing_slots]
+    rows = np.full(missing.shape, float(events))
+    missing_rule = _rate_rule(
+        plan.names,
+        (plan.baseline_missing, plan.baseline_rows, plan.baseline_missing_rate),
+        (missing, rows),
+        plan.missing,
+        policy,
+        # A feature that lost every value is critical once that is significant.
+        critical_when=(missing == rows) & (rows > 0),
+    )
+    present = n[plan.numeric_rows]
+    beyond = vector[numeric.out_of_range] if numeric.names else np.zeros(0)
+    m, rank = plan.tail_baseline, numeric.tail_rank
+    excess = tail_excess(beyond, present, m, rank)
+    range_rule = _rule(
+        numeric.names,
+        beyond / np.maximum(present, 1.0),
+        plan.tail_baseline_rate,
+        excess,
+        tail_p(beyond, present, m, rank, excess >= plan.range.warning),
+        plan.range,
+        policy,
+    )
+    other = vector[categorical.other] if categorical.names else np.zeros(0)
+    new_rule = _rate_rule(
+        categorical.names,
+        (plan.other_baseline, plan.other_rows, plan.other_baseline_rate),
+        (other, n[plan.categorical_rows]),
+        plan.new_categories,
+        policy,
+        # Without a held-out split the `other` count comes from the rows that chose the
+        # categories: no test of it holds its level, so the rule does not run.
+        only=plan.other_testable,
+    )
+    return {"missing": missing_rule, "range": range_rule, "new_categories": new_rule}
 
 
 def window_info(monitor: Monitor, evaluation: Evaluation, totals: WindowTotals) -> WindowInfo:
@@ -177,17 +415,28 @@ def window_info(monitor: Monitor, evaluation: Evaluation, totals: WindowTotals) 
     )
 
 
+def shown(value: float, resolution: float) -> float:
+    """`value` rounded to the decimals of `resolution` (what it is known to), for display."""
+    if not math.isfinite(value) or resolution <= 0:
+        return value
+    return round(value, max(0, math.ceil(-math.log10(resolution))))
+
+
 def _moments(slots: FeatureSlots, vector: Vector, n: int) -> dict[str, float | None]:
-    """Mean, std and mean shift (in baseline SDs) from the fixed-point moment slots."""
+    """Mean, std and mean shift (in baseline SDs) from the fixed-point moment slots.
+
+    The sums are kept in units of 2^-20 baseline SD: mean and std are shown rounded to
+    that resolution, not with the digits of the fixed-point noise.
+    """
     profile = slots.profile
     assert isinstance(profile, NumericProfile)
     unit = moment_unit(profile)
     mean = std = z = None
     if n:
         mean_z = float(vector[slots.sum]) / MOMENT_SCALE / n
-        mean = profile.mean + unit * mean_z
+        mean = shown(profile.mean + unit * mean_z, unit / MOMENT_SCALE)
         variance = max(float(vector[slots.sum_squares]) / MOMENT_SCALE / n - mean_z**2, 0.0)
-        std = unit * math.sqrt(variance * n / (n - 1)) if n > 1 else 0.0
+        std = shown(unit * math.sqrt(variance * n / (n - 1)) if n > 1 else 0.0, unit / MOMENT_SCALE)
         z = mean_z if profile.std > 0 else None
     return {
         "out_of_range_rate": float(vector[slots.out_of_range]) / n if n else 0.0,
@@ -223,6 +472,11 @@ class Assessment:
         """Effect size per feature, in layout order."""
         return {name: f.score for name, f in self.evaluation.features.items()}
 
+    @property
+    def feature_reasons(self) -> dict[str, list[Reason]]:
+        """Features with a severity and why, worst reason first."""
+        return {name: list(f.reasons) for name, f in self.evaluation.features.items() if f.reasons}
+
     def summary(self) -> DriftSummary:
         """The verdict as every answer states it (report, predict, batch)."""
         verdict = self.evaluation.verdict
@@ -233,6 +487,7 @@ class Assessment:
             feature_scores=self.feature_scores,
             drifted_features=self.drifted_features,
             window=self.window,
+            feature_reasons=self.feature_reasons,
         )
 
     def verdict_fields(self) -> dict[str, Any]:
@@ -248,6 +503,26 @@ def assess(monitor: Monitor, totals: WindowTotals) -> Assessment:
     )
 
 
+def _quality_checks(evaluation: Evaluation, name: str) -> dict[str, QualityCheck]:
+    """The data-quality rules that apply to one feature."""
+    checks: dict[str, QualityCheck] = {}
+    for reason, rule in evaluation.quality.items():
+        if name not in rule.features:
+            continue
+        i = rule.features.index(name)
+        checks[reason] = QualityCheck(
+            rate=float(rule.rate[i]),
+            baseline_rate=float(rule.baseline_rate[i]),
+            change=float(rule.change[i]),
+            p_value=float(rule.p_value[i]),
+            p_adjusted=float(rule.p_adjusted[i]),
+            severity=LEVELS[int(rule.level[i])],
+            warning_threshold=float(rule.levels.warning[i]),
+            critical_threshold=float(rule.levels.critical[i]),
+        )
+    return checks
+
+
 def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
     """The full report: the assessment of `totals` plus every feature's detail."""
     monitor = assessment.monitor
@@ -261,37 +536,56 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
         scored = evaluation.features[name]
         window_counts = vector[slots.first_bin : slots.first_bin + profile.bins]
         numeric = isinstance(profile, NumericProfile)
-        # KL, JS and the proportions are detail only: the verdict never uses them.
-        test = (numeric_test if numeric else categorical_test)(slots.baseline_counts, window_counts)
+        test_name = policy.test_for(name, slots.kind)
+        # KL, JS, PSI and the proportions are detail only: the verdict never uses them.
+        test = feature_test(
+            slots.kind,
+            slots.baseline_counts,
+            window_counts,
+            test_name,
+            pooling_key=None if isinstance(profile, NumericProfile) else profile.selection,
+            positions=profile.positions if isinstance(profile, NumericProfile) else None,
+            scale=moment_unit(profile) if isinstance(profile, NumericProfile) else 1.0,
+        )
         thresholds = policy.thresholds_for(name)
         baseline_total = profile.n + profile.missing
         features[name] = FeatureReport(
             type=slots.kind,
             severity=scored.severity,
+            reasons=list(scored.reasons),
+            test=test_name,
+            status="tested" if scored.n >= MIN_TEST_EVENTS else "insufficient",
+            calibrated=slots.calibrated,
+            drift_severity=scored.drift,
             score=scored.score,
-            significant=scored.p_value < evaluation.alpha,
-            psi=scored.score if numeric else test.psi,
+            significant=scored.p_adjusted < evaluation.alpha,
+            psi=test.psi,
             kl=test.kl,
             js=test.js,
             cohen_w=test.cohen_w,
             statistic=scored.statistic,
             dof=scored.dof,
             p_value=scored.p_value,
+            p_adjusted=scored.p_adjusted,
             window_count=test.n,
             baseline_count=test.m,
             missing_rate=float(vector[slots.missing]) / events if events else 0.0,
             baseline_missing_rate=profile.missing / baseline_total if baseline_total else 0.0,
+            notice_threshold=thresholds.notice,
             warning_threshold=thresholds.warning,
             critical_threshold=thresholds.critical,
             bins=slots.bin_labels,
             baseline_proportions=slots.baseline_proportions,
             window_proportions=_proportions(window_counts),
+            quality=_quality_checks(evaluation, name),
+            baseline_limited=test.n > test.m,
             **(_moments(slots, vector, test.n) if numeric else {}),
         )
     return DriftReport(
         monitor=monitor.name,
         model=monitor.model,
         alpha=evaluation.alpha,
+        multiple_testing=policy.multiple_testing,
         features=features,
         evaluated_at=assessment.evaluated_at,
         **assessment.verdict_fields(),

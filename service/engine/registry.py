@@ -217,6 +217,14 @@ class MonitorRegistry:
                     "source": monitor.source,
                 },
             )
+            uncalibrated = [s.name for s in monitor.layout.features.values() if not s.calibrated]
+            if uncalibrated:
+                log.warning(
+                    "baseline profile without held-out categories: the categorical tests of "
+                    "these features may alarm too often, and their new-categories check is "
+                    "off; rebuild the profile with `driftline baseline build`",
+                    extra={"monitor": monitor.name, "features": uncalibrated},
+                )
         return removed
 
     async def watch(self, stopping: asyncio.Event) -> None:

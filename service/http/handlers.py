@@ -520,16 +520,23 @@ async def get_monitor(request: web.Request) -> web.Response:
             policy=PolicyView(
                 warning_threshold=policy.thresholds.warning,
                 critical_threshold=policy.thresholds.critical,
+                notice_threshold=policy.thresholds.notice,
                 feature_thresholds={
-                    name: {"warning": t.warning, "critical": t.critical}
+                    name: {"warning": t.warning, "critical": t.critical, "notice": t.notice}
                     for name, t in policy.feature_thresholds.items()
                 },
+                tests={
+                    name: policy.test_for(name, slots.kind)
+                    for name, slots in monitor.layout.features.items()
+                },
                 alpha=policy.alpha,
+                multiple_testing=policy.multiple_testing,
                 bonferroni=policy.bonferroni,
                 min_samples=policy.min_samples,
                 min_drifted_features=policy.min_drifted_features,
                 alert_hold_seconds=policy.alert_hold_seconds,
                 alert_cooldown_seconds=policy.alert_cooldown_seconds,
+                quality=policy.quality,
             ),
             baseline=monitor.profile,
         )

@@ -10,6 +10,7 @@ import msgspec
 from driftline.alerts.payloads import Alert
 from driftline.alerts.store import Acknowledgement, DeliveryState
 from driftline.core.limits import ModelVersion
+from driftline.core.policy import MultipleTesting, QualityPolicy, TestName
 from driftline.core.profile import BaselineProfile
 from driftline.core.report import DriftSummary
 from driftline.core.severity import Severity
@@ -194,13 +195,17 @@ class PolicyView(msgspec.Struct, frozen=True):
 
     warning_threshold: float
     critical_threshold: float
+    notice_threshold: float
     feature_thresholds: dict[str, dict[str, float]]
+    tests: dict[str, TestName]
     alpha: float
-    bonferroni: bool
+    multiple_testing: MultipleTesting
+    bonferroni: bool  # multiple_testing is bonferroni (the older switch)
     min_samples: int
     min_drifted_features: int
     alert_hold_seconds: float
     alert_cooldown_seconds: float
+    quality: QualityPolicy
 
 
 class MonitorDetail(msgspec.Struct, frozen=True):

@@ -23,6 +23,7 @@ from driftline.reporting.charts import distribution_chart, percent, score_gauge
 # (text, background) of each severity's badge; at least 4.5:1 contrast (WCAG AA).
 BADGES: Mapping[str, tuple[str, str]] = {
     "none": ("#065f46", "#d1fae5"),
+    "notice": ("#1e3a8a", "#dbeafe"),
     "warning": ("#78350f", "#fef3c7"),
     "critical": ("#ffffff", "#b91c1c"),
     "other": ("#1f2937", "#e5e7eb"),  # a severity this page has no colour for
@@ -32,6 +33,7 @@ FILLS: Mapping[str, str] = {
     "b": "#6b7280",  # baseline bars
     "c": "#1d4ed8",  # current bars
     "g-none": "#047857",
+    "g-notice": "#1d4ed8",
     "g-warning": "#b45309",
     "g-critical": "#b91c1c",
     "g-other": "#374151",
