@@ -214,8 +214,12 @@ def test_exit_status_is_the_gate(workdir: Path) -> None:
 
 def test_fail_on_critical_passes_a_warning(workdir: Path) -> None:
     config = workdir / "lenient.yaml"
+    # Critical out of reach for every check: the drift scores, and the quality rules
+    # (the drifted rows leave the baseline's range and bring new categories).
+    unreachable = "{warning: 0.001, critical: 0.99}"
     config.write_text(
         "name: lenient\nbaseline: ref.csv\nwarning_threshold: 0.05\ncritical_threshold: 50\n"
+        f"quality: {{range: {unreachable}, new_categories: {unreachable}}}\n"
     )
     write(workdir / "drifted.csv", rows(1500, 4, drift=True))
     common = ["--monitor", str(config), "--current", "drifted.csv", "--fail-on"]

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from support import wait_until
 
+from driftline.core.severity import Severity
 from driftline.http.app import create_app
 from driftline.http.keys import SETTINGS
 from driftline.settings import Settings
@@ -163,7 +164,7 @@ async def test_counters_start_at_zero_and_an_unloaded_monitor_leaves_no_series(
             for s in _samples(text, "driftline_alert_transitions_total")
             if s["monitor"] == name
         }
-        assert severities == {"none", "warning", "critical"}
+        assert severities == {str(severity) for severity in Severity}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name.endswith("_total") and sample.labels.get("monitor") == "sensors":
