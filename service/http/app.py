@@ -45,6 +45,7 @@ from driftline.stores.protocol import HistoryStore, WindowStore
 from driftline.stores.redis import RedisWindowStore
 from driftline.stores.redis_history import RedisHistoryStore
 from driftline.telemetry import Telemetry
+from driftline.ui.assets import add_routes as add_ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ def create_app(settings: Settings) -> web.Application:
     for route in ROUTES:
         access[app.router.add_route(route.method, route.path, route.handler)] = route.access
     app[ACCESS] = access
+    add_ui_routes(app.router)  # open: the page asks the API with the user's token
     return app
 
 
