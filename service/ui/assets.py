@@ -54,7 +54,7 @@ async def asset(request: web.Request) -> web.Response:
     if name == "report.css":
         return web.Response(text=REPORT_CSS, content_type="text/css", headers=HEADERS)
     if name not in FILES:
-        raise web.HTTPNotFound(text=f"file: no UI file {name!r}; files: {', '.join(FILES)}")
+        raise web.HTTPNotFound  # answered as a problem document, like any unknown path
     return web.Response(text=_text(name), content_type=FILES[name], headers=HEADERS)
 
 
