@@ -12,7 +12,7 @@ PYTHON ?= python3
 EDITABLE := --config-settings editable_mode=strict
 # -qq: setuptools prints a banner about the link tree on every install.
 
-.PHONY: help run test lint typecheck unit redis-server promtool install clean bench detection FORCE
+.PHONY: help run test lint typecheck unit redis-server promtool chromium install clean bench detection FORCE
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,13 @@ promtool: ## install promtool from the distribution's packages if missing
 	  echo "promtool not found: installing it (package prometheus) from the distribution's packages"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# The browser tests drive the distribution's chromium: Playwright never downloads one.
+chromium: ## install chromium from the distribution's packages if missing
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  echo "chromium not found: installing it from the distribution's packages"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 run: $(VENV)/.runtime ## the service on :8080, embedded store, example monitor
 	$(BIN)/driftline serve --monitors-dir examples/monitors --default-monitor credit-risk
 
@@ -64,7 +71,7 @@ typecheck: $(VENV)/.test ## mypy --strict
 
 # The live Kubernetes suites run against KUBECONFIG's cluster, else a throwaway API
 # server from KUBEBUILDER_ASSETS (envtest binaries; .ci/run sets it), else they skip.
-unit: $(VENV)/.test redis-server promtool ## the pytest suite against a real redis-server
+unit: $(VENV)/.test redis-server promtool chromium ## the pytest suite against a real redis-server
 	$(BIN)/pytest
 
 test: lint typecheck unit ## lint, types, then every test

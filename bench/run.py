@@ -277,6 +277,19 @@ class Bench:
             self.m["embedded_flush0"] = self.paired(
                 server, "predict, embedded, DRIFTLINE_FLUSH_INTERVAL=0", repeat=1
             )
+        # History recording is on by default (the runs above); the same with it off says
+        # what writing each monitor's closing verdict per bucket costs the predict path.
+        with procs.running(
+            procs.start_driftline(
+                "driftline-embedded-history0",
+                self.monitors,
+                self.logs,
+                extra_env={"DRIFTLINE_HISTORY_HORIZON": "0"},
+            )
+        ) as server:
+            self.m["embedded_no_history"] = self.paired(
+                server, "predict, embedded, DRIFTLINE_HISTORY_HORIZON=0"
+            )
 
     def _latency(self, server: procs.Server, key: str, max_rps: float) -> None:
         rate = max(1.0, 0.5 * max_rps)
@@ -667,6 +680,26 @@ def _predict_rows(table: Table, m: dict[str, Any]) -> None:
             )
 
 
+def _history_rows(table: Table, m: dict[str, Any]) -> None:
+    """Predict throughput with history recording on (the default) against off."""
+    on, off = m.get("embedded"), m.get("embedded_no_history")
+    if not on or not off:
+        return
+    # Each side as its ratio to the framework in back-to-back pairs: runs minutes apart
+    # on this shared machine are compared through the framework, not directly.
+    table.row(
+        "2",
+        "predict, embedded, history on / off (framework-relative)",
+        on["ratio"],
+        "x",
+        off["ratio"],
+        "x",
+        on["ratio"] / off["ratio"],
+        note=f"history on {on['mean_rps']:,.0f} req/s, off {off['mean_rps']:,.0f} req/s; "
+        "history writes once per monitor per bucket, off the predict path (docs/ui.md)",
+    )
+
+
 def _batch_rows(table: Table, m: dict[str, Any]) -> None:
     """Rows of batch and NDJSON ingestion (item 4)."""
     for key, label in (("batch", "POST /monitor/batch"), ("ndjson", "NDJSON events")):
@@ -945,6 +978,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
     m = b.m
     _framework_rows(table, m)
     _predict_rows(table, m)
+    _history_rows(table, m)
     _batch_rows(table, m)
     _redis_rows(table, m)
     _memory_rows(table, m, b.args.redis_events)

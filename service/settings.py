@@ -84,6 +84,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     idempotency_horizon: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)] = (
         DEFAULT_HORIZON_SECONDS
     )
+    # Seconds of per-bucket verdict history kept per monitor (docs/ui.md); 0 keeps none.
+    history_horizon: Annotated[int, msgspec.Meta(ge=0, le=90 * 24 * 3600)] = 7 * 24 * 3600
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     limits: Limits = Limits()
     defaults: MonitorDefaults = MonitorDefaults()
@@ -130,6 +132,7 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_DRAIN_SECONDS": (None, "drain_seconds"),
     "DRIFTLINE_REDIS_TIMEOUT": (None, "redis_timeout"),
     "DRIFTLINE_IDEMPOTENCY_HORIZON": (None, "idempotency_horizon"),
+    "DRIFTLINE_HISTORY_HORIZON": (None, "history_horizon"),
     "DRIFTLINE_LOG_LEVEL": (None, "log_level"),
     "DRIFTLINE_MAX_BODY_BYTES": ("limits", "max_body_bytes"),
     "DRIFTLINE_MAX_FEATURES": ("limits", "max_features"),

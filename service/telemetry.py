@@ -35,7 +35,15 @@ EVENT_REASONS = (
     "invalid_event",
     "malformed_json",
 )
-STORE_OPERATIONS = ("read", "apply", "drop", "alert_transition", "alert_fetch", "alert_delivery")
+STORE_OPERATIONS = (
+    "read",
+    "apply",
+    "drop",
+    "history",
+    "alert_transition",
+    "alert_fetch",
+    "alert_delivery",
+)
 
 
 def label_value(text: str) -> str:

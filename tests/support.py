@@ -55,6 +55,21 @@ def example_monitors() -> Path:
     return directory
 
 
+def fast_monitors(directory: Path) -> Path:
+    """A monitors directory with the example monitor on a 60 s window of 1 s buckets.
+
+    History keeps one record per bucket: with 1 s buckets a test sees points within
+    seconds instead of minutes.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    text = (example_monitors() / EXAMPLE_CONFIG.name).read_text()
+    text = text.replace("window_seconds: 3600", "window_seconds: 60")
+    text = text.replace("bucket_seconds: 60", "bucket_seconds: 1")
+    assert "bucket_seconds: 1 " in text, "the example monitor's window lines changed"
+    (directory / EXAMPLE_CONFIG.name).write_text(text)
+    return directory
+
+
 # What the outbox keeps of the assessment that made a change: a critical "age" (its
 # distribution and range) and a warning "income" (missing values) on a window of 500 events.
 ALERT_SNAPSHOT = msgspec.json.encode(

@@ -460,6 +460,7 @@ class Assessment:
     evaluation: Evaluation
     window: WindowInfo
     evaluated_at: str
+    at: float  # evaluated_at in epoch seconds (the store's clock)
 
     @property
     def drifted_features(self) -> list[str]:
@@ -499,7 +500,11 @@ def assess(monitor: Monitor, totals: WindowTotals) -> Assessment:
     """Evaluate the window totals (see `evaluate`) and note the window they cover."""
     evaluation = evaluate(monitor, totals.vector)
     return Assessment(
-        monitor, evaluation, window_info(monitor, evaluation, totals), isoformat(totals.now)
+        monitor,
+        evaluation,
+        window_info(monitor, evaluation, totals),
+        isoformat(totals.now),
+        totals.now,
     )
 
 

@@ -36,10 +36,16 @@ from driftline.engine.admission import (
     invalid_value,
 )
 from driftline.engine.commit import FlushOutcome, GroupCommitter, Row, Ticket
+from driftline.engine.history import History, HistoryRecorder
 from driftline.engine.registry import MonitorRegistry
 from driftline.engine.verdicts import Listener, Verdicts
 from driftline.settings import Settings
-from driftline.stores.protocol import Persistence, StoreUnavailableError, WindowStore
+from driftline.stores.protocol import (
+    HistoryStore,
+    Persistence,
+    StoreUnavailableError,
+    WindowStore,
+)
 from driftline.telemetry import Telemetry
 
 MAX_WARNINGS = 20
@@ -57,6 +63,16 @@ def unknown_feature_warnings(names: Collection[str]) -> list[str]:
 
 class NoDefaultMonitorError(LookupError):
     """A request named no monitor and the service has no default one."""
+
+
+HISTORY_OFF = (
+    "no history is kept: DRIFTLINE_HISTORY_HORIZON is 0 (set it to the seconds of history "
+    "to keep, e.g. 604800 for 7 days)"
+)
+
+
+class HistoryOffError(LookupError):
+    """History is not kept: no history store, or a horizon of 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +119,20 @@ class DriftEngine:
         store: WindowStore,
         telemetry: Telemetry,
         *,
+        history: HistoryStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`history`: where each monitor's verdict per bucket is kept (settings.history_horizon)."""
         self._settings = settings
         self._registry = registry
         self._store = store
         self._telemetry = telemetry
         self._clock = clock
         self._verdicts = Verdicts(telemetry)
+        self._history: HistoryRecorder | None = None
+        if history is not None and settings.history_horizon > 0:
+            self._history = HistoryRecorder(history, settings.history_horizon, telemetry)
+            self._verdicts.subscribe(self._history.offer)
         self._committer = GroupCommitter(
             store,
             settings.limits,
@@ -130,6 +152,8 @@ class DriftEngine:
         for name in removed:
             self._telemetry.unload(name)
             self._verdicts.forget(name)
+            if self._history is not None:
+                self._history.forget(name)
 
     # ------------------------------------------------------------------ monitors
 
@@ -400,13 +424,33 @@ class DriftEngine:
         totals = await self._read(monitor)
         return drift_report(self._verdicts.assess(monitor, totals), totals)
 
+    async def history(self, monitor: Monitor, start: float, end: float, step: int) -> History:
+        """The monitor's verdicts per `step` seconds between two moments (see HistoryRecorder).
+
+        Raises HistoryOffError when no history is kept.
+        """
+        if self._history is None:
+            raise HistoryOffError(HISTORY_OFF)
+        try:
+            return await self._history.read(monitor, start, end, step)
+        except StoreUnavailableError:
+            self._telemetry.store_errors.inc({"operation": "history"})
+            raise
+
+    @property
+    def history_horizon(self) -> int:
+        """Seconds of history kept per monitor (0: none)."""
+        return 0 if self._history is None else self._history.horizon_seconds
+
     async def forget(self, name: str) -> None:
-        """Delete a monitor's window data (every layout), loaded or not.
+        """Delete a monitor's window data and history (every layout), loaded or not.
 
         The operator's finalizer calls this when a DriftMonitor is deleted.
         """
         try:
             await self._store.drop(name)
+            if self._history is not None:
+                await self._history.drop(name)
         except StoreUnavailableError:
             self._telemetry.store_errors.inc({"operation": "drop"})
             raise
@@ -415,6 +459,8 @@ class DriftEngine:
     async def close(self) -> None:
         """Refuse new events and flush the pending ones; called before the stores close."""
         await self._committer.close()
+        if self._history is not None:
+            await self._history.close()
 
 
 def _claim_of(ticket: Ticket, outcome: FlushOutcome) -> ClaimOutcome | None:

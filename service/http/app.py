@@ -40,10 +40,12 @@ from driftline.http.routes import ROUTES
 from driftline.http.server import EdgeRunner
 from driftline.lifecycle import stop
 from driftline.settings import Settings
-from driftline.stores.memory import MemoryWindowStore
-from driftline.stores.protocol import WindowStore
+from driftline.stores.memory import MemoryHistoryStore, MemoryWindowStore
+from driftline.stores.protocol import HistoryStore, WindowStore
 from driftline.stores.redis import RedisWindowStore
+from driftline.stores.redis_history import RedisHistoryStore
 from driftline.telemetry import Telemetry
+from driftline.ui.assets import add_routes as add_ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ async def service_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
-def open_stores(settings: Settings) -> tuple[WindowStore, AlertStore]:
+def open_stores(settings: Settings) -> tuple[WindowStore, AlertStore, HistoryStore]:
     """Redis when a URL is configured, else the embedded in-process stores."""
     if settings.redis_url:
         window = RedisWindowStore.from_url(
@@ -97,10 +99,11 @@ def open_stores(settings: Settings) -> tuple[WindowStore, AlertStore]:
             future_seconds=settings.limits.max_future_seconds,
             idempotency_seconds=settings.idempotency_horizon,
         )
-        return window, RedisAlertStore(window.client)
+        return window, RedisAlertStore(window.client), RedisHistoryStore(window.client)
     return (
         MemoryWindowStore(idempotency_seconds=settings.idempotency_horizon),
         MemoryAlertStore(),
+        MemoryHistoryStore(),
     )
 
 
@@ -110,8 +113,8 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
     telemetry = app[TELEMETRY]
     registry = MonitorRegistry(settings)
     await asyncio.to_thread(registry.load)
-    store, alerts = open_stores(settings)
-    engine = DriftEngine(settings, registry, store, telemetry)
+    store, alerts, history = open_stores(settings)
+    engine = DriftEngine(settings, registry, store, telemetry, history=history)
     consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     dispatcher = AlertDispatcher(alerts, registry, settings.alerts, telemetry, consumer)
     observer = SeverityObserver(alerts, telemetry, on_alert=dispatcher.wake)
@@ -188,6 +191,7 @@ def create_app(settings: Settings) -> web.Application:
     for route in ROUTES:
         access[app.router.add_route(route.method, route.path, route.handler)] = route.access
     app[ACCESS] = access
+    add_ui_routes(app.router)  # open: the page asks the API with the user's token
     return app
 
 

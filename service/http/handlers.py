@@ -20,6 +20,7 @@ from aiohttp import web
 from driftline import __version__
 from driftline.alerts.payloads import alert_from
 from driftline.alerts.store import AlertRecord
+from driftline.core.history import MAX_POINTS, default_step, history_csv
 from driftline.core.idempotency import (
     KeyConflictError,
     RequestKey,
@@ -28,10 +29,15 @@ from driftline.core.idempotency import (
 )
 from driftline.core.monitor import MONITOR_NAME, Monitor
 from driftline.core.report import Assessment
-from driftline.core.timestamps import isoformat
+from driftline.core.timestamps import isoformat, parse_isoformat
 from driftline.core.window import Vector
 from driftline.engine.admission import Event, RejectedEventError, Rejection
-from driftline.engine.facade import DriftEngine, IngestResult, NoDefaultMonitorError
+from driftline.engine.facade import (
+    HISTORY_OFF,
+    DriftEngine,
+    IngestResult,
+    NoDefaultMonitorError,
+)
 from driftline.engine.registry import UnknownMonitorError
 from driftline.http.codec import (
     JSON_TYPES,
@@ -57,6 +63,7 @@ from driftline.http.schemas import (
     ColumnsRequest,
     DeliveryView,
     HealthResponse,
+    HistoryResponse,
     MonitorDetail,
     MonitorList,
     MonitorSummary,
@@ -459,6 +466,100 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
     if not first:
         raise AlreadyAcknowledgedError(alert_id, _alert_view(record))
     return encode(_alert_view(record))
+
+
+def _query_problem(name: str, message: str) -> ProblemError:
+    return ProblemError(400, "invalid-query", f"{name}: {message}", [FieldError(name, message)])
+
+
+def _moment(request: web.Request, name: str, default: float) -> float:
+    """A query parameter that is a moment: RFC 3339 with a zone, or epoch seconds."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            moment = parse_isoformat(raw)
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise _query_problem(
+                name,
+                f"expected an RFC 3339 timestamp with a zone (2025-05-29T10:30:00Z) or epoch "
+                f"seconds, got {raw!r}",
+            ) from None
+        value = moment.timestamp()
+    if not 0 <= value < 1e11:
+        raise _query_problem(name, f"expected a moment after 1970, got {raw!r}")
+    return value
+
+
+HISTORY_TYPES = ("application/json", "text/csv")
+
+
+def _history_format(request: web.Request) -> str:
+    """`?format=` (json or csv), else CSV when the Accept header prefers it to JSON."""
+    raw = request.query.get("format")
+    if raw is not None:
+        if raw not in ("json", "csv"):
+            raise _query_problem("format", f"expected json or csv, got {raw!r}")
+        return raw
+    accepted = [part.split(";")[0].strip() for part in request.headers.get("Accept", "").split(",")]
+    wanted = [t for t in accepted if t in HISTORY_TYPES]
+    return "csv" if wanted and wanted[0] == "text/csv" else "json"
+
+
+async def monitor_history(request: web.Request) -> web.Response:
+    """The monitor's verdict per step between `from` and `to` (JSON, or CSV)."""
+    engine = _engine(request)
+    monitor = _monitor(request, request.match_info["name"])
+    horizon = engine.history_horizon
+    if not horizon:
+        raise ProblemError(404, "history-off", HISTORY_OFF, [FieldError("history", HISTORY_OFF)])
+    output = _history_format(request)
+    end = _moment(request, "to", time.time())
+    start = _moment(request, "from", end - horizon)
+    if start >= end:
+        raise _query_problem(
+            "from", f"must be before to ({isoformat(end)}), got {isoformat(start)}"
+        )
+    bucket = monitor.window.bucket_seconds
+    raw_step = request.query.get("step")
+    if raw_step is None:
+        step = default_step(int(end - start), bucket)
+    else:
+        if not re.fullmatch("[0-9]{1,9}", raw_step) or int(raw_step) % bucket or not int(raw_step):
+            raise _query_problem(
+                "step",
+                f"expected seconds, a positive multiple of the monitor's bucket ({bucket} s), "
+                f"got {raw_step!r}",
+            )
+        step = int(raw_step)
+        if (end - start) / step > MAX_POINTS:
+            raise _query_problem(
+                "step",
+                f"{step} s gives more than {MAX_POINTS} points from {isoformat(start)} to "
+                f"{isoformat(end)}; use at least {default_step(int(end - start), bucket)} s",
+            )
+    history = await engine.history(monitor, start, end, step)
+    if output == "csv":
+        return web.Response(
+            text=history_csv(history.points), content_type="text/csv", charset="utf-8"
+        )
+    return encode(
+        HistoryResponse(
+            monitor=monitor.name,
+            start=isoformat(history.start),
+            end=isoformat(history.end),
+            step=history.step,
+            bucket_seconds=bucket,
+            horizon_seconds=horizon,
+            features={n: s.kind for n, s in monitor.layout.features.items()},
+            points=history.points,
+        )
+    )
 
 
 async def drift(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from driftline import __version__
+from driftline.core.history import MAX_POINTS
 from driftline.core.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from driftline.core.report import DriftReport
 from driftline.engine.admission import Event
@@ -34,6 +35,7 @@ from driftline.http.schemas import (
     BatchResponse,
     ColumnsRequest,
     HealthResponse,
+    HistoryResponse,
     MonitorDetail,
     MonitorList,
     PredictRequest,
@@ -73,6 +75,7 @@ class Route:
     response: Any = None  # the success body's type; None: no body
     status: int = 200
     response_type: str = JSON
+    response_alternates: tuple[str, ...] = ()  # other media types of the success, as text
     errors: tuple[int, ...] = ()  # problem documents it can answer
     other: tuple[tuple[int, Any], ...] = ()  # non-problem answers besides the success
     query: tuple[Query, ...] = ()
@@ -91,6 +94,26 @@ MONITOR_QUERY = Query(
 )
 LIMIT_QUERY = Query(
     "limit", "How many alerts, newest first", {"type": "integer", "minimum": 1, "maximum": 1000}
+)
+
+HISTORY_QUERY = (
+    Query(
+        "from",
+        "Start: RFC 3339 with a zone, or epoch seconds (default: `to` minus the horizon)",
+        {"type": "string"},
+    ),
+    Query("to", "End, like `from` (default: now)", {"type": "string"}),
+    Query(
+        "step",
+        "Seconds per point, a multiple of the monitor's bucket (default: the finest step "
+        f"that keeps {MAX_POINTS} points or fewer); each point is the last verdict of its step",
+        {"type": "integer", "minimum": 1},
+    ),
+    Query(
+        "format",
+        "json or csv (default: CSV when Accept prefers text/csv, else JSON)",
+        {"type": "string", "enum": ["json", "csv"]},
+    ),
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -177,6 +200,18 @@ ROUTES: tuple[Route, ...] = (
         "read",
         response=DriftReport,
         errors=(404, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/monitors/{name}/history",
+        handlers.monitor_history,
+        "A monitor's verdict per bucket (per feature: score, adjusted p-value, severity, "
+        "reasons, data-quality rates) over the history horizon; CSV for spreadsheets",
+        "read",
+        response=HistoryResponse,
+        response_alternates=("text/csv",),
+        errors=(400, 404, 503),
+        query=HISTORY_QUERY,
     ),
     Route(
         "GET",
@@ -298,6 +333,8 @@ def openapi_document(routes: tuple[Route, ...]) -> dict[str, Any]:
         success: dict[str, Any] = {"description": "OK" if route.response else "No Content"}
         if route.response is not None:
             success["content"] = {route.response_type: {"schema": by_type[route.response]}}
+            for media in route.response_alternates:
+                success["content"][media] = {"schema": {"type": "string"}}
         responses: dict[str, Any] = {str(route.status): success}
         for status, kind in route.other:
             media = PROBLEM_CONTENT_TYPE if issubclass(kind, ProblemDocument) else JSON

@@ -9,6 +9,7 @@ import msgspec
 
 from driftline.alerts.payloads import Alert
 from driftline.alerts.store import Acknowledgement, DeliveryState
+from driftline.core.history import HistoryPoint
 from driftline.core.limits import ModelVersion
 from driftline.core.policy import MultipleTesting, QualityPolicy, TestName
 from driftline.core.profile import BaselineProfile
@@ -156,6 +157,23 @@ class AlertHistory(msgspec.Struct, frozen=True):
     monitor: str
     severity: Severity  # as last announced
     alerts: list[AlertView]
+
+
+class HistoryResponse(msgspec.Struct, frozen=True):
+    """`GET /v1/monitors/{name}/history`: one point per step, oldest first.
+
+    A step with no record (no assessment closed its buckets: the service was down, or
+    the history is younger) has no point.
+    """
+
+    monitor: str
+    start: str  # the first bucket's start
+    end: str  # the last bucket's end
+    step: int  # seconds per point, a whole number of buckets
+    bucket_seconds: int
+    horizon_seconds: int
+    features: dict[str, str]  # name -> kind, in layout order
+    points: list[HistoryPoint]
 
 
 class AckRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from driftline.core.history import HistorySpec
 from driftline.core.idempotency import DEFAULT_HORIZON_SECONDS, ClaimOutcome, ClaimStatus
 from driftline.core.window import Vector, WindowSpec, WindowTotals
 from driftline.stores.protocol import (
@@ -32,6 +33,7 @@ from driftline.stores.protocol import (
     Persistence,
     validate_claims,
     validate_deltas,
+    validate_record,
     validate_spec,
 )
 
@@ -209,3 +211,44 @@ class MemoryWindowStore:
             layouts.pop(spec.layout_id, None)
             if not layouts:
                 del self._windows[spec.monitor]
+
+
+class MemoryHistoryStore:
+    """History rings held in this process, one preallocated buffer per monitor layout.
+
+    The same semantics as the Redis ring (driftline.stores.redis_history): a record is
+    written unless its slot holds that bucket or a later one.
+    """
+
+    def __init__(self) -> None:
+        # monitor -> (layout_id, slots) -> ring of slots * record_bytes bytes
+        self._rings: dict[str, dict[tuple[str, int], bytearray]] = {}
+
+    def _ring(self, spec: HistorySpec) -> bytearray:
+        rings = self._rings.setdefault(spec.monitor, {})
+        ring = rings.get((spec.layout_id, spec.slots))
+        if ring is None or len(ring) != spec.slots * spec.record_bytes:
+            ring = rings[(spec.layout_id, spec.slots)] = bytearray(spec.slots * spec.record_bytes)
+        return ring
+
+    async def record(self, spec: HistorySpec, bucket: int, record: bytes) -> bool:
+        """Write the bucket's record unless its slot holds this bucket or a later one."""
+        validate_record(spec, bucket, record)
+        ring = self._ring(spec)
+        offset = spec.slot_of(bucket) * spec.record_bytes
+        if int.from_bytes(ring[offset : offset + 8], "big", signed=True) >= bucket:
+            return False
+        ring[offset : offset + spec.record_bytes] = record
+        return True
+
+    async def read(self, spec: HistorySpec, first: int, last: int) -> list[bytes]:
+        """The records of buckets `first`..`last`, in bucket order."""
+        ring = self._rings.get(spec.monitor, {}).get((spec.layout_id, spec.slots))
+        if ring is None:
+            return []
+        chunks = [bytes(ring[o : o + n]) for o, n in spec.ranges(first, last)]
+        return spec.records_in(chunks, first, last)
+
+    async def drop(self, monitor: str) -> None:
+        """Forget the monitor's history, every layout."""
+        self._rings.pop(monitor, None)

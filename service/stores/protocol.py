@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from driftline.core.history import HistorySpec
 from driftline.core.idempotency import ClaimOutcome, RequestKey
 from driftline.core.window import Vector, WindowSpec, WindowTotals
 
@@ -171,3 +172,34 @@ def validate_claims(
                 raise ValueError(f"claim bucket {bucket}: negative event count")
         out.append((claim, [(b, v, int(claim.events[b])) for b, v in checked]))
     return out
+
+
+class HistoryStore(Protocol):
+    """A backend that keeps each monitor's ring of per-bucket verdict records.
+
+    Records are opaque bytes of `spec.record_bytes` whose first 8 bytes are their bucket
+    start (big-endian); see driftline.core.history.
+    """
+
+    async def record(self, spec: HistorySpec, bucket: int, record: bytes) -> bool:
+        """Write the bucket's record unless its slot holds this bucket or a later one.
+
+        True when written: of several replicas closing the same bucket, one writes.
+        """
+        ...
+
+    async def read(self, spec: HistorySpec, first: int, last: int) -> list[bytes]:
+        """The records of buckets `first`..`last` (bucket starts), in bucket order."""
+        ...
+
+    async def drop(self, monitor: str) -> None:
+        """Delete the monitor's history, every layout."""
+        ...
+
+
+def validate_record(spec: HistorySpec, bucket: int, record: bytes) -> None:
+    """Reject a record that does not fit the spec's ring; raises ValueError."""
+    if len(record) != spec.record_bytes:
+        raise ValueError(f"record: {len(record)} bytes, expected {spec.record_bytes}")
+    if bucket % spec.bucket_seconds or int.from_bytes(record[:8], "big", signed=True) != bucket:
+        raise ValueError(f"record: bucket {bucket} is not the record's own, aligned bucket")

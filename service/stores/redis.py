@@ -89,10 +89,22 @@ def grace_seconds(spec: WindowSpec) -> int:
     return max(60, 2 * spec.bucket_seconds)
 
 
-def monitor_pattern(monitor: str) -> str:
-    """SCAN pattern matching every key of one monitor, all layouts."""
+def monitor_pattern(monitor: str, rest: str = "*") -> str:
+    """SCAN pattern matching every key of one monitor (all layouts), or those named `rest`."""
     escaped = "".join("\\" + c if c in _GLOB_SPECIAL else c for c in monitor)
-    return f"{KEY_ROOT}:{{{escaped}}}:*"
+    return f"{KEY_ROOT}:{{{escaped}}}:{rest}"
+
+
+async def delete_matching(client: RedisClient, pattern: str) -> None:
+    """UNLINK every key SCAN finds for `pattern`, 500 at a time."""
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=pattern):
+        batch.append(key)
+        if len(batch) >= 500:
+            await client.unlink(*batch)
+            batch.clear()
+    if batch:
+        await client.unlink(*batch)
 
 
 def window_key(spec: WindowSpec, future_seconds: float) -> str:
@@ -323,14 +335,7 @@ class RedisWindowStore:
     async def drop(self, monitor: str) -> None:
         """Delete every key of the monitor, all layouts."""
         try:
-            batch: list[bytes] = []
-            async for key in self._client.scan_iter(match=monitor_pattern(monitor)):
-                batch.append(key)
-                if len(batch) >= 500:
-                    await self._client.unlink(*batch)
-                    batch.clear()
-            if batch:
-                await self._client.unlink(*batch)
+            await delete_matching(self._client, monitor_pattern(monitor))
         except REDIS_FAILURES as exc:
             raise StoreUnavailableError(f"redis drop of {monitor!r} failed: {exc}") from exc
 
