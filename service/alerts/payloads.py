@@ -17,7 +17,7 @@ import msgspec
 
 from driftline.alerts.store import OutboxEntry
 from driftline.core.receivers import Receiver
-from driftline.core.report import Assessment
+from driftline.core.report import REASONS, Assessment
 from driftline.core.severity import Severity
 from driftline.core.timestamps import isoformat, parse_isoformat
 
@@ -58,6 +58,10 @@ class Alert(msgspec.Struct, frozen=True):
     window: AlertWindow
     started_at: str  # when the monitor left `none` (the episode's start)
     created_at: str  # when the change was decided (Redis clock)
+    # Why, for the monitor as a whole: the features' reasons, then `prediction` when the
+    # prediction's outputs are flagged (see `reasons_of`); empty in older alerts.
+    reasons: list[str] = []
+    drifted_prediction: list[DriftedFeature] = []  # flagged outputs: value, score, class...
 
 
 class AlertSnapshot(msgspec.Struct, frozen=True):
@@ -67,6 +71,14 @@ class AlertSnapshot(msgspec.Struct, frozen=True):
     drift_score: float
     drifted_features: list[DriftedFeature]
     window: AlertWindow
+    drifted_prediction: list[DriftedFeature] = []  # absent in snapshots of older versions
+
+
+def reasons_of(features: list[DriftedFeature], prediction: list[DriftedFeature]) -> list[str]:
+    """The monitor's reasons: its features' (in REASONS order), then `prediction`."""
+    found = {reason for feature in features for reason in feature.reasons}
+    reasons: list[str] = [reason for reason in REASONS if reason in found]
+    return [*reasons, "prediction"] if prediction else reasons
 
 
 def snapshot_of(assessment: Assessment) -> bytes:
@@ -77,7 +89,16 @@ def snapshot_of(assessment: Assessment) -> bytes:
     # Drift: the flagged features; a notice: the features that made it one.
     names = assessment.drifted_features
     if verdict.severity is Severity.NOTICE:
-        names = [name for name, feature in features.items() if feature.reasons]
+        names = list(assessment.feature_reasons)
+    # The prediction's outputs by the same rule.
+    outputs = assessment.prediction_outputs()
+    notice = verdict.severity is Severity.NOTICE
+    flagged = [
+        name
+        for name, output in outputs.items()
+        if (output.reasons if notice else output.severity.rank >= Severity.WARNING.rank)
+        and verdict.severity is not Severity.NONE
+    ]
     return msgspec.json.encode(
         AlertSnapshot(
             model=assessment.monitor.model,
@@ -92,6 +113,12 @@ def snapshot_of(assessment: Assessment) -> bytes:
                 for name in names
             ],
             window=AlertWindow(window.events, window.start, window.end),
+            drifted_prediction=[
+                DriftedFeature(
+                    name, outputs[name].score, outputs[name].severity, list(outputs[name].reasons)
+                )
+                for name in flagged
+            ],
         )
     )
 
@@ -114,6 +141,8 @@ def alert_from(entry: OutboxEntry) -> Alert:
         window=snapshot.window,
         started_at=isoformat(entry.started_at),
         created_at=isoformat(entry.at),
+        reasons=reasons_of(snapshot.drifted_features, snapshot.drifted_prediction),
+        drifted_prediction=snapshot.drifted_prediction,
     )
 
 
@@ -132,10 +161,10 @@ def _summary(alert: Alert) -> str:
     )
 
 
-def _features_text(alert: Alert) -> str:
+def _listed(features: list[DriftedFeature]) -> str:
     return ", ".join(
         f"{f.name} {f.score:.3f} ({f.severity}{': ' + ', '.join(f.reasons) if f.reasons else ''})"
-        for f in alert.drifted_features
+        for f in features
     )
 
 
@@ -155,7 +184,10 @@ def alertmanager_alerts(
     base = {"alertname": "DriftlineDrift", "monitor": alert.monitor, "model": alert.model}
     annotations = {
         "summary": _summary(alert),
-        "description": f"drifted features: {_features_text(alert) or 'none'}",
+        "description": f"drifted features: {_listed(alert.drifted_features) or 'none'}"
+        + (
+            f"; prediction: {_listed(alert.drifted_prediction)}" if alert.drifted_prediction else ""
+        ),
         "alert_id": alert.id,
         "drift_score": f"{alert.drift_score:.6g}",
     }
@@ -191,7 +223,9 @@ def slack_message(alert: Alert) -> dict[str, Any]:
     }.get(str(alert.severity), ":large_green_circle:")
     lines = [f"{icon} *{_summary(alert)}*"]
     if alert.drifted_features:
-        lines.append(f"Drifted features: {_features_text(alert)}")
+        lines.append(f"Drifted features: {_listed(alert.drifted_features)}")
+    if alert.drifted_prediction:
+        lines.append(f"Prediction drift: {_listed(alert.drifted_prediction)}")
     lines.append(
         f"Window: {alert.window.events} events, {alert.window.start} to {alert.window.end}"
     )
