@@ -3,7 +3,8 @@
 The outbox stores a snapshot of the assessment that made the change (`snapshot_of`);
 `alert_from` turns an outbox entry back into the `Alert` every format is rendered
 from: a generic webhook (JSON signed with HMAC-SHA256 over timestamp and body), a
-Slack incoming webhook, or Alertmanager's v2 alerts API (`render_request`).
+Slack incoming webhook, Alertmanager's v2 alerts API, or a retraining trigger (GitHub
+`repository_dispatch`, Argo Events webhook, generic CI; `render_request`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from driftline.core.timestamps import isoformat, parse_isoformat
 SIGNATURE_HEADER = "X-Driftline-Signature"
 TIMESTAMP_HEADER = "X-Driftline-Timestamp"
 ALERT_ID_HEADER = "X-Driftline-Alert-Id"
+GITHUB_API_VERSION = "2022-11-28"
 
 
 class DriftedFeature(msgspec.Struct, frozen=True):
@@ -233,18 +235,48 @@ def slack_message(alert: Alert) -> dict[str, Any]:
     return {"text": "\n".join(lines)}
 
 
+def retraining_trigger(alert: Alert) -> dict[str, Any]:
+    """Why a retraining pipeline runs: the reasons, what drifted, on which window.
+
+    Ten top-level fields, GitHub's limit for a repository_dispatch `client_payload`.
+    """
+    return {
+        "alert_id": alert.id,
+        "monitor": alert.monitor,
+        "model": alert.model,
+        "severity": str(alert.severity),
+        "reasons": alert.reasons,
+        "drifted_features": [f.name for f in alert.drifted_features],
+        "drifted_prediction": [f.name for f in alert.drifted_prediction],
+        "drift_score": alert.drift_score,
+        "window": msgspec.to_builtins(alert.window),
+        "created_at": alert.created_at,
+    }
+
+
 def render_request(
     receiver: Receiver, alert: Alert, *, now: float, firing_ttl: float
 ) -> tuple[str, bytes, dict[str, str]]:
     """URL, body and headers of the POST that tells `receiver` about `alert`."""
     headers = {"Content-Type": "application/json", ALERT_ID_HEADER: alert.id}
+    if receiver.token:
+        headers["Authorization"] = f"Bearer {receiver.token}"
+    if receiver.type == "github":
+        # POST /repos/{owner}/{repo}/dispatches: the URL names the repository.
+        headers["Accept"] = "application/vnd.github+json"
+        headers["X-GitHub-Api-Version"] = GITHUB_API_VERSION
+        document = {"event_type": receiver.event_type, "client_payload": retraining_trigger(alert)}
+        return receiver.url, msgspec.json.encode(document), headers
+    if receiver.type == "argo":
+        return receiver.url, msgspec.json.encode(retraining_trigger(alert)), headers
     if receiver.type == "slack":
         return receiver.url, msgspec.json.encode(slack_message(alert)), headers
     if receiver.type == "alertmanager":
         url = receiver.url.rstrip("/") + "/api/v2/alerts"
         floor = Severity(receiver.min_severity)
         return url, msgspec.json.encode(alertmanager_alerts(alert, firing_ttl, floor)), headers
-    body = msgspec.json.encode(alert)
+    # webhook: the whole alert; ci: the trigger. Both timestamped and signed.
+    body = msgspec.json.encode(retraining_trigger(alert) if receiver.type == "ci" else alert)
     timestamp = str(int(now))
     headers[TIMESTAMP_HEADER] = timestamp
     if receiver.signing_secret:
