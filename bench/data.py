@@ -125,33 +125,56 @@ def rows(columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]
 
 
-def write_monitor(root: Path, reference: dict[str, np.ndarray], name: str = MONITOR) -> Path:
+def scores(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The bench model's score of each row: a fixed logistic function of two features."""
+    first, second = columns[NUMERIC[0]], columns[NUMERIC[1]]
+    logit = (first - first.mean()) / first.std() - 0.5 * (second - second.mean()) / second.std()
+    scored: np.ndarray = np.round(1 / (1 + np.exp(-logit)), 4)
+    return scored
+
+
+def write_monitor(
+    root: Path, reference: dict[str, np.ndarray], name: str = MONITOR, *, scored: bool = False
+) -> Path:
     """`root/monitors/<name>.json` and its profile (built by driftline) in `root/baselines/`.
 
     Returns the monitors directory (DRIFTLINE_MONITORS_DIR). The profile sits outside it:
-    every `*.json` in the monitors directory is read as a monitor config.
+    every `*.json` in the monitors directory is read as a monitor config. `scored`: the
+    monitor declares a score prediction (`scores` of the reference rows).
     """
+    from driftline.core.prediction import PredictionSpec
     from driftline.core.profile import build_profile, encode_profile
 
     monitors, baselines = root / "monitors", root / "baselines"
     monitors.mkdir(parents=True, exist_ok=True)
     baselines.mkdir(parents=True, exist_ok=True)
     kinds = {n: "numeric" for n in NUMERIC} | {n: "categorical" for n in CATEGORICAL}
-    profile = build_profile({k: v.tolist() for k, v in reference.items()}, kinds=kinds)
+    table = {k: v.tolist() for k, v in reference.items()}
+    prediction = PredictionSpec("score", column="score") if scored else None
+    if scored:
+        table["score"] = scores(reference).tolist()
+    profile = build_profile(table, kinds=kinds, prediction=prediction)
     (baselines / f"{name}.profile.json").write_bytes(encode_profile(profile))
-    config = {
+    config: dict[str, Any] = {
         "name": name,
         "model": "bench-model",
         "baseline": f"../baselines/{name}.profile.json",
         "window_seconds": 3600,
         "bucket_seconds": 60,
     }
+    if scored:
+        config["prediction"] = {"kind": "score", "column": "score"}
     (monitors / f"{name}.json").write_bytes(msgspec.json.encode(config))
     return monitors
 
 
-def predict_bodies(count: int, *, seed: int = 11, drift_share: float = 0.0) -> list[bytes]:
-    """`POST /monitor/predict` bodies in the original API's shape, 20 features each."""
+def predict_bodies(
+    count: int, *, seed: int = 11, drift_share: float = 0.0, scored: bool = False
+) -> list[bytes]:
+    """`POST /monitor/predict` bodies in the original API's shape, 20 features each.
+
+    `scored`: each also carries its `prediction` (the bench model's score).
+    """
     cols = frame(count, seed=seed)
     if drift_share:
         drifted = frame(count, seed=seed + 1, drift=True)
@@ -160,10 +183,14 @@ def predict_bodies(count: int, *, seed: int = 11, drift_share: float = 0.0) -> l
             cols[name][:k] = drifted[name][:k]
     versions = ["v1.2.0", "v1.2.1", "v1.3.0"]
     rnd = random.Random(seed)
-    return [
-        msgspec.json.encode({"features": r, "model_version": rnd.choice(versions)})
-        for r in rows(cols)
-    ]
+    predictions = scores(cols).tolist() if scored else [None] * count
+    bodies = []
+    for r, prediction in zip(rows(cols), predictions, strict=True):
+        body: dict[str, Any] = {"features": r, "model_version": rnd.choice(versions)}
+        if scored:
+            body["prediction"] = prediction
+        bodies.append(msgspec.json.encode(body))
+    return bodies
 
 
 def event_bodies(

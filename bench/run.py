@@ -9,6 +9,7 @@ the same run on the same machine. Not part of the test suite.
 Steps (all by default, or pick with --only):
   framework  1. minimal aiohttp + msgspec app: the framework limit (wrk)
   embedded   2. POST /monitor/predict, embedded store (wrk)
+  prediction    predict with `prediction` (a monitor that declares a score) vs without
   latency    7. p99 of /monitor/predict at 50% of the embedded maximum (open loop)
   batch      4. /monitor/batch and NDJSON ingestion, feature values/s
   redis      3+5. predict with Redis, durable and async; Redis commands/event, CPU
@@ -45,6 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STEPS = (
     "framework",
     "embedded",
+    "prediction",
     "latency",
     "batch",
     "redis",
@@ -133,6 +135,10 @@ class Bench:
         self.monitors = data.write_monitor(self.work / "service", reference)
         self.predict_file = self.work / "predict.txt"
         self.predict_file.write_bytes(b"\n".join(data.predict_bodies(4000)) + b"\n")
+        # The same events, with the model's score, to a monitor that declares it.
+        self.scored_monitors = data.write_monitor(self.work / "scored", reference, scored=True)
+        self.scored_file = self.work / "predict-scored.txt"
+        self.scored_file.write_bytes(b"\n".join(data.predict_bodies(4000, scored=True)) + b"\n")
         self.say(f"data ready in {time.perf_counter() - t0:.1f} s ({self.work})")
 
     def get_redis(self) -> procs.Redis:
@@ -290,6 +296,49 @@ class Bench:
             self.m["embedded_no_history"] = self.paired(
                 server, "predict, embedded, DRIFTLINE_HISTORY_HORIZON=0"
             )
+
+    def step_prediction(self) -> None:
+        """Predict with `prediction` against predict without, in back-to-back pairs.
+
+        Two embedded services: today's monitor (features only) and the same monitor
+        declaring a score prediction; each pair runs one then the other, seconds apart.
+        """
+        a = self.args
+        with (
+            procs.running(
+                procs.start_driftline("driftline-plain", self.monitors, self.logs)
+            ) as plain,
+            procs.running(
+                procs.start_driftline("driftline-scored", self.scored_monitors, self.logs)
+            ) as scored,
+        ):
+            for server, bodies in ((plain, self.predict_file), (scored, self.scored_file)):
+                load.wrk(server, bodies, duration=a.warmup, connections=a.connections)
+            pairs = []
+            for _ in range(a.repeat):
+                without = load.wrk(
+                    plain, self.predict_file, duration=a.duration, connections=a.connections
+                )
+                with_prediction = load.wrk(
+                    scored, self.scored_file, duration=a.duration, connections=a.connections
+                )
+                pairs.append((without, with_prediction))
+        ratios = [w.rps / wo.rps for wo, w in pairs]
+        out = {
+            "pairs": [
+                {"without_rps": round(wo.rps, 1), "with_rps": round(w.rps, 1)} for wo, w in pairs
+            ],
+            "mean_without_rps": sum(wo.rps for wo, _ in pairs) / len(pairs),
+            "mean_with_rps": sum(w.rps for _, w in pairs) / len(pairs),
+            "errors": sum(wo.errors + w.errors for wo, w in pairs),
+            "ratio": sum(ratios) / len(ratios),
+        }
+        self.m["prediction"] = out
+        self.say(
+            f"predict with prediction: {out['mean_with_rps']:,.0f} req/s vs "
+            f"{out['mean_without_rps']:,.0f} without (ratio {out['ratio']:.3f}; pairs "
+            f"{out['pairs']}; errors {out['errors']})"
+        )
 
     def _latency(self, server: procs.Server, key: str, max_rps: float) -> None:
         rate = max(1.0, 0.5 * max_rps)
@@ -525,6 +574,7 @@ class Bench:
         order: list[tuple[str, Callable[[], None]]] = [
             ("framework", self.step_framework),
             ("embedded", self.step_embedded),
+            ("prediction", self.step_prediction),
             ("latency", self.step_latency),
             ("batch", self.step_batch),
             ("redis", self.step_redis),
@@ -698,6 +748,26 @@ def _history_rows(table: Table, m: dict[str, Any]) -> None:
         note=f"history on {on['mean_rps']:,.0f} req/s, off {off['mean_rps']:,.0f} req/s; "
         "history writes once per monitor per bucket, off the predict path (docs/ui.md)",
     )
+
+
+def _prediction_rows(table: Table, m: dict[str, Any]) -> None:
+    """The row of predict with `prediction` against predict without (prediction drift)."""
+    if r := m.get("prediction"):
+        table.row(
+            "2",
+            "predict with `prediction` (score), embedded, req/s",
+            r["mean_with_rps"],
+            "req/s",
+            r["mean_without_rps"],
+            "req/s",
+            r["ratio"],
+            ">= 0.9x",
+            r["ratio"] >= 0.9 and not r["errors"],
+            note="reference: the same events without `prediction` to a monitor without one; "
+            "ratio: mean over back-to-back pairs: "
+            + ", ".join(f"{p['with_rps']:,.0f}/{p['without_rps']:,.0f}" for p in r["pairs"])
+            + f" req/s; errors {r['errors']}",
+        )
 
 
 def _batch_rows(table: Table, m: dict[str, Any]) -> None:
@@ -979,6 +1049,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
     _framework_rows(table, m)
     _predict_rows(table, m)
     _history_rows(table, m)
+    _prediction_rows(table, m)
     _batch_rows(table, m)
     _redis_rows(table, m)
     _memory_rows(table, m, b.args.redis_events)

@@ -17,6 +17,7 @@ import msgspec
 
 from driftline.core.monitor import MonitorConfigError, build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
+from driftline.core.prediction import PredictionSpec as CorePredictionSpec
 from driftline.core.profile import (
     BaselineError,
     BaselineProfile,
@@ -83,6 +84,7 @@ def resolve_baseline(spec: MonitorSpec, config_map: KeyedObject | None) -> Basel
         raise MissingInputError(f"baseline ConfigMap {ref.name!r} not found")
     if ref.key not in config_map.values:
         raise MissingInputError(f"baseline ConfigMap {ref.name!r} has no key {ref.key!r}")
+    prediction = prediction_config(spec)
     try:
         return profile_from_bytes(
             config_map.values[ref.key],
@@ -91,9 +93,23 @@ def resolve_baseline(spec: MonitorSpec, config_map: KeyedObject | None) -> Basel
             kinds=kinds,
             bins=baseline.bins,
             top_k=baseline.top_k,
+            prediction=msgspec.convert(prediction, CorePredictionSpec) if prediction else None,
         )
-    except BaselineError as exc:
+    except (BaselineError, msgspec.ValidationError) as exc:
         raise InvalidInputError(f"baseline: {exc}") from exc
+
+
+def prediction_config(spec: MonitorSpec) -> dict[str, Any] | None:
+    """The monitor config's `prediction` (driftline.core.prediction.PredictionSpec), if any."""
+    declared = spec.prediction
+    if declared is None:
+        return None
+    config: dict[str, Any] = {"kind": declared.kind}
+    if declared.classes:
+        config["classes"] = list(declared.classes)
+    if declared.columns:
+        config["column"] = list(declared.columns)
+    return config
 
 
 # --------------------------------------------------------------------- monitor config
@@ -133,6 +149,9 @@ def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile
     }
     if spec.model_versions:
         config["model_versions"] = list(spec.model_versions)
+    prediction = prediction_config(spec)
+    if prediction is not None:
+        config["prediction"] = prediction
     optional = {
         "alert_hold_seconds": spec.alert_hold_seconds,
         "alert_cooldown_seconds": spec.alert_cooldown_seconds,

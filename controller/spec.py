@@ -53,6 +53,14 @@ class FeatureSpec(msgspec.Struct, frozen=True, rename="camel"):
     notice_threshold: float | None = None
 
 
+class PredictionSpec(msgspec.Struct, frozen=True):
+    """The model's prediction: its kind, classes, and the raw baseline's column(s)."""
+
+    kind: Literal["regression", "score", "class", "probabilities"]
+    classes: list[str] = []
+    columns: list[str] | None = None
+
+
 class ThresholdsSpec(msgspec.Struct, frozen=True):
     """The monitor's effect-size thresholds (on the PSI / Cohen's w scale)."""
 
@@ -109,6 +117,7 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     service_url: str | None = None
     features: list[FeatureSpec] = []
     model_versions: tuple[str, ...] = ()
+    prediction: PredictionSpec | None = None
     thresholds: ThresholdsSpec = ThresholdsSpec()
     test: Test | None = None
     alpha: float = DEFAULTS.alpha

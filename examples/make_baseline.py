@@ -3,8 +3,11 @@
 examples/baseline_data.json holds synthetic credit-risk training rows in the original
 API's shape (a list of records); examples/batches/ holds a batch drawn like them
 (today.csv) and one that drifted (drifted.csv: older, richer applicants, more of them
-on mobile), for `driftline compare`. Values come from fixed distributions with fixed
-seeds, so the files are reproducible: `python examples/make_baseline.py`.
+on mobile), for `driftline compare`. examples/scored_baseline.csv holds the training
+rows with the model's answer, `default_probability` (the batches have it too), and
+examples/credit-risk-profile.json, the example monitor's baseline, is built from it by
+`driftline baseline build`. Values come from fixed distributions with fixed seeds, so
+the files are reproducible: `python examples/make_baseline.py`.
 """
 
 import csv
@@ -12,6 +15,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from driftline.cli import main as driftline
 
 HERE = Path(__file__).parent
 CHANNELS = ["web", "mobile", "branch", "partner"]
@@ -55,6 +60,22 @@ def draw(rows: int, seed: int, *, drift: bool = False) -> list[dict[str, object]
     return out
 
 
+def scored(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The rows with the example model's default probability (a fixed logistic model)."""
+    out = []
+    for row in rows:
+        income = row["income"] if row["income"] is not None else 60000.0
+        logit = (
+            -1.6
+            - (float(row["credit_score"]) - 680) / 45  # type: ignore[arg-type]
+            - (np.log(float(income)) - 10.8) * 1.2  # type: ignore[arg-type]
+            + 0.25 * (float(row["num_products"]) - 1)  # type: ignore[arg-type]
+            - (float(row["age"]) - 41) / 30  # type: ignore[arg-type]
+        )
+        out.append({**row, "default_probability": round(float(1 / (1 + np.exp(-logit))), 4)})
+    return out
+
+
 def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
     """Rows as CSV; an empty cell for a missing value."""
     path.parent.mkdir(exist_ok=True)
@@ -69,5 +90,16 @@ if __name__ == "__main__":
     baseline = draw(4000, 20250529)
     text = "[\n" + ",\n".join(json.dumps(row) for row in baseline) + "\n]\n"
     (HERE / "baseline_data.json").write_text(text)
-    write_csv(HERE / "batches" / "today.csv", draw(1000, 20250601))
-    write_csv(HERE / "batches" / "drifted.csv", draw(1000, 20250602, drift=True))
+    write_csv(HERE / "batches" / "today.csv", scored(draw(1000, 20250601)))
+    write_csv(HERE / "batches" / "drifted.csv", scored(draw(1000, 20250602, drift=True)))
+    # The same training rows, scored: the features' profile is the one baseline_data.json
+    # gives, and the predictions' is the model's on its training data.
+    write_csv(HERE / "scored_baseline.csv", scored(baseline))
+    # fmt: off
+    driftline([
+        "baseline", "build", str(HERE / "scored_baseline.csv"),
+        "--numeric", "num_products",
+        "--prediction-kind", "score", "--prediction", "default_probability",
+        "-o", str(HERE / "credit-risk-profile.json"),
+    ])
+    # fmt: on

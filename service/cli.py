@@ -8,12 +8,18 @@ import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
 from driftline import __version__
 from driftline.core.policy import DEFAULTS
+from driftline.core.prediction import (
+    PredictionKind,
+    PredictionSpec,
+    is_prediction_column,
+    spec_problem,
+)
 from driftline.core.profile import (
     BaselineError,
     FeatureKind,
@@ -82,30 +88,62 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prediction_spec(args: argparse.Namespace) -> PredictionSpec | None:
+    """The prediction the flags declare, or None; BaselineError when they do not fit."""
+    if args.prediction_kind is None:
+        if args.prediction or args.classes:
+            raise BaselineError("--prediction and --classes need --prediction-kind")
+        return None
+    try:
+        spec = msgspec.convert(
+            {
+                "kind": args.prediction_kind,
+                "classes": args.classes.split(",") if args.classes else [],
+                "column": args.prediction or ["prediction"],
+            },
+            PredictionSpec,
+        )
+    except msgspec.ValidationError as exc:
+        raise BaselineError(f"prediction: {exc}") from None
+    problem = spec_problem(spec)
+    if problem is not None:
+        raise BaselineError(f"prediction.{problem}")
+    return spec
+
+
 def _baseline_build(args: argparse.Namespace) -> int:
     kinds: dict[str, FeatureKind] = {name: "categorical" for name in args.categorical}
     kinds.update({name: "numeric" for name in args.numeric})
     path = Path(args.data)
     try:
+        prediction = _prediction_spec(args)
         if path.suffix.lower() in PARQUET_SUFFIXES:
             from driftline.client.baseline import read_parquet  # pyarrow: an optional extra
 
-            columns = read_parquet(path, args.column or None)
-            profile = build_profile(columns, kinds=kinds, bins=args.bins, top_k=args.top_k)
+            wanted = args.column + (prediction.columns if prediction and args.column else [])
+            columns = read_parquet(path, wanted or None)
+            profile = build_profile(
+                columns, kinds=kinds, bins=args.bins, top_k=args.top_k, prediction=prediction
+            )
         elif args.column:
             raise BaselineError("--column picks the columns of a Parquet file only")
         else:
-            profile = load_baseline(path, kinds=kinds, bins=args.bins, top_k=args.top_k)
+            profile = load_baseline(
+                path, kinds=kinds, bins=args.bins, top_k=args.top_k, prediction=prediction
+            )
     except BaselineError as exc:
         print(f"driftline: {exc}", file=sys.stderr)
         return 1
     data = encode_profile(profile)
+    features = [name for name in profile.features if not is_prediction_column(name)]
     if args.output == "-":
         sys.stdout.buffer.write(data)
     else:
         Path(args.output).write_bytes(data)
         print(
-            f"wrote {args.output}: {len(profile.features)} features from {profile.rows} rows "
+            f"wrote {args.output}: {len(features)} features"
+            + (f" and a {prediction.kind} prediction" if prediction else "")
+            + f" from {profile.rows} rows "
             f"(hash {profile.content_hash})",
             file=sys.stderr,
         )
@@ -270,6 +308,26 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="Parquet: use this column as a feature (repeatable; default every column)",
     )
+    build.add_argument(
+        "--prediction-kind",
+        choices=get_args(PredictionKind),
+        help="the model's prediction is in the data: regression, score, class or "
+        "probabilities (docs/predictions.md)",
+    )
+    build.add_argument(
+        "--prediction",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="the prediction's column (default `prediction`); for probabilities, one "
+        "column of objects or lists, or one column per class in class order (repeat)",
+    )
+    build.add_argument(
+        "--classes",
+        metavar="A,B,...",
+        help="class and probabilities predictions: the classes, comma-separated, the "
+        "positive (or first) class first",
+    )
     build.set_defaults(run=_baseline_build)
 
     compare = commands.add_parser(
@@ -309,7 +367,8 @@ def parser() -> argparse.ArgumentParser:
         "scenario after another (they share the window, as real traffic would): baseline "
         "(drift-free), moderate (numeric features shifted by 0.5 SD, 15 % of each "
         "categorical moved to its rarest category), high (2 SD, 60 %), feature:NAME "
-        "(only NAME drifts, as high), or all of the first three.",
+        "(only NAME drifts, as high), prediction (only the model's prediction drifts, as "
+        "high; for a monitor that declares one), or all of the first three.",
     )
     simulate.add_argument(
         "--url", default="http://127.0.0.1:8080", help="service base URL (default %(default)s)"
@@ -318,8 +377,8 @@ def parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--scenario",
         default="all",
-        help="baseline | moderate | high | feature:NAME | all: baseline, moderate, high in "
-        "turn (default %(default)s)",
+        help="baseline | moderate | high | prediction | feature:NAME | all: baseline, "
+        "moderate, high in turn (default %(default)s)",
     )
     simulate.add_argument(
         "--events", type=int, default=500, help="events per scenario (default %(default)s)"

@@ -3,7 +3,8 @@
 Events are drawn from the monitor's own baseline profile (fetched from the service), so
 baseline-like traffic really is drift-free; the drift scenarios shift numeric features
 by a number of baseline standard deviations and move categorical mass to the rarest
-category.
+category. A monitor that declares a prediction gets one drawn from its baseline too
+(the `prediction` scenario shifts only that).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import aiohttp
 import msgspec
 import numpy as np
 
+from driftline.core.prediction import PredictionSpec, is_prediction_column
 from driftline.core.profile import BaselineProfile, CategoricalProfile, NumericProfile
 
 
@@ -28,13 +30,23 @@ class Scenario:
     name: str
     numeric_shift: float  # in baseline standard deviations
     categorical_mix: float  # share of events moved to the rarest category
-    only: str | None = None  # shift just this feature
+    only: str | None = None  # shift just this feature (`prediction`: the prediction)
+
+    def shifts(self, name: str) -> bool:
+        """Whether the scenario moves this layout column."""
+        if self.only == PREDICTION:
+            return is_prediction_column(name)
+        return self.only is None or self.only == name
 
 
+PREDICTION = "prediction"
 SCENARIOS = {
     "baseline": Scenario("baseline", 0.0, 0.0),
     "moderate": Scenario("moderate", 0.5, 0.15),
     "high": Scenario("high", 2.0, 0.6),
+    # The model's answers move while its inputs stay: a new model, a broken feature
+    # pipeline upstream of it, or a changed threshold.
+    PREDICTION: Scenario(PREDICTION, 2.0, 0.6, only=PREDICTION),
 }
 
 
@@ -83,7 +95,7 @@ class ProfileSampler:
         """`n` events' feature dicts; missing values appear at the baseline's rate."""
         columns: dict[str, list[Any]] = {}
         for name, feature in self._profile.features.items():
-            shifted = how.only is None or how.only == name
+            shifted = how.shifts(name)
             if isinstance(feature, NumericProfile):
                 shift = how.numeric_shift if shifted else 0.0
                 column: list[Any] = [float(v) for v in self._numeric(feature, n, shift)]
@@ -95,6 +107,26 @@ class ProfileSampler:
                 column[i] = None
             columns[name] = column
         return [{name: columns[name][i] for name in columns} for i in range(n)]
+
+
+def payload(event: dict[str, Any], spec: PredictionSpec | None) -> dict[str, Any]:
+    """A drawn event as the API takes it: its features, and its prediction if declared.
+
+    Probabilities are rebuilt from the drawn first-class probability (clipped to [0, 1])
+    and class: the rest of the mass goes to the drawn class, or to the second one.
+    """
+    features = {k: v for k, v in event.items() if not is_prediction_column(k)}
+    if spec is None:
+        return {"features": features}
+    values = [event.get(name) for name, _ in spec.outputs]
+    if spec.kind != "probabilities":
+        return {"features": features, "prediction": values[0]}
+    first, drawn = values
+    if first is None:
+        return {"features": features, "prediction": None}
+    first = min(max(first, 0.0), 1.0)
+    rest = drawn if drawn not in (None, spec.classes[0]) else spec.classes[1]
+    return {"features": features, "prediction": {spec.classes[0]: first, rest: 1.0 - first}}
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -127,14 +159,12 @@ async def _send(
     if args.batch:
         await asyncio.gather(
             *(
-                post(f"/v1/monitors/{monitor}/events", [{"features": e} for e in chunk])
+                post(f"/v1/monitors/{monitor}/events", chunk)
                 for chunk in _chunks(events, args.batch)
             )
         )
     else:
-        await asyncio.gather(
-            *(post("/monitor/predict", {"features": e, "monitor": monitor}) for e in events)
-        )
+        await asyncio.gather(*(post("/monitor/predict", {**e, "monitor": monitor}) for e in events))
     return last, failures
 
 
@@ -162,13 +192,18 @@ async def run_simulation(args: argparse.Namespace) -> int:
             print(f"driftline simulate: cannot reach {args.url}: {exc}")
             return 1
         profile = msgspec.convert(detail["baseline"], BaselineProfile)
+        spec = msgspec.convert(detail.get("prediction"), PredictionSpec | None)
         sampler = ProfileSampler(profile, rng)
         for how in scenarios:
-            if how.only and how.only not in profile.features:
+            if how.only == PREDICTION and spec is None:
+                print(f"driftline simulate: {monitor} declares no prediction")
+                return 2
+            if how.only and how.only != PREDICTION and how.only not in profile.features:
                 print(f"driftline simulate: {how.only!r} is not a feature of {monitor}")
                 return 2
             print(f"== {how.name}: {args.events} events to {monitor}")
-            answer, failures = await _send(session, args, monitor, sampler.events(args.events, how))
+            events = [payload(e, spec) for e in sampler.events(args.events, how)]
+            answer, failures = await _send(session, args, monitor, events)
             summary = answer.get("drift", answer)
             window = summary.get("window", {})
             scores = sorted(summary.get("feature_scores", {}).items(), key=lambda kv: -kv[1])
@@ -179,4 +214,9 @@ async def run_simulation(args: argparse.Namespace) -> int:
             )
             print(f"  drifted features: {', '.join(summary.get('drifted_features', [])) or '-'}")
             print("  top scores: " + ", ".join(f"{k}={v:.3f}" for k, v in scores[:5]))
+            prediction = summary.get("prediction")
+            if prediction:
+                outputs = ", ".join(f"{k}={v:.3f}" for k, v in prediction["scores"].items())
+                drifted = "drifted" if prediction["drifted"] else "not drifted"
+                print(f"  prediction: {prediction['severity']}, {drifted}; scores: {outputs}")
     return 0

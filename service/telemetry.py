@@ -34,6 +34,8 @@ EVENT_REASONS = (
     "future_timestamp",
     "invalid_event",
     "malformed_json",
+    "invalid_prediction",
+    "reserved_feature",
 )
 STORE_OPERATIONS = (
     "read",

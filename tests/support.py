@@ -50,7 +50,7 @@ def example_monitors() -> Path:
     directory = Path(_EXAMPLE_MONITORS.name)
     text = EXAMPLE_CONFIG.read_text()
     (directory / EXAMPLE_CONFIG.name).write_text(
-        text.replace("../baseline_data.json", str(EXAMPLES / "baseline_data.json"))
+        text.replace("../credit-risk-profile.json", str(EXAMPLES / "credit-risk-profile.json"))
     )
     return directory
 

@@ -72,6 +72,9 @@ def test_webhook_payload_is_signed_over_timestamp_and_body() -> None:
         },
         "started_at": "2025-05-29T10:20:00.250Z",
         "created_at": "2025-05-29T10:30:00.250Z",
+        # The features' reasons, in the order of driftline.core.report.REASONS.
+        "reasons": ["distribution", "missing", "range"],
+        "drifted_prediction": [],
     }
     # Without a secret: timestamped, unsigned. A different body never has the same MAC.
     unsigned = Receiver("hook", "webhook", "https://h.example/in")

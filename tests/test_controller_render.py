@@ -14,12 +14,13 @@ from typing import Any
 
 import kubernetes_validate
 import msgspec
+import numpy as np
 import pytest
 import yaml
 
 from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
-from driftline.core.profile import build_profile, encode_profile, rows_to_columns
+from driftline.core.profile import NumericProfile, build_profile, encode_profile, rows_to_columns
 from driftline.core.receivers import ReceiverFile
 from driftline.operator.kube import KeyedObject
 from driftline.operator.render import (
@@ -456,3 +457,25 @@ def test_autoscaler_object_is_valid_for_kubernetes_1_28() -> None:
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 3)
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+
+
+def test_a_declared_prediction_reaches_the_baseline_and_the_service_config() -> None:
+    rows = [{**row, "pd": round(0.01 * (row["credit_score"] % 97), 2)} for row in ROWS]
+    spec = fixture_spec(prediction={"kind": "score", "columns": ["pd"]})
+    profile = resolve_baseline(spec, baseline_map(json.dumps(rows).encode()))
+    score = profile.features["@prediction.score"]
+    assert isinstance(score, NumericProfile)
+    assert score.mean == pytest.approx(float(np.mean([r["pd"] for r in rows])), rel=1e-12)
+    assert "pd" not in profile.features
+    config = render_monitor_config("credit-risk", spec, profile)
+    assert config["prediction"] == {"kind": "score", "column": ["pd"]}
+    monitor = service_monitor(config)
+    assert monitor.prediction is not None and monitor.prediction.kind == "score"
+    assert "@prediction.score" in monitor.layout.features
+    # Without a declaration: no `prediction` in the config, the features only.
+    plain = render_monitor_config("credit-risk", fixture_spec(), profile)
+    assert "prediction" not in plain
+    assert "@prediction.score" not in service_monitor(plain).layout.features
+    classes = fixture_spec(prediction={"kind": "class", "classes": ["a", "b"], "columns": ["pd"]})
+    with pytest.raises(InvalidInputError, match=r"prediction: pd\[0\]: expected one of"):
+        resolve_baseline(classes, baseline_map(json.dumps(rows).encode()))

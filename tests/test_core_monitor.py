@@ -162,7 +162,11 @@ def test_example_config_file(example_profile: BaselineProfile) -> None:
     m = build_monitor(config, DEFAULTS, base_dir=EXAMPLE_CONFIG.parent, source=str(EXAMPLE_CONFIG))
     assert m.name == "credit-risk"
     assert m.model == "credit-risk-xgb"
-    assert m.profile == example_profile
+    # The scored training rows give the training rows' profile, and the model's score.
+    features = {n: f for n, f in m.profile.features.items() if n != "@prediction.score"}
+    assert features == example_profile.features
+    assert m.prediction is not None and m.prediction.kind == "score"
+    assert isinstance(m.profile.features["@prediction.score"], NumericProfile)
     assert m.policy.thresholds_for("credit_score") == Thresholds(0.15, 0.4)
     assert m.policy.thresholds_for("age") == Thresholds(0.2, 0.5)
     assert isinstance(m.profile.features["num_products"], NumericProfile)

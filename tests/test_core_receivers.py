@@ -76,8 +76,8 @@ SECRET_URL = "https://hooks.example/T0KEN-abc123"
             "min_severity",
         ),
         (
-            {"receivers": [{"name": "a", "type": "slack", "url": SECRET_URL, "token": "t"}]},
-            "token",
+            {"receivers": [{"name": "a", "type": "slack", "url": SECRET_URL, "api_key": "t"}]},
+            "api_key",
         ),
         (
             {

@@ -17,7 +17,7 @@ import yaml
 from k8s_support import KubeTarget, wait_for
 
 from driftline.core.policy import MonitorDefaults
-from driftline.operator.spec import DEFAULT_SERVICE
+from driftline.operator.spec import DEFAULT_SERVICE, parse_spec
 
 pytestmark = pytest.mark.k8s
 
@@ -162,6 +162,17 @@ BAD_SPECS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ),
     ("serviceUrl not http", spec_change(serviceUrl="file:///etc/passwd"), "spec.serviceUrl"),
     ("service not a DNS label", spec_change(service="Drift_Line"), "spec.service"),
+    (
+        "class prediction without classes",
+        spec_change(prediction={"kind": "class"}),
+        "class and probabilities predictions need at least 2 classes",
+    ),
+    (
+        "score prediction with classes",
+        spec_change(prediction={"kind": "score", "classes": ["a", "b"]}),
+        "only class and probabilities predictions have classes",
+    ),
+    ("unknown prediction kind", spec_change(prediction={"kind": "label"}), '"label"'),
     ("upper-case name", rename("Credit-Risk"), "RFC 1123"),
     ("name over 63 characters", rename("m" * 64), "metadata.name must be at most 63 characters"),
 ]
@@ -226,6 +237,18 @@ def test_a_valid_spec_is_stored_with_the_defaults_the_service_uses(
     assert stored["alerts"][0]["minSeverity"] == "warning"
     assert "serviceUrl" not in stored and "alertCooldownSeconds" not in stored
     assert "alertHoldSeconds" not in stored
+
+
+def test_a_declared_prediction_is_stored_as_sent(kube: KubeTarget, namespace: str) -> None:
+    monitor = valid_monitor("predicts")
+    declared = {"kind": "probabilities", "classes": ["churn", "stay"], "columns": ["p"]}
+    monitor["spec"]["prediction"] = declared
+    apply(kube, namespace, monitor, check=True)
+    stored = yaml.safe_load(
+        kube.kubectl("get", "dm", "predicts", "-n", namespace, "-o", "yaml").stdout
+    )["spec"]
+    assert stored["prediction"] == declared
+    assert parse_spec(stored).prediction is not None
 
 
 def test_service_cannot_change_once_set(kube: KubeTarget, namespace: str) -> None:

@@ -3,7 +3,8 @@
 The outbox stores a snapshot of the assessment that made the change (`snapshot_of`);
 `alert_from` turns an outbox entry back into the `Alert` every format is rendered
 from: a generic webhook (JSON signed with HMAC-SHA256 over timestamp and body), a
-Slack incoming webhook, or Alertmanager's v2 alerts API (`render_request`).
+Slack incoming webhook, Alertmanager's v2 alerts API, or a retraining trigger (GitHub
+`repository_dispatch`, Argo Events webhook, generic CI; `render_request`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import msgspec
 
 from driftline.alerts.store import OutboxEntry
 from driftline.core.receivers import Receiver
-from driftline.core.report import Assessment
+from driftline.core.report import REASONS, Assessment
 from driftline.core.severity import Severity
 from driftline.core.timestamps import isoformat, parse_isoformat
 
 SIGNATURE_HEADER = "X-Driftline-Signature"
 TIMESTAMP_HEADER = "X-Driftline-Timestamp"
 ALERT_ID_HEADER = "X-Driftline-Alert-Id"
+GITHUB_API_VERSION = "2022-11-28"
 
 
 class DriftedFeature(msgspec.Struct, frozen=True):
@@ -58,6 +60,10 @@ class Alert(msgspec.Struct, frozen=True):
     window: AlertWindow
     started_at: str  # when the monitor left `none` (the episode's start)
     created_at: str  # when the change was decided (Redis clock)
+    # Why, for the monitor as a whole: the features' reasons, then `prediction` when the
+    # prediction's outputs are flagged (see `reasons_of`); empty in older alerts.
+    reasons: list[str] = []
+    drifted_prediction: list[DriftedFeature] = []  # flagged outputs: value, score, class...
 
 
 class AlertSnapshot(msgspec.Struct, frozen=True):
@@ -67,6 +73,14 @@ class AlertSnapshot(msgspec.Struct, frozen=True):
     drift_score: float
     drifted_features: list[DriftedFeature]
     window: AlertWindow
+    drifted_prediction: list[DriftedFeature] = []  # absent in snapshots of older versions
+
+
+def reasons_of(features: list[DriftedFeature], prediction: list[DriftedFeature]) -> list[str]:
+    """The monitor's reasons: its features' (in REASONS order), then `prediction`."""
+    found = {reason for feature in features for reason in feature.reasons}
+    reasons: list[str] = [reason for reason in REASONS if reason in found]
+    return [*reasons, "prediction"] if prediction else reasons
 
 
 def snapshot_of(assessment: Assessment) -> bytes:
@@ -77,7 +91,16 @@ def snapshot_of(assessment: Assessment) -> bytes:
     # Drift: the flagged features; a notice: the features that made it one.
     names = assessment.drifted_features
     if verdict.severity is Severity.NOTICE:
-        names = [name for name, feature in features.items() if feature.reasons]
+        names = list(assessment.feature_reasons)
+    # The prediction's outputs by the same rule.
+    outputs = assessment.prediction_outputs()
+    notice = verdict.severity is Severity.NOTICE
+    flagged = [
+        name
+        for name, output in outputs.items()
+        if (output.reasons if notice else output.severity.rank >= Severity.WARNING.rank)
+        and verdict.severity is not Severity.NONE
+    ]
     return msgspec.json.encode(
         AlertSnapshot(
             model=assessment.monitor.model,
@@ -92,6 +115,12 @@ def snapshot_of(assessment: Assessment) -> bytes:
                 for name in names
             ],
             window=AlertWindow(window.events, window.start, window.end),
+            drifted_prediction=[
+                DriftedFeature(
+                    name, outputs[name].score, outputs[name].severity, list(outputs[name].reasons)
+                )
+                for name in flagged
+            ],
         )
     )
 
@@ -114,6 +143,8 @@ def alert_from(entry: OutboxEntry) -> Alert:
         window=snapshot.window,
         started_at=isoformat(entry.started_at),
         created_at=isoformat(entry.at),
+        reasons=reasons_of(snapshot.drifted_features, snapshot.drifted_prediction),
+        drifted_prediction=snapshot.drifted_prediction,
     )
 
 
@@ -132,10 +163,10 @@ def _summary(alert: Alert) -> str:
     )
 
 
-def _features_text(alert: Alert) -> str:
+def _listed(features: list[DriftedFeature]) -> str:
     return ", ".join(
         f"{f.name} {f.score:.3f} ({f.severity}{': ' + ', '.join(f.reasons) if f.reasons else ''})"
-        for f in alert.drifted_features
+        for f in features
     )
 
 
@@ -155,7 +186,10 @@ def alertmanager_alerts(
     base = {"alertname": "DriftlineDrift", "monitor": alert.monitor, "model": alert.model}
     annotations = {
         "summary": _summary(alert),
-        "description": f"drifted features: {_features_text(alert) or 'none'}",
+        "description": f"drifted features: {_listed(alert.drifted_features) or 'none'}"
+        + (
+            f"; prediction: {_listed(alert.drifted_prediction)}" if alert.drifted_prediction else ""
+        ),
         "alert_id": alert.id,
         "drift_score": f"{alert.drift_score:.6g}",
     }
@@ -191,7 +225,9 @@ def slack_message(alert: Alert) -> dict[str, Any]:
     }.get(str(alert.severity), ":large_green_circle:")
     lines = [f"{icon} *{_summary(alert)}*"]
     if alert.drifted_features:
-        lines.append(f"Drifted features: {_features_text(alert)}")
+        lines.append(f"Drifted features: {_listed(alert.drifted_features)}")
+    if alert.drifted_prediction:
+        lines.append(f"Prediction drift: {_listed(alert.drifted_prediction)}")
     lines.append(
         f"Window: {alert.window.events} events, {alert.window.start} to {alert.window.end}"
     )
@@ -199,18 +235,48 @@ def slack_message(alert: Alert) -> dict[str, Any]:
     return {"text": "\n".join(lines)}
 
 
+def retraining_trigger(alert: Alert) -> dict[str, Any]:
+    """Why a retraining pipeline runs: the reasons, what drifted, on which window.
+
+    Ten top-level fields, GitHub's limit for a repository_dispatch `client_payload`.
+    """
+    return {
+        "alert_id": alert.id,
+        "monitor": alert.monitor,
+        "model": alert.model,
+        "severity": str(alert.severity),
+        "reasons": alert.reasons,
+        "drifted_features": [f.name for f in alert.drifted_features],
+        "drifted_prediction": [f.name for f in alert.drifted_prediction],
+        "drift_score": alert.drift_score,
+        "window": msgspec.to_builtins(alert.window),
+        "created_at": alert.created_at,
+    }
+
+
 def render_request(
     receiver: Receiver, alert: Alert, *, now: float, firing_ttl: float
 ) -> tuple[str, bytes, dict[str, str]]:
     """URL, body and headers of the POST that tells `receiver` about `alert`."""
     headers = {"Content-Type": "application/json", ALERT_ID_HEADER: alert.id}
+    if receiver.token:
+        headers["Authorization"] = f"Bearer {receiver.token}"
+    if receiver.type == "github":
+        # POST /repos/{owner}/{repo}/dispatches: the URL names the repository.
+        headers["Accept"] = "application/vnd.github+json"
+        headers["X-GitHub-Api-Version"] = GITHUB_API_VERSION
+        document = {"event_type": receiver.event_type, "client_payload": retraining_trigger(alert)}
+        return receiver.url, msgspec.json.encode(document), headers
+    if receiver.type == "argo":
+        return receiver.url, msgspec.json.encode(retraining_trigger(alert)), headers
     if receiver.type == "slack":
         return receiver.url, msgspec.json.encode(slack_message(alert)), headers
     if receiver.type == "alertmanager":
         url = receiver.url.rstrip("/") + "/api/v2/alerts"
         floor = Severity(receiver.min_severity)
         return url, msgspec.json.encode(alertmanager_alerts(alert, firing_ttl, floor)), headers
-    body = msgspec.json.encode(alert)
+    # webhook: the whole alert; ci: the trigger. Both timestamped and signed.
+    body = msgspec.json.encode(retraining_trigger(alert) if receiver.type == "ci" else alert)
     timestamp = str(int(now))
     headers[TIMESTAMP_HEADER] = timestamp
     if receiver.signing_secret:

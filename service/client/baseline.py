@@ -15,6 +15,7 @@ import numpy as np
 
 from driftline.client.frames import columns_of
 from driftline.core.policy import DEFAULTS
+from driftline.core.prediction import PredictionSpec
 from driftline.core.profile import BaselineError, BaselineProfile, FeatureKind, build_profile
 
 PARQUET_EXTRA = "pip install 'driftline[parquet]'"
@@ -27,13 +28,17 @@ def build_baseline(
     kinds: Mapping[str, FeatureKind] | None = None,
     bins: int = DEFAULTS.bins,
     top_k: int = DEFAULTS.top_k,
+    prediction: PredictionSpec | None = None,
 ) -> BaselineProfile:
     """A baseline profile from training data, as `driftline baseline build` makes it.
 
     `data`: a pandas DataFrame, a pyarrow Table, a 2-D array (`columns` names its
     columns) or a mapping of columns. `columns` picks the features (default: every
-    column); `kinds` overrides a feature's inferred type (`numeric` or `categorical`).
+    column); `kinds` overrides a feature's inferred type (`numeric` or `categorical`);
+    `prediction` names the model's prediction column(s) and kind (docs/predictions.md).
     """
+    if columns is not None and prediction is not None:
+        columns = [*columns, *(c for c in prediction.columns if c not in columns)]
     if hasattr(data, "column_names") and hasattr(data, "select"):  # a pyarrow Table
         found = arrow_columns(data.select(list(columns)) if columns is not None else data)
     else:
@@ -41,7 +46,7 @@ def build_baseline(
             found = columns_of(data, columns)
         except (TypeError, ValueError, KeyError) as exc:
             raise BaselineError(f"training data: {exc}") from exc
-    return build_profile(found, kinds=kinds, bins=bins, top_k=top_k)
+    return build_profile(found, kinds=kinds, bins=bins, top_k=top_k, prediction=prediction)
 
 
 def arrow_columns(table: Any) -> dict[str, np.ndarray]:

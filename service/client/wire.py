@@ -16,7 +16,7 @@ import msgspec
 import numpy as np
 
 from driftline.client.queue import Block, Row
-from driftline.core.profile import category_values
+from driftline.core.values import category_values
 
 JSON_TYPE = "application/json"
 MSGPACK_TYPE = "application/msgpack"

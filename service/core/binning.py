@@ -33,7 +33,8 @@ from driftline.core.layout import (
     moment_unit,
 )
 from driftline.core.limits import Limits
-from driftline.core.profile import CodedColumn, NumericProfile, category_label, is_missing
+from driftline.core.profile import CodedColumn, NumericProfile
+from driftline.core.values import category_label, is_missing
 from driftline.core.window import Vector
 
 IntArray = npt.NDArray[np.int64]

@@ -38,6 +38,14 @@ from driftline.core.policy import (
     TopK,
     multiple_testing_method,
 )
+from driftline.core.prediction import (
+    Decoder,
+    PredictionKind,
+    PredictionSpec,
+    is_prediction_column,
+    output_name,
+    spec_problem,
+)
 from driftline.core.profile import (
     BaselineError,
     BaselineProfile,
@@ -102,6 +110,8 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     quality: QualityConfig = QualityConfig()
     # Versions that always keep their own model_version label (the others rotate).
     model_versions: Annotated[list[ModelVersion], msgspec.Meta(max_length=100)] = []
+    # The model's output, watched as the prediction's reserved columns (docs/predictions.md).
+    prediction: PredictionSpec | None = None
 
 
 class MonitorConfigError(ValueError):
@@ -121,6 +131,8 @@ class Monitor:
     source: str
     plan: Plan  # the policy's arrays over the layout, for every verdict
     model_versions: tuple[str, ...] = ()
+    prediction: PredictionSpec | None = None
+    decoder: Decoder | None = None  # the prediction's, built once
 
 
 # What a field of named choices allows (msgspec's message names only the value refused).
@@ -128,6 +140,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "test": TESTS,
     "multiple_testing": get_args(MultipleTesting),
     "type": get_args(FeatureKind),
+    "kind": get_args(PredictionKind),
 }
 
 
@@ -258,6 +271,9 @@ def build_monitor(
             f"({bucket_seconds} s), got {window_seconds}"
         )
     kinds = {name: f.type for name, f in config.features.items() if f.type is not None}
+    problem = spec_problem(config.prediction) if config.prediction is not None else None
+    if problem is not None:
+        raise MonitorConfigError(f"{source}: prediction.{problem}")
     if isinstance(config.baseline, BaselineProfile):
         try:
             profile = validate_profile(config.baseline, "baseline")
@@ -273,9 +289,11 @@ def build_monitor(
                 kinds=kinds,
                 bins=pick(config.bins, defaults.bins),
                 top_k=pick(config.top_k, defaults.top_k),
+                prediction=config.prediction,
             )
         except BaselineError as exc:
             raise MonitorConfigError(f"{source}: baseline: {exc}") from exc
+    profile = _with_prediction(profile, config.prediction, source)
     unknown = sorted(set(config.features) - set(profile.features))
     if unknown:
         raise MonitorConfigError(
@@ -341,4 +359,46 @@ def build_monitor(
         source=source,
         plan=Plan.of(layout, policy),
         model_versions=tuple(dict.fromkeys(config.model_versions)),
+        prediction=config.prediction,
+        decoder=Decoder(config.prediction) if config.prediction is not None else None,
     )
+
+
+def _with_prediction(
+    profile: BaselineProfile, spec: PredictionSpec | None, source: str
+) -> BaselineProfile:
+    """The profile whose prediction columns match the declaration.
+
+    Without a declaration its prediction columns are dropped: the monitor watches the
+    features only, as one without a prediction always has.
+    """
+    present = {name: f for name, f in profile.features.items() if is_prediction_column(name)}
+    if spec is None:
+        if not present:
+            return profile
+        features = {n: f for n, f in profile.features.items() if n not in present}
+        return msgspec.structs.replace(profile, features=features)
+    hint = (
+        f"declares a {spec.kind} prediction: build the baseline with it, e.g. `driftline "
+        f"baseline build DATA --prediction COLUMN --prediction-kind {spec.kind}`"
+    )
+    wanted = dict(spec.outputs)
+    if set(present) != set(wanted):
+        has = ", ".join(output_name(n) for n in present) or "no prediction"
+        message = f"the baseline has {has}; the monitor {hint}"
+        raise MonitorConfigError(f"{source}: prediction: {message}")
+    for name, kind in wanted.items():
+        found = present[name]
+        if isinstance(found, CategoricalProfile) != (kind == "categorical"):
+            raise MonitorConfigError(
+                f"{source}: prediction: the baseline's {output_name(name)} is not {kind}; "
+                f"the monitor {hint}"
+            )
+        if isinstance(found, CategoricalProfile):
+            strange = sorted(set(found.categories) - set(spec.classes))
+            if strange:
+                raise MonitorConfigError(
+                    f"{source}: prediction.classes: the baseline predicts {strange[0]!r}, "
+                    f"which is not declared; declared: {', '.join(spec.classes)}"
+                )
+    return profile

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from driftline.core.drift import IntVector, Vector, rows_by_test
 from driftline.core.layout import Layout, moment_unit
 from driftline.core.policy import Policy, QualityThresholds, TestName
+from driftline.core.prediction import is_prediction_column
 from driftline.core.profile import NumericProfile
 
 
@@ -58,6 +59,8 @@ class Plan:
     other_baseline_rate: Vector
     new_categories: Levels
     other_testable: npt.NDArray[np.bool_]  # categorical: held-out counts (see FeatureSlots)
+    # Not the prediction's columns: an event may come without one (docs/predictions.md).
+    missing_testable: npt.NDArray[np.bool_]
 
     @classmethod
     def of(cls, layout: Layout, policy: Policy) -> Plan:
@@ -108,4 +111,5 @@ class Plan:
             other_testable=np.array(
                 [features[n].calibrated for n in categorical.names], dtype=np.bool_
             ),
+            missing_testable=np.array([not is_prediction_column(n) for n in names], dtype=np.bool_),
         )

@@ -25,13 +25,22 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, overload
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from driftline.core.policy import DEFAULTS
+from driftline.core.prediction import (
+    RESERVED_MARK,
+    RESERVED_NAMES,
+    PredictionError,
+    PredictionSpec,
+    training_columns,
+)
+from driftline.core.values import FeatureKind as FeatureKind
+from driftline.core.values import as_number, category_label, category_values, is_missing
 
 PROFILE_KIND = "driftline.baseline-profile/v2"
 LEGACY_PROFILE_KIND = "driftline.baseline-profile/v1"
@@ -45,10 +54,7 @@ TAIL_QUANTILE = 0.001
 # Numeric features with at most this many distinct baseline values get one bin per
 # value: quantile bins would collapse them into a few uneven bins.
 DISCRETE_MAX_VALUES = 20
-# Strings a CSV (or a careless JSON export) uses for "no value".
-MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 
-FeatureKind = Literal["numeric", "categorical"]
 FloatArray = npt.NDArray[np.float64]
 # A column of training values: any sequence, or a 1-D NumPy array (numeric: NaN missing).
 Column = Sequence[Any] | npt.NDArray[Any]
@@ -224,34 +230,6 @@ def csv_columns(text: str, origin: str) -> dict[str, list[Any]]:
 # --------------------------------------------------------------------------- building
 
 
-def is_missing(value: Any) -> bool:
-    """Whether a raw value stands for "no value" (None, NaN, or a string such as "NA")."""
-    if value is None:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    return isinstance(value, str) and value.strip().lower() in MISSING_STRINGS
-
-
-def _as_number(value: Any) -> float | None:
-    """A finite number, or None when the value is not one (bools are not numbers)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        try:
-            number = float(value)
-        except OverflowError:  # an int beyond the float range
-            return None
-        return number if math.isfinite(number) else None
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
-
-
 # What numpy may convert at once: float() of these is what `_as_number` takes (bools,
 # which numpy would take as 0 and 1, are left out).
 _PLAIN_TYPES = frozenset({float, int, str, type(None)})
@@ -292,7 +270,7 @@ def parse_numbers(values: Column, *, max_bad: int | None = None) -> tuple[FloatA
     for i, value in enumerate(values):
         if is_missing(value):
             continue
-        number = _as_number(value)
+        number = as_number(value)
         if number is None:
             bad.append(i)
             if len(bad) == max_bad:
@@ -300,21 +278,6 @@ def parse_numbers(values: Column, *, max_bad: int | None = None) -> tuple[FloatA
         else:
             numbers[i] = number
     return numbers, bad
-
-
-def category_label(value: Any) -> str:
-    """The category a raw value stands for (JSON true/false as `true`/`false`)."""
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    return str(value)
-
-
-def category_values(column: npt.NDArray[Any]) -> list[Any]:
-    """A numeric NumPy column as category values: 3.0 is the category `3`, as JSON's 3 is."""
-    return [
-        None if v != v else int(v) if float(v).is_integer() else v  # v != v: NaN
-        for v in column.tolist()
-    ]
 
 
 def _kind_of(numbers: FloatArray, bad: list[int]) -> FeatureKind:
@@ -489,27 +452,50 @@ def build_profile(
     kinds: Mapping[str, FeatureKind] | None = None,
     bins: int = DEFAULTS.bins,
     top_k: int = DEFAULTS.top_k,
+    prediction: PredictionSpec | None = None,
 ) -> BaselineProfile:
-    """Build a profile from columns; `kinds` overrides the inferred type of a feature."""
+    """Build a profile from columns; `kinds` overrides the inferred type of a feature.
+
+    With `prediction`, its column(s) become the prediction's reserved columns
+    (driftline.core.prediction) instead of features.
+    """
     if not columns:
         raise BaselineError("baseline has no features")
-    kinds = kinds or {}
+    reserved = next((name for name in columns if name.startswith(RESERVED_MARK)), None)
+    if reserved is not None:
+        raise BaselineError(
+            f"features.{reserved}: names starting with {RESERVED_MARK} are reserved for the "
+            "prediction; rename the column (or name it as the prediction column)"
+        )
+    kinds = dict(kinds or {})
     unknown = sorted(set(kinds) - set(columns))
     if unknown:
         raise BaselineError(f"features.{unknown[0]}: not a column of the baseline data")
+    rows = len(next(iter(columns.values())))
+    top: dict[str, int] = {}
+    sources: dict[str, str] = {}
+    if prediction is not None:
+        try:
+            outputs = training_columns(prediction, columns)
+        except PredictionError as exc:
+            raise BaselineError(f"prediction: {exc}") from None
+        columns = {k: v for k, v in columns.items() if k not in prediction.columns} | outputs
+        for name, output_kind in prediction.outputs:
+            kinds[name] = output_kind
+            top[name] = max(top_k, len(prediction.classes))
+            sources[name] = f"prediction column {'/'.join(prediction.columns)}"
     features: dict[str, FeatureProfile] = {}
     for name in sorted(columns):
         values = columns[name]
         kind = kinds.get(name)
         if kind == "categorical":
-            features[name] = categorical_profile(values, top_k)
+            features[name] = categorical_profile(values, top.get(name, top_k))
             continue
         numbers, bad = parse_numbers(values, max_bad=1)
         if kind is None and _kind_of(numbers, bad) == "categorical":
             features[name] = categorical_profile(values, top_k)
         else:
-            features[name] = _numeric_profile(values, numbers, bad, bins, name)
-    rows = len(next(iter(columns.values())))
+            features[name] = _numeric_profile(values, numbers, bad, bins, sources.get(name, name))
     return BaselineProfile(features=features, rows=rows)
 
 
@@ -541,6 +527,11 @@ def validate_profile(profile: BaselineProfile, origin: str = "profile") -> Basel
             f"{origin}.kind: expected one of {', '.join(sorted(PROFILE_KINDS))}, got {profile.kind}"
         )
     for name, feature in profile.features.items():
+        if name.startswith(RESERVED_MARK) and name not in RESERVED_NAMES:
+            raise BaselineError(
+                f"{origin}.features.{name}: names starting with {RESERVED_MARK} are reserved; "
+                f"the prediction's are {', '.join(sorted(RESERVED_NAMES))}"
+            )
         expected = (
             len(feature.cuts) + 1
             if isinstance(feature, NumericProfile)
@@ -601,12 +592,13 @@ def profile_from_bytes(
     kinds: Mapping[str, FeatureKind] | None = None,
     bins: int = DEFAULTS.bins,
     top_k: int = DEFAULTS.top_k,
+    prediction: PredictionSpec | None = None,
 ) -> BaselineProfile:
     """A saved profile as is, or one built from raw rows (JSON records or columns, CSV)."""
     table = table_from_bytes(data, origin, csv_format=csv_format)
     if isinstance(table, BaselineProfile):
         return table
-    return build_profile(table, kinds=kinds, bins=bins, top_k=top_k)
+    return build_profile(table, kinds=kinds, bins=bins, top_k=top_k, prediction=prediction)
 
 
 def table_from_bytes(
@@ -634,8 +626,12 @@ def load_baseline(
     kinds: Mapping[str, FeatureKind] | None = None,
     bins: int = DEFAULTS.bins,
     top_k: int = DEFAULTS.top_k,
+    prediction: PredictionSpec | None = None,
 ) -> BaselineProfile:
-    """Load a saved profile, or build one from raw rows (CSV, JSON records or columns)."""
+    """Load a saved profile, or build one from raw rows (CSV, JSON records or columns).
+
+    `prediction`: see build_profile (a saved profile carries its prediction columns).
+    """
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -647,4 +643,5 @@ def load_baseline(
         kinds=kinds,
         bins=bins,
         top_k=top_k,
+        prediction=prediction,
     )

@@ -2,9 +2,11 @@
 
 Receivers come from the alerts directory (the operator's `<service>-alerts` Secret,
 mounted): one `<monitor>.json` per monitor, `{"receivers": [...]}`. Each receiver is a
-generic webhook, a Slack incoming webhook, or Alertmanager's v2 alerts API (the
-payloads are driftline.alerts.payloads'). URLs and keys are secrets: they are never
-logged, and receivers are named in logs and metrics by their `name` only.
+generic webhook, a Slack incoming webhook, Alertmanager's v2 alerts API, or a retraining
+trigger: a GitHub Actions `repository_dispatch`, an Argo Events webhook event source or
+a generic CI trigger (the payloads are driftline.alerts.payloads'; docs/retraining.md).
+URLs, keys and tokens are secrets: they are never logged, and receivers are named in
+logs and metrics by their `name` only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import msgspec
 
 from driftline.core.severity import Severity
 
-ReceiverType = Literal["webhook", "slack", "alertmanager"]
+ReceiverType = Literal["webhook", "slack", "alertmanager", "github", "argo", "ci"]
+TRIGGERS = frozenset({"github", "argo", "ci"})
+"""Receivers that start a retraining pipeline: they hear escalations only."""
 
 
 class Receiver(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -28,15 +32,22 @@ class Receiver(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     signing_secret: str | None = None
     # notice: also the informational tier (a significant change below warning)
     min_severity: Literal["notice", "warning", "critical"] = "warning"
+    # Sent as `Authorization: Bearer <token>`: required by github, optional for argo and ci.
+    token: str | None = None
+    # github: the repository_dispatch event type the workflow listens for.
+    event_type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "driftline-drift"
 
     def wants(self, severity: Severity, previous: Severity) -> bool:
         """Whether this receiver hears of a change from `previous` to `severity`.
 
         Escalations reach it at or above its minimum; a change down (or resolved) reaches
         it when the severity it was told about was at or above it, so it hears the end
-        of every episode it heard the start of.
+        of every episode it heard the start of. A retraining trigger hears escalations
+        only: a pipeline runs when drift starts or worsens, not when it ends.
         """
         floor = Severity(self.min_severity).rank
+        if self.type in TRIGGERS:
+            return severity.rank >= floor and severity.rank > previous.rank
         return max(severity.rank, previous.rank) >= floor
 
 
@@ -64,5 +75,11 @@ def load_receivers(directory: Path) -> dict[str, list[Receiver]]:
         names = [r.name for r in parsed.receivers]
         if len(names) != len(set(names)):
             raise ReceiverConfigError(f"{path.name}: receivers: names must be unique")
+        for i, receiver in enumerate(parsed.receivers):
+            if receiver.type == "github" and not receiver.token:
+                raise ReceiverConfigError(
+                    f"{path.name}: receivers[{i}].token: required for a github receiver "
+                    "(a token that may create repository_dispatch events)"
+                )
         receivers[path.stem] = parsed.receivers
     return receivers

@@ -33,6 +33,7 @@ from driftline.core.layout import EVENTS_SLOT, MOMENT_SCALE, FeatureSlots, momen
 from driftline.core.monitor import Monitor
 from driftline.core.plan import Levels
 from driftline.core.policy import MIN_TEST_EVENTS, MultipleTesting, Policy, TestName
+from driftline.core.prediction import is_prediction_column, output_name
 from driftline.core.profile import NumericProfile
 from driftline.core.quality import Mask, rate_increase_p, tail_excess, tail_p
 from driftline.core.severity import LEVELS, Severity
@@ -119,10 +120,33 @@ class FeatureReport(msgspec.Struct, frozen=True):
     mean_shift_z: float | None = None
 
 
+class PredictionSummary(msgspec.Struct, frozen=True):
+    """The verdict on the model's prediction: its outputs' drift (docs/predictions.md).
+
+    Outputs: `value` (regression), `score`, `class`, or `probability` and `class`.
+    """
+
+    kind: str
+    severity: Severity  # worst of its outputs
+    drifted: bool  # an output is flagged and the monitor calls drift
+    score: float  # largest output score
+    scores: dict[str, float]  # per output
+    reasons: dict[str, list[Reason]]  # outputs with a severity: why, worst first
+
+
+class PredictionReport(PredictionSummary, frozen=True):
+    """The prediction's verdict with every output's detail, as a feature's."""
+
+    classes: list[str]
+    outputs: dict[str, FeatureReport]
+
+
 class DriftSummary(msgspec.Struct, frozen=True):
     """A monitor's verdict on a window: the fields every answer states.
 
     The batch answers carry it as is; the full report and the predict answer extend it.
+    The prediction's outputs count in the verdict as features do, but are named in
+    `prediction` (null for a monitor that declares none), not among the features.
     """
 
     drift_detected: bool
@@ -132,6 +156,7 @@ class DriftSummary(msgspec.Struct, frozen=True):
     drifted_features: list[str]  # flagged features, once the monitor calls drift
     window: WindowInfo
     feature_reasons: dict[str, list[Reason]]  # features with a severity: why, worst first
+    prediction: PredictionSummary | None
 
 
 class DriftReport(DriftSummary, frozen=True):
@@ -143,6 +168,7 @@ class DriftReport(DriftSummary, frozen=True):
     multiple_testing: MultipleTesting
     features: dict[str, FeatureReport]
     evaluated_at: str
+    prediction: PredictionReport | None
 
 
 def _proportions(counts: np.ndarray) -> list[float]:
@@ -375,6 +401,7 @@ def _quality(
         policy,
         # A feature that lost every value is critical once that is significant.
         critical_when=(missing == rows) & (rows > 0),
+        only=plan.missing_testable,
     )
     present = n[plan.numeric_rows]
     beyond = vector[numeric.out_of_range] if numeric.names else np.zeros(0)
@@ -464,19 +491,44 @@ class Assessment:
 
     @property
     def drifted_features(self) -> list[str]:
-        """Flagged features, once the monitor calls drift."""
+        """Flagged features (not the prediction's outputs), once the monitor calls drift."""
         verdict = self.evaluation.verdict
-        return verdict.flagged if verdict.drift_detected else []
+        if not verdict.drift_detected:
+            return []
+        return [name for name in verdict.flagged if not is_prediction_column(name)]
 
     @property
     def feature_scores(self) -> dict[str, float]:
         """Effect size per feature, in layout order."""
-        return {name: f.score for name, f in self.evaluation.features.items()}
+        return {
+            name: f.score
+            for name, f in self.evaluation.features.items()
+            if not is_prediction_column(name)
+        }
 
     @property
     def feature_reasons(self) -> dict[str, list[Reason]]:
         """Features with a severity and why, worst reason first."""
-        return {name: list(f.reasons) for name, f in self.evaluation.features.items() if f.reasons}
+        return {
+            name: list(f.reasons)
+            for name, f in self.evaluation.features.items()
+            if f.reasons and not is_prediction_column(name)
+        }
+
+    def prediction_outputs(self) -> dict[str, FeatureScore]:
+        """The prediction's outputs by name (`score`, `class`...); empty without a prediction."""
+        return {
+            output_name(name): f
+            for name, f in self.evaluation.features.items()
+            if is_prediction_column(name)
+        }
+
+    def prediction(self) -> PredictionSummary | None:
+        """The verdict on the prediction, if the monitor declares one."""
+        spec = self.monitor.prediction
+        if spec is None:
+            return None
+        return PredictionSummary(**_prediction_fields(self))
 
     def summary(self) -> DriftSummary:
         """The verdict as every answer states it (report, predict, batch)."""
@@ -489,11 +541,29 @@ class Assessment:
             drifted_features=self.drifted_features,
             window=self.window,
             feature_reasons=self.feature_reasons,
+            prediction=self.prediction(),
         )
 
     def verdict_fields(self) -> dict[str, Any]:
         """The summary's fields, to build an answer that extends DriftSummary."""
         return msgspec.structs.asdict(self.summary())
+
+
+def _prediction_fields(assessment: Assessment) -> dict[str, Any]:
+    """The PredictionSummary fields of an assessment of a monitor with a prediction."""
+    spec = assessment.monitor.prediction
+    assert spec is not None
+    outputs = assessment.prediction_outputs()
+    severity = max((f.severity for f in outputs.values()), key=lambda s: s.rank)
+    return {
+        "kind": spec.kind,
+        "severity": severity,
+        "drifted": assessment.evaluation.verdict.drift_detected
+        and severity.rank >= Severity.WARNING.rank,
+        "score": max(f.score for f in outputs.values()),
+        "scores": {name: f.score for name, f in outputs.items()},
+        "reasons": {name: list(f.reasons) for name, f in outputs.items() if f.reasons},
+    }
 
 
 def assess(monitor: Monitor, totals: WindowTotals) -> Assessment:
@@ -536,6 +606,7 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
     policy = monitor.policy
     events = evaluation.events
     features: dict[str, FeatureReport] = {}
+    outputs: dict[str, FeatureReport] = {}
     for name, slots in monitor.layout.features.items():
         profile = slots.profile
         scored = evaluation.features[name]
@@ -554,7 +625,8 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
         )
         thresholds = policy.thresholds_for(name)
         baseline_total = profile.n + profile.missing
-        features[name] = FeatureReport(
+        found = outputs if is_prediction_column(name) else features
+        found[output_name(name)] = FeatureReport(
             type=slots.kind,
             severity=scored.severity,
             reasons=list(scored.reasons),
@@ -586,6 +658,15 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
             baseline_limited=test.n > test.m,
             **(_moments(slots, vector, test.n) if numeric else {}),
         )
+    spec = monitor.prediction
+    fields = assessment.verdict_fields()
+    fields["prediction"] = (
+        None
+        if spec is None
+        else PredictionReport(
+            **_prediction_fields(assessment), classes=list(spec.classes), outputs=outputs
+        )
+    )
     return DriftReport(
         monitor=monitor.name,
         model=monitor.model,
@@ -593,5 +674,5 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
         multiple_testing=policy.multiple_testing,
         features=features,
         evaluated_at=assessment.evaluated_at,
-        **assessment.verdict_fields(),
+        **fields,
     )

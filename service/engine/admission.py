@@ -1,8 +1,10 @@
 """Admission: whether an event may be counted at all, before its values are binned.
 
 An event is refused when it carries more features than the limits allow, has a
-timestamp without a time zone, or lies further in the future than allowed. Its values
-are checked later, by binning (driftline.core.binning).
+timestamp without a time zone, or lies further in the future than allowed; its
+prediction, for a monitor that declares one, becomes the prediction's reserved columns
+here (driftline.core.prediction). Its values are checked later, by binning
+(driftline.core.binning).
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ import msgspec
 from driftline.core.binning import EventError
 from driftline.core.idempotency import MAX_KEY_LENGTH
 from driftline.core.limits import Limits, ModelVersion
+from driftline.core.prediction import (
+    RESERVED_MARK,
+    Decoder,
+    PredictionError,
+    is_prediction_column,
+)
 
 EventId = Annotated[
     str,
@@ -32,30 +40,31 @@ EventId = Annotated[
 
 
 class Event(msgspec.Struct, frozen=True):
-    """One prediction's inputs, as the model server sends them.
+    """One prediction's inputs and, optionally, the prediction, as the model server sends them.
 
-    Unknown top-level fields (e.g. `prediction`) are ignored: model servers send more.
+    Unknown top-level fields are ignored: model servers send more.
     """
 
     features: dict[str, Any]
     model_version: ModelVersion | None = None
     timestamp: datetime | None = None
     id: EventId | None = None
+    prediction: Any = None
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """Why one event was not counted: the event field at fault and what is wrong.
 
-    `field` is the event's `features` or `timestamp`; `feature` names the feature whose
-    value was refused (reason `invalid_value`). The HTTP layer turns them into the
-    field's path in the request.
+    `field` is the event's `features`, `timestamp` or `prediction`; `feature` names the
+    feature whose value was refused (reason `invalid_value`). The HTTP layer turns them
+    into the field's path in the request.
     """
 
     index: int  # the event's position in what was submitted
-    field: Literal["features", "timestamp"]
+    field: Literal["features", "timestamp", "prediction"]
     # invalid_value | too_many_features | no_known_features | invalid_timestamp |
-    # future_timestamp
+    # future_timestamp | invalid_prediction | reserved_feature
     reason: str
     message: str
     feature: str | None = None
@@ -70,8 +79,40 @@ class RejectedEventError(Exception):
 
 
 def invalid_value(index: int, error: EventError) -> Rejection:
-    """The rejection of an event whose feature value binning refused."""
+    """The rejection of an event whose feature value (or prediction) binning refused."""
+    if is_prediction_column(error.feature):
+        return invalid_prediction(index, error.message)
     return Rejection(index, "features", "invalid_value", error.message, error.feature)
+
+
+def invalid_prediction(index: int, message: str) -> Rejection:
+    """The rejection of an event whose prediction does not fit the monitor's declaration."""
+    return Rejection(index, "prediction", "invalid_prediction", message)
+
+
+def with_prediction(
+    index: int, decoder: Decoder, features: dict[str, Any], prediction: Any
+) -> dict[str, Any] | Rejection:
+    """The event's features and its prediction's reserved columns, or why it is refused."""
+    names = decoder.names
+    for name in names:
+        if name in features:
+            return Rejection(
+                index,
+                "features",
+                "reserved_feature",
+                f"names starting with {RESERVED_MARK} are reserved; send the model's "
+                "output in the event's `prediction`",
+                name,
+            )
+    try:
+        values = decoder.values(prediction)
+    except PredictionError as exc:
+        return invalid_prediction(index, str(exc))
+    merged = features.copy()
+    for name, value in zip(names, values, strict=True):
+        merged[name] = value
+    return merged
 
 
 def admit(

@@ -112,12 +112,12 @@ class _Batch:
             keyed_rows = [k for k in self.keyed if isinstance(k, int)]
             grouped = binned.deltas(width, starts, leave_out=keyed_rows)
             deltas = {start: v for start, (v, _) in grouped.items()}
-            if keyed_rows:
-                claimed = [
-                    (ticket, k)
-                    for ticket, k in enumerate(self.keyed)
-                    if isinstance(k, int) and k not in errors
-                ]
+            claimed = [
+                (ticket, k)
+                for ticket, k in enumerate(self.keyed)
+                if isinstance(k, int) and k not in errors
+            ]
+            if claimed:  # none when every keyed event was refused
                 vectors = binned.event_vectors(width, [k for _, k in claimed])
                 for (ticket, k), vector in zip(claimed, vectors, strict=True):
                     row = self.rows[k]

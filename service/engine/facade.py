@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from driftline.core.binning import BinnedBatch, bin_batch, bin_columns, first_error
+from driftline.core.binning import BinnedBatch, EventError, bin_batch, bin_columns, first_error
 from driftline.core.idempotency import (
     ClaimOutcome,
     ClaimStatus,
@@ -26,6 +26,7 @@ from driftline.core.idempotency import (
     RequestKey,
 )
 from driftline.core.monitor import Monitor
+from driftline.core.prediction import RESERVED_MARK, PredictionError, is_prediction_column
 from driftline.core.report import Assessment, DriftReport, drift_report
 from driftline.core.window import Vector, WindowTotals
 from driftline.engine.admission import (
@@ -34,6 +35,7 @@ from driftline.engine.admission import (
     Rejection,
     admit,
     invalid_value,
+    with_prediction,
 )
 from driftline.engine.commit import FlushOutcome, GroupCommitter, Row, Ticket
 from driftline.engine.history import History, HistoryRecorder
@@ -50,6 +52,14 @@ from driftline.telemetry import Telemetry
 
 MAX_WARNINGS = 20
 """Unknown features named in an answer; the rest are counted in one more warning."""
+
+
+def prediction_ignored(monitor: Monitor) -> str:
+    """The warning for a prediction sent to a monitor that declares none."""
+    return (
+        f"prediction ignored: monitor {monitor.name!r} declares no prediction kind "
+        "(docs/predictions.md)"
+    )
 
 
 def unknown_feature_warnings(names: Collection[str]) -> list[str]:
@@ -245,6 +255,13 @@ class DriftEngine:
         warnings = (
             [] if features.keys() <= known else unknown_feature_warnings(features.keys() - known)
         )
+        if monitor.decoder is not None:
+            merged = with_prediction(0, monitor.decoder, features, event.prediction)
+            if isinstance(merged, Rejection):
+                raise self._reject(monitor, merged)
+            features = merged
+        elif event.prediction is not None:
+            warnings.append(prediction_ignored(monitor))
         durable = self._settings.ack_mode == "durable"
         row = Row(features, bucket, event.model_version, durable, key)
         if not durable:
@@ -293,19 +310,30 @@ class DriftEngine:
         limits = self._settings.limits
         result = IngestResult(monitor)
         admitted: list[tuple[int, float]] = []
+        rows: list[dict[str, Any]] = []
+        decoder = monitor.decoder
         for index, event in enumerate(events):
             outcome = admit(index, len(event.features), event.timestamp, now, limits)
+            features = event.features
+            if decoder is not None and not isinstance(outcome, Rejection):
+                merged = with_prediction(index, decoder, features, event.prediction)
+                if isinstance(merged, Rejection):
+                    outcome = merged
+                else:
+                    features = merged
             if isinstance(outcome, Rejection):
                 result.rejected.append(outcome)
             else:
                 admitted.append((index, outcome))
-        batch = bin_batch(monitor.layout, [events[index].features for index, _ in admitted], limits)
+                rows.append(features)
+        batch = bin_batch(monitor.layout, rows, limits)
         result.rejected.extend(
             invalid_value(admitted[j][0], error) for j, error in batch.errors.items()
         )
         result.rejected.sort(key=lambda r: r.index)
         accepted = [index for j, (index, _) in enumerate(admitted) if j not in batch.errors]
-        return await self._count(
+        ignored = decoder is None and any(event.prediction is not None for event in events)
+        counted = await self._count(
             monitor,
             batch,
             np.array([t for _, t in admitted], dtype=np.float64),
@@ -313,6 +341,9 @@ class DriftEngine:
             result,
             key,
         )
+        if ignored:
+            counted.warnings.append(prediction_ignored(monitor))
+        return counted
 
     async def ingest_columns(
         self,
@@ -323,10 +354,12 @@ class DriftEngine:
         timestamp: datetime | None = None,
         model_version: str | None = None,
         key: RequestKey | None = None,
+        prediction: Sequence[Any] | Vector | None = None,
     ) -> IngestResult:
         """Count `size` events sent as one value list per feature (lengths checked before).
 
-        They share one timestamp (the server's when absent) and model version. Raises
+        They share one timestamp (the server's when absent) and model version;
+        `prediction` holds each event's prediction (as long as the columns). Raises
         RejectedEventError for a request-wide problem (timestamp, too many columns); a
         value's rejection has the index of its event, i.e. its position in the columns.
         With a key: see `predict`.
@@ -336,7 +369,21 @@ class DriftEngine:
         if isinstance(admitted, Rejection):
             raise self._reject(monitor, admitted)
         known = monitor.layout.features
-        if columns and not any(name in known for name in columns):
+        decoder = monitor.decoder
+        if decoder is not None:
+            reserved = next((name for name in decoder.names if name in columns), None)
+            if reserved is not None:
+                raise self._reject(
+                    monitor,
+                    Rejection(
+                        0,
+                        "features",
+                        "reserved_feature",
+                        f"column {reserved!r}: names starting with {RESERVED_MARK} are "
+                        "reserved; send the model's output in `prediction`",
+                    ),
+                )
+        if columns and not any(name in known for name in columns) and prediction is None:
             # Every event would be all-missing: a typo'd column name, not data to count.
             raise self._reject(
                 monitor,
@@ -345,16 +392,27 @@ class DriftEngine:
                     "features",
                     "no_known_features",
                     f"no column is a feature of monitor {monitor.name!r}: got "
-                    f"{', '.join(sorted(columns))}; features: {', '.join(known)}",
+                    f"{', '.join(sorted(columns))}; features: "
+                    + ", ".join(n for n in known if not is_prediction_column(n)),
                 ),
             )
+        refused: dict[int, PredictionError] = {}
+        if decoder is not None and prediction is not None:
+            outputs, refused = decoder.columns(prediction)
+            columns = {**columns, **outputs}
         batch = bin_columns(monitor.layout, columns, size, limits)
+        if decoder is not None:
+            for i, error in refused.items():
+                batch.errors.setdefault(i, EventError(decoder.names[0], str(error)))
         result = IngestResult(monitor)
         result.rejected = [invalid_value(i, error) for i, error in sorted(batch.errors.items())]
         accepted = size - len(batch.errors)
-        return await self._count(
+        counted = await self._count(
             monitor, batch, np.full(size, admitted), [model_version] * accepted, result, key
         )
+        if decoder is None and prediction is not None:
+            counted.warnings.append(prediction_ignored(monitor))
+        return counted
 
     async def _count(
         self,

@@ -28,6 +28,7 @@ from driftline.core.idempotency import (
     request_key,
 )
 from driftline.core.monitor import MONITOR_NAME, Monitor
+from driftline.core.prediction import is_prediction_column
 from driftline.core.report import Assessment
 from driftline.core.timestamps import isoformat, parse_isoformat
 from driftline.core.window import Vector
@@ -128,9 +129,11 @@ def event_path(rejection: Rejection, prefix: str = "") -> str:
 
 
 def column_path(rejection: Rejection) -> str:
-    """Where a rejection sits in a columns request: `columns.age[3]`, `columns`, `timestamp`."""
+    """Where a rejection sits in a columns request: `columns.age[3]`, `prediction[3]`, `columns`."""
     if rejection.field == "timestamp":
         return "timestamp"
+    if rejection.field == "prediction":
+        return f"prediction[{rejection.index}]"
     if rejection.feature is None:
         return "columns"  # too many features: too many columns
     return f"columns.{rejection.feature}[{rejection.index}]"
@@ -326,18 +329,27 @@ def _column_problem(name: str, slug: str, message: str) -> ProblemError:
     return ProblemError(422, slug, f"{field}: {message}", [FieldError(field, message)])
 
 
-def _unpacked(monitor: Monitor, name: str, values: list[Any] | bytes) -> Sequence[Any] | Vector:
-    """A column as sent, or a packed numeric column as float64s."""
+def _unpacked(
+    values: list[Any] | bytes, numeric: bool, field: str, what: str
+) -> Sequence[Any] | Vector:
+    """A column as sent, or a packed numeric column as float64s (`field`: its path)."""
     if not isinstance(values, bytes):
         return values
-    feature = monitor.layout.features.get(name)
-    if feature is not None and feature.kind != "numeric":
-        message = "a categorical feature needs a list of values, not packed numbers"
-        raise _column_problem(name, "invalid-column", message)
-    if len(values) % 8:
+    message = None
+    if not numeric:
+        message = f"{what} needs a list of values, not packed numbers"
+    elif len(values) % 8:
         message = f"packed numbers need a multiple of 8 bytes (float64), got {len(values)}"
-        raise _column_problem(name, "invalid-column", message)
+    if message is not None:
+        raise ProblemError(
+            422, "invalid-column", f"{field}: {message}", [FieldError(field, message)]
+        )
     return np.frombuffer(values, dtype="<f8").astype(np.float64, copy=False)
+
+
+def _is_numeric(monitor: Monitor, name: str) -> bool:
+    feature = monitor.layout.features.get(name)
+    return feature is None or feature.kind == "numeric"
 
 
 async def monitor_columns(request: web.Request) -> web.Response:
@@ -347,13 +359,29 @@ async def monitor_columns(request: web.Request) -> web.Response:
     monitor = _monitor(request, request.match_info["name"])
     raw = await read_body(request)
     body = decode_body(raw, ColumnsRequest, msgpack=request.content_type in MSGPACK_TYPES)
-    columns = {name: _unpacked(monitor, name, values) for name, values in body.columns.items()}
-    size = len(next(iter(columns.values()), ()))
+    columns = {
+        name: _unpacked(
+            values, _is_numeric(monitor, name), f"columns.{name}", "a categorical feature"
+        )
+        for name, values in body.columns.items()
+    }
+    prediction = None
+    if body.prediction is not None:
+        spec = monitor.prediction
+        numeric = spec is None or spec.numeric
+        what = f"a {spec.kind} prediction" if spec is not None else "a prediction"
+        prediction = _unpacked(body.prediction, numeric, "prediction", what)
+    size = len(next(iter(columns.values()), prediction if prediction is not None else ()))
     for name, values in columns.items():
         if len(values) != size:
             first = next(iter(columns))
             message = f"expected {size} values (as many as {first!r} has), got {len(values)}"
             raise _column_problem(name, "ragged-columns", message)
+    if prediction is not None and len(prediction) != size:
+        message = f"expected {size} predictions (one per event), got {len(prediction)}"
+        raise ProblemError(
+            422, "ragged-columns", f"prediction: {message}", [FieldError("prediction", message)]
+        )
     _check_batch_size(size, request.app[SETTINGS].limits.max_batch_events, "columns")
     key, key_field = _request_key(request, raw)
     try:
@@ -364,6 +392,7 @@ async def monitor_columns(request: web.Request) -> web.Response:
             timestamp=body.timestamp,
             model_version=body.model_version,
             key=key,
+            prediction=prediction,
         )
     except RejectedEventError as exc:
         raise _refused(exc.rejection, column_path(exc.rejection)) from None
@@ -586,11 +615,14 @@ def _summary_of(monitor: Monitor) -> MonitorSummary:
     return MonitorSummary(
         name=monitor.name,
         model=monitor.model,
-        features={n: s.kind for n, s in monitor.layout.features.items()},
+        features={
+            n: s.kind for n, s in monitor.layout.features.items() if not is_prediction_column(n)
+        },
         window_seconds=monitor.window.window_seconds,
         bucket_seconds=monitor.window.bucket_seconds,
         layout=monitor.window.layout_id,
         source=monitor.source,
+        prediction=monitor.prediction,
     )
 
 
@@ -640,6 +672,7 @@ async def get_monitor(request: web.Request) -> web.Response:
                 quality=policy.quality,
             ),
             baseline=monitor.profile,
+            prediction=monitor.prediction,
         )
     )
 

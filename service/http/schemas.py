@@ -12,6 +12,7 @@ from driftline.alerts.store import Acknowledgement, DeliveryState
 from driftline.core.history import HistoryPoint
 from driftline.core.limits import ModelVersion
 from driftline.core.policy import MultipleTesting, QualityPolicy, TestName
+from driftline.core.prediction import PredictionSpec
 from driftline.core.profile import BaselineProfile
 from driftline.core.report import DriftSummary
 from driftline.core.severity import Severity
@@ -23,7 +24,8 @@ from driftline.http.problems import FieldError, ProblemDocument
 class PredictRequest(Event, frozen=True):
     """`POST /monitor/predict`: one prediction's features, to the default or named monitor.
 
-    Unknown top-level fields (e.g. `prediction`) are ignored: model servers send more.
+    `prediction` is watched when the monitor declares its kind (docs/predictions.md).
+    Unknown top-level fields are ignored: model servers send more.
     """
 
     monitor: str | None = None
@@ -56,6 +58,9 @@ class ColumnsRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     columns: dict[str, list[Any] | bytes]
     timestamp: datetime | None = None
     model_version: ModelVersion | None = None
+    # One prediction per event, as an event's `prediction`; packed float64s for a
+    # regression or score prediction.
+    prediction: list[Any] | bytes | None = None
 
 
 class BatchResponse(msgspec.Struct, frozen=True):
@@ -199,6 +204,7 @@ class MonitorSummary(msgspec.Struct, frozen=True):
     bucket_seconds: int
     layout: str
     source: str
+    prediction: PredictionSpec | None = None
 
 
 class MonitorList(msgspec.Struct, frozen=True):
@@ -237,3 +243,4 @@ class MonitorDetail(msgspec.Struct, frozen=True):
     source: str
     policy: PolicyView
     baseline: BaselineProfile
+    prediction: PredictionSpec | None = None

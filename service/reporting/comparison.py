@@ -29,12 +29,13 @@ from driftline.core.monitor import (
     read_monitor_config,
 )
 from driftline.core.policy import DEFAULTS, MonitorDefaults
+from driftline.core.prediction import PredictionError, is_prediction_column, training_columns
 from driftline.core.profile import BaselineError, BaselineProfile, build_profile, parse_numbers
 from driftline.core.report import DriftReport, assess, drift_report
 from driftline.core.severity import SEVERITY_RANK
 from driftline.core.window import WindowTotals
 from driftline.reporting.html import render_html
-from driftline.reporting.tables import InputError, Table, table_of
+from driftline.reporting.tables import InputError, table_of
 
 COMPARE_MONITOR = "compare"  # the report's monitor name when no config names one
 MAX_LISTED_ERRORS = 5
@@ -109,12 +110,15 @@ def _monitor(
             kinds=kinds,
             bins=defaults.bins if resolved.bins is None else resolved.bins,
             top_k=defaults.top_k if resolved.top_k is None else resolved.top_k,
+            prediction=resolved.prediction,
         )
     resolved = msgspec.structs.replace(resolved, baseline=profile)
     return build_monitor(resolved, defaults, base_dir=base_dir, source=source)
 
 
-def _current_columns(monitor: Monitor, table: Table) -> tuple[dict[str, Any], list[str]]:
+def _current_columns(
+    monitor: Monitor, table: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
     """The current columns as column binning takes them, and what to warn about.
 
     Numeric features are parsed by the baseline's rules (a CSV holds strings), so a file
@@ -122,6 +126,18 @@ def _current_columns(monitor: Monitor, table: Table) -> tuple[dict[str, Any], li
     """
     features = monitor.layout.features
     columns: dict[str, Any] = {}
+    warnings: list[str] = []
+    spec = monitor.prediction
+    if spec is not None:
+        if all(column in table for column in spec.columns):
+            try:
+                outputs = training_columns(spec, table)
+            except PredictionError as exc:
+                raise InputError(f"current: prediction: {exc}") from None
+            table = {k: v for k, v in table.items() if k not in spec.columns} | outputs
+        else:
+            listed = ", ".join(spec.columns)
+            warnings.append(f"current has no prediction column ({listed}): not compared")
     for name, slots in features.items():
         values = table.get(name)
         if values is None:
@@ -136,10 +152,10 @@ def _current_columns(monitor: Monitor, table: Table) -> tuple[dict[str, Any], li
             columns[name] = numbers
         else:
             columns[name] = values.tolist() if isinstance(values, np.ndarray) else values
-    warnings = [
+    warnings += [
         f'current has no column "{name}": every row counts it as missing'
         for name in features
-        if name not in table
+        if name not in table and not is_prediction_column(name)
     ]
     warnings += [
         f'column "{name}" is not a feature of the reference: ignored'
