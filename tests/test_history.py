@@ -30,7 +30,7 @@ from driftline.core.window import WindowTotals
 from driftline.engine.history import HistoryRecorder
 from driftline.http.app import create_app
 from driftline.settings import AlertSettings, Settings
-from driftline.simulate import SCENARIOS, ProfileSampler, scenario
+from driftline.simulate import SCENARIOS, ProfileSampler, payload, scenario
 from driftline.stores.memory import MemoryHistoryStore
 from driftline.stores.protocol import HistoryStore
 from driftline.stores.redis import RedisWindowStore
@@ -274,7 +274,7 @@ async def test_history_follows_the_traffic_json_and_csv(fast_client: TestClient)
     sampler = ProfileSampler(monitor.profile, np.random.default_rng(3))
     url = f"/v1/monitors/{MONITOR}/events"
     since = str(int(time.time()) - 5)  # epoch seconds: a minute at 1 s steps
-    baseline = [{"features": f} for f in sampler.events(400, SCENARIOS["baseline"])]
+    baseline = [payload(e, monitor.prediction) for e in sampler.events(400, SCENARIOS["baseline"])]
     answer = await fast_client.post(url, json=baseline)
     assert answer.status == 200, (await answer.text())[:300]
 
@@ -282,7 +282,9 @@ async def test_history_follows_the_traffic_json_and_csv(fast_client: TestClient)
         return any(p["severity"] == severity for p in await _points(fast_client, **{"from": since}))
 
     await wait_until(lambda: has("none"), "a point of the baseline-like window")
-    drifted = [{"features": f} for f in sampler.events(2000, scenario("feature:age"))]
+    drifted = [
+        payload(e, monitor.prediction) for e in sampler.events(2000, scenario("feature:age"))
+    ]
     answer = await fast_client.post(url, json=drifted)
     assert answer.status == 200, (await answer.text())[:300]
     await wait_until(lambda: has("critical"), "a critical point after drifted traffic")

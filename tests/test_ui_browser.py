@@ -21,12 +21,13 @@ import pytest
 from support import ROOT, driftline_serve, fast_monitors
 from test_history import example_monitor
 
-from driftline.simulate import SCENARIOS, ProfileSampler, scenario
+from driftline.simulate import SCENARIOS, ProfileSampler, payload, scenario
 
 SCREENSHOTS = ROOT / "build" / "ui-screenshots"
 READER = "r" * 40  # read and admin: what a person at the UI holds
 INGEST = "i" * 40
 MONITOR = "credit-risk"
+PREDICTION = example_monitor().prediction  # the example declares its model's score
 
 
 def chromium() -> str | None:
@@ -81,7 +82,7 @@ def send(url: str, events: list[dict[str, Any]]) -> None:
     """POST events as the model server would, with its ingest token."""
     request = urllib.request.Request(
         f"{url}/v1/monitors/{MONITOR}/events",
-        data=json.dumps([{"features": e} for e in events]).encode(),
+        data=json.dumps([payload(e, PREDICTION) for e in events]).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {INGEST}"},
         method="POST",
     )
@@ -151,6 +152,11 @@ def test_a_person_watches_a_monitor_drift(browser: Any, service: str) -> None:
         assert apart > 0.5 * max(baseline)
         assert together < 0.25 * max(baseline)
         assert page.locator('[data-feature="age"] #severity-f-age').inner_text() == "critical"
+        # The example declares a score prediction: its panel has bars of its own.
+        assert page.locator("#prediction-h").inner_text() == "Prediction (score)"
+        score = page.locator('[data-feature="prediction-score"]')
+        assert score.locator("#severity-f-prediction-score").inner_text() == "none"
+        assert len(shares(page, "prediction-score")[0]) > 1
 
         # History: points on the chart, the latest critical, thresholds drawn.
         page.wait_for_selector("#history-chart circle.point.g-critical")

@@ -454,8 +454,11 @@ async function monitorPage(name) {
       ? h(
           "section",
           { "aria-labelledby": "prediction-h" },
-          h("h2", { id: "prediction-h", text: "Prediction" }),
-          featurePanel("prediction", report.prediction, null),
+          h("h2", { id: "prediction-h", text: `Prediction (${report.prediction.kind})` }),
+          // Each output (score, class, probability...) is binned and tested as a feature is.
+          Object.entries(report.prediction.outputs || {}).map(([output, data]) =>
+            featurePanel(`prediction-${output}`, data, null),
+          ),
         )
       : null,
     h(
