@@ -1,9 +1,10 @@
 """What the live Kubernetes suites share: kubectl, polling, and the real processes they run.
 
-The operator (`driftline controller`) and the drift service (`driftline serve`) run as
-real processes on 127.0.0.1. Only the kubelet cannot run here: `MountedObjects` does
-its one job for the service, copying the operator's ConfigMap and Secret keys into the
-directories the service reads, as a volume mount would.
+The operator (`driftline controller`) and the drift service (`driftline serve`, started
+by support.driftline_serve) run as real processes on 127.0.0.1. Only the kubelet cannot
+run here: `MountedObjects` does its one job for the service, copying the operator's
+ConfigMap and Secret keys into the directories the service reads, as a volume mount
+would.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -249,45 +249,3 @@ class WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(10)
-
-
-@contextmanager
-def serve_process(directory: Path, redis_url: str) -> Iterator[str]:
-    """A real `driftline serve` on Redis, reading monitors/ and alerts/ of `directory`.
-
-    Yields its base URL; the process is stopped on exit.
-    """
-    for sub in ("monitors", "alerts"):
-        (directory / sub).mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "DRIFTLINE_ALERTS_DIR": str(directory / "alerts"),
-        "DRIFTLINE_RELOAD_INTERVAL": "0.2",
-        "DRIFTLINE_ALERT_POLL_INTERVAL": "0.2",
-        "DRIFTLINE_LOG_LEVEL": "WARNING",
-    }
-    argv = [
-        DRIFTLINE,
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--monitors-dir",
-        str(directory / "monitors"),
-    ]
-    service = Process("driftline serve", argv, env, directory / "serve.log")
-    service.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def healthy() -> bool | None:
-            service.check_alive()
-            return True if httpx2.get(f"{url}/monitor/health").status_code == 200 else None
-
-        wait_for("driftline serve to answer /monitor/health", healthy, timeout=30)
-        yield url
-    finally:
-        service.stop()

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,6 +132,53 @@ def small_profile() -> BaselineProfile:
     )
 
 
+def serve_command(port: int, monitors_dir: Path, log: Path, **environment: str) -> Process:
+    """`driftline serve` on 127.0.0.1:`port` as a Process (not started).
+
+    Settings come from a clean environment (no DRIFTLINE_ or REDIS_ variables of the
+    caller's) plus `environment`; its output goes to `log`.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLINE_", "REDIS_"))}
+    env["DRIFTLINE_LOG_LEVEL"] = "WARNING"
+    env.update(environment)
+    argv = [DRIFTLINE, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--monitors-dir", str(monitors_dir)]
+    return Process("driftline serve", argv, env, log)
+
+
+def wait_serving(process: Process, url: str, path: str = "/monitor/ready") -> None:
+    """Wait until the service answers 200 on `path`, failing with its log if it died."""
+
+    def answered() -> bool | None:
+        process.check_alive()
+        return True if httpx2.get(f"{url}{path}").status_code == 200 else None
+
+    wait_for(f"driftline serve to answer {path}", answered, timeout=60)
+
+
+@contextmanager
+def driftline_serve(
+    log: Path,
+    *,
+    monitors_dir: Path | None = None,
+    ready_path: str = "/monitor/ready",
+    **environment: str,
+) -> Iterator[str]:
+    """A real `driftline serve` (the example monitors unless `monitors_dir`): its base URL.
+
+    `environment` adds settings variables; stopped (SIGTERM) when the block ends.
+    """
+    port = free_port()
+    process = serve_command(port, monitors_dir or example_monitors(), log, **environment)
+    url = f"http://127.0.0.1:{port}"
+    process.start()
+    try:
+        wait_serving(process, url, ready_path)
+        yield url
+    finally:
+        process.stop()
+
+
 class Service:
     """`driftline serve` of the example monitor on a fixed port: started, stopped, killed
     and started again."""
@@ -144,23 +186,15 @@ class Service:
     def __init__(self, directory: Path, redis_url: str | None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLINE_", "REDIS_"))}
-        env["DRIFTLINE_LOG_LEVEL"] = "WARNING"
-        if redis_url:
-            env["REDIS_URL"] = redis_url
-        argv = [DRIFTLINE, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        argv += ["--monitors-dir", str(example_monitors())]
-        self.process = Process("driftline serve", argv, env, directory / "serve.log")
+        extra = {"REDIS_URL": redis_url} if redis_url else {}
+        self.process = serve_command(
+            self.port, example_monitors(), directory / "serve.log", **extra
+        )
 
     def start(self) -> None:
         """Start it and wait until it is ready."""
         self.process.start()
-
-        def ready() -> bool | None:
-            self.process.check_alive()
-            return True if httpx2.get(f"{self.url}/monitor/ready").status_code == 200 else None
-
-        wait_for("driftline serve to be ready", ready, timeout=30)
+        wait_serving(self.process, self.url)
 
     @contextmanager
     def running(self) -> Iterator[Service]:
@@ -188,49 +222,6 @@ class Service:
         document = httpx2.get(f"{self.url}/openapi.json").json()
         operation = document["paths"][f"/v1/monitors/{{name}}/{route}"]["post"]
         return "idempotency-key" in json.dumps(operation).lower()
-
-
-@contextlib.contextmanager
-def driftline_serve(log: Path, **environment: str) -> Iterator[str]:
-    """A real `driftline serve` process on 127.0.0.1 (example monitors): its base URL.
-
-    `environment` adds or overrides settings variables; its JSON log goes to `log`.
-    """
-    port = free_port()
-    env = {
-        **os.environ,
-        "DRIFTLINE_HOST": "127.0.0.1",
-        "DRIFTLINE_PORT": str(port),
-        "DRIFTLINE_MONITORS_DIR": str(example_monitors()),
-        **environment,
-    }
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "driftline.cli", "serve"], env=env, stderr=stderr
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"driftline serve exited: {log.read_text()[-2000:]}")
-                try:
-                    with urllib.request.urlopen(url + "/monitor/ready", timeout=2) as answer:
-                        if answer.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"driftline serve never got ready: {log.read_text()[-2000:]}")
-                time.sleep(0.1)
-            yield url
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def window_totals(monitor: Monitor, *, drifted: bool) -> WindowTotals:

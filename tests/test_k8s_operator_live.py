@@ -31,7 +31,6 @@ from k8s_support import (
     WebhookReceiver,
     condition,
     free_port,
-    serve_process,
     wait_for,
 )
 from lightkube import ApiError, Client, KubeConfig
@@ -39,6 +38,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Secret
 from lightkube.types import PatchType
+from support import driftline_serve
 
 from driftline.core.monitor import build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
@@ -119,7 +119,18 @@ def service(
         "ConfigMap/driftline-monitors": directory / "monitors",
         "Secret/driftline-alerts": directory / "alerts",
     }
-    with serve_process(directory, redis_url) as url, MountedObjects(client, namespace, mounts):
+    for sub in ("monitors", "alerts"):
+        (directory / sub).mkdir()
+    serving = driftline_serve(
+        directory / "serve.log",
+        monitors_dir=directory / "monitors",
+        ready_path="/monitor/health",  # ready once it loads a monitor: none yet
+        REDIS_URL=redis_url,
+        DRIFTLINE_ALERTS_DIR=str(directory / "alerts"),
+        DRIFTLINE_RELOAD_INTERVAL="0.2",
+        DRIFTLINE_ALERT_POLL_INTERVAL="0.2",
+    )
+    with serving as url, MountedObjects(client, namespace, mounts):
         # By name: a DriftMonitor's serviceUrl must name a host (the CRD refuses addresses).
         yield url.replace("127.0.0.1", "localhost")
 

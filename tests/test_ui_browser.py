@@ -67,7 +67,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     with driftline_serve(
         directory / "serve.log",
-        DRIFTLINE_MONITORS_DIR=str(fast_monitors(directory / "monitors")),
+        monitors_dir=fast_monitors(directory / "monitors"),
         DRIFTLINE_TOKENS_FILE=str(tokens),
         DRIFTLINE_EVALUATION_INTERVAL="0.3",
         DRIFTLINE_HISTORY_HORIZON="3600",
