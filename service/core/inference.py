@@ -175,7 +175,8 @@ def tensor_columns(tensor: Tensor, where: str) -> tuple[int, list[list[Any]]]:
             f"expected {expected} values (shape {_describe(shape)}), got {len(values)}",
         )
     what, ok = _accepts(tensor.datatype)
-    bad = next((i for i, v in enumerate(values) if not ok(v)), None)
+    # null is no element of any datatype; taken as a missing value, as in an event.
+    bad = next((i for i, v in enumerate(values) if not ok(v) and v is not None), None)
     if bad is not None:
         raise InferenceError(
             f"{where}.data[{bad}]",
