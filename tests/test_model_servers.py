@@ -11,6 +11,8 @@ CloudEvents.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +21,13 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 from cloudevents.core.bindings.http import to_binary_event, to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 from prometheus_client.parser import text_string_to_metric_families
-from support import EXAMPLES, MONITOR, example_monitors, wait_until
+from support import EXAMPLES, MONITOR, ROOT, Service, example_monitors, wait_until
+from test_readme import blocks, commands, section
 
 from driftline.core.inference import (
     InferenceError,
@@ -289,7 +293,8 @@ def write_monitors(directory: Path, extra: str = INFERENCE) -> Path:
     """The example monitor reading the test's model server."""
     directory.mkdir(parents=True, exist_ok=True)
     text = (example_monitors() / "credit-risk.yaml").read_text()
-    (directory / "credit-risk.yaml").write_text(text + extra)
+    own = text[: text.index("\ninference:")]  # the example's mapping, replaced by the test's
+    (directory / "credit-risk.yaml").write_text(own + extra)
     return directory
 
 
@@ -562,3 +567,50 @@ async def test_open_inference_protocol_pairs_without_cloudevents(api: TestClient
     response = await api.post(f"/v1/monitors/{MONITOR}/inferences", json=body)
     field, _ = problem_of(response.status, await response.json(), 422)
     assert field == "request.inputs[0].name"
+
+
+# ------------------------------------------------------------------ the README
+
+
+def test_the_readme_kserve_logger_is_the_example_manifests() -> None:
+    (snippet,) = [b for b in blocks("yaml", section("Connect your model server")) if "logger" in b]
+    manifest = yaml.safe_load(
+        (ROOT / "manifests/examples/kserve/inferenceservice.yaml").read_text()
+    )
+    assert (
+        yaml.safe_load(snippet)["spec"]["predictor"]["logger"]
+        == (manifest["spec"]["predictor"]["logger"])
+    )
+
+
+def test_the_readme_model_server_commands_count_what_they_send(embedded: Service) -> None:
+    snippets = blocks("sh", section("Connect your model server"))
+    sent = [c for s in snippets for c in commands(s)]
+    assert len(sent) == 3, sent
+    answers = []
+    for command in sent:
+        command = command.replace("curl -s ", "curl -s -w '\\n%{http_code}' ", 1)
+        done = subprocess.run(
+            ["bash", "-c", command.replace("localhost:8080", embedded.url.removeprefix("http://"))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        body, status = done.stdout.rsplit("\n", 1)
+        answers.append((int(status), json.loads(body)))
+    (pending, pending_body), (paired, paired_body), (direct, direct_body) = answers
+    assert pending == 202 and pending_body["status"] == "pending", pending_body
+    assert paired == 200 and (paired_body["accepted"], paired_body["errors"]) == (2, []), (
+        paired_body
+    )
+    assert direct == 200 and (direct_body["accepted"], direct_body["errors"]) == (1, []), (
+        direct_body
+    )
+    report = embedded.report()
+    assert report["window"]["events"] == 3
+    score = report["prediction"]["outputs"]["score"]
+    assert score["window_count"] == 3
+    # The report rounds moments to 5 decimals.
+    assert score["mean"] == pytest.approx((0.12 + 0.31 + 0.07) / 3, abs=1e-5)
+    assert report["features"]["age"]["mean"] == pytest.approx((35 + 51 + 42) / 3, abs=1e-5)
