@@ -126,7 +126,7 @@ def _describe(value: Any) -> str:
 
 def _flat(data: list[Any]) -> list[Any]:
     """Nested data (as its shape) flattened in row-major order; flat data as it is."""
-    if not any(type(v) is list for v in data):
+    if list not in set(map(type, data)):  # the type scan runs in C
         return data
     out: list[Any] = []
     stack = [iter(data)]
@@ -141,17 +141,35 @@ def _flat(data: list[Any]) -> list[Any]:
     return out
 
 
-def _accepts(datatype: str) -> tuple[str, Any]:
-    """What a datatype's elements must be: a description and a per-value check."""
+# null is no element of any datatype; taken as a missing value, as in an event.
+_MISSING = type(None)
+
+
+def _accepts(datatype: str) -> tuple[str, frozenset[type]]:
+    """What a datatype's elements must be: a description and the Python types allowed."""
     if datatype == "BOOL":
-        return "a boolean", lambda v: type(v) is bool
+        return "a boolean", frozenset((bool, _MISSING))
     if datatype == "BYTES":
-        return "a string", lambda v: type(v) is str
+        return "a string", frozenset((str, _MISSING))
     if datatype.startswith("UINT"):
-        return "a non-negative integer", lambda v: type(v) is int and v >= 0
+        return "a non-negative integer", frozenset((int, _MISSING))
     if datatype.startswith("INT"):
-        return "an integer", lambda v: type(v) is int
-    return "a number", lambda v: type(v) is float or type(v) is int
+        return "an integer", frozenset((int, _MISSING))
+    return "a number", frozenset((float, int, _MISSING))
+
+
+def _first_bad(values: list[Any], allowed: frozenset[type], unsigned: bool) -> int | None:
+    """The index of the first value not of the datatype, if any (types scanned in C first)."""
+    if set(map(type, values)) <= allowed and not unsigned:
+        return None
+    return next(
+        (
+            i
+            for i, v in enumerate(values)
+            if type(v) not in allowed or (unsigned and v is not None and v < 0)
+        ),
+        None,
+    )
 
 
 def tensor_columns(tensor: Tensor, where: str) -> tuple[int, list[list[Any]]]:
@@ -174,9 +192,8 @@ def tensor_columns(tensor: Tensor, where: str) -> tuple[int, list[list[Any]]]:
             f"{where}.data",
             f"expected {expected} values (shape {_describe(shape)}), got {len(values)}",
         )
-    what, ok = _accepts(tensor.datatype)
-    # null is no element of any datatype; taken as a missing value, as in an event.
-    bad = next((i for i, v in enumerate(values) if not ok(v) and v is not None), None)
+    what, allowed = _accepts(tensor.datatype)
+    bad = _first_bad(values, allowed, tensor.datatype.startswith("UINT"))
     if bad is not None:
         raise InferenceError(
             f"{where}.data[{bad}]",
