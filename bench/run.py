@@ -12,6 +12,7 @@ Steps (all by default, or pick with --only):
   prediction    predict with `prediction` (a monitor that declares a score) vs without
   latency    7. p99 of /monitor/predict at 50% of the embedded maximum (open loop)
   batch      4. /monitor/batch and NDJSON ingestion, feature values/s
+  cloudevents   KServe logger CloudEvents (request + response per inference) vs /monitor/batch
   redis      3+5. predict with Redis, durable and async; Redis commands/event, CPU
   memory     5. Redis memory after 1M and 10M events (same window)
   peers      6. Evidently and whylogs vs driftline on 100,000 x 20 frames
@@ -49,6 +50,7 @@ STEPS = (
     "prediction",
     "latency",
     "batch",
+    "cloudevents",
     "redis",
     "memory",
     "peers",
@@ -57,6 +59,8 @@ STEPS = (
     "client",
 )
 FEATURES = len(data.FEATURES)
+# Rows per logged inference: one (an online request) and a batched one.
+INFERENCE_ROWS = (1, 32)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -397,6 +401,62 @@ class Bench:
                     f"{result.server_cpu:.0%}, failed {result.failed})"
                 )
 
+    def step_cloudevents(self) -> None:
+        """KServe's logger CloudEvents vs /monitor/batch for the same events, in pairs.
+
+        One service whose monitor declares the score; per size of an inference (rows), each
+        pair posts the CloudEvents then the batch bodies, back to back.
+        """
+        from . import cloudevents
+
+        cols = data.frame(20_000, seed=7)
+        events, scores = data.rows(cols), data.scores(cols).tolist()
+        out: dict[str, Any] = {}
+        with procs.running(
+            procs.start_driftline("driftline-cloudevents", self.scored_monitors, self.logs)
+        ) as server:
+            for rows in INFERENCE_ROWS:
+                logged = cloudevents.inference_requests(server.port, events, scores, rows)
+                batches = ingest.prepare(
+                    server,
+                    cloudevents.batch_bodies(events, scores, rows),
+                    "/monitor/batch",
+                    "application/json",
+                )
+                for requests in (logged, batches):
+                    ingest.post(server, requests, duration=self.args.warmup)
+                pairs = [
+                    (
+                        ingest.post(server, logged, duration=self.args.duration / 2),
+                        ingest.post(server, batches, duration=self.args.duration / 2),
+                    )
+                    for _ in range(self.args.repeat)
+                ]
+                ratios = [ce.events_per_second / b.events_per_second for ce, b in pairs]
+                out[str(rows)] = {
+                    "rows_per_inference": rows,
+                    "cloudevents_events_per_second": sum(ce.events_per_second for ce, _ in pairs)
+                    / len(pairs),
+                    "batch_events_per_second": sum(b.events_per_second for _, b in pairs)
+                    / len(pairs),
+                    "ratio": sum(ratios) / len(ratios),
+                    "failed": sum(ce.failed + b.failed for ce, b in pairs),
+                    "pairs": [
+                        {
+                            "cloudevents": round(ce.events_per_second, 1),
+                            "batch": round(b.events_per_second, 1),
+                        }
+                        for ce, b in pairs
+                    ],
+                }
+                r = out[str(rows)]
+                self.say(
+                    f"cloudevents, {rows} rows/inference: {r['cloudevents_events_per_second']:,.0f}"
+                    f" events/s vs batch {r['batch_events_per_second']:,.0f} (ratio "
+                    f"{r['ratio']:.3f}; failed {r['failed']})"
+                )
+        self.m["cloudevents"] = out
+
     def step_redis(self) -> None:
         """3 and 5. Predict with Redis, durable and async; Redis cost per event."""
         redis = self.get_redis()
@@ -577,6 +637,7 @@ class Bench:
             ("prediction", self.step_prediction),
             ("latency", self.step_latency),
             ("batch", self.step_batch),
+            ("cloudevents", self.step_cloudevents),
             ("redis", self.step_redis),
             ("memory", self.step_memory),
             ("peers", self.step_peers),
@@ -788,6 +849,27 @@ def _batch_rows(table: Table, m: dict[str, Any]) -> None:
                 f"{r['batch_size']} events/request, embedded store; best of "
                 f"{r['runs_feature_values_per_second']}",
             )
+
+
+def _cloudevents_rows(table: Table, m: dict[str, Any]) -> None:
+    """KServe logger CloudEvents against /monitor/batch for the same events."""
+    for r in (m.get("cloudevents") or {}).values():
+        rows = r["rows_per_inference"]
+        table.row(
+            "11",
+            f"KServe CloudEvents, {rows} row(s)/inference, events/s",
+            r["cloudevents_events_per_second"],
+            "",
+            r["batch_events_per_second"],
+            "",
+            r["ratio"],
+            ">= 0.8x",
+            r["ratio"] >= 0.8 and not r["failed"],
+            note=f"reference: POST /monitor/batch of the same {rows} event(s) with their scores; "
+            "two CloudEvents (request, response) per inference; pairs "
+            + ", ".join(f"{p['cloudevents']:,.0f}/{p['batch']:,.0f}" for p in r["pairs"])
+            + f"; failed {r['failed']}",
+        )
 
 
 def _redis_rows(table: Table, m: dict[str, Any]) -> None:
@@ -1051,6 +1133,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
     _history_rows(table, m)
     _prediction_rows(table, m)
     _batch_rows(table, m)
+    _cloudevents_rows(table, m)
     _redis_rows(table, m)
     _memory_rows(table, m, b.args.redis_events)
     _peer_rows(table, m)

@@ -61,6 +61,14 @@ class PredictionSpec(msgspec.Struct, frozen=True):
     columns: list[str] | None = None
 
 
+class InferenceSpec(msgspec.Struct, frozen=True, omit_defaults=True):
+    """How the model server's payloads map to features and prediction (docs/model-servers.md)."""
+
+    inputs: dict[str, list[str]] = {}
+    instances: list[str] = []
+    output: str | None = None
+
+
 class ThresholdsSpec(msgspec.Struct, frozen=True):
     """The monitor's effect-size thresholds (on the PSI / Cohen's w scale)."""
 
@@ -118,6 +126,7 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     features: list[FeatureSpec] = []
     model_versions: tuple[str, ...] = ()
     prediction: PredictionSpec | None = None
+    inference: InferenceSpec | None = None
     thresholds: ThresholdsSpec = ThresholdsSpec()
     test: Test | None = None
     alpha: float = DEFAULTS.alpha

@@ -51,6 +51,20 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1024
 
 
+class InferenceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How a replica pairs a model server's logged requests and responses (docs/model-servers.md).
+
+    Halves wait in this process, at most `max_pending` of them holding at most
+    `max_pending_bytes` of bodies as received; past either bound the oldest is settled
+    early (a request counted without its prediction, a response dropped).
+    """
+
+    # How long a logged request waits for its response (and a response for its request).
+    pair_timeout: PositiveFloat = 10.0
+    max_pending: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    max_pending_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024 * 1024
+
+
 class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Bearer tokens with scopes (see driftline.http.auth); no tokens file: open.
 
@@ -92,6 +106,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     alerts: AlertSettings = AlertSettings()
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
+    inference: InferenceSettings = InferenceSettings()
 
     def __post_init__(self) -> None:
         """Cross-field checks msgspec constraints cannot express."""
@@ -170,6 +185,9 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_BODY_TIMEOUT": ("server", "body_timeout"),
     "DRIFTLINE_KEEPALIVE_TIMEOUT": ("server", "keepalive_timeout"),
     "DRIFTLINE_MAX_CONNECTIONS": ("server", "max_connections"),
+    "DRIFTLINE_INFERENCE_PAIR_TIMEOUT": ("inference", "pair_timeout"),
+    "DRIFTLINE_INFERENCE_MAX_PENDING": ("inference", "max_pending"),
+    "DRIFTLINE_INFERENCE_MAX_PENDING_BYTES": ("inference", "max_pending_bytes"),
     "DRIFTLINE_TOKENS_FILE": ("auth", "tokens_file"),
     "DRIFTLINE_OPEN_PROBES": ("auth", "open_probes"),
     "DRIFTLINE_OPEN_METRICS": ("auth", "open_metrics"),

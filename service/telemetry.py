@@ -37,6 +37,14 @@ EVENT_REASONS = (
     "invalid_prediction",
     "reserved_feature",
 )
+# Halves of an inference (driftline.engine.inference) counted or dropped without their
+# other half: after the pairing timeout, pushed out of a full pending table, sent twice
+# under one id (the earlier one), or waiting at shutdown.
+UNPAIRED = tuple(
+    (half, reason)
+    for half in ("request", "response")
+    for reason in ("timeout", "overflow", "duplicate", "shutdown")
+)
 STORE_OPERATIONS = (
     "read",
     "apply",
@@ -276,6 +284,17 @@ class Telemetry:
             "Requests sent again under a key already counted: answered, not counted again",
             registry=r,
         )
+        self.unpaired = Counter(
+            "driftline_inference_unpaired_total",
+            "Inference halves left without their other half (by half and reason): a request is "
+            "counted without its prediction, a response is dropped",
+            registry=r,
+        )
+        self.pending_inferences = Gauge(
+            "driftline_inference_pending",
+            "Inference halves waiting for their other half in this replica",
+            registry=r,
+        )
         self.store_persistence = Gauge(
             "driftline_store_persistence",
             "1 for what survives a restart of the window store: mode aof (Redis append-only"
@@ -285,6 +304,7 @@ class Telemetry:
         self._versions: dict[str, VersionSlots] = {}
         for operation in STORE_OPERATIONS:
             self.store_errors.set({"operation": operation}, 0)
+        self.pending_inferences.set({}, 0)
 
     def _feature_gauges(self) -> tuple[FeatureGauge, ...]:
         return (
@@ -316,6 +336,7 @@ class Telemetry:
         zero += [(c, {"monitor": name}) for c in self._monitor_counters()]
         zero += [(self.invalid_events, {"monitor": name, "reason": r}) for r in EVENT_REASONS]
         zero += [(self.alert_transitions, {"monitor": name, "severity": s}) for s in SEVERITY_RANK]
+        zero += [(self.unpaired, {"monitor": name, "half": h, "reason": r}) for h, r in UNPAIRED]
         for counter, labels in zero:
             if labels not in counter.values:
                 counter.set(labels, 0)

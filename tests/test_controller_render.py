@@ -479,3 +479,18 @@ def test_a_declared_prediction_reaches_the_baseline_and_the_service_config() -> 
     classes = fixture_spec(prediction={"kind": "class", "classes": ["a", "b"], "columns": ["pd"]})
     with pytest.raises(InvalidInputError, match=r"prediction: pd\[0\]: expected one of"):
         resolve_baseline(classes, baseline_map(json.dumps(rows).encode()))
+
+
+def test_a_declared_inference_mapping_reaches_the_service_config() -> None:
+    profile = resolve_baseline(fixture_spec(), baseline_map(json.dumps(ROWS).encode()))
+    features = list(profile.features)
+    mapping = {"inputs": {"input-0": features[:2], "mask": []}, "output": "predict"}
+    config = render_monitor_config("credit-risk", fixture_spec(inference=mapping), profile)
+    assert config["inference"] == mapping  # unset fields left out, not sent as null
+    inference = service_monitor(config).inference
+    assert (inference.inputs, inference.instances, inference.output) == (
+        mapping["inputs"],
+        [],
+        "predict",
+    )
+    assert "inference" not in render_monitor_config("credit-risk", fixture_spec(), profile)

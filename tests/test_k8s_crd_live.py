@@ -251,6 +251,19 @@ def test_a_declared_prediction_is_stored_as_sent(kube: KubeTarget, namespace: st
     assert parse_spec(stored).prediction is not None
 
 
+def test_a_declared_inference_mapping_is_stored_as_sent(kube: KubeTarget, namespace: str) -> None:
+    monitor = valid_monitor("reads-tensors")
+    declared = {"inputs": {"input-0": ["age", "income"], "mask": []}, "output": "predict"}
+    monitor["spec"]["inference"] = declared
+    apply(kube, namespace, monitor, check=True)
+    stored = yaml.safe_load(
+        kube.kubectl("get", "dm", "reads-tensors", "-n", namespace, "-o", "yaml").stdout
+    )["spec"]
+    assert stored["inference"] == declared  # the map of lists is kept, not pruned
+    parsed = parse_spec(stored).inference
+    assert parsed is not None and parsed.inputs == declared["inputs"]
+
+
 def test_service_cannot_change_once_set(kube: KubeTarget, namespace: str) -> None:
     monitor = valid_monitor("immutable")
     apply(kube, namespace, monitor, check=True)

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.k8s
 MANIFESTS = ROOT / "manifests"
 MONITORING_CRDS = Path(__file__).resolve().parent / "fixtures" / "monitoring-crds.yaml"
 # Applied together, in this order (the base installs the CRD the examples need).
+# manifests/examples/kserve is not: its InferenceService needs KServe's CRD, which the
+# test API server lacks; test_manifests.py checks its shape and what it points at.
 WITH_OPERATOR = ["manifests", "manifests/examples", "manifests/monitoring"]
 
 

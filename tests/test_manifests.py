@@ -57,11 +57,14 @@ RENDERINGS = {
     "base": MANIFESTS,
     "standalone": MANIFESTS / "standalone",
     "examples": MANIFESTS / "examples",
+    "kserve": MANIFESTS / "examples" / "kserve",
     "monitoring": MANIFESTS / "monitoring",
 }
 # Kinds of CRDs this project does not own: no schema is bundled for them, so they get
 # the structural checks of the tests below instead (and the reason is printed).
 NO_SCHEMA = {
+    "InferenceService": "KServe CRD (serving.kserve.io) is not bundled with "
+    "kubernetes-validate; checked by test_kserve_example_logs_to_the_cloudevents_route",
     "ServiceMonitor": "Prometheus Operator CRD (monitoring.coreos.com) is not bundled "
     "with kubernetes-validate; checked by test_service_monitor_scrapes_the_service",
     "PrometheusRule": "Prometheus Operator CRD (monitoring.coreos.com) is not bundled "
@@ -950,3 +953,57 @@ def test_service_monitor_scrapes_the_service() -> None:
         assert endpoint["port"] in port_names
         assert endpoint["path"] == "/monitor/metrics"
         assert endpoint["path"] in route_paths()
+
+
+# KServe's v1beta1 field names (pkg/apis/serving/v1beta1: LoggerSpec, ModelSpec).
+KSERVE_LOGGER_FIELDS = {"url", "mode", "metadataHeaders", "metadataAnnotations"}
+KSERVE_LOGGER_MODES = {"all", "request", "response"}
+
+
+def test_kserve_example_logs_to_the_cloudevents_route(tmp_path: Path) -> None:
+    docs = render("kserve")
+    service = one(docs, "InferenceService", "credit-risk")
+    assert service["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert set(service["spec"]) == {"predictor"}
+    predictor = service["spec"]["predictor"]
+    assert set(predictor["model"]) <= {"modelFormat", "protocolVersion", "storageUri", "runtime"}
+    assert predictor["model"]["protocolVersion"] in {"v1", "v2"}
+    logger = predictor["logger"]
+    assert set(logger) <= KSERVE_LOGGER_FIELDS and logger["mode"] in KSERVE_LOGGER_MODES
+    # mode all: the prediction needs the response, the features the request.
+    assert logger["mode"] == "all"
+    url = re.fullmatch(
+        r"http://(?P<svc>[a-z0-9-]+)\.(?P<ns>[a-z0-9-]+)\.svc:(?P<port>\d+)"
+        r"/v1/monitors/(?P<monitor>[a-z0-9-]+)/cloudevents",
+        logger["url"],
+    )
+    assert url is not None, logger["url"]
+    assert any(r.path == "/v1/monitors/{name}/cloudevents" for r in ROUTES)
+    # The URL names the affinity Service of this kustomization, in its namespace, whose
+    # selector and port reach the service pods of the base.
+    target = one(docs, "Service", url["svc"])
+    assert url["ns"] == NAMESPACE and target["spec"]["sessionAffinity"] == "ClientIP"
+    assert int(url["port"]) == target["spec"]["ports"][0]["port"]
+    (deployment,) = [d for d in workloads(render("base")) if d["metadata"]["name"] == "driftline"]
+    assert matches({"matchLabels": target["spec"]["selector"]}, pod_labels(deployment))
+    # The DriftMonitor it posts to: named in the URL, parsed by the operator, rendered into
+    # a config the service loads with the prediction and the tensor mapping.
+    monitor = one(docs, "DriftMonitor", url["monitor"])
+    spec = parse_spec(monitor["spec"])
+    baseline = one(docs, "ConfigMap", spec.baseline.config_map_key_ref.name)  # type: ignore[union-attr]
+    # A copy of the example profile (with the model's scores), kept identical.
+    assert (
+        baseline["data"]["profile.json"]
+        == (ROOT / "examples" / "credit-risk-profile.json").read_text()
+    )
+    profile = msgspec.json.decode(baseline["data"]["profile.json"], type=BaselineProfile)
+    config = render_monitor_config(url["monitor"], spec, profile)
+    loaded = build_monitor(
+        decode_monitor_config(json.loads(encode_monitor_config(config)), "kserve"),
+        MonitorDefaults(),
+        base_dir=tmp_path,
+        source="kserve",
+    )
+    assert loaded.prediction is not None and loaded.prediction.kind == "score"
+    assert loaded.inference.output == "default_probability"
+    assert loaded.inference.inputs["numeric"][0] == "age"

@@ -17,6 +17,8 @@ from typing import Annotated, Any, get_args
 import msgspec
 import msgspec.yaml
 
+from driftline.core.inference import DIRECT, InferenceSpec
+from driftline.core.inference import spec_problem as inference_problem
 from driftline.core.layout import Layout, layout_id
 from driftline.core.limits import ModelVersion
 from driftline.core.plan import Plan
@@ -112,6 +114,8 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model_versions: Annotated[list[ModelVersion], msgspec.Meta(max_length=100)] = []
     # The model's output, watched as the prediction's reserved columns (docs/predictions.md).
     prediction: PredictionSpec | None = None
+    # How the model server's payloads map to features and prediction (docs/model-servers.md).
+    inference: InferenceSpec | None = None
 
 
 class MonitorConfigError(ValueError):
@@ -133,6 +137,7 @@ class Monitor:
     model_versions: tuple[str, ...] = ()
     prediction: PredictionSpec | None = None
     decoder: Decoder | None = None  # the prediction's, built once
+    inference: InferenceSpec = DIRECT
 
 
 # What a field of named choices allows (msgspec's message names only the value refused).
@@ -300,6 +305,11 @@ def build_monitor(
             f"{source}: features.{unknown[0]}: not a feature of the baseline "
             f"(has {', '.join(profile.features)})"
         )
+    if config.inference is not None:
+        named = [n for n in profile.features if not is_prediction_column(n)]
+        problem = inference_problem(config.inference, named)
+        if problem is not None:
+            raise MonitorConfigError(f"{source}: inference.{problem}")
     for name, kind in kinds.items():
         expected = NumericProfile if kind == "numeric" else CategoricalProfile
         if not isinstance(profile.features[name], expected):
@@ -361,6 +371,7 @@ def build_monitor(
         model_versions=tuple(dict.fromkeys(config.model_versions)),
         prediction=config.prediction,
         decoder=Decoder(config.prediction) if config.prediction is not None else None,
+        inference=config.inference or DIRECT,
     )
 
 

@@ -22,6 +22,7 @@ from driftline.alerts.observer import SeverityObserver
 from driftline.alerts.redis import RedisAlertStore
 from driftline.alerts.store import AlertStore
 from driftline.engine.facade import DriftEngine
+from driftline.engine.inference import InferencePairing
 from driftline.engine.registry import MonitorRegistry
 from driftline.http.auth import Access, TokenGate
 from driftline.http.keys import (
@@ -29,6 +30,7 @@ from driftline.http.keys import (
     ALERTS,
     DRAINING,
     ENGINE,
+    INFERENCES,
     REJECTIONS,
     SETTINGS,
     TELEMETRY,
@@ -121,8 +123,11 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
     engine.subscribe(observer.offer)
     app[ENGINE] = engine
     app[ALERTS] = AlertLog(alerts, settings.alerts)
+    pairing = InferencePairing(engine, settings.inference, telemetry)
+    app[INFERENCES] = pairing
     stopping = asyncio.Event()
     tasks = [
+        asyncio.create_task(pairing.expire_forever(stopping), name="inference-pairing"),
         asyncio.create_task(registry.watch(stopping), name="monitor-reload"),
         asyncio.create_task(dispatcher.run(stopping), name="alert-delivery"),
         asyncio.create_task(
@@ -151,6 +156,7 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
             extra={"persistence": persistence.mode},
         )
     yield
+    await pairing.close()  # lone requests waiting for a response are counted now
     await engine.close()
     await observer.close()  # the last flush may have changed a severity
     await stop(tasks, stopping, grace=5.0)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -27,6 +28,13 @@ from driftline.core.idempotency import (
     key_problem,
     request_key,
 )
+from driftline.core.inference import (
+    InferenceError,
+    InferenceRequest,
+    InferenceResponse,
+    request_rows,
+    response_predictions,
+)
 from driftline.core.monitor import MONITOR_NAME, Monitor
 from driftline.core.prediction import is_prediction_column
 from driftline.core.report import Assessment
@@ -38,8 +46,11 @@ from driftline.engine.facade import (
     DriftEngine,
     IngestResult,
     NoDefaultMonitorError,
+    prediction_ignored,
 )
+from driftline.engine.inference import Parked, inference_events
 from driftline.engine.registry import UnknownMonitorError
+from driftline.http.cloudevents import STRUCTURED, read_cloudevent
 from driftline.http.codec import (
     JSON_TYPES,
     MSGPACK_TYPES,
@@ -50,7 +61,7 @@ from driftline.http.codec import (
     encode,
     read_body,
 )
-from driftline.http.keys import ALERTS, DRAINING, ENGINE, SETTINGS, TELEMETRY
+from driftline.http.keys import ALERTS, DRAINING, ENGINE, INFERENCES, SETTINGS, TELEMETRY
 from driftline.http.problems import FieldError, ProblemError, field_error
 from driftline.http.rejections import MONITOR
 from driftline.http.schemas import (
@@ -65,6 +76,8 @@ from driftline.http.schemas import (
     DeliveryView,
     HealthResponse,
     HistoryResponse,
+    InferenceAccepted,
+    InferencePair,
     MonitorDetail,
     MonitorList,
     MonitorSummary,
@@ -75,6 +88,8 @@ from driftline.http.schemas import (
     StoreStatus,
 )
 from driftline.reporting import render_html
+
+T = TypeVar("T")
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 # On the answer to a request whose key was seen before: nothing was counted this time.
@@ -322,6 +337,129 @@ async def batch(request: web.Request) -> web.Response:
 async def monitor_events(request: web.Request) -> web.Response:
     """Count a JSON array or NDJSON stream of events for the monitor in the path."""
     return await _batch(request, request.match_info["name"], path=True)
+
+
+# ------------------------------------------------------------------- inferences
+
+# The CloudEvent types of KServe's InferenceService logger (pkg/logger in KServe).
+CE_REQUEST = "org.kubeflow.serving.inference.request"
+CE_RESPONSE = "org.kubeflow.serving.inference.response"
+
+
+def _payload(data: bytes, schema: type[T], prefix: str) -> T:
+    """An inference body decoded, its bad fields named under `prefix` (where it sits)."""
+    try:
+        return decode_body(data, schema)
+    except ProblemError as exc:
+        if not prefix:
+            raise
+        errors = [FieldError(prefix + e.field, e.message, e.reason, e.index) for e in exc.errors]
+        raise ProblemError(
+            exc.status, exc.slug, f"{errors[0].field}: {errors[0].message}", errors
+        ) from None
+
+
+def _fitted(decode: Callable[[], T], prefix: str) -> T:
+    """What `decode` reads from an inference body; a 422 naming the field when it does not fit."""
+    try:
+        return decode()
+    except InferenceError as exc:
+        field = prefix + exc.field
+        raise ProblemError(
+            422,
+            "inference-mismatch",
+            f"{field}: {exc.message}",
+            [FieldError(field, exc.message, "inference_mismatch")],
+        ) from None
+
+
+def _rows(
+    monitor: Monitor, payload: InferenceRequest, prefix: str, limit: int
+) -> list[dict[str, Any]]:
+    features = monitor.layout.features
+    rows = _fitted(lambda: request_rows(monitor.inference, features, payload), prefix)
+    field = "inputs" if payload.inputs is not None else "instances"
+    _check_batch_size(len(rows), limit, prefix + field)
+    return rows
+
+
+def _row_errors(result: IngestResult) -> list[FieldError]:
+    return [
+        FieldError(event_path(r, f"rows[{r.index}]."), r.message, r.reason, r.index)
+        for r in result.rejected
+    ]
+
+
+async def monitor_cloudevents(request: web.Request) -> web.Response:
+    """Count KServe's logged inferences: each request's rows with its response's predictions.
+
+    Request and response arrive as two CloudEvents with one id; the first waits (202)
+    for the second, which is answered with what the pair counted.
+    """
+    check_content_type(request, (*JSON_TYPES, STRUCTURED))
+    monitor = _monitor(request, request.match_info["name"])
+    raw = await read_body(request)
+    event = read_cloudevent(request, raw)
+    prefix = event.data_path
+    pairing = request.app[INFERENCES]
+    if event.type == CE_REQUEST:
+        payload = _payload(event.data, InferenceRequest, prefix)
+        rows = _rows(monitor, payload, prefix, request.app[SETTINGS].limits.max_batch_events)
+        moment = event.time or datetime.fromtimestamp(time.time(), UTC)
+        outcome = await pairing.request(monitor, event.id, rows, moment, len(raw))
+    elif event.type == CE_RESPONSE:
+        answer = _payload(event.data, InferenceResponse, prefix)
+        if monitor.prediction is None:
+            ignored = InferenceAccepted(
+                monitor.name, event.id, "ignored", 0, None, [prediction_ignored(monitor)]
+            )
+            return encode(ignored, 202)
+        spec, declared = monitor.inference, monitor.prediction
+        predictions = _fitted(lambda: response_predictions(spec, declared, answer), prefix)
+        outcome = await pairing.response(
+            monitor, event.id, predictions, answer.model_version, len(raw)
+        )
+    else:
+        field = "type" if prefix else "ce-type"
+        message = f"expected {CE_REQUEST} or {CE_RESPONSE}, got {event.type!r}"
+        raise ProblemError(
+            422, "unsupported-cloudevent-type", f"{field}: {message}", [FieldError(field, message)]
+        )
+    if isinstance(outcome, Parked):
+        pending = InferenceAccepted(
+            monitor.name, event.id, "pending", outcome.rows, outcome.expires_in, []
+        )
+        return encode(pending, 202)
+    errors = _row_errors(outcome)
+    return _counted(outcome, errors, outcome.accepted + outcome.late + len(errors))
+
+
+async def monitor_inferences(request: web.Request) -> web.Response:
+    """Count one inference sent as its request and response bodies (V2 or V1), no CloudEvents."""
+    check_content_type(request, JSON_TYPES)
+    monitor = _monitor(request, request.match_info["name"])
+    raw = await read_body(request)
+    body = decode_body(raw, InferencePair)
+    limit = request.app[SETTINGS].limits.max_batch_events
+    rows = _rows(monitor, body.request, "request.", limit)
+    answer = body.response
+    predictions = None
+    warnings: list[str] = []
+    if answer is not None:
+        spec, declared = monitor.inference, monitor.prediction
+        if declared is None:
+            warnings.append(prediction_ignored(monitor))
+        else:
+            predictions = _fitted(lambda: response_predictions(spec, declared, answer), "response.")
+    version = answer.model_version if answer is not None else None
+    events, unjoined = inference_events(rows, predictions, body.timestamp, version)
+    key, key_field = _request_key(request, raw)
+    try:
+        result = await _engine(request).ingest(monitor, events, key)
+    except KeyConflictError as exc:
+        raise _reused(key_field, exc) from None
+    result.warnings.extend(warnings + unjoined)
+    return _counted(result, _row_errors(result), len(rows))
 
 
 def _column_problem(name: str, slug: str, message: str) -> ProblemError:

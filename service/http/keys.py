@@ -8,6 +8,7 @@ from aiohttp import web
 
 from driftline.alerts.history import AlertLog
 from driftline.engine.facade import DriftEngine
+from driftline.engine.inference import InferencePairing
 from driftline.http.auth import Access, TokenGate
 from driftline.http.rejections import Rejections
 from driftline.settings import Settings
@@ -17,6 +18,7 @@ SETTINGS = web.AppKey("settings", Settings)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 ENGINE = web.AppKey("engine", DriftEngine)
 ALERTS = web.AppKey("alerts", AlertLog)
+INFERENCES = web.AppKey("inferences", InferencePairing)
 TOKENS = web.AppKey("tokens", TokenGate)
 REJECTIONS = web.AppKey("rejections", Rejections)
 # What each registered route needs of a token (driftline.http.routes: Route.access).

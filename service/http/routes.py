@@ -24,6 +24,7 @@ from driftline.core.report import DriftReport
 from driftline.engine.admission import Event
 from driftline.http import handlers
 from driftline.http.auth import Access
+from driftline.http.cloudevents import STRUCTURED
 from driftline.http.codec import encode
 from driftline.http.problems import PROBLEM_CONTENT_TYPE, ProblemDocument
 from driftline.http.schemas import (
@@ -36,6 +37,8 @@ from driftline.http.schemas import (
     ColumnsRequest,
     HealthResponse,
     HistoryResponse,
+    InferenceAccepted,
+    InferencePair,
     MonitorDetail,
     MonitorList,
     PredictRequest,
@@ -252,6 +255,33 @@ ROUTES: tuple[Route, ...] = (
         "ingest",
         list[Event],
         request_types=(JSON, NDJSON),
+        response=BatchResponse,
+        errors=(*BODY_ERRORS, 404, 503),
+        idempotent=True,
+    ),
+    Route(
+        "POST",
+        "/v1/monitors/{name}/cloudevents",
+        handlers.monitor_cloudevents,
+        "Count inferences logged by KServe's InferenceService logger: CloudEvents in binary "
+        "mode (ce-* headers, the V1/V2 body as sent to or answered by the model) or structured "
+        "mode; a request's rows wait (202) for the response with the same ce-id, whose answer "
+        "says what the pair counted (docs/model-servers.md)",
+        "ingest",
+        dict[str, Any],  # binary mode: a V1/V2 request or response body; structured: an envelope
+        request_types=(JSON, STRUCTURED),
+        response=BatchResponse,
+        errors=(*BODY_ERRORS, 404, 503),
+        other=((202, InferenceAccepted),),
+    ),
+    Route(
+        "POST",
+        "/v1/monitors/{name}/inferences",
+        handlers.monitor_inferences,
+        "Count one inference sent as the model server's request and response bodies "
+        "(Open Inference Protocol V2, or V1), e.g. from Seldon Core v2 or MLServer",
+        "ingest",
+        InferencePair,
         response=BatchResponse,
         errors=(*BODY_ERRORS, 404, 503),
         idempotent=True,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from driftline.alerts.payloads import Alert
 from driftline.alerts.store import Acknowledgement, DeliveryState
 from driftline.core.history import HistoryPoint
+from driftline.core.inference import InferenceRequest, InferenceResponse
 from driftline.core.limits import ModelVersion
 from driftline.core.policy import MultipleTesting, QualityPolicy, TestName
 from driftline.core.prediction import PredictionSpec
@@ -74,6 +75,30 @@ class BatchResponse(msgspec.Struct, frozen=True):
     warnings: list[str]
     drift: DriftSummary | None
     timestamp: str
+
+
+class InferencePair(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/monitors/{name}/inferences`: one inference's request and response bodies.
+
+    V2 (Open Inference Protocol) or V1, as the model server received and answered them;
+    `response` may be left out (then no prediction). The rows share the timestamp (the
+    server's when absent) and the response's `model_version`.
+    """
+
+    request: InferenceRequest
+    response: InferenceResponse | None = None
+    timestamp: datetime | None = None
+
+
+class InferenceAccepted(msgspec.Struct, frozen=True):
+    """A logged half not counted now: `pending` its other half (`expires_in` s), or `ignored`."""
+
+    monitor: str
+    id: str
+    status: Literal["pending", "ignored"]
+    rows: int
+    expires_in: float | None
+    warnings: list[str]
 
 
 class StoreStatus(msgspec.Struct, frozen=True):
