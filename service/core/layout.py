@@ -9,8 +9,9 @@ numeric features, slots for out-of-range values and the fixed-point moments. Its
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,9 @@ from driftline.core.profile import (
     FeatureKind,
     NumericProfile,
 )
+
+if TYPE_CHECKING:  # performance builds on this module's fixed point
+    from driftline.core.performance import PerformanceSlots
 
 LAYOUT_VERSION = 1
 
@@ -222,10 +226,20 @@ class Layout:
     width: int
     numeric: NumericMatrix
     categorical: CategoricalMatrix
+    # Delayed labels' counts, after the features (driftline.core.performance).
+    performance: PerformanceSlots | None = None
 
     @classmethod
-    def of(cls, profile: BaselineProfile) -> Layout:
-        """Assign slots to every feature of the profile in its (sorted) order."""
+    def of(
+        cls,
+        profile: BaselineProfile,
+        performance: Callable[[int], PerformanceSlots] | None = None,
+    ) -> Layout:
+        """Assign slots to every feature of the profile in its (sorted) order.
+
+        `performance` (a monitor that takes delayed labels) lays out the performance
+        slots from the first slot after the features.
+        """
         slots: dict[str, FeatureSlots] = {}
         cursor = EVENTS_SLOT + 1
         for name, feature in profile.features.items():
@@ -266,12 +280,26 @@ class Layout:
                         feature.counts,
                     ),
                 )
+        laid = None
+        if performance is not None:
+            laid = performance(cursor)
+            cursor += laid.width
         return cls(
-            slots, cursor, NumericMatrix.of(slots, cursor), CategoricalMatrix.of(slots, cursor)
+            slots,
+            cursor,
+            NumericMatrix.of(slots, cursor),
+            CategoricalMatrix.of(slots, cursor),
+            laid,
         )
 
 
-def layout_id(profile: BaselineProfile, bucket_seconds: int) -> str:
-    """The id of a profile's layout with a bucket size: part of every window key's name."""
-    key = f"{LAYOUT_VERSION}:{profile.content_hash}:{bucket_seconds}".encode()
-    return hashlib.sha256(key).hexdigest()[:16]
+def layout_id(profile: BaselineProfile, bucket_seconds: int, layout: Layout | None = None) -> str:
+    """The id of a profile's layout with a bucket size: part of every window key's name.
+
+    Performance slots (a `layout` with them) change it: counts kept without them, or
+    under other classes or score ranges, never mix with theirs.
+    """
+    key = f"{LAYOUT_VERSION}:{profile.content_hash}:{bucket_seconds}"
+    if layout is not None and layout.performance is not None:
+        key += ":" + layout.performance.signature
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
