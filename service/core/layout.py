@@ -11,21 +11,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from driftline.core.drift import PoolingOrder
+from driftline.core.performance import PerformanceSlots
 from driftline.core.profile import (
     BaselineProfile,
     CategoricalProfile,
     FeatureKind,
     NumericProfile,
 )
-
-if TYPE_CHECKING:  # performance builds on this module's fixed point
-    from driftline.core.performance import PerformanceSlots
 
 LAYOUT_VERSION = 1
 
@@ -40,7 +37,7 @@ class FeatureSlots:
     missing: int
     # numeric only (-1 otherwise): values beyond the baseline's tail cuts (NumericProfile.
     # tail_cuts), and the sum and sum of squares of the standardised value in fixed point
-    # (see MOMENT_SCALE).
+    # (see driftline.core.fixedpoint).
     out_of_range: int = -1
     sum: int = -1
     sum_squares: int = -1
@@ -74,20 +71,6 @@ class FeatureSlots:
 
 
 EVENTS_SLOT = 0
-
-MOMENT_SCALE = 2.0**20
-"""Numeric moments are kept in fixed point, so every slot of a window is an integer.
-
-A value adds round(z * MOMENT_SCALE) to its feature's `sum` slot and round(z^2 *
-MOMENT_SCALE) to `sum_squares`, with z = (x - baseline mean) / baseline std. Integers
-let the Redis window use fixed-width counters (constant memory, exact sums in any
-order); 2^-20 of a standard deviation is far below what a report shows.
-"""
-
-MOMENT_CLIP = 2.0**10
-"""|z| is clipped at 1024 standard deviations, so one event adds at most 2^40 to
-`sum_squares` and 2^23 such events still fit a signed 64-bit counter. Values that far
-out are also counted in `out_of_range`."""
 
 
 def moment_unit(profile: NumericProfile) -> float:

@@ -29,7 +29,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from driftline.core.layout import MOMENT_CLIP, MOMENT_SCALE
+from driftline.core.fixedpoint import MOMENT_CLIP, MOMENT_SCALE
 from driftline.core.policy import LabelsPolicy
 from driftline.core.prediction import (
     PREFIX,
@@ -301,7 +301,7 @@ class Performance(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 def _ratio(a: float, b: float) -> float | None:
-    return a / b if b else None
+    return float(a / b) if b else None
 
 
 def binned_auc(
@@ -359,7 +359,7 @@ def performance(slots: PerformanceSlots, vector: Vector) -> Performance:
         "classification",
         n,
         accuracy=_ratio(float(np.trace(matrix)), n),
-        macro_f1=sum(f1s) / len(f1s) if f1s else None,
+        macro_f1=float(sum(f1s) / len(f1s)) if f1s else None,
         classes=classes,
         confusion_matrix=matrix.astype(np.int64).tolist(),
         roc_auc=auc,

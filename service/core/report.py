@@ -29,7 +29,8 @@ from driftline.core.drift import (
     monitor_verdict,
     severity_levels,
 )
-from driftline.core.layout import EVENTS_SLOT, MOMENT_SCALE, FeatureSlots, moment_unit
+from driftline.core.fixedpoint import MOMENT_SCALE
+from driftline.core.layout import EVENTS_SLOT, FeatureSlots, moment_unit
 from driftline.core.monitor import Monitor
 from driftline.core.performance import Performance, performance
 from driftline.core.plan import Levels
