@@ -152,6 +152,8 @@ def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile
     prediction = prediction_config(spec)
     if prediction is not None:
         config["prediction"] = prediction
+    if spec.labels is not None:
+        config["labels"] = msgspec.structs.asdict(spec.labels)
     optional = {
         "alert_hold_seconds": spec.alert_hold_seconds,
         "alert_cooldown_seconds": spec.alert_cooldown_seconds,

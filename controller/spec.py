@@ -61,6 +61,17 @@ class PredictionSpec(msgspec.Struct, frozen=True):
     columns: list[str] | None = None
 
 
+class LabelsSpec(msgspec.Struct, frozen=True, rename="camel"):
+    """Delayed labels: the horizon, the sample rate and when performance is degraded."""
+
+    horizon_seconds: int = DEFAULTS.labels.horizon_seconds
+    sample_rate: float = DEFAULTS.labels.sample_rate
+    threshold: float = DEFAULTS.labels.threshold
+    accuracy_drop: float = DEFAULTS.labels.accuracy_drop
+    auc_drop: float = DEFAULTS.labels.auc_drop
+    mae_increase: float = DEFAULTS.labels.mae_increase
+
+
 class ThresholdsSpec(msgspec.Struct, frozen=True):
     """The monitor's effect-size thresholds (on the PSI / Cohen's w scale)."""
 
@@ -118,6 +129,7 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     features: list[FeatureSpec] = []
     model_versions: tuple[str, ...] = ()
     prediction: PredictionSpec | None = None
+    labels: LabelsSpec | None = None
     thresholds: ThresholdsSpec = ThresholdsSpec()
     test: Test | None = None
     alpha: float = DEFAULTS.alpha
