@@ -89,7 +89,7 @@ class QualityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class LabelsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A monitor's delayed labels (docs/performance.md); unset fields take the defaults."""
+    """A monitor's delayed labels (docs/labels.md); unset fields take the defaults."""
 
     horizon_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 86400)] | None = None
     sample_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
@@ -126,7 +126,7 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model_versions: Annotated[list[ModelVersion], msgspec.Meta(max_length=100)] = []
     # The model's output, watched as the prediction's reserved columns (docs/predictions.md).
     prediction: PredictionSpec | None = None
-    # Delayed labels joined to predictions by event id (docs/performance.md).
+    # Delayed labels joined to predictions by event id (docs/labels.md).
     labels: LabelsConfig | None = None
 
 

@@ -5,7 +5,7 @@ prediction: the bucket of the prediction's time and an 8-byte payload (the predi
 class, the positive class's probability, the score or the regressed value). A label
 that arrives later is joined to its record and counted into the bucket of the
 prediction's time, in slots appended to the window vector, so the performance window
-slides with the drift window and is shared by every replica (docs/performance.md):
+slides with the drift window and is shared by every replica (docs/labels.md):
 
 - classification: labelled events, the confusion matrix (true class major), and for
   scores and probabilities the positive class's score histogram per label (AUC_BINS
@@ -14,7 +14,7 @@ slides with the drift window and is shared by every replica (docs/performance.md
   value and its square, in baseline standard deviations of the prediction.
 
 The positive class is the first declared one (`1` for a score). Every number here is a
-pure function of those counts; docs/performance.md states what the binning does to AUC.
+pure function of those counts; docs/labels.md states what the binning does to AUC.
 """
 
 from __future__ import annotations

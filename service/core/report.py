@@ -171,7 +171,7 @@ class DriftReport(DriftSummary, frozen=True):
     features: dict[str, FeatureReport]
     evaluated_at: str
     prediction: PredictionReport | None
-    # From delayed labels (docs/performance.md); null for a monitor that takes none.
+    # From delayed labels (docs/labels.md); null for a monitor that takes none.
     performance: Performance | None = None
 
 

@@ -124,7 +124,7 @@ class LabelRejection:
 
 @dataclass(slots=True)
 class LabelsResult:
-    """What became of a batch of labels (docs/performance.md): every label is in one count.
+    """What became of a batch of labels (docs/labels.md): every label is in one count.
 
     `counted`: joined and counted into its prediction's bucket; `late`: joined, but
     that bucket has left the window; `unmatched`: no prediction waits under its id;
@@ -584,7 +584,7 @@ class DriftEngine:
         if slots is None or policy is None:
             raise LabelsOffError(
                 f"monitor {monitor.name!r} takes no labels: declare `labels` (and its "
-                "`prediction`) in its config (docs/performance.md)"
+                "`prediction`) in its config (docs/labels.md)"
             )
         result = LabelsResult(monitor)
         values: list[float] = []

@@ -86,7 +86,7 @@ class BatchResponse(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class LabelsResponse(msgspec.Struct, frozen=True):
-    """What a batch of labels did: every label is in exactly one count (docs/performance.md).
+    """What a batch of labels did: every label is in exactly one count (docs/labels.md).
 
     `counted` joined its prediction and counted into that prediction's bucket; `late`
     joined, but that bucket has left the window; `unmatched`: no prediction waits under

@@ -23,6 +23,12 @@ Idempotency keys live beside the window, in hashes of one slice of the horizon e
     driftline:{<monitor>}:idem:<S>:<slice index>
 
 (S the horizon in seconds), checked and recorded by the same script call that counts.
+Predictions waiting for their labels (docs/labels.md) live in slices of the label
+horizon L the same way,
+
+    driftline:{<monitor>}:<layout_id>:pending:<L>:<slice index>
+
+written and consumed by the same script call (window.lua), looked up by pending.lua.
 
 The `{<monitor>}` hash tag puts all keys of a monitor in one Redis Cluster slot.
 

@@ -47,7 +47,7 @@
 -- read (another label took it meanwhile), {3, TIME seconds, TIME microseconds, {consume
 -- numbers}}: all three change nothing.
 --
--- Pending predictions (docs/performance.md) live in hashes of one slice of L seconds each
+-- Pending predictions (docs/labels.md) live in hashes of one slice of L seconds each
 -- (field: id digest, value: the 16-byte record), like the idempotency keys: a record is
 -- kept L to 2L. A record is written (HSETNX: never over one already there, or over a
 -- consumed one) into the current slice after the window, unless its bucket is late. A
