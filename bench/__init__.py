@@ -1,1 +1,1 @@
-"""driftline's benchmark suite: `python -m bench` (see bench/run.py and docs/performance.md)."""
+"""driftline's benchmark suite: `python -m bench` (see bench/run.py and docs/labels.md)."""

@@ -18,6 +18,7 @@ Steps (all by default, or pick with --only):
   peers      6. Evidently and whylogs vs driftline on 100,000 x 20 frames
   compare    6. `driftline compare` vs Evidently's DataDriftPreset on the same files
   micro      per-call cost of the service's steps, in process (where the time goes)
+  labels     delayed labels joined and counted per second, in process, batches of 5,000
   client     driftline.client: log() cost to the caller, feature values/s to one service
 
 With --profile, py-spy samples the server during extra load runs (never the measured
@@ -56,6 +57,7 @@ STEPS = (
     "peers",
     "compare",
     "micro",
+    "labels",
     "client",
 )
 FEATURES = len(data.FEATURES)
@@ -610,6 +612,13 @@ class Bench:
         self.m["micro_us"] = micro.measure(self.monitors)
         self.say("micro: " + ", ".join(f"{k} {v:.1f} us" for k, v in self.m["micro_us"].items()))
 
+    def step_labels(self) -> None:
+        """Delayed labels joined and counted per second (bench/labels.py)."""
+        from . import labels
+
+        self.m["labels"] = out = labels.measure()
+        self.say(f"labels: {out['labels_per_second']:,} labels/s in batches of {out['batch']}")
+
     def step_client(self) -> None:
         """The Python client against one embedded service (bench/pyclient.py)."""
         from . import pyclient
@@ -643,6 +652,7 @@ class Bench:
             ("peers", self.step_peers),
             ("compare", self.step_compare),
             ("micro", self.step_micro),
+            ("labels", self.step_labels),
             ("client", self.step_client),
         ]
         try:
@@ -1061,6 +1071,20 @@ def _micro_rows(table: Table, m: dict[str, Any]) -> None:
             )
 
 
+def _labels_rows(table: Table, m: dict[str, Any]) -> None:
+    """The labels ingest row (issue 10): at least 200,000 labels/s per process."""
+    if out := m.get("labels"):
+        rate = out["labels_per_second"]
+        table.row(
+            "L",
+            f"labels ingest, batches of {out['batch']}, labels/s",
+            rate,
+            target=">= 200,000",
+            ok=rate >= 200_000,
+            note="bench/labels.py: decode, look up, join, count (embedded store, one process)",
+        )
+
+
 def _client_rows(table: Table, m: dict[str, Any]) -> None:
     """Rows of the Python client (issue 11)."""
     if c := m.get("client"):
@@ -1139,6 +1163,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
     _peer_rows(table, m)
     _compare_rows(table, m)
     _micro_rows(table, m)
+    _labels_rows(table, m)
     _latency_rows(table, m)
     _client_rows(table, m)
     return table.rows

@@ -154,6 +154,8 @@ def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile
         config["prediction"] = prediction
     if spec.inference is not None:
         config["inference"] = msgspec.to_builtins(spec.inference)
+    if spec.labels is not None:
+        config["labels"] = msgspec.structs.asdict(spec.labels)
     optional = {
         "alert_hold_seconds": spec.alert_hold_seconds,
         "alert_cooldown_seconds": spec.alert_cooldown_seconds,

@@ -69,6 +69,17 @@ class InferenceSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     output: str | None = None
 
 
+class LabelsSpec(msgspec.Struct, frozen=True, rename="camel"):
+    """Delayed labels: the horizon, the sample rate and when performance is degraded."""
+
+    horizon_seconds: int = DEFAULTS.labels.horizon_seconds
+    sample_rate: float = DEFAULTS.labels.sample_rate
+    threshold: float = DEFAULTS.labels.threshold
+    accuracy_drop: float = DEFAULTS.labels.accuracy_drop
+    auc_drop: float = DEFAULTS.labels.auc_drop
+    mae_increase: float = DEFAULTS.labels.mae_increase
+
+
 class ThresholdsSpec(msgspec.Struct, frozen=True):
     """The monitor's effect-size thresholds (on the PSI / Cohen's w scale)."""
 
@@ -127,6 +138,8 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     model_versions: tuple[str, ...] = ()
     prediction: PredictionSpec | None = None
     inference: InferenceSpec | None = None
+
+    labels: LabelsSpec | None = None
     thresholds: ThresholdsSpec = ThresholdsSpec()
     test: Test | None = None
     alpha: float = DEFAULTS.alpha

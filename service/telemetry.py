@@ -45,9 +45,21 @@ UNPAIRED = tuple(
     for half in ("request", "response")
     for reason in ("timeout", "overflow", "duplicate", "shutdown")
 )
+# What became of each label (driftline.engine.facade.LabelsResult).
+LABEL_OUTCOMES = (
+    "counted",
+    "late",
+    "unmatched",
+    "duplicate",
+    "after_horizon",
+    "unsampled",
+    "invalid",
+)
+PERFORMANCE_METRICS = ("accuracy", "macro_f1", "roc_auc", "log_loss", "mae", "rmse", "mean_error")
 STORE_OPERATIONS = (
     "read",
     "apply",
+    "labels",
     "drop",
     "history",
     "alert_transition",
@@ -301,6 +313,25 @@ class Telemetry:
             " file, with its appendfsync), none, or unknown (CONFIG refused or Redis down)",
             registry=r,
         )
+        self.labels = Counter(
+            "driftline_labels_total",
+            "Delayed labels received, by outcome (counted, late, unmatched, duplicate, "
+            "after_horizon, unsampled, invalid)",
+            registry=r,
+        )
+        self.unkept_predictions = Counter(
+            "driftline_unkept_predictions_total",
+            "Predictions with an id not kept for their labels: the embedded store is full",
+            registry=r,
+        )
+        self.performance = Gauge(
+            "driftline_performance",
+            "Model performance on the window's labelled events, by metric (absent while undefined)",
+            registry=r,
+        )
+        self.labelled_events = Gauge(
+            "driftline_labelled_events", "Events of the window joined to a label", registry=r
+        )
         self._versions: dict[str, VersionSlots] = {}
         for operation in STORE_OPERATIONS:
             self.store_errors.set({"operation": operation}, 0)
@@ -337,6 +368,9 @@ class Telemetry:
         zero += [(self.invalid_events, {"monitor": name, "reason": r}) for r in EVENT_REASONS]
         zero += [(self.alert_transitions, {"monitor": name, "severity": s}) for s in SEVERITY_RANK]
         zero += [(self.unpaired, {"monitor": name, "half": h, "reason": r}) for h, r in UNPAIRED]
+        if monitor.labels is not None:
+            zero += [(self.labels, {"monitor": name, "outcome": o}) for o in LABEL_OUTCOMES]
+            zero.append((self.unkept_predictions, {"monitor": name}))
         for counter, labels in zero:
             if labels not in counter.values:
                 counter.set(labels, 0)
@@ -387,6 +421,22 @@ class Telemetry:
         self.drift_score.set(monitor, verdict.drift_score)
         self.drifted_features.set(monitor, len(assessment.drifted_features))
         self.window_events.set(monitor, assessment.window.events)
+        performance = assessment.performance
+        if performance is not None:
+            self.labelled_events.set(monitor, performance.labelled)
+            for metric in PERFORMANCE_METRICS:
+                value = getattr(performance, metric)
+                labels = {"monitor": name, "metric": metric}
+                if value is None:
+                    self.performance.values.pop(labels, None)
+                else:
+                    self.performance.set(labels, value)
+
+    def count_labels(self, monitor: str, outcomes: dict[str, int]) -> None:
+        """Count a labels batch's outcomes."""
+        for outcome, count in outcomes.items():
+            if count:
+                self.labels.add({"monitor": monitor, "outcome": outcome}, count)
 
     def count_events(self, monitor: str, versions: Sequence[str | None]) -> None:
         """Count accepted events per model_version (a bounded label set per monitor)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import msgspec
 import pytest
 import yaml
 
@@ -221,6 +222,22 @@ def test_defaults_of_the_crd_are_the_defaults_of_the_spec_struct() -> None:
     assert parse_spec(defaulted) == parse_spec(minimal)
     # Every field with a CRD default is a field of the struct.
     assert set(defaulted) <= {f for f in MonitorSpec.__struct_encode_fields__}
+
+
+def test_labels_defaults_of_the_crd_are_the_service_defaults() -> None:
+    """An empty `labels` takes the service's horizon, sample rate, threshold and drops."""
+    with_labels = {
+        "model": "m",
+        "baseline": {"configMapKeyRef": {"name": "b", "key": "rows.json"}},
+        "prediction": {"kind": "score"},
+        "labels": {},
+    }
+    spec_schema = schema_of(load_crd())["properties"]["spec"]
+    defaulted = apply_defaults(spec_schema, copy.deepcopy(with_labels))
+    parsed = parse_spec(defaulted).labels
+    assert parsed is not None
+    assert msgspec.structs.asdict(parsed) == msgspec.structs.asdict(DEFAULTS.labels)
+    assert parse_spec(with_labels) == parse_spec(defaulted)
 
 
 @pytest.mark.parametrize(

@@ -494,3 +494,19 @@ def test_a_declared_inference_mapping_reaches_the_service_config() -> None:
         "predict",
     )
     assert "inference" not in render_monitor_config("credit-risk", fixture_spec(), profile)
+
+
+def test_declared_labels_reach_the_service_config() -> None:
+    rows = [{**row, "pd": round(0.01 * (row["credit_score"] % 97), 2)} for row in ROWS]
+    spec = fixture_spec(
+        prediction={"kind": "score", "columns": ["pd"]},
+        labels={"horizonSeconds": 7200, "sampleRate": 0.25},
+    )
+    profile = resolve_baseline(spec, baseline_map(json.dumps(rows).encode()))
+    config = render_monitor_config("credit-risk", spec, profile)
+    assert config["labels"]["horizon_seconds"] == 7200
+    monitor = service_monitor(config)
+    assert monitor.labels is not None
+    assert (monitor.labels.horizon_seconds, monitor.labels.sample_rate) == (7200, 0.25)
+    assert monitor.layout.performance is not None
+    assert monitor.layout.performance.classes == ("1", "0")

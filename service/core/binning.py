@@ -23,10 +23,9 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from driftline.core.fixedpoint import MOMENT_CLIP, MOMENT_SCALE
 from driftline.core.layout import (
     EVENTS_SLOT,
-    MOMENT_CLIP,
-    MOMENT_SCALE,
     FeatureSlots,
     Layout,
     NumericMatrix,

@@ -9,13 +9,14 @@ numeric features, slots for out-of-range values and the fixed-point moments. Its
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from driftline.core.drift import PoolingOrder
+from driftline.core.performance import PerformanceSlots
 from driftline.core.profile import (
     BaselineProfile,
     CategoricalProfile,
@@ -36,7 +37,7 @@ class FeatureSlots:
     missing: int
     # numeric only (-1 otherwise): values beyond the baseline's tail cuts (NumericProfile.
     # tail_cuts), and the sum and sum of squares of the standardised value in fixed point
-    # (see MOMENT_SCALE).
+    # (see driftline.core.fixedpoint).
     out_of_range: int = -1
     sum: int = -1
     sum_squares: int = -1
@@ -70,20 +71,6 @@ class FeatureSlots:
 
 
 EVENTS_SLOT = 0
-
-MOMENT_SCALE = 2.0**20
-"""Numeric moments are kept in fixed point, so every slot of a window is an integer.
-
-A value adds round(z * MOMENT_SCALE) to its feature's `sum` slot and round(z^2 *
-MOMENT_SCALE) to `sum_squares`, with z = (x - baseline mean) / baseline std. Integers
-let the Redis window use fixed-width counters (constant memory, exact sums in any
-order); 2^-20 of a standard deviation is far below what a report shows.
-"""
-
-MOMENT_CLIP = 2.0**10
-"""|z| is clipped at 1024 standard deviations, so one event adds at most 2^40 to
-`sum_squares` and 2^23 such events still fit a signed 64-bit counter. Values that far
-out are also counted in `out_of_range`."""
 
 
 def moment_unit(profile: NumericProfile) -> float:
@@ -222,10 +209,20 @@ class Layout:
     width: int
     numeric: NumericMatrix
     categorical: CategoricalMatrix
+    # Delayed labels' counts, after the features (driftline.core.performance).
+    performance: PerformanceSlots | None = None
 
     @classmethod
-    def of(cls, profile: BaselineProfile) -> Layout:
-        """Assign slots to every feature of the profile in its (sorted) order."""
+    def of(
+        cls,
+        profile: BaselineProfile,
+        performance: Callable[[int], PerformanceSlots] | None = None,
+    ) -> Layout:
+        """Assign slots to every feature of the profile in its (sorted) order.
+
+        `performance` (a monitor that takes delayed labels) lays out the performance
+        slots from the first slot after the features.
+        """
         slots: dict[str, FeatureSlots] = {}
         cursor = EVENTS_SLOT + 1
         for name, feature in profile.features.items():
@@ -266,12 +263,26 @@ class Layout:
                         feature.counts,
                     ),
                 )
+        laid = None
+        if performance is not None:
+            laid = performance(cursor)
+            cursor += laid.width
         return cls(
-            slots, cursor, NumericMatrix.of(slots, cursor), CategoricalMatrix.of(slots, cursor)
+            slots,
+            cursor,
+            NumericMatrix.of(slots, cursor),
+            CategoricalMatrix.of(slots, cursor),
+            laid,
         )
 
 
-def layout_id(profile: BaselineProfile, bucket_seconds: int) -> str:
-    """The id of a profile's layout with a bucket size: part of every window key's name."""
-    key = f"{LAYOUT_VERSION}:{profile.content_hash}:{bucket_seconds}".encode()
-    return hashlib.sha256(key).hexdigest()[:16]
+def layout_id(profile: BaselineProfile, bucket_seconds: int, layout: Layout | None = None) -> str:
+    """The id of a profile's layout with a bucket size: part of every window key's name.
+
+    Performance slots (a `layout` with them) change it: counts kept without them, or
+    under other classes or score ranges, never mix with theirs.
+    """
+    key = f"{LAYOUT_VERSION}:{profile.content_hash}:{bucket_seconds}"
+    if layout is not None and layout.performance is not None:
+        key += ":" + layout.performance.signature
+    return hashlib.sha256(key.encode()).hexdigest()[:16]

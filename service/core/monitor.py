@@ -9,6 +9,7 @@ them beside it.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from driftline.core.inference import DIRECT, InferenceSpec
 from driftline.core.inference import spec_problem as inference_problem
 from driftline.core.layout import Layout, layout_id
 from driftline.core.limits import ModelVersion
+from driftline.core.performance import PerformanceSlots
 from driftline.core.plan import Plan
 from driftline.core.policy import (
     NUMERIC_ONLY_TESTS,
@@ -29,6 +31,7 @@ from driftline.core.policy import (
     TESTS,
     Alpha,
     Bins,
+    LabelsPolicy,
     MinSamples,
     MonitorDefaults,
     MultipleTesting,
@@ -87,6 +90,17 @@ class QualityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     new_categories: QualityThresholds | None = None
 
 
+class LabelsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A monitor's delayed labels (docs/labels.md); unset fields take the defaults."""
+
+    horizon_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 86400)] | None = None
+    sample_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    threshold: float | None = None
+    accuracy_drop: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = None
+    auc_drop: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = None
+    mae_increase: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
 class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One monitor as written in a config file; unset fields take the service defaults."""
 
@@ -116,6 +130,8 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prediction: PredictionSpec | None = None
     # How the model server's payloads map to features and prediction (docs/model-servers.md).
     inference: InferenceSpec | None = None
+    # Delayed labels joined to predictions by event id (docs/labels.md).
+    labels: LabelsConfig | None = None
 
 
 class MonitorConfigError(ValueError):
@@ -138,6 +154,7 @@ class Monitor:
     prediction: PredictionSpec | None = None
     decoder: Decoder | None = None  # the prediction's, built once
     inference: InferenceSpec = DIRECT
+    labels: LabelsPolicy | None = None  # takes delayed labels (layout.performance)
 
 
 # What a field of named choices allows (msgspec's message names only the value refused).
@@ -351,10 +368,16 @@ def build_monitor(
         tests=tests,
         quality=_quality(config.quality, defaults.quality),
     )
-    layout = Layout.of(profile)
+    labels = _labels(source, config, defaults.labels)
+    layout = Layout.of(
+        profile,
+        None
+        if labels is None or config.prediction is None
+        else functools.partial(PerformanceSlots.of, config.prediction, labels, profile),
+    )
     window = WindowSpec(
         monitor=config.name,
-        layout_id=layout_id(profile, bucket_seconds),
+        layout_id=layout_id(profile, bucket_seconds, layout),
         width=layout.width,
         window_seconds=window_seconds,
         bucket_seconds=bucket_seconds,
@@ -372,7 +395,26 @@ def build_monitor(
         prediction=config.prediction,
         decoder=Decoder(config.prediction) if config.prediction is not None else None,
         inference=config.inference or DIRECT,
+        labels=labels,
     )
+
+
+def _labels(source: str, config: MonitorConfig, defaults: LabelsPolicy) -> LabelsPolicy | None:
+    """The monitor's labels policy (None without `labels`): its own fields over the defaults."""
+    if config.labels is None:
+        return None
+    if config.prediction is None:
+        raise MonitorConfigError(
+            f"{source}: labels: a label is joined to a prediction; declare `prediction` "
+            "(kind, classes) to take labels"
+        )
+    own = {k: v for k, v in msgspec.structs.asdict(config.labels).items() if v is not None}
+    labels = msgspec.structs.replace(defaults, **own)
+    if not math.isfinite(labels.threshold):
+        raise MonitorConfigError(
+            f"{source}: labels.threshold: expected a finite number, got {labels.threshold}"
+        )
+    return labels
 
 
 def _with_prediction(

@@ -100,6 +100,24 @@ class QualityPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     new_categories: QualityThresholds = QualityThresholds(0.005, 0.05)
 
 
+class LabelsPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How a monitor takes delayed labels, and when its performance counts as degraded.
+
+    `horizon_seconds`: how long a prediction waits for its label. `sample_rate`: the
+    share of events with an id whose prediction is kept (chosen by the id's hash, so
+    every replica agrees). `threshold`: a score at or above it predicts the positive
+    class. The drops are absolute (accuracy and AUC in [0, 1]); `mae_increase` is
+    relative to the baseline's MAE.
+    """
+
+    horizon_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 86400)] = 86400
+    sample_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
+    threshold: float = 0.5
+    accuracy_drop: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.02
+    auc_drop: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.02
+    mae_increase: Annotated[float, msgspec.Meta(gt=0)] = 0.1
+
+
 class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Policy a monitor config inherits for every field it does not set itself."""
 
@@ -121,6 +139,7 @@ class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     alert_hold_seconds: NonNegativeFloat = 60.0
     alert_cooldown_seconds: NonNegativeFloat = 300.0
     quality: QualityPolicy = QualityPolicy()
+    labels: LabelsPolicy = LabelsPolicy()  # for monitors that declare `labels`
 
 
 DEFAULTS = MonitorDefaults()

@@ -29,8 +29,10 @@ from driftline.core.drift import (
     monitor_verdict,
     severity_levels,
 )
-from driftline.core.layout import EVENTS_SLOT, MOMENT_SCALE, FeatureSlots, moment_unit
+from driftline.core.fixedpoint import MOMENT_SCALE
+from driftline.core.layout import EVENTS_SLOT, FeatureSlots, moment_unit
 from driftline.core.monitor import Monitor
+from driftline.core.performance import Performance, performance
 from driftline.core.plan import Levels
 from driftline.core.policy import MIN_TEST_EVENTS, MultipleTesting, Policy, TestName
 from driftline.core.prediction import is_prediction_column, output_name
@@ -169,6 +171,8 @@ class DriftReport(DriftSummary, frozen=True):
     features: dict[str, FeatureReport]
     evaluated_at: str
     prediction: PredictionReport | None
+    # From delayed labels (docs/labels.md); null for a monitor that takes none.
+    performance: Performance | None = None
 
 
 def _proportions(counts: np.ndarray) -> list[float]:
@@ -488,6 +492,7 @@ class Assessment:
     window: WindowInfo
     evaluated_at: str
     at: float  # evaluated_at in epoch seconds (the store's clock)
+    performance: Performance | None = None  # from delayed labels, when the monitor takes them
 
     @property
     def drifted_features(self) -> list[str]:
@@ -569,12 +574,14 @@ def _prediction_fields(assessment: Assessment) -> dict[str, Any]:
 def assess(monitor: Monitor, totals: WindowTotals) -> Assessment:
     """Evaluate the window totals (see `evaluate`) and note the window they cover."""
     evaluation = evaluate(monitor, totals.vector)
+    slots = monitor.layout.performance
     return Assessment(
         monitor,
         evaluation,
         window_info(monitor, evaluation, totals),
         isoformat(totals.now),
         totals.now,
+        None if slots is None else performance(slots, totals.vector),
     )
 
 
@@ -674,5 +681,6 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
         multiple_testing=policy.multiple_testing,
         features=features,
         evaluated_at=assessment.evaluated_at,
+        performance=assessment.performance,
         **fields,
     )

@@ -52,6 +52,17 @@ class Event(msgspec.Struct, frozen=True):
     prediction: Any = None
 
 
+class Label(msgspec.Struct, frozen=True):
+    """A delayed label: the id of the prediction it belongs to, and the true outcome.
+
+    `label` is a declared class (for a score: 1/0 or true/false) or, for a regression,
+    a number. Unknown fields are ignored, as an event's are.
+    """
+
+    id: EventId
+    label: Any
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """Why one event was not counted: the event field at fault and what is wrong.

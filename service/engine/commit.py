@@ -28,10 +28,12 @@ from driftline.core.binning import EventError, bin_batch
 from driftline.core.idempotency import ClaimOutcome, ClaimStatus, RequestKey
 from driftline.core.limits import Limits
 from driftline.core.monitor import Monitor
+from driftline.core.performance import payloads
+from driftline.core.performance import records as pending_records
 from driftline.core.report import Assessment
 from driftline.core.window import Vector
 from driftline.engine.verdicts import Verdicts
-from driftline.stores.protocol import Claim, StoreUnavailableError, WindowStore
+from driftline.stores.protocol import Claim, Pending, StoreUnavailableError, WindowStore
 from driftline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class Row(NamedTuple):
     tag: str | None  # model_version, handed back for telemetry
     durable: bool  # its request waits for the flush (else it was checked valid up front)
     key: RequestKey | None = None  # counted at most once per key
+    pending: bytes | None = None  # its id's digest: its prediction waits for a label
 
 
 class Ticket(NamedTuple):
@@ -83,6 +86,31 @@ class _Batch:
     durable: int = 0  # submissions waiting on `future`
     unacknowledged: int = 0  # events submitted in async mode: nobody waits for them
     enough: asyncio.Event = field(default_factory=asyncio.Event)
+    # Pending predictions of binned submissions: id digests and records, concatenated.
+    pending_ids: list[bytes] = field(default_factory=list)
+    pending_records: list[bytes] = field(default_factory=list)
+
+    def pending(self, errors: Mapping[int, EventError]) -> Pending | None:
+        """The predictions this flush keeps for their labels (single rows' made here)."""
+        monitor = self.monitor
+        if monitor.labels is None or monitor.layout.performance is None:
+            return None
+        ids, records = list(self.pending_ids), list(self.pending_records)
+        assert monitor.decoder is not None  # labels need a declared prediction
+        names = monitor.decoder.names
+        waiting = [
+            row
+            for i, row in enumerate(self.rows)
+            if row.pending is not None and i not in errors and row.features[names[0]] is not None
+        ]
+        if waiting:
+            columns = [[row.features[name] for row in waiting] for name in names]
+            buckets = np.fromiter((row.bucket for row in waiting), np.int64, len(waiting))
+            records.append(pending_records(buckets, payloads(monitor.layout.performance, columns)))
+            ids.extend(row.pending for row in waiting if row.pending is not None)
+        if not ids:
+            return None
+        return Pending(monitor.labels.horizon_seconds, b"".join(ids), b"".join(records))
 
     def add(self, vectors: Mapping[int, tuple[Vector, int]]) -> int:
         for start, (vector, _) in vectors.items():
@@ -196,14 +224,19 @@ class GroupCommitter:
         *,
         durable: bool,
         key: RequestKey | None = None,
+        pending: tuple[bytes, bytes] | None = None,
     ) -> Ticket:
         """Queue binned events: per bucket start, their summed vector and their count.
 
         Durable submissions get the future of their flush (it fails with
         StoreUnavailableError when the flush does). With a key, the events are counted
-        only if the key is new (see the ticket's claim).
+        only if the key is new (see the ticket's claim). `pending`: the id digests and
+        records of their predictions that wait for labels, kept by the same flush.
         """
         batch = self._batch(monitor)
+        if pending is not None:
+            batch.pending_ids.append(pending[0])
+            batch.pending_records.append(pending[1])
         claim = None
         if key is None:
             count = batch.add(vectors)
@@ -245,7 +278,10 @@ class GroupCommitter:
             outcomes: list[ClaimOutcome | None] = []
             sent = [c for c in claims if c is not None]
             if deltas or sent:
-                result = await self._store.apply(monitor.window, deltas, sent)
+                pending = batch.pending(errors)
+                result = await self._store.apply(monitor.window, deltas, sent, pending)
+                if result.unkept:
+                    self._telemetry.unkept_predictions.add({"monitor": monitor.name}, result.unkept)
                 late = result.late_buckets
                 given = iter(result.claims)
                 outcomes = [None if c is None else next(given) for c in claims]

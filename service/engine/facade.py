@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,11 +27,24 @@ from driftline.core.idempotency import (
     RequestKey,
 )
 from driftline.core.monitor import Monitor
+from driftline.core.performance import (
+    RECORD,
+    LabelError,
+    PerformanceSlots,
+    id_digest,
+    label_deltas,
+    label_value,
+    payloads,
+    sampled,
+)
+from driftline.core.performance import records as pending_records
+from driftline.core.policy import LabelsPolicy
 from driftline.core.prediction import RESERVED_MARK, PredictionError, is_prediction_column
 from driftline.core.report import Assessment, DriftReport, drift_report
 from driftline.core.window import Vector, WindowTotals
 from driftline.engine.admission import (
     Event,
+    Label,
     RejectedEventError,
     Rejection,
     admit,
@@ -43,6 +57,7 @@ from driftline.engine.registry import MonitorRegistry
 from driftline.engine.verdicts import Listener, Verdicts
 from driftline.settings import Settings
 from driftline.stores.protocol import (
+    TOMBSTONE,
     HistoryStore,
     Persistence,
     StoreUnavailableError,
@@ -92,6 +107,53 @@ class Prediction:
     assessment: Assessment
     warnings: list[str]
     replayed: bool = False  # its key was seen before: counted then, not now
+    made_id: str | None = None  # the id the service gave an event without one (labels)
+
+
+class LabelsOffError(LookupError):
+    """Labels sent to a monitor that does not take them."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRejection:
+    """A label that cannot be counted: its position and what is wrong with its value."""
+
+    index: int
+    message: str
+
+
+@dataclass(slots=True)
+class LabelsResult:
+    """What became of a batch of labels (docs/labels.md): every label is in one count.
+
+    `counted`: joined and counted into its prediction's bucket; `late`: joined, but
+    that bucket has left the window; `unmatched`: no prediction waits under its id;
+    `duplicate`: its prediction was labelled already (or the id repeats in the batch);
+    `after_horizon`: it came later than the horizon after its prediction; `unsampled`:
+    its id was not sampled (labels.sample_rate), so no prediction was kept.
+    """
+
+    monitor: Monitor
+    counted: int = 0
+    late: int = 0
+    unmatched: int = 0
+    duplicate: int = 0
+    after_horizon: int = 0
+    unsampled: int = 0
+    rejected: list[LabelRejection] = field(default_factory=list)
+    assessment: Assessment | None = None
+
+    def outcomes(self) -> dict[str, int]:
+        """Every count by outcome, as the metrics name them."""
+        return {
+            "counted": self.counted,
+            "late": self.late,
+            "unmatched": self.unmatched,
+            "duplicate": self.duplicate,
+            "after_horizon": self.after_horizon,
+            "unsampled": self.unsampled,
+            "invalid": len(self.rejected),
+        }
 
 
 @dataclass(slots=True)
@@ -105,6 +167,9 @@ class IngestResult:
     warnings: list[str] = field(default_factory=list)
     assessment: Assessment | None = None
     replayed: bool = False  # its key was seen before: the counts are the first attempt's
+    # A monitor with labels: per submitted event its id (the service's for one sent
+    # without), None for a refused event.
+    ids: list[str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,15 +327,16 @@ class DriftEngine:
             features = merged
         elif event.prediction is not None:
             warnings.append(prediction_ignored(monitor))
+        made_id, pending = _waiting_id(monitor, event.id)
         durable = self._settings.ack_mode == "durable"
-        row = Row(features, bucket, event.model_version, durable, key)
+        row = Row(features, bucket, event.model_version, durable, key, pending)
         if not durable:
             # Nobody waits for the flush, so a value it would refuse must be refused now.
             error = first_error(monitor.layout, features, limits)
             if error is not None:
                 raise self._reject(monitor, invalid_value(0, error))
             self._committer.submit_row(monitor, row)
-            return Prediction(await self._latest(monitor), warnings)
+            return Prediction(await self._latest(monitor), warnings, made_id=made_id)
         ticket = self._committer.submit_row(monitor, row)
         assert ticket.future is not None
         assert ticket.row is not None
@@ -288,7 +354,7 @@ class DriftEngine:
         replayed = claim is not None and claim.status is ClaimStatus.REPLAYED
         if replayed:
             self._telemetry.replays.inc({"monitor": monitor.name})
-        return Prediction(outcome.assessment, warnings, replayed)
+        return Prediction(outcome.assessment, warnings, replayed, made_id)
 
     @staticmethod
     def _late_warning(monitor: Monitor, late: int) -> str:
@@ -333,13 +399,18 @@ class DriftEngine:
         result.rejected.sort(key=lambda r: r.index)
         accepted = [index for j, (index, _) in enumerate(admitted) if j not in batch.errors]
         ignored = decoder is None and any(event.prediction is not None for event in events)
+        timestamps = np.array([t for _, t in admitted], dtype=np.float64)
+        pending = None
+        if monitor.labels is not None:
+            pending = self._pending_of(monitor, events, admitted, rows, batch, timestamps, result)
         counted = await self._count(
             monitor,
             batch,
-            np.array([t for _, t in admitted], dtype=np.float64),
+            timestamps,
             [events[i].model_version for i in accepted],
             result,
             key,
+            pending,
         )
         if ignored:
             counted.warnings.append(prediction_ignored(monitor))
@@ -414,6 +485,41 @@ class DriftEngine:
             counted.warnings.append(prediction_ignored(monitor))
         return counted
 
+    def _pending_of(
+        self,
+        monitor: Monitor,
+        events: Sequence[Event],
+        admitted: list[tuple[int, float]],
+        rows: list[dict[str, Any]],
+        batch: BinnedBatch,
+        timestamps: Vector,
+        result: IngestResult,
+    ) -> tuple[bytes, bytes] | None:
+        """Ids of a batch's counted events (made where missing) and their pending records."""
+        slots = monitor.layout.performance
+        assert slots is not None
+        assert monitor.decoder is not None
+        names = monitor.decoder.names
+        result.ids = [None] * len(events)
+        digests: list[bytes] = []
+        waiting: list[int] = []  # positions among `rows`
+        for j, (index, _) in enumerate(admitted):
+            if j in batch.errors:
+                continue
+            made, digest = _waiting_id(monitor, events[index].id)
+            result.ids[index] = events[index].id or made
+            if digest is not None and rows[j][names[0]] is not None:
+                digests.append(digest)
+                waiting.append(j)
+        if not waiting:
+            return None
+        columns = [[rows[j][name] for j in waiting] for name in names]
+        window = monitor.window
+        starts = (timestamps[waiting] // window.bucket_seconds).astype(np.int64)
+        return b"".join(digests), pending_records(
+            starts * window.bucket_seconds, payloads(slots, columns)
+        )
+
     async def _count(
         self,
         monitor: Monitor,
@@ -422,6 +528,7 @@ class DriftEngine:
         versions: list[str | None],
         result: IngestResult,
         key: RequestKey | None,
+        pending: tuple[bytes, bytes] | None = None,
     ) -> IngestResult:
         """Commit a binned batch's valid events (`versions`: one per event counted)."""
         self.count_invalid(monitor, (rejection.reason for rejection in result.rejected))
@@ -432,7 +539,11 @@ class DriftEngine:
         buckets = (timestamps // window.bucket_seconds).astype(np.int64) * window.bucket_seconds
         submission = batch.deltas(window.width, buckets)
         ticket = self._committer.submit(
-            monitor, submission, durable=self._settings.ack_mode == "durable", key=key
+            monitor,
+            submission,
+            durable=self._settings.ack_mode == "durable",
+            key=key,
+            pending=pending,
         )
         if ticket.future is not None:
             flushed = await asyncio.shield(ticket.future)  # shared: see predict
@@ -459,6 +570,96 @@ class DriftEngine:
                 self._telemetry.late_events.add({"monitor": monitor.name}, result.late)
             result.warnings.append(self._late_warning(monitor, result.late))
         return result
+
+    # ------------------------------------------------------------------ labels
+
+    async def labels(self, monitor: Monitor, labels: Sequence[Label]) -> LabelsResult:
+        """Join delayed labels to their predictions and count performance (see LabelsResult).
+
+        Raises LabelsOffError for a monitor without `labels`, StoreUnavailableError when
+        the store failed (then nothing of the batch was counted or consumed).
+        """
+        slots = monitor.layout.performance
+        policy = monitor.labels
+        if slots is None or policy is None:
+            raise LabelsOffError(
+                f"monitor {monitor.name!r} takes no labels: declare `labels` (and its "
+                "`prediction`) in its config (docs/labels.md)"
+            )
+        result = LabelsResult(monitor)
+        values: list[float] = []
+        digests: list[bytes] = []
+        seen: set[bytes] = set()
+        for index, item in enumerate(labels):
+            try:
+                value = label_value(slots, item.label)
+            except LabelError as exc:
+                result.rejected.append(LabelRejection(index, str(exc)))
+                continue
+            digest = id_digest(item.id)
+            if not sampled(digest, policy.sample_rate):
+                result.unsampled += 1
+            elif digest in seen:
+                result.duplicate += 1
+            else:
+                seen.add(digest)
+                digests.append(digest)
+                values.append(value)
+        try:
+            if digests:
+                await self._join(monitor, slots, policy, digests, values, result)
+            else:
+                result.assessment = await self._latest(monitor)
+        except StoreUnavailableError:
+            self._telemetry.store_errors.inc({"operation": "labels"})
+            raise
+        self._telemetry.count_labels(monitor.name, result.outcomes())
+        return result
+
+    async def _join(
+        self,
+        monitor: Monitor,
+        slots: PerformanceSlots,
+        policy: LabelsPolicy,
+        digests: list[bytes],
+        values: list[float],
+        result: LabelsResult,
+    ) -> None:
+        """Look the labels' predictions up, then count and consume them in one atomic step."""
+        window = monitor.window
+        horizon = policy.horizon_seconds
+        found = await self._store.lookup(window, horizon, digests)
+        matched: list[int] = []
+        for i, record in enumerate(found.records):
+            if record is None:
+                result.unmatched += 1
+            elif record == TOMBSTONE:
+                result.duplicate += 1
+            elif found.now > int.from_bytes(record[:8], "big", signed=True) + (
+                window.bucket_seconds + horizon
+            ):
+                result.after_horizon += 1
+            else:
+                matched.append(i)
+        while matched:
+            joined = np.frombuffer(b"".join(found.records[i] or b"" for i in matched), RECORD)
+            deltas = label_deltas(
+                slots, window.width, joined, np.array([values[i] for i in matched])
+            )
+            taken = [(digests[i], found.records[i] or b"") for i in matched]
+            consumed = await self._store.consume(window, horizon, deltas, taken)
+            if consumed.stale:  # labelled meanwhile by another request: count the rest
+                result.duplicate += len(consumed.stale)
+                stale = set(consumed.stale)
+                matched = [i for m, i in enumerate(matched) if m not in stale]
+                continue
+            assert consumed.result is not None
+            late = consumed.result.late_buckets
+            result.late = int(np.isin(joined["bucket"].astype(np.int64), list(late)).sum())
+            result.counted = len(matched) - result.late
+            result.assessment = self._verdicts.assess(monitor, consumed.result.totals)
+            return
+        result.assessment = await self._latest(monitor)
 
     # ------------------------------------------------------------------ reading
 
@@ -519,6 +720,20 @@ class DriftEngine:
         await self._committer.close()
         if self._history is not None:
             await self._history.close()
+
+
+def _waiting_id(monitor: Monitor, event_id: str | None) -> tuple[str | None, bytes | None]:
+    """For a monitor with labels: the id made for an event without one, and its digest.
+
+    The digest is None when the id is not sampled: its prediction does not wait.
+    """
+    if monitor.labels is None:
+        return None, None
+    made = None
+    if event_id is None:
+        event_id = made = uuid.uuid4().hex
+    digest = id_digest(event_id)
+    return made, digest if sampled(digest, monitor.labels.sample_rate) else None
 
 
 def _claim_of(ticket: Ticket, outcome: FlushOutcome) -> ClaimOutcome | None:

@@ -40,11 +40,12 @@ from driftline.core.prediction import is_prediction_column
 from driftline.core.report import Assessment
 from driftline.core.timestamps import isoformat, parse_isoformat
 from driftline.core.window import Vector
-from driftline.engine.admission import Event, RejectedEventError, Rejection
+from driftline.engine.admission import Event, Label, RejectedEventError, Rejection
 from driftline.engine.facade import (
     HISTORY_OFF,
     DriftEngine,
     IngestResult,
+    LabelsOffError,
     NoDefaultMonitorError,
     prediction_ignored,
 )
@@ -78,6 +79,7 @@ from driftline.http.schemas import (
     HistoryResponse,
     InferenceAccepted,
     InferencePair,
+    LabelsResponse,
     MonitorDetail,
     MonitorList,
     MonitorSummary,
@@ -90,6 +92,7 @@ from driftline.http.schemas import (
 from driftline.reporting import render_html
 
 T = TypeVar("T")
+_Item = TypeVar("_Item", Event, Label)
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 # On the answer to a request whose key was seen before: nothing was counted this time.
@@ -121,12 +124,15 @@ def _monitor(request: web.Request, name: str | None) -> Monitor:
     return monitor
 
 
-def prediction_response(assessment: Assessment, warnings: list[str]) -> PredictResponse:
-    """The answer to a predict: the verdict that covers the event, and warnings."""
+def prediction_response(
+    assessment: Assessment, warnings: list[str], made_id: str | None = None
+) -> PredictResponse:
+    """The answer to a predict: the verdict that covers the event, warnings, the made id."""
     return PredictResponse(
         timestamp=assessment.evaluated_at,
         monitor=assessment.monitor.name,
         warnings=warnings,
+        id=made_id,
         **assessment.verdict_fields(),
     )
 
@@ -221,8 +227,10 @@ async def predict(request: web.Request) -> web.Response:
     except KeyConflictError as exc:
         raise _reused(key_field, exc) from None
     headers = _replayed_headers(prediction.replayed)
-    if prediction.warnings:
-        response = encode(prediction_response(prediction.assessment, prediction.warnings))
+    if prediction.warnings or prediction.made_id is not None:
+        response = encode(
+            prediction_response(prediction.assessment, prediction.warnings, prediction.made_id)
+        )
         if headers:
             response.headers.update(headers)
         return response
@@ -250,21 +258,7 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
     monitor = _monitor(request, monitor_name if path else named)
     _check_batch_size(len(items), request.app[SETTINGS].limits.max_batch_events, "events")
     prefix = "" if path else "events"
-    events: list[Event] = []
-    positions: list[int] = []
-    errors: list[FieldError] = []
-    for index, item in enumerate(items):
-        try:
-            events.append(msgspec.json.decode(item, type=Event))
-            positions.append(index)
-        except msgspec.ValidationError as exc:
-            error = field_error(exc, f"{prefix}[{index}]")
-            errors.append(FieldError(error.field, error.message, "invalid_event", index))
-        except (msgspec.DecodeError, RecursionError) as exc:
-            why = TOO_DEEP if isinstance(exc, RecursionError) else exc
-            errors.append(
-                FieldError(f"{prefix}[{index}]", f"not valid JSON: {why}", "malformed_json", index)
-            )
+    events, positions, errors = _decode_items(items, Event, prefix, "invalid_event")
     engine.count_invalid(monitor, (error.reason or "invalid_event" for error in errors))
     key, key_field = _request_key(request, raw)
     try:
@@ -284,20 +278,42 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
     return _counted(result, errors, len(items))
 
 
-def _check_batch_size(size: int, limit: int, field: str) -> None:
+def _decode_items(
+    items: list[msgspec.Raw], kind: type[_Item], prefix: str, reason: str
+) -> tuple[list[_Item], list[int], list[FieldError]]:
+    """Decode each item of a batch: the good ones, their positions, an error per bad one."""
+    decoded: list[_Item] = []
+    positions: list[int] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        try:
+            decoded.append(msgspec.json.decode(item, type=kind))
+            positions.append(index)
+        except msgspec.ValidationError as exc:
+            error = field_error(exc, f"{prefix}[{index}]")
+            errors.append(FieldError(error.field, error.message, reason, index))
+        except (msgspec.DecodeError, RecursionError) as exc:
+            why = TOO_DEEP if isinstance(exc, RecursionError) else exc
+            errors.append(
+                FieldError(f"{prefix}[{index}]", f"not valid JSON: {why}", "malformed_json", index)
+            )
+    return decoded, positions, errors
+
+
+def _check_batch_size(size: int, limit: int, field: str, noun: str = "event") -> None:
     if not size:
         raise ProblemError(
             422,
             "empty-batch",
-            f"{field}: expected at least 1 event, got none",
-            [FieldError(field, "expected at least 1 event")],
+            f"{field}: expected at least 1 {noun}, got none",
+            [FieldError(field, f"expected at least 1 {noun}")],
         )
     if size > limit:
         raise ProblemError(
             413,
-            "too-many-events",
-            f"{field}: expected at most {limit} events per request, got {size}",
-            [FieldError(field, f"expected at most {limit} events")],
+            f"too-many-{noun}s",
+            f"{field}: expected at most {limit} {noun}s per request, got {size}",
+            [FieldError(field, f"expected at most {limit} {noun}s")],
         )
 
 
@@ -322,11 +338,53 @@ def _counted(result: IngestResult, errors: list[FieldError], size: int) -> web.R
             warnings=result.warnings,
             drift=result.assessment.summary() if result.assessment else None,
             timestamp=isoformat(time.time()),
+            ids=result.ids,
         )
     )
     if result.replayed:
         response.headers[REPLAYED] = "true"
     return response
+
+
+async def monitor_labels(request: web.Request) -> web.Response:
+    """Join delayed labels (a JSON array or NDJSON of {id, label}) to their predictions."""
+    check_content_type(request, JSON_TYPES + NDJSON_TYPES)
+    engine = _engine(request)
+    raw = await read_body(request)
+    monitor = _monitor(request, request.match_info["name"])
+    if request.content_type in NDJSON_TYPES:
+        items = [msgspec.Raw(line) for line in raw.splitlines() if line.strip()]
+    else:
+        items = decode_body(raw, list[msgspec.Raw])
+    _check_batch_size(len(items), request.app[SETTINGS].limits.max_batch_events, "body", "label")
+    labels, positions, errors = _decode_items(items, Label, "", "invalid_label")
+    try:
+        result = await engine.labels(monitor, labels)
+    except LabelsOffError as exc:
+        raise ProblemError(
+            422, "labels-not-taken", str(exc), [FieldError("name", str(exc))]
+        ) from None
+    errors.extend(
+        FieldError(f"[{positions[r.index]}].label", r.message, "invalid_label", positions[r.index])
+        for r in result.rejected
+    )
+    errors.sort(key=lambda e: e.index or 0)
+    return encode(
+        LabelsResponse(
+            monitor=monitor.name,
+            received=len(items),
+            counted=result.counted,
+            late=result.late,
+            unmatched=result.unmatched,
+            duplicate=result.duplicate,
+            after_horizon=result.after_horizon,
+            unsampled=result.unsampled,
+            rejected=len(errors),
+            errors=errors,
+            performance=result.assessment.performance if result.assessment else None,
+            timestamp=isoformat(time.time()),
+        )
+    )
 
 
 async def batch(request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ from driftline import __version__
 from driftline.core.history import MAX_POINTS
 from driftline.core.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from driftline.core.report import DriftReport
-from driftline.engine.admission import Event
+from driftline.engine.admission import Event, Label
 from driftline.http import handlers
 from driftline.http.auth import Access
 from driftline.http.cloudevents import STRUCTURED
@@ -39,6 +39,7 @@ from driftline.http.schemas import (
     HistoryResponse,
     InferenceAccepted,
     InferencePair,
+    LabelsResponse,
     MonitorDetail,
     MonitorList,
     PredictRequest,
@@ -285,6 +286,18 @@ ROUTES: tuple[Route, ...] = (
         response=BatchResponse,
         errors=(*BODY_ERRORS, 404, 503),
         idempotent=True,
+    ),
+    Route(
+        "POST",
+        "/v1/monitors/{name}/labels",
+        handlers.monitor_labels,
+        "Join delayed labels ({id, label}: a JSON array, or NDJSON) to their predictions and "
+        "count performance into the predictions' buckets; answers a count per outcome",
+        "ingest",
+        list[Label],
+        request_types=(JSON, NDJSON),
+        response=LabelsResponse,
+        errors=(*BODY_ERRORS, 404, 503),
     ),
     Route(
         "GET",

@@ -12,6 +12,7 @@ from driftline.alerts.store import Acknowledgement, DeliveryState
 from driftline.core.history import HistoryPoint
 from driftline.core.inference import InferenceRequest, InferenceResponse
 from driftline.core.limits import ModelVersion
+from driftline.core.performance import Performance
 from driftline.core.policy import MultipleTesting, QualityPolicy, TestName
 from driftline.core.prediction import PredictionSpec
 from driftline.core.profile import BaselineProfile
@@ -32,12 +33,17 @@ class PredictRequest(Event, frozen=True):
     monitor: str | None = None
 
 
-class PredictResponse(DriftSummary, frozen=True):
-    """The original API's answer (the verdict and a timestamp), plus the monitor and warnings."""
+class PredictResponse(DriftSummary, frozen=True, omit_defaults=True):
+    """The original API's answer (the verdict and a timestamp), plus the monitor and warnings.
+
+    `id`: the id the service gave an event sent without one to a monitor that takes
+    labels (post its label under it); absent otherwise.
+    """
 
     timestamp: str
     monitor: str
     warnings: list[str]
+    id: str | None = None
 
 
 class BatchRequest(msgspec.Struct, frozen=True):
@@ -64,7 +70,7 @@ class ColumnsRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prediction: list[Any] | bytes | None = None
 
 
-class BatchResponse(msgspec.Struct, frozen=True):
+class BatchResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     """What a batch did: accepted, late (acknowledged, older than the window), rejected."""
 
     monitor: str
@@ -74,6 +80,34 @@ class BatchResponse(msgspec.Struct, frozen=True):
     errors: list[FieldError]
     warnings: list[str]
     drift: DriftSummary | None
+    timestamp: str
+    # A monitor that takes labels: per event its id (the service's where none was
+    # sent), null for a refused one.
+    ids: list[str | None] | None = None
+
+
+class LabelsResponse(msgspec.Struct, frozen=True):
+    """What a batch of labels did: every label is in exactly one count (docs/labels.md).
+
+    `counted` joined its prediction and counted into that prediction's bucket; `late`
+    joined, but that bucket has left the window; `unmatched`: no prediction waits under
+    its id; `duplicate`: its prediction was labelled before (or the id repeats in the
+    batch); `after_horizon`: later than `labels.horizon_seconds` after its prediction;
+    `unsampled`: its id was not sampled (`labels.sample_rate`); `rejected`: a bad item,
+    named in `errors`.
+    """
+
+    monitor: str
+    received: int
+    counted: int
+    late: int
+    unmatched: int
+    duplicate: int
+    after_horizon: int
+    unsampled: int
+    rejected: int
+    errors: list[FieldError]
+    performance: Performance | None
     timestamp: str
 
 

@@ -26,16 +26,24 @@ import numpy as np
 
 from driftline.core.history import HistorySpec
 from driftline.core.idempotency import DEFAULT_HORIZON_SECONDS, ClaimOutcome, ClaimStatus
+from driftline.core.performance import ID_BYTES, RECORD_BYTES
 from driftline.core.window import Vector, WindowSpec, WindowTotals
 from driftline.stores.protocol import (
+    TOMBSTONE,
     ApplyResult,
     Claim,
+    Consumed,
+    Lookup,
+    Pending,
     Persistence,
     validate_claims,
     validate_deltas,
     validate_record,
     validate_spec,
 )
+
+DEFAULT_MAX_PENDING = 1_000_000
+"""Pending predictions the embedded store keeps per monitor (about 200 MB at most)."""
 
 # What a recorded key holds: the request's fingerprint, events accepted, events late.
 _Record = tuple[bytes, int, int]
@@ -58,8 +66,13 @@ class MemoryWindowStore:
         clock: Callable[[], float] = time.time,
         *,
         idempotency_seconds: int = DEFAULT_HORIZON_SECONDS,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
-        """`idempotency_seconds`: how long a recorded key is remembered, at least."""
+        """`idempotency_seconds`: how long a recorded key is remembered, at least.
+
+        `max_pending`: pending predictions kept per monitor at most; more are not kept
+        (`ApplyResult.unkept`) until older slices expire.
+        """
         if idempotency_seconds < 1:
             raise ValueError(f"idempotency_seconds: must be >= 1, got {idempotency_seconds}")
         self._clock = clock
@@ -67,6 +80,9 @@ class MemoryWindowStore:
         self._horizon = idempotency_seconds
         # monitor -> slice index -> key digest -> record
         self._keys: dict[str, dict[int, dict[bytes, _Record]]] = {}
+        # monitor -> (layout id, horizon) -> slice index -> id digest -> pending record
+        self._pending: dict[str, dict[tuple[str, int], dict[int, dict[bytes, bytes]]]] = {}
+        self._max_pending = max_pending
 
     @property
     def kind(self) -> str:
@@ -74,16 +90,99 @@ class MemoryWindowStore:
         return "memory"
 
     async def apply(
-        self, spec: WindowSpec, deltas: Mapping[int, Vector], claims: Sequence[Claim] = ()
+        self,
+        spec: WindowSpec,
+        deltas: Mapping[int, Vector],
+        claims: Sequence[Claim] = (),
+        pending: Pending | None = None,
     ) -> ApplyResult:
         """Evict, add per-bucket deltas (late ones are reported, not added), return totals.
 
-        Claims are counted the same way unless their key was recorded within the horizon.
+        Claims are counted the same way unless their key was recorded within the horizon;
+        pending records are kept unless late, held already, or past `max_pending`.
         """
         checked = validate_deltas(spec, deltas)
         keyed = validate_claims(spec, claims)
         # No await from here on: asyncio runs this as one atomic step.
         now = self._clock()
+        result = self._apply(spec, checked, keyed, now)
+        if pending is None or not len(pending):
+            return result
+        unkept = self._keep(spec, pending, now)
+        return ApplyResult(result.totals, result.late_buckets, result.claims, unkept)
+
+    def _slices(
+        self, spec: WindowSpec, horizon: int, now: float
+    ) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+        """The current and the previous slice of pending records (older ones forgotten)."""
+        layouts = self._pending.setdefault(spec.monitor, {})
+        slices = layouts.setdefault((spec.layout_id, horizon), {})
+        current = math.floor(now) // horizon
+        for old in [index for index in slices if index < current - 1]:
+            del slices[old]
+        return slices.setdefault(current, {}), slices.get(current - 1, {})
+
+    def _keep(self, spec: WindowSpec, pending: Pending, now: float) -> int:
+        """Keep pending records as Redis does (HSETNX into the current slice); those unkept."""
+        last_out = math.floor(now - spec.window_seconds - spec.bucket_seconds)
+        current, _ = self._slices(spec, pending.horizon_seconds, now)
+        held = sum(
+            len(records)
+            for slices in self._pending[spec.monitor].values()
+            for records in slices.values()
+        )
+        unkept = 0
+        for at in range(0, len(pending.ids), ID_BYTES):
+            i = at // ID_BYTES * RECORD_BYTES
+            record = pending.records[i : i + RECORD_BYTES]
+            if int.from_bytes(record[:8], "big", signed=True) <= last_out:
+                continue
+            key = pending.ids[at : at + ID_BYTES]
+            if key in current:
+                continue
+            if held >= self._max_pending:
+                unkept += 1
+                continue
+            current[key] = record
+            held += 1
+        return unkept
+
+    async def lookup(self, spec: WindowSpec, horizon_seconds: int, ids: Sequence[bytes]) -> Lookup:
+        """The pending records of `ids` (current slice first, then the previous one)."""
+        validate_spec(spec)
+        now = self._clock()
+        current, previous = self._slices(spec, horizon_seconds, now)
+        return Lookup([current.get(i, previous.get(i)) for i in ids], now)
+
+    async def consume(
+        self,
+        spec: WindowSpec,
+        horizon_seconds: int,
+        deltas: Mapping[int, Vector],
+        taken: Sequence[tuple[bytes, bytes]],
+    ) -> Consumed:
+        """Add labels' deltas and turn their records into tombstones, unless one is stale."""
+        checked = validate_deltas(spec, deltas)
+        now = self._clock()
+        current, previous = self._slices(spec, horizon_seconds, now)
+        stale = tuple(
+            m
+            for m, (key, record) in enumerate(taken)
+            if (current[key] if key in current else previous.get(key)) != record
+        )
+        if stale:
+            return Consumed(None, stale)
+        for key, _ in taken:
+            (current if key in current else previous)[key] = TOMBSTONE
+        return Consumed(self._apply(spec, checked, [], now))
+
+    def _apply(
+        self,
+        spec: WindowSpec,
+        checked: list[tuple[int, Vector]],
+        keyed: list[tuple[Claim, list[tuple[int, Vector, int]]]],
+        now: float,
+    ) -> ApplyResult:
         window = self._window(spec)
         self._evict(spec, window, now)
         last_out = math.floor(now - spec.window_seconds - spec.bucket_seconds)
@@ -161,9 +260,10 @@ class MemoryWindowStore:
         return totals
 
     async def drop(self, monitor: str) -> None:
-        """Forget every layout of the monitor, and its idempotency keys."""
+        """Forget every layout of the monitor, its idempotency keys and pending predictions."""
         self._windows.pop(monitor, None)
         self._keys.pop(monitor, None)
+        self._pending.pop(monitor, None)
 
     async def ping(self) -> bool:
         """Always true: the store is this process."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from driftline.core.history import HistorySpec
 from driftline.core.idempotency import ClaimOutcome, RequestKey
+from driftline.core.performance import ID_BYTES
 from driftline.core.window import Vector, WindowSpec, WindowTotals
 
 
@@ -39,6 +40,50 @@ class ApplyResult:
     totals: WindowTotals
     late_buckets: frozenset[int]
     claims: tuple[ClaimOutcome, ...] = ()  # in the order the claims were given
+    unkept: int = 0  # pending records not kept: the embedded store's bound was reached
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Predictions that wait for their labels (driftline.core.performance), keyed by id.
+
+    `ids` and `records` hold ID_BYTES and RECORD_BYTES per prediction, one after another;
+    a record's first 8 bytes are its bucket start (big-endian). Kept `horizon_seconds`
+    to twice that, in slices of the horizon on the store's clock.
+    """
+
+    horizon_seconds: int
+    ids: bytes
+    records: bytes
+
+    def __len__(self) -> int:
+        """How many predictions."""
+        return len(self.ids) // ID_BYTES
+
+
+TOMBSTONE = b"\0"
+"""What a consumed pending record becomes, until its slice expires: a second label for
+it is a duplicate, not unmatched."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Pending records as found at the store's time `now`: the record, TOMBSTONE or None."""
+
+    records: list[bytes | None]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """What consuming labels did: applied (`result`), or nothing because some were stale.
+
+    `stale` numbers the consumed records (0-based) that were no longer as read: taken
+    by another label meanwhile. Then nothing was applied and `result` is None.
+    """
+
+    result: ApplyResult | None
+    stale: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +104,36 @@ class WindowStore(Protocol):
     """A backend that keeps sliding windows; every method is atomic per monitor."""
 
     async def apply(
-        self, spec: WindowSpec, deltas: Mapping[int, Vector], claims: Sequence[Claim] = ()
+        self,
+        spec: WindowSpec,
+        deltas: Mapping[int, Vector],
+        claims: Sequence[Claim] = (),
+        pending: Pending | None = None,
     ) -> ApplyResult:
         """Add per-bucket deltas (bucket start -> vector), evict, return the new totals.
 
         Each claim is counted like the deltas unless its key was recorded within the
         idempotency horizon; either way its outcome comes back in `ApplyResult.claims`.
-        The keys are checked, counted and recorded in the same atomic step.
+        The keys are checked, counted and recorded in the same atomic step. `pending`
+        records are kept (unless one is held for the id, or its bucket is late) in the
+        same step.
+        """
+        ...
+
+    async def lookup(self, spec: WindowSpec, horizon_seconds: int, ids: Sequence[bytes]) -> Lookup:
+        """The pending records of `ids` (current slice first, then the previous one)."""
+        ...
+
+    async def consume(
+        self,
+        spec: WindowSpec,
+        horizon_seconds: int,
+        deltas: Mapping[int, Vector],
+        taken: Sequence[tuple[bytes, bytes]],
+    ) -> Consumed:
+        """Add labels' deltas and turn their records (id, record as read) into tombstones.
+
+        Atomic: when a record is no longer as read, nothing happens (see Consumed).
         """
         ...
 

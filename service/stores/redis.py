@@ -23,6 +23,12 @@ Idempotency keys live beside the window, in hashes of one slice of the horizon e
     driftline:{<monitor>}:idem:<S>:<slice index>
 
 (S the horizon in seconds), checked and recorded by the same script call that counts.
+Predictions waiting for their labels (docs/labels.md) live in slices of the label
+horizon L the same way,
+
+    driftline:{<monitor>}:<layout_id>:pending:<L>:<slice index>
+
+written and consumed by the same script call (window.lua), looked up by pending.lua.
 
 The `{<monitor>}` hash tag puts all keys of a monitor in one Redis Cluster slot.
 
@@ -40,6 +46,7 @@ import math
 import struct
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,10 +60,14 @@ from driftline.core.idempotency import (
     ClaimStatus,
 )
 from driftline.core.limits import Limits
+from driftline.core.performance import ID_BYTES, RECORD_BYTES
 from driftline.core.window import Vector, WindowSpec, WindowTotals
 from driftline.stores.protocol import (
     ApplyResult,
     Claim,
+    Consumed,
+    Lookup,
+    Pending,
     Persistence,
     StoreUnavailableError,
     validate_claims,
@@ -68,6 +79,11 @@ from driftline.stores.redis_client import KEY_ROOT, REDIS_FAILURES, RedisClient,
 SCRIPT = (
     importlib.resources.files("driftline.stores").joinpath("window.lua").read_text(encoding="utf-8")
 )
+LOOKUP_SCRIPT = (
+    importlib.resources.files("driftline.stores")
+    .joinpath("pending.lua")
+    .read_text(encoding="utf-8")
+)
 
 HEADER_FIELDS = 5  # window.lua's header: width, bucket, ring slots, evicted_through, newest
 DEFAULT_FUTURE_SECONDS = Limits().max_future_seconds
@@ -78,7 +94,7 @@ _TOTALS = np.dtype(">i8")
 _SPAN = struct.Struct(">qI")  # a claim's bucket start and its events, as window.lua reads it
 # The script's reply: REFUSED past the deadline, APPLIED, KNOWN when a claim's key was
 # recorded before (nothing changed either way but APPLIED).
-REFUSED, APPLIED, KNOWN = 0, 1, 2
+REFUSED, APPLIED, KNOWN, STALE = 0, 1, 2, 3
 # How far Redis's clock may run slower than this process's monotonic clock, relatively.
 # NTP slews a clock by at most 5e-4; twice that leaves room.
 CLOCK_DRIFT = 1e-3
@@ -116,6 +132,11 @@ def window_key(spec: WindowSpec, future_seconds: float) -> str:
 def idempotency_prefix(monitor: str, horizon: int) -> str:
     """The name of a monitor's idempotency slices, but for the slice index window.lua adds."""
     return f"{KEY_ROOT}:{{{monitor}}}:idem:{horizon}:"
+
+
+def pending_prefix(spec: WindowSpec, horizon: int) -> str:
+    """The name of a layout's pending-prediction slices, but for the slice index."""
+    return f"{KEY_ROOT}:{{{spec.monitor}}}:{spec.layout_id}:pending:{horizon}:"
 
 
 def ring_slots(spec: WindowSpec, future_seconds: float) -> int:
@@ -233,6 +254,7 @@ class RedisWindowStore:
         self._cluster = isinstance(client, RedisCluster)
         # EVALSHA, reloading the script on NOSCRIPT (server restart, SCRIPT FLUSH, failover).
         self._script = client.register_script(SCRIPT)
+        self._lookup = client.register_script(LOOKUP_SCRIPT)
 
     @classmethod
     def from_url(
@@ -276,13 +298,18 @@ class RedisWindowStore:
         return window_key(spec, self._future)
 
     async def apply(
-        self, spec: WindowSpec, deltas: Mapping[int, Vector], claims: Sequence[Claim] = ()
+        self,
+        spec: WindowSpec,
+        deltas: Mapping[int, Vector],
+        claims: Sequence[Claim] = (),
+        pending: Pending | None = None,
     ) -> ApplyResult:
         """Evict, add per-bucket deltas (late ones are reported, not added), return totals.
 
         Buckets more than `future_seconds` (plus up to one bucket of slack) ahead of the
         Redis clock do not fit the ring: they are reported late too. Claims are counted
-        the same way unless their key was recorded within the horizon.
+        the same way unless their key was recorded within the horizon. Pending records go
+        in the same call (HSETNX into the current slice, in-time buckets only).
 
         A claim's deltas go in summed with the unkeyed ones, betting that its key is new
         (a repeat is rare: a retry of a request that was counted); the script then only
@@ -291,6 +318,9 @@ class RedisWindowStore:
         """
         checked = validate_deltas(spec, deltas)
         keyed = validate_claims(spec, claims)
+        labels = None
+        if pending is not None and len(pending):
+            labels = _Labels(pending.horizon_seconds, _joined(pending.ids, pending.records))
         outcomes: dict[int, ClaimOutcome] = {}
         # A key given twice in one call: the first goes to Redis, the others follow it.
         first: dict[bytes, int] = {}
@@ -299,7 +329,7 @@ class RedisWindowStore:
         while True:
             sent = [keyed[i] for i in sending]
             packed, pairs = _pack(checked, sent)
-            reply, now = await self._run(spec, packed, pairs, len(sent))
+            reply, now = await self._run(spec, packed, pairs, len(sent), labels)
             if int(reply[0]) != KNOWN:
                 break
             known = reply[3]
@@ -324,6 +354,43 @@ class RedisWindowStore:
             late_buckets=frozenset(late),
             claims=tuple(outcomes[i] for i in range(len(keyed))),
         )
+
+    async def lookup(self, spec: WindowSpec, horizon_seconds: int, ids: Sequence[bytes]) -> Lookup:
+        """The pending records of `ids` (current slice first, then the previous one)."""
+        validate_spec(spec)
+        args: list[bytes | str | int] = [
+            pending_prefix(spec, horizon_seconds),
+            horizon_seconds,
+            b"".join(ids),
+        ]
+        try:
+            reply = await self._lookup(keys=[self.window_key(spec)], args=args)
+            now = int(reply[0]) + int(reply[1]) / 1_000_000
+            found = [r if isinstance(r, bytes) else None for r in reply[2]]
+        except REDIS_FAILURES as exc:
+            raise StoreUnavailableError(f"redis pending lookup failed: {exc}") from exc
+        except (ValueError, TypeError, IndexError) as exc:
+            raise StoreUnavailableError(f"unexpected pending lookup reply: {exc}") from exc
+        if len(found) != len(ids):
+            raise StoreUnavailableError(f"{len(found)} pending records for {len(ids)} ids")
+        return Lookup(found, now)
+
+    async def consume(
+        self,
+        spec: WindowSpec,
+        horizon_seconds: int,
+        deltas: Mapping[int, Vector],
+        taken: Sequence[tuple[bytes, bytes]],
+    ) -> Consumed:
+        """Add labels' deltas and turn their records into tombstones, in one script call."""
+        checked = validate_deltas(spec, deltas)
+        packed, pairs = _pack(checked, [])
+        labels = _Labels(horizon_seconds, consumed=b"".join(k + r for k, r in taken))
+        reply, now = await self._run(spec, packed, pairs, 0, labels)
+        if int(reply[0]) == STALE:
+            return Consumed(None, tuple(int(m) - 1 for m in reply[3]))
+        totals, late, _ = _parse_reply(spec, reply, now, 0)
+        return Consumed(ApplyResult(totals=totals, late_buckets=frozenset(late)))
 
     async def read(self, spec: WindowSpec) -> WindowTotals:
         """Evict buckets that slid out and return the window totals."""
@@ -429,10 +496,16 @@ class RedisWindowStore:
         await asyncio.shield(learning)
 
     async def _run(
-        self, spec: WindowSpec, deltas: list[int | bytes], pairs: int, claims: int
+        self,
+        spec: WindowSpec,
+        deltas: list[int | bytes],
+        pairs: int,
+        claims: int,
+        labels: _Labels | None = None,
     ) -> tuple[Any, float]:
-        """Run the script: its reply (applied, or keys known) and the server's time."""
+        """Run the script: its reply (applied, keys known, stale) and the server's time."""
         key = window_key(spec, self._future)
+        labels = labels or _Labels(1)
         node = await self._node(key) if self._cluster else None
         writes = bool(deltas)
         if writes and self._fence is not None and not self._clock.knows(node):
@@ -444,7 +517,7 @@ class RedisWindowStore:
             if bound is None:  # learnt above, and forgotten since: a call to it failed
                 raise StoreUnavailableError("redis failed a call just now: nothing was sent")
             deadline = bound
-        args = [
+        args: list[bytes | str | int | float] = [
             spec.window_seconds,
             spec.bucket_seconds,
             spec.width,
@@ -455,7 +528,12 @@ class RedisWindowStore:
             idempotency_prefix(spec.monitor, self._horizon),
             pairs,
             claims,
+            pending_prefix(spec, labels.horizon),
+            labels.horizon,
+            len(labels.pending) // 32,
+            len(labels.consumed) // 32,
             *deltas,
+            *(part for part in (labels.pending, labels.consumed) if part),
         ]
         try:
             reply = await self._script(keys=[key], args=args)
@@ -477,7 +555,7 @@ class RedisWindowStore:
         if self._cluster:  # a MOVED reply may have taken the call elsewhere
             node = await self._node(key)
         self._clock.learn(node, server_time, received)
-        if status not in (REFUSED, APPLIED, KNOWN):
+        if status not in (REFUSED, APPLIED, KNOWN, STALE):
             raise StoreUnavailableError(f"unexpected window script reply status {status}")
         if status == REFUSED:
             late = server_time - deadline
@@ -486,6 +564,24 @@ class RedisWindowStore:
                 f"({received - sent:.3f} s after it was sent): deltas not applied"
             )
         return reply, server_time
+
+
+@dataclass(frozen=True, slots=True)
+class _Labels:
+    """window.lua's pending-prediction arguments: 32 bytes per record written or consumed."""
+
+    horizon: int
+    pending: bytes = b""
+    consumed: bytes = b""
+
+
+def _joined(ids: bytes, records: bytes) -> bytes:
+    """Each id digest followed by its record, as window.lua reads them."""
+    keys = np.frombuffer(ids, dtype=f"V{ID_BYTES}")
+    values = np.frombuffer(records, dtype=f"V{RECORD_BYTES}")
+    both = np.empty(len(keys), dtype=[("id", keys.dtype), ("record", values.dtype)])
+    both["id"], both["record"] = keys, values
+    return both.tobytes()
 
 
 def _never_sent(exc: BaseException) -> bool:

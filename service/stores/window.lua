@@ -22,7 +22,10 @@
 -- ARGV[7]  idempotency slice seconds S    ARGV[8] prefix of the idempotency keys (the
 --          slice index is appended; same {monitor} hash tag)
 -- ARGV[9]  P, the number of unkeyed delta pairs    ARGV[10] C, the number of claims
--- ARGV[11..] P pairs of (bucket start, packed deltas): the nonzero elements of the
+-- ARGV[11] prefix of the pending-prediction keys (the slice index is appended; same hash
+--          tag)    ARGV[12] their slice seconds L (the label horizon; 1 when unused)
+-- ARGV[13] N, the number of pending records to write    ARGV[14] M, labels to consume
+-- ARGV[15..] P pairs of (bucket start, packed deltas): the nonzero elements of the
 --          bucket's vector, 12 bytes each: a big-endian u32 element index, a big-endian
 --          i64 value. No pairs and no claims: only evict and read.
 --          Then, with claims, three strings: the claims' 24-byte heads one after another
@@ -30,13 +33,27 @@
 --          buckets N >= 1 (u32); per claim N (bucket start i64, events u32); all
 --          big-endian. A claim's deltas are among the pairs above, summed with the
 --          rest by the replica.
+--          Then, with N > 0, one string of N pending records, 32 bytes each: the 16-byte
+--          id digest, the bucket start (i64) and an 8-byte payload; and with M > 0, one
+--          string of M consumed records, 32 bytes each: the id digest and the 16-byte
+--          record the replica read (its labels' counts are among the pairs above).
 --
 -- Returns {1, TIME seconds, TIME microseconds, totals, {late bucket starts}, outcomes},
 -- where totals is an array of V integers, or V big-endian i64 packed in one string, or
 -- "" when the window is empty, and outcomes holds two integers per claim (its events
 -- accepted, its events late). Past the deadline it returns {0, TIME seconds, TIME
 -- microseconds}; when a claim's key is known, {2, TIME seconds, TIME microseconds,
--- {claim number, its record, ...}}: both change nothing.
+-- {claim number, its record, ...}}; when a consumed record is no longer what the replica
+-- read (another label took it meanwhile), {3, TIME seconds, TIME microseconds, {consume
+-- numbers}}: all three change nothing.
+--
+-- Pending predictions (docs/labels.md) live in hashes of one slice of L seconds each
+-- (field: id digest, value: the 16-byte record), like the idempotency keys: a record is
+-- kept L to 2L. A record is written (HSETNX: never over one already there, or over a
+-- consumed one) into the current slice after the window, unless its bucket is late. A
+-- consumed record is looked up in the current, then the previous slice, checked against
+-- what the replica read before any write, and overwritten with a one-byte tombstone
+-- after the window is written, so that a second label for it is told apart.
 --
 -- Idempotency keys live in hashes of one slice of S seconds each (field: key digest,
 -- value: fingerprint and the first outcome's counts), named by the slice index of the
@@ -70,14 +87,20 @@ local key = KEYS[1]
 local W, B, V = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local grace, R, deadline = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local S, prefix, P, C = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
-local FIRST = 11
+local pending_prefix, L = ARGV[11], tonumber(ARGV[12])
+local N, M = tonumber(ARGV[13]), tonumber(ARGV[14])
+local FIRST = 15
+local TOMBSTONE = '\0'
 
 local function whole(n, min)
   return n ~= nil and n >= min and n % 1 == 0
 end
 if not (whole(W, 1) and whole(B, 1) and whole(V, 1) and whole(grace, 0) and whole(R, 1)
-    and deadline and whole(S, 1) and whole(P, 0) and whole(C, 0))
-    or R < math.ceil(W / B) + 2 or #ARGV < FIRST - 1 + 2 * P then
+    and deadline and whole(S, 1) and whole(P, 0) and whole(C, 0) and whole(L, 1)
+    and whole(N, 0) and whole(M, 0))
+    or R < math.ceil(W / B) + 2
+    or #ARGV ~= FIRST - 1 + 2 * P + (C > 0 and 3 or 0) + (N > 0 and 1 or 0) + (M > 0 and 1 or 0)
+    then
   return redis.error_reply('ERR window.lua: bad window arguments')
 end
 
@@ -226,7 +249,7 @@ if C > 0 then
   -- claim (its buckets N); `spans`, N (bucket start i64, events u32) a claim.
   local at = FIRST + 2 * P
   local heads, counts, spans = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  if #ARGV ~= at + 2 or #heads ~= 24 * C or #counts ~= 4 * C or #spans % 12 ~= 0 then
+  if #heads ~= 24 * C or #counts ~= 4 * C or #spans % 12 ~= 0 then
     return redis.error_reply('ERR window.lua: bad claims')
   end
   local function unpacked(packed, format, size)
@@ -309,6 +332,69 @@ if C > 0 then
   end
 end
 
+-- Pending records to write, and labels to consume: the consumed records must still be
+-- what the replica read, else nothing changes and the replica counts without them.
+local extra = FIRST + 2 * P + (C > 0 and 3 or 0)
+local writes, taken = nil, nil
+local function pending_key(s) return pending_prefix .. int(s) end
+local label_slice = math.floor(sec / L)
+if N > 0 then
+  writes = ARGV[extra]
+  extra = extra + 1
+  if #writes ~= 32 * N then return redis.error_reply('ERR window.lua: bad pending records') end
+end
+if M > 0 then
+  local packed = ARGV[extra]
+  if #packed ~= 32 * M then return redis.error_reply('ERR window.lua: bad consumed records') end
+  local ids = {}
+  for m = 1, M do ids[m] = string.sub(packed, 32 * m - 31, 32 * m - 16) end
+  local here, before = pending_key(label_slice), pending_key(label_slice - 1)
+  local stale = {}
+  taken = {here = {}, before = {}}
+  for first = 1, M, 4000 do
+    local last = math.min(M, first + 3999)
+    local a = redis.call('HMGET', here, unpack(ids, first, last))
+    local b = redis.call('HMGET', before, unpack(ids, first, last))
+    for k = 1, last - first + 1 do
+      local m = first + k - 1
+      local expected = string.sub(packed, 32 * m - 15, 32 * m)
+      local found, where = a[k], taken.here
+      if not found then found, where = b[k], taken.before end
+      if found ~= expected then
+        stale[#stale + 1] = m
+      else
+        where[#where + 1] = ids[m]
+        where[#where + 1] = TOMBSTONE
+      end
+    end
+  end
+  if #stale > 0 then return {3, time[1], time[2], stale} end
+end
+
+-- After the window is written: new pending records (in-time buckets only), tombstones.
+local function label_writes()
+  if writes then
+    local key_now, wrote = pending_key(label_slice), false
+    for at = 1, #writes, 32 do
+      local b = struct.unpack('>i8', writes, at + 16)
+      if not is_late(b) then
+        redis.call('HSETNX', key_now, string.sub(writes, at, at + 15),
+          string.sub(writes, at + 16, at + 31))
+        wrote = true
+      end
+    end
+    if wrote then redis.call('EXPIREAT', key_now, int((label_slice + 2) * L)) end
+  end
+  if taken then
+    for name, list in pairs(taken) do
+      local key_of = name == 'here' and pending_key(label_slice) or pending_key(label_slice - 1)
+      for first = 1, #list, 7000 do
+        redis.call('HSET', key_of, unpack(list, first, math.min(#list, first + 6999)))
+      end
+    end
+  end
+end
+
 local function totals_string()
   return redis.call('GETRANGE', key, TOTALS * 8, SLOTS * 8 - 1)
 end
@@ -317,6 +403,7 @@ end
 -- answer. A slice key of another type (not ours) is replaced rather than failing a
 -- script that has already counted.
 local function reply(totals)
+  label_writes()
   if record then
     for first = 1, #record, 7000 do
       local last = math.min(#record, first + 6999)
