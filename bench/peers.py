@@ -233,9 +233,13 @@ def driftline(
 
     psi_rows: dict[str, dict[str, Any]] = {}
     for name in data.FEATURES:
-        ref_bins = _bin_with_profile(profile, name, ref_cols[name])
+        feature = profile.features[name]
+        bins = feature.bins
+        # The reference is the profile's own counts: a categorical profile counts the
+        # half of the rows its categories were not chosen on (docs/metrics.md), so
+        # binning every reference row would compare with another baseline.
+        ref_bins = np.repeat(np.arange(bins), feature.counts)
         cur_bins = _bin_with_profile(profile, name, cur_cols[name])
-        bins = profile.features[name].bins
         shares = np.concatenate(
             [
                 np.bincount(ref_bins, minlength=bins) / len(ref_bins),

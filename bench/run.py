@@ -532,6 +532,14 @@ class Bench:
             requests = ingest.prepare(server, bodies, "/monitor/batch", "application/json")
             start = redis.snapshot()
             part1 = ingest.post(server, requests, total=math.ceil(first / size))
+            # The history ring (docs/ui.md) is allocated whole when the service first
+            # records a closed bucket: both readings must hold it, or the ratio would
+            # measure its one-off allocation instead of growth with traffic.
+            deadline = time.monotonic() + 90
+            while not any(redis.client.scan_iter(match="*:history:*")):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the history ring was never written")
+                time.sleep(0.5)
             at_first = redis.settled_snapshot()
             part2 = ingest.post(server, requests, total=math.ceil((total - first) / size))
             at_total = redis.settled_snapshot()
