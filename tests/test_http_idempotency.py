@@ -206,6 +206,7 @@ async def test_openapi_documents_the_key_and_the_replay_header(client: TestClien
         ("/monitor/batch", "post"),
         ("/v1/monitors/{name}/events", "post"),
         ("/v1/monitors/{name}/columns", "post"),
+        ("/v1/monitors/{name}/inferences", "post"),
     }
     predict = document["paths"]["/monitor/predict"]["post"]
     assert REPLAYED in predict["responses"]["200"]["headers"]
