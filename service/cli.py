@@ -13,6 +13,7 @@ from typing import Any, get_args
 import msgspec
 
 from driftline import __version__
+from driftline.core.performance import measure_baseline
 from driftline.core.policy import DEFAULTS
 from driftline.core.prediction import (
     PredictionKind,
@@ -22,10 +23,12 @@ from driftline.core.prediction import (
 )
 from driftline.core.profile import (
     BaselineError,
+    BaselineProfile,
+    Column,
     FeatureKind,
     build_profile,
     encode_profile,
-    load_baseline,
+    read_table,
 )
 from driftline.core.severity import SEVERITY_RANK
 from driftline.logs import configure_logging
@@ -115,22 +118,34 @@ def _baseline_build(args: argparse.Namespace) -> int:
     kinds: dict[str, FeatureKind] = {name: "categorical" for name in args.categorical}
     kinds.update({name: "numeric" for name in args.numeric})
     path = Path(args.data)
+    label: str | None = args.label
     try:
         prediction = _prediction_spec(args)
+        if label is not None and prediction is None:
+            raise BaselineError("--label needs the prediction it labels: --prediction-kind")
+        table: Mapping[str, Column] | BaselineProfile
         if path.suffix.lower() in PARQUET_SUFFIXES:
             from driftline.client.baseline import read_parquet  # pyarrow: an optional extra
 
             wanted = args.column + (prediction.columns if prediction and args.column else [])
-            columns = read_parquet(path, wanted or None)
-            profile = build_profile(
-                columns, kinds=kinds, bins=args.bins, top_k=args.top_k, prediction=prediction
-            )
+            wanted += [label] if label is not None and args.column else []
+            table = read_parquet(path, wanted or None)
         elif args.column:
             raise BaselineError("--column picks the columns of a Parquet file only")
         else:
-            profile = load_baseline(
-                path, kinds=kinds, bins=args.bins, top_k=args.top_k, prediction=prediction
+            table = read_table(path)
+        if isinstance(table, BaselineProfile):
+            if label is not None:
+                raise BaselineError(f"{path}: --label needs labelled rows, not a saved profile")
+            profile = table
+        else:
+            training = {name: values for name, values in table.items() if name != label}
+            profile = build_profile(
+                training, kinds=kinds, bins=args.bins, top_k=args.top_k, prediction=prediction
             )
+            if label is not None:
+                assert prediction is not None
+                profile = measure_baseline(profile, prediction, table, label, args.threshold)
     except BaselineError as exc:
         print(f"driftline: {exc}", file=sys.stderr)
         return 1
@@ -143,6 +158,7 @@ def _baseline_build(args: argparse.Namespace) -> int:
         print(
             f"wrote {args.output}: {len(features)} features"
             + (f" and a {prediction.kind} prediction" if prediction else "")
+            + (f" with its performance on {label}" if label else "")
             + f" from {profile.rows} rows "
             f"(hash {profile.content_hash})",
             file=sys.stderr,
@@ -327,6 +343,20 @@ def parser() -> argparse.ArgumentParser:
         metavar="A,B,...",
         help="class and probabilities predictions: the classes, comma-separated, the "
         "positive (or first) class first",
+    )
+    build.add_argument(
+        "--label",
+        metavar="COLUMN",
+        help="the true outcome's column of a labelled validation set: the profile keeps "
+        "the model's performance on it, which monitors with labels compare with "
+        "(docs/labels.md)",
+    )
+    build.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULTS.labels.threshold,
+        help="score predictions with --label: a score at or above it predicts the "
+        "positive class, as the monitor's labels.threshold (default %(default)s)",
     )
     build.set_defaults(run=_baseline_build)
 

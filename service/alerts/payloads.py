@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from driftline.alerts.store import OutboxEntry
+from driftline.core.performance import PerformanceCheck
 from driftline.core.receivers import Receiver
 from driftline.core.report import REASONS, Assessment
 from driftline.core.severity import Severity
@@ -64,6 +65,8 @@ class Alert(msgspec.Struct, frozen=True):
     # prediction's outputs are flagged (see `reasons_of`); empty in older alerts.
     reasons: list[str] = []
     drifted_prediction: list[DriftedFeature] = []  # flagged outputs: value, score, class...
+    # Metrics worse than the baseline's (docs/labels.md): accuracy, roc_auc, mae.
+    degraded_performance: dict[str, PerformanceCheck] = {}
 
 
 class AlertSnapshot(msgspec.Struct, frozen=True):
@@ -74,13 +77,27 @@ class AlertSnapshot(msgspec.Struct, frozen=True):
     drifted_features: list[DriftedFeature]
     window: AlertWindow
     drifted_prediction: list[DriftedFeature] = []  # absent in snapshots of older versions
+    degraded_performance: dict[str, PerformanceCheck] = {}
 
 
-def reasons_of(features: list[DriftedFeature], prediction: list[DriftedFeature]) -> list[str]:
-    """The monitor's reasons: its features' (in REASONS order), then `prediction`."""
+def reasons_of(
+    features: list[DriftedFeature],
+    prediction: list[DriftedFeature],
+    performance: dict[str, PerformanceCheck] | None = None,
+) -> list[str]:
+    """The monitor's reasons: its features' (in REASONS order), `prediction`, `performance`."""
     found = {reason for feature in features for reason in feature.reasons}
     reasons: list[str] = [reason for reason in REASONS if reason in found]
-    return [*reasons, "prediction"] if prediction else reasons
+    reasons += ["prediction"] if prediction else []
+    return [*reasons, "performance"] if performance else reasons
+
+
+def degraded(assessment: Assessment) -> dict[str, PerformanceCheck]:
+    """The performance checks with a severity (empty without labels or a baseline's)."""
+    performance = assessment.performance
+    if performance is None or not performance.checks:
+        return {}
+    return {m: c for m, c in performance.checks.items() if c.severity is not Severity.NONE}
 
 
 def snapshot_of(assessment: Assessment) -> bytes:
@@ -121,6 +138,7 @@ def snapshot_of(assessment: Assessment) -> bytes:
                 )
                 for name in flagged
             ],
+            degraded_performance=degraded(assessment),
         )
     )
 
@@ -143,8 +161,13 @@ def alert_from(entry: OutboxEntry) -> Alert:
         window=snapshot.window,
         started_at=isoformat(entry.started_at),
         created_at=isoformat(entry.at),
-        reasons=reasons_of(snapshot.drifted_features, snapshot.drifted_prediction),
+        reasons=reasons_of(
+            snapshot.drifted_features,
+            snapshot.drifted_prediction,
+            snapshot.degraded_performance,
+        ),
         drifted_prediction=snapshot.drifted_prediction,
+        degraded_performance=snapshot.degraded_performance,
     )
 
 
@@ -160,6 +183,10 @@ def _summary(alert: Alert) -> str:
     return (
         f"{alert.severity.upper()} drift on {alert.monitor} (model {alert.model or '-'}): "
         f"score {alert.drift_score:.3f}, was {alert.previous_severity}"
+        + "".join(
+            f"; {metric} {c.value:.3f} (baseline {c.baseline:.3f})"
+            for metric, c in alert.degraded_performance.items()
+        )
     )
 
 

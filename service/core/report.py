@@ -10,6 +10,7 @@ checks, and its reasons are the checks that have one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -215,9 +216,10 @@ class Evaluation:
 
     features: dict[str, FeatureScore]  # in layout order
     quality: dict[QualityReason, RuleResult]
-    verdict: Verdict
+    verdict: Verdict  # its severity is the worst of the features' and the performance's
     events: int
     alpha: float
+    performance: Performance | None = None  # from delayed labels, when the monitor takes them
 
 
 def _rule(
@@ -333,7 +335,15 @@ def evaluate(monitor: Monitor, vector: Vector) -> Evaluation:
         min_samples=policy.min_samples,
         min_drifted_features=policy.min_drifted_features,
     )
-    return Evaluation(features, quality, verdict, events, policy.alpha)
+    slots = layout.performance
+    if slots is None:
+        return Evaluation(features, quality, verdict, events, policy.alpha)
+    # A degraded model raises the monitor's severity whatever its inputs do; drift
+    # (drift_detected, flagged) stays about distributions.
+    model = performance(slots, vector, alpha=policy.alpha, min_labels=policy.min_samples)
+    if model.severity is not None and model.severity.rank > verdict.severity.rank:
+        verdict = dataclasses.replace(verdict, severity=model.severity)
+    return Evaluation(features, quality, verdict, events, policy.alpha, model)
 
 
 def _reasons(levels: IntVector) -> tuple[Reason, ...]:
@@ -492,7 +502,11 @@ class Assessment:
     window: WindowInfo
     evaluated_at: str
     at: float  # evaluated_at in epoch seconds (the store's clock)
-    performance: Performance | None = None  # from delayed labels, when the monitor takes them
+
+    @property
+    def performance(self) -> Performance | None:
+        """The performance from delayed labels (and its verdict), when the monitor takes them."""
+        return self.evaluation.performance
 
     @property
     def drifted_features(self) -> list[str]:
@@ -574,14 +588,12 @@ def _prediction_fields(assessment: Assessment) -> dict[str, Any]:
 def assess(monitor: Monitor, totals: WindowTotals) -> Assessment:
     """Evaluate the window totals (see `evaluate`) and note the window they cover."""
     evaluation = evaluate(monitor, totals.vector)
-    slots = monitor.layout.performance
     return Assessment(
         monitor,
         evaluation,
         window_info(monitor, evaluation, totals),
         isoformat(totals.now),
         totals.now,
-        None if slots is None else performance(slots, totals.vector),
     )
 
 
