@@ -398,7 +398,10 @@ def parser() -> argparse.ArgumentParser:
         "(drift-free), moderate (numeric features shifted by 0.5 SD, 15 % of each "
         "categorical moved to its rarest category), high (2 SD, 60 %), feature:NAME "
         "(only NAME drifts, as high), prediction (only the model's prediction drifts, as "
-        "high; for a monitor that declares one), or all of the first three.",
+        "high; for a monitor that declares one), performance (nothing drifts; the "
+        "predictions go with ids an hour back in event time and their labels follow, 10 "
+        "points less accurate than the baseline's; for a monitor that takes labels), or "
+        "all of the first three.",
     )
     simulate.add_argument(
         "--url", default="http://127.0.0.1:8080", help="service base URL (default %(default)s)"
@@ -407,8 +410,9 @@ def parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--scenario",
         default="all",
-        help="baseline | moderate | high | prediction | feature:NAME | all: baseline, "
-        "moderate, high in turn (default %(default)s)",
+        help="baseline | moderate | high | prediction | performance | feature:NAME | all: "
+        "baseline, moderate, high in turn (default %(default)s); performance sends "
+        "predictions with ids an hour back in event time, then worse labels",
     )
     simulate.add_argument(
         "--events", type=int, default=500, help="events per scenario (default %(default)s)"
