@@ -19,7 +19,7 @@ import msgspec
 from driftline.alerts.store import OutboxEntry
 from driftline.core.performance import PerformanceCheck
 from driftline.core.receivers import Receiver
-from driftline.core.report import REASONS, Assessment
+from driftline.core.report import Assessment, monitor_reasons
 from driftline.core.severity import Severity
 from driftline.core.timestamps import isoformat, parse_isoformat
 
@@ -62,7 +62,8 @@ class Alert(msgspec.Struct, frozen=True):
     started_at: str  # when the monitor left `none` (the episode's start)
     created_at: str  # when the change was decided (Redis clock)
     # Why, for the monitor as a whole: the features' reasons, then `prediction` when the
-    # prediction's outputs are flagged (see `reasons_of`); empty in older alerts.
+    # prediction's outputs are flagged, `performance` when the model got worse
+    # (driftline.core.report.monitor_reasons); empty in older alerts.
     reasons: list[str] = []
     drifted_prediction: list[DriftedFeature] = []  # flagged outputs: value, score, class...
     # Metrics worse than the baseline's (docs/labels.md): accuracy, roc_auc, mae.
@@ -80,44 +81,14 @@ class AlertSnapshot(msgspec.Struct, frozen=True):
     degraded_performance: dict[str, PerformanceCheck] = {}
 
 
-def reasons_of(
-    features: list[DriftedFeature],
-    prediction: list[DriftedFeature],
-    performance: dict[str, PerformanceCheck] | None = None,
-) -> list[str]:
-    """The monitor's reasons: its features' (in REASONS order), `prediction`, `performance`."""
-    found = {reason for feature in features for reason in feature.reasons}
-    reasons: list[str] = [reason for reason in REASONS if reason in found]
-    reasons += ["prediction"] if prediction else []
-    return [*reasons, "performance"] if performance else reasons
-
-
-def degraded(assessment: Assessment) -> dict[str, PerformanceCheck]:
-    """The performance checks with a severity (empty without labels or a baseline's)."""
-    performance = assessment.performance
-    if performance is None or not performance.checks:
-        return {}
-    return {m: c for m, c in performance.checks.items() if c.severity is not Severity.NONE}
-
-
 def snapshot_of(assessment: Assessment) -> bytes:
     """The outbox snapshot of an assessment."""
     features = assessment.evaluation.features
     window = assessment.window
     verdict = assessment.evaluation.verdict
-    # Drift: the flagged features; a notice: the features that made it one.
-    names = assessment.drifted_features
-    if verdict.severity is Severity.NOTICE:
-        names = list(assessment.feature_reasons)
-    # The prediction's outputs by the same rule.
+    names = assessment.flagged_features()
     outputs = assessment.prediction_outputs()
-    notice = verdict.severity is Severity.NOTICE
-    flagged = [
-        name
-        for name, output in outputs.items()
-        if (output.reasons if notice else output.severity.rank >= Severity.WARNING.rank)
-        and verdict.severity is not Severity.NONE
-    ]
+    flagged = assessment.flagged_outputs()
     return msgspec.json.encode(
         AlertSnapshot(
             model=assessment.monitor.model,
@@ -138,7 +109,7 @@ def snapshot_of(assessment: Assessment) -> bytes:
                 )
                 for name in flagged
             ],
-            degraded_performance=degraded(assessment),
+            degraded_performance=assessment.degraded(),
         )
     )
 
@@ -161,10 +132,12 @@ def alert_from(entry: OutboxEntry) -> Alert:
         window=snapshot.window,
         started_at=isoformat(entry.started_at),
         created_at=isoformat(entry.at),
-        reasons=reasons_of(
-            snapshot.drifted_features,
-            snapshot.drifted_prediction,
-            snapshot.degraded_performance,
+        reasons=list(
+            monitor_reasons(
+                (feature.reasons for feature in snapshot.drifted_features),
+                prediction=bool(snapshot.drifted_prediction),
+                performance=bool(snapshot.degraded_performance),
+            )
         ),
         drifted_prediction=snapshot.drifted_prediction,
         degraded_performance=snapshot.degraded_performance,
