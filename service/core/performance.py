@@ -454,14 +454,11 @@ def auc_tie_bound(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.fl
     return float(0.5 * (positive * negative).sum() / (positive.sum() * negative.sum()))
 
 
-def _regression_sums(slots: PerformanceSlots, vector: Vector) -> tuple[int, Vector]:
-    """Labelled events and the sums of the error, its absolute value and its square."""
-    sums = (
-        vector[slots.first + 1 : slots.first + 4]
-        / MOMENT_SCALE
-        * np.array([slots.unit, slots.unit, slots.unit**2])
-    )
-    return int(vector[slots.first]), sums
+def _regression_sums(slots: PerformanceSlots, vector: Vector) -> Vector:
+    """The sums of the error, its absolute value and its square (in the label's unit)."""
+    units = np.array([slots.unit, slots.unit, slots.unit**2])
+    sums: Vector = vector[slots.first + 1 : slots.first + 4] / MOMENT_SCALE * units
+    return sums
 
 
 def _metrics(slots: PerformanceSlots, vector: Vector) -> Performance:
@@ -470,7 +467,7 @@ def _metrics(slots: PerformanceSlots, vector: Vector) -> Performance:
     if slots.task == "regression":
         if not n:
             return Performance("regression", 0)
-        _, sums = _regression_sums(slots, vector)
+        sums = _regression_sums(slots, vector)
         return Performance(
             "regression",
             n,
@@ -587,8 +584,10 @@ class _Compared:
         """The check, its p-value adjusted over `tests` (Bonferroni)."""
         adjusted = min(self.p_value * tests, 1.0)
         level = Severity.NONE
-        if ready and adjusted < alpha and self.change >= self.warning:
-            level = Severity.CRITICAL if self.change >= 2 * self.warning else Severity.WARNING
+        # A change that reaches a threshold up to float rounding (0.9 - 0.88) reaches it.
+        reached = self.change / self.warning + 1e-9
+        if ready and adjusted < alpha and reached >= 1.0:
+            level = Severity.CRITICAL if reached >= 2.0 else Severity.WARNING
         return PerformanceCheck(
             self.test,
             self.value,
@@ -652,8 +651,8 @@ def performance(
             policy.auc_drop,
         )
     if window.mae is not None and measured.mae is not None and n > 1 and n0 > 1:
-        _, sums = _regression_sums(slots, vector)
-        _, baseline_sums = _regression_sums(slots, base)
+        sums = _regression_sums(slots, vector)
+        baseline_sums = _regression_sums(slots, base)
         rise = window.mae - measured.mae
         found["mae"] = _Compared(
             "welch_t",
