@@ -6,8 +6,10 @@ API's shape (a list of records); examples/batches/ holds a batch drawn like them
 on mobile), for `driftline compare`. examples/scored_baseline.csv holds the training
 rows with the model's answer, `default_probability` (the batches have it too), and
 examples/credit-risk-profile.json, the example monitor's baseline, is built from it by
-`driftline baseline build`. Values come from fixed distributions with fixed seeds, so
-the files are reproducible: `python examples/make_baseline.py`.
+`driftline baseline build`, which also measures the model's performance on them against
+`defaulted`, the outcome each applicant's probability draws. Values come from fixed
+distributions with fixed seeds, so the files are reproducible:
+`python examples/make_baseline.py`.
 """
 
 import csv
@@ -76,6 +78,16 @@ def scored(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     return out
 
 
+def labelled(rows: list[dict[str, object]], seed: int) -> list[dict[str, object]]:
+    """Scored rows with their outcome, `defaulted` (1 or 0), drawn from the model's probability."""
+    rng = np.random.default_rng(seed)
+    draws = rng.random(len(rows))
+    return [
+        {**row, "defaulted": int(u < float(row["default_probability"]))}  # type: ignore[arg-type]
+        for row, u in zip(rows, draws, strict=True)
+    ]
+
+
 def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
     """Rows as CSV; an empty cell for a missing value."""
     path.parent.mkdir(exist_ok=True)
@@ -93,13 +105,15 @@ if __name__ == "__main__":
     write_csv(HERE / "batches" / "today.csv", scored(draw(1000, 20250601)))
     write_csv(HERE / "batches" / "drifted.csv", scored(draw(1000, 20250602, drift=True)))
     # The same training rows, scored: the features' profile is the one baseline_data.json
-    # gives, and the predictions' is the model's on its training data.
-    write_csv(HERE / "scored_baseline.csv", scored(baseline))
+    # gives, the predictions' is the model's on its training data, and its performance
+    # there (accuracy, AUC) is what labels arriving later are compared with.
+    write_csv(HERE / "scored_baseline.csv", labelled(scored(baseline), 20250530))
     # fmt: off
     driftline([
         "baseline", "build", str(HERE / "scored_baseline.csv"),
         "--numeric", "num_products",
         "--prediction-kind", "score", "--prediction", "default_probability",
+        "--label", "defaulted",
         "-o", str(HERE / "credit-risk-profile.json"),
     ])
     # fmt: on

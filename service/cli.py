@@ -13,6 +13,7 @@ from typing import Any, get_args
 import msgspec
 
 from driftline import __version__
+from driftline.core.performance import measure_baseline
 from driftline.core.policy import DEFAULTS
 from driftline.core.prediction import (
     PredictionKind,
@@ -22,10 +23,12 @@ from driftline.core.prediction import (
 )
 from driftline.core.profile import (
     BaselineError,
+    BaselineProfile,
+    Column,
     FeatureKind,
     build_profile,
     encode_profile,
-    load_baseline,
+    read_table,
 )
 from driftline.core.severity import SEVERITY_RANK
 from driftline.logs import configure_logging
@@ -115,22 +118,34 @@ def _baseline_build(args: argparse.Namespace) -> int:
     kinds: dict[str, FeatureKind] = {name: "categorical" for name in args.categorical}
     kinds.update({name: "numeric" for name in args.numeric})
     path = Path(args.data)
+    label: str | None = args.label
     try:
         prediction = _prediction_spec(args)
+        if label is not None and prediction is None:
+            raise BaselineError("--label needs the prediction it labels: --prediction-kind")
+        table: Mapping[str, Column] | BaselineProfile
         if path.suffix.lower() in PARQUET_SUFFIXES:
             from driftline.client.baseline import read_parquet  # pyarrow: an optional extra
 
             wanted = args.column + (prediction.columns if prediction and args.column else [])
-            columns = read_parquet(path, wanted or None)
-            profile = build_profile(
-                columns, kinds=kinds, bins=args.bins, top_k=args.top_k, prediction=prediction
-            )
+            wanted += [label] if label is not None and args.column else []
+            table = read_parquet(path, wanted or None)
         elif args.column:
             raise BaselineError("--column picks the columns of a Parquet file only")
         else:
-            profile = load_baseline(
-                path, kinds=kinds, bins=args.bins, top_k=args.top_k, prediction=prediction
+            table = read_table(path)
+        if isinstance(table, BaselineProfile):
+            if label is not None:
+                raise BaselineError(f"{path}: --label needs labelled rows, not a saved profile")
+            profile = table
+        else:
+            training = {name: values for name, values in table.items() if name != label}
+            profile = build_profile(
+                training, kinds=kinds, bins=args.bins, top_k=args.top_k, prediction=prediction
             )
+            if label is not None:
+                assert prediction is not None
+                profile = measure_baseline(profile, prediction, table, label, args.threshold)
     except BaselineError as exc:
         print(f"driftline: {exc}", file=sys.stderr)
         return 1
@@ -143,6 +158,7 @@ def _baseline_build(args: argparse.Namespace) -> int:
         print(
             f"wrote {args.output}: {len(features)} features"
             + (f" and a {prediction.kind} prediction" if prediction else "")
+            + (f" with its performance on {label}" if label else "")
             + f" from {profile.rows} rows "
             f"(hash {profile.content_hash})",
             file=sys.stderr,
@@ -328,6 +344,20 @@ def parser() -> argparse.ArgumentParser:
         help="class and probabilities predictions: the classes, comma-separated, the "
         "positive (or first) class first",
     )
+    build.add_argument(
+        "--label",
+        metavar="COLUMN",
+        help="the true outcome's column of a labelled validation set: the profile keeps "
+        "the model's performance on it, which monitors with labels compare with "
+        "(docs/labels.md)",
+    )
+    build.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULTS.labels.threshold,
+        help="score predictions with --label: a score at or above it predicts the "
+        "positive class, as the monitor's labels.threshold (default %(default)s)",
+    )
     build.set_defaults(run=_baseline_build)
 
     compare = commands.add_parser(
@@ -368,7 +398,10 @@ def parser() -> argparse.ArgumentParser:
         "(drift-free), moderate (numeric features shifted by 0.5 SD, 15 % of each "
         "categorical moved to its rarest category), high (2 SD, 60 %), feature:NAME "
         "(only NAME drifts, as high), prediction (only the model's prediction drifts, as "
-        "high; for a monitor that declares one), or all of the first three.",
+        "high; for a monitor that declares one), performance (nothing drifts; the "
+        "predictions go with ids an hour back in event time and their labels follow, 10 "
+        "points less accurate than the baseline's; for a monitor that takes labels), or "
+        "all of the first three.",
     )
     simulate.add_argument(
         "--url", default="http://127.0.0.1:8080", help="service base URL (default %(default)s)"
@@ -377,8 +410,9 @@ def parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--scenario",
         default="all",
-        help="baseline | moderate | high | prediction | feature:NAME | all: baseline, "
-        "moderate, high in turn (default %(default)s)",
+        help="baseline | moderate | high | prediction | performance | feature:NAME | all: "
+        "baseline, moderate, high in turn (default %(default)s); performance sends "
+        "predictions with ids an hour back in event time, then worse labels",
     )
     simulate.add_argument(
         "--events", type=int, default=500, help="events per scenario (default %(default)s)"

@@ -4,13 +4,18 @@ Events are drawn from the monitor's own baseline profile (fetched from the servi
 baseline-like traffic really is drift-free; the drift scenarios shift numeric features
 by a number of baseline standard deviations and move categorical mass to the rarest
 category. A monitor that declares a prediction gets one drawn from its baseline too
-(the `prediction` scenario shifts only that).
+(the `prediction` scenario shifts only that). The `performance` scenario leaves inputs
+and predictions as they were and sends the predictions with ids, an hour earlier in
+event time, then their labels, drawn so that accuracy falls below the baseline's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +26,7 @@ import numpy as np
 
 from driftline.core.prediction import PredictionSpec, is_prediction_column
 from driftline.core.profile import BaselineProfile, CategoricalProfile, NumericProfile
+from driftline.core.timestamps import isoformat
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,7 @@ class Scenario:
     numeric_shift: float  # in baseline standard deviations
     categorical_mix: float  # share of events moved to the rarest category
     only: str | None = None  # shift just this feature (`prediction`: the prediction)
+    worse: float = 0.0  # labels: accuracy points lost against the baseline's (MAE: share)
 
     def shifts(self, name: str) -> bool:
         """Whether the scenario moves this layout column."""
@@ -40,6 +47,8 @@ class Scenario:
 
 
 PREDICTION = "prediction"
+PERFORMANCE = "performance"
+LABEL_DELAY = 3600.0  # how much older the predictions are than their labels (event time)
 SCENARIOS = {
     "baseline": Scenario("baseline", 0.0, 0.0),
     "moderate": Scenario("moderate", 0.5, 0.15),
@@ -47,6 +56,9 @@ SCENARIOS = {
     # The model's answers move while its inputs stay: a new model, a broken feature
     # pipeline upstream of it, or a changed threshold.
     PREDICTION: Scenario(PREDICTION, 2.0, 0.6, only=PREDICTION),
+    # The inputs and answers stay; the world changed under the model: its labels come
+    # back worse (10 points of accuracy; for a regression, a 50 % larger MAE).
+    PERFORMANCE: Scenario(PERFORMANCE, 0.0, 0.0, worse=0.1),
 }
 
 
@@ -168,6 +180,102 @@ async def _send(
     return last, failures
 
 
+def labels_for(
+    events: list[dict[str, Any]],
+    spec: PredictionSpec,
+    baseline: dict[str, Any],
+    threshold: float,
+    worse: float,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    """Labels for predictions with ids: right at the baseline's accuracy less `worse`.
+
+    A regression's labels miss by a normal error whose MAE is the baseline's times
+    1 + 5 `worse`. A wrong label is another class, drawn evenly.
+    """
+    if spec.kind == "regression":
+        sigma = baseline["mae"] * (1 + 5 * worse) * math.sqrt(math.pi / 2)
+        return [
+            {"id": e["id"], "label": e["prediction"] - float(rng.normal(0, sigma))} for e in events
+        ]
+    classes = ["1", "0"] if spec.kind == "score" else list(spec.classes)
+    right = rng.random(len(events)) < max(baseline["accuracy"] - worse, 0.0)
+    labels = []
+    for event, ok in zip(events, right, strict=True):
+        predicted = event["prediction"]
+        if spec.kind == "score":
+            predicted = "1" if predicted >= threshold else "0"
+        elif spec.kind == "probabilities":
+            predicted = max(predicted, key=predicted.get)  # the first on a tie
+        others = [c for c in classes if c != predicted]
+        label = predicted if ok else others[int(rng.integers(len(others)))]
+        labels.append({"id": event["id"], "label": int(label) if spec.kind == "score" else label})
+    return labels
+
+
+async def _simulate_performance(
+    session: aiohttp.ClientSession,
+    args: argparse.Namespace,
+    monitor: str,
+    detail: dict[str, Any],
+    sampler: ProfileSampler,
+    how: Scenario,
+    rng: np.random.Generator,
+) -> int:
+    """Predictions with ids an hour ago, their (worse) labels now, and the verdict."""
+    spec = msgspec.convert(detail.get("prediction"), PredictionSpec | None)
+    measured = detail["baseline"].get("performance")
+    async with session.get(f"{args.url}/v1/monitors/{monitor}/drift") as response:
+        report = await response.json()
+    if spec is None or report.get("performance") is None or measured is None:
+        print(
+            f"driftline simulate: {monitor} takes no labels with a baseline's performance: "
+            "declare `labels` and build its baseline with --label (docs/labels.md)"
+        )
+        return 2
+    # An hour before now, as long as the window still holds it.
+    delay = min(LABEL_DELAY, detail["window_seconds"] - 2 * detail["bucket_seconds"])
+    stamp = isoformat(time.time() - delay)
+    run = secrets.token_hex(4)  # ids of this run: earlier runs' were labelled already
+    events = [
+        {**payload(e, spec), "id": f"sim-{run}-{i}", "timestamp": stamp}
+        for i, e in enumerate(sampler.events(args.events, how))
+    ]
+    events = [e for e in events if e["prediction"] is not None]
+    print(
+        f"== {how.name}: {len(events)} predictions with ids to {monitor}, "
+        f"{delay / 60:.0f} min ago in event time; their labels now"
+    )
+    _, failures = await _send(session, args, monitor, events)
+    baseline = report["performance"].get("baseline") or {}
+    labels = labels_for(events, spec, baseline, measured["threshold"], how.worse, rng)
+    counts: dict[str, int] = {}
+    for chunk in _chunks(labels, args.batch or 1000):
+        url = f"{args.url}/v1/monitors/{monitor}/labels"
+        async with session.post(url, json=chunk) as response:
+            answer = await response.json(content_type=None)
+            if response.status >= 400:
+                failures += 1
+                print(f"  error {response.status}: {answer.get('detail')}")
+                continue
+        for outcome in ("counted", "late", "unmatched", "duplicate", "after_horizon"):
+            counts[outcome] = counts.get(outcome, 0) + answer[outcome]
+    print("  labels: " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    async with session.get(f"{args.url}/v1/monitors/{monitor}/drift") as response:
+        report = await response.json()
+    performance = report["performance"]
+    print(
+        f"  severity={report['severity']} performance={performance.get('severity')} "
+        f"labelled={performance['labelled']} failed_requests={failures}"
+    )
+    for metric, check in (performance.get("checks") or {}).items():
+        print(
+            f"  {metric}: {check['value']:.3f} vs baseline {check['baseline']:.3f} "
+            f"({check['difference']:+.3f}), p={check['p_value']:.2g}: {check['severity']}"
+        )
+    return 0
+
+
 async def run_simulation(args: argparse.Namespace) -> int:
     """Run the scenarios against the service at args.url and print its answers."""
     names = ["baseline", "moderate", "high"] if args.scenario == "all" else [args.scenario]
@@ -195,6 +303,13 @@ async def run_simulation(args: argparse.Namespace) -> int:
         spec = msgspec.convert(detail.get("prediction"), PredictionSpec | None)
         sampler = ProfileSampler(profile, rng)
         for how in scenarios:
+            if how.worse:
+                code = await _simulate_performance(
+                    session, args, monitor, detail, sampler, how, rng
+                )
+                if code:
+                    return code
+                continue
             if how.only == PREDICTION and spec is None:
                 print(f"driftline simulate: {monitor} declares no prediction")
                 return 2

@@ -329,6 +329,17 @@ class Telemetry:
             "Model performance on the window's labelled events, by metric (absent while undefined)",
             registry=r,
         )
+        self.performance_baseline = Gauge(
+            "driftline_performance_baseline",
+            "The baseline's performance the window is compared with, by metric",
+            registry=r,
+        )
+        self.performance_severity = Gauge(
+            "driftline_performance_severity",
+            "Severity of the model's performance against the baseline's (as "
+            "driftline_monitor_severity; absent without a baseline's performance)",
+            registry=r,
+        )
         self.labelled_events = Gauge(
             "driftline_labelled_events", "Events of the window joined to a label", registry=r
         )
@@ -431,6 +442,15 @@ class Telemetry:
                     self.performance.values.pop(labels, None)
                 else:
                     self.performance.set(labels, value)
+            checks = performance.checks or {}
+            for metric in PERFORMANCE_METRICS:
+                labels = {"monitor": name, "metric": metric}
+                if metric in checks:
+                    self.performance_baseline.set(labels, checks[metric].baseline)
+                else:
+                    self.performance_baseline.values.pop(labels, None)
+            if performance.severity is not None:
+                self.performance_severity.set(monitor, performance.severity.gauge)
 
     def count_labels(self, monitor: str, outcomes: dict[str, int]) -> None:
         """Count a labels batch's outcomes."""

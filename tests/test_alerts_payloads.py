@@ -75,6 +75,7 @@ def test_webhook_payload_is_signed_over_timestamp_and_body() -> None:
         # The features' reasons, in the order of driftline.core.report.REASONS.
         "reasons": ["distribution", "missing", "range"],
         "drifted_prediction": [],
+        "degraded_performance": {},
     }
     # Without a secret: timestamped, unsigned. A different body never has the same MAC.
     unsigned = Receiver("hook", "webhook", "https://h.example/in")

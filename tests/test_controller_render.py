@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import yaml
 
+from driftline.client.baseline import build_baseline
 from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
+from driftline.core.prediction import PredictionSpec
 from driftline.core.profile import NumericProfile, build_profile, encode_profile, rows_to_columns
 from driftline.core.receivers import ReceiverFile
 from driftline.operator.kube import KeyedObject
@@ -510,3 +512,20 @@ def test_declared_labels_reach_the_service_config() -> None:
     assert (monitor.labels.horizon_seconds, monitor.labels.sample_rate) == (7200, 0.25)
     assert monitor.layout.performance is not None
     assert monitor.layout.performance.classes == ("1", "0")
+
+
+def test_a_baseline_with_performance_carries_it_to_the_service() -> None:
+    """A saved profile built with --label keeps its performance counts through the operator."""
+    rows = [{**row, "pd": round(0.01 * (row["credit_score"] % 97), 2)} for row in ROWS]
+    columns = rows_to_columns(rows)
+    columns["defaulted"] = [int(r["credit_score"] % 7 == 0) for r in rows]
+    labelled = build_baseline(
+        columns, prediction=PredictionSpec("score", column="pd"), label="defaulted"
+    )
+    assert not isinstance(labelled.performance, msgspec.UnsetType)
+    spec = fixture_spec(prediction={"kind": "score", "columns": ["pd"]}, labels={})
+    profile = resolve_baseline(spec, baseline_map(encode_profile(labelled)))
+    config = render_monitor_config("credit-risk", spec, profile)
+    assert config["baseline"]["performance"]["counts"] == labelled.performance.counts
+    slots = service_monitor(config).layout.performance
+    assert slots is not None and slots.baseline == tuple(labelled.performance.counts)

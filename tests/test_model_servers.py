@@ -463,6 +463,7 @@ async def test_a_monitor_without_prediction_counts_requests_at_once(
     monitors = write_monitors(tmp_path / "monitors", INFERENCE)
     text = (monitors / "credit-risk.yaml").read_text()
     text = text.replace("prediction:\n  kind: score\n", "")
+    text = text.replace("labels:\n  horizon_seconds: 86400\n", "")  # labels need a prediction
     (monitors / "credit-risk.yaml").write_text(text)
     settings = Settings(host="127.0.0.1", monitors_dir=str(monitors), flush_interval=0.001)
     api: TestClient = await aiohttp_client(create_app(settings))

@@ -146,13 +146,17 @@ def test_every_quick_start_command_works(service: str) -> None:
             ran += 1
             if "/monitor/metrics" in command:
                 assert "driftline_window_events" in output
+            elif "--scenario performance" in command:
+                # Labels 10 points less accurate than the baseline's: performance critical.
+                assert "performance=critical labelled=500" in output, output
+                assert re.search(r"accuracy: 0\.\d+ vs baseline 0\.796 .*: critical", output)
             elif "driftline simulate" in command:
                 # baseline, moderate, high in turn, as the README says.
                 severities = re.findall(r"severity=(\w+)", output)
                 assert severities == ["none", "warning", "critical"], output
             else:
                 answer(output)
-    assert ran >= 9, "the quick start lost its commands"
+    assert ran >= 10, "the quick start lost its commands"
 
 
 def test_the_settings_file_example_loads(tmp_path: Path) -> None:

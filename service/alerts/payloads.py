@@ -17,8 +17,9 @@ from typing import Any, Literal
 import msgspec
 
 from driftline.alerts.store import OutboxEntry
+from driftline.core.performance import PerformanceCheck
 from driftline.core.receivers import Receiver
-from driftline.core.report import REASONS, Assessment
+from driftline.core.report import Assessment, monitor_reasons
 from driftline.core.severity import Severity
 from driftline.core.timestamps import isoformat, parse_isoformat
 
@@ -61,9 +62,12 @@ class Alert(msgspec.Struct, frozen=True):
     started_at: str  # when the monitor left `none` (the episode's start)
     created_at: str  # when the change was decided (Redis clock)
     # Why, for the monitor as a whole: the features' reasons, then `prediction` when the
-    # prediction's outputs are flagged (see `reasons_of`); empty in older alerts.
+    # prediction's outputs are flagged, `performance` when the model got worse
+    # (driftline.core.report.monitor_reasons); empty in older alerts.
     reasons: list[str] = []
     drifted_prediction: list[DriftedFeature] = []  # flagged outputs: value, score, class...
+    # Metrics worse than the baseline's (docs/labels.md): accuracy, roc_auc, mae.
+    degraded_performance: dict[str, PerformanceCheck] = {}
 
 
 class AlertSnapshot(msgspec.Struct, frozen=True):
@@ -74,13 +78,7 @@ class AlertSnapshot(msgspec.Struct, frozen=True):
     drifted_features: list[DriftedFeature]
     window: AlertWindow
     drifted_prediction: list[DriftedFeature] = []  # absent in snapshots of older versions
-
-
-def reasons_of(features: list[DriftedFeature], prediction: list[DriftedFeature]) -> list[str]:
-    """The monitor's reasons: its features' (in REASONS order), then `prediction`."""
-    found = {reason for feature in features for reason in feature.reasons}
-    reasons: list[str] = [reason for reason in REASONS if reason in found]
-    return [*reasons, "prediction"] if prediction else reasons
+    degraded_performance: dict[str, PerformanceCheck] = {}
 
 
 def snapshot_of(assessment: Assessment) -> bytes:
@@ -88,19 +86,9 @@ def snapshot_of(assessment: Assessment) -> bytes:
     features = assessment.evaluation.features
     window = assessment.window
     verdict = assessment.evaluation.verdict
-    # Drift: the flagged features; a notice: the features that made it one.
-    names = assessment.drifted_features
-    if verdict.severity is Severity.NOTICE:
-        names = list(assessment.feature_reasons)
-    # The prediction's outputs by the same rule.
+    names = assessment.flagged_features()
     outputs = assessment.prediction_outputs()
-    notice = verdict.severity is Severity.NOTICE
-    flagged = [
-        name
-        for name, output in outputs.items()
-        if (output.reasons if notice else output.severity.rank >= Severity.WARNING.rank)
-        and verdict.severity is not Severity.NONE
-    ]
+    flagged = assessment.flagged_outputs()
     return msgspec.json.encode(
         AlertSnapshot(
             model=assessment.monitor.model,
@@ -121,6 +109,7 @@ def snapshot_of(assessment: Assessment) -> bytes:
                 )
                 for name in flagged
             ],
+            degraded_performance=assessment.degraded(),
         )
     )
 
@@ -143,8 +132,15 @@ def alert_from(entry: OutboxEntry) -> Alert:
         window=snapshot.window,
         started_at=isoformat(entry.started_at),
         created_at=isoformat(entry.at),
-        reasons=reasons_of(snapshot.drifted_features, snapshot.drifted_prediction),
+        reasons=list(
+            monitor_reasons(
+                (feature.reasons for feature in snapshot.drifted_features),
+                prediction=bool(snapshot.drifted_prediction),
+                performance=bool(snapshot.degraded_performance),
+            )
+        ),
         drifted_prediction=snapshot.drifted_prediction,
+        degraded_performance=snapshot.degraded_performance,
     )
 
 
@@ -160,6 +156,10 @@ def _summary(alert: Alert) -> str:
     return (
         f"{alert.severity.upper()} drift on {alert.monitor} (model {alert.model or '-'}): "
         f"score {alert.drift_score:.3f}, was {alert.previous_severity}"
+        + "".join(
+            f"; {metric} {c.value:.3f} (baseline {c.baseline:.3f})"
+            for metric, c in alert.degraded_performance.items()
+        )
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from driftline.client.frames import columns_of
+from driftline.core.performance import measure_baseline
 from driftline.core.policy import DEFAULTS
 from driftline.core.prediction import PredictionSpec
 from driftline.core.profile import BaselineError, BaselineProfile, FeatureKind, build_profile
@@ -29,6 +30,8 @@ def build_baseline(
     bins: int = DEFAULTS.bins,
     top_k: int = DEFAULTS.top_k,
     prediction: PredictionSpec | None = None,
+    label: str | None = None,
+    threshold: float = DEFAULTS.labels.threshold,
 ) -> BaselineProfile:
     """A baseline profile from training data, as `driftline baseline build` makes it.
 
@@ -36,9 +39,15 @@ def build_baseline(
     columns) or a mapping of columns. `columns` picks the features (default: every
     column); `kinds` overrides a feature's inferred type (`numeric` or `categorical`);
     `prediction` names the model's prediction column(s) and kind (docs/predictions.md).
+    `label` names the true outcome's column of a labelled validation set: the profile
+    keeps the model's performance on it (`threshold`: a score's class cut; docs/labels.md).
     """
+    if label is not None and prediction is None:
+        raise BaselineError("label: needs the prediction it labels (prediction=)")
     if columns is not None and prediction is not None:
         columns = [*columns, *(c for c in prediction.columns if c not in columns)]
+    if columns is not None and label is not None and label not in columns:
+        columns = [*columns, label]
     if hasattr(data, "column_names") and hasattr(data, "select"):  # a pyarrow Table
         found = arrow_columns(data.select(list(columns)) if columns is not None else data)
     else:
@@ -46,7 +55,12 @@ def build_baseline(
             found = columns_of(data, columns)
         except (TypeError, ValueError, KeyError) as exc:
             raise BaselineError(f"training data: {exc}") from exc
-    return build_profile(found, kinds=kinds, bins=bins, top_k=top_k, prediction=prediction)
+    features = {name: values for name, values in found.items() if name != label}
+    profile = build_profile(features, kinds=kinds, bins=bins, top_k=top_k, prediction=prediction)
+    if label is None:
+        return profile
+    assert prediction is not None
+    return measure_baseline(profile, prediction, found, label, threshold)
 
 
 def arrow_columns(table: Any) -> dict[str, np.ndarray]:

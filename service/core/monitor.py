@@ -22,7 +22,7 @@ from driftline.core.inference import DIRECT, InferenceSpec
 from driftline.core.inference import spec_problem as inference_problem
 from driftline.core.layout import Layout, layout_id
 from driftline.core.limits import ModelVersion
-from driftline.core.performance import PerformanceSlots
+from driftline.core.performance import PerformanceSlots, baseline_problem
 from driftline.core.plan import Plan
 from driftline.core.policy import (
     NUMERIC_ONLY_TESTS,
@@ -369,6 +369,10 @@ def build_monitor(
         quality=_quality(config.quality, defaults.quality),
     )
     labels = _labels(source, config, defaults.labels)
+    if labels is not None and config.prediction is not None:
+        problem = baseline_problem(config.prediction, labels, profile)
+        if problem is not None:
+            raise MonitorConfigError(f"{source}: {problem}")
     layout = Layout.of(
         profile,
         None

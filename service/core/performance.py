@@ -21,24 +21,33 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from scipy.special import ndtr, stdtr
 
 from driftline.core.fixedpoint import MOMENT_CLIP, MOMENT_SCALE
-from driftline.core.policy import LabelsPolicy
+from driftline.core.policy import DEFAULTS, LabelsPolicy
 from driftline.core.prediction import (
     PREFIX,
     PredictionError,
     PredictionSpec,
     class_of,
+    training_columns,
 )
-from driftline.core.profile import BaselineProfile, NumericProfile
-from driftline.core.values import is_missing
+from driftline.core.profile import (
+    BaselineError,
+    BaselinePerformance,
+    BaselineProfile,
+    Column,
+    NumericProfile,
+)
+from driftline.core.severity import Severity
+from driftline.core.values import as_number, is_missing
 
 Vector = npt.NDArray[np.float64]
 
@@ -59,6 +68,7 @@ RECORD_BYTES = RECORD.itemsize
 PROBABILITY_SCALE = 2**32 - 1  # a probability's fixed point in a payload's low 32 bits
 SCORE_CLASSES = ("1", "0")  # a score's labels: positive first
 Task = Literal["classification", "regression"]
+PerformanceTest = Literal["two_proportion_z", "hanley_mcneil_z", "welch_t"]
 
 
 def task_of(spec: PredictionSpec) -> Task:
@@ -87,6 +97,7 @@ class PerformanceSlots:
     low: float = 0.0  # the score histogram's range
     high: float = 1.0
     unit: float = 1.0  # regression: the baseline prediction's standard deviation
+    baseline: tuple[int, ...] | None = None  # the baseline's counts, in the same slots
 
     @property
     def task(self) -> Task:
@@ -140,18 +151,111 @@ class PerformanceSlots:
     def of(
         cls, spec: PredictionSpec, policy: LabelsPolicy, profile: BaselineProfile, first: int
     ) -> PerformanceSlots:
-        """The slots of a monitor's prediction, from the baseline's prediction column."""
+        """The slots of a monitor's prediction, from the baseline's prediction column.
+
+        The baseline's own counts come along when the profile has them (see
+        `baseline_problem` for when they fit).
+        """
+        measured = profile.performance
+        baseline = None if measured is msgspec.UNSET else tuple(measured.counts)
         if spec.kind == "regression":
             column = profile.features[PREFIX + "value"]
             assert isinstance(column, NumericProfile)
             unit = column.std if column.std > 0 else 1.0
-            return cls(spec, policy, first, unit=unit)
+            return cls(spec, policy, first, unit=unit, baseline=baseline)
         if spec.kind == "score":
             column = profile.features[PREFIX + "score"]
             assert isinstance(column, NumericProfile)
             high = column.max if column.max > column.min else column.min + 1.0
-            return cls(spec, policy, first, SCORE_CLASSES, column.min, high)
-        return cls(spec, policy, first, tuple(spec.classes))
+            return cls(spec, policy, first, SCORE_CLASSES, column.min, high, baseline=baseline)
+        return cls(spec, policy, first, tuple(spec.classes), baseline=baseline)
+
+
+def baseline_problem(
+    spec: PredictionSpec, policy: LabelsPolicy, profile: BaselineProfile
+) -> str | None:
+    """Why the profile's performance counts do not fit the monitor's slots, or None."""
+    measured = profile.performance
+    if measured is msgspec.UNSET:
+        return None
+    slots = PerformanceSlots.of(spec, policy, profile, 0)
+    if measured.kind != spec.kind or tuple(measured.classes) != slots.classes:
+        return (
+            f"baseline.performance: measured for a {measured.kind} prediction of classes "
+            f"({', '.join(measured.classes)}), the monitor declares a {spec.kind} prediction "
+            f"of classes ({', '.join(slots.classes)}); rebuild the baseline with its prediction"
+        )
+    if spec.kind == "score" and measured.threshold != policy.threshold:
+        return (
+            f"labels.threshold: {policy.threshold} differs from the {measured.threshold} the "
+            "baseline's performance was measured at; rebuild it with --threshold "
+            f"{policy.threshold} (or set labels.threshold: {measured.threshold})"
+        )
+    counts = measured.counts
+    # Every count is one of events, but a regression's sum of errors (its bias) may be < 0.
+    counted = [counts[0], *counts[2:]] if slots.task == "regression" else counts
+    if len(counts) != slots.width or min(counted, default=0) < 0:
+        return (
+            f"baseline.performance.counts: expected {slots.width} counts of 0 or more for a "
+            f"{spec.kind} prediction, got {len(measured.counts)}"
+        )
+    return None
+
+
+def measure_baseline(
+    profile: BaselineProfile,
+    spec: PredictionSpec,
+    table: Mapping[str, Column],
+    label: str,
+    threshold: float = LabelsPolicy().threshold,
+) -> BaselineProfile:
+    """The profile with the model's performance on the labelled rows of `table`.
+
+    `table` holds the prediction column(s) and the labels' column `label`; rows without
+    a label or a prediction are left out. Counted by `label_deltas`, as a window counts.
+    Raises BaselineError naming the column and row of a bad label.
+    """
+    if label not in table:
+        raise BaselineError(
+            f"label column {label!r} is not a column of the data (has {', '.join(sorted(table))})"
+        )
+    slots = PerformanceSlots.of(spec, LabelsPolicy(threshold=threshold), profile, 0)
+    try:
+        outputs = list(training_columns(spec, table).values())
+    except PredictionError as exc:
+        raise BaselineError(f"prediction: {exc}") from None
+    if spec.numeric:
+        outputs = [[as_number(v) for v in outputs[0]]]
+    labels = table[label]
+    keep: list[int] = []
+    values: list[float] = []
+    for row, value in enumerate(labels):
+        if is_missing(value) or any(column[row] is None for column in outputs):
+            continue
+        number = as_number(value)  # numeric strings (a CSV), numpy numbers
+        if slots.task == "regression":
+            value = value if number is None else number
+        elif number is not None and number.is_integer() and type(value) is not str:
+            value = int(number)  # a class read as a float column (1.0 is class `1`)
+        try:
+            values.append(label_value(slots, value))
+        except LabelError as exc:
+            raise BaselineError(f"{label}[{row}]: {exc}") from None
+        keep.append(row)
+    if not keep:
+        raise BaselineError(f"label column {label!r}: no row has both a label and a prediction")
+    kept = [[column[row] for row in keep] for column in outputs]
+    matched = np.zeros(len(keep), dtype=RECORD)
+    matched["payload"] = payloads(slots, kept)
+    counts = label_deltas(slots, slots.width, matched, np.array(values))[0]
+    measured = BaselinePerformance(
+        kind=spec.kind,
+        classes=list(slots.classes),
+        threshold=threshold,
+        label=label,
+        counts=[round(c) for c in counts.tolist()],
+    )
+    return msgspec.structs.replace(profile, performance=measured)
 
 
 # ---------------------------------------------------------------------------- records
@@ -284,8 +388,34 @@ class ClassMetrics(msgspec.Struct, frozen=True):
     support: int  # labelled events of this class
 
 
+class PerformanceCheck(msgspec.Struct, frozen=True):
+    """One metric of the window against the baseline's: how much worse, how sure, how bad.
+
+    `p_value` is one-sided (the window is worse), `p_adjusted` Bonferroni over the
+    monitor's performance checks. The severity is warning once the change reaches
+    `threshold` and is significant at the monitor's alpha, critical at twice it.
+    """
+
+    test: PerformanceTest
+    value: float
+    baseline: float
+    difference: float  # window - baseline
+    change: float  # the worsening compared with the thresholds (MAE: relative increase)
+    p_value: float
+    p_adjusted: float
+    warning_threshold: float
+    critical_threshold: float
+    severity: Severity
+
+
 class Performance(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The model's performance on the labelled events of a window (or the baseline)."""
+    """The model's performance on the labelled events of a window (or the baseline).
+
+    With a baseline that has performance counts, `baseline` is its performance,
+    `checks` the metrics compared, and `severity` the worst of them (`none` while the
+    window has fewer labelled events than `min_labels`); without one all three are
+    absent.
+    """
 
     task: Task
     labelled: int
@@ -298,6 +428,10 @@ class Performance(msgspec.Struct, frozen=True, omit_defaults=True):
     mae: float | None = None
     rmse: float | None = None
     mean_error: float | None = None  # bias: mean of prediction - label
+    severity: Severity | None = None
+    min_labels: int | None = None
+    baseline: Performance | None = None
+    checks: dict[str, PerformanceCheck] | None = None
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -320,17 +454,20 @@ def auc_tie_bound(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.fl
     return float(0.5 * (positive * negative).sum() / (positive.sum() * negative.sum()))
 
 
-def performance(slots: PerformanceSlots, vector: Vector) -> Performance:
-    """The metrics of the performance slots of a window vector."""
+def _regression_sums(slots: PerformanceSlots, vector: Vector) -> Vector:
+    """The sums of the error, its absolute value and its square (in the label's unit)."""
+    units = np.array([slots.unit, slots.unit, slots.unit**2])
+    sums: Vector = vector[slots.first + 1 : slots.first + 4] / MOMENT_SCALE * units
+    return sums
+
+
+def _metrics(slots: PerformanceSlots, vector: Vector) -> Performance:
+    """The metrics of the performance slots of a vector (a window's, or the baseline's)."""
     n = int(vector[slots.first])
     if slots.task == "regression":
         if not n:
             return Performance("regression", 0)
-        sums = (
-            vector[slots.first + 1 : slots.first + 4]
-            / MOMENT_SCALE
-            * np.array([slots.unit, slots.unit, slots.unit**2])
-        )
+        sums = _regression_sums(slots, vector)
         return Performance(
             "regression",
             n,
@@ -338,8 +475,7 @@ def performance(slots: PerformanceSlots, vector: Vector) -> Performance:
             rmse=math.sqrt(max(float(sums[2]) / n, 0.0)),
             mean_error=float(sums[0] / n),
         )
-    k = len(slots.classes)
-    matrix = vector[slots.confusion : slots.confusion + k * k].reshape(k, k)
+    matrix = _confusion(slots, vector)
     classes: dict[str, ClassMetrics] = {}
     f1s: list[float] = []
     for i, name in enumerate(slots.classes):
@@ -351,8 +487,7 @@ def performance(slots: PerformanceSlots, vector: Vector) -> Performance:
         classes[name] = ClassMetrics(precision, recall, f1, int(actual))
     auc = log_loss = None
     if slots.scored:
-        bins = vector[slots.scores : slots.scores + 2 * AUC_BINS]
-        auc = binned_auc(bins[:AUC_BINS], bins[AUC_BINS:])
+        auc = binned_auc(*_score_bins(slots, vector))
         if slots.probabilistic and n:
             log_loss = float(vector[slots.log_loss] / MOMENT_SCALE / n)
     return Performance(
@@ -364,4 +499,175 @@ def performance(slots: PerformanceSlots, vector: Vector) -> Performance:
         confusion_matrix=matrix.astype(np.int64).tolist(),
         roc_auc=auc,
         log_loss=log_loss,
+    )
+
+
+def _confusion(slots: PerformanceSlots, vector: Vector) -> Vector:
+    k = len(slots.classes)
+    return vector[slots.confusion : slots.confusion + k * k].reshape(k, k)
+
+
+def _score_bins(slots: PerformanceSlots, vector: Vector) -> tuple[Vector, Vector]:
+    """The positive and the negative events' score histograms."""
+    bins = vector[slots.scores : slots.scores + 2 * AUC_BINS]
+    return bins[:AUC_BINS], bins[AUC_BINS:]
+
+
+# ---------------------------------------------------------------------------- verdict
+
+
+def accuracy_drop_p(correct: float, n: float, baseline_correct: float, baseline_n: float) -> float:
+    """One-sided p of a two-proportion z-test that the window's accuracy is below the baseline's."""
+    pooled = (correct + baseline_correct) / (n + baseline_n)
+    se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n + 1.0 / baseline_n))
+    drop = baseline_correct / baseline_n - correct / n
+    if se == 0.0:  # both all right or all wrong: no drop
+        return 1.0
+    return float(ndtr(-drop / se))
+
+
+def hanley_mcneil_se(auc: float, positives: float, negatives: float) -> float:
+    """Hanley & McNeil's (1982) standard error of an AUC from P positives and N negatives."""
+    q1 = auc / (2.0 - auc)
+    q2 = 2.0 * auc * auc / (1.0 + auc)
+    variance = (
+        auc * (1.0 - auc)
+        + (positives - 1.0) * (q1 - auc * auc)
+        + (negatives - 1.0) * (q2 - auc * auc)
+    ) / (positives * negatives)
+    return math.sqrt(max(variance, 0.0))
+
+
+def auc_drop_p(
+    auc: float, counts: tuple[float, float], baseline: float, baseline_counts: tuple[float, float]
+) -> float:
+    """One-sided p that the window's AUC is below the baseline's (independent samples)."""
+    se = math.hypot(hanley_mcneil_se(auc, *counts), hanley_mcneil_se(baseline, *baseline_counts))
+    if se == 0.0:
+        return 1.0 if auc >= baseline else 0.0
+    return float(ndtr(-(baseline - auc) / se))
+
+
+def mae_rise_p(sums: tuple[float, float, float], baseline: tuple[float, float, float]) -> float:
+    """One-sided p of Welch's t-test that the window's mean absolute error is the larger.
+
+    `sums`: (n, sum of |e|, sum of e^2) — the absolute errors' mean and variance follow,
+    since |e|^2 = e^2.
+    """
+    means, variances = [], []
+    for n, absolute, squares in (sums, baseline):
+        mean = absolute / n
+        means.append(mean)
+        variances.append(max(squares - n * mean * mean, 0.0) / (n - 1.0) / n)
+    se = math.sqrt(sum(variances))
+    rise = means[0] - means[1]
+    if se == 0.0:
+        return 0.0 if rise > 0 else 1.0
+    df = se**4 / sum(
+        v * v / (n - 1.0) for v, n in zip(variances, (sums[0], baseline[0]), strict=True)
+    )
+    return float(stdtr(df, -rise / se))
+
+
+@dataclass(frozen=True, slots=True)
+class _Compared:
+    """A metric of the window and the baseline, before its severity is decided."""
+
+    test: PerformanceTest
+    value: float
+    baseline: float
+    change: float  # the worsening: baseline - window (MAE: relative increase)
+    p_value: float
+    warning: float  # the policy's threshold; critical is twice it
+
+    def check(self, tests: int, alpha: float, ready: bool) -> PerformanceCheck:
+        """The check, its p-value adjusted over `tests` (Bonferroni)."""
+        adjusted = min(self.p_value * tests, 1.0)
+        level = Severity.NONE
+        # A change that reaches a threshold up to float rounding (0.9 - 0.88) reaches it.
+        reached = self.change / self.warning + 1e-9
+        if ready and adjusted < alpha and reached >= 1.0:
+            level = Severity.CRITICAL if reached >= 2.0 else Severity.WARNING
+        return PerformanceCheck(
+            self.test,
+            self.value,
+            self.baseline,
+            self.value - self.baseline,
+            self.change,
+            self.p_value,
+            adjusted,
+            self.warning,
+            2 * self.warning,
+            level,
+        )
+
+
+def performance(
+    slots: PerformanceSlots,
+    vector: Vector,
+    *,
+    alpha: float = DEFAULTS.alpha,
+    min_labels: int = DEFAULTS.min_samples,
+) -> Performance:
+    """The window's performance, and its verdict against the baseline's when there is one.
+
+    A metric is worse when it changed by its threshold (`accuracy_drop`, `auc_drop`:
+    absolute; `mae_increase`: relative to the baseline's MAE) and the change is
+    significant at `alpha` (one-sided, Bonferroni over the metrics checked); critical
+    at twice the threshold. Only once the window has `min_labels` labelled events.
+    """
+    window = _metrics(slots, vector)
+    if slots.baseline is None:
+        return window
+    base = np.zeros_like(vector)
+    base[slots.first : slots.first + slots.width] = slots.baseline
+    measured = _metrics(slots, base)
+    policy = slots.policy
+    n, n0 = window.labelled, measured.labelled
+    ready = n >= max(min_labels, 2)
+    found: dict[str, _Compared] = {}
+    if n and n0 and window.accuracy is not None and measured.accuracy is not None:
+        correct = float(np.trace(_confusion(slots, vector)))
+        baseline_correct = float(np.trace(_confusion(slots, base)))
+        found["accuracy"] = _Compared(
+            "two_proportion_z",
+            window.accuracy,
+            measured.accuracy,
+            measured.accuracy - window.accuracy,
+            accuracy_drop_p(correct, n, baseline_correct, n0),
+            policy.accuracy_drop,
+        )
+    if window.roc_auc is not None and measured.roc_auc is not None:
+        positive, negative = _score_bins(slots, vector)
+        positive0, negative0 = _score_bins(slots, base)
+        counts = (float(positive.sum()), float(negative.sum()))
+        baseline_counts = (float(positive0.sum()), float(negative0.sum()))
+        found["roc_auc"] = _Compared(
+            "hanley_mcneil_z",
+            window.roc_auc,
+            measured.roc_auc,
+            measured.roc_auc - window.roc_auc,
+            auc_drop_p(window.roc_auc, counts, measured.roc_auc, baseline_counts),
+            policy.auc_drop,
+        )
+    if window.mae is not None and measured.mae is not None and n > 1 and n0 > 1:
+        sums = _regression_sums(slots, vector)
+        baseline_sums = _regression_sums(slots, base)
+        rise = window.mae - measured.mae
+        found["mae"] = _Compared(
+            "welch_t",
+            window.mae,
+            measured.mae,
+            rise / measured.mae if measured.mae > 0 else (math.inf if rise > 0 else 0.0),
+            mae_rise_p((n, sums[1], sums[2]), (n0, baseline_sums[1], baseline_sums[2])),
+            policy.mae_increase,
+        )
+    checks = {
+        metric: compared.check(len(found), alpha, ready) for metric, compared in found.items()
+    }
+    severity = max(
+        (c.severity for c in checks.values()), key=lambda s: s.rank, default=Severity.NONE
+    )
+    return msgspec.structs.replace(
+        window, severity=severity, min_labels=min_labels, baseline=measured, checks=checks
     )

@@ -129,12 +129,29 @@ class CategoricalProfile(msgspec.Struct, frozen=True, tag="categorical", tag_fie
 FeatureProfile = NumericProfile | CategoricalProfile
 
 
+class BaselinePerformance(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The model's performance counts on the baseline's labelled rows (docs/labels.md).
+
+    `counts` are the performance slots a monitor's window keeps
+    (driftline.core.performance), so window and baseline are compared like with like.
+    """
+
+    kind: str  # the prediction's kind when measured
+    classes: list[str]  # the slots' class order (a score's: 1, 0)
+    threshold: float  # a score at or above it predicted the positive class
+    label: str  # the labels' column
+    counts: list[int]
+
+
 class BaselineProfile(msgspec.Struct, frozen=True):
     """All features of one baseline, in a fixed order."""
 
     features: dict[str, FeatureProfile]
     rows: int
     kind: str = PROFILE_KIND
+    # Measured on labelled rows (`baseline build --label`); absent (never written, so
+    # older profiles keep their hash): performance is reported without a verdict.
+    performance: BaselinePerformance | msgspec.UnsetType = msgspec.UNSET
 
     @property
     def content_hash(self) -> str:
@@ -620,6 +637,15 @@ def table_from_bytes(
     return rows_to_columns(document, origin)
 
 
+def read_table(path: Path) -> dict[str, list[Any]] | BaselineProfile:
+    """The columns of a file of rows (CSV, JSON records or columns), or its saved profile."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read baseline: {exc.strerror}") from exc
+    return table_from_bytes(raw, str(path), csv_format=path.suffix.lower() == ".csv")
+
+
 def load_baseline(
     path: Path,
     *,
@@ -632,16 +658,7 @@ def load_baseline(
 
     `prediction`: see build_profile (a saved profile carries its prediction columns).
     """
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read baseline: {exc.strerror}") from exc
-    return profile_from_bytes(
-        raw,
-        str(path),
-        csv_format=path.suffix.lower() == ".csv",
-        kinds=kinds,
-        bins=bins,
-        top_k=top_k,
-        prediction=prediction,
-    )
+    table = read_table(path)
+    if isinstance(table, BaselineProfile):
+        return table
+    return build_profile(table, kinds=kinds, bins=bins, top_k=top_k, prediction=prediction)

@@ -10,7 +10,9 @@ checks, and its reasons are the checks that have one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,7 +34,7 @@ from driftline.core.drift import (
 from driftline.core.fixedpoint import MOMENT_SCALE
 from driftline.core.layout import EVENTS_SLOT, FeatureSlots, moment_unit
 from driftline.core.monitor import Monitor
-from driftline.core.performance import Performance, performance
+from driftline.core.performance import Performance, PerformanceCheck, performance
 from driftline.core.plan import Levels
 from driftline.core.policy import MIN_TEST_EVENTS, MultipleTesting, Policy, TestName
 from driftline.core.prediction import is_prediction_column, output_name
@@ -45,6 +47,7 @@ from driftline.core.window import WindowTotals
 Reason = Literal["distribution", "missing", "range", "new_categories"]
 QualityReason = Literal["missing", "range", "new_categories"]
 REASONS: tuple[Reason, ...] = ("distribution", "missing", "range", "new_categories")
+MonitorReason = Literal[Reason, "prediction", "performance"]
 
 CHECKS_PER_FEATURE = 3
 """Every feature answers three questions (its distribution, missing values, and range or
@@ -173,6 +176,23 @@ class DriftReport(DriftSummary, frozen=True):
     prediction: PredictionReport | None
     # From delayed labels (docs/labels.md); null for a monitor that takes none.
     performance: Performance | None = None
+    # Why the monitor has its severity: the features' reasons, prediction, performance.
+    reasons: list[MonitorReason] = []
+
+
+def monitor_reasons(
+    feature_reasons: Iterable[Iterable[str]], *, prediction: bool, performance: bool
+) -> list[MonitorReason]:
+    """Why, for the monitor as a whole: the features' reasons, `prediction`, `performance`.
+
+    The features' in REASONS order; `prediction` when its outputs are flagged;
+    `performance` when the model is worse than on its baseline.
+    """
+    found = {reason for reasons in feature_reasons for reason in reasons}
+    reasons: list[MonitorReason] = [reason for reason in REASONS if reason in found]
+    reasons += ["prediction"] if prediction else []
+    reasons += ["performance"] if performance else []
+    return reasons
 
 
 def _proportions(counts: np.ndarray) -> list[float]:
@@ -215,9 +235,10 @@ class Evaluation:
 
     features: dict[str, FeatureScore]  # in layout order
     quality: dict[QualityReason, RuleResult]
-    verdict: Verdict
+    verdict: Verdict  # its severity is the worst of the features' and the performance's
     events: int
     alpha: float
+    performance: Performance | None = None  # from delayed labels, when the monitor takes them
 
 
 def _rule(
@@ -333,7 +354,15 @@ def evaluate(monitor: Monitor, vector: Vector) -> Evaluation:
         min_samples=policy.min_samples,
         min_drifted_features=policy.min_drifted_features,
     )
-    return Evaluation(features, quality, verdict, events, policy.alpha)
+    slots = layout.performance
+    if slots is None:
+        return Evaluation(features, quality, verdict, events, policy.alpha)
+    # A degraded model raises the monitor's severity whatever its inputs do; drift
+    # (drift_detected, flagged) stays about distributions.
+    model = performance(slots, vector, alpha=policy.alpha, min_labels=policy.min_samples)
+    if model.severity is not None and model.severity.rank > verdict.severity.rank:
+        verdict = dataclasses.replace(verdict, severity=model.severity)
+    return Evaluation(features, quality, verdict, events, policy.alpha, model)
 
 
 def _reasons(levels: IntVector) -> tuple[Reason, ...]:
@@ -492,7 +521,11 @@ class Assessment:
     window: WindowInfo
     evaluated_at: str
     at: float  # evaluated_at in epoch seconds (the store's clock)
-    performance: Performance | None = None  # from delayed labels, when the monitor takes them
+
+    @property
+    def performance(self) -> Performance | None:
+        """The performance from delayed labels (and its verdict), when the monitor takes them."""
+        return self.evaluation.performance
 
     @property
     def drifted_features(self) -> list[str]:
@@ -527,6 +560,38 @@ class Assessment:
             for name, f in self.evaluation.features.items()
             if is_prediction_column(name)
         }
+
+    def flagged_features(self) -> list[str]:
+        """The features behind the monitor's severity: flagged ones, a notice's noticed ones."""
+        if self.evaluation.verdict.severity is Severity.NOTICE:
+            return list(self.feature_reasons)
+        return self.drifted_features
+
+    def flagged_outputs(self) -> list[str]:
+        """The prediction's outputs behind the monitor's severity, by the features' rule."""
+        severity = self.evaluation.verdict.severity
+        if severity is Severity.NONE:
+            return []
+        notice = severity is Severity.NOTICE
+        return [
+            name
+            for name, output in self.prediction_outputs().items()
+            if (output.reasons if notice else output.severity.rank >= Severity.WARNING.rank)
+        ]
+
+    def degraded(self) -> dict[str, PerformanceCheck]:
+        """The performance checks with a severity (empty without labels or a baseline's)."""
+        checks = self.performance.checks if self.performance is not None else None
+        return {m: c for m, c in (checks or {}).items() if c.severity is not Severity.NONE}
+
+    def reasons(self) -> list[MonitorReason]:
+        """Why the monitor has its severity (see `monitor_reasons`)."""
+        features = self.evaluation.features
+        return monitor_reasons(
+            (features[name].reasons for name in self.flagged_features()),
+            prediction=bool(self.flagged_outputs()),
+            performance=bool(self.degraded()),
+        )
 
     def prediction(self) -> PredictionSummary | None:
         """The verdict on the prediction, if the monitor declares one."""
@@ -574,14 +639,12 @@ def _prediction_fields(assessment: Assessment) -> dict[str, Any]:
 def assess(monitor: Monitor, totals: WindowTotals) -> Assessment:
     """Evaluate the window totals (see `evaluate`) and note the window they cover."""
     evaluation = evaluate(monitor, totals.vector)
-    slots = monitor.layout.performance
     return Assessment(
         monitor,
         evaluation,
         window_info(monitor, evaluation, totals),
         isoformat(totals.now),
         totals.now,
-        None if slots is None else performance(slots, totals.vector),
     )
 
 
@@ -682,5 +745,6 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
         features=features,
         evaluated_at=assessment.evaluated_at,
         performance=assessment.performance,
+        reasons=assessment.reasons(),
         **fields,
     )
