@@ -78,16 +78,24 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def send(url: str, events: list[dict[str, Any]]) -> None:
-    """POST events as the model server would, with its ingest token."""
+def post(url: str, path: str, body: Any) -> Any:
+    """POST JSON as the model server would, with its ingest token: the answer."""
     request = urllib.request.Request(
-        f"{url}/v1/monitors/{MONITOR}/events",
-        data=json.dumps([payload(e, PREDICTION) for e in events]).encode(),
+        f"{url}/v1/monitors/{MONITOR}/{path}",
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {INGEST}"},
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 200
+        return json.load(answer)
+
+
+def send(url: str, events: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """POST events with their predictions: the id the service gave each, and its score."""
+    payloads = [payload(e, PREDICTION) for e in events]
+    ids = post(url, "events", payloads)["ids"]
+    return [(i, p["prediction"]) for i, p in zip(ids, payloads, strict=True)]
 
 
 def shares(page: Any, feature: str) -> tuple[list[float], list[float]]:
@@ -140,7 +148,7 @@ def test_a_person_watches_a_monitor_drift(browser: Any, service: str) -> None:
             baseline
         )
 
-        send(service, sampler.events(2000, scenario("feature:age")))
+        sent = send(service, sampler.events(2000, scenario("feature:age")))
         page.wait_for_function(
             "() => document.querySelector('#severity')?.textContent === 'critical'"
         )
@@ -171,6 +179,15 @@ def test_a_person_watches_a_monitor_drift(browser: Any, service: str) -> None:
         page.screenshot(path=str(SCREENSHOTS / "monitor.png"), full_page=False)
         page.locator("button[id^=ack-]").first.click()
         page.wait_for_selector("text=acknowledged by web UI")
+
+        # Labels that contradict every prediction: the performance panel turns critical.
+        threshold = 0.5  # the example's labels.threshold (the default)
+        post(service, "labels", [{"id": i, "label": int(s < threshold)} for i, s in sent])
+        page.wait_for_function(
+            "() => document.querySelector('#severity-performance')?.textContent === 'critical'"
+        )
+        assert page.locator("#severity-perf-accuracy").inner_text() == "critical"
+        assert "labelled events" in page.locator("#performance").inner_text()
 
         # Phone width: the page reflows, nothing scrolls sideways.
         page.set_viewport_size({"width": 390, "height": 844})

@@ -229,6 +229,46 @@ function historyChart(id, name, points, warning, critical) {
   return s("svg", { class: "hist", id, viewBox: `0 0 ${WIDTH} ${height}`, role: "img", "aria-label": label }, parts);
 }
 
+// Performance on the labelled events of the window (docs/labels.md): one row per
+// metric compared with the baseline's, or the window's metrics alone without one.
+function performancePanel(perf) {
+  const checks = Object.entries(perf.checks || {}).map(([metric, c]) => [
+    metric.replace("_", " "),
+    fmt(c.value),
+    fmt(c.baseline),
+    fmt(c.difference),
+    fmt(c.p_adjusted, 2),
+    badge(c.severity, `severity-perf-${metric}`),
+  ]);
+  const plain = ["accuracy", "macro_f1", "roc_auc", "log_loss", "mae", "rmse", "mean_error"]
+    .filter((k) => perf[k] !== null && perf[k] !== undefined)
+    .map((k) => [k.replace("_", " "), fmt(perf[k])]);
+  return h(
+    "section",
+    { "aria-labelledby": "performance-h", id: "performance" },
+    h(
+      "h2",
+      { id: "performance-h" },
+      "Performance ",
+      perf.severity ? badge(perf.severity, "severity-performance") : null,
+    ),
+    h("p", {
+      class: "m",
+      text:
+        `${perf.labelled} labelled events in the window` +
+        (perf.min_labels ? `; compared with the baseline from ${perf.min_labels}` : ""),
+    }),
+    checks.length
+      ? table(
+          "Performance against the baseline",
+          ["Metric", "Window", "Baseline", "Difference", "p (adjusted)", "Severity"],
+          checks,
+          [1, 2, 3, 4],
+        )
+      : table("Performance of the window", ["Metric", "Window"], plain, [1]),
+  );
+}
+
 function historyTable(caption, points) {
   const rows = points.slice(-30).reverse().map((p) => [time(p.time), fmt(p.value), badge(p.severity)]);
   return h(
@@ -461,6 +501,7 @@ async function monitorPage(name) {
           ),
         )
       : null,
+    report.performance ? performancePanel(report.performance) : null,
     h(
       "section",
       { "aria-labelledby": "features-h" },
