@@ -422,7 +422,7 @@ async def test_two_instances_deliver_one_signed_alert_per_transition_and_resolve
         response = await a.post(f"/v1/monitors/{MONITOR}/alerts/{bad}/ack", headers=json_type)
         assert response.status == 404, bad
     for limit in ("0", "\u00b2", "1" * 5000, "-1"):
-        assert (await a.get(f"/v1/monitors/{MONITOR}/alerts?limit={limit}")).status == 422
+        assert (await a.get(f"/v1/monitors/{MONITOR}/alerts?limit={limit}")).status == 400
     assert (await a.get("/v1/monitors/nope/alerts")).status == 404
 
     # Each transition decided once, each delivery made once, across both replicas.

@@ -348,6 +348,23 @@ async def test_a_prediction_without_id_gets_one_and_sampling_is_reported(api: Te
     assert problem["errors"][0]["message"] == 'expected a number, got "high"'
 
 
+async def test_a_missing_prediction_is_counted_and_keeps_nothing_for_a_label(
+    api: TestClient,
+) -> None:
+    """A prediction sent as a missing value ("", "NA") counts as missing; no label joins it."""
+    ids = [i for i in (f"missing-{n}" for n in range(100)) if sampled(id_digest(i), 0.5)][:3]
+    for event_id, value in zip(ids, ("", "NA"), strict=False):
+        body = {"monitor": "regression", "id": event_id, "features": {"x": 1.0}}
+        status, answer = await post(api, "/monitor/predict", {**body, "prediction": value})
+        assert status == 200, answer
+    event = {"id": ids[2], "features": {"x": 1.0}, "prediction": ""}
+    status, answer = await post(api, "/v1/monitors/regression/events", [event])
+    assert status == 200 and answer["accepted"] == 1, answer
+    labels = [{"id": i, "label": 1.0} for i in ids]
+    status, answer = await post(api, "/v1/monitors/regression/labels", labels)
+    assert status == 200 and answer["unmatched"] == 3, answer
+
+
 async def test_ndjson_labels_and_monitors_without_labels(api: TestClient, tmp_path: Path) -> None:
     lines = b'{"id": "a", "label": "yes"}\n{"id": "b", "label": "no"}\n'
     response = await api.post(

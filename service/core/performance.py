@@ -265,6 +265,11 @@ def _float_payload(values: npt.NDArray[np.float64]) -> npt.NDArray[np.uint64]:
     return values.astype(np.float64).view(np.uint64)
 
 
+def awaits_label(values: Mapping[str, Any], names: Sequence[str]) -> bool:
+    """Whether an event's prediction can wait for its label: none of its outputs missing."""
+    return not any(is_missing(values[name]) for name in names)
+
+
 def payloads(
     slots: PerformanceSlots, columns: Sequence[Sequence[Any] | npt.NDArray[Any]]
 ) -> npt.NDArray[np.uint64]:

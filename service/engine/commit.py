@@ -28,7 +28,7 @@ from driftline.core.binning import EventError, bin_batch
 from driftline.core.idempotency import ClaimOutcome, ClaimStatus, RequestKey
 from driftline.core.limits import Limits
 from driftline.core.monitor import Monitor
-from driftline.core.performance import payloads
+from driftline.core.performance import awaits_label, payloads
 from driftline.core.performance import records as pending_records
 from driftline.core.report import Assessment
 from driftline.core.window import Vector
@@ -101,7 +101,7 @@ class _Batch:
         waiting = [
             row
             for i, row in enumerate(self.rows)
-            if row.pending is not None and i not in errors and row.features[names[0]] is not None
+            if row.pending is not None and i not in errors and awaits_label(row.features, names)
         ]
         if waiting:
             columns = [[row.features[name] for row in waiting] for name in names]

@@ -31,6 +31,7 @@ from driftline.core.performance import (
     RECORD,
     LabelError,
     PerformanceSlots,
+    awaits_label,
     id_digest,
     label_deltas,
     label_value,
@@ -508,7 +509,7 @@ class DriftEngine:
                 continue
             made, digest = _waiting_id(monitor, events[index].id)
             result.ids[index] = events[index].id or made
-            if digest is not None and rows[j][names[0]] is not None:
+            if digest is not None and awaits_label(rows[j], names):
                 digests.append(digest)
                 waiting.append(j)
         if not waiting:

@@ -648,12 +648,7 @@ async def alert_history(request: web.Request) -> web.Response:
     raw_limit = request.query.get("limit", "50")
     # Only ASCII digits: str.isdigit() also accepts "²", which int() refuses.
     if not re.fullmatch("[0-9]{1,4}", raw_limit) or not 1 <= int(raw_limit) <= 1000:
-        raise ProblemError(
-            422,
-            "invalid-query",
-            f"limit: expected an integer from 1 to 1000, got {raw_limit!r}",
-            [FieldError("limit", "expected an integer from 1 to 1000")],
-        )
+        raise _query_problem("limit", f"expected an integer from 1 to 1000, got {raw_limit!r}")
     severity, records = await request.app[ALERTS].latest(monitor.name, int(raw_limit))
     return encode(AlertHistory(monitor.name, severity, [_alert_view(r) for r in records]))
 

@@ -306,7 +306,7 @@ ROUTES: tuple[Route, ...] = (
         "A monitor's alerts, newest first, with delivery state per receiver",
         "read",
         response=AlertHistory,
-        errors=(404, 422, 503),
+        errors=(400, 404, 503),
         query=(LIMIT_QUERY,),
     ),
     Route(
