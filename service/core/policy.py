@@ -38,6 +38,22 @@ SHARED_SCALE_TESTS = frozenset({"psi", "chisquare"})
 
 MultipleTesting = Literal["none", "bonferroni", "holm", "bh"]
 
+ReferenceKind = Literal["baseline", "previous_window", "period"]
+MAX_KEPT_BUCKETS = 20_160
+"""Most buckets a monitor's store keeps (its window plus its reference's span): a week
+of one-minute buckets. docs/metrics.md gives the Redis memory this costs."""
+
+
+class ReferenceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a monitor's window is compared with (docs/metrics.md, "Reference and window choices").
+
+    The training `baseline`, the `previous_window`, or the same window `period_seconds`
+    earlier (`period`: a day or a week, for seasonality).
+    """
+
+    kind: ReferenceKind = "baseline"
+    period_seconds: PositiveInt | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
@@ -140,6 +156,7 @@ class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     alert_cooldown_seconds: NonNegativeFloat = 300.0
     quality: QualityPolicy = QualityPolicy()
     labels: LabelsPolicy = LabelsPolicy()  # for monitors that declare `labels`
+    reference: ReferenceConfig = ReferenceConfig()
 
 
 DEFAULTS = MonitorDefaults()
