@@ -152,6 +152,8 @@ def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile
         for key, value in msgspec.structs.asdict(spec.reference).items()
         if value is not None
     }
+    if spec.window_events is not None:
+        config["window_events"] = spec.window_events
     if spec.model_versions:
         config["model_versions"] = list(spec.model_versions)
     prediction = prediction_config(spec)

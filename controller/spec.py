@@ -154,6 +154,7 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     bonferroni: bool = DEFAULTS.bonferroni
     window_seconds: int = DEFAULTS.window_seconds
     bucket_seconds: int = DEFAULTS.bucket_seconds
+    window_events: int | None = None
     reference: ReferenceSpec = ReferenceSpec()
     min_samples: int = DEFAULTS.min_samples
     min_drifted_features: int = DEFAULTS.min_drifted_features

@@ -211,6 +211,14 @@ def test_a_period_reference_reaches_the_service() -> None:
     assert monitor.window.window_seconds == 86400 + 3600  # the store keeps both windows
 
 
+def test_a_window_of_events_reaches_the_service() -> None:
+    spec = fixture_spec(windowEvents=500)
+    profile = resolve_baseline(spec, baseline_map(json.dumps(ROWS).encode()))
+    config = render_monitor_config("credit-risk", spec, profile)
+    assert config["window_events"] == 500
+    assert service_monitor(config).choice.window_events == 500
+
+
 def test_tests_notices_multiple_testing_and_quality_reach_the_service() -> None:
     spec = fixture_spec(
         test="hellinger",

@@ -194,6 +194,16 @@ BAD_SPECS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "reference.periodSeconds must be a whole number of bucketSeconds and at",
     ),
     ("unknown reference kind", spec_change(reference={"kind": "weekly"}), '"weekly"'),
+    (
+        "window of events below minSamples",
+        spec_change(windowEvents=50),
+        "windowEvents must be at least minSamples",
+    ),
+    (
+        "window of events against a rolling reference",
+        spec_change(windowEvents=500, reference={"kind": "previous_window"}),
+        "a window of windowEvents is compared with the baseline reference only",
+    ),
     ("upper-case name", rename("Credit-Risk"), "RFC 1123"),
     ("name over 63 characters", rename("m" * 64), "metadata.name must be at most 63 characters"),
 ]
@@ -328,3 +338,13 @@ def test_a_period_reference_is_stored_as_sent(kube: KubeTarget, namespace: str) 
         kube.kubectl("get", "dm", "weekly", "-n", namespace, "-o", "yaml").stdout
     )["spec"]
     assert stored["reference"] == {"kind": "period", "periodSeconds": 604800}
+
+
+def test_a_window_of_events_is_stored_as_sent(kube: KubeTarget, namespace: str) -> None:
+    monitor = valid_monitor("by-events")
+    monitor["spec"]["windowEvents"] = 500
+    apply(kube, namespace, monitor, check=True)
+    stored = yaml.safe_load(
+        kube.kubectl("get", "dm", "by-events", "-n", namespace, "-o", "yaml").stdout
+    )["spec"]
+    assert (stored["windowEvents"], stored["reference"]) == (500, {"kind": "baseline"})

@@ -8,6 +8,7 @@ counts, binned here from the events with the profile's cuts.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ def monitors_dir(tmp_path: Path) -> Path:
     }
     for name, reference in configs.items():
         (tmp_path / f"{name}.yaml").write_bytes(msgspec.yaml.encode(_monitor(name, reference)))
+    for name in ("by-events", "by-events-quiet"):
+        config = dict(_monitor(name, {"kind": "baseline"}), window_events=200)
+        (tmp_path / f"{name}.yaml").write_bytes(msgspec.yaml.encode(config))
     return tmp_path
 
 
@@ -221,3 +225,53 @@ def test_the_store_keeps_the_reference_span(tmp_path: Path) -> None:
     # The layout is the same; the store's key changes with the ring it keeps.
     assert len({w.layout_id for w in windows.values()}) == 1
     assert len({window_key(w, 300.0) for w in windows.values()}) == len(kept)
+
+
+async def test_a_window_of_events_is_the_newest_buckets_holding_them(
+    app: TestClient, monitors_dir: Path
+) -> None:
+    profile = load_baseline(monitors_dir / "baseline.csv").features["x"]
+    assert isinstance(profile, NumericProfile)
+    rng = np.random.default_rng(6)
+    now = time.time()
+    old, middle, new = rng.normal(3, 1, 300), rng.normal(0, 1, 150), rng.normal(0, 1, 120)
+    # Three buckets: the newest two hold 270 >= 200 events; the shifted oldest is left out.
+    await _post(app, "by-events", old, now - 400)
+    await _post(app, "by-events", middle, now - 200)
+    await _post(app, "by-events", new, now - 30)
+    report = await _report(app, "by-events")
+    window = report["window"]
+    assert (window["events"], window["target_events"], window["seconds"]) == (270, 200, WINDOW)
+    assert "reference" not in window  # compared with the baseline
+    assert window["start"] == isoformat(float((now - 200) // BUCKET * BUCKET))
+    feature = report["features"]["x"]
+    counts = _binned(profile, np.concatenate([middle, new]))
+    expected = _expected(np.asarray(profile.counts, dtype=np.float64), counts)
+    assert feature["statistic"] == pytest.approx(expected["statistic"], rel=1e-9)
+    assert feature["psi"] == pytest.approx(expected["psi"], rel=1e-9)
+    assert report["severity"] == "none", feature
+    # Fewer events than asked for: the whole time window.
+    await _post(app, "by-events-quiet", middle, now - 200)
+    quiet = (await _report(app, "by-events-quiet"))["window"]
+    assert quiet["events"] == 150
+    span = datetime.fromisoformat(quiet["end"]) - datetime.fromisoformat(quiet["start"])
+    assert span.total_seconds() == pytest.approx(WINDOW, abs=0.002)
+
+
+def test_window_events_config_errors_name_the_field(tmp_path: Path) -> None:
+    (tmp_path / "baseline.csv").write_text("x\n" + "\n".join(str(i) for i in range(200)) + "\n")
+
+    def error(**extra: Any) -> str:
+        config = dict(_monitor("m", {"kind": "baseline"}), **extra)
+        with pytest.raises(MonitorConfigError) as caught:
+            make_monitor(config, base_dir=tmp_path)
+        return str(caught.value)
+
+    assert error(window_events=50) == (
+        "test.yaml: window_events: must be at least min_samples (100), got 50"
+    )
+    assert error(window_events=500, reference={"kind": "previous_window"}) == (
+        "test.yaml: window_events: a window of events is compared with the baseline; "
+        "reference.kind previous_window needs a window of time (unset window_events)"
+    )
+    assert error(window_events=0).startswith("test.yaml: window_events: expected `int` >= 1")

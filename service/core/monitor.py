@@ -122,6 +122,7 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_samples: MinSamples | None = None
     min_drifted_features: Annotated[int, msgspec.Meta(gt=0)] | None = None
     window_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    window_events: Annotated[int, msgspec.Meta(gt=0)] | None = None
     bucket_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
     bins: Bins | None = None
     top_k: TopK | None = None
@@ -388,7 +389,12 @@ def build_monitor(
         else functools.partial(PerformanceSlots.of, config.prediction, labels, profile),
     )
     choice = _window_choice(
-        source, config.reference or defaults.reference, window_seconds, bucket_seconds
+        source,
+        config.reference or defaults.reference,
+        window_seconds,
+        bucket_seconds,
+        pick(config.window_events, defaults.window_events),
+        policy.min_samples,
     )
     window = WindowSpec(
         monitor=config.name,
@@ -416,9 +422,24 @@ def build_monitor(
 
 
 def _window_choice(
-    source: str, reference: ReferenceConfig, window_seconds: int, bucket_seconds: int
+    source: str,
+    reference: ReferenceConfig,
+    window_seconds: int,
+    bucket_seconds: int,
+    window_events: int | None,
+    min_samples: int,
 ) -> WindowChoice:
     """The window and reference a config asks for; the span they keep within the cap."""
+    if window_events is not None and window_events < min_samples:
+        raise MonitorConfigError(
+            f"{source}: window_events: must be at least min_samples ({min_samples}), "
+            f"got {window_events}"
+        )
+    if window_events is not None and reference.kind != "baseline":
+        raise MonitorConfigError(
+            f"{source}: window_events: a window of events is compared with the baseline; "
+            f"reference.kind {reference.kind} needs a window of time (unset window_events)"
+        )
     period = reference.period_seconds
     if reference.kind == "period":
         if period is None:
@@ -440,7 +461,7 @@ def _window_choice(
         )
     else:
         offset = window_seconds if reference.kind == "previous_window" else 0
-    choice = WindowChoice(window_seconds, reference.kind, offset)
+    choice = WindowChoice(window_seconds, reference.kind, offset, window_events)
     kept = choice.kept_seconds // bucket_seconds
     if kept > MAX_KEPT_BUCKETS:
         field = "reference.period_seconds" if reference.kind == "period" else "window_seconds"

@@ -147,6 +147,9 @@ class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_samples: MinSamples = 100
     min_drifted_features: PositiveInt = 1
     window_seconds: PositiveInt = 3600
+    # The window as the newest buckets holding at least this many events, no older than
+    # window_seconds (None: the window is window_seconds).
+    window_events: PositiveInt | None = None
     bucket_seconds: PositiveInt = 60
     bins: Bins = 10
     top_k: TopK = 100

@@ -72,6 +72,8 @@ class WindowInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     seconds: int
     # What the window was compared with: the baseline, or a rolling reference.
     reference: ReferenceInfo = BASELINE
+    # A window of events: the newest buckets until they hold this many (within `seconds`).
+    target_events: int | None = None
 
 
 class QualityCheck(msgspec.Struct, frozen=True):
@@ -498,6 +500,7 @@ def window_info(monitor: Monitor, evaluation: Evaluation, totals: WindowTotals) 
         min_samples=monitor.policy.min_samples,
         seconds=monitor.choice.window_seconds,
         reference=totals.reference_info,
+        target_events=monitor.choice.window_events,
     )
 
 
