@@ -31,6 +31,7 @@ EVENTS = 400
 WINDOW = 600
 BUCKET = 60
 PERIOD = 1200
+COLORS = ["red", "green", "blue"]
 
 
 def _monitor(name: str, reference: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +47,11 @@ def _monitor(name: str, reference: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def monitors_dir(tmp_path: Path) -> Path:
     rng = np.random.default_rng(11)
-    rows = "\n".join(f"{v:.6f}" for v in rng.normal(0.0, 1.0, 5000))
-    (tmp_path / "baseline.csv").write_text("x\n" + rows + "\n")
+    colors = rng.choice(COLORS, 5000, p=[0.5, 0.3, 0.2])
+    rows = "\n".join(
+        f"{v:.6f},{c}" for v, c in zip(rng.normal(0.0, 1.0, 5000), colors, strict=True)
+    )
+    (tmp_path / "baseline.csv").write_text("x,color\n" + rows + "\n")
     configs = {
         "prev-shift": {"kind": "previous_window"},
         "prev-steady": {"kind": "previous_window"},
@@ -74,8 +78,14 @@ async def app(
     return client
 
 
-async def _post(client: TestClient, name: str, values: np.ndarray, at: float) -> None:
-    events = [{"features": {"x": float(v)}, "timestamp": isoformat(at)} for v in values]
+async def _post(
+    client: TestClient, name: str, values: np.ndarray, at: float, colors: list[str] | None = None
+) -> None:
+    events: list[dict[str, Any]] = [
+        {"features": {"x": float(v)}, "timestamp": isoformat(at)} for v in values
+    ]
+    for event, color in zip(events, colors or [], strict=False):
+        event["features"]["color"] = color
     answer = await client.post(f"/v1/monitors/{name}/events", json=events)
     body = await answer.json()
     assert answer.status == 200, body
@@ -119,9 +129,18 @@ async def test_rolling_references_flag_a_change_and_not_a_steady_stream(
         # A day earlier is PERIOD here; the previous window stays empty.
         "daily-shift": (rng.normal(0, 1, EVENTS), rng.normal(-0.8, 1, EVENTS), now - PERIOD - 300),
     }
+    # The categorical feature too: a steady mix, or one whose green and blue swap.
+    steady, swapped = [0.5, 0.3, 0.2], [0.5, 0.1, 0.4]
+    colors = {
+        name: (
+            list(rng.choice(COLORS, EVENTS, p=steady)),
+            list(rng.choice(COLORS, EVENTS, p=steady if name == "prev-steady" else swapped)),
+        )
+        for name in streams
+    }
     for name, (before, after, at) in streams.items():
-        await _post(app, name, before, at)
-        await _post(app, name, after, current)
+        await _post(app, name, before, at, colors[name][0])
+        await _post(app, name, after, current, colors[name][1])
     for name, (before, after, _) in streams.items():
         report = await _report(app, name)
         kind = "period" if name == "daily-shift" else "previous_window"
@@ -141,6 +160,15 @@ async def test_rolling_references_flag_a_change_and_not_a_steady_stream(
         assert feature["statistic"] == pytest.approx(expected["statistic"], rel=1e-9)
         # The missing rate is compared with the reference's (none missing in either).
         assert feature["baseline_missing_rate"] == 0.0
+        # Three large categories: no pooling, Pearson's X² of the 3-column table.
+        color = report["features"]["color"]
+        table = np.array([[c.count(k) for k in COLORS] for c in colors[name]], dtype=float)
+        assert color["statistic"] == pytest.approx(
+            stats.chi2_contingency(table, correction=False).statistic, rel=1e-9
+        )
+        assert color["baseline_count"] == EVENTS
+        flagged = color["severity"] != "none"
+        assert flagged is (name != "prev-steady"), color
         if name == "prev-steady":
             assert feature["severity"] == "none" and report["severity"] == "none", feature
             assert feature["p_value"] > 0.05
@@ -249,7 +277,7 @@ async def test_a_window_of_events_is_the_newest_buckets_holding_them(
     expected = _expected(np.asarray(profile.counts, dtype=np.float64), counts)
     assert feature["statistic"] == pytest.approx(expected["statistic"], rel=1e-9)
     assert feature["psi"] == pytest.approx(expected["psi"], rel=1e-9)
-    assert report["severity"] == "none", feature
+    assert feature["severity"] == "none", feature  # the shifted oldest bucket is not in it
     # Fewer events than asked for: the whole time window.
     await _post(app, "by-events-quiet", middle, now - 200)
     quiet = (await _report(app, "by-events-quiet"))["window"]
