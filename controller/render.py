@@ -147,6 +147,13 @@ def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile
         "bins": spec.baseline.bins,
         "top_k": spec.baseline.top_k,
     }
+    config["reference"] = {
+        key: value
+        for key, value in msgspec.structs.asdict(spec.reference).items()
+        if value is not None
+    }
+    if spec.window_events is not None:
+        config["window_events"] = spec.window_events
     if spec.model_versions:
         config["model_versions"] = list(spec.model_versions)
     prediction = prediction_config(spec)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from driftline.core.policy import DEFAULTS
+from driftline.core.policy import DEFAULTS, ReferenceKind
 
 API_GROUP = "driftline.io"
 API_VERSION = "v1alpha1"
@@ -127,6 +127,13 @@ class TrafficSpec(msgspec.Struct, frozen=True, rename="camel"):
         return self.peak_events_per_second
 
 
+class ReferenceSpec(msgspec.Struct, frozen=True, rename="camel"):
+    """What the window is compared with (the service's `reference`)."""
+
+    kind: ReferenceKind = DEFAULTS.reference.kind
+    period_seconds: int | None = None
+
+
 class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     """A DriftMonitor's spec."""
 
@@ -147,6 +154,8 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     bonferroni: bool = DEFAULTS.bonferroni
     window_seconds: int = DEFAULTS.window_seconds
     bucket_seconds: int = DEFAULTS.bucket_seconds
+    window_events: int | None = None
+    reference: ReferenceSpec = ReferenceSpec()
     min_samples: int = DEFAULTS.min_samples
     min_drifted_features: int = DEFAULTS.min_drifted_features
     alert_hold_seconds: float | None = None

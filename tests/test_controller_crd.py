@@ -218,6 +218,9 @@ def test_defaults_of_the_crd_are_the_defaults_of_the_spec_struct() -> None:
     assert defaulted["baseline"]["bins"] == DEFAULTS.bins
     assert defaulted["baseline"]["topK"] == DEFAULTS.top_k
     assert defaulted["traffic"] == {"expectedEventsPerSecond": 0}
+    assert defaulted["reference"] == {"kind": DEFAULTS.reference.kind}
+    assert DEFAULTS.reference.period_seconds is None
+    assert "windowEvents" not in defaulted and DEFAULTS.window_events is None
     assert defaulted["service"] == "driftline"
     assert parse_spec(defaulted) == parse_spec(minimal)
     # Every field with a CRD default is a field of the struct.

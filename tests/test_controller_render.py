@@ -174,6 +174,7 @@ def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> No
         "min_drifted_features",
         "window_seconds",
         "bucket_seconds",
+        "reference",
         "bins",
         "top_k",
         "alert_hold_seconds",
@@ -197,6 +198,25 @@ def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> No
     assert monitor.policy.thresholds_for("credit_score").critical == 0.4
     assert monitor.policy.thresholds_for("age").warning == 0.2
     assert (monitor.window.window_seconds, monitor.window.bucket_seconds) == (3600, 60)
+    assert config["reference"] == {"kind": "baseline"}
+
+
+def test_a_period_reference_reaches_the_service() -> None:
+    spec = fixture_spec(reference={"kind": "period", "periodSeconds": 86400})
+    profile = resolve_baseline(spec, baseline_map(json.dumps(ROWS).encode()))
+    config = render_monitor_config("credit-risk", spec, profile)
+    assert config["reference"] == {"kind": "period", "period_seconds": 86400}
+    monitor = service_monitor(config)
+    assert (monitor.choice.reference, monitor.choice.offset_seconds) == ("period", 86400)
+    assert monitor.window.window_seconds == 86400 + 3600  # the store keeps both windows
+
+
+def test_a_window_of_events_reaches_the_service() -> None:
+    spec = fixture_spec(windowEvents=500)
+    profile = resolve_baseline(spec, baseline_map(json.dumps(ROWS).encode()))
+    config = render_monitor_config("credit-risk", spec, profile)
+    assert config["window_events"] == 500
+    assert service_monitor(config).choice.window_events == 500
 
 
 def test_tests_notices_multiple_testing_and_quality_reach_the_service() -> None:

@@ -173,6 +173,37 @@ BAD_SPECS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "only class and probabilities predictions have classes",
     ),
     ("unknown prediction kind", spec_change(prediction={"kind": "label"}), '"label"'),
+    (
+        "period reference without its period",
+        spec_change(reference={"kind": "period"}),
+        "reference.periodSeconds is required with kind period, and only then",
+    ),
+    (
+        "period on a previous-window reference",
+        spec_change(reference={"kind": "previous_window", "periodSeconds": 3600}),
+        "reference.periodSeconds is required with kind period, and only then",
+    ),
+    (
+        "period shorter than the window",
+        spec_change(reference={"kind": "period", "periodSeconds": 1800}),
+        "reference.periodSeconds must be a whole number of bucketSeconds and at",
+    ),
+    (
+        "period not a whole number of buckets",
+        spec_change(reference={"kind": "period", "periodSeconds": 86430}),
+        "reference.periodSeconds must be a whole number of bucketSeconds and at",
+    ),
+    ("unknown reference kind", spec_change(reference={"kind": "weekly"}), '"weekly"'),
+    (
+        "window of events below minSamples",
+        spec_change(windowEvents=50),
+        "windowEvents must be at least minSamples",
+    ),
+    (
+        "window of events against a rolling reference",
+        spec_change(windowEvents=500, reference={"kind": "previous_window"}),
+        "a window of windowEvents is compared with the baseline reference only",
+    ),
     ("upper-case name", rename("Credit-Risk"), "RFC 1123"),
     ("name over 63 characters", rename("m" * 64), "metadata.name must be at most 63 characters"),
 ]
@@ -234,6 +265,7 @@ def test_a_valid_spec_is_stored_with_the_defaults_the_service_uses(
     assert (stored["baseline"]["bins"], stored["baseline"]["topK"]) == (service.bins, service.top_k)
     assert stored["service"] == DEFAULT_SERVICE
     assert stored["traffic"] == {"expectedEventsPerSecond": 0}
+    assert stored["reference"] == {"kind": service.reference.kind}
     assert stored["alerts"][0]["minSeverity"] == "warning"
     assert "serviceUrl" not in stored and "alertCooldownSeconds" not in stored
     assert "alertHoldSeconds" not in stored
@@ -296,3 +328,23 @@ def test_kubectl_explain_describes_the_field(kube: KubeTarget, namespace: str, f
     text = wait_for(f"kubectl explain {field}", explained, timeout=30)
     description = text.split("DESCRIPTION:", 1)[1].split("FIELDS:", 1)[0].strip()
     assert description and description != "<empty>", text
+
+
+def test_a_period_reference_is_stored_as_sent(kube: KubeTarget, namespace: str) -> None:
+    monitor = valid_monitor("weekly")
+    monitor["spec"]["reference"] = {"kind": "period", "periodSeconds": 604800}
+    apply(kube, namespace, monitor, check=True)
+    stored = yaml.safe_load(
+        kube.kubectl("get", "dm", "weekly", "-n", namespace, "-o", "yaml").stdout
+    )["spec"]
+    assert stored["reference"] == {"kind": "period", "periodSeconds": 604800}
+
+
+def test_a_window_of_events_is_stored_as_sent(kube: KubeTarget, namespace: str) -> None:
+    monitor = valid_monitor("by-events")
+    monitor["spec"]["windowEvents"] = 500
+    apply(kube, namespace, monitor, check=True)
+    stored = yaml.safe_load(
+        kube.kubectl("get", "dm", "by-events", "-n", namespace, "-o", "yaml").stdout
+    )["spec"]
+    assert (stored["windowEvents"], stored["reference"]) == (500, {"kind": "baseline"})

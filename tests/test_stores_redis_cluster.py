@@ -15,7 +15,7 @@ from support import example_monitors, wait_until
 from driftline.alerts.redis import RedisAlertStore
 from driftline.alerts.store import FlapGuard
 from driftline.core.severity import Severity
-from driftline.core.window import WindowSpec
+from driftline.core.window import Span, WindowSpec
 from driftline.http.app import create_app
 from driftline.settings import Settings
 from driftline.stores.redis import RedisWindowStore
@@ -73,6 +73,20 @@ async def test_window_store_spreads_monitors_and_keeps_each_on_one_slot(
     await store.drop("cluster-m0")
     assert [k async for k in client.scan_iter(match="driftline:{cluster-m0}:*")] == []
     assert (await store.read(specs[1])).vector.tolist() == sent["cluster-m1"].tolist()
+
+
+async def test_bucket_reads_go_to_each_monitors_master(store: RedisWindowStore) -> None:
+    # A rolling reference's read (buckets.lua) runs where the monitor's window lives.
+    specs = [WindowSpec(f"cluster-ref{i}", "L", 4, 1200, 60) for i in range(8)]
+    for i, spec in enumerate(specs):
+        now = (await store.read(spec)).now
+        current, previous = spec.bucket_of(now), spec.bucket_of(now) - 900
+        await store.apply(spec, {current: np.full(4, i + 1.0), previous: np.full(4, 10.0 * i + 5)})
+        read = await store.buckets(spec, [Span(0, 600), Span(600, 600)])
+        assert {b: v.tolist() for b, v in read.vectors.items()} == {
+            current: [i + 1.0] * 4,
+            previous: [10.0 * i + 5] * 4,
+        }
 
 
 async def test_alert_store_on_cluster(store: RedisWindowStore) -> None:

@@ -7,19 +7,22 @@ import random
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pytest
 import redis.asyncio
 from redis_process import RedisProcess
+from support import make_monitor
 from support import wait_until as poll
 
 from driftline.core.idempotency import ClaimOutcome, ClaimStatus, request_key
-from driftline.core.window import Vector, WindowSpec
+from driftline.core.window import Span, Vector, WindowSpec
 from driftline.stores.memory import MemoryWindowStore
 from driftline.stores.protocol import ApplyResult, Claim, StoreUnavailableError, WindowStore
 from driftline.stores.redis import (
+    DEFAULT_FUTURE_SECONDS,
     HEADER_FIELDS,
     RedisWindowStore,
     grace_seconds,
@@ -1244,3 +1247,81 @@ async def test_redis_memory_per_idempotency_key(
     per_key = used / keys
     print(f"\nRedis memory per idempotency key: {per_key:.1f} bytes ({keys} keys in a slice)")
     assert per_key <= MEMORY_PER_KEY
+
+
+# --- per-bucket reads (rolling references) ----------------------------------------------
+
+
+async def test_buckets_reads_each_span_bucket_by_bucket(window_store: WindowStore) -> None:
+    # A window of 10 minutes keeping 20 (a previous-window reference) plus one more.
+    spec = make_spec(monitor="spans", width=3, window=1260, bucket=60)
+    now = await store_now(window_store)
+    here = spec.bucket_of(now)
+    previous = {here - 900: vec(1, 2, 3), here - 1020: vec(4, 5, 6)}
+    current = {here: vec(7, 8, 9), here - 120: vec(1, 1, 1)}
+    older = {here - 1260: vec(100, 100, 100)}  # kept, but in neither span
+    result = await window_store.apply(spec, {**previous, **current, **older})
+    assert not result.late_buckets
+    # Span bounds are on the store's clock: read until no bucket boundary passed meanwhile.
+    for _ in range(3):
+        read = await window_store.buckets(spec, [Span(0, 600), Span(600, 600)])
+        if spec.bucket_of(read.now) == here:
+            break
+        here = spec.bucket_of(read.now)
+    else:
+        pytest.fail("a bucket boundary passed on every read")
+    after, _ = Span(0, 600).bounds(read.now, 60)
+    ref_after, ref_upto = Span(600, 600).bounds(read.now, 60)
+    expected = {
+        b: v
+        for b, v in {**previous, **current, **older}.items()
+        if b > after or ref_after < b <= (ref_upto or 0)
+    }
+    assert set(read.vectors) == set(expected) and here - 1260 not in read.vectors
+    for bucket, vector in expected.items():
+        np.testing.assert_array_equal(read.vectors[bucket], vector)
+    # The current span alone: no reference buckets.
+    alone = await window_store.buckets(spec, [Span(0, 600)])
+    assert set(alone.vectors) == {b for b in read.vectors if b > after} == set(current)
+
+
+async def test_buckets_of_an_empty_window_are_none(window_store: WindowStore) -> None:
+    spec = make_spec(monitor="spans-empty", width=3, window=1200, bucket=60)
+    read = await window_store.buckets(spec, [Span(0, 600), Span(600, 600)])
+    assert read.vectors == {}
+
+
+async def test_redis_memory_of_each_reference(
+    redis_url: str, raw_redis: redis.asyncio.Redis, tmp_path: Path
+) -> None:
+    """MEMORY USAGE of a monitor's window key with 8 numeric features and 1-minute
+    buckets, per reference (the figures in docs/metrics.md, "Reference and window
+    choices"): the ring keeps every bucket of the window and of its reference."""
+    rng = np.random.default_rng(8)
+    columns = [f"f{i}" for i in range(8)]
+    rows = "\n".join(",".join(f"{v:.4f}" for v in row) for row in rng.normal(size=(500, 8)))
+    (tmp_path / "baseline.csv").write_text(",".join(columns) + "\n" + rows + "\n")
+    references: dict[str, dict[str, Any]] = {
+        "baseline": {"kind": "baseline"},
+        "previous_window": {"kind": "previous_window"},
+        "day": {"kind": "period", "period_seconds": 86400},
+        "week": {"kind": "period", "period_seconds": 604800},
+    }
+    store = RedisWindowStore.from_url(redis_url)
+    try:
+        for label, reference in references.items():
+            config = {"name": f"mem-{label}", "baseline": "baseline.csv", "reference": reference}
+            spec = make_monitor(config, base_dir=tmp_path).window
+            bucket = spec.bucket_of(await store_now(store))
+            await store.apply(spec, {bucket: np.ones(spec.width)})
+            usage = await raw_redis.memory_usage(store.window_key(spec), samples=0)
+            size = window_bytes(spec, DEFAULT_FUTURE_SECONDS)
+            print(
+                f"\n[memory] reference {label}: width {spec.width}, ring "
+                f"{ring_slots(spec, DEFAULT_FUTURE_SECONDS)} buckets, {size} B of string, "
+                f"MEMORY USAGE {usage} B"
+            )
+            # The string itself, plus Redis's allocation rounding and key overhead.
+            assert size <= usage <= size * 1.3 + 256
+    finally:
+        await store.close()

@@ -228,6 +228,17 @@ class Pools:
     baseline: Vector  # the baseline counts pooled
 
 
+def _step(n: float) -> int:
+    """The step of n on the 2^(1/8) scale the pooling is fixed on (-1 below one event)."""
+    return math.floor(8 * math.log2(n)) if n >= 1 else -1
+
+
+def _rounded(n: float) -> float:
+    """The event count n rounded down to its step (see PoolingOrder)."""
+    step = _step(n)
+    return 2 ** (step / 8) if step >= 0 else 0.0
+
+
 @dataclass(frozen=True, eq=False, slots=True)
 class PoolingOrder:
     """How a categorical feature's bins are pooled for its test; fixed by the baseline.
@@ -262,11 +273,11 @@ class PoolingOrder:
 
     def pools(self, n: float) -> Pools:
         """The pools for a window of n events."""
-        step = math.floor(8 * math.log2(n)) if n >= 1 else -1
+        step = _step(n)
         found = self._pools.get(step)
         if found is None:
             m = float(self.baseline.sum())
-            starts = self._starts(2 ** (step / 8) if step >= 0 else 0.0, m)
+            starts = self._starts(_rounded(n), m)
             found = self._pools[step] = Pools(starts, np.add.reduceat(self.baseline, starts))
         return found
 
@@ -292,10 +303,18 @@ class PoolingOrder:
             starts.pop()  # the last pool fell short: it joins the one before
         return np.asarray(starts, dtype=np.intp)
 
-    def pool(self, window: Vector) -> tuple[Vector, Vector]:
-        """The baseline and the window counts summed over the pools for this window."""
-        pools = self.pools(float(window.sum()))
-        return pools.baseline, np.add.reduceat(window[self.order], pools.starts)
+    def pool(self, window: Vector, reference: Vector | None = None) -> tuple[Vector, Vector]:
+        """The baseline's (or a rolling `reference`'s) and the window's counts, pooled.
+
+        A reference's pools follow the same rule with its own total as m.
+        """
+        if reference is None:
+            pools = self.pools(float(window.sum()))
+            return pools.baseline, np.add.reduceat(window[self.order], pools.starts)
+        n = float(window.sum())
+        ordered = reference[self.order]
+        starts = self._starts(_rounded(n), float(ordered.sum()))
+        return np.add.reduceat(ordered, starts), np.add.reduceat(window[self.order], starts)
 
 
 # --------------------------------------------------------------------- scores

@@ -25,6 +25,7 @@ from driftline.core.limits import ModelVersion
 from driftline.core.performance import PerformanceSlots, baseline_problem
 from driftline.core.plan import Plan
 from driftline.core.policy import (
+    MAX_KEPT_BUCKETS,
     NUMERIC_ONLY_TESTS,
     SHARED_SCALE_TESTS,
     TEST_THRESHOLDS,
@@ -38,6 +39,8 @@ from driftline.core.policy import (
     Policy,
     QualityPolicy,
     QualityThresholds,
+    ReferenceConfig,
+    ReferenceKind,
     TestName,
     Thresholds,
     TopK,
@@ -60,6 +63,7 @@ from driftline.core.profile import (
     load_baseline,
     validate_profile,
 )
+from driftline.core.reference import WindowChoice
 from driftline.core.window import WindowSpec
 
 MONITOR_NAME = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
@@ -118,6 +122,7 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_samples: MinSamples | None = None
     min_drifted_features: Annotated[int, msgspec.Meta(gt=0)] | None = None
     window_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    window_events: Annotated[int, msgspec.Meta(gt=0)] | None = None
     bucket_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
     bins: Bins | None = None
     top_k: TopK | None = None
@@ -132,6 +137,8 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     inference: InferenceSpec | None = None
     # Delayed labels joined to predictions by event id (docs/labels.md).
     labels: LabelsConfig | None = None
+    # What the window is compared with (docs/metrics.md, "Reference and window choices").
+    reference: ReferenceConfig | None = None
 
 
 class MonitorConfigError(ValueError):
@@ -147,9 +154,10 @@ class Monitor:
     profile: BaselineProfile
     policy: Policy
     layout: Layout
-    window: WindowSpec
+    window: WindowSpec  # what the store keeps: the window and its reference's span
     source: str
     plan: Plan  # the policy's arrays over the layout, for every verdict
+    choice: WindowChoice  # the window it judges and its reference
     model_versions: tuple[str, ...] = ()
     prediction: PredictionSpec | None = None
     decoder: Decoder | None = None  # the prediction's, built once
@@ -163,6 +171,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "multiple_testing": get_args(MultipleTesting),
     "type": get_args(FeatureKind),
     "kind": get_args(PredictionKind),
+    "reference.kind": get_args(ReferenceKind),
 }
 
 
@@ -173,7 +182,7 @@ def _validation_message(exc: msgspec.ValidationError) -> str:
         text, _, path = message.rpartition(" - at `$.")
         path = path.rstrip("`")
         message = f"{path}: {text[0].lower()}{text[1:]}"
-        choices = CHOICES.get(path.rpartition(".")[2])
+        choices = CHOICES.get(path) or CHOICES.get(path.rpartition(".")[2])
         if choices and text.startswith("Invalid enum value"):
             message += f"; allowed: {', '.join(choices)}"
     return message
@@ -379,11 +388,19 @@ def build_monitor(
         if labels is None or config.prediction is None
         else functools.partial(PerformanceSlots.of, config.prediction, labels, profile),
     )
+    choice = _window_choice(
+        source,
+        config.reference or defaults.reference,
+        window_seconds,
+        bucket_seconds,
+        pick(config.window_events, defaults.window_events),
+        policy.min_samples,
+    )
     window = WindowSpec(
         monitor=config.name,
         layout_id=layout_id(profile, bucket_seconds, layout),
         width=layout.width,
-        window_seconds=window_seconds,
+        window_seconds=choice.kept_seconds,
         bucket_seconds=bucket_seconds,
     )
     return Monitor(
@@ -400,7 +417,60 @@ def build_monitor(
         decoder=Decoder(config.prediction) if config.prediction is not None else None,
         inference=config.inference or DIRECT,
         labels=labels,
+        choice=choice,
     )
+
+
+def _window_choice(
+    source: str,
+    reference: ReferenceConfig,
+    window_seconds: int,
+    bucket_seconds: int,
+    window_events: int | None,
+    min_samples: int,
+) -> WindowChoice:
+    """The window and reference a config asks for; the span they keep within the cap."""
+    if window_events is not None and window_events < min_samples:
+        raise MonitorConfigError(
+            f"{source}: window_events: must be at least min_samples ({min_samples}), "
+            f"got {window_events}"
+        )
+    if window_events is not None and reference.kind != "baseline":
+        raise MonitorConfigError(
+            f"{source}: window_events: a window of events is compared with the baseline; "
+            f"reference.kind {reference.kind} needs a window of time (unset window_events)"
+        )
+    period = reference.period_seconds
+    if reference.kind == "period":
+        if period is None:
+            raise MonitorConfigError(
+                f"{source}: reference.period_seconds: required with kind period "
+                "(e.g. 86400 for a day, 604800 for a week)"
+            )
+        if period % bucket_seconds or period < window_seconds:
+            raise MonitorConfigError(
+                f"{source}: reference.period_seconds: must be a whole number of buckets "
+                f"({bucket_seconds} s) and at least window_seconds ({window_seconds}), "
+                f"got {period}"
+            )
+        offset = period
+    elif period is not None:
+        raise MonitorConfigError(
+            f"{source}: reference.period_seconds: only kind period takes one; "
+            f"kind is {reference.kind}"
+        )
+    else:
+        offset = window_seconds if reference.kind == "previous_window" else 0
+    choice = WindowChoice(window_seconds, reference.kind, offset, window_events)
+    kept = choice.kept_seconds // bucket_seconds
+    if kept > MAX_KEPT_BUCKETS:
+        field = "reference.period_seconds" if reference.kind == "period" else "window_seconds"
+        raise MonitorConfigError(
+            f"{source}: {field}: the window and its reference keep {kept} buckets of "
+            f"{bucket_seconds} s; at most {MAX_KEPT_BUCKETS} are allowed (use longer "
+            "buckets or a shorter span)"
+        )
+    return choice
 
 
 def _labels(source: str, config: MonitorConfig, defaults: LabelsPolicy) -> LabelsPolicy | None:

@@ -38,6 +38,22 @@ SHARED_SCALE_TESTS = frozenset({"psi", "chisquare"})
 
 MultipleTesting = Literal["none", "bonferroni", "holm", "bh"]
 
+ReferenceKind = Literal["baseline", "previous_window", "period"]
+MAX_KEPT_BUCKETS = 20_160
+"""Most buckets a monitor's store keeps (its window plus its reference's span): a week
+of one-minute buckets. docs/metrics.md gives the Redis memory this costs."""
+
+
+class ReferenceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a monitor's window is compared with (docs/metrics.md, "Reference and window choices").
+
+    The training `baseline`, the `previous_window`, or the same window `period_seconds`
+    earlier (`period`: a day or a week, for seasonality).
+    """
+
+    kind: ReferenceKind = "baseline"
+    period_seconds: PositiveInt | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
@@ -131,6 +147,9 @@ class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_samples: MinSamples = 100
     min_drifted_features: PositiveInt = 1
     window_seconds: PositiveInt = 3600
+    # The window as the newest buckets holding at least this many events, no older than
+    # window_seconds (None: the window is window_seconds).
+    window_events: PositiveInt | None = None
     bucket_seconds: PositiveInt = 60
     bins: Bins = 10
     top_k: TopK = 100
@@ -140,6 +159,7 @@ class MonitorDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     alert_cooldown_seconds: NonNegativeFloat = 300.0
     quality: QualityPolicy = QualityPolicy()
     labels: LabelsPolicy = LabelsPolicy()  # for monitors that declare `labels`
+    reference: ReferenceConfig = ReferenceConfig()
 
 
 DEFAULTS = MonitorDefaults()

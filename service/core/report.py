@@ -42,7 +42,7 @@ from driftline.core.profile import NumericProfile
 from driftline.core.quality import Mask, rate_increase_p, tail_excess, tail_p
 from driftline.core.severity import LEVELS, Severity
 from driftline.core.timestamps import isoformat
-from driftline.core.window import WindowTotals
+from driftline.core.window import BASELINE, ReferenceInfo, WindowTotals
 
 Reason = Literal["distribution", "missing", "range", "new_categories"]
 QualityReason = Literal["missing", "range", "new_categories"]
@@ -61,8 +61,8 @@ def adjusted_p(p_value: Vector, method: MultipleTesting) -> Vector:
     return adjust_pvalues(np.minimum(p_value * CHECKS_PER_FEATURE, 1.0), method)
 
 
-class WindowInfo(msgspec.Struct, frozen=True):
-    """The window a report was computed on."""
+class WindowInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The window a report was computed on (`reference` shown unless the baseline)."""
 
     events: int
     start: str
@@ -70,6 +70,10 @@ class WindowInfo(msgspec.Struct, frozen=True):
     ready: bool
     min_samples: int
     seconds: int
+    # What the window was compared with: the baseline, or a rolling reference.
+    reference: ReferenceInfo = BASELINE
+    # A window of events: the newest buckets until they hold this many (within `seconds`).
+    target_events: int | None = None
 
 
 class QualityCheck(msgspec.Struct, frozen=True):
@@ -266,12 +270,15 @@ def _rule(
     return RuleResult(features, rate, baseline_rate, change, p_value, adjusted, level, levels)
 
 
-def evaluate(monitor: Monitor, vector: Vector) -> Evaluation:
+def evaluate(monitor: Monitor, vector: Vector, reference: Vector | None = None) -> Evaluation:
     """Score and test every feature, check its data quality, decide the monitor's severity.
 
-    Cheap enough to run on every flush: the numeric and the categorical features each go
-    through one numpy pass, and an exact data-quality p-value is computed only for a
-    feature whose rate rose past the rule's warning threshold.
+    `reference`: a rolling reference window's counts, compared in place of the
+    baseline's (the distribution tests and the missing rate; the baseline's profile
+    keeps the bins, tails and categories). Cheap enough to run on every flush: the
+    numeric and the categorical features each go through one numpy pass, and an exact
+    data-quality p-value is computed only for a feature whose rate rose past the rule's
+    warning threshold.
     """
     layout, policy, plan = monitor.layout, monitor.policy, monitor.plan
     events = round(float(vector[EVENTS_SLOT]))
@@ -282,13 +289,19 @@ def evaluate(monitor: Monitor, vector: Vector) -> Evaluation:
     numeric, categorical = layout.numeric, layout.categorical
     numeric_window = padded[numeric.index]
     categorical_window = padded[categorical.index]
-    pooled = _pooled(categorical.pooling, categorical_window)
+    if reference is None:
+        numeric_expected = numeric.baseline
+        pooled = _pooled(categorical.pooling, categorical_window)
+    else:
+        expected = np.append(reference, 0.0)
+        numeric_expected = expected[numeric.index]
+        pooled = _pooled(categorical.pooling, categorical_window, expected[categorical.index])
     # One test for every feature: the numeric bins and the categorical pools, stacked.
-    tests = homogeneity(_stacked(numeric.baseline, pooled[0]), _stacked(numeric_window, pooled[1]))
+    tests = homogeneity(_stacked(numeric_expected, pooled[0]), _stacked(numeric_window, pooled[1]))
     split = len(numeric.names)
     if numeric.names:
         found = distribution_scores(
-            numeric.baseline,
+            numeric_expected,
             numeric_window,
             plan.numeric_groups,
             positions=numeric.positions,
@@ -300,7 +313,7 @@ def evaluate(monitor: Monitor, vector: Vector) -> Evaluation:
         dof[rows], n[rows] = found.dof, found.n
     if categorical.names:
         found = distribution_scores(
-            categorical.baseline,
+            categorical.baseline if reference is None else expected[categorical.index],
             categorical_window,
             plan.categorical_groups,
             pooled=pooled,
@@ -314,7 +327,7 @@ def evaluate(monitor: Monitor, vector: Vector) -> Evaluation:
     drift_level = severity_levels(
         score, adjusted < policy.alpha, drift.notice, drift.warning, drift.critical
     )
-    quality = _quality(monitor, vector, events, n)
+    quality = _quality(monitor, vector, events, n, reference)
     stacked = np.zeros((len(REASONS), size), dtype=np.intp)  # (reason, feature), REASONS order
     stacked[0] = drift_level
     stacked[1] = quality["missing"].level
@@ -371,9 +384,14 @@ def _reasons(levels: IntVector) -> tuple[Reason, ...]:
     return tuple(REASONS[r] for _, r in ranked)
 
 
-def _pooled(pooling: tuple[PoolingOrder, ...], window: Vector) -> tuple[Vector, Vector]:
+def _pooled(
+    pooling: tuple[PoolingOrder, ...], window: Vector, reference: Vector | None = None
+) -> tuple[Vector, Vector]:
     """Every categorical row pooled by its order (see PoolingOrder), padded to one width."""
-    rows = [order.pool(window[i]) for i, order in enumerate(pooling)]
+    rows = [
+        order.pool(window[i], None if reference is None else reference[i])
+        for i, order in enumerate(pooling)
+    ]
     width = max((b.size for b, _ in rows), default=0)
     pooled_b = np.zeros((len(rows), width))
     pooled_w = np.zeros((len(rows), width))
@@ -419,16 +437,25 @@ def _rate_rule(
 
 
 def _quality(
-    monitor: Monitor, vector: Vector, events: int, n: Vector
+    monitor: Monitor, vector: Vector, events: int, n: Vector, reference: Vector | None
 ) -> dict[QualityReason, RuleResult]:
-    """The data-quality rules of every feature: missing, range and new categories."""
+    """The data-quality rules of every feature: missing, range and new categories.
+
+    The missing rate is compared with a rolling reference's when there is one; the
+    range and new-category rules measure against the baseline's tails and categories.
+    """
     plan, layout, policy = monitor.plan, monitor.layout, monitor.policy
     numeric, categorical = layout.numeric, layout.categorical
     missing = vector[plan.missing_slots]
     rows = np.full(missing.shape, float(events))
+    expected = (plan.baseline_missing, plan.baseline_rows, plan.baseline_missing_rate)
+    if reference is not None:
+        held = reference[plan.missing_slots]
+        total = np.full(held.shape, float(reference[EVENTS_SLOT]))
+        expected = (held, total, held / np.maximum(total, 1.0))
     missing_rule = _rate_rule(
         plan.names,
-        (plan.baseline_missing, plan.baseline_rows, plan.baseline_missing_rate),
+        expected,
         (missing, rows),
         plan.missing,
         policy,
@@ -471,7 +498,9 @@ def window_info(monitor: Monitor, evaluation: Evaluation, totals: WindowTotals) 
         end=isoformat(totals.now),
         ready=evaluation.verdict.ready,
         min_samples=monitor.policy.min_samples,
-        seconds=monitor.window.window_seconds,
+        seconds=monitor.choice.window_seconds,
+        reference=totals.reference_info,
+        target_events=monitor.choice.window_events,
     )
 
 
@@ -638,7 +667,7 @@ def _prediction_fields(assessment: Assessment) -> dict[str, Any]:
 
 def assess(monitor: Monitor, totals: WindowTotals) -> Assessment:
     """Evaluate the window totals (see `evaluate`) and note the window they cover."""
-    evaluation = evaluate(monitor, totals.vector)
+    evaluation = evaluate(monitor, totals.vector, totals.reference)
     return Assessment(
         monitor,
         evaluation,
@@ -675,18 +704,22 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
     evaluation = assessment.evaluation
     policy = monitor.policy
     events = evaluation.events
+    reference = totals.reference
     features: dict[str, FeatureReport] = {}
     outputs: dict[str, FeatureReport] = {}
     for name, slots in monitor.layout.features.items():
         profile = slots.profile
         scored = evaluation.features[name]
-        window_counts = vector[slots.first_bin : slots.first_bin + profile.bins]
+        bins = slice(slots.first_bin, slots.first_bin + profile.bins)
+        window_counts = vector[bins]
+        # A rolling reference stands where the baseline does (its `baseline_*` fields).
+        expected = slots.baseline_counts if reference is None else reference[bins]
         numeric = isinstance(profile, NumericProfile)
         test_name = policy.test_for(name, slots.kind)
         # KL, JS, PSI and the proportions are detail only: the verdict never uses them.
         test = feature_test(
             slots.kind,
-            slots.baseline_counts,
+            expected,
             window_counts,
             test_name,
             pooling_key=None if isinstance(profile, NumericProfile) else profile.selection,
@@ -694,7 +727,11 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
             scale=moment_unit(profile) if isinstance(profile, NumericProfile) else 1.0,
         )
         thresholds = policy.thresholds_for(name)
-        baseline_total = profile.n + profile.missing
+        baseline_missing = float(profile.missing)
+        baseline_total = float(profile.n + profile.missing)
+        if reference is not None:
+            baseline_missing = float(reference[slots.missing])
+            baseline_total = float(reference[EVENTS_SLOT])
         found = outputs if is_prediction_column(name) else features
         found[output_name(name)] = FeatureReport(
             type=slots.kind,
@@ -717,12 +754,14 @@ def drift_report(assessment: Assessment, totals: WindowTotals) -> DriftReport:
             window_count=test.n,
             baseline_count=test.m,
             missing_rate=float(vector[slots.missing]) / events if events else 0.0,
-            baseline_missing_rate=profile.missing / baseline_total if baseline_total else 0.0,
+            baseline_missing_rate=baseline_missing / baseline_total if baseline_total else 0.0,
             notice_threshold=thresholds.notice,
             warning_threshold=thresholds.warning,
             critical_threshold=thresholds.critical,
             bins=slots.bin_labels,
-            baseline_proportions=slots.baseline_proportions,
+            baseline_proportions=slots.baseline_proportions
+            if reference is None
+            else tuple(_proportions(expected)),
             window_proportions=_proportions(window_counts),
             quality=_quality_checks(evaluation, name),
             baseline_limited=test.n > test.m,

@@ -33,6 +33,7 @@ from driftline.core.performance import records as pending_records
 from driftline.core.report import Assessment
 from driftline.core.window import Vector
 from driftline.engine.verdicts import Verdicts
+from driftline.engine.windows import judged
 from driftline.stores.protocol import Claim, Pending, StoreUnavailableError, WindowStore
 from driftline.telemetry import Telemetry
 
@@ -286,7 +287,8 @@ class GroupCommitter:
                 given = iter(result.claims)
                 outcomes = [None if c is None else next(given) for c in claims]
                 self._tally(batch, errors, late, outcomes)
-                assessment = self._verdicts.after_flush(monitor, result.totals)
+                totals = await judged(self._store, monitor, result.totals)
+                assessment = self._verdicts.after_flush(monitor, totals)
         except Exception as exc:
             if isinstance(exc, StoreUnavailableError):
                 self._telemetry.store_errors.inc({"operation": "apply"})

@@ -56,6 +56,7 @@ from driftline.engine.commit import FlushOutcome, GroupCommitter, Row, Ticket
 from driftline.engine.history import History, HistoryRecorder
 from driftline.engine.registry import MonitorRegistry
 from driftline.engine.verdicts import Listener, Verdicts
+from driftline.engine.windows import judged, read
 from driftline.settings import Settings
 from driftline.stores.protocol import (
     TOMBSTONE,
@@ -360,7 +361,7 @@ class DriftEngine:
     @staticmethod
     def _late_warning(monitor: Monitor, late: int) -> str:
         return (
-            f"{late} event(s) outside the {monitor.window.window_seconds} s window (too old, "
+            f"{late} event(s) outside the {monitor.choice.kept_seconds} s window (too old, "
             "or ahead of the store's clock): acknowledged, not counted"
         )
 
@@ -658,7 +659,8 @@ class DriftEngine:
             late = consumed.result.late_buckets
             result.late = int(np.isin(joined["bucket"].astype(np.int64), list(late)).sum())
             result.counted = len(matched) - result.late
-            result.assessment = self._verdicts.assess(monitor, consumed.result.totals)
+            totals = await judged(self._store, monitor, consumed.result.totals)
+            result.assessment = self._verdicts.assess(monitor, totals)
             return
         result.assessment = await self._latest(monitor)
 
@@ -666,7 +668,7 @@ class DriftEngine:
 
     async def _read(self, monitor: Monitor) -> WindowTotals:
         try:
-            return await self._store.read(monitor.window)
+            return await read(self._store, monitor)
         except StoreUnavailableError:
             self._telemetry.store_errors.inc({"operation": "read"})
             raise

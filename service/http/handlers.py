@@ -809,7 +809,7 @@ def _summary_of(monitor: Monitor) -> MonitorSummary:
         features={
             n: s.kind for n, s in monitor.layout.features.items() if not is_prediction_column(n)
         },
-        window_seconds=monitor.window.window_seconds,
+        window_seconds=monitor.choice.window_seconds,
         bucket_seconds=monitor.window.bucket_seconds,
         layout=monitor.window.layout_id,
         source=monitor.source,

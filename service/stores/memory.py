@@ -27,7 +27,7 @@ import numpy as np
 from driftline.core.history import HistorySpec
 from driftline.core.idempotency import DEFAULT_HORIZON_SECONDS, ClaimOutcome, ClaimStatus
 from driftline.core.performance import ID_BYTES, RECORD_BYTES
-from driftline.core.window import Vector, WindowSpec, WindowTotals
+from driftline.core.window import Buckets, Span, Vector, WindowSpec, WindowTotals
 from driftline.stores.protocol import (
     TOMBSTONE,
     ApplyResult,
@@ -258,6 +258,21 @@ class MemoryWindowStore:
         totals = self._totals(spec, window, now)
         self._forget_if_empty(spec, window)
         return totals
+
+    async def buckets(self, spec: WindowSpec, spans: Sequence[Span]) -> Buckets:
+        """The per-bucket vectors of the live buckets in `spans`."""
+        validate_spec(spec)
+        now = self._clock()
+        window = self._windows.get(spec.monitor, {}).get(spec.layout_id)
+        held = window.buckets if window is not None else {}
+        last_out = math.floor(now - spec.window_seconds - spec.bucket_seconds)
+        found: dict[int, Vector] = {}
+        for span in spans:
+            after, upto = span.bounds(now, spec.bucket_seconds)
+            for bucket, vector in held.items():
+                if bucket > max(after, last_out) and (upto is None or bucket <= upto):
+                    found[bucket] = vector.copy()
+        return Buckets(found, now)
 
     async def drop(self, monitor: str) -> None:
         """Forget every layout of the monitor, its idempotency keys and pending predictions."""

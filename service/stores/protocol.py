@@ -17,7 +17,7 @@ import numpy as np
 from driftline.core.history import HistorySpec
 from driftline.core.idempotency import ClaimOutcome, RequestKey
 from driftline.core.performance import ID_BYTES
-from driftline.core.window import Vector, WindowSpec, WindowTotals
+from driftline.core.window import Buckets, Span, Vector, WindowSpec, WindowTotals
 
 
 class StoreUnavailableError(Exception):
@@ -139,6 +139,14 @@ class WindowStore(Protocol):
 
     async def read(self, spec: WindowSpec) -> WindowTotals:
         """Evict buckets that slid out and return the window totals."""
+        ...
+
+    async def buckets(self, spec: WindowSpec, spans: Sequence[Span]) -> Buckets:
+        """The per-bucket vectors of the live buckets in `spans` (on the store's clock).
+
+        Reads only: a bucket that slid out of the kept span but is not yet evicted is
+        left out by its start, not by eviction.
+        """
         ...
 
     async def drop(self, monitor: str) -> None:

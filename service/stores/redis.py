@@ -61,7 +61,7 @@ from driftline.core.idempotency import (
 )
 from driftline.core.limits import Limits
 from driftline.core.performance import ID_BYTES, RECORD_BYTES
-from driftline.core.window import Vector, WindowSpec, WindowTotals
+from driftline.core.window import Buckets, Span, Vector, WindowSpec, WindowTotals
 from driftline.stores.protocol import (
     ApplyResult,
     Claim,
@@ -82,6 +82,11 @@ SCRIPT = (
 LOOKUP_SCRIPT = (
     importlib.resources.files("driftline.stores")
     .joinpath("pending.lua")
+    .read_text(encoding="utf-8")
+)
+BUCKETS_SCRIPT = (
+    importlib.resources.files("driftline.stores")
+    .joinpath("buckets.lua")
     .read_text(encoding="utf-8")
 )
 
@@ -255,6 +260,7 @@ class RedisWindowStore:
         # EVALSHA, reloading the script on NOSCRIPT (server restart, SCRIPT FLUSH, failover).
         self._script = client.register_script(SCRIPT)
         self._lookup = client.register_script(LOOKUP_SCRIPT)
+        self._buckets = client.register_script(BUCKETS_SCRIPT)
 
     @classmethod
     def from_url(
@@ -398,6 +404,35 @@ class RedisWindowStore:
         reply, now = await self._run(spec, [], 0, 0)
         totals, _, _ = _parse_reply(spec, reply, now, 0)
         return totals
+
+    async def buckets(self, spec: WindowSpec, spans: Sequence[Span]) -> Buckets:
+        """The per-bucket vectors of the live buckets in `spans`, read by buckets.lua.
+
+        A span without an upper bound (the current window) reaches as far ahead as the
+        ring accepts buckets.
+        """
+        validate_spec(spec)
+        bucket = spec.bucket_seconds
+        ahead = -(math.ceil(self._future / bucket) + 2) * bucket
+        args: list[int] = [spec.width, bucket, ring_slots(spec, self._future)]
+        for span in spans:
+            args += [span.offset + span.length, span.offset if span.offset else ahead]
+        try:
+            reply = await self._buckets(keys=[self.window_key(spec)], args=args)
+            now = int(reply[0]) + int(reply[1]) / 1_000_000
+            found: dict[int, Vector] = {}
+            for span, (ids, slots) in zip(spans, reply[2:], strict=True):
+                starts = np.frombuffer(ids, dtype=_TOTALS)
+                vectors = np.frombuffer(slots, dtype=_TOTALS).reshape(starts.size, spec.width)
+                after, upto = span.bounds(now, bucket)
+                for start, vector in zip(starts.tolist(), vectors, strict=True):
+                    if start > after and (upto is None or start <= upto):
+                        found[start] = vector.astype(np.float64)
+        except REDIS_FAILURES as exc:
+            raise StoreUnavailableError(f"redis bucket read failed: {exc}") from exc
+        except (ValueError, TypeError, IndexError) as exc:
+            raise StoreUnavailableError(f"unexpected bucket read reply: {exc}") from exc
+        return Buckets(found, now)
 
     async def drop(self, monitor: str) -> None:
         """Delete every key of the monitor, all layouts."""
