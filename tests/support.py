@@ -20,7 +20,12 @@ import pytest
 from k8s_support import DRIFTLINE, Process, free_port, wait_for
 
 from driftline.alerts.payloads import AlertSnapshot, AlertWindow, DriftedFeature
-from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.core.monitor import (
+    Monitor,
+    build_monitor,
+    decode_monitor_config,
+    read_monitor_config,
+)
 from driftline.core.policy import DEFAULTS, MonitorDefaults
 from driftline.core.profile import BaselineProfile, build_profile
 from driftline.core.severity import Severity
@@ -96,6 +101,14 @@ async def wait_until(
             text = message() if callable(message) else message
             pytest.fail(f"timed out after {within} s: {text}", pytrace=False)
         await asyncio.sleep(interval)
+
+
+def example_monitor() -> Monitor:
+    """The example monitor as `make run` loads it (1 h window, 60 s buckets)."""
+    config = read_monitor_config(EXAMPLE_CONFIG, EXAMPLE_CONFIG.name)
+    return build_monitor(
+        config, DEFAULTS, base_dir=EXAMPLE_CONFIG.parent, source=EXAMPLE_CONFIG.name
+    )
 
 
 def example_settings(redis_url: str | None, **extra: Any) -> Settings:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import redis.asyncio
 from aiohttp.test_utils import TestClient
-from support import EXAMPLE_CONFIG, fast_monitors, make_monitor, wait_until
+from support import example_monitor, fast_monitors, wait_until
 from support import window_totals as example_window
 
 from driftline.core.history import (
@@ -39,14 +39,6 @@ from driftline.telemetry import Telemetry
 
 MONITOR = "credit-risk"
 WEEK = 7 * 24 * 3600
-
-
-def example_monitor() -> Monitor:
-    """The example monitor as `make run` loads it (1 h window, 60 s buckets)."""
-    import yaml
-
-    data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
-    return make_monitor(data, base_dir=EXAMPLE_CONFIG.parent)
 
 
 def totals_at(monitor: Monitor, now: float, *, drifted: bool) -> WindowTotals:

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import ROOT, driftline_serve, fast_monitors
-from test_history import example_monitor
+from support import ROOT, driftline_serve, example_monitor, fast_monitors
 
 from driftline.simulate import SCENARIOS, ProfileSampler, payload, scenario
 
