@@ -9,7 +9,7 @@ unloaded.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from aioprometheus.renderer import render
 
 from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment
+from driftline.core.scopes import Scope, ScopeKind
 from driftline.core.severity import SEVERITY_RANK
 
 # Versions a monitor keeps a model_version label for, besides the ones its config
@@ -174,6 +175,48 @@ class FeatureGauge:
         """Drop the keys kept for a monitor that is no longer loaded."""
         for cached in [k for k in self._keys if k[0] == monitor]:
             del self._keys[cached]
+
+
+class ScopeGauges:
+    """The gauges of declared versions' (or segments') windows: a label per declared one."""
+
+    def __init__(self, kind: ScopeKind, registry: Registry) -> None:
+        self.kind = kind
+        noun = "model version" if kind == "model_version" else "segment"
+        prefix = "driftline_version" if kind == "model_version" else "driftline_segment"
+        self.severity = Gauge(
+            f"{prefix}_severity",
+            f"Severity of each declared {noun}'s window (as driftline_monitor_severity)",
+            registry=registry,
+        )
+        self.window_events = Gauge(
+            f"{prefix}_window_events", f"Events in each declared {noun}'s window", registry=registry
+        )
+        self.drifted_features = Gauge(
+            f"{prefix}_drifted_features",
+            f"Features flagged as drifted in each declared {noun}'s window",
+            registry=registry,
+        )
+        self.performance = Gauge(
+            f"{prefix}_performance",
+            f"Model performance on each declared {noun}'s labelled events, by metric",
+            registry=registry,
+        )
+
+    def observe(self, monitor: str, value: str, assessment: Assessment) -> None:
+        """Publish one declared version's (or segment's) assessment."""
+        labels = {"monitor": monitor, self.kind: label_value(value)}
+        self.severity.set(labels, assessment.evaluation.verdict.severity.gauge)
+        self.window_events.set(labels, assessment.window.events)
+        self.drifted_features.set(labels, len(assessment.drifted_features))
+        performance = assessment.performance
+        for metric in PERFORMANCE_METRICS:
+            value_of = None if performance is None else getattr(performance, metric)
+            keyed = {**labels, "metric": metric}
+            if value_of is None:
+                self.performance.values.pop(keyed, None)
+            else:
+                self.performance.set(keyed, value_of)
 
 
 class Telemetry:
@@ -343,6 +386,8 @@ class Telemetry:
         self.labelled_events = Gauge(
             "driftline_labelled_events", "Events of the window joined to a label", registry=r
         )
+        # Declared versions' and segments' windows (docs/versions.md), by scope kind.
+        self.scope_gauges = {kind: ScopeGauges(kind, r) for kind in ("model_version", "segment")}
         self._versions: dict[str, VersionSlots] = {}
         for operation in STORE_OPERATIONS:
             self.store_errors.set({"operation": operation}, 0)
@@ -451,6 +496,11 @@ class Telemetry:
                     self.performance_baseline.values.pop(labels, None)
             if performance.severity is not None:
                 self.performance_severity.set(monitor, performance.severity.gauge)
+
+    def observe_scopes(self, monitor: str, assessments: Mapping[Scope, Assessment]) -> None:
+        """Publish the latest assessments of a monitor's declared versions and segments."""
+        for scope, assessment in assessments.items():
+            self.scope_gauges[scope.kind].observe(monitor, scope.value, assessment)
 
     def count_labels(self, monitor: str, outcomes: dict[str, int]) -> None:
         """Count a labels batch's outcomes."""

@@ -24,6 +24,7 @@ from driftline.core.monitor import MonitorConfig, MonitorConfigError
 from driftline.core.performance import (
     AUC_BINS,
     RECORD,
+    RECORD_BYTES,
     auc_tie_bound,
     id_digest,
     label_deltas,
@@ -207,7 +208,8 @@ async def test_consume_counts_a_record_once(window_store: WindowStore, tmp_path:
     )
     found = await window_store.lookup(window, 3600, [*ids, id_digest("c")])
     assert found.records[2] is None
-    assert found.records[0] == record_bytes[:16] and found.records[1] == record_bytes[16:]
+    size = RECORD_BYTES
+    assert found.records[0] == record_bytes[:size] and found.records[1] == record_bytes[size:]
     joined = np.frombuffer(record_bytes, RECORD)
     deltas = label_deltas(slots, window.width, joined, np.array([0.0, 0.0]))
     taken = [(ids[0], found.records[0]), (ids[1], found.records[1])]

@@ -276,13 +276,21 @@ class Layout:
         )
 
 
-def layout_id(profile: BaselineProfile, bucket_seconds: int, layout: Layout | None = None) -> str:
+def layout_id(
+    profile: BaselineProfile,
+    bucket_seconds: int,
+    layout: Layout | None = None,
+    scopes: str | None = None,
+) -> str:
     """The id of a profile's layout with a bucket size: part of every window key's name.
 
     Performance slots (a `layout` with them) change it: counts kept without them, or
-    under other classes or score ranges, never mix with theirs.
+    under other classes or score ranges, never mix with theirs; so do declared versions
+    and segments (`scopes`, their signature): a block never holds another one's counts.
     """
     key = f"{LAYOUT_VERSION}:{profile.content_hash}:{bucket_seconds}"
     if layout is not None and layout.performance is not None:
         key += ":" + layout.performance.signature
+    if scopes is not None:
+        key += ":" + scopes
     return hashlib.sha256(key.encode()).hexdigest()[:16]

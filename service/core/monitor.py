@@ -9,6 +9,7 @@ them beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -64,6 +65,14 @@ from driftline.core.profile import (
     validate_profile,
 )
 from driftline.core.reference import WindowChoice
+from driftline.core.scopes import (
+    Scope,
+    Scopes,
+    SegmentsConfig,
+    scopes_problem,
+    top_segments,
+    without_feature,
+)
 from driftline.core.window import WindowSpec
 
 MONITOR_NAME = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
@@ -129,8 +138,11 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     alert_hold_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
     alert_cooldown_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
     quality: QualityConfig = QualityConfig()
-    # Versions that always keep their own model_version label (the others rotate).
-    model_versions: Annotated[list[ModelVersion], msgspec.Meta(max_length=100)] = []
+    # Versions with a window of their own and their own model_version label (the others
+    # are pooled in the monitor's window, and their labels rotate); docs/versions.md.
+    model_versions: list[ModelVersion] = []
+    # A categorical feature whose top values get a window of their own (docs/versions.md).
+    segments: SegmentsConfig | None = None
     # The model's output, watched as the prediction's reserved columns (docs/predictions.md).
     prediction: PredictionSpec | None = None
     # How the model server's payloads map to features and prediction (docs/model-servers.md).
@@ -163,6 +175,22 @@ class Monitor:
     decoder: Decoder | None = None  # the prediction's, built once
     inference: InferenceSpec = DIRECT
     labels: LabelsPolicy | None = None  # takes delayed labels (layout.performance)
+    # Declared versions and segments: blocks of the window vector after the layout's.
+    scopes: Scopes | None = None
+    # How a segment's window is judged: as the monitor, without the segment feature.
+    segment_monitor: Monitor | None = None
+
+    @property
+    def blocks(self) -> Scopes:
+        """The window vector's blocks (one, the layout's, without declared scopes)."""
+        return self.scopes or Scopes(self.layout.width)
+
+    def judged_as(self, scope: Scope | None) -> Monitor:
+        """The monitor that judges a scope's window (the whole window's for None)."""
+        if scope is not None and scope.kind == "segment":
+            assert self.segment_monitor is not None
+            return self.segment_monitor
+        return self
 
 
 # What a field of named choices allows (msgspec's message names only the value refused).
@@ -396,14 +424,21 @@ def build_monitor(
         pick(config.window_events, defaults.window_events),
         policy.min_samples,
     )
+    versions = tuple(dict.fromkeys(config.model_versions))
+    problem = scopes_problem(layout, versions, config.segments)
+    if problem is not None:
+        raise MonitorConfigError(f"{source}: {problem}")
+    scopes = _scopes(layout, versions, config.segments)
     window = WindowSpec(
         monitor=config.name,
-        layout_id=layout_id(profile, bucket_seconds, layout),
-        width=layout.width,
+        layout_id=layout_id(
+            profile, bucket_seconds, layout, None if scopes is None else scopes.signature
+        ),
+        width=layout.width if scopes is None else scopes.width,
         window_seconds=choice.kept_seconds,
         bucket_seconds=bucket_seconds,
     )
-    return Monitor(
+    monitor = Monitor(
         name=config.name,
         model=config.model,
         profile=profile,
@@ -412,12 +447,44 @@ def build_monitor(
         window=window,
         source=source,
         plan=Plan.of(layout, policy),
-        model_versions=tuple(dict.fromkeys(config.model_versions)),
+        model_versions=versions,
         prediction=config.prediction,
         decoder=Decoder(config.prediction) if config.prediction is not None else None,
         inference=config.inference or DIRECT,
         labels=labels,
         choice=choice,
+        scopes=scopes,
+    )
+    if scopes is None or scopes.segment_feature is None:
+        return monitor
+    return dataclasses.replace(monitor, segment_monitor=_segment_monitor(monitor, scopes))
+
+
+def _scopes(
+    layout: Layout, versions: tuple[str, ...], segments: SegmentsConfig | None
+) -> Scopes | None:
+    """The monitor's window blocks; None when it declares no version or segment."""
+    if not versions and segments is None:
+        return None
+    if segments is None:
+        return Scopes(layout.width, versions)
+    feature = layout.features[segments.by]
+    values = tuple(dict.fromkeys(segments.values or top_segments(feature, segments.top)))
+    # A BinnedBatch holds the numeric matrix, then one array per categorical feature.
+    categorical = [name for name, f in layout.features.items() if f.index is not None]
+    return Scopes(layout.width, versions, feature, values, 1 + categorical.index(segments.by))
+
+
+def _segment_monitor(monitor: Monitor, scopes: Scopes) -> Monitor:
+    """The monitor judging a segment's window: it cannot drift on the feature that makes it."""
+    assert scopes.segment_feature is not None
+    layout = without_feature(monitor.layout, scopes.segment_feature.name)
+    policy = dataclasses.replace(
+        monitor.policy,
+        min_drifted_features=min(monitor.policy.min_drifted_features, max(len(layout.features), 1)),
+    )
+    return dataclasses.replace(
+        monitor, layout=layout, policy=policy, plan=Plan.of(layout, policy), segment_monitor=None
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 import numpy.typing as npt
-from scipy.special import ndtr, stdtr
+from scipy.special import ndtr, ndtri, stdtr, stdtrit
 
 from driftline.core.fixedpoint import MOMENT_CLIP, MOMENT_SCALE
 from driftline.core.policy import DEFAULTS, LabelsPolicy
@@ -61,14 +61,17 @@ LOG_LOSS_EPSILON = 1e-15
 ID_BYTES = 16
 """A pending record's key: the blake2b digest of the event id."""
 
-RECORD = np.dtype([("bucket", ">i8"), ("payload", ">u8")])
-"""A pending record as stores keep it: 16 bytes, the bucket start and the payload."""
+RECORD = np.dtype([("bucket", ">i8"), ("payload", ">u8"), ("version", "u1"), ("segment", "u1")])
+"""A pending record as stores keep it: 18 bytes, the bucket start, the payload, and the
+window blocks of the prediction's model version and segment (driftline.core.scopes; 0:
+none), so that its label counts where its prediction was counted."""
 
 RECORD_BYTES = RECORD.itemsize
 PROBABILITY_SCALE = 2**32 - 1  # a probability's fixed point in a payload's low 32 bits
 SCORE_CLASSES = ("1", "0")  # a score's labels: positive first
 Task = Literal["classification", "regression"]
 PerformanceTest = Literal["two_proportion_z", "hanley_mcneil_z", "welch_t"]
+CompareMetric = Literal["accuracy", "roc_auc", "mae"]
 
 
 def task_of(spec: PredictionSpec) -> Task:
@@ -289,11 +292,20 @@ def payloads(
     return (predicted << np.uint64(32)) | fixed.astype(np.uint64)
 
 
-def records(buckets: npt.NDArray[np.int64], payload: npt.NDArray[np.uint64]) -> bytes:
-    """Pending records as stores keep them, one after another."""
-    out = np.empty(len(buckets), dtype=RECORD)
+def records(
+    buckets: npt.NDArray[np.int64],
+    payload: npt.NDArray[np.uint64],
+    blocks: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None = None,
+) -> bytes:
+    """Pending records as stores keep them, one after another.
+
+    `blocks`: each prediction's version and segment window blocks (None: neither).
+    """
+    out = np.zeros(len(buckets), dtype=RECORD)
     out["bucket"] = buckets
     out["payload"] = payload
+    if blocks is not None:
+        out["version"], out["segment"] = blocks
     return out.tobytes()
 
 
@@ -553,25 +565,109 @@ def auc_drop_p(
     return float(ndtr(-(baseline - auc) / se))
 
 
+def _welch(
+    sums: Sequence[tuple[float, float, float]],
+) -> tuple[float, float, float]:
+    """The absolute errors' means' difference (first - second), its SE and Welch's df."""
+    means, variances = [], []
+    for n, absolute, squares in sums:
+        mean = absolute / n
+        means.append(mean)
+        variances.append(max(squares - n * mean * mean, 0.0) / (n - 1.0) / n)
+    se = math.sqrt(sum(variances))
+    df = (
+        se**4 / sum(v * v / (s[0] - 1.0) for v, s in zip(variances, sums, strict=True))
+        if se > 0
+        else math.inf
+    )
+    return means[0] - means[1], se, df
+
+
 def mae_rise_p(sums: tuple[float, float, float], baseline: tuple[float, float, float]) -> float:
     """One-sided p of Welch's t-test that the window's mean absolute error is the larger.
 
     `sums`: (n, sum of |e|, sum of e^2) — the absolute errors' mean and variance follow,
     since |e|^2 = e^2.
     """
-    means, variances = [], []
-    for n, absolute, squares in (sums, baseline):
-        mean = absolute / n
-        means.append(mean)
-        variances.append(max(squares - n * mean * mean, 0.0) / (n - 1.0) / n)
-    se = math.sqrt(sum(variances))
-    rise = means[0] - means[1]
+    rise, se, df = _welch([sums, baseline])
     if se == 0.0:
         return 0.0 if rise > 0 else 1.0
-    df = se**4 / sum(
-        v * v / (n - 1.0) for v, n in zip(variances, (sums[0], baseline[0]), strict=True)
-    )
     return float(stdtr(df, -rise / se))
+
+
+class Difference(msgspec.Struct, frozen=True):
+    """How much better model B did than model A on one metric, and how sure that is.
+
+    `improvement` is B's gain: b - a for accuracy and ROC-AUC, a - b for MAE (lower is
+    better); `ci_low`..`ci_high` its confidence interval; `p_value` two-sided (no
+    difference). Independent samples: each version's own labelled events.
+    """
+
+    metric: CompareMetric
+    test: PerformanceTest
+    a: float
+    b: float
+    improvement: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    labelled_a: int
+    labelled_b: int
+
+
+def difference(
+    slots: PerformanceSlots,
+    a: Vector,
+    b: Vector,
+    metric: CompareMetric,
+    confidence: float,
+) -> Difference | None:
+    """B's improvement over A on `metric` from two windows' performance counts.
+
+    None while a version lacks what the metric needs (two labelled events each; both
+    classes for ROC-AUC). Accuracy: Wald interval and unpooled z of two proportions;
+    ROC-AUC: Hanley-McNeil standard errors of two independent AUCs; MAE: Welch's t.
+    """
+    ma, mb = _metrics(slots, a), _metrics(slots, b)
+    na, nb = ma.labelled, mb.labelled
+    if na < 2 or nb < 2:
+        return None
+    test: PerformanceTest
+    if metric == "accuracy":
+        if ma.accuracy is None or mb.accuracy is None:
+            return None
+        value_a, value_b = ma.accuracy, mb.accuracy
+        gain = value_b - value_a
+        se = math.sqrt(value_a * (1 - value_a) / na + value_b * (1 - value_b) / nb)
+        test, df = "two_proportion_z", math.inf
+    elif metric == "roc_auc":
+        if ma.roc_auc is None or mb.roc_auc is None:
+            return None
+        value_a, value_b = ma.roc_auc, mb.roc_auc
+        gain = value_b - value_a
+        pa, qa = (float(x.sum()) for x in _score_bins(slots, a))
+        pb, qb = (float(x.sum()) for x in _score_bins(slots, b))
+        se = math.hypot(hanley_mcneil_se(value_a, pa, qa), hanley_mcneil_se(value_b, pb, qb))
+        test, df = "hanley_mcneil_z", math.inf
+    else:
+        if ma.mae is None or mb.mae is None:
+            return None
+        value_a, value_b = ma.mae, mb.mae
+        sums_a, sums_b = _regression_sums(slots, a), _regression_sums(slots, b)
+        gain, se, df = _welch(
+            [(na, float(sums_a[1]), float(sums_a[2])), (nb, float(sums_b[1]), float(sums_b[2]))]
+        )
+        test = "welch_t"
+    tail = (1.0 - confidence) / 2.0
+    if se == 0.0:
+        low = high = gain
+        p_value = 1.0 if gain == 0 else 0.0
+    else:
+        quantile = -float(ndtri(tail)) if math.isinf(df) else -float(stdtrit(df, tail))
+        low, high = gain - quantile * se, gain + quantile * se
+        z = abs(gain) / se
+        p_value = 2.0 * float(ndtr(-z) if math.isinf(df) else stdtr(df, -z))
+    return Difference(metric, test, value_a, value_b, gain, low, high, min(p_value, 1.0), na, nb)
 
 
 @dataclass(frozen=True, slots=True)

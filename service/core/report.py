@@ -182,6 +182,9 @@ class DriftReport(DriftSummary, frozen=True):
     performance: Performance | None = None
     # Why the monitor has its severity: the features' reasons, prediction, performance.
     reasons: list[MonitorReason] = []
+    # A declared model version's or segment's window (docs/versions.md); unset: every event's.
+    model_version: str | None = None
+    segment: str | None = None
 
 
 def monitor_reasons(

@@ -24,13 +24,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from driftline.core.binning import EventError, bin_batch
+from driftline.core.binning import BinnedBatch, EventError, bin_batch
 from driftline.core.idempotency import ClaimOutcome, ClaimStatus, RequestKey
 from driftline.core.limits import Limits
 from driftline.core.monitor import Monitor
 from driftline.core.performance import awaits_label, payloads
 from driftline.core.performance import records as pending_records
 from driftline.core.report import Assessment
+from driftline.core.scopes import batch_deltas, event_vectors, record_blocks
 from driftline.core.window import Vector
 from driftline.engine.verdicts import Verdicts
 from driftline.engine.windows import judged
@@ -91,23 +92,35 @@ class _Batch:
     pending_ids: list[bytes] = field(default_factory=list)
     pending_records: list[bytes] = field(default_factory=list)
 
-    def pending(self, errors: Mapping[int, EventError]) -> Pending | None:
-        """The predictions this flush keeps for their labels (single rows' made here)."""
+    def pending(
+        self, errors: Mapping[int, EventError], binned: BinnedBatch | None
+    ) -> Pending | None:
+        """The predictions this flush keeps for their labels (single rows' made here).
+
+        `binned`: the single rows binned (None without rows).
+        """
         monitor = self.monitor
         if monitor.labels is None or monitor.layout.performance is None:
             return None
         ids, records = list(self.pending_ids), list(self.pending_records)
         assert monitor.decoder is not None  # labels need a declared prediction
         names = monitor.decoder.names
-        waiting = [
-            row
+        positions = [
+            i
             for i, row in enumerate(self.rows)
             if row.pending is not None and i not in errors and awaits_label(row.features, names)
         ]
-        if waiting:
+        if positions:
+            assert binned is not None
+            waiting = [self.rows[i] for i in positions]
             columns = [[row.features[name] for row in waiting] for name in names]
             buckets = np.fromiter((row.bucket for row in waiting), np.int64, len(waiting))
-            records.append(pending_records(buckets, payloads(monitor.layout.performance, columns)))
+            blocks = record_blocks(
+                monitor.scopes, binned, [row.tag for row in self.rows], positions
+            )
+            records.append(
+                pending_records(buckets, payloads(monitor.layout.performance, columns), blocks)
+            )
             ids.extend(row.pending for row in waiting if row.pending is not None)
         if not ids:
             return None
@@ -121,13 +134,14 @@ class _Batch:
 
     def deltas(
         self, limits: Limits
-    ) -> tuple[dict[int, Vector], dict[int, EventError], list[Claim | None]]:
-        """What the flush sends: unkeyed deltas, row errors, claims.
+    ) -> tuple[dict[int, Vector], dict[int, EventError], list[Claim | None], BinnedBatch | None]:
+        """What the flush sends: unkeyed deltas, row errors, claims, the rows binned.
 
         Per bucket start the summed vector of the unkeyed events; the errors of single
         rows; the claim of every keyed submission (None for a keyed row with an error).
         """
-        width = self.monitor.window.width
+        scopes = self.monitor.blocks
+        binned = None
         deltas: dict[int, Vector] = {}
         errors: dict[int, EventError] = {}
         claims: list[Claim | None] = [k if isinstance(k, Claim) else None for k in self.keyed]
@@ -139,7 +153,8 @@ class _Batch:
             errors = binned.errors
             starts = np.fromiter((r.bucket for r in self.rows), np.int64, len(self.rows))
             keyed_rows = [k for k in self.keyed if isinstance(k, int)]
-            grouped = binned.deltas(width, starts, leave_out=keyed_rows)
+            versions = [r.tag for r in self.rows]
+            grouped = batch_deltas(scopes, binned, starts, versions, keyed_rows)
             deltas = {start: v for start, (v, _) in grouped.items()}
             claimed = [
                 (ticket, k)
@@ -147,14 +162,14 @@ class _Batch:
                 if isinstance(k, int) and k not in errors
             ]
             if claimed:  # none when every keyed event was refused
-                vectors = binned.event_vectors(width, [k for _, k in claimed])
+                vectors = event_vectors(scopes, binned, [k for _, k in claimed], versions)
                 for (ticket, k), vector in zip(claimed, vectors, strict=True):
                     row = self.rows[k]
                     assert row.key is not None
                     claims[ticket] = Claim(row.key, {row.bucket: vector}, {row.bucket: 1})
         for start, vector in self.vectors.items():
             deltas[start] = deltas[start] + vector if start in deltas else vector
-        return deltas, errors, claims
+        return deltas, errors, claims, binned
 
 
 class GroupCommitter:
@@ -273,13 +288,13 @@ class GroupCommitter:
         monitor = batch.monitor
         future = batch.future
         try:
-            deltas, errors, claims = batch.deltas(self._limits)
+            deltas, errors, claims, binned = batch.deltas(self._limits)
             assessment = None
             late: frozenset[int] = frozenset()
             outcomes: list[ClaimOutcome | None] = []
             sent = [c for c in claims if c is not None]
             if deltas or sent:
-                pending = batch.pending(errors)
+                pending = batch.pending(errors, binned)
                 result = await self._store.apply(monitor.window, deltas, sent, pending)
                 if result.unkept:
                     self._telemetry.unkept_predictions.add({"monitor": monitor.name}, result.unkept)

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from driftline.core.binning import BinnedBatch, EventError, bin_batch, bin_columns, first_error
+from driftline.core.compare import Comparison, compare
 from driftline.core.idempotency import (
     ClaimOutcome,
     ClaimStatus,
@@ -29,11 +31,11 @@ from driftline.core.idempotency import (
 from driftline.core.monitor import Monitor
 from driftline.core.performance import (
     RECORD,
+    CompareMetric,
     LabelError,
     PerformanceSlots,
     awaits_label,
     id_digest,
-    label_deltas,
     label_value,
     payloads,
     sampled,
@@ -42,6 +44,7 @@ from driftline.core.performance import records as pending_records
 from driftline.core.policy import LabelsPolicy
 from driftline.core.prediction import RESERVED_MARK, PredictionError, is_prediction_column
 from driftline.core.report import Assessment, DriftReport, drift_report
+from driftline.core.scopes import Scope, batch_deltas, joined_deltas, record_blocks
 from driftline.core.window import Vector, WindowTotals
 from driftline.engine.admission import (
     Event,
@@ -55,7 +58,7 @@ from driftline.engine.admission import (
 from driftline.engine.commit import FlushOutcome, GroupCommitter, Row, Ticket
 from driftline.engine.history import History, HistoryRecorder
 from driftline.engine.registry import MonitorRegistry
-from driftline.engine.verdicts import Listener, Verdicts
+from driftline.engine.verdicts import Listener, Verdicts, scope_assessment
 from driftline.engine.windows import judged, read
 from driftline.settings import Settings
 from driftline.stores.protocol import (
@@ -399,21 +402,15 @@ class DriftEngine:
             invalid_value(admitted[j][0], error) for j, error in batch.errors.items()
         )
         result.rejected.sort(key=lambda r: r.index)
-        accepted = [index for j, (index, _) in enumerate(admitted) if j not in batch.errors]
         ignored = decoder is None and any(event.prediction is not None for event in events)
         timestamps = np.array([t for _, t in admitted], dtype=np.float64)
+        versions = [events[index].model_version for index, _ in admitted]
         pending = None
         if monitor.labels is not None:
-            pending = self._pending_of(monitor, events, admitted, rows, batch, timestamps, result)
-        counted = await self._count(
-            monitor,
-            batch,
-            timestamps,
-            [events[i].model_version for i in accepted],
-            result,
-            key,
-            pending,
-        )
+            pending = self._pending_of(
+                monitor, events, admitted, rows, batch, timestamps, versions, result
+            )
+        counted = await self._count(monitor, batch, timestamps, versions, result, key, pending)
         if ignored:
             counted.warnings.append(prediction_ignored(monitor))
         return counted
@@ -479,9 +476,8 @@ class DriftEngine:
                 batch.errors.setdefault(i, EventError(decoder.names[0], str(error)))
         result = IngestResult(monitor)
         result.rejected = [invalid_value(i, error) for i, error in sorted(batch.errors.items())]
-        accepted = size - len(batch.errors)
         counted = await self._count(
-            monitor, batch, np.full(size, admitted), [model_version] * accepted, result, key
+            monitor, batch, np.full(size, admitted), [model_version] * size, result, key
         )
         if decoder is None and prediction is not None:
             counted.warnings.append(prediction_ignored(monitor))
@@ -495,6 +491,7 @@ class DriftEngine:
         rows: list[dict[str, Any]],
         batch: BinnedBatch,
         timestamps: Vector,
+        versions: list[str | None],
         result: IngestResult,
     ) -> tuple[bytes, bytes] | None:
         """Ids of a batch's counted events (made where missing) and their pending records."""
@@ -519,7 +516,9 @@ class DriftEngine:
         window = monitor.window
         starts = (timestamps[waiting] // window.bucket_seconds).astype(np.int64)
         return b"".join(digests), pending_records(
-            starts * window.bucket_seconds, payloads(slots, columns)
+            starts * window.bucket_seconds,
+            payloads(slots, columns),
+            record_blocks(monitor.scopes, batch, versions, waiting),
         )
 
     async def _count(
@@ -532,14 +531,15 @@ class DriftEngine:
         key: RequestKey | None,
         pending: tuple[bytes, bytes] | None = None,
     ) -> IngestResult:
-        """Commit a binned batch's valid events (`versions`: one per event counted)."""
+        """Commit a binned batch's valid events (`versions`: one per event of the batch)."""
         self.count_invalid(monitor, (rejection.reason for rejection in result.rejected))
         result.warnings = unknown_feature_warnings(batch.unknown)
-        if not versions:
+        counted = [v for j, v in enumerate(versions) if j not in batch.errors]
+        if not counted:
             return result
         window = monitor.window
         buckets = (timestamps // window.bucket_seconds).astype(np.int64) * window.bucket_seconds
-        submission = batch.deltas(window.width, buckets)
+        submission = batch_deltas(monitor.blocks, batch, buckets, versions)
         ticket = self._committer.submit(
             monitor,
             submission,
@@ -559,14 +559,14 @@ class DriftEngine:
                 result.late = sum(
                     n for start, (_, n) in submission.items() if start in flushed.late_buckets
                 )
-                result.accepted = len(versions) - result.late
+                result.accepted = len(counted) - result.late
         else:
             result.assessment = await self._latest(monitor)
-            result.accepted = len(versions)
+            result.accepted = len(counted)
         if result.replayed:
             self._telemetry.replays.inc({"monitor": monitor.name})
         else:
-            self._telemetry.count_events(monitor.name, versions)
+            self._telemetry.count_events(monitor.name, counted)
         if result.late:
             if not result.replayed:
                 self._telemetry.late_events.add({"monitor": monitor.name}, result.late)
@@ -645,8 +645,8 @@ class DriftEngine:
                 matched.append(i)
         while matched:
             joined = np.frombuffer(b"".join(found.records[i] or b"" for i in matched), RECORD)
-            deltas = label_deltas(
-                slots, window.width, joined, np.array([values[i] for i in matched])
+            deltas = joined_deltas(
+                monitor.blocks, slots, joined, np.array([values[i] for i in matched])
             )
             taken = [(digests[i], found.records[i] or b"") for i in matched]
             consumed = await self._store.consume(window, horizon, deltas, taken)
@@ -681,10 +681,23 @@ class DriftEngine:
         """Read the monitor's window and assess it (listeners hear of it)."""
         return self._verdicts.assess(monitor, await self._read(monitor))
 
-    async def report(self, monitor: Monitor) -> DriftReport:
-        """Read the monitor's window and report on it in full."""
+    async def report(self, monitor: Monitor, scope: Scope | None = None) -> DriftReport:
+        """Read the monitor's window and report on it in full (or on a declared scope's)."""
         totals = await self._read(monitor)
-        return drift_report(self._verdicts.assess(monitor, totals), totals)
+        if scope is None:
+            return drift_report(
+                self._verdicts.assess(monitor, totals), monitor.blocks.totals(totals)
+            )
+        report = drift_report(
+            scope_assessment(monitor, scope, totals), monitor.blocks.totals(totals, scope.block)
+        )
+        return msgspec.structs.replace(report, **{scope.kind: scope.value})
+
+    async def compare(
+        self, monitor: Monitor, a: Scope, b: Scope, *, margin: float, metric: CompareMetric | None
+    ) -> Comparison:
+        """Compare two declared model versions' windows (driftline.core.compare)."""
+        return compare(monitor, await self._read(monitor), a, b, margin=margin, metric=metric)
 
     async def history(self, monitor: Monitor, start: float, end: float, step: int) -> History:
         """The monitor's verdicts per `step` seconds between two moments (see HistoryRecorder).

@@ -8,12 +8,14 @@ only a little reuses the latest assessment instead (see REASSESS_FRACTION).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
 from driftline.core.layout import EVENTS_SLOT
 from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment, assess
+from driftline.core.scopes import Scope
 from driftline.core.window import WindowTotals
 from driftline.telemetry import Telemetry
 
@@ -23,6 +25,9 @@ the one it was made on (and it is under REASSESS_SECONDS old, on the same side o
 min_samples): adding 0.5 % of a window's events cannot move its scores by more than
 that share, and evaluating on every flush would cost more than counting the events."""
 REASSESS_SECONDS = 1.0
+SCOPE_SECONDS = 5.0
+"""How often a flush also assesses a monitor's declared versions and segments (for the
+metrics): each is a verdict as costly as the monitor's."""
 
 Listener = Callable[[Assessment], None]
 
@@ -33,6 +38,7 @@ class Verdicts:
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
         self._latest: dict[str, tuple[Assessment, float]] = {}  # and its monotonic time
+        self._scoped: dict[str, float] = {}  # when a monitor's scopes were last assessed
         self._listeners: list[Listener] = []
 
     def subscribe(self, listener: Listener) -> None:
@@ -40,12 +46,25 @@ class Verdicts:
         self._listeners.append(listener)
 
     def assess(self, monitor: Monitor, totals: WindowTotals) -> Assessment:
-        """Assess the totals, keep the result as the latest, publish it."""
-        assessment = assess(monitor, totals)
-        self._latest[monitor.name] = (assessment, time.monotonic())
+        """Assess the window's totals, keep the result as the latest, publish it.
+
+        The declared versions' and segments' blocks of the totals are assessed and
+        published too, at most every SCOPE_SECONDS.
+        """
+        now = time.monotonic()
+        assessment = assess(monitor, monitor.blocks.totals(totals))
+        self._latest[monitor.name] = (assessment, now)
         self._telemetry.observe(assessment)
         for listener in self._listeners:
             listener(assessment)
+        if monitor.scopes is not None and now - self._scoped.get(monitor.name, -math.inf) >= (
+            SCOPE_SECONDS
+        ):
+            self._scoped[monitor.name] = now
+            self._telemetry.observe_scopes(
+                monitor.name,
+                {s: scope_assessment(monitor, s, totals) for s in monitor.scopes.all()},
+            )
         return assessment
 
     def after_flush(self, monitor: Monitor, totals: WindowTotals) -> Assessment:
@@ -72,3 +91,9 @@ class Verdicts:
     def forget(self, name: str) -> None:
         """Drop the monitor's latest assessment (its window was deleted)."""
         self._latest.pop(name, None)
+        self._scoped.pop(name, None)
+
+
+def scope_assessment(monitor: Monitor, scope: Scope, totals: WindowTotals) -> Assessment:
+    """The assessment of a declared version's or segment's block of the window's totals."""
+    return assess(monitor.judged_as(scope), monitor.blocks.totals(totals, scope.block))

@@ -21,6 +21,7 @@ from aiohttp import web
 from driftline import __version__
 from driftline.alerts.payloads import alert_from
 from driftline.alerts.store import AlertRecord
+from driftline.core.compare import COMPARE_METRICS, default_metric, metric_problem
 from driftline.core.history import MAX_POINTS, default_step, history_csv
 from driftline.core.idempotency import (
     KeyConflictError,
@@ -38,6 +39,7 @@ from driftline.core.inference import (
 from driftline.core.monitor import MONITOR_NAME, Monitor
 from driftline.core.prediction import is_prediction_column
 from driftline.core.report import Assessment
+from driftline.core.scopes import Scope, ScopeKind
 from driftline.core.timestamps import isoformat, parse_isoformat
 from driftline.core.window import Vector
 from driftline.engine.admission import Event, Label, RejectedEventError, Rejection
@@ -790,9 +792,70 @@ async def drift(request: web.Request) -> web.Response:
 
 
 async def monitor_drift(request: web.Request) -> web.Response:
-    """Full drift report of the monitor in the path."""
+    """Full drift report of the monitor in the path (`?model_version=`, `?segment=`: theirs)."""
     engine = _engine(request)
-    return encode(await engine.report(_monitor(request, request.match_info["name"])))
+    monitor = _monitor(request, request.match_info["name"])
+    kinds = [kind for kind in SCOPE_KINDS if kind in request.query]
+    if len(kinds) > 1:
+        raise _query_problem("segment", "give model_version or segment, not both")
+    scope = _scope(monitor, kinds[0], request.query[kinds[0]]) if kinds else None
+    return encode(await engine.report(monitor, scope))
+
+
+SCOPE_KINDS: tuple[ScopeKind, ...] = ("model_version", "segment")
+
+
+def _scope(monitor: Monitor, kind: ScopeKind, value: str) -> Scope:
+    """A declared version or segment of the monitor, else a 400 naming the declared ones."""
+    scope = monitor.blocks.scope(kind, value)
+    if scope is None:
+        blocks = monitor.blocks
+        declared = blocks.versions if kind == "model_version" else blocks.segments
+        noun = "a declared model version" if kind == "model_version" else "a declared segment"
+        raise _query_problem(
+            kind,
+            f"{value[:128]!r} is not {noun} of monitor {monitor.name!r}; declared: "
+            + (", ".join(declared) or "none (docs/versions.md)"),
+        )
+    return scope
+
+
+async def monitor_compare(request: web.Request) -> web.Response:
+    """Two declared model versions' windows compared: performance, drift, a verdict."""
+    engine = _engine(request)
+    monitor = _monitor(request, request.match_info["name"])
+    sides = []
+    for name in ("a", "b"):
+        value = request.query.get(name)
+        if value is None:
+            raise _query_problem(name, "required: a declared model version")
+        sides.append(_scope(monitor, "model_version", value))
+    if sides[0] == sides[1]:
+        raise _query_problem("b", f"must differ from a ({sides[0].value!r})")
+    raw = request.query.get("margin", "0")
+    margin = _number(raw)
+    if margin is None or not 0 <= margin < 1e9:
+        raise _query_problem("margin", f"expected a number >= 0, got {raw[:64]!r}")
+    metric = default_metric(monitor)
+    raw_metric = request.query.get("metric")
+    if raw_metric is not None:
+        metric = next((m for m in COMPARE_METRICS if m == raw_metric), None)
+        if metric is None:
+            raise _query_problem(
+                "metric",
+                f"expected one of {', '.join(COMPARE_METRICS)}, got {raw_metric[:64]!r}",
+            )
+        problem = metric_problem(monitor, metric)
+        if problem is not None:
+            raise _query_problem("metric", problem)
+    return encode(await engine.compare(monitor, sides[0], sides[1], margin=margin, metric=metric))
+
+
+def _number(raw: str) -> float | None:
+    """A finite decimal number, else None."""
+    if not re.fullmatch(r"[0-9]{1,12}(\.[0-9]{1,12})?", raw):
+        return None
+    return float(raw)
 
 
 async def monitor_report_html(request: web.Request) -> web.Response:

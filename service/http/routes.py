@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from driftline import __version__
+from driftline.core.compare import COMPARE_METRICS, Comparison
 from driftline.core.history import MAX_POINTS
 from driftline.core.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from driftline.core.report import DriftReport
@@ -100,6 +101,28 @@ LIMIT_QUERY = Query(
     "limit", "How many alerts, newest first", {"type": "integer", "minimum": 1, "maximum": 1000}
 )
 
+SCOPE_QUERY = (
+    Query(
+        "model_version",
+        "Report on this declared model version's window (docs/versions.md)",
+        {"type": "string"},
+    ),
+    Query("segment", "Report on this declared segment's window", {"type": "string"}),
+)
+COMPARE_QUERY = (
+    Query("a", "The current model version (champion), declared", {"type": "string"}),
+    Query("b", "The candidate model version (challenger), declared", {"type": "string"}),
+    Query(
+        "margin",
+        "How much better (or worse) B must be, in the metric's unit (default 0)",
+        {"type": "string", "pattern": "^[0-9]{1,12}([.][0-9]{1,12})?$"},
+    ),
+    Query(
+        "metric",
+        "The metric deciding the verdict (default: roc_auc with scores, accuracy, mae)",
+        {"type": "string", "enum": list(COMPARE_METRICS)},
+    ),
+)
 HISTORY_QUERY = (
     Query(
         "from",
@@ -200,10 +223,23 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/monitors/{name}/drift",
         handlers.monitor_drift,
-        "A monitor's full drift report",
+        "A monitor's full drift report (of every event, or of a declared model version's "
+        "or segment's window)",
         "read",
         response=DriftReport,
-        errors=(404, 503),
+        errors=(400, 404, 503),
+        query=SCOPE_QUERY,
+    ),
+    Route(
+        "GET",
+        "/v1/monitors/{name}/compare",
+        handlers.monitor_compare,
+        "Champion / challenger: two declared model versions' windows compared "
+        "(performance difference with its confidence interval, drift between them, verdict)",
+        "read",
+        response=Comparison,
+        errors=(400, 404, 503),
+        query=COMPARE_QUERY,
     ),
     Route(
         "GET",

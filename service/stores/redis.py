@@ -26,7 +26,7 @@ Idempotency keys live beside the window, in hashes of one slice of the horizon e
 Predictions waiting for their labels (docs/labels.md) live in slices of the label
 horizon L the same way,
 
-    driftline:{<monitor>}:<layout_id>:pending:<L>:<slice index>
+    driftline:{<monitor>}:<layout_id>:pending2:<L>:<slice index>
 
 written and consumed by the same script call (window.lua), looked up by pending.lua.
 
@@ -141,7 +141,7 @@ def idempotency_prefix(monitor: str, horizon: int) -> str:
 
 def pending_prefix(spec: WindowSpec, horizon: int) -> str:
     """The name of a layout's pending-prediction slices, but for the slice index."""
-    return f"{KEY_ROOT}:{{{spec.monitor}}}:{spec.layout_id}:pending:{horizon}:"
+    return f"{KEY_ROOT}:{{{spec.monitor}}}:{spec.layout_id}:pending2:{horizon}:"
 
 
 def ring_slots(spec: WindowSpec, future_seconds: float) -> int:
@@ -565,8 +565,8 @@ class RedisWindowStore:
             claims,
             pending_prefix(spec, labels.horizon),
             labels.horizon,
-            len(labels.pending) // 32,
-            len(labels.consumed) // 32,
+            len(labels.pending) // PENDING_PAIR_BYTES,
+            len(labels.consumed) // PENDING_PAIR_BYTES,
             *deltas,
             *(part for part in (labels.pending, labels.consumed) if part),
         ]
@@ -601,9 +601,12 @@ class RedisWindowStore:
         return reply, server_time
 
 
+PENDING_PAIR_BYTES = ID_BYTES + RECORD_BYTES  # an id digest and its record, as window.lua reads
+
+
 @dataclass(frozen=True, slots=True)
 class _Labels:
-    """window.lua's pending-prediction arguments: 32 bytes per record written or consumed."""
+    """window.lua's pending-prediction arguments: an id and its record per prediction."""
 
     horizon: int
     pending: bytes = b""

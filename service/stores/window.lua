@@ -33,10 +33,11 @@
 --          buckets N >= 1 (u32); per claim N (bucket start i64, events u32); all
 --          big-endian. A claim's deltas are among the pairs above, summed with the
 --          rest by the replica.
---          Then, with N > 0, one string of N pending records, 32 bytes each: the 16-byte
---          id digest, the bucket start (i64) and an 8-byte payload; and with M > 0, one
---          string of M consumed records, 32 bytes each: the id digest and the 16-byte
---          record the replica read (its labels' counts are among the pairs above).
+--          Then, with N > 0, one string of N pending records, 34 bytes each: the 16-byte
+--          id digest, the bucket start (i64), an 8-byte payload and 2 bytes of scope
+--          blocks; and with M > 0, one string of M consumed records, 34 bytes each: the
+--          id digest and the 18-byte record the replica read (its labels' counts are
+--          among the pairs above).
 --
 -- Returns {1, TIME seconds, TIME microseconds, totals, {late bucket starts}, outcomes},
 -- where totals is an array of V integers, or V big-endian i64 packed in one string, or
@@ -48,7 +49,7 @@
 -- numbers}}: all three change nothing.
 --
 -- Pending predictions (docs/labels.md) live in hashes of one slice of L seconds each
--- (field: id digest, value: the 16-byte record), like the idempotency keys: a record is
+-- (field: id digest, value: the 18-byte record), like the idempotency keys: a record is
 -- kept L to 2L. A record is written (HSETNX: never over one already there, or over a
 -- consumed one) into the current slice after the window, unless its bucket is late. A
 -- consumed record is looked up in the current, then the previous slice, checked against
@@ -335,19 +336,21 @@ end
 -- Pending records to write, and labels to consume: the consumed records must still be
 -- what the replica read, else nothing changes and the replica counts without them.
 local extra = FIRST + 2 * P + (C > 0 and 3 or 0)
+local ID_BYTES, RECORD_BYTES = 16, 18
+local PAIR = ID_BYTES + RECORD_BYTES
 local writes, taken = nil, nil
 local function pending_key(s) return pending_prefix .. int(s) end
 local label_slice = math.floor(sec / L)
 if N > 0 then
   writes = ARGV[extra]
   extra = extra + 1
-  if #writes ~= 32 * N then return redis.error_reply('ERR window.lua: bad pending records') end
+  if #writes ~= PAIR * N then return redis.error_reply('ERR window.lua: bad pending records') end
 end
 if M > 0 then
   local packed = ARGV[extra]
-  if #packed ~= 32 * M then return redis.error_reply('ERR window.lua: bad consumed records') end
+  if #packed ~= PAIR * M then return redis.error_reply('ERR window.lua: bad consumed records') end
   local ids = {}
-  for m = 1, M do ids[m] = string.sub(packed, 32 * m - 31, 32 * m - 16) end
+  for m = 1, M do ids[m] = string.sub(packed, PAIR * (m - 1) + 1, PAIR * (m - 1) + ID_BYTES) end
   local here, before = pending_key(label_slice), pending_key(label_slice - 1)
   local stale = {}
   taken = {here = {}, before = {}}
@@ -357,7 +360,7 @@ if M > 0 then
     local b = redis.call('HMGET', before, unpack(ids, first, last))
     for k = 1, last - first + 1 do
       local m = first + k - 1
-      local expected = string.sub(packed, 32 * m - 15, 32 * m)
+      local expected = string.sub(packed, PAIR * (m - 1) + ID_BYTES + 1, PAIR * m)
       local found, where = a[k], taken.here
       if not found then found, where = b[k], taken.before end
       if found ~= expected then
@@ -375,11 +378,11 @@ end
 local function label_writes()
   if writes then
     local key_now, wrote = pending_key(label_slice), false
-    for at = 1, #writes, 32 do
-      local b = struct.unpack('>i8', writes, at + 16)
+    for at = 1, #writes, PAIR do
+      local b = struct.unpack('>i8', writes, at + ID_BYTES)
       if not is_late(b) then
-        redis.call('HSETNX', key_now, string.sub(writes, at, at + 15),
-          string.sub(writes, at + 16, at + 31))
+        redis.call('HSETNX', key_now, string.sub(writes, at, at + ID_BYTES - 1),
+          string.sub(writes, at + ID_BYTES, at + PAIR - 1))
         wrote = true
       end
     end
