@@ -805,15 +805,15 @@ async def monitor_drift(request: web.Request) -> web.Response:
 SCOPE_KINDS: tuple[ScopeKind, ...] = ("model_version", "segment")
 
 
-def _scope(monitor: Monitor, kind: ScopeKind, value: str) -> Scope:
-    """A declared version or segment of the monitor, else a 400 naming the declared ones."""
+def _scope(monitor: Monitor, kind: ScopeKind, value: str, field: str | None = None) -> Scope:
+    """A declared version or segment of the monitor, else a 400 on `field` (default: kind)."""
     scope = monitor.blocks.scope(kind, value)
     if scope is None:
         blocks = monitor.blocks
         declared = blocks.versions if kind == "model_version" else blocks.segments
         noun = "a declared model version" if kind == "model_version" else "a declared segment"
         raise _query_problem(
-            kind,
+            field or kind,
             f"{value[:128]!r} is not {noun} of monitor {monitor.name!r}; declared: "
             + (", ".join(declared) or "none (docs/versions.md)"),
         )
@@ -829,7 +829,7 @@ async def monitor_compare(request: web.Request) -> web.Response:
         value = request.query.get(name)
         if value is None:
             raise _query_problem(name, "required: a declared model version")
-        sides.append(_scope(monitor, "model_version", value))
+        sides.append(_scope(monitor, "model_version", value, name))
     if sides[0] == sides[1]:
         raise _query_problem("b", f"must differ from a ({sides[0].value!r})")
     raw = request.query.get("margin", "0")
