@@ -156,6 +156,12 @@ def render_monitor_config(name: str, spec: MonitorSpec, profile: BaselineProfile
         config["window_events"] = spec.window_events
     if spec.model_versions:
         config["model_versions"] = list(spec.model_versions)
+    if spec.segments is not None:
+        config["segments"] = {
+            key: value
+            for key, value in msgspec.structs.asdict(spec.segments).items()
+            if value is not None
+        }
     prediction = prediction_config(spec)
     if prediction is not None:
         config["prediction"] = prediction

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from driftline.core.policy import DEFAULTS, ReferenceKind
+from driftline.core.scopes import SegmentsConfig
 
 API_GROUP = "driftline.io"
 API_VERSION = "v1alpha1"
@@ -143,6 +144,7 @@ class MonitorSpec(msgspec.Struct, frozen=True, rename="camel"):
     service_url: str | None = None
     features: list[FeatureSpec] = []
     model_versions: tuple[str, ...] = ()
+    segments: SegmentsConfig | None = None
     prediction: PredictionSpec | None = None
     inference: InferenceSpec | None = None
 

@@ -7,6 +7,7 @@ every autoscaler against the Kubernetes 1.28 schema.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import json
 import re
 from pathlib import Path
@@ -199,6 +200,19 @@ def test_rendered_config_is_the_services_schema_and_loads_in_the_service() -> No
     assert monitor.policy.thresholds_for("age").warning == 0.2
     assert (monitor.window.window_seconds, monitor.window.bucket_seconds) == (3600, 60)
     assert config["reference"] == {"kind": "baseline"}
+
+
+def test_declared_versions_and_segments_reach_the_service() -> None:
+    spec = fixture_spec(modelVersions=["v1", "v2"], segments={"by": "channel", "top": 2})
+    profile = resolve_baseline(spec, baseline_map(json.dumps(ROWS).encode()))
+    config = render_monitor_config("credit-risk", spec, profile)
+    assert config["segments"] == {"by": "channel", "top": 2}
+    monitor = service_monitor(config)
+    assert monitor.scopes is not None
+    assert monitor.scopes.versions == ("v1", "v2")
+    channels = Counter(row["channel"] for row in ROWS)
+    assert monitor.scopes.segments == tuple(c for c, _ in channels.most_common(2))
+    assert monitor.window.width == monitor.layout.width * 5
 
 
 def test_a_period_reference_reaches_the_service() -> None:

@@ -204,6 +204,14 @@ BAD_SPECS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         spec_change(windowEvents=500, reference={"kind": "previous_window"}),
         "a window of windowEvents is compared with the baseline reference only",
     ),
+    (
+        "nine declared model versions",
+        spec_change(modelVersions=[f"v{i}" for i in range(9)]),
+        "spec.modelVersions: Too many",
+    ),
+    ("repeated model version", spec_change(modelVersions=["v1", "v1"]), "spec.modelVersions[1]"),
+    ("segments without a feature", spec_change(segments={"top": 3}), "spec.segments.by"),
+    ("seventeen segments", spec_change(segments={"by": "region", "top": 17}), "spec.segments.top"),
     ("upper-case name", rename("Credit-Risk"), "RFC 1123"),
     ("name over 63 characters", rename("m" * 64), "metadata.name must be at most 63 characters"),
 ]

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from driftline.core.binning import BinnedBatch
 from driftline.core.layout import CategoricalMatrix, FeatureSlots, Layout, NumericMatrix
 from driftline.core.performance import PerformanceSlots, label_deltas
+from driftline.core.profile import CategoricalProfile
 from driftline.core.window import Vector, WindowTotals
 
 MAX_VERSIONS = 8
@@ -281,8 +282,10 @@ def scopes_problem(
 
 def top_segments(feature: FeatureSlots, top: int) -> tuple[str, ...]:
     """The `top` most frequent categories of a feature in the baseline (ties: name order)."""
-    index = feature.index
-    assert index is not None
-    counts = feature.baseline_counts
-    ranked = sorted(index, key=lambda c: (-counts[index[c] - feature.first_bin], c))
+    profile = feature.profile
+    assert isinstance(profile, CategoricalProfile)
+    # Every baseline row: the held-out counts and those the categories were chosen on.
+    counts = np.add(profile.counts, profile.selection or 0)
+    position = {category: i for i, category in enumerate(profile.categories)}
+    ranked = sorted(position, key=lambda c: (-counts[position[c]], c))
     return tuple(ranked[:top])
