@@ -7,9 +7,9 @@ every autoscaler against the Kubernetes 1.28 schema.
 from __future__ import annotations
 
 import copy
-from collections import Counter
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
