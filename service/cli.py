@@ -400,8 +400,10 @@ def parser() -> argparse.ArgumentParser:
         "(only NAME drifts, as high), prediction (only the model's prediction drifts, as "
         "high; for a monitor that declares one), performance (nothing drifts; the "
         "predictions go with ids an hour back in event time and their labels follow, 10 "
-        "points less accurate than the baseline's; for a monitor that takes labels), or "
-        "all of the first three.",
+        "points less accurate than the baseline's; for a monitor that takes labels), "
+        "challenger (as performance, half to each of the first two declared model versions, "
+        "the second's labels worse; then the comparison's verdict), or all of the first "
+        "three.",
     )
     simulate.add_argument(
         "--url", default="http://127.0.0.1:8080", help="service base URL (default %(default)s)"
@@ -410,7 +412,8 @@ def parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--scenario",
         default="all",
-        help="baseline | moderate | high | prediction | performance | feature:NAME | all: "
+        help="baseline | moderate | high | prediction | performance | challenger | "
+        "feature:NAME | all: "
         "baseline, moderate, high in turn (default %(default)s); performance sends "
         "predictions with ids an hour back in event time, then worse labels",
     )

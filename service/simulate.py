@@ -38,6 +38,7 @@ class Scenario:
     categorical_mix: float  # share of events moved to the rarest category
     only: str | None = None  # shift just this feature (`prediction`: the prediction)
     worse: float = 0.0  # labels: accuracy points lost against the baseline's (MAE: share)
+    challenger: bool = False  # `worse` for the second declared version only, then compare
 
     def shifts(self, name: str) -> bool:
         """Whether the scenario moves this layout column."""
@@ -59,6 +60,8 @@ SCENARIOS = {
     # The inputs and answers stay; the world changed under the model: its labels come
     # back worse (10 points of accuracy; for a regression, a 50 % larger MAE).
     PERFORMANCE: Scenario(PERFORMANCE, 0.0, 0.0, worse=0.1),
+    # Two declared versions on the same traffic; the second's labels come back worse.
+    "challenger": Scenario("challenger", 0.0, 0.0, worse=0.1, challenger=True),
 }
 
 
@@ -242,13 +245,30 @@ async def _simulate_performance(
         for i, e in enumerate(sampler.events(args.events, how))
     ]
     events = [e for e in events if e["prediction"] is not None]
+    versions = detail.get("model_versions") or []
+    if how.challenger:
+        if len(versions) < 2:
+            print(
+                f"driftline simulate: {monitor} declares fewer than two model_versions "
+                "(docs/versions.md)"
+            )
+            return 2
+        for i, event in enumerate(events):
+            event["model_version"] = versions[i % 2]
     print(
         f"== {how.name}: {len(events)} predictions with ids to {monitor}, "
         f"{delay / 60:.0f} min ago in event time; their labels now"
     )
     _, failures = await _send(session, args, monitor, events)
     baseline = report["performance"].get("baseline") or {}
-    labels = labels_for(events, spec, baseline, measured["threshold"], how.worse, rng)
+    threshold = measured["threshold"]
+    if how.challenger:
+        champion = [e for e in events if e["model_version"] == versions[0]]
+        challenger = [e for e in events if e["model_version"] == versions[1]]
+        labels = labels_for(champion, spec, baseline, threshold, 0.0, rng)
+        labels += labels_for(challenger, spec, baseline, threshold, how.worse, rng)
+    else:
+        labels = labels_for(events, spec, baseline, threshold, how.worse, rng)
     counts: dict[str, int] = {}
     for chunk in _chunks(labels, args.batch or 1000):
         url = f"{args.url}/v1/monitors/{monitor}/labels"
@@ -261,6 +281,18 @@ async def _simulate_performance(
         for outcome in ("counted", "late", "unmatched", "duplicate", "after_horizon"):
             counts[outcome] = counts.get(outcome, 0) + answer[outcome]
     print("  labels: " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    if how.challenger:
+        query = f"a={versions[0]}&b={versions[1]}"
+        async with session.get(f"{args.url}/v1/monitors/{monitor}/compare?{query}") as response:
+            compared = await response.json()
+        found = compared.get("difference") or {}
+        print(f"  {versions[1]} vs {versions[0]}: {compared['verdict']} ({compared['reason']})")
+        if found:
+            print(
+                f"  {found['metric']}: {found['b']:.3f} vs {found['a']:.3f}, p="
+                f"{found['p_value']:.2g}, failed_requests={failures}"
+            )
+        return 0
     async with session.get(f"{args.url}/v1/monitors/{monitor}/drift") as response:
         report = await response.json()
     performance = report["performance"]

@@ -150,6 +150,11 @@ def test_every_quick_start_command_works(service: str) -> None:
                 # Labels 10 points less accurate than the baseline's: performance critical.
                 assert "performance=critical labelled=500" in output, output
                 assert re.search(r"accuracy: 0\.\d+ vs baseline 0\.796 .*: critical", output)
+            elif "--scenario challenger" in command:
+                # v2's labels 10 points less accurate than v1's, on the same traffic.
+                assert "v2 vs v1: b_worse" in output, output
+            elif "/compare?" in command:
+                assert answer(output)["verdict"] == "b_worse", output
             elif "driftline simulate" in command:
                 # baseline, moderate, high in turn, as the README says.
                 severities = re.findall(r"severity=(\w+)", output)

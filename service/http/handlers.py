@@ -927,6 +927,11 @@ async def get_monitor(request: web.Request) -> web.Response:
             ),
             baseline=monitor.profile,
             prediction=monitor.prediction,
+            model_versions=list(monitor.blocks.versions),
+            segment_by=None
+            if monitor.blocks.segment_feature is None
+            else monitor.blocks.segment_feature.name,
+            segments=list(monitor.blocks.segments),
         )
     )
 

@@ -303,3 +303,7 @@ class MonitorDetail(msgspec.Struct, frozen=True):
     policy: PolicyView
     baseline: BaselineProfile
     prediction: PredictionSpec | None = None
+    # Declared versions and segments: windows of their own (docs/versions.md).
+    model_versions: list[str] = []
+    segment_by: str | None = None
+    segments: list[str] = []
