@@ -142,6 +142,21 @@ def test_batch_binning_equals_event_binning(layout: Layout, seed: int) -> None:
     np.testing.assert_array_equal(vector, np.rint(vector))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_each_event_vector_equals_the_event_binned_alone(layout: Layout, seed: int) -> None:
+    # Keyed single events are claimed one vector each (driftline.engine.commit).
+    rng = np.random.default_rng(seed)
+    events = random_events(layout, rng, 200)
+    batch = bin_batch(layout, events, LIMITS)
+    valid = [i for i in range(len(events)) if i not in batch.errors]
+    vectors = batch.event_vectors(layout.width, valid)
+    assert vectors.shape == (len(valid), layout.width)
+    for row, i in zip(vectors, valid, strict=True):
+        np.testing.assert_array_equal(
+            row, as_vector(bin_event(layout, events[i], LIMITS), layout.width)
+        )
+
+
 def test_batch_deltas_split_by_bucket(layout: Layout) -> None:
     events = [{"age": 30}, {"age": 40}, {"age": "old"}, {"age": 50}]
     batch = bin_batch(layout, events, LIMITS)

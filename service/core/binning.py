@@ -231,11 +231,9 @@ class BinnedBatch:
         count = chosen.size
         # Each event's slots shifted into its own row of one flat array: one bincount.
         offsets = (np.arange(count, dtype=np.intp) * width)[:, None]
-        flat = np.zeros(count * width, dtype=np.float64)
-        for part in self.slots:
-            picked = part[chosen].reshape(count, -1)
-            flat += np.bincount((picked + offsets).ravel(), minlength=count * width)
-        vectors = flat.reshape(count, width)
+        picked = np.hstack([part[chosen].reshape(count, -1) for part in self.slots])
+        flat = np.bincount((picked + offsets).ravel(), minlength=count * width)
+        vectors = flat.astype(np.float64).reshape(count, width)
         vectors[:, EVENTS_SLOT] += 1
         numeric = self.numeric
         if numeric.names:

@@ -189,6 +189,7 @@ class MemoryWindowStore:
         outcomes: list[ClaimOutcome] = []
         if keyed:
             checked, outcomes = self._claim(spec.monitor, now, last_out, checked, keyed)
+            checked = _per_bucket(checked)
         late: set[int] = set()
         for bucket, delta in checked:
             if bucket <= last_out:
@@ -367,3 +368,14 @@ class MemoryHistoryStore:
     async def drop(self, monitor: str) -> None:
         """Forget the monitor's history, every layout."""
         self._rings.pop(monitor, None)
+
+
+def _per_bucket(deltas: list[tuple[int, Vector]]) -> list[tuple[int, Vector]]:
+    """Deltas summed per bucket: a flush of keyed single events holds a vector per event."""
+    grouped: dict[int, list[Vector]] = {}
+    for bucket, delta in deltas:
+        grouped.setdefault(bucket, []).append(delta)
+    return [
+        (bucket, vectors[0] if len(vectors) == 1 else np.sum(vectors, axis=0))
+        for bucket, vectors in grouped.items()
+    ]

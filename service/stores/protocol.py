@@ -204,6 +204,14 @@ def validate_deltas(spec: WindowSpec, deltas: Mapping[int, Vector]) -> list[tupl
     every integer below 2**53 exactly.
     """
     validate_spec(spec)
+    out = _shaped(spec, deltas)
+    _check_values(out)
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def _shaped(spec: WindowSpec, deltas: Mapping[int, Vector]) -> list[tuple[int, Vector]]:
+    """Each bucket aligned and its vector float64 of the spec's width (ValueError if not)."""
     out: list[tuple[int, Vector]] = []
     for raw_bucket, raw_vector in deltas.items():
         bucket = int(raw_bucket)
@@ -216,16 +224,31 @@ def validate_deltas(spec: WindowSpec, deltas: Mapping[int, Vector]) -> list[tupl
             raise ValueError(
                 f"bucket {bucket}: vector shape {vector.shape}, expected ({spec.width},)"
             )
+        out.append((bucket, vector))
+    return out
+
+
+def _check_values(vectors: Sequence[tuple[int, Vector]]) -> None:
+    """Every value finite, integral and of magnitude below 2**53, checked in one pass.
+
+    One pass over all the vectors stacked: a flush of single keyed events has a vector
+    per event, and numpy's fixed cost per call would dominate per vector.
+    """
+    if not vectors:
+        return
+    matrix = np.stack([vector for _, vector in vectors])
+    magnitude = np.abs(matrix)
+    # Every integer of smaller magnitude is exact in float64 (and in Lua's numbers); the
+    # comparison is false for NaN, so it also refuses non-finite values.
+    if (magnitude < 2.0**53).all() and (np.trunc(matrix) == matrix).all():
+        return
+    for bucket, vector in vectors:
         if not np.isfinite(vector).all():
             raise ValueError(f"bucket {bucket}: vector holds a non-finite value")
         if not (np.trunc(vector) == vector).all():
             raise ValueError(f"bucket {bucket}: vector holds a non-integral value")
-        # Every integer of smaller magnitude is exact in float64 (and in Lua's numbers).
         if not (np.abs(vector) < 2.0**53).all():
             raise ValueError(f"bucket {bucket}: vector holds a value of magnitude >= 2**53")
-        out.append((bucket, vector))
-    out.sort(key=lambda item: item[0])
-    return out
 
 
 def validate_claims(
@@ -236,17 +259,22 @@ def validate_claims(
     Raises ValueError, before anything is applied, when a claim has no buckets, or its
     event counts do not match its buckets or are negative.
     """
+    validate_spec(spec)
     out: list[tuple[Claim, list[tuple[int, Vector, int]]]] = []
+    every: list[tuple[int, Vector]] = []
     for claim in claims:
         if not claim.deltas:
             raise ValueError("claim: at least one bucket of deltas expected")
-        if set(claim.events) != set(claim.deltas):
+        if claim.events.keys() != claim.deltas.keys():
             raise ValueError("claim: events must name the same buckets as deltas")
-        checked = validate_deltas(spec, claim.deltas)
-        for bucket, _ in checked:
+        shaped = _shaped(spec, claim.deltas)
+        every += shaped
+        for bucket, _ in shaped:
             if claim.events[bucket] < 0:
                 raise ValueError(f"claim bucket {bucket}: negative event count")
-        out.append((claim, [(b, v, int(claim.events[b])) for b, v in checked]))
+        shaped.sort(key=lambda item: item[0])
+        out.append((claim, [(b, v, int(claim.events[b])) for b, v in shaped]))
+    _check_values(every)
     return out
 
 

@@ -646,17 +646,16 @@ def _pack(
     checked: list[tuple[int, Vector]], claims: list[tuple[Claim, list[tuple[int, Vector, int]]]]
 ) -> tuple[list[int | bytes], int]:
     """The script's arguments after its fixed ones: delta pairs (claims summed in), claims."""
-    summed = {bucket: [vector] for bucket, vector in checked}
+    grouped: dict[int, list[Vector]] = {bucket: [vector] for bucket, vector in checked}
     for _, buckets in claims:
         for bucket, vector, _ in buckets:
-            held = summed.setdefault(bucket, [])
-            total = held[-1] + vector if held else None
-            # Sums stay below 2**53 (exact in the script's doubles); past it, a bucket goes
-            # out in more than one pair.
-            if total is not None and (np.abs(total) < 2.0**53).all():
-                held[-1] = total
-            else:
-                held.append(vector)
+            grouped.setdefault(bucket, []).append(vector)
+    summed: dict[int, list[Vector]] = {}
+    for bucket, vectors in grouped.items():
+        total = vectors[0] if len(vectors) == 1 else np.sum(vectors, axis=0)
+        # Sums stay below 2**53 (exact in the script's doubles); past it, a bucket goes
+        # out in one pair per vector.
+        summed[bucket] = [total] if (np.abs(total) < 2.0**53).all() else vectors
     packed: list[int | bytes] = []
     for bucket in sorted(summed):
         for vector in summed[bucket]:
