@@ -5,9 +5,15 @@
 --              BENCH_CONTENT_TYPE (default application/json)
 -- Every thread reads the file once in init() and pre-formats every request, so
 -- request() only returns a prepared string: the generator stays far above the server.
+-- A body holding @ID@ gets a new id per request instead (the thread's random prefix
+-- and a counter), formatted then: a cycled body would replay its first request's id.
 
 local requests = {}
+local templates = {}
 local index = 0
+local sent = 0
+local prefix = ""
+local path, headers
 local threads = {}
 
 function setup(thread)
@@ -15,22 +21,29 @@ function setup(thread)
 end
 
 function init(args)
-  local path = os.getenv("BENCH_PATH") or "/monitor/predict"
+  path = os.getenv("BENCH_PATH") or "/monitor/predict"
   local ctype = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
   local file = assert(io.open(os.getenv("BENCH_BODIES"), "r"))
-  local headers = { ["Content-Type"] = ctype }
+  headers = { ["Content-Type"] = ctype }
   for line in file:lines() do
     if #line > 0 then
       requests[#requests + 1] = wrk.format("POST", path, headers, line)
+      templates[#templates + 1] = line
     end
   end
   file:close()
   -- Threads start at different offsets so they do not send the same sequence.
   index = math.random(#requests) - 1
+  prefix = string.format("%x%x", math.random(0x7fffffff), os.time())
 end
 
 function request()
   index = index % #requests + 1
+  local body = templates[index]
+  if string.find(body, "@ID@", 1, true) then
+    sent = sent + 1
+    return wrk.format("POST", path, headers, (string.gsub(body, "@ID@", prefix .. "-" .. sent)))
+  end
   return requests[index]
 end
 

@@ -134,13 +134,21 @@ def scores(columns: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def write_monitor(
-    root: Path, reference: dict[str, np.ndarray], name: str = MONITOR, *, scored: bool = False
+    root: Path,
+    reference: dict[str, np.ndarray],
+    name: str = MONITOR,
+    *,
+    scored: bool = False,
+    labelled: bool = False,
+    scoped: bool = False,
 ) -> Path:
     """`root/monitors/<name>.json` and its profile (built by driftline) in `root/baselines/`.
 
     Returns the monitors directory (DRIFTLINE_MONITORS_DIR). The profile sits outside it:
     every `*.json` in the monitors directory is read as a monitor config. `scored`: the
-    monitor declares a score prediction (`scores` of the reference rows).
+    monitor declares a score prediction (`scores` of the reference rows); `labelled`: it
+    also takes delayed labels; `scoped`: it declares the bodies' model versions and a
+    segment per category of the first categorical feature (docs/versions.md).
     """
     from driftline.core.prediction import PredictionSpec
     from driftline.core.profile import build_profile, encode_profile
@@ -164,16 +172,31 @@ def write_monitor(
     }
     if scored:
         config["prediction"] = {"kind": "score", "column": "score"}
+    if labelled:
+        config["labels"] = {"horizon_seconds": 3600}
+    if scoped:
+        config["model_versions"] = list(VERSIONS)
+        config["segments"] = {"by": CATEGORICAL[0]}
     (monitors / f"{name}.json").write_bytes(msgspec.json.encode(config))
     return monitors
 
 
+VERSIONS = ("v1.2.0", "v1.2.1", "v1.3.0")  # the model versions predict bodies carry
+
+
 def predict_bodies(
-    count: int, *, seed: int = 11, drift_share: float = 0.0, scored: bool = False
+    count: int,
+    *,
+    seed: int = 11,
+    drift_share: float = 0.0,
+    scored: bool = False,
+    ids: bool = False,
 ) -> list[bytes]:
     """`POST /monitor/predict` bodies in the original API's shape, 20 features each.
 
-    `scored`: each also carries its `prediction` (the bench model's score).
+    `scored`: each also carries its `prediction` (the bench model's score); `ids`: and
+    an event `id` (for delayed labels), the placeholder @ID@ the load generator replaces
+    with a new id per request (bench/bodies.lua).
     """
     cols = frame(count, seed=seed)
     if drift_share:
@@ -181,14 +204,15 @@ def predict_bodies(
         k = int(count * drift_share)
         for name in FEATURES:
             cols[name][:k] = drifted[name][:k]
-    versions = ["v1.2.0", "v1.2.1", "v1.3.0"]
     rnd = random.Random(seed)
     predictions = scores(cols).tolist() if scored else [None] * count
     bodies = []
     for r, prediction in zip(rows(cols), predictions, strict=True):
-        body: dict[str, Any] = {"features": r, "model_version": rnd.choice(versions)}
+        body: dict[str, Any] = {"features": r, "model_version": rnd.choice(VERSIONS)}
         if scored:
             body["prediction"] = prediction
+        if ids:
+            body["id"] = "@ID@"
         bodies.append(msgspec.json.encode(body))
     return bodies
 

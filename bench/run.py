@@ -9,7 +9,7 @@ the same run on the same machine. Not part of the test suite.
 Steps (all by default, or pick with --only):
   framework  1. minimal aiohttp + msgspec app: the framework limit (wrk)
   embedded   2. POST /monitor/predict, embedded store (wrk)
-  prediction    predict with `prediction` (a monitor that declares a score) vs without
+  prediction    predict on new paths (prediction; prediction + id; versions) vs plain
   latency    7. p99 of /monitor/predict at 50% of the embedded maximum (open loop)
   batch      4. /monitor/batch and NDJSON ingestion, feature values/s
   cloudevents   KServe logger CloudEvents (request + response per inference) vs /monitor/batch
@@ -145,6 +145,16 @@ class Bench:
         self.scored_monitors = data.write_monitor(self.work / "scored", reference, scored=True)
         self.scored_file = self.work / "predict-scored.txt"
         self.scored_file.write_bytes(b"\n".join(data.predict_bodies(4000, scored=True)) + b"\n")
+        # With ids too, to a monitor that keeps each prediction for its label.
+        self.labelled_monitors = data.write_monitor(
+            self.work / "labelled", reference, scored=True, labelled=True
+        )
+        self.labelled_file = self.work / "predict-labelled.txt"
+        self.labelled_file.write_bytes(
+            b"\n".join(data.predict_bodies(4000, scored=True, ids=True)) + b"\n"
+        )
+        # The plain bodies to a monitor with windows per declared version and segment.
+        self.scoped_monitors = data.write_monitor(self.work / "scoped", reference, scoped=True)
         self.say(f"data ready in {time.perf_counter() - t0:.1f} s ({self.work})")
 
     def get_redis(self) -> procs.Redis:
@@ -304,47 +314,60 @@ class Bench:
             )
 
     def step_prediction(self) -> None:
-        """Predict with `prediction` against predict without, in back-to-back pairs.
+        """Predict on each new path against plain predict, in back-to-back rounds.
 
-        Two embedded services: today's monitor (features only) and the same monitor
-        declaring a score prediction; each pair runs one then the other, seconds apart.
+        Embedded services: today's monitor (features only); the same monitor declaring a
+        score prediction (bodies with `prediction`); one that also takes labels (bodies
+        with `prediction` and `id`: each prediction is kept for its label); and one with
+        windows per declared version and segment (the plain bodies). Each round runs
+        every service in turn, seconds apart.
         """
         a = self.args
-        with (
-            procs.running(
-                procs.start_driftline("driftline-plain", self.monitors, self.logs)
-            ) as plain,
-            procs.running(
-                procs.start_driftline("driftline-scored", self.scored_monitors, self.logs)
-            ) as scored,
-        ):
-            for server, bodies in ((plain, self.predict_file), (scored, self.scored_file)):
-                load.wrk(server, bodies, duration=a.warmup, connections=a.connections)
-            pairs = []
-            for _ in range(a.repeat):
-                without = load.wrk(
-                    plain, self.predict_file, duration=a.duration, connections=a.connections
-                )
-                with_prediction = load.wrk(
-                    scored, self.scored_file, duration=a.duration, connections=a.connections
-                )
-                pairs.append((without, with_prediction))
-        ratios = [w.rps / wo.rps for wo, w in pairs]
-        out = {
-            "pairs": [
-                {"without_rps": round(wo.rps, 1), "with_rps": round(w.rps, 1)} for wo, w in pairs
-            ],
-            "mean_without_rps": sum(wo.rps for wo, _ in pairs) / len(pairs),
-            "mean_with_rps": sum(w.rps for _, w in pairs) / len(pairs),
-            "errors": sum(wo.errors + w.errors for wo, w in pairs),
-            "ratio": sum(ratios) / len(ratios),
-        }
-        self.m["prediction"] = out
-        self.say(
-            f"predict with prediction: {out['mean_with_rps']:,.0f} req/s vs "
-            f"{out['mean_without_rps']:,.0f} without (ratio {out['ratio']:.3f}; pairs "
-            f"{out['pairs']}; errors {out['errors']})"
+        variants = (
+            ("plain", self.monitors, self.predict_file),
+            ("prediction", self.scored_monitors, self.scored_file),
+            ("labels", self.labelled_monitors, self.labelled_file),
+            ("versions", self.scoped_monitors, self.predict_file),
         )
+        with contextlib.ExitStack() as stack:
+            servers = [
+                (
+                    key,
+                    stack.enter_context(
+                        procs.running(procs.start_driftline(f"driftline-{key}", d, self.logs))
+                    ),
+                    bodies,
+                )
+                for key, d, bodies in variants
+            ]
+            for _, server, bodies in servers:
+                load.wrk(server, bodies, duration=a.warmup, connections=a.connections)
+            rounds = [
+                {
+                    key: load.wrk(server, bodies, duration=a.duration, connections=a.connections)
+                    for key, server, bodies in servers
+                }
+                for _ in range(a.repeat)
+            ]
+        for key, _, _ in variants[1:]:
+            pairs = [(r["plain"], r[key]) for r in rounds]
+            ratios = [w.rps / wo.rps for wo, w in pairs]
+            out = {
+                "pairs": [
+                    {"without_rps": round(wo.rps, 1), "with_rps": round(w.rps, 1)}
+                    for wo, w in pairs
+                ],
+                "mean_without_rps": sum(wo.rps for wo, _ in pairs) / len(pairs),
+                "mean_with_rps": sum(w.rps for _, w in pairs) / len(pairs),
+                "errors": sum(wo.errors + w.errors for wo, w in pairs),
+                "ratio": sum(ratios) / len(ratios),
+            }
+            self.m["prediction" if key == "prediction" else f"predict_{key}"] = out
+            self.say(
+                f"predict, {key}: {out['mean_with_rps']:,.0f} req/s vs "
+                f"{out['mean_without_rps']:,.0f} plain (ratio {out['ratio']:.3f}; pairs "
+                f"{out['pairs']}; errors {out['errors']})"
+            )
 
     def _latency(self, server: procs.Server, key: str, max_rps: float) -> None:
         rate = max(1.0, 0.5 * max_rps)
@@ -842,24 +865,46 @@ def _history_rows(table: Table, m: dict[str, Any]) -> None:
     )
 
 
+PREDICT_PATHS = (
+    (
+        "prediction",
+        "predict with `prediction` (score), embedded, req/s",
+        "the same events without `prediction` to a monitor without one",
+        0.9,
+    ),
+    (
+        "predict_labels",
+        "predict with `prediction` and `id` (labels kept), embedded, req/s",
+        "the same events without either to a monitor without labels",
+        0.9,
+    ),
+    (
+        "predict_versions",
+        "predict to a monitor with 3 declared versions + 5 segments, embedded, req/s",
+        "the same events to a monitor declaring none",
+        None,
+    ),
+)
+
+
 def _prediction_rows(table: Table, m: dict[str, Any]) -> None:
-    """The row of predict with `prediction` against predict without (prediction drift)."""
-    if r := m.get("prediction"):
-        table.row(
-            "2",
-            "predict with `prediction` (score), embedded, req/s",
-            r["mean_with_rps"],
-            "req/s",
-            r["mean_without_rps"],
-            "req/s",
-            r["ratio"],
-            ">= 0.9x",
-            r["ratio"] >= 0.9 and not r["errors"],
-            note="reference: the same events without `prediction` to a monitor without one; "
-            "ratio: mean over back-to-back pairs: "
-            + ", ".join(f"{p['with_rps']:,.0f}/{p['without_rps']:,.0f}" for p in r["pairs"])
-            + f" req/s; errors {r['errors']}",
-        )
+    """A row per new predict path against plain predict (prediction, labels, versions)."""
+    for key, metric, reference, target in PREDICT_PATHS:
+        if r := m.get(key):
+            table.row(
+                "2",
+                metric,
+                r["mean_with_rps"],
+                "req/s",
+                r["mean_without_rps"],
+                "req/s",
+                r["ratio"],
+                "-" if target is None else f">= {target}x",
+                None if target is None else r["ratio"] >= target and not r["errors"],
+                note=f"reference: {reference}; ratio: mean over back-to-back pairs: "
+                + ", ".join(f"{p['with_rps']:,.0f}/{p['without_rps']:,.0f}" for p in r["pairs"])
+                + f" req/s; errors {r['errors']}",
+            )
 
 
 def _batch_rows(table: Table, m: dict[str, Any]) -> None:
