@@ -1078,6 +1078,49 @@ async def test_a_claim_counts_once_and_repeats_get_the_first_outcome(
     assert elsewhere.claims[0].status is ClaimStatus.COUNTED
 
 
+class CountedReads(dict[int, Vector]):
+    """An included claim's deltas that count how often a store read them."""
+
+    reads = 0
+
+    def __getitem__(self, bucket: int) -> Vector:
+        CountedReads.reads += 1
+        return super().__getitem__(bucket)
+
+
+async def test_included_claims_are_taken_back_only_when_their_key_is_known(
+    window_store: WindowStore,
+) -> None:
+    # A flush of keyed single events sends them summed with the rest (`included`): a
+    # store subtracts one only when its key was recorded, or repeats in the same call.
+    spec = make_spec(width=3)
+    bucket = spec.bucket_of(await store_now(window_store))
+
+    def included(key: str, vector: Vector) -> Claim:
+        own = CountedReads({bucket: vector})
+        return Claim(request_key("event", key, key.encode()), own, {bucket: 1}, included=True)
+
+    a, b = vec(1, 1, 0), vec(1, 0, 1)
+    CountedReads.reads = 0
+    first = await window_store.apply(spec, {bucket: a + b}, [included("a", a), included("b", b)])
+    assert first.claims == (ClaimOutcome(ClaimStatus.COUNTED, 1, 0),) * 2
+    assert first.totals.vector.tolist() == [2, 1, 1]
+    assert CountedReads.reads == 0, "new keys: no vector of their own was needed"
+    c = vec(1, 1, 1)
+    second = await window_store.apply(
+        spec,
+        {bucket: a + c + c},  # a again (a retry), c twice in one flush
+        [included("a", a), included("c", c), included("c", c)],
+    )
+    assert [o.status for o in second.claims] == [
+        ClaimStatus.REPLAYED,
+        ClaimStatus.COUNTED,
+        ClaimStatus.REPLAYED,
+    ]
+    assert second.totals.vector.tolist() == [3, 2, 2]
+    assert (await window_store.read(spec)).vector.tolist() == [3, 2, 2]
+
+
 async def test_a_late_claim_is_recorded_late_and_replayed_late(window_store: WindowStore) -> None:
     spec = make_spec(width=2)
     now = await store_now(window_store)

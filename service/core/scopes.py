@@ -159,22 +159,18 @@ def event_blocks(
 
 
 def batch_deltas(
-    scopes: Scopes,
-    batch: BinnedBatch,
-    buckets: IntArray,
-    versions: Sequence[str | None],
-    leave_out: Sequence[int] = (),
+    scopes: Scopes, batch: BinnedBatch, buckets: IntArray, versions: Sequence[str | None]
 ) -> dict[int, tuple[Vector, int]]:
     """BinnedBatch.deltas over the window's blocks: per bucket the wide vector and events."""
     width = scopes.block_width
-    base = batch.deltas(width, buckets, leave_out=leave_out)
+    base = batch.deltas(width, buckets)
     if scopes.blocks == 1:
         return base
 
     def deltas_of(members: npt.NDArray[np.bool_] | None) -> dict[int, Vector]:
         if members is None:
             return {start: vector for start, (vector, _) in base.items()}
-        others = [*leave_out, *np.flatnonzero(~members).tolist()]
+        others = np.flatnonzero(~members).tolist()
         return {s: v for s, (v, _) in batch.deltas(width, buckets, leave_out=others).items()}
 
     wide = spread(scopes, deltas_of, event_blocks(scopes, batch, versions))

@@ -18,20 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from driftline.core.binning import BinnedBatch, EventError, bin_batch
+from driftline.core.binning import BinnedBatch, EventError, Matrix, bin_batch
 from driftline.core.idempotency import ClaimOutcome, ClaimStatus, RequestKey
 from driftline.core.limits import Limits
 from driftline.core.monitor import Monitor
 from driftline.core.performance import awaits_label, payloads
 from driftline.core.performance import records as pending_records
 from driftline.core.report import Assessment
-from driftline.core.scopes import batch_deltas, event_vectors, record_blocks
+from driftline.core.scopes import Scopes, batch_deltas, event_vectors, record_blocks
 from driftline.core.window import Vector
 from driftline.engine.verdicts import Verdicts
 from driftline.engine.windows import judged
@@ -152,9 +152,10 @@ class _Batch:
             )
             errors = binned.errors
             starts = np.fromiter((r.bucket for r in self.rows), np.int64, len(self.rows))
-            keyed_rows = [k for k in self.keyed if isinstance(k, int)]
             versions = [r.tag for r in self.rows]
-            grouped = batch_deltas(scopes, binned, starts, versions, keyed_rows)
+            # Keyed rows are counted with the rest (included claims): a store takes one
+            # back out only when its key is known, so their own vectors are rarely made.
+            grouped = batch_deltas(scopes, binned, starts, versions)
             deltas = {start: v for start, (v, _) in grouped.items()}
             claimed = [
                 (ticket, k)
@@ -162,14 +163,57 @@ class _Batch:
                 if isinstance(k, int) and k not in errors
             ]
             if claimed:  # none when every keyed event was refused
-                vectors = event_vectors(scopes, binned, [k for _, k in claimed], versions)
-                for (ticket, k), vector in zip(claimed, vectors, strict=True):
+                vectors = _RowVectors(scopes, binned, [k for _, k in claimed], versions)
+                for position, (ticket, k) in enumerate(claimed):
                     row = self.rows[k]
                     assert row.key is not None
-                    claims[ticket] = Claim(row.key, {row.bucket: vector}, {row.bucket: 1})
+                    claims[ticket] = Claim(
+                        row.key,
+                        _RowDeltas(vectors, position, row.bucket),
+                        {row.bucket: 1},
+                        included=True,
+                    )
         for start, vector in self.vectors.items():
             deltas[start] = deltas[start] + vector if start in deltas else vector
         return deltas, errors, claims, binned
+
+
+class _RowVectors:
+    """The own vectors of a flush's keyed single events, made on the first ask."""
+
+    def __init__(
+        self,
+        scopes: Scopes,
+        binned: BinnedBatch,
+        rows: list[int],
+        versions: list[str | None],
+    ) -> None:
+        self._made: Callable[[], Matrix] = lambda: event_vectors(scopes, binned, rows, versions)
+        self._vectors: Matrix | None = None
+
+    def __getitem__(self, position: int) -> Vector:
+        if self._vectors is None:
+            self._vectors = self._made()
+        vector: Vector = self._vectors[position]
+        return vector
+
+
+class _RowDeltas(Mapping[int, Vector]):
+    """One keyed event's deltas ({its bucket: its vector}), its vector made when read."""
+
+    def __init__(self, vectors: _RowVectors, position: int, bucket: int) -> None:
+        self._vectors, self._position, self._bucket = vectors, position, bucket
+
+    def __getitem__(self, bucket: int) -> Vector:
+        if bucket != self._bucket:
+            raise KeyError(bucket)
+        return self._vectors[self._position]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self._bucket,))
+
+    def __len__(self) -> int:
+        return 1
 
 
 class GroupCommitter:

@@ -32,10 +32,12 @@ from driftline.stores.protocol import (
     TOMBSTONE,
     ApplyResult,
     Claim,
+    ClaimBuckets,
     Consumed,
     Lookup,
     Pending,
     Persistence,
+    taken_back,
     validate_claims,
     validate_deltas,
     validate_record,
@@ -180,7 +182,7 @@ class MemoryWindowStore:
         self,
         spec: WindowSpec,
         checked: list[tuple[int, Vector]],
-        keyed: list[tuple[Claim, list[tuple[int, Vector, int]]]],
+        keyed: list[tuple[Claim, ClaimBuckets]],
         now: float,
     ) -> ApplyResult:
         window = self._window(spec)
@@ -188,7 +190,7 @@ class MemoryWindowStore:
         last_out = math.floor(now - spec.window_seconds - spec.bucket_seconds)
         outcomes: list[ClaimOutcome] = []
         if keyed:
-            checked, outcomes = self._claim(spec.monitor, now, last_out, checked, keyed)
+            checked, outcomes = self._claim(spec, now, last_out, checked, keyed)
             checked = _per_bucket(checked)
         late: set[int] = set()
         for bucket, delta in checked:
@@ -216,15 +218,19 @@ class MemoryWindowStore:
 
     def _claim(
         self,
-        monitor: str,
+        spec: WindowSpec,
         now: float,
         last_out: int,
         checked: list[tuple[int, Vector]],
-        keyed: list[tuple[Claim, list[tuple[int, Vector, int]]]],
+        keyed: list[tuple[Claim, ClaimBuckets]],
     ) -> tuple[list[tuple[int, Vector]], list[ClaimOutcome]]:
-        """Check and record each claim's key; the deltas of the claims that count join `checked`."""
+        """Check and record each claim's key; the deltas of the claims that count join `checked`.
+
+        An included claim's deltas are in `checked` already: taken back out when its key
+        is known (a second claim of a key in the same call finds the first's record).
+        """
         current = math.floor(now) // self._horizon
-        slices = self._keys.setdefault(monitor, {})
+        slices = self._keys.setdefault(spec.monitor, {})
         for old in [index for index in slices if index < current - 1]:
             del slices[old]
         recorded = slices.setdefault(current, {})
@@ -236,6 +242,8 @@ class MemoryWindowStore:
             if record is not None:
                 status = ClaimStatus.REPLAYED if record[0] == fingerprint else ClaimStatus.CONFLICT
                 outcomes.append(ClaimOutcome(status, record[1], record[2]))
+                if claim.included:
+                    checked.extend(taken_back(spec, claim))
                 continue
             accepted = late = 0
             for bucket, vector, events in buckets:
@@ -243,7 +251,8 @@ class MemoryWindowStore:
                     late += events
                 else:
                     accepted += events
-                checked.append((bucket, vector))
+                if vector is not None:
+                    checked.append((bucket, vector))
             recorded[digest] = (fingerprint, accepted, late)
             outcomes.append(ClaimOutcome(ClaimStatus.COUNTED, accepted, late))
         # Added in bucket order, as Redis adds them (sums are exact either way).

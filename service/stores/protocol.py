@@ -31,6 +31,10 @@ class Claim:
     key: RequestKey
     deltas: Mapping[int, Vector]  # bucket start -> the summed vector of its events
     events: Mapping[int, int]  # bucket start -> how many events that vector holds
+    # The events are among the apply's `deltas` already (the flush bets the key is new,
+    # as nearly all are): a store takes `deltas` back out only when the key is known,
+    # so they may be computed on first access.
+    included: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,31 +255,57 @@ def _check_values(vectors: Sequence[tuple[int, Vector]]) -> None:
             raise ValueError(f"bucket {bucket}: vector holds a value of magnitude >= 2**53")
 
 
-def validate_claims(
-    spec: WindowSpec, claims: Sequence[Claim]
-) -> list[tuple[Claim, list[tuple[int, Vector, int]]]]:
+ClaimBuckets = list[tuple[int, Vector | None, int]]
+"""A checked claim's (bucket, vector, events): vector None for an included claim."""
+
+
+def validate_claims(spec: WindowSpec, claims: Sequence[Claim]) -> list[tuple[Claim, ClaimBuckets]]:
     """Check every claim like `validate_deltas`; per claim, (bucket, vector, events) in order.
 
-    Raises ValueError, before anything is applied, when a claim has no buckets, or its
-    event counts do not match its buckets or are negative.
+    An included claim's vectors are not read (None here; see `taken_back`). Raises
+    ValueError, before anything is applied, when a claim has no buckets, or its event
+    counts do not match its buckets or are negative.
     """
     validate_spec(spec)
-    out: list[tuple[Claim, list[tuple[int, Vector, int]]]] = []
+    out: list[tuple[Claim, ClaimBuckets]] = []
     every: list[tuple[int, Vector]] = []
     for claim in claims:
-        if not claim.deltas:
+        if not claim.events:
             raise ValueError("claim: at least one bucket of deltas expected")
         if claim.events.keys() != claim.deltas.keys():
             raise ValueError("claim: events must name the same buckets as deltas")
-        shaped = _shaped(spec, claim.deltas)
-        every += shaped
-        for bucket, _ in shaped:
-            if claim.events[bucket] < 0:
+        buckets: ClaimBuckets
+        if claim.included:
+            buckets = [(b, None, n) for b, n in _aligned(spec, claim.events)]
+        else:
+            shaped = _shaped(spec, claim.deltas)
+            every += shaped
+            buckets = [(b, v, int(claim.events[b])) for b, v in shaped]
+        for bucket, _, events in buckets:
+            if events < 0:
                 raise ValueError(f"claim bucket {bucket}: negative event count")
-        shaped.sort(key=lambda item: item[0])
-        out.append((claim, [(b, v, int(claim.events[b])) for b, v in shaped]))
+        buckets.sort(key=lambda item: item[0])
+        out.append((claim, buckets))
     _check_values(every)
     return out
+
+
+def _aligned(spec: WindowSpec, events: Mapping[int, int]) -> list[tuple[int, int]]:
+    """An included claim's buckets (aligned, else ValueError) and their event counts."""
+    out = []
+    for raw_bucket, count in events.items():
+        bucket = int(raw_bucket)
+        if bucket != raw_bucket or bucket % spec.bucket_seconds:
+            raise ValueError(
+                f"bucket {raw_bucket!r}: not a multiple of bucket_seconds={spec.bucket_seconds}"
+            )
+        out.append((bucket, int(count)))
+    return out
+
+
+def taken_back(spec: WindowSpec, claim: Claim) -> list[tuple[int, Vector]]:
+    """The deltas that take an included claim's events back out of an apply's deltas."""
+    return [(bucket, -vector) for bucket, vector in validate_deltas(spec, claim.deltas)]
 
 
 class HistoryStore(Protocol):

@@ -45,7 +45,7 @@ import importlib.resources
 import math
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,11 +65,13 @@ from driftline.core.window import Buckets, Span, Vector, WindowSpec, WindowTotal
 from driftline.stores.protocol import (
     ApplyResult,
     Claim,
+    ClaimBuckets,
     Consumed,
     Lookup,
     Pending,
     Persistence,
     StoreUnavailableError,
+    taken_back,
     validate_claims,
     validate_deltas,
     validate_spec,
@@ -320,7 +322,8 @@ class RedisWindowStore:
         A claim's deltas go in summed with the unkeyed ones, betting that its key is new
         (a repeat is rare: a retry of a request that was counted); the script then only
         looks keys up and records them. When a key is known the script changes nothing
-        and returns its record, and the flush goes again without that claim.
+        and returns its record, and the flush goes again without that claim (an included
+        claim's deltas taken back out).
         """
         checked = validate_deltas(spec, deltas)
         keyed = validate_claims(spec, claims)
@@ -332,6 +335,14 @@ class RedisWindowStore:
         first: dict[bytes, int] = {}
         sending = [i for i, (c, _) in enumerate(keyed) if first.setdefault(c.key.digest, i) == i]
         recorded: dict[bytes, bytes] = {}  # digest -> fingerprint of its record
+
+        def back(indices: Iterable[int]) -> list[tuple[int, Vector]]:
+            # Included claims not counted: their events come back out of the deltas.
+            claims_back = (keyed[i][0] for i in indices)
+            return [d for c in claims_back if c.included for d in taken_back(spec, c)]
+
+        leading = set(sending)
+        checked += back(i for i in range(len(keyed)) if i not in leading)
         while True:
             sent = [keyed[i] for i in sending]
             packed, pairs = _pack(checked, sent)
@@ -345,6 +356,7 @@ class RedisWindowStore:
                 recorded[keyed[i][0].key.digest] = record[:FINGERPRINT_BYTES]
             taken = {sending[int(c) - 1] for c in known[::2]}
             sending = [i for i in sending if i not in taken]
+            checked += back(taken)
         totals, late, counts = _parse_reply(spec, reply, now, len(sending))
         for i, (accepted, lagging) in zip(sending, counts, strict=True):
             outcomes[i] = ClaimOutcome(ClaimStatus.COUNTED, accepted, lagging)
@@ -643,13 +655,17 @@ def _text(value: Any) -> str:
 
 
 def _pack(
-    checked: list[tuple[int, Vector]], claims: list[tuple[Claim, list[tuple[int, Vector, int]]]]
+    checked: list[tuple[int, Vector]],
+    claims: list[tuple[Claim, ClaimBuckets]],
 ) -> tuple[list[int | bytes], int]:
     """The script's arguments after its fixed ones: delta pairs (claims summed in), claims."""
-    grouped: dict[int, list[Vector]] = {bucket: [vector] for bucket, vector in checked}
+    grouped: dict[int, list[Vector]] = {}
+    for bucket, vector in checked:
+        grouped.setdefault(bucket, []).append(vector)
     for _, buckets in claims:
-        for bucket, vector, _ in buckets:
-            grouped.setdefault(bucket, []).append(vector)
+        for bucket, own, _ in buckets:
+            if own is not None:  # an included claim's are among `checked`
+                grouped.setdefault(bucket, []).append(own)
     summed: dict[int, list[Vector]] = {}
     for bucket, vectors in grouped.items():
         total = vectors[0] if len(vectors) == 1 else np.sum(vectors, axis=0)
