@@ -272,7 +272,7 @@ def validate_claims(spec: WindowSpec, claims: Sequence[Claim]) -> list[tuple[Cla
     for claim in claims:
         if not claim.events:
             raise ValueError("claim: at least one bucket of deltas expected")
-        if claim.events.keys() != claim.deltas.keys():
+        if set(claim.events) != set(claim.deltas):
             raise ValueError("claim: events must name the same buckets as deltas")
         buckets: ClaimBuckets
         if claim.included:
