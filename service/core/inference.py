@@ -17,7 +17,6 @@ raises InferenceError naming the payload field, the problem and what is allowed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 from typing import Annotated, Any
 
@@ -125,9 +124,7 @@ def _describe(value: Any) -> str:
 
 
 def _flat(data: list[Any]) -> list[Any]:
-    """Nested data (as its shape) flattened in row-major order; flat data as it is."""
-    if list not in set(map(type, data)):  # the type scan runs in C
-        return data
+    """Nested data (as its shape) flattened in row-major order."""
     out: list[Any] = []
     stack = [iter(data)]
     while stack:
@@ -145,23 +142,25 @@ def _flat(data: list[Any]) -> list[Any]:
 _MISSING = type(None)
 
 
-def _accepts(datatype: str) -> tuple[str, frozenset[type]]:
-    """What a datatype's elements must be: a description and the Python types allowed."""
+def _accepts(datatype: str) -> tuple[str, frozenset[type], bool]:
+    """What a datatype's elements must be: a description, the Python types allowed, unsigned."""
     if datatype == "BOOL":
-        return "a boolean", frozenset((bool, _MISSING))
+        return "a boolean", frozenset((bool, _MISSING)), False
     if datatype == "BYTES":
-        return "a string", frozenset((str, _MISSING))
+        return "a string", frozenset((str, _MISSING)), False
     if datatype.startswith("UINT"):
-        return "a non-negative integer", frozenset((int, _MISSING))
+        return "a non-negative integer", frozenset((int, _MISSING)), True
     if datatype.startswith("INT"):
-        return "an integer", frozenset((int, _MISSING))
-    return "a number", frozenset((float, int, _MISSING))
+        return "an integer", frozenset((int, _MISSING)), False
+    return "a number", frozenset((float, int, _MISSING)), False
+
+
+# Looked up once per tensor: a request carries a tensor per feature, so this is per-event work.
+_ACCEPTED = {datatype: _accepts(datatype) for datatype in DATATYPES}
 
 
 def _first_bad(values: list[Any], allowed: frozenset[type], unsigned: bool) -> int | None:
-    """The index of the first value not of the datatype, if any (types scanned in C first)."""
-    if set(map(type, values)) <= allowed and not unsigned:
-        return None
+    """The index of the first value not of the datatype, if any."""
     return next(
         (
             i
@@ -174,7 +173,8 @@ def _first_bad(values: list[Any], allowed: frozenset[type], unsigned: bool) -> i
 
 def tensor_columns(tensor: Tensor, where: str) -> tuple[int, list[list[Any]]]:
     """A tensor's rows and its columns' values: `[rows]` is one column, `[rows, k]` k columns."""
-    if tensor.datatype not in DATATYPES:
+    accepted = _ACCEPTED.get(tensor.datatype)
+    if accepted is None:
         raise InferenceError(
             f"{where}.datatype",
             f"expected one of {', '.join(DATATYPES)}, got {_describe(tensor.datatype)}",
@@ -185,21 +185,28 @@ def tensor_columns(tensor: Tensor, where: str) -> tuple[int, list[list[Any]]]:
             f"{where}.shape",
             f"expected [rows] or [rows, columns], got {_describe(shape)}",
         )
-    values = _flat(tensor.data)
-    expected = math.prod(shape)
+    values = tensor.data
+    kinds = set(map(type, values))  # the type scan runs in C
+    if list in kinds:
+        values = _flat(values)
+        kinds = set(map(type, values))
+    expected = shape[0] * shape[1] if len(shape) == 2 else shape[0]
     if len(values) != expected:
         raise InferenceError(
             f"{where}.data",
             f"expected {expected} values (shape {_describe(shape)}), got {len(values)}",
         )
-    what, allowed = _accepts(tensor.datatype)
-    bad = _first_bad(values, allowed, tensor.datatype.startswith("UINT"))
-    if bad is not None:
-        raise InferenceError(
-            f"{where}.data[{bad}]",
-            f"expected {what} (datatype {tensor.datatype}), got {_describe(values[bad])}",
-        )
-    width = shape[1] if len(shape) == 2 else 1
+    what, allowed, unsigned = accepted
+    if unsigned or not kinds <= allowed:
+        bad = _first_bad(values, allowed, unsigned)
+        if bad is not None:
+            raise InferenceError(
+                f"{where}.data[{bad}]",
+                f"expected {what} (datatype {tensor.datatype}), got {_describe(values[bad])}",
+            )
+    if len(shape) == 1 or shape[1] == 1:
+        return shape[0], [values]
+    width = shape[1]
     return shape[0], [values[j::width] for j in range(width)]
 
 
