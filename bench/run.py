@@ -414,6 +414,10 @@ class Bench:
         cols = data.frame(20_000, seed=7)
         events, scores = data.rows(cols), data.scores(cols).tolist()
         out: dict[str, Any] = {}
+        # Enough clients in flight to keep the server busy: an answer waits for its flush
+        # (DRIFTLINE_FLUSH_INTERVAL), so two would measure that wait, which a request half
+        # (answered at once) and its response half pay differently.
+        clients = 16
         with procs.running(
             procs.start_driftline("driftline-cloudevents", self.scored_monitors, self.logs)
         ) as server:
@@ -425,10 +429,6 @@ class Bench:
                     "/monitor/batch",
                     "application/json",
                 )
-                # Enough clients in flight to keep the server busy: an answer waits for its
-                # flush (DRIFTLINE_FLUSH_INTERVAL), so two would measure that wait, which a
-                # request half (answered at once) and its response half pay differently.
-                clients = 16
                 for requests in (logged, batches):
                     ingest.post(server, requests, duration=self.args.warmup, concurrency=clients)
                 pairs = [
@@ -442,6 +442,14 @@ class Bench:
                     )
                     for _ in range(self.args.repeat)
                 ]
+                for name, requests in (("cloudevents", logged), ("cloudevents-batch", batches)):
+                    self.profile(
+                        server,
+                        f"{name}-{rows}",
+                        lambda d, r=requests: ingest.post(
+                            server, r, duration=d, concurrency=clients
+                        ),
+                    )
                 ratios = [ce.events_per_second / b.events_per_second for ce, b in pairs]
                 out[str(rows)] = {
                     "rows_per_inference": rows,
