@@ -18,6 +18,7 @@ raises InferenceError naming the payload field, the problem and what is allowed.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -210,9 +211,36 @@ def tensor_columns(tensor: Tensor, where: str) -> tuple[int, list[list[Any]]]:
     return shape[0], [values[j::width] for j in range(width)]
 
 
-def _v2_rows(
-    spec: InferenceSpec, features: Collection[str], inputs: list[Tensor]
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """A V2 request's feature values as its tensors hold them: a list per feature, `size` long."""
+
+    size: int
+    values: dict[str, list[Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The feature values of each row."""
+        names = list(self.values)
+        return [
+            dict(zip(names, row, strict=True)) for row in zip(*self.values.values(), strict=True)
+        ]
+
+
+Inputs = Columns | list[dict[str, Any]]
+"""A request's feature values: by column (V2 tensors) or a mapping per row (V1 instances)."""
+
+
+def input_rows(inputs: Inputs) -> list[dict[str, Any]]:
+    """The feature values of each row of a request."""
+    return inputs.rows() if isinstance(inputs, Columns) else inputs
+
+
+def input_size(inputs: Inputs) -> int:
+    """A request's number of rows."""
+    return inputs.size if isinstance(inputs, Columns) else len(inputs)
+
+
+def _v2_columns(spec: InferenceSpec, features: Collection[str], inputs: list[Tensor]) -> Columns:
     rows = -1
     first = ""
     columns: dict[str, list[Any]] = {}
@@ -249,8 +277,7 @@ def _v2_rows(
         columns.update(zip(names, values, strict=True))
     if rows < 0:
         raise InferenceError("inputs", "no input tensor holds a feature of the monitor")
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    return Columns(rows, columns)
 
 
 def _v1_rows(spec: InferenceSpec, instances: list[Any]) -> list[dict[str, Any]]:
@@ -277,12 +304,12 @@ def _v1_rows(spec: InferenceSpec, instances: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def request_rows(
+def request_inputs(
     spec: InferenceSpec, features: Collection[str], request: InferenceRequest
-) -> list[dict[str, Any]]:
-    """The feature values of each row of a request (V2 `inputs` or V1 `instances`)."""
+) -> Inputs:
+    """A request's feature values: by column from V2 `inputs`, by row from V1 `instances`."""
     if request.inputs is not None:
-        return _v2_rows(spec, features, request.inputs)
+        return _v2_columns(spec, features, request.inputs)
     if request.instances is not None:
         return _v1_rows(spec, request.instances)
     raise InferenceError(
