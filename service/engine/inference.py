@@ -4,12 +4,12 @@ KServe's InferenceService logger sends every inference as two CloudEvents with o
 the request (the features) and, once the model answered, the response (the
 prediction). A pool of workers sends them, so either may arrive first. A half waits in
 this replica's pending table for the other; the pair is counted as events with their
-predictions (`DriftEngine.ingest_inference`: by column for V2 tensors). A request whose response does not
-come within the pairing timeout is counted without a prediction (a missing prediction,
-which no rule alerts on); a response whose request does not come is dropped, since an
-event without its features would count every feature as missing. Both are counted in
-`driftline_inference_unpaired_total`. The table is bounded in halves and in bytes; past
-either bound the oldest half is settled early in the same way.
+predictions (`DriftEngine.ingest_inference`: by column for V2 tensors). A request whose
+response does not come within the pairing timeout is counted without a prediction (a
+missing prediction, which no rule alerts on); a response whose request does not come is
+dropped, since an event without its features would count every feature as missing.
+Both are counted in `driftline_inference_unpaired_total`. The table is bounded in halves
+and in bytes; past either bound the oldest half is settled early in the same way.
 
 The table lives in the process: both halves must reach the same replica
 (docs/model-servers.md says how to route them there).
