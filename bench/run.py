@@ -33,6 +33,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -437,6 +438,10 @@ class Bench:
         cols = data.frame(20_000, seed=7)
         events, scores = data.rows(cols), data.scores(cols).tolist()
         out: dict[str, Any] = {}
+        # Enough clients in flight to keep the server busy: an answer waits for its flush
+        # (DRIFTLINE_FLUSH_INTERVAL), so two would measure that wait, which a request half
+        # (answered at once) and its response half pay differently.
+        clients = 16
         with procs.running(
             procs.start_driftline("driftline-cloudevents", self.scored_monitors, self.logs)
         ) as server:
@@ -448,10 +453,6 @@ class Bench:
                     "/monitor/batch",
                     "application/json",
                 )
-                # Enough clients in flight to keep the server busy: an answer waits for its
-                # flush (DRIFTLINE_FLUSH_INTERVAL), so two would measure that wait, which a
-                # request half (answered at once) and its response half pay differently.
-                clients = 16
                 for requests in (logged, batches):
                     ingest.post(server, requests, duration=self.args.warmup, concurrency=clients)
                 pairs = [
@@ -465,6 +466,14 @@ class Bench:
                     )
                     for _ in range(self.args.repeat)
                 ]
+                for name, requests in (("cloudevents", logged), ("cloudevents-batch", batches)):
+                    self.profile(
+                        server,
+                        f"{name}-{rows}",
+                        lambda d, r=requests: ingest.post(
+                            server, r, duration=d, concurrency=clients
+                        ),
+                    )
                 ratios = [ce.events_per_second / b.events_per_second for ce, b in pairs]
                 out[str(rows)] = {
                     "rows_per_inference": rows,
@@ -493,7 +502,76 @@ class Bench:
                     f"{r['ratio']:.3f}; failed {r['failed']}; server CPU (cloudevents, batch) "
                     f"{r['server_cpu']})"
                 )
+        out["request_half"] = self._request_half(events, scores, clients)
         self.m["cloudevents"] = out
+
+    def _request_half(
+        self, events: list[dict[str, Any]], scores: list[float], clients: int
+    ) -> dict[str, Any]:
+        """Server CPU of a 1-row inference's request half alone, and of a 1-event batch.
+
+        Whatever the rest costs, a 1-row inference costs its request half on top of a
+        request doing a batch's work, so batch / (batch + request half) bounds its ratio.
+        The halves are never paired (a table as big as the data, no timeout) and each is
+        sent once (a repeated id would be settled as a duplicate, counting it).
+        """
+        from . import cloudevents
+
+        unbounded = {
+            "DRIFTLINE_INFERENCE_MAX_PENDING": str(len(events)),
+            "DRIFTLINE_INFERENCE_MAX_PENDING_BYTES": str(2**34),
+            "DRIFTLINE_INFERENCE_PAIR_TIMEOUT": "86400",
+        }
+        a = self.args
+        with procs.running(
+            procs.start_driftline(
+                "driftline-request-halves", self.scored_monitors, self.logs, extra_env=unbounded
+            )
+        ) as server:
+            halves = cloudevents.inference_requests(server.port, events, scores, 1)[0::2]
+            batches = ingest.prepare(
+                server,
+                cloudevents.batch_bodies(events, scores, 1),
+                "/monitor/batch",
+                "application/json",
+            )
+            ingest.post(server, batches, duration=a.warmup, concurrency=clients)
+            share = len(halves) // a.repeat
+            runs = [
+                (
+                    ingest.post(server, batches, duration=a.duration / 2, concurrency=clients),
+                    ingest.post(
+                        server,
+                        halves[i * share : (i + 1) * share],
+                        total=share,
+                        duration=a.duration / 2,
+                        concurrency=clients,
+                    ),
+                )
+                for i in range(a.repeat)
+            ]
+
+        def micros(r: ingest.IngestResult) -> float:
+            return 1e6 * r.server_cpu * r.seconds / r.requests
+
+        batch = statistics.median(micros(b) for b, _ in runs)
+        half = statistics.median(micros(h) for _, h in runs)
+        out = {
+            "batch_us": batch,
+            "request_half_us": half,
+            "bound": batch / (batch + half),
+            "runs_us": [(round(micros(b)), round(micros(h))) for b, h in runs],
+            "failed": sum(b.failed + h.failed for b, h in runs),
+        }
+        if fw := self.m.get("framework"):
+            # The framework's own cost of a request (its limit is CPU-bound).
+            out["framework_us"] = 1e6 / fw["rps"]
+            out["framework_bound"] = batch / (batch + out["framework_us"])
+        self.say(
+            f"cloudevents, 1 row: request half alone {half:,.0f} us of server CPU, 1-event "
+            f"batch {batch:,.0f} us: ratio bound {out['bound']:.3f}"
+        )
+        return out
 
     def step_redis(self) -> None:
         """3 and 5. Predict with Redis, durable and async; Redis cost per event."""
@@ -929,7 +1007,9 @@ def _batch_rows(table: Table, m: dict[str, Any]) -> None:
 
 def _cloudevents_rows(table: Table, m: dict[str, Any]) -> None:
     """KServe logger CloudEvents against /monitor/batch for the same events."""
-    for r in (m.get("cloudevents") or {}).values():
+    found = dict(m.get("cloudevents") or {})
+    half = found.pop("request_half", None)
+    for r in found.values():
         rows = r["rows_per_inference"]
         table.row(
             "11",
@@ -945,6 +1025,23 @@ def _cloudevents_rows(table: Table, m: dict[str, Any]) -> None:
             "two CloudEvents (request, response) per inference; pairs "
             + ", ".join(f"{p['cloudevents']:,.0f}/{p['batch']:,.0f}" for p in r["pairs"])
             + f"; failed {r['failed']}",
+        )
+    if half is not None:
+        framework = (
+            f"; with only the framework's {half['framework_us']:.0f} us per request (its "
+            f"limit, this run) on top: {half['framework_bound']:.3f}x"
+            if "framework_us" in half
+            else ""
+        )
+        table.row(
+            "11",
+            "KServe CloudEvents, 1 row/inference: best ratio a request half allows",
+            half["bound"],
+            "x",
+            note=f"server CPU of a request half alone {half['request_half_us']:,.0f} us, of a "
+            f"1-event batch {half['batch_us']:,.0f} us (median of runs "
+            + ", ".join(f"{b}/{h}" for b, h in half["runs_us"])
+            + f"): batch / (batch + half){framework}; failed {half['failed']}",
         )
 
 

@@ -35,7 +35,8 @@ from driftline.core.inference import (
     InferenceResponse,
     InferenceSpec,
     Tensor,
-    request_rows,
+    input_rows,
+    request_inputs,
     response_predictions,
     spec_problem,
 )
@@ -131,7 +132,7 @@ def test_v2_tensors_become_rows_flat_or_nested_batched_and_bytes() -> None:
         request = InferenceRequest(
             inputs=[Tensor(**t) for t in v2_request(events, nested=nested)["inputs"]]
         )
-        rows = request_rows(SPEC, FEATURES, request)
+        rows = input_rows(request_inputs(SPEC, FEATURES, request))
         assert rows == [e["features"] for e in events]
     response = InferenceResponse(outputs=[Tensor(**t) for t in v2_response(events)["outputs"]])
     spec = InferenceSpec(output="default_probability")
@@ -141,9 +142,11 @@ def test_v2_tensors_become_rows_flat_or_nested_batched_and_bytes() -> None:
 def test_v1_instances_become_rows_by_name_or_position() -> None:
     events = sample(3, seed=2)
     positional = InferenceRequest(instances=v1_request(events)["instances"])
-    assert request_rows(SPEC, FEATURES, positional) == [e["features"] for e in events]
+    assert input_rows(request_inputs(SPEC, FEATURES, positional)) == [e["features"] for e in events]
     named = InferenceRequest(instances=[e["features"] for e in events])
-    assert request_rows(InferenceSpec(), FEATURES, named) == [e["features"] for e in events]
+    assert input_rows(request_inputs(InferenceSpec(), FEATURES, named)) == [
+        e["features"] for e in events
+    ]
     # One-value lists are unwrapped (sklearn answers [[p], ...]); probabilities are not.
     response = InferenceResponse(predictions=[[0.25], 0.5])
     assert response_predictions(SPEC, SCORE, response) == [0.25, 0.5]
@@ -206,7 +209,7 @@ MISMATCHES = [
 @pytest.mark.parametrize(("inputs", "field", "message"), MISMATCHES)
 def test_v2_mismatches_name_the_field(inputs: list[Tensor], field: str, message: str) -> None:
     with pytest.raises(InferenceError) as caught:
-        request_rows(SPEC, FEATURES, InferenceRequest(inputs=inputs))
+        request_inputs(SPEC, FEATURES, InferenceRequest(inputs=inputs))
     assert caught.value.field == field
     assert caught.value.message.startswith(message), caught.value.message
 
@@ -214,17 +217,17 @@ def test_v2_mismatches_name_the_field(inputs: list[Tensor], field: str, message:
 def test_v1_and_output_mismatches_name_the_field() -> None:
     cases: list[tuple[Any, str, str]] = [
         (
-            lambda: request_rows(SPEC, FEATURES, InferenceRequest(instances=[[1, 2]])),
+            lambda: request_inputs(SPEC, FEATURES, InferenceRequest(instances=[[1, 2]])),
             "instances[0]",
             "expected 8 values (age, income",
         ),
         (
-            lambda: request_rows(InferenceSpec(), FEATURES, InferenceRequest(instances=[[1]])),
+            lambda: request_inputs(InferenceSpec(), FEATURES, InferenceRequest(instances=[[1]])),
             "instances[0]",
             "expected an object of named feature values, got [1]",
         ),
         (
-            lambda: request_rows(SPEC, FEATURES, InferenceRequest()),
+            lambda: request_inputs(SPEC, FEATURES, InferenceRequest()),
             "inputs",
             "required: a V2 request has `inputs`",
         ),
@@ -568,6 +571,70 @@ async def test_open_inference_protocol_pairs_without_cloudevents(api: TestClient
     response = await api.post(f"/v1/monitors/{MONITOR}/inferences", json=body)
     field, _ = problem_of(response.status, await response.json(), 422)
     assert field == "request.inputs[0].name"
+
+
+@pytest.fixture
+async def unlabelled(aiohttp_client: Any, server_settings: Settings) -> TestClient:
+    """The service on the example monitor without labels: V2 rows are counted by column."""
+    directory = Path(server_settings.monitors_dir)
+    config = directory / "credit-risk.yaml"
+    text = config.read_text()
+    assert "\nlabels:\n  horizon_seconds: 86400\n" in text, "the example's labels changed"
+    config.write_text(text.replace("\nlabels:\n  horizon_seconds: 86400\n", "\n"))
+    client: TestClient = await aiohttp_client(create_app(server_settings))
+    return client
+
+
+async def test_pairs_counted_by_column_are_the_batch_routes_events_value_for_value(
+    unlabelled: TestClient,
+) -> None:
+    api = unlabelled
+    events = [{**e, "features": {n: e["features"][n] for n in FEATURES}} for e in sample(64, 11)]
+    # Values each rule treats differently: missing, beyond the limits, an unknown
+    # category, a category too long, a bad prediction, and a row bad twice.
+    events[3]["features"]["age"] = None
+    events[5]["features"]["income"] = 2e300
+    events[8]["features"]["channel"] = "carrier-pigeon"
+    events[9]["features"]["region"] = "x" * 300
+    events[12]["prediction"] = 5e20
+    events[13]["prediction"] = None
+    events[20]["features"]["credit_score"] = -3e300
+    events[20]["prediction"] = 4e20
+    for n, part in enumerate((events[:32], events[32:])):
+        await send(api, logged(CE_REQUEST, v2_request(part), f"col-{n}"))
+        status, body = await send(api, logged(CE_RESPONSE, v2_response(part), f"col-{n}"))
+        assert status == 200, body
+        if n == 0:
+            paired_errors = body["errors"]
+            assert body["accepted"] == 28, body
+    paired = await report(api)
+    await api.delete(f"/v1/monitors/{MONITOR}/window")
+    response = await api.post("/monitor/batch", json={"events": events, "monitor": MONITOR})
+    batch = await response.json()
+    assert response.status == 200 and batch["accepted"] == 60, batch
+    assert window_of(paired) == window_of(await report(api))
+    expected = [{**e, "field": e["field"].replace("events[", "rows[", 1)} for e in batch["errors"]]
+    assert paired_errors == expected
+    assert [(e["index"], e["field"]) for e in paired_errors] == [
+        (5, "rows[5].features.income"),
+        (9, "rows[9].features.region"),
+        (12, "rows[12].prediction"),
+        (20, "rows[20].prediction"),  # the prediction comes first in the layout
+    ]
+
+
+async def test_a_shared_timestamp_refused_rejects_each_row_as_events_are(
+    unlabelled: TestClient,
+) -> None:
+    events = sample(3, seed=12)
+    ahead = logged(CE_REQUEST, v2_request(events), "ahead")
+    ahead.get_attributes()["time"] = datetime(2999, 1, 1, tzinfo=UTC)
+    await send(unlabelled, ahead)
+    status, body = await send(unlabelled, logged(CE_RESPONSE, v2_response(events), "ahead"))
+    assert status == 422 and body["detail"] == "none of the 3 events could be counted", body
+    assert [(e["field"], e["reason"]) for e in body["errors"]] == [
+        (f"rows[{i}].timestamp", "future_timestamp") for i in range(3)
+    ]
 
 
 # ------------------------------------------------------------------ the README

@@ -17,8 +17,8 @@ raises InferenceError naming the payload field, the problem and what is allowed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -125,9 +125,7 @@ def _describe(value: Any) -> str:
 
 
 def _flat(data: list[Any]) -> list[Any]:
-    """Nested data (as its shape) flattened in row-major order; flat data as it is."""
-    if list not in set(map(type, data)):  # the type scan runs in C
-        return data
+    """Nested data (as its shape) flattened in row-major order."""
     out: list[Any] = []
     stack = [iter(data)]
     while stack:
@@ -145,23 +143,25 @@ def _flat(data: list[Any]) -> list[Any]:
 _MISSING = type(None)
 
 
-def _accepts(datatype: str) -> tuple[str, frozenset[type]]:
-    """What a datatype's elements must be: a description and the Python types allowed."""
+def _accepts(datatype: str) -> tuple[str, frozenset[type], bool]:
+    """What a datatype's elements must be: a description, the Python types allowed, unsigned."""
     if datatype == "BOOL":
-        return "a boolean", frozenset((bool, _MISSING))
+        return "a boolean", frozenset((bool, _MISSING)), False
     if datatype == "BYTES":
-        return "a string", frozenset((str, _MISSING))
+        return "a string", frozenset((str, _MISSING)), False
     if datatype.startswith("UINT"):
-        return "a non-negative integer", frozenset((int, _MISSING))
+        return "a non-negative integer", frozenset((int, _MISSING)), True
     if datatype.startswith("INT"):
-        return "an integer", frozenset((int, _MISSING))
-    return "a number", frozenset((float, int, _MISSING))
+        return "an integer", frozenset((int, _MISSING)), False
+    return "a number", frozenset((float, int, _MISSING)), False
+
+
+# Looked up once per tensor: a request carries a tensor per feature, so this is per-event work.
+_ACCEPTED = {datatype: _accepts(datatype) for datatype in DATATYPES}
 
 
 def _first_bad(values: list[Any], allowed: frozenset[type], unsigned: bool) -> int | None:
-    """The index of the first value not of the datatype, if any (types scanned in C first)."""
-    if set(map(type, values)) <= allowed and not unsigned:
-        return None
+    """The index of the first value not of the datatype, if any."""
     return next(
         (
             i
@@ -174,7 +174,8 @@ def _first_bad(values: list[Any], allowed: frozenset[type], unsigned: bool) -> i
 
 def tensor_columns(tensor: Tensor, where: str) -> tuple[int, list[list[Any]]]:
     """A tensor's rows and its columns' values: `[rows]` is one column, `[rows, k]` k columns."""
-    if tensor.datatype not in DATATYPES:
+    accepted = _ACCEPTED.get(tensor.datatype)
+    if accepted is None:
         raise InferenceError(
             f"{where}.datatype",
             f"expected one of {', '.join(DATATYPES)}, got {_describe(tensor.datatype)}",
@@ -185,27 +186,61 @@ def tensor_columns(tensor: Tensor, where: str) -> tuple[int, list[list[Any]]]:
             f"{where}.shape",
             f"expected [rows] or [rows, columns], got {_describe(shape)}",
         )
-    values = _flat(tensor.data)
-    expected = math.prod(shape)
+    values = tensor.data
+    kinds = set(map(type, values))  # the type scan runs in C
+    if list in kinds:
+        values = _flat(values)
+        kinds = set(map(type, values))
+    expected = shape[0] * shape[1] if len(shape) == 2 else shape[0]
     if len(values) != expected:
         raise InferenceError(
             f"{where}.data",
             f"expected {expected} values (shape {_describe(shape)}), got {len(values)}",
         )
-    what, allowed = _accepts(tensor.datatype)
-    bad = _first_bad(values, allowed, tensor.datatype.startswith("UINT"))
-    if bad is not None:
-        raise InferenceError(
-            f"{where}.data[{bad}]",
-            f"expected {what} (datatype {tensor.datatype}), got {_describe(values[bad])}",
-        )
-    width = shape[1] if len(shape) == 2 else 1
+    what, allowed, unsigned = accepted
+    if unsigned or not kinds <= allowed:
+        bad = _first_bad(values, allowed, unsigned)
+        if bad is not None:
+            raise InferenceError(
+                f"{where}.data[{bad}]",
+                f"expected {what} (datatype {tensor.datatype}), got {_describe(values[bad])}",
+            )
+    if len(shape) == 1 or shape[1] == 1:
+        return shape[0], [values]
+    width = shape[1]
     return shape[0], [values[j::width] for j in range(width)]
 
 
-def _v2_rows(
-    spec: InferenceSpec, features: Collection[str], inputs: list[Tensor]
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """A V2 request's feature values as its tensors hold them: a list per feature, `size` long."""
+
+    size: int
+    values: dict[str, list[Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The feature values of each row."""
+        names = list(self.values)
+        return [
+            dict(zip(names, row, strict=True)) for row in zip(*self.values.values(), strict=True)
+        ]
+
+
+Inputs = Columns | list[dict[str, Any]]
+"""A request's feature values: by column (V2 tensors) or a mapping per row (V1 instances)."""
+
+
+def input_rows(inputs: Inputs) -> list[dict[str, Any]]:
+    """The feature values of each row of a request."""
+    return inputs.rows() if isinstance(inputs, Columns) else inputs
+
+
+def input_size(inputs: Inputs) -> int:
+    """A request's number of rows."""
+    return inputs.size if isinstance(inputs, Columns) else len(inputs)
+
+
+def _v2_columns(spec: InferenceSpec, features: Collection[str], inputs: list[Tensor]) -> Columns:
     rows = -1
     first = ""
     columns: dict[str, list[Any]] = {}
@@ -242,8 +277,7 @@ def _v2_rows(
         columns.update(zip(names, values, strict=True))
     if rows < 0:
         raise InferenceError("inputs", "no input tensor holds a feature of the monitor")
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    return Columns(rows, columns)
 
 
 def _v1_rows(spec: InferenceSpec, instances: list[Any]) -> list[dict[str, Any]]:
@@ -270,12 +304,12 @@ def _v1_rows(spec: InferenceSpec, instances: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def request_rows(
+def request_inputs(
     spec: InferenceSpec, features: Collection[str], request: InferenceRequest
-) -> list[dict[str, Any]]:
-    """The feature values of each row of a request (V2 `inputs` or V1 `instances`)."""
+) -> Inputs:
+    """A request's feature values: by column from V2 `inputs`, by row from V1 `instances`."""
     if request.inputs is not None:
-        return _v2_rows(spec, features, request.inputs)
+        return _v2_columns(spec, features, request.inputs)
     if request.instances is not None:
         return _v1_rows(spec, request.instances)
     raise InferenceError(

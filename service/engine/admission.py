@@ -9,6 +9,7 @@ here (driftline.core.prediction). Its values are checked later, by binning
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -124,6 +125,32 @@ def with_prediction(
     for name, value in zip(names, values, strict=True):
         merged[name] = value
     return merged
+
+
+def unjoined(rows: int, predictions: Sequence[Any] | None) -> str | None:
+    """Why a response's predictions cannot be joined to its request's rows, or None.
+
+    A response with another number of rows than its request cannot be joined: its
+    predictions are left out (the rows are counted) and this warning says why.
+    """
+    if predictions is None or len(predictions) == rows:
+        return None
+    return f"the response has {len(predictions)} rows, its request {rows}: predictions not counted"
+
+
+def inference_events(
+    rows: Sequence[dict[str, Any]],
+    predictions: Sequence[Any] | None,
+    timestamp: datetime | None,
+    model_version: str | None,
+) -> list[Event]:
+    """One event per request row, with the response's prediction for that row (joined)."""
+    if predictions is None:
+        return [Event(row, model_version, timestamp) for row in rows]
+    return [
+        Event(row, model_version, timestamp, prediction=p)
+        for row, p in zip(rows, predictions, strict=True)
+    ]
 
 
 def admit(

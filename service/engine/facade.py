@@ -28,6 +28,7 @@ from driftline.core.idempotency import (
     KeyConflictError,
     RequestKey,
 )
+from driftline.core.inference import Columns, Inputs, input_rows, input_size
 from driftline.core.monitor import Monitor
 from driftline.core.performance import (
     RECORD,
@@ -52,7 +53,9 @@ from driftline.engine.admission import (
     RejectedEventError,
     Rejection,
     admit,
+    inference_events,
     invalid_value,
+    unjoined,
     with_prediction,
 )
 from driftline.engine.commit import FlushOutcome, GroupCommitter, Row, Ticket
@@ -482,6 +485,72 @@ class DriftEngine:
         if decoder is None and prediction is not None:
             counted.warnings.append(prediction_ignored(monitor))
         return counted
+
+    async def ingest_inference(
+        self,
+        monitor: Monitor,
+        inputs: Inputs,
+        predictions: Sequence[Any] | None,
+        *,
+        timestamp: datetime | None,
+        model_version: str | None,
+        key: RequestKey | None = None,
+    ) -> IngestResult:
+        """Count an inference: an event per request row, with that row's prediction if joined.
+
+        Predictions of another number of rows are not joined (a warning says why). Rows
+        held by column (V2 tensors) are counted by column when that counts them exactly
+        as `ingest` counts them as events (see `_by_column`); else row by row.
+        """
+        size = input_size(inputs)
+        why = unjoined(size, predictions)
+        if why is not None:
+            predictions = None
+        if isinstance(inputs, Columns) and self._by_column(
+            monitor, inputs.values, timestamp, predictions
+        ):
+            result = await self.ingest_columns(
+                monitor,
+                inputs.values,
+                size,
+                timestamp=timestamp,
+                model_version=model_version,
+                key=key,
+                prediction=predictions,
+            )
+        else:
+            events = inference_events(input_rows(inputs), predictions, timestamp, model_version)
+            result = await self.ingest(monitor, events, key)
+        if why is not None:
+            result.warnings.append(why)
+        return result
+
+    def _by_column(
+        self,
+        monitor: Monitor,
+        columns: Collection[str],
+        timestamp: datetime | None,
+        predictions: Sequence[Any] | None,
+    ) -> bool:
+        """Whether `ingest_columns` counts these rows exactly as `ingest` counts them as events.
+
+        Not for a monitor with labels (ids and label records are made per event), nor
+        where `ingest` refuses each event on its own and `ingest_columns` the request or
+        another value: a timestamp or width `admit` refuses, a column with a prediction's
+        reserved name, a prediction the decoder refuses (taking precedence over a bad
+        value in its row).
+        """
+        if monitor.labels is not None:
+            return False
+        limits = self._settings.limits
+        if isinstance(admit(0, len(columns), timestamp, self._clock(), limits), Rejection):
+            return False
+        decoder = monitor.decoder
+        if decoder is None:
+            return True
+        if any(name in columns for name in decoder.names):
+            return False
+        return predictions is None or decoder.spec.numeric or not decoder.columns(predictions)[1]
 
     def _pending_of(
         self,

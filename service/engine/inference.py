@@ -4,12 +4,12 @@ KServe's InferenceService logger sends every inference as two CloudEvents with o
 the request (the features) and, once the model answered, the response (the
 prediction). A pool of workers sends them, so either may arrive first. A half waits in
 this replica's pending table for the other; the pair is counted as events with their
-predictions through the engine's batch ingestion. A request whose response does not
-come within the pairing timeout is counted without a prediction (a missing prediction,
-which no rule alerts on); a response whose request does not come is dropped, since an
-event without its features would count every feature as missing. Both are counted in
-`driftline_inference_unpaired_total`. The table is bounded in halves and in bytes; past
-either bound the oldest half is settled early in the same way.
+predictions (`DriftEngine.ingest_inference`: by column for V2 tensors). A request whose
+response does not come within the pairing timeout is counted without a prediction (a
+missing prediction, which no rule alerts on); a response whose request does not come is
+dropped, since an event without its features would count every feature as missing.
+Both are counted in `driftline_inference_unpaired_total`. The table is bounded in halves
+and in bytes; past either bound the oldest half is settled early in the same way.
 
 The table lives in the process: both halves must reach the same replica
 (docs/model-servers.md says how to route them there).
@@ -22,13 +22,14 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from driftline.core.inference import Inputs, input_rows, input_size
 from driftline.core.monitor import Monitor
-from driftline.engine.admission import Event
+from driftline.engine.admission import Event, inference_events
 from driftline.engine.facade import DriftEngine, IngestResult
 from driftline.engine.registry import UnknownMonitorError
 from driftline.settings import InferenceSettings
@@ -40,39 +41,13 @@ Half = Literal["request", "response"]
 Reason = Literal["timeout", "overflow", "duplicate", "shutdown"]
 
 
-def inference_events(
-    rows: Sequence[dict[str, Any]],
-    predictions: Sequence[Any] | None,
-    timestamp: datetime | None,
-    model_version: str | None,
-) -> tuple[list[Event], list[str]]:
-    """One event per request row, with the response's prediction for that row when it fits.
-
-    A response with another number of rows than its request cannot be joined: its
-    predictions are left out and a warning says why.
-    """
-    warnings: list[str] = []
-    if predictions is not None and len(predictions) != len(rows):
-        warnings.append(
-            f"the response has {len(predictions)} rows, its request {len(rows)}: "
-            "predictions not counted"
-        )
-        predictions = None
-    if predictions is None:
-        return [Event(row, model_version, timestamp) for row in rows], warnings
-    return [
-        Event(row, model_version, timestamp, prediction=p)
-        for row, p in zip(rows, predictions, strict=True)
-    ], warnings
-
-
 @dataclass(slots=True)
 class Waiting:
     """One half of an inference waiting for the other."""
 
     monitor: str
     half: Half
-    rows: list[dict[str, Any]] | None  # a request's
+    inputs: Inputs | None  # a request's
     predictions: list[Any] | None  # a response's
     timestamp: datetime | None  # the request's moment
     model_version: str | None  # the response's
@@ -116,7 +91,7 @@ class InferencePairing:
         self,
         monitor: Monitor,
         inference_id: str,
-        rows: list[dict[str, Any]],
+        inputs: Inputs,
         timestamp: datetime | None,
         size: int,
     ) -> IngestResult | Parked:
@@ -125,13 +100,20 @@ class InferencePairing:
         A monitor that declares no prediction has nothing to wait for: counted at once.
         """
         if monitor.decoder is None:
-            events, _ = inference_events(rows, None, timestamp, None)
-            return await self._engine.ingest(monitor, events)
+            return await self._engine.ingest_inference(
+                monitor, inputs, None, timestamp=timestamp, model_version=None
+            )
         other = self._take(monitor.name, inference_id, "response")
         if other is None:
-            waiting = Waiting(monitor.name, "request", rows, None, timestamp, None, size, 0.0)
+            waiting = Waiting(monitor.name, "request", inputs, None, timestamp, None, size, 0.0)
             return self._park(monitor.name, inference_id, waiting)
-        return await self._count(monitor, rows, other.predictions, timestamp, other.model_version)
+        return await self._engine.ingest_inference(
+            monitor,
+            inputs,
+            other.predictions,
+            timestamp=timestamp,
+            model_version=other.model_version,
+        )
 
     async def response(
         self,
@@ -148,21 +130,14 @@ class InferencePairing:
                 monitor.name, "response", None, predictions, None, model_version, size, 0.0
             )
             return self._park(monitor.name, inference_id, waiting)
-        assert other.rows is not None
-        return await self._count(monitor, other.rows, predictions, other.timestamp, model_version)
-
-    async def _count(
-        self,
-        monitor: Monitor,
-        rows: list[dict[str, Any]],
-        predictions: list[Any] | None,
-        timestamp: datetime | None,
-        model_version: str | None,
-    ) -> IngestResult:
-        events, warnings = inference_events(rows, predictions, timestamp, model_version)
-        result = await self._engine.ingest(monitor, events)
-        result.warnings.extend(warnings)
-        return result
+        assert other.inputs is not None
+        return await self._engine.ingest_inference(
+            monitor,
+            other.inputs,
+            predictions,
+            timestamp=other.timestamp,
+            model_version=model_version,
+        )
 
     def _take(self, monitor: str, inference_id: str, half: Half) -> Waiting | None:
         """The waiting `half` of this inference, taken from the table (a duplicate is settled)."""
@@ -193,7 +168,10 @@ class InferencePairing:
         self._telemetry.pending_inferences.set({}, len(self._pending))
         if pushed:
             self._settle_soon(pushed, "overflow")
-        rows = len(waiting.rows if waiting.rows is not None else waiting.predictions or ())
+        if waiting.inputs is not None:
+            rows = input_size(waiting.inputs)
+        else:
+            rows = len(waiting.predictions or ())
         return Parked(rows, timeout)
 
     def _settle_soon(self, halves: list[Waiting], reason: Reason) -> None:
@@ -208,8 +186,9 @@ class InferencePairing:
         for waiting in halves:
             labels = {"monitor": waiting.monitor, "half": waiting.half, "reason": reason}
             self._telemetry.unpaired.inc(labels)
-            if waiting.rows is not None:
-                events, _ = inference_events(waiting.rows, None, waiting.timestamp, None)
+            if waiting.inputs is not None:
+                rows = input_rows(waiting.inputs)
+                events = inference_events(rows, None, waiting.timestamp, None)
                 requests.setdefault(waiting.monitor, []).extend(events)
         for name, events in requests.items():
             try:

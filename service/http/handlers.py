@@ -33,7 +33,9 @@ from driftline.core.inference import (
     InferenceError,
     InferenceRequest,
     InferenceResponse,
-    request_rows,
+    Inputs,
+    input_size,
+    request_inputs,
     response_predictions,
 )
 from driftline.core.monitor import MONITOR_NAME, Monitor
@@ -51,7 +53,7 @@ from driftline.engine.facade import (
     NoDefaultMonitorError,
     prediction_ignored,
 )
-from driftline.engine.inference import Parked, inference_events
+from driftline.engine.inference import Parked
 from driftline.engine.registry import UnknownMonitorError
 from driftline.http.cloudevents import STRUCTURED, read_cloudevent
 from driftline.http.codec import (
@@ -433,14 +435,12 @@ def _fitted(decode: Callable[[], T], prefix: str) -> T:
         ) from None
 
 
-def _rows(
-    monitor: Monitor, payload: InferenceRequest, prefix: str, limit: int
-) -> list[dict[str, Any]]:
+def _inputs(monitor: Monitor, payload: InferenceRequest, prefix: str, limit: int) -> Inputs:
     features = monitor.layout.features
-    rows = _fitted(lambda: request_rows(monitor.inference, features, payload), prefix)
+    inputs = _fitted(lambda: request_inputs(monitor.inference, features, payload), prefix)
     field = "inputs" if payload.inputs is not None else "instances"
-    _check_batch_size(len(rows), limit, prefix + field)
-    return rows
+    _check_batch_size(input_size(inputs), limit, prefix + field)
+    return inputs
 
 
 def _row_errors(result: IngestResult) -> list[FieldError]:
@@ -464,9 +464,9 @@ async def monitor_cloudevents(request: web.Request) -> web.Response:
     pairing = request.app[INFERENCES]
     if event.type == CE_REQUEST:
         payload = _payload(event.data, InferenceRequest, prefix)
-        rows = _rows(monitor, payload, prefix, request.app[SETTINGS].limits.max_batch_events)
+        inputs = _inputs(monitor, payload, prefix, request.app[SETTINGS].limits.max_batch_events)
         moment = event.time or datetime.fromtimestamp(time.time(), UTC)
-        outcome = await pairing.request(monitor, event.id, rows, moment, len(raw))
+        outcome = await pairing.request(monitor, event.id, inputs, moment, len(raw))
     elif event.type == CE_RESPONSE:
         answer = _payload(event.data, InferenceResponse, prefix)
         if monitor.prediction is None:
@@ -501,7 +501,7 @@ async def monitor_inferences(request: web.Request) -> web.Response:
     raw = await read_body(request)
     body = decode_body(raw, InferencePair)
     limit = request.app[SETTINGS].limits.max_batch_events
-    rows = _rows(monitor, body.request, "request.", limit)
+    inputs = _inputs(monitor, body.request, "request.", limit)
     answer = body.response
     predictions = None
     warnings: list[str] = []
@@ -512,14 +512,15 @@ async def monitor_inferences(request: web.Request) -> web.Response:
         else:
             predictions = _fitted(lambda: response_predictions(spec, declared, answer), "response.")
     version = answer.model_version if answer is not None else None
-    events, unjoined = inference_events(rows, predictions, body.timestamp, version)
     key, key_field = _request_key(request, raw)
     try:
-        result = await _engine(request).ingest(monitor, events, key)
+        result = await _engine(request).ingest_inference(
+            monitor, inputs, predictions, timestamp=body.timestamp, model_version=version, key=key
+        )
     except KeyConflictError as exc:
         raise _reused(key_field, exc) from None
-    result.warnings.extend(warnings + unjoined)
-    return _counted(result, _row_errors(result), len(rows))
+    result.warnings.extend(warnings)
+    return _counted(result, _row_errors(result), input_size(inputs))
 
 
 def _column_problem(name: str, slug: str, message: str) -> ProblemError:
