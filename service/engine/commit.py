@@ -209,6 +209,9 @@ class _RowDeltas(Mapping[int, Vector]):
             raise KeyError(bucket)
         return self._vectors[self._position]
 
+    def __contains__(self, bucket: object) -> bool:
+        return bucket == self._bucket  # without making the vector (Mapping's would)
+
     def __iter__(self) -> Iterator[int]:
         return iter((self._bucket,))
 

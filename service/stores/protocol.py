@@ -218,11 +218,7 @@ def _shaped(spec: WindowSpec, deltas: Mapping[int, Vector]) -> list[tuple[int, V
     """Each bucket aligned and its vector float64 of the spec's width (ValueError if not)."""
     out: list[tuple[int, Vector]] = []
     for raw_bucket, raw_vector in deltas.items():
-        bucket = int(raw_bucket)
-        if bucket != raw_bucket or bucket % spec.bucket_seconds:
-            raise ValueError(
-                f"bucket {raw_bucket!r}: not a multiple of bucket_seconds={spec.bucket_seconds}"
-            )
+        bucket = _aligned(spec, raw_bucket)
         vector = np.asarray(raw_vector, dtype=np.float64)
         if vector.shape != (spec.width,):
             raise ValueError(
@@ -270,37 +266,35 @@ def validate_claims(spec: WindowSpec, claims: Sequence[Claim]) -> list[tuple[Cla
     out: list[tuple[Claim, ClaimBuckets]] = []
     every: list[tuple[int, Vector]] = []
     for claim in claims:
-        if not claim.events:
+        events = claim.events
+        if not events:
             raise ValueError("claim: at least one bucket of deltas expected")
-        if set(claim.events) != set(claim.deltas):
+        if len(events) != len(claim.deltas) or any(b not in claim.deltas for b in events):
             raise ValueError("claim: events must name the same buckets as deltas")
         buckets: ClaimBuckets
         if claim.included:
-            buckets = [(b, None, n) for b, n in _aligned(spec, claim.events)]
+            buckets = [(_aligned(spec, b), None, int(n)) for b, n in events.items()]
         else:
             shaped = _shaped(spec, claim.deltas)
             every += shaped
-            buckets = [(b, v, int(claim.events[b])) for b, v in shaped]
-        for bucket, _, events in buckets:
-            if events < 0:
-                raise ValueError(f"claim bucket {bucket}: negative event count")
-        buckets.sort(key=lambda item: item[0])
+            buckets = [(b, v, int(events[b])) for b, v in shaped]
+        if any(n < 0 for _, _, n in buckets):
+            raise ValueError(f"claim buckets {sorted(events)}: negative event count")
+        if len(buckets) > 1:
+            buckets.sort(key=lambda item: item[0])
         out.append((claim, buckets))
     _check_values(every)
     return out
 
 
-def _aligned(spec: WindowSpec, events: Mapping[int, int]) -> list[tuple[int, int]]:
-    """An included claim's buckets (aligned, else ValueError) and their event counts."""
-    out = []
-    for raw_bucket, count in events.items():
-        bucket = int(raw_bucket)
-        if bucket != raw_bucket or bucket % spec.bucket_seconds:
-            raise ValueError(
-                f"bucket {raw_bucket!r}: not a multiple of bucket_seconds={spec.bucket_seconds}"
-            )
-        out.append((bucket, int(count)))
-    return out
+def _aligned(spec: WindowSpec, raw_bucket: int) -> int:
+    """A bucket start that is a multiple of the spec's bucket, else ValueError."""
+    bucket = int(raw_bucket)
+    if bucket != raw_bucket or bucket % spec.bucket_seconds:
+        raise ValueError(
+            f"bucket {raw_bucket!r}: not a multiple of bucket_seconds={spec.bucket_seconds}"
+        )
+    return bucket
 
 
 def taken_back(spec: WindowSpec, claim: Claim) -> list[tuple[int, Vector]]:
