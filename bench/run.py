@@ -355,7 +355,14 @@ class Bench:
             ratios = [w.rps / wo.rps for wo, w in pairs]
             out = {
                 "pairs": [
-                    {"without_rps": round(wo.rps, 1), "with_rps": round(w.rps, 1)}
+                    {
+                        "without_rps": round(wo.rps, 1),
+                        "with_rps": round(w.rps, 1),
+                        # Near 1.0 the server set the pace; the generator's share says
+                        # whether it kept up (ids are made per request, bench/bodies.lua).
+                        "server_cpu": (round(wo.server_cpu, 2), round(w.server_cpu, 2)),
+                        "generator_cpu": (round(wo.generator_cpu, 2), round(w.generator_cpu, 2)),
+                    }
                     for wo, w in pairs
                 ],
                 "mean_without_rps": sum(wo.rps for wo, _ in pairs) / len(pairs),
