@@ -254,17 +254,28 @@ class Redis:
         cpu = self.client.info("cpu")
         memory = self.client.info("memory")
         calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+        scripts = {"evalsha", "eval", "evalsha_ro", "fcall"}
         return {
             "time": time.monotonic(),
             "calls": float(sum(n for k, n in calls.items() if k != "info")),
-            "script_calls": float(
-                sum(n for k, n in calls.items() if k in {"evalsha", "eval", "evalsha_ro", "fcall"})
+            "script_calls": float(sum(n for k, n in calls.items() if k in scripts)),
+            # Redis's own time in the scripts, the commands they call included.
+            "script_usec": float(
+                sum(
+                    int(v["usec"])
+                    for k, v in stats.items()
+                    if k.removeprefix("cmdstat_") in scripts
+                )
             ),
             "cpu": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
             "used_memory": float(memory["used_memory"]),
             "used_memory_dataset": float(memory.get("used_memory_dataset", 0)),
             "keys": float(self.client.dbsize()),
         }
+
+    def reset_stats(self) -> None:
+        """Zero Redis's INFO commandstats (CONFIG RESETSTAT) before a measured run."""
+        self.client.config_resetstat()
 
     def key_bytes(self) -> float:
         """Bytes the keyspace holds by MEMORY USAGE (every key, sampled exactly)."""

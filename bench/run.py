@@ -600,6 +600,7 @@ class Bench:
                     redis: procs.Redis = redis,
                     a: argparse.Namespace = a,
                 ) -> tuple[load.LoadResult, dict[str, Any]]:
+                    redis.reset_stats()
                     before = redis.snapshot()
                     result = load.wrk(
                         server, self.predict_file, duration=a.duration, connections=a.connections
@@ -608,6 +609,7 @@ class Bench:
                     events = result.requests - result.errors
                     calls = after["calls"] - before["calls"]
                     scripts = after["script_calls"] - before["script_calls"]
+                    script_usec = after["script_usec"] - before["script_usec"]
                     cost = {
                         "events": events,
                         "redis_commands": calls,
@@ -615,6 +617,7 @@ class Bench:
                         "commands_per_event": calls / max(events, 1),
                         "script_calls_per_event": scripts / max(events, 1),
                         "events_per_script_call": events / max(scripts, 1),
+                        "script_usec_per_event": script_usec / max(events, 1),
                         "redis_cpu_share": (after["cpu"] - before["cpu"])
                         / (after["time"] - before["time"]),
                         "redis_used_memory": after["used_memory"],
@@ -627,6 +630,7 @@ class Bench:
                 self.say(
                     f"redis {mode}: {cost['commands_per_event']:.3f} Redis commands/event "
                     f"({cost['script_calls_per_event']:.3f} EVALSHA/event), "
+                    f"{cost['script_usec_per_event']:.2f} us EVALSHA/event, "
                     f"Redis CPU {cost['redis_cpu_share']:.0%}"
                 )
                 if mode == "durable":
@@ -816,6 +820,8 @@ def _fmt(value: Any, unit: str = "") -> str:
         return f"{value:.2f} ms"
     if unit == "s":
         return f"{value:.3f} s"
+    if unit == "us":
+        return f"{value:.2f} us"
     if unit == "x":
         return f"{value:.3f}x" if value < 10 else f"{value:.1f}x"
     if unit == "MiB":
@@ -1072,6 +1078,26 @@ def _redis_rows(table: Table, m: dict[str, Any]) -> None:
             note=f"{c['events_per_script_call']:.1f} events per flush",
         )
         table.row("5", "Redis CPU share, durable (of one core)", c["redis_cpu_share"], "%")
+        if "script_usec_per_event" in c:
+            usec = c["script_usec_per_event"]
+            table.row(
+                "5",
+                "Redis CPU per event (EVALSHA usec from INFO commandstats / events), "
+                "durable, full load",
+                usec,
+                "us",
+                target="<= 2 us",
+                ok=usec <= 2,
+                note=f"{c['events_per_script_call']:.1f} events per EVALSHA; commandstats "
+                "reset before the measured run",
+            )
+            table.row(
+                "5",
+                "events/s one Redis core could carry (1e6 / Redis CPU per event)",
+                1e6 / max(usec, 1e-9),
+                target=">= 500,000",
+                ok=usec <= 2,
+            )
     if r := m.get("redis_async"):
         c = r["redis"]
         table.row(
