@@ -95,6 +95,10 @@ class Server:
         times = psutil.Process(self.pid).cpu_times()
         return float(times.user + times.system)
 
+    def rss(self) -> int:
+        """The server's resident memory, in bytes."""
+        return int(psutil.Process(self.pid).memory_info().rss)
+
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
         if self.proc.poll() is None:
@@ -174,6 +178,7 @@ def start_driftline(
     redis_url: str | None = None,
     ack_mode: str = "durable",
     extra_env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
 ) -> Server:
     """The service on a free port with the bench monitors (embedded store unless redis_url)."""
     port = free_port()
@@ -186,7 +191,7 @@ def start_driftline(
         "DRIFTLINE_ALERTS_DIR": "",
         **(extra_env or {}),
     }
-    return start(name, driftline_argv(port), port, env=env, logs=logs)
+    return start(name, driftline_argv(port), port, env=env, logs=logs, timeout=timeout)
 
 
 def start_framework(logs: Path) -> Server:

@@ -20,6 +20,7 @@ Steps (all by default, or pick with --only):
   micro      per-call cost of the service's steps, in process (where the time goes)
   labels     delayed labels joined and counted per second, in process, batches of 5,000
   client     driftline.client: log() cost to the caller, feature values/s to one service
+  fleet      13. 1,000 monitors x 50 features in one replica with Redis: memory, start-up, spread
 
 With --profile, py-spy samples the server during extra load runs (never the measured
 ones) and bench/results/profile-*.txt say where its time goes.
@@ -60,7 +61,10 @@ STEPS = (
     "micro",
     "labels",
     "client",
+    "fleet",
 )
+FLEET_MONITORS = 1000  # monitors of 50 features in the fleet step (--quick: 100)
+FLEET_HISTORY_SECONDS = 3600  # the fleet's history horizon (see step_fleet)
 FEATURES = len(data.FEATURES)
 # Rows per logged inference: one (an online request) and a batched one.
 INFERENCE_ROWS = (1, 32)
@@ -580,6 +584,86 @@ class Bench:
         )
         return out
 
+    def step_fleet(self) -> None:
+        """13.3 Many monitors: a fleet of 50-feature monitors in one replica with Redis.
+
+        Start-up and resident memory against the same replica with one monitor; predict
+        spread over every monitor against predict to one, in back-to-back pairs; Redis
+        bytes per monitor once each has a window.
+        """
+        from . import fleet
+
+        a = self.args
+        n = 100 if a.quick else FLEET_MONITORS
+        many, config_bytes = fleet.write_fleet(self.work / "fleet", n)
+        one, _ = fleet.write_fleet(self.work / "fleet-one", 1)
+        spread = self.work / "fleet-spread.txt"
+        spread.write_bytes(b"\n".join(fleet.predict_bodies(4 * n, n)) + b"\n")
+        single = self.work / "fleet-single.txt"
+        single.write_bytes(b"\n".join(fleet.predict_bodies(4000, 1)) + b"\n")
+        redis = self.get_redis()
+        redis.flush()
+        # An hour of history: the default week would take ~10 MB of Redis per 50-feature
+        # monitor (871-byte records, one per minute), ~10 GB for the fleet; the notes say so.
+        history = {"DRIFTLINE_HISTORY_HORIZON": str(FLEET_HISTORY_SECONDS)}
+        began = time.monotonic()
+        with procs.running(
+            procs.start_driftline(
+                "driftline-fleet-one", one, self.logs, redis_url=redis.url, extra_env=history
+            )
+        ) as server:
+            one_start, one_rss = time.monotonic() - began, server.rss()
+        redis.flush()
+        began = time.monotonic()
+        server = procs.start_driftline(
+            "driftline-fleet",
+            many,
+            self.logs,
+            redis_url=redis.url,
+            extra_env=history,
+            timeout=600,
+        )
+        with procs.running(server):
+            start, loaded_rss = time.monotonic() - began, server.rss()
+            for bodies in (single, spread):
+                load.wrk(server, bodies, duration=a.warmup, connections=a.connections)
+            pairs = [
+                (
+                    load.wrk(server, single, duration=a.duration, connections=a.connections),
+                    load.wrk(server, spread, duration=a.duration, connections=a.connections),
+                )
+                for _ in range(a.repeat)
+            ]
+            busy_rss = server.rss()
+            key_bytes = redis.key_bytes()
+        redis.flush()
+        ratios = [s.rps / o.rps for o, s in pairs]
+        out = {
+            "monitors": n,
+            "features": fleet.NUMERIC_FEATURES + fleet.CATEGORICAL_FEATURES,
+            "profile_bytes": config_bytes,
+            "start_seconds": start,
+            "one_start_seconds": one_start,
+            "rss_loaded": loaded_rss,
+            "rss_busy": busy_rss,
+            "rss_one": one_rss,
+            "rss_per_monitor": (loaded_rss - one_rss) / max(n - 1, 1),
+            "redis_bytes_per_monitor": key_bytes / n,
+            "one_rps": sum(o.rps for o, _ in pairs) / len(pairs),
+            "spread_rps": sum(s.rps for _, s in pairs) / len(pairs),
+            "ratio": sum(ratios) / len(ratios),
+            "errors": sum(o.errors + s.errors for o, s in pairs),
+            "pairs": [(round(o.rps), round(s.rps)) for o, s in pairs],
+        }
+        self.m["fleet"] = out
+        self.say(
+            f"fleet of {n}: ready in {start:.1f} s (one: {one_start:.1f} s), RSS "
+            f"{loaded_rss / 2**20:,.0f} MiB loaded, {busy_rss / 2**20:,.0f} MiB busy "
+            f"({out['rss_per_monitor'] / 2**10:,.0f} KiB per monitor); predict spread "
+            f"{out['spread_rps']:,.0f} vs one monitor {out['one_rps']:,.0f} req/s "
+            f"(ratio {out['ratio']:.3f}); Redis {out['redis_bytes_per_monitor']:,.0f} B/monitor"
+        )
+
     def step_redis(self) -> None:
         """3 and 5. Predict with Redis, durable and async; Redis cost per event."""
         redis = self.get_redis()
@@ -787,6 +871,7 @@ class Bench:
             ("micro", self.step_micro),
             ("labels", self.step_labels),
             ("client", self.step_client),
+            ("fleet", self.step_fleet),
         ]
         try:
             for name, fn in order:
@@ -1344,6 +1429,64 @@ def _latency_rows(table: Table, m: dict[str, Any]) -> None:
         )
 
 
+def _fleet_rows(table: Table, m: dict[str, Any]) -> None:
+    """Many monitors in one replica (issue 13, goal 3)."""
+    if not (r := m.get("fleet")):
+        return
+    n, features = r["monitors"], r["features"]
+    table.row(
+        "13",
+        f"{n:,} monitors x {features} features, Redis: replica RSS loaded / busy",
+        f"{r['rss_loaded'] / 2**20:,.0f} / {r['rss_busy'] / 2**20:,.0f} MiB",
+        "",
+        f"{r['rss_one'] / 2**20:,.0f} MiB",
+        "one monitor",
+        None,
+        "<= 1,024 MiB",
+        r["rss_busy"] <= 2**30,
+        note=f"{r['rss_per_monitor'] / 2**10:,.0f} KiB per monitor in the replica; profile "
+        f"file {r['profile_bytes'] / 2**10:,.0f} KiB each",
+    )
+    table.row(
+        "13",
+        f"{n:,} monitors: start-up to ready, s",
+        r["start_seconds"],
+        "s",
+        r["one_start_seconds"],
+        "s",
+        None,
+        "-",
+        None,
+    )
+    table.row(
+        "13",
+        f"predict spread over {n:,} monitors vs to one, Redis durable, req/s",
+        r["spread_rps"],
+        "req/s",
+        r["one_rps"],
+        "req/s",
+        r["ratio"],
+        ">= 0.9x",
+        r["ratio"] >= 0.9 and not r["errors"],
+        note="pairs (one, spread): "
+        + ", ".join(f"{o:,}/{s:,}" for o, s in r["pairs"])
+        + f" req/s; errors {r['errors']}",
+    )
+    table.row(
+        "13",
+        f"Redis bytes per monitor ({n:,} monitors, after the runs)",
+        r["redis_bytes_per_monitor"],
+        "B",
+        None,
+        "",
+        None,
+        "-",
+        None,
+        note=f"window ring and an hour of history ({FLEET_HISTORY_SECONDS} s); the default "
+        "week of history adds ~10 MB per 50-feature monitor",
+    )
+
+
 def rows(b: Bench) -> list[dict[str, Any]]:
     """Table rows: metric, value, reference, ratio, target, pass."""
     table = Table()
@@ -1362,6 +1505,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
     _labels_rows(table, m)
     _latency_rows(table, m)
     _client_rows(table, m)
+    _fleet_rows(table, m)
     return table.rows
 
 
