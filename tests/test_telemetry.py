@@ -8,8 +8,10 @@ hostile model versions; version labels rotate per monitor; a monitor's series st
 
 from __future__ import annotations
 
+import gc
 import shutil
 import subprocess
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from driftline.core.severity import Severity
 from driftline.http.app import create_app
 from driftline.http.keys import SETTINGS
 from driftline.settings import Settings
-from driftline.telemetry import EVENT_REASONS, MAX_MODEL_VERSIONS, VersionSlots
+from driftline.telemetry import EVENT_REASONS, MAX_MODEL_VERSIONS, Telemetry, VersionSlots
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PROMTOOL = shutil.which("promtool")
@@ -181,3 +183,24 @@ async def test_counters_start_at_zero_and_an_unloaded_monitor_leaves_no_series(
         return 'monitor="sensors"' not in text and 'monitor="credit-risk"' in text
 
     await wait_until(gone, "metrics of the removed monitor `sensors` are still exported")
+
+
+def test_a_series_costs_bytes_not_kilobytes() -> None:
+    # aioprometheus keys each series by orjson's serialised label set, which keeps a
+    # 4 KiB buffer per key: 300 series of a 50-feature monitor took ~2 MiB of a replica.
+    telemetry = Telemetry()
+    features = tuple(f"x{i:02d}" for i in range(300))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        telemetry.feature_score.set("fleet-0001", features, [0.5] * len(features))
+        for i in range(300):
+            telemetry.severity.set({"monitor": f"fleet-{i:04d}"}, 1.0)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown / 600 < 1024, f"{grown / 600:.0f} bytes per series"
+    assert telemetry.feature_score.gauge.get({"monitor": "fleet-0001", "feature": "x07"}) == 0.5
+    assert telemetry.severity.get({"monitor": "fleet-0299"}) == 1.0
