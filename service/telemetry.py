@@ -194,6 +194,14 @@ class FeatureGauge:
             del self._keys[cached]
 
 
+def set_or_remove(gauge: Gauge, labels: dict[str, str], value: float | None) -> None:
+    """Set a series, or remove it while its value is undefined (absent, not a stale 0)."""
+    if value is None:
+        gauge.values.pop(labels, None)
+    else:
+        gauge.set(labels, value)
+
+
 class ScopeGauges:
     """The gauges of declared versions' (or segments') windows: a label per declared one."""
 
@@ -229,11 +237,7 @@ class ScopeGauges:
         performance = assessment.performance
         for metric in PERFORMANCE_METRICS:
             value_of = None if performance is None else getattr(performance, metric)
-            keyed = {**labels, "metric": metric}
-            if value_of is None:
-                self.performance.values.pop(keyed, None)
-            else:
-                self.performance.set(keyed, value_of)
+            set_or_remove(self.performance, {**labels, "metric": metric}, value_of)
 
 
 class Telemetry:
@@ -499,20 +503,13 @@ class Telemetry:
         performance = assessment.performance
         if performance is not None:
             self.labelled_events.set(monitor, performance.labelled)
-            for metric in PERFORMANCE_METRICS:
-                value = getattr(performance, metric)
-                labels = {"monitor": name, "metric": metric}
-                if value is None:
-                    self.performance.values.pop(labels, None)
-                else:
-                    self.performance.set(labels, value)
             checks = performance.checks or {}
             for metric in PERFORMANCE_METRICS:
                 labels = {"monitor": name, "metric": metric}
-                if metric in checks:
-                    self.performance_baseline.set(labels, checks[metric].baseline)
-                else:
-                    self.performance_baseline.values.pop(labels, None)
+                set_or_remove(self.performance, labels, getattr(performance, metric))
+                check = checks.get(metric)
+                baseline = None if check is None else check.baseline
+                set_or_remove(self.performance_baseline, labels, baseline)
             if performance.severity is not None:
                 self.performance_severity.set(monitor, performance.severity.gauge)
 

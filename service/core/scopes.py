@@ -150,12 +150,14 @@ def spread(
 
 def event_blocks(
     scopes: Scopes, batch: BinnedBatch, versions: Sequence[str | None]
-) -> list[IntArray]:
-    """Each event's blocks of a binned batch: versions (one per event), then segments."""
-    blocks = [scopes.version_blocks(versions)] if scopes.versions else []
-    if scopes.segment_feature is not None:
-        blocks.append(scopes.segment_blocks(batch.slots[scopes.segment_part]))
-    return blocks
+) -> tuple[IntArray, IntArray]:
+    """Each event's version block and segment block in a binned batch (0: none)."""
+    segment = (
+        np.zeros(batch.size, dtype=np.intp)
+        if scopes.segment_feature is None
+        else scopes.segment_blocks(batch.slots[scopes.segment_part])
+    )
+    return scopes.version_blocks(versions), segment
 
 
 def batch_deltas(
@@ -195,13 +197,8 @@ def record_blocks(
     if scopes is None:
         return None
     chosen = np.asarray(rows, dtype=np.intp)
-    version = scopes.version_blocks([versions[j] for j in rows])
-    segment = (
-        np.zeros(len(chosen), dtype=np.intp)
-        if scopes.segment_feature is None
-        else scopes.segment_blocks(batch.slots[scopes.segment_part][chosen])
-    )
-    return version, segment
+    version, segment = event_blocks(scopes, batch, versions)
+    return version[chosen], segment[chosen]
 
 
 def joined_deltas(

@@ -37,6 +37,7 @@ from driftline.stores.protocol import (
     Lookup,
     Pending,
     Persistence,
+    summed_per_bucket,
     taken_back,
     validate_claims,
     validate_deltas,
@@ -191,7 +192,7 @@ class MemoryWindowStore:
         outcomes: list[ClaimOutcome] = []
         if keyed:
             checked, outcomes = self._claim(spec, now, last_out, checked, keyed)
-            checked = _per_bucket(checked)
+            checked = [(b, v) for b, vs in summed_per_bucket(checked).items() for v in vs]
         late: set[int] = set()
         for bucket, delta in checked:
             if bucket <= last_out:
@@ -377,14 +378,3 @@ class MemoryHistoryStore:
     async def drop(self, monitor: str) -> None:
         """Forget the monitor's history, every layout."""
         self._rings.pop(monitor, None)
-
-
-def _per_bucket(deltas: list[tuple[int, Vector]]) -> list[tuple[int, Vector]]:
-    """Deltas summed per bucket: a flush of keyed single events holds a vector per event."""
-    grouped: dict[int, list[Vector]] = {}
-    for bucket, delta in deltas:
-        grouped.setdefault(bucket, []).append(delta)
-    return [
-        (bucket, vectors[0] if len(vectors) == 1 else np.sum(vectors, axis=0))
-        for bucket, vectors in grouped.items()
-    ]

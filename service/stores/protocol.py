@@ -8,7 +8,7 @@ reading a window costs O(width), never O(buckets) or O(events).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -253,6 +253,22 @@ def _check_values(vectors: Sequence[tuple[int, Vector]]) -> None:
 
 ClaimBuckets = list[tuple[int, Vector | None, int]]
 """A checked claim's (bucket, vector, events): vector None for an included claim."""
+
+
+def summed_per_bucket(deltas: Iterable[tuple[int, Vector]]) -> dict[int, list[Vector]]:
+    """Each bucket's vectors summed into one; a sum reaching 2**53 keeps them apart (exact).
+
+    A flush of keyed single events holds a vector per event (and taken-back ones):
+    summed once per bucket, a store adds one vector per bucket.
+    """
+    grouped: dict[int, list[Vector]] = {}
+    for bucket, vector in deltas:
+        grouped.setdefault(bucket, []).append(vector)
+    summed: dict[int, list[Vector]] = {}
+    for bucket, vectors in grouped.items():
+        total = vectors[0] if len(vectors) == 1 else np.sum(vectors, axis=0)
+        summed[bucket] = [total] if (np.abs(total) < 2.0**53).all() else vectors
+    return summed
 
 
 def validate_claims(spec: WindowSpec, claims: Sequence[Claim]) -> list[tuple[Claim, ClaimBuckets]]:

@@ -71,6 +71,7 @@ from driftline.stores.protocol import (
     Pending,
     Persistence,
     StoreUnavailableError,
+    summed_per_bucket,
     taken_back,
     validate_claims,
     validate_deltas,
@@ -659,19 +660,10 @@ def _pack(
     claims: list[tuple[Claim, ClaimBuckets]],
 ) -> tuple[list[int | bytes], int]:
     """The script's arguments after its fixed ones: delta pairs (claims summed in), claims."""
-    grouped: dict[int, list[Vector]] = {}
-    for bucket, vector in checked:
-        grouped.setdefault(bucket, []).append(vector)
-    for _, buckets in claims:
-        for bucket, own, _ in buckets:
-            if own is not None:  # an included claim's are among `checked`
-                grouped.setdefault(bucket, []).append(own)
-    summed: dict[int, list[Vector]] = {}
-    for bucket, vectors in grouped.items():
-        total = vectors[0] if len(vectors) == 1 else np.sum(vectors, axis=0)
-        # Sums stay below 2**53 (exact in the script's doubles); past it, a bucket goes
-        # out in one pair per vector.
-        summed[bucket] = [total] if (np.abs(total) < 2.0**53).all() else vectors
+    own = [(b, v) for _, buckets in claims for b, v, _ in buckets if v is not None]
+    # An included claim's vectors are among `checked`. Sums stay below 2**53 (exact in
+    # the script's doubles); past it, a bucket goes out in one pair per vector.
+    summed = summed_per_bucket([*checked, *own])
     packed: list[int | bytes] = []
     for bucket in sorted(summed):
         for vector in summed[bucket]:
