@@ -208,7 +208,7 @@ def test_declared_versions_and_segments_reach_the_service() -> None:
     config = render_monitor_config("credit-risk", spec, profile)
     assert config["segments"] == {"by": "channel", "top": 2}
     monitor = service_monitor(config)
-    assert monitor.scopes is not None
+    assert monitor.scopes.blocks == 5
     assert monitor.scopes.versions == ("v1", "v2")
     channels = Counter(row["channel"] for row in ROWS)
     assert monitor.scopes.segments == tuple(c for c, _ in channels.most_common(2))

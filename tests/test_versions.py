@@ -342,9 +342,9 @@ def test_scope_declarations_are_checked(tmp_path: Path) -> None:
             make_monitor(config(baseline, **extra))
     # Without values: the baseline's most frequent categories.
     top = make_monitor(config(baseline, segments={"by": "country", "top": 2}))
-    assert top.blocks.segments == ("DE", "FR")
+    assert top.scopes.segments == ("DE", "FR")
     # Declaring scopes starts a window under another layout id; none keeps the plain one.
     plain = make_monitor({**config(baseline), "model_versions": [], "segments": None})
-    assert plain.scopes is None and plain.window.width == plain.layout.width
+    assert plain.scopes.blocks == 1 and plain.window.width == plain.layout.width
     assert top.window.width == plain.layout.width * (1 + 2 + 2)
     assert len({plain.window.layout_id, top.window.layout_id}) == 2

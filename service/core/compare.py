@@ -93,7 +93,7 @@ def compare(
     metric: CompareMetric | None,
 ) -> Comparison:
     """Compare versions `a` and `b` of a monitor's window (`totals`: the whole window's)."""
-    blocks = monitor.blocks
+    blocks = monitor.scopes
     window_a, window_b = blocks.totals(totals, a.block), blocks.totals(totals, b.block)
     against = WindowTotals(window_b.vector, totals.start, totals.now, reference=window_a.vector)
     drift = assess(monitor, against)

@@ -170,20 +170,15 @@ class Monitor:
     source: str
     plan: Plan  # the policy's arrays over the layout, for every verdict
     choice: WindowChoice  # the window it judges and its reference
+    # The window vector's blocks: the layout's, then one per declared version and segment.
+    scopes: Scopes
     model_versions: tuple[str, ...] = ()
     prediction: PredictionSpec | None = None
     decoder: Decoder | None = None  # the prediction's, built once
     inference: InferenceSpec = DIRECT
     labels: LabelsPolicy | None = None  # takes delayed labels (layout.performance)
-    # Declared versions and segments: blocks of the window vector after the layout's.
-    scopes: Scopes | None = None
     # How a segment's window is judged: as the monitor, without the segment feature.
     segment_monitor: Monitor | None = None
-
-    @property
-    def blocks(self) -> Scopes:
-        """The window vector's blocks (one, the layout's, without declared scopes)."""
-        return self.scopes or Scopes(self.layout.width)
 
     def judged_as(self, scope: Scope | None) -> Monitor:
         """The monitor that judges a scope's window (the whole window's for None)."""
@@ -432,9 +427,9 @@ def build_monitor(
     window = WindowSpec(
         monitor=config.name,
         layout_id=layout_id(
-            profile, bucket_seconds, layout, None if scopes is None else scopes.signature
+            profile, bucket_seconds, layout, scopes.signature if scopes.blocks > 1 else None
         ),
-        width=layout.width if scopes is None else scopes.width,
+        width=scopes.width,
         window_seconds=choice.kept_seconds,
         bucket_seconds=bucket_seconds,
     )
@@ -455,17 +450,13 @@ def build_monitor(
         choice=choice,
         scopes=scopes,
     )
-    if scopes is None or scopes.segment_feature is None:
+    if scopes.segment_feature is None:
         return monitor
     return dataclasses.replace(monitor, segment_monitor=_segment_monitor(monitor, scopes))
 
 
-def _scopes(
-    layout: Layout, versions: tuple[str, ...], segments: SegmentsConfig | None
-) -> Scopes | None:
-    """The monitor's window blocks; None when it declares no version or segment."""
-    if not versions and segments is None:
-        return None
+def _scopes(layout: Layout, versions: tuple[str, ...], segments: SegmentsConfig | None) -> Scopes:
+    """The monitor's window blocks (the layout's alone when it declares none)."""
     if segments is None:
         return Scopes(layout.width, versions)
     feature = layout.features[segments.by]

@@ -191,10 +191,10 @@ def event_vectors(
 
 
 def record_blocks(
-    scopes: Scopes | None, batch: BinnedBatch, versions: Sequence[str | None], rows: Sequence[int]
+    scopes: Scopes, batch: BinnedBatch, versions: Sequence[str | None], rows: Sequence[int]
 ) -> tuple[IntArray, IntArray] | None:
     """The version and segment blocks of `rows` of a batch, as pending records keep them."""
-    if scopes is None:
+    if scopes.blocks == 1:
         return None
     chosen = np.asarray(rows, dtype=np.intp)
     version, segment = event_blocks(scopes, batch, versions)

@@ -140,7 +140,7 @@ class _Batch:
         Per bucket start the summed vector of the unkeyed events; the errors of single
         rows; the claim of every keyed submission (None for a keyed row with an error).
         """
-        scopes = self.monitor.blocks
+        scopes = self.monitor.scopes
         binned = None
         deltas: dict[int, Vector] = {}
         errors: dict[int, EventError] = {}

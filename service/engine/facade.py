@@ -608,7 +608,7 @@ class DriftEngine:
             return result
         window = monitor.window
         buckets = (timestamps // window.bucket_seconds).astype(np.int64) * window.bucket_seconds
-        submission = batch_deltas(monitor.blocks, batch, buckets, versions)
+        submission = batch_deltas(monitor.scopes, batch, buckets, versions)
         ticket = self._committer.submit(
             monitor,
             submission,
@@ -715,7 +715,7 @@ class DriftEngine:
         while matched:
             joined = np.frombuffer(b"".join(found.records[i] or b"" for i in matched), RECORD)
             deltas = joined_deltas(
-                monitor.blocks, slots, joined, np.array([values[i] for i in matched])
+                monitor.scopes, slots, joined, np.array([values[i] for i in matched])
             )
             taken = [(digests[i], found.records[i] or b"") for i in matched]
             consumed = await self._store.consume(window, horizon, deltas, taken)
@@ -755,10 +755,10 @@ class DriftEngine:
         totals = await self._read(monitor)
         if scope is None:
             return drift_report(
-                self._verdicts.assess(monitor, totals), monitor.blocks.totals(totals)
+                self._verdicts.assess(monitor, totals), monitor.scopes.totals(totals)
             )
         report = drift_report(
-            scope_assessment(monitor, scope, totals), monitor.blocks.totals(totals, scope.block)
+            scope_assessment(monitor, scope, totals), monitor.scopes.totals(totals, scope.block)
         )
         return msgspec.structs.replace(report, **{scope.kind: scope.value})
 

@@ -52,12 +52,12 @@ class Verdicts:
         published too, at most every SCOPE_SECONDS.
         """
         now = time.monotonic()
-        assessment = assess(monitor, monitor.blocks.totals(totals))
+        assessment = assess(monitor, monitor.scopes.totals(totals))
         self._latest[monitor.name] = (assessment, now)
         self._telemetry.observe(assessment)
         for listener in self._listeners:
             listener(assessment)
-        if monitor.scopes is not None and now - self._scoped.get(monitor.name, -math.inf) >= (
+        if monitor.scopes.blocks > 1 and now - self._scoped.get(monitor.name, -math.inf) >= (
             SCOPE_SECONDS
         ):
             self._scoped[monitor.name] = now
@@ -96,4 +96,4 @@ class Verdicts:
 
 def scope_assessment(monitor: Monitor, scope: Scope, totals: WindowTotals) -> Assessment:
     """The assessment of a declared version's or segment's block of the window's totals."""
-    return assess(monitor.judged_as(scope), monitor.blocks.totals(totals, scope.block))
+    return assess(monitor.judged_as(scope), monitor.scopes.totals(totals, scope.block))

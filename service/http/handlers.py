@@ -808,9 +808,9 @@ SCOPE_KINDS: tuple[ScopeKind, ...] = ("model_version", "segment")
 
 def _scope(monitor: Monitor, kind: ScopeKind, value: str, field: str | None = None) -> Scope:
     """A declared version or segment of the monitor, else a 400 on `field` (default: kind)."""
-    scope = monitor.blocks.scope(kind, value)
+    scope = monitor.scopes.scope(kind, value)
     if scope is None:
-        blocks = monitor.blocks
+        blocks = monitor.scopes
         declared = blocks.versions if kind == "model_version" else blocks.segments
         noun = "a declared model version" if kind == "model_version" else "a declared segment"
         raise _query_problem(
@@ -928,11 +928,11 @@ async def get_monitor(request: web.Request) -> web.Response:
             ),
             baseline=monitor.profile,
             prediction=monitor.prediction,
-            model_versions=list(monitor.blocks.versions),
+            model_versions=list(monitor.scopes.versions),
             segment_by=None
-            if monitor.blocks.segment_feature is None
-            else monitor.blocks.segment_feature.name,
-            segments=list(monitor.blocks.segments),
+            if monitor.scopes.segment_feature is None
+            else monitor.scopes.segment_feature.name,
+            segments=list(monitor.scopes.segments),
         )
     )
 
