@@ -108,6 +108,9 @@ WINDOW_DELETE_DELAY = 5.0
 # Drift service calls in flight at once: hundreds of status timers firing together (an
 # operator restart) queue here instead of timing out on an overloaded service.
 SERVICE_CALLS = 16
+# Seconds kopf waits in memory for a stopped status timer, then between its checks.
+TIMER_EXIT_WAIT = 0.1
+TIMER_EXIT_POLL = 2.0
 MEMO_KEY = "driftline"
 STATUS_TIMER = "refresh-status"
 # kopf passes each index to handlers as a keyword named after the index handler's id.
@@ -205,6 +208,11 @@ def operator_settings() -> kopf.OperatorSettings:
     settings.posting.level = logging.WARNING
     # One operator replica and no peering CRDs (the Deployment runs exactly one pod).
     settings.peering.standalone = True
+    # A deleted monitor keeps its finalizer until its status timer has exited. The timer
+    # exits at the stop signal, in a few event-loop turns: wait that long in memory, and
+    # should it still run, look again in seconds, not after kopf's default minute.
+    settings.background.instant_exit_timeout = TIMER_EXIT_WAIT
+    settings.background.cancellation_polling = TIMER_EXIT_POLL
     return settings
 
 
@@ -546,9 +554,29 @@ class DriftMonitorOperator:
     # ------------------------------------------------------------------- status
 
     async def refresh_status(
-        self, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+        self,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        **kwargs: Any,
     ) -> None:
-        """Copy the drift service's verdict into the status; an Event when severity changes."""
+        """Copy the drift service's verdict into the status; an Event when severity changes.
+
+        Abandoned when kopf stops the timer: kopf keeps a deleted monitor's finalizer
+        until its timer has exited, and checks again only after its polling delay.
+        """
+        refresh = asyncio.ensure_future(self._refresh_status(body, memo, logger))
+        stopped: kopf.DaemonStopped = kwargs["stopped"]
+        stop = asyncio.ensure_future(stopped.wait())
+        try:
+            await asyncio.wait((refresh, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            refresh.cancel()
+        if refresh.done() and not refresh.cancelled():
+            refresh.result()  # its TemporaryError reaches kopf
+
+    async def _refresh_status(self, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger) -> None:
         monitor = _plain(body)
         metadata = monitor["metadata"]
         if metadata.get("deletionTimestamp"):

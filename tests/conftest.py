@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-from k8s_support import KubeTarget
+from k8s_support import KubeTarget, Process
 from kube_cluster import control_plane
 from pytest_redis import factories
 from redis_process import RedisProcess
@@ -35,6 +35,17 @@ redis_server = factories.redis_proc(
     port=None,  # type: ignore[arg-type]  # None = any free port (port_for), untyped upstream
     save='""',
 )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[pytest.TestReport]:
+    """A failed test's report carries the log tail of each process fixture it used."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Process):
+                report.sections.append((f"{value.name} log (tail)", value.tail()))
+    return report
 
 
 class FakeClock:

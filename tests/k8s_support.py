@@ -221,6 +221,50 @@ class Received:
     bodies: list[dict[str, Any]] = field(default_factory=list)
 
 
+class HeldDriftService:
+    """A real HTTP server on 127.0.0.1 that holds every drift report request until exit.
+
+    DELETE of a window answers 204 at once. `held` is set when a drift request arrived.
+    """
+
+    def __init__(self) -> None:
+        held = self.held = threading.Event()
+        release = self._release = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                held.set()
+                release.wait()
+                self.send_response(503)
+                self.end_headers()
+
+            def do_DELETE(self) -> None:
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a held request's client has gone: nothing to answer
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        # By name: the CRD refuses a serviceUrl at an IP address.
+        self.url = f"http://localhost:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> HeldDriftService:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
 class WebhookReceiver:
     """A real HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it."""
 

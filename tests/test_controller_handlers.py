@@ -9,6 +9,7 @@ choose the verdict; tests/test_k8s_operator_live.py runs the real one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -25,6 +26,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from k8s_support import KubeTarget, free_port
+from kopf._core.intents.stoppers import DaemonStopper
 from lightkube import ApiError, AsyncClient, Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
@@ -66,6 +68,9 @@ class FakeDriftService:
 
     reports: dict[str, bytes] = field(default_factory=dict)
     forgotten: list[str] = field(default_factory=list)
+    # While `hold` is set (and not released), drift calls wait; `arrived` tells one came.
+    hold: asyncio.Event | None = None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -75,6 +80,9 @@ class FakeDriftService:
 
     async def drift(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        self.arrived.set()
+        if self.hold is not None:
+            await self.hold.wait()
         if name not in self.reports:
             problem = {
                 "type": "about:blank",
@@ -108,7 +116,14 @@ async def drift_service() -> AsyncIterator[tuple[FakeDriftService, str]]:
         # By name: the CRD refuses a serviceUrl at an IP address.
         yield fake, str(server.make_url("")).rstrip("/").replace("127.0.0.1", "localhost")
     finally:
+        if fake.hold is not None:
+            fake.hold.set()
         await server.close()
+
+
+def running() -> kopf.DaemonStopped:
+    """The `stopped` flag kopf passes a timer that has not been asked to stop."""
+    return DaemonStopper().async_waiter
 
 
 @pytest.fixture(scope="module")
@@ -531,13 +546,13 @@ async def test_status_follows_the_service_and_severity_changes_post_events(
     monitor = loaded_monitor(scene.stored("ConfigMap", "driftline-monitors"), "credit-risk.json")
 
     # Not loaded by the service yet: Ready says so.
-    await operator.refresh_status(body=scene.current(), memo=memo, logger=LOG)
+    await operator.refresh_status(body=scene.current(), memo=memo, logger=LOG, stopped=running())
     ready = scene.conditions()["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "MonitorNotLoaded")
     assert "no monitor named 'credit-risk'" in ready["message"]
 
     service.reports["credit-risk"] = window_report(monitor, drifted=True)
-    await operator.refresh_status(body=scene.current(), memo=memo, logger=LOG)
+    await operator.refresh_status(body=scene.current(), memo=memo, logger=LOG, stopped=running())
     status = scene.stored("DriftMonitor", "credit-risk")["status"]
     assert status["severity"] == "critical"
     assert status["driftScore"] > 0.5 and status["driftScore"] == round(status["driftScore"], 2)
@@ -552,18 +567,42 @@ async def test_status_follows_the_service_and_severity_changes_post_events(
     assert event["message"].startswith("severity unknown -> critical")
 
     version = scene.stored("DriftMonitor", "credit-risk")["metadata"]["resourceVersion"]
-    await operator.refresh_status(body=scene.current(), memo=memo, logger=LOG)
+    await operator.refresh_status(body=scene.current(), memo=memo, logger=LOG, stopped=running())
     assert len(scene.events()) == 1  # no change, no event
     # ... and no write: nothing a person reads has changed.
     assert scene.stored("DriftMonitor", "credit-risk")["metadata"]["resourceVersion"] == version
 
     service.reports["credit-risk"] = window_report(monitor, drifted=False)
-    await operator.refresh_status(body=scene.current(), memo=memo, logger=LOG)
+    await operator.refresh_status(body=scene.current(), memo=memo, logger=LOG, stopped=running())
     assert scene.stored("DriftMonitor", "credit-risk")["status"]["severity"] == "none"
     assert sorted(e["type"] for e in scene.events()) == ["Normal", "Warning"]
     # A later reconcile keeps Ready as the service last said.
     await operator.reconcile(body=scene.current(), memo=memo, **scene.index())
     assert scene.conditions()["Ready"]["reason"] == "Monitoring"
+
+
+async def test_a_stopped_status_timer_abandons_its_service_call(
+    scene: Scene, drift_service: tuple[FakeDriftService, str], operator: DriftMonitorOperator
+) -> None:
+    # kopf keeps a deleted monitor's finalizer until its timer has exited: a refresh
+    # waiting for the service must end at the stop, not when the call times out.
+    service, service_url = drift_service
+    seed(scene, service_url)
+    await operator.reconcile(body=scene.current(), memo=kopf.Memo(), **scene.index())
+    reconciled = scene.conditions()["Ready"]
+    service.hold = asyncio.Event()
+    stopper = DaemonStopper()
+    refresh = asyncio.ensure_future(
+        operator.refresh_status(
+            body=scene.current(), memo=kopf.Memo(), logger=LOG, stopped=stopper.async_waiter
+        )
+    )
+    await service.arrived.wait()
+    stopper.set(reason=kopf.DaemonStoppingReason.RESOURCE_DELETED)
+    await refresh
+    # The abandoned call wrote nothing: had it run to its timeout, Ready would say
+    # ServiceUnreachable.
+    assert scene.conditions()["Ready"] == reconciled
 
 
 async def test_unreachable_service_is_reported_not_raised(
@@ -573,7 +612,9 @@ async def test_unreachable_service_is_reported_not_raised(
     seed(scene, url)
     await operator.reconcile(body=scene.current(), memo=kopf.Memo(), **scene.index())
     scene.set_status("credit-risk", {"severity": "warning", "windowEvents": 300})
-    await operator.refresh_status(body=scene.current(), memo=kopf.Memo(), logger=LOG)
+    await operator.refresh_status(
+        body=scene.current(), memo=kopf.Memo(), logger=LOG, stopped=running()
+    )
     ready = scene.conditions()["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "ServiceUnreachable")
     assert f"drift service at {url} unreachable" in ready["message"]
@@ -591,7 +632,9 @@ async def test_a_service_url_outside_the_namespace_is_never_called(
     await operator.reconcile(body=scene.current(), memo=kopf.Memo(), **scene.index())
     ready = scene.conditions()["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "ServiceUrlRefused")
-    await operator.refresh_status(body=scene.current(), memo=kopf.Memo(), logger=LOG)
+    await operator.refresh_status(
+        body=scene.current(), memo=kopf.Memo(), logger=LOG, stopped=running()
+    )
     assert scene.conditions()["Ready"]["reason"] == "ServiceUrlRefused"
     await operator.finalize(body=scene.delete("credit-risk"), retry=0, logger=LOG, **scene.index())
     assert service.forgotten == []
