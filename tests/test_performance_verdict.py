@@ -255,6 +255,26 @@ def test_a_drop_below_min_labels_or_not_significant_raises_nothing(tmp_path: Pat
     assert check.severity == "none"
 
 
+def test_a_verdict_is_remembered_for_its_counts_and_only_for_them(tmp_path: Path) -> None:
+    # Every flush of predictions asks for the performance; it changes only with labels.
+    monitor = labelled_monitor("class", tmp_path)
+    predicted, truth = exact_accuracy(np.random.default_rng(5), 400, 0.8)
+    vector = window_vector(monitor, predicted, truth)
+    first = verdict(monitor, vector)
+    assert verdict(monitor, vector.copy()) is first  # the same counts: not computed again
+    # Counts outside the performance slots (the features') do not change it.
+    other = vector.copy()
+    other[: monitor.layout.performance.first] += 7.0
+    assert verdict(monitor, other) is first
+    # A label joined: the new counts' verdict, as computed afresh.
+    more = vector + window_vector(monitor, predicted[:1], truth[:1])
+    assert verdict(monitor, more).labelled == first.labelled + 1
+    # Another monitor with the same counts gets its own answer, not the first's.
+    twin = labelled_monitor("class", tmp_path, labels={"accuracy_drop": 0.3})
+    assert verdict(twin, vector) is not first
+    assert verdict(twin, vector).checks["accuracy"].warning_threshold == 0.3
+
+
 def test_auc_drop_uses_hanley_mcneil_standard_errors(tmp_path: Path) -> None:
     monitor = labelled_monitor("probabilities", tmp_path)
     rng = np.random.default_rng(12)

@@ -89,6 +89,13 @@ def sampled(digest: bytes, rate: float) -> bool:
     return rate >= 1.0 or int.from_bytes(digest[:8], "big") < rate * 2.0**64
 
 
+# The last performance computed per monitor layout, with the counts it came from: labels
+# arrive far less often than predictions, and every flush of predictions asks for a
+# verdict whose performance counts have not changed. Bounded: the least recent goes.
+PERFORMANCE_MEMO = 1024
+_MEMO: dict[int, tuple[PerformanceSlots, tuple[bytes, float, int], Performance]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class PerformanceSlots:
     """Where a monitor's performance counts sit in its window vector (after the features)."""
@@ -717,6 +724,22 @@ def performance(
     significant at `alpha` (one-sided, Bonferroni over the metrics checked); critical
     at twice the threshold. Only once the window has `min_labels` labelled events.
     """
+    counts = np.asarray(vector[slots.first : slots.first + slots.width], dtype=np.float64)
+    state = (counts.tobytes(), alpha, min_labels)
+    held = _MEMO.get(id(slots))
+    if held is not None and held[0] is slots and held[1] == state:
+        return held[2]
+    found = _performance(slots, vector, alpha, min_labels)
+    _MEMO.pop(id(slots), None)
+    if len(_MEMO) >= PERFORMANCE_MEMO:
+        del _MEMO[next(iter(_MEMO))]  # the least recently computed
+    _MEMO[id(slots)] = (slots, state, found)
+    return found
+
+
+def _performance(
+    slots: PerformanceSlots, vector: Vector, alpha: float, min_labels: int
+) -> Performance:
     window = _metrics(slots, vector)
     if slots.baseline is None:
         return window
