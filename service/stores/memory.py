@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from driftline.core.history import HistorySpec
-from driftline.core.idempotency import DEFAULT_HORIZON_SECONDS, ClaimOutcome, ClaimStatus
+from driftline.core.idempotency import (
+    DEFAULT_HORIZON_SECONDS,
+    ClaimOutcome,
+    ClaimStatus,
+    counted,
+)
 from driftline.core.performance import ID_BYTES, RECORD_BYTES
 from driftline.core.window import Buckets, Span, Vector, WindowSpec, WindowTotals
 from driftline.stores.protocol import (
@@ -134,19 +139,20 @@ class MemoryWindowStore:
             for slices in self._pending[spec.monitor].values()
             for records in slices.values()
         )
+        ids, records = pending.ids, pending.records
+        # Each record's first 8 bytes: its bucket start (big-endian), read in one pass.
+        starts = np.ndarray(
+            (len(ids) // ID_BYTES,), dtype=">i8", buffer=records, strides=(RECORD_BYTES,)
+        )
         unkept = 0
-        for at in range(0, len(pending.ids), ID_BYTES):
-            i = at // ID_BYTES * RECORD_BYTES
-            record = pending.records[i : i + RECORD_BYTES]
-            if int.from_bytes(record[:8], "big", signed=True) <= last_out:
-                continue
-            key = pending.ids[at : at + ID_BYTES]
+        for k in np.flatnonzero(starts > last_out).tolist():
+            key = ids[k * ID_BYTES : (k + 1) * ID_BYTES]
             if key in current:
                 continue
             if held >= self._max_pending:
                 unkept += 1
                 continue
-            current[key] = record
+            current[key] = records[k * RECORD_BYTES : (k + 1) * RECORD_BYTES]
             held += 1
         return unkept
 
@@ -255,7 +261,7 @@ class MemoryWindowStore:
                 if vector is not None:
                     checked.append((bucket, vector))
             recorded[digest] = (fingerprint, accepted, late)
-            outcomes.append(ClaimOutcome(ClaimStatus.COUNTED, accepted, late))
+            outcomes.append(counted(accepted, late))
         # Added in bucket order, as Redis adds them (sums are exact either way).
         checked.sort(key=lambda item: item[0])
         return checked, outcomes

@@ -58,6 +58,7 @@ from driftline.core.idempotency import (
     FINGERPRINT_BYTES,
     ClaimOutcome,
     ClaimStatus,
+    counted,
 )
 from driftline.core.limits import Limits
 from driftline.core.performance import ID_BYTES, RECORD_BYTES
@@ -360,7 +361,7 @@ class RedisWindowStore:
             checked += back(taken)
         totals, late, counts = _parse_reply(spec, reply, now, len(sending))
         for i, (accepted, lagging) in zip(sending, counts, strict=True):
-            outcomes[i] = ClaimOutcome(ClaimStatus.COUNTED, accepted, lagging)
+            outcomes[i] = counted(accepted, lagging)
             recorded[keyed[i][0].key.digest] = keyed[i][0].key.fingerprint
         for i, (claim, _) in enumerate(keyed):
             if i not in outcomes:  # followed the first of its key
