@@ -325,7 +325,7 @@ class Bench:
         score prediction (bodies with `prediction`); one that also takes labels (bodies
         with `prediction` and `id`: each prediction is kept for its label); and one with
         windows per declared version and segment (the plain bodies). Each round runs
-        every service in turn, seconds apart.
+        every service in turn, seconds apart, in reverse order every other round.
         """
         a = self.args
         variants = (
@@ -347,12 +347,14 @@ class Bench:
             ]
             for _, server, bodies in servers:
                 load.wrk(server, bodies, duration=a.warmup, connections=a.connections)
+            # Every other round runs the services in reverse order: a machine that slows
+            # down (or speeds up) during a round weighs on every path alike.
             rounds = [
                 {
                     key: load.wrk(server, bodies, duration=a.duration, connections=a.connections)
-                    for key, server, bodies in servers
+                    for key, server, bodies in (servers if r % 2 == 0 else servers[::-1])
                 }
-                for _ in range(a.repeat)
+                for r in range(a.repeat)
             ]
         for key, _, _ in variants[1:]:
             pairs = [(r["plain"], r[key]) for r in rounds]
