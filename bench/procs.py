@@ -258,6 +258,7 @@ class Redis:
         stats = self.client.info("commandstats")
         cpu = self.client.info("cpu")
         memory = self.client.info("memory")
+        traffic = self.client.info("stats")
         calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
         scripts = {"evalsha", "eval", "evalsha_ro", "fcall"}
         return {
@@ -273,6 +274,9 @@ class Redis:
                 )
             ),
             "cpu": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+            # Bytes Redis read from and wrote to its clients (the network to Redis).
+            "net_in": float(traffic["total_net_input_bytes"]),
+            "net_out": float(traffic["total_net_output_bytes"]),
             "used_memory": float(memory["used_memory"]),
             "used_memory_dataset": float(memory.get("used_memory_dataset", 0)),
             "keys": float(self.client.dbsize()),

@@ -21,6 +21,7 @@ Steps (all by default, or pick with --only):
   labels     delayed labels joined and counted per second, in process, batches of 5,000
   client     driftline.client: log() cost to the caller, feature values/s to one service
   fleet      13. 1,000 monitors x 50 features in one replica with Redis: memory, start-up, spread
+  scaleout   13. 1, 2 and 3 replicas on one Redis: events/s, Redis CPU and bytes per event
 
 With --profile, py-spy samples the server during extra load runs (never the measured
 ones) and bench/results/profile-*.txt say where its time goes.
@@ -29,6 +30,7 @@ ones) and bench/results/profile-*.txt say where its time goes.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import math
@@ -39,7 +41,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,9 @@ STEPS = (
     "labels",
     "client",
     "fleet",
+    "scaleout",
 )
+SCALE_OUT = (1, 2, 3)  # replicas on one Redis in the scale-out step
 FLEET_MONITORS = 1000  # monitors of 50 features in the fleet step (--quick: 100)
 FLEET_HISTORY_SECONDS = 3600  # the fleet's history horizon (see step_fleet)
 FEATURES = len(data.FEATURES)
@@ -723,6 +727,82 @@ class Bench:
                     self.profile(server, "redis-durable")
                     self._latency(server, "latency_redis_durable", out["mean_rps"])
 
+    def _load_all(
+        self, servers: Sequence[procs.Server], duration: float, connections: int
+    ) -> list[load.LoadResult]:
+        """Maximum throughput of every server at once (wrk), `connections` each."""
+        with concurrent.futures.ThreadPoolExecutor(len(servers)) as pool:
+            runs = [
+                pool.submit(
+                    load.wrk, server, self.predict_file, duration=duration, connections=connections
+                )
+                for server in servers
+            ]
+            return [run.result() for run in runs]
+
+    def step_scaleout(self) -> None:
+        """13. 1, 2 and 3 replicas on one Redis (durable): events/s, Redis cost per event.
+
+        Every replica shares one core here (the machine has two; Redis and the load
+        generators have the other), so the aggregate shows the cost of sharing Redis, not
+        more throughput: the inputs of the capacity plan are per replica and per event.
+        """
+        redis = self.get_redis()
+        a = self.args
+        out = []
+        for replicas in SCALE_OUT:
+            redis.flush()
+            with contextlib.ExitStack() as stack:
+                servers = [
+                    stack.enter_context(
+                        procs.running(
+                            procs.start_driftline(
+                                f"driftline-scale-{replicas}-{i}",
+                                self.monitors,
+                                self.logs,
+                                redis_url=redis.url,
+                            )
+                        )
+                    )
+                    for i in range(replicas)
+                ]
+                connections = max(1, a.connections // replicas)
+
+                self._load_all(servers, a.warmup, connections)
+                redis.reset_stats()
+                before = redis.snapshot()
+                results = self._load_all(servers, a.duration, connections)
+                after = redis.snapshot()
+            events = sum(r.requests - r.errors for r in results)
+            per = max(events, 1)
+            out.append(
+                {
+                    "replicas": replicas,
+                    "connections_each": connections,
+                    "events_per_second": sum(r.rps for r in results),
+                    "per_replica_rps": [round(r.rps, 1) for r in results],
+                    "errors": sum(r.errors for r in results),
+                    "commands_per_event": (after["calls"] - before["calls"]) / per,
+                    "script_usec_per_event": (after["script_usec"] - before["script_usec"]) / per,
+                    "events_per_script_call": per
+                    / max(after["script_calls"] - before["script_calls"], 1),
+                    "redis_cpu_usec_per_event": (after["cpu"] - before["cpu"]) * 1e6 / per,
+                    "net_in_bytes_per_event": (after["net_in"] - before["net_in"]) / per,
+                    "net_out_bytes_per_event": (after["net_out"] - before["net_out"]) / per,
+                }
+            )
+            r = out[-1]
+            self.say(
+                f"scale-out, {replicas} replica(s) on one Redis: {r['events_per_second']:,.0f} "
+                f"events/s ({r['per_replica_rps']} per replica), "
+                f"{r['commands_per_event']:.3f} commands/event, "
+                f"{r['script_usec_per_event']:.2f} us EVALSHA/event, Redis CPU "
+                f"{r['redis_cpu_usec_per_event']:.2f} us/event, "
+                f"{r['net_in_bytes_per_event']:.0f} B in / {r['net_out_bytes_per_event']:.0f} B "
+                f"out per event, errors {r['errors']}"
+            )
+        self.m["scaleout"] = {"runs": out}
+
     def step_memory(self) -> None:
         """5. Redis memory after 10% and all of --redis-events events."""
         redis = self.get_redis()
@@ -874,6 +954,7 @@ class Bench:
             ("labels", self.step_labels),
             ("client", self.step_client),
             ("fleet", self.step_fleet),
+            ("scaleout", self.step_scaleout),
         ]
         try:
             for name, fn in order:
@@ -1431,6 +1512,33 @@ def _latency_rows(table: Table, m: dict[str, Any]) -> None:
         )
 
 
+def _scaleout_rows(table: Table, m: dict[str, Any]) -> None:
+    """Replicas sharing one Redis (issue 13, goal 4): the capacity plan's inputs."""
+    if not (r := m.get("scaleout")):
+        return
+    one = r["runs"][0]
+    for run in r["runs"]:
+        table.row(
+            "13",
+            f"{run['replicas']} replica(s) on one Redis (one core for all), events/s",
+            run["events_per_second"],
+            "events/s",
+            one["events_per_second"],
+            "events/s",
+            run["events_per_second"] / one["events_per_second"],
+            "-",
+            None,
+            note=f"Redis CPU {run['redis_cpu_usec_per_event']:.2f} us/event, EVALSHA "
+            f"{run['script_usec_per_event']:.2f} us/event ("
+            f"{run['events_per_script_call']:.1f} events per call), "
+            f"{run['commands_per_event']:.3f} commands/event, "
+            f"{run['net_in_bytes_per_event']:.0f} B to and "
+            f"{run['net_out_bytes_per_event']:.0f} B from Redis per event; per replica "
+            + ", ".join(f"{x:,.0f}" for x in run["per_replica_rps"])
+            + f" req/s; errors {run['errors']}",
+        )
+
+
 def _fleet_rows(table: Table, m: dict[str, Any]) -> None:
     """Many monitors in one replica (issue 13, goal 3)."""
     if not (r := m.get("fleet")):
@@ -1508,6 +1616,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
     _latency_rows(table, m)
     _client_rows(table, m)
     _fleet_rows(table, m)
+    _scaleout_rows(table, m)
     return table.rows
 
 
