@@ -12,8 +12,9 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
+import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 DEFAULT_HORIZON_SECONDS = 600  # how long a key is remembered, at least (10 min)
 MAX_KEY_LENGTH = 255  # characters of an Idempotency-Key or an event id
@@ -38,20 +39,15 @@ class KeyConflictError(Exception):
     """A key already recorded for another request: nothing was counted."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestKey:
-    """A client's key, hashed, and the fingerprint of the request that carried it."""
+class RequestKey(NamedTuple):
+    """A client's key, hashed, and the fingerprint of the request that carried it.
+
+    Made by `request_key` only, which gives the sizes every store relies on. A tuple:
+    every keyed request makes one.
+    """
 
     digest: bytes  # KEY_BYTES
     fingerprint: bytes  # FINGERPRINT_BYTES
-
-    def __post_init__(self) -> None:
-        """Check the sizes every store relies on."""
-        if len(self.digest) != KEY_BYTES or len(self.fingerprint) != FINGERPRINT_BYTES:
-            raise ValueError(
-                f"key digest of {KEY_BYTES} bytes and fingerprint of {FINGERPRINT_BYTES} "
-                f"expected, got {len(self.digest)} and {len(self.fingerprint)}"
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +63,22 @@ class ClaimOutcome:
 def counted(accepted: int, late: int) -> ClaimOutcome:
     """The outcome of a submission counted now; shared, as a flush counts many alike."""
     return ClaimOutcome(ClaimStatus.COUNTED, accepted, late)
+
+
+_COUNTS = struct.Struct(">II")  # a record's events accepted and late, after its fingerprint
+
+
+@functools.lru_cache(maxsize=256)
+def key_record_tail(accepted: int, late: int) -> bytes:
+    """The counts part of a recorded key (after its fingerprint), as every store keeps it."""
+    return _COUNTS.pack(accepted, late)
+
+
+def recorded_outcome(record: bytes, fingerprint: bytes) -> ClaimOutcome:
+    """The outcome of a submission whose key was recorded: the first attempt's counts."""
+    accepted, late = _COUNTS.unpack(record[FINGERPRINT_BYTES:])
+    same = record[:FINGERPRINT_BYTES] == fingerprint
+    return ClaimOutcome(ClaimStatus.REPLAYED if same else ClaimStatus.CONFLICT, accepted, late)
 
 
 def request_key(namespace: Namespace, key: str, content: bytes) -> RequestKey:

@@ -28,8 +28,9 @@ from driftline.core.history import HistorySpec
 from driftline.core.idempotency import (
     DEFAULT_HORIZON_SECONDS,
     ClaimOutcome,
-    ClaimStatus,
     counted,
+    key_record_tail,
+    recorded_outcome,
 )
 from driftline.core.performance import ID_BYTES, RECORD_BYTES
 from driftline.core.window import Buckets, Span, Vector, WindowSpec, WindowTotals
@@ -52,9 +53,6 @@ from driftline.stores.protocol import (
 
 DEFAULT_MAX_PENDING = 1_000_000
 """Pending predictions the embedded store keeps per monitor (about 200 MB at most)."""
-
-# What a recorded key holds: the request's fingerprint, events accepted, events late.
-_Record = tuple[bytes, int, int]
 
 
 @dataclass(slots=True)
@@ -86,8 +84,8 @@ class MemoryWindowStore:
         self._clock = clock
         self._windows: dict[str, dict[str, _Window]] = {}
         self._horizon = idempotency_seconds
-        # monitor -> slice index -> key digest -> record
-        self._keys: dict[str, dict[int, dict[bytes, _Record]]] = {}
+        # monitor -> slice index -> key digest -> record (fingerprint, then the counts)
+        self._keys: dict[str, dict[int, dict[bytes, bytes]]] = {}
         # monitor -> (layout id, horizon) -> slice index -> id digest -> pending record
         self._pending: dict[str, dict[tuple[str, int], dict[int, dict[bytes, bytes]]]] = {}
         self._max_pending = max_pending
@@ -247,8 +245,7 @@ class MemoryWindowStore:
             digest, fingerprint = claim.key.digest, claim.key.fingerprint
             record = recorded.get(digest) or previous.get(digest)
             if record is not None:
-                status = ClaimStatus.REPLAYED if record[0] == fingerprint else ClaimStatus.CONFLICT
-                outcomes.append(ClaimOutcome(status, record[1], record[2]))
+                outcomes.append(recorded_outcome(record, fingerprint))
                 if claim.included:
                     checked.extend(taken_back(spec, claim))
                 continue
@@ -260,7 +257,8 @@ class MemoryWindowStore:
                     accepted += events
                 if vector is not None:
                     checked.append((bucket, vector))
-            recorded[digest] = (fingerprint, accepted, late)
+            # As Redis keeps it: bytes, which the garbage collector never walks.
+            recorded[digest] = fingerprint + key_record_tail(accepted, late)
             outcomes.append(counted(accepted, late))
         # Added in bucket order, as Redis adds them (sums are exact either way).
         checked.sort(key=lambda item: item[0])

@@ -59,6 +59,7 @@ from driftline.core.idempotency import (
     ClaimOutcome,
     ClaimStatus,
     counted,
+    recorded_outcome,
 )
 from driftline.core.limits import Limits
 from driftline.core.performance import ID_BYTES, RECORD_BYTES
@@ -354,7 +355,7 @@ class RedisWindowStore:
             known = reply[3]
             for c, record in zip(known[::2], known[1::2], strict=True):
                 i = sending[int(c) - 1]
-                outcomes[i] = _from_record(record, keyed[i][0].key.fingerprint)
+                outcomes[i] = recorded_outcome(record, keyed[i][0].key.fingerprint)
                 recorded[keyed[i][0].key.digest] = record[:FINGERPRINT_BYTES]
             taken = {sending[int(c) - 1] for c in known[::2]}
             sending = [i for i in sending if i not in taken]
@@ -682,13 +683,6 @@ def _pack(
                 spans += _SPAN.pack(bucket, events)
         packed.extend((bytes(heads), counts.tobytes(), bytes(spans)))
     return packed, pairs
-
-
-def _from_record(record: bytes, fingerprint: bytes) -> ClaimOutcome:
-    """The outcome of a claim whose key was recorded: the first attempt's counts."""
-    accepted, late = struct.unpack(">II", record[FINGERPRINT_BYTES:])
-    same = record[:FINGERPRINT_BYTES] == fingerprint
-    return ClaimOutcome(ClaimStatus.REPLAYED if same else ClaimStatus.CONFLICT, accepted, late)
 
 
 def _parse_reply(
