@@ -20,7 +20,13 @@ from support import wait_until as poll
 from driftline.core.idempotency import ClaimOutcome, ClaimStatus, request_key
 from driftline.core.window import Span, Vector, WindowSpec
 from driftline.stores.memory import MemoryWindowStore
-from driftline.stores.protocol import ApplyResult, Claim, StoreUnavailableError, WindowStore
+from driftline.stores.protocol import (
+    ApplyResult,
+    Claim,
+    KeyedRows,
+    StoreUnavailableError,
+    WindowStore,
+)
 from driftline.stores.redis import (
     DEFAULT_FUTURE_SECONDS,
     HEADER_FIELDS,
@@ -1078,47 +1084,49 @@ async def test_a_claim_counts_once_and_repeats_get_the_first_outcome(
     assert elsewhere.claims[0].status is ClaimStatus.COUNTED
 
 
-class CountedReads(dict[int, Vector]):
-    """An included claim's deltas that count how often a store read them."""
-
-    reads = 0
-
-    def __getitem__(self, bucket: int) -> Vector:
-        CountedReads.reads += 1
-        return super().__getitem__(bucket)
-
-
-async def test_included_claims_are_taken_back_only_when_their_key_is_known(
+async def test_keyed_rows_are_taken_back_only_when_their_key_is_known(
     window_store: WindowStore,
 ) -> None:
-    # A flush of keyed single events sends them summed with the rest (`included`): a
-    # store subtracts one only when its key was recorded, or repeats in the same call.
+    # A flush of keyed single events sends them summed with the rest: a store takes one
+    # back out, reading its own vector, only when its key was recorded or repeats in
+    # the same call. Outcomes come after the claims'.
     spec = make_spec(width=3)
     bucket = spec.bucket_of(await store_now(window_store))
+    reads: list[int] = []
 
-    def included(key: str, vector: Vector) -> Claim:
-        own = CountedReads({bucket: vector})
-        return Claim(request_key("event", key, key.encode()), own, {bucket: 1}, included=True)
+    def rows(*sent: tuple[str, Vector]) -> KeyedRows:
+        def vector(i: int) -> Vector:
+            reads.append(i)
+            return sent[i][1]
 
-    a, b = vec(1, 1, 0), vec(1, 0, 1)
-    CountedReads.reads = 0
-    first = await window_store.apply(spec, {bucket: a + b}, [included("a", a), included("b", b)])
+        keys = [request_key("event", key, key.encode()) for key, _ in sent]
+        return KeyedRows(keys, [bucket] * len(sent), vector)
+
+    a, b, c = vec(1, 1, 0), vec(1, 0, 1), vec(1, 1, 1)
+    first = await window_store.apply(spec, {bucket: a + b}, rows=rows(("a", a), ("b", b)))
     assert first.claims == (ClaimOutcome(ClaimStatus.COUNTED, 1, 0),) * 2
     assert first.totals.vector.tolist() == [2, 1, 1]
-    assert CountedReads.reads == 0, "new keys: no vector of their own was needed"
-    c = vec(1, 1, 1)
+    assert reads == [], "new keys: no vector of their own was needed"
+    binned = claim("k", "x", {bucket: vec(2, 2, 2)}, 2)
     second = await window_store.apply(
         spec,
         {bucket: a + c + c},  # a again (a retry), c twice in one flush
-        [included("a", a), included("c", c), included("c", c)],
+        [binned],
+        rows=rows(("a", a), ("c", c), ("c", c)),
     )
     assert [o.status for o in second.claims] == [
+        ClaimStatus.COUNTED,  # the claim first
         ClaimStatus.REPLAYED,
         ClaimStatus.COUNTED,
         ClaimStatus.REPLAYED,
     ]
-    assert second.totals.vector.tolist() == [3, 2, 2]
-    assert (await window_store.read(spec)).vector.tolist() == [3, 2, 2]
+    assert sorted(reads) == [0, 2]
+    assert second.totals.vector.tolist() == [5, 4, 4]
+    assert (await window_store.read(spec)).vector.tolist() == [5, 4, 4]
+    with pytest.raises(ValueError, match="2 keys for 1 buckets"):
+        await window_store.apply(
+            spec, {}, rows=KeyedRows(rows(("d", a), ("e", a)).keys, [bucket], lambda i: a)
+        )
 
 
 async def test_a_late_claim_is_recorded_late_and_replayed_late(window_store: WindowStore) -> None:

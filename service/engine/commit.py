@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -35,7 +35,13 @@ from driftline.core.scopes import Scopes, batch_deltas, event_vectors, record_bl
 from driftline.core.window import Vector
 from driftline.engine.verdicts import Verdicts
 from driftline.engine.windows import judged
-from driftline.stores.protocol import Claim, Pending, StoreUnavailableError, WindowStore
+from driftline.stores.protocol import (
+    Claim,
+    KeyedRows,
+    Pending,
+    StoreUnavailableError,
+    WindowStore,
+)
 from driftline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -132,19 +138,14 @@ class _Batch:
             self.vectors[start] = vector.copy() if held is None else held + vector
         return sum(count for _, count in vectors.values())
 
-    def deltas(
-        self, limits: Limits
-    ) -> tuple[dict[int, Vector], dict[int, EventError], list[Claim | None], BinnedBatch | None]:
-        """What the flush sends: unkeyed deltas, row errors, claims, the rows binned.
-
-        Per bucket start the summed vector of the unkeyed events; the errors of single
-        rows; the claim of every keyed submission (None for a keyed row with an error).
-        """
+    def deltas(self, limits: Limits) -> _Sending:
+        """What the flush sends: unkeyed deltas, claims, keyed rows; the rows binned."""
         scopes = self.monitor.scopes
         binned = None
         deltas: dict[int, Vector] = {}
         errors: dict[int, EventError] = {}
-        claims: list[Claim | None] = [k if isinstance(k, Claim) else None for k in self.keyed]
+        claims = [k for k in self.keyed if isinstance(k, Claim)]
+        rows = None
         if self.rows:
             # Each single event's unknown features were warned about when it came in.
             binned = bin_batch(
@@ -153,29 +154,44 @@ class _Batch:
             errors = binned.errors
             starts = np.fromiter((r.bucket for r in self.rows), np.int64, len(self.rows))
             versions = [r.tag for r in self.rows]
-            # Keyed rows are counted with the rest (included claims): a store takes one
-            # back out only when its key is known, so their own vectors are rarely made.
+            # Keyed rows are counted with the rest: a store takes one back out only when
+            # its key is known, so their own vectors are rarely made.
             grouped = batch_deltas(scopes, binned, starts, versions)
             deltas = {start: v for start, (v, _) in grouped.items()}
-            claimed = [
-                (ticket, k)
-                for ticket, k in enumerate(self.keyed)
-                if isinstance(k, int) and k not in errors
-            ]
-            if claimed:  # none when every keyed event was refused
-                vectors = _RowVectors(scopes, binned, [k for _, k in claimed], versions)
-                for position, (ticket, k) in enumerate(claimed):
-                    row = self.rows[k]
-                    assert row.key is not None
-                    claims[ticket] = Claim(
-                        row.key,
-                        _RowDeltas(vectors, position, row.bucket),
-                        {row.bucket: 1},
-                        included=True,
-                    )
+            keyed = [k for k in self.keyed if isinstance(k, int) and k not in errors]
+            if keyed:  # none when every keyed event was refused
+                vectors = _RowVectors(scopes, binned, keyed, versions)
+                waiting = [self.rows[k] for k in keyed]
+                rows = KeyedRows(
+                    [r.key for r in waiting if r.key is not None],
+                    [r.bucket for r in waiting],
+                    vectors.__getitem__,
+                )
         for start, vector in self.vectors.items():
             deltas[start] = deltas[start] + vector if start in deltas else vector
-        return deltas, errors, claims, binned
+        # Each keyed submission's place among the store's outcomes: the claims' first,
+        # then the rows' (None for a keyed row refused before it was claimed).
+        places: list[int | None] = []
+        claimed, counted_rows = 0, len(claims)
+        for k in self.keyed:
+            if isinstance(k, Claim):
+                places.append(claimed)
+                claimed += 1
+            elif k in errors:
+                places.append(None)
+            else:
+                places.append(counted_rows)
+                counted_rows += 1
+        return _Sending(deltas, errors, claims, rows, places, binned)
+
+
+class _Sending(NamedTuple):
+    deltas: dict[int, Vector]  # per bucket start, the summed vector of the unkeyed events
+    errors: dict[int, EventError]  # single rows that cannot be counted
+    claims: list[Claim]  # binned keyed submissions
+    rows: KeyedRows | None  # keyed single events
+    places: list[int | None]  # per keyed submission, its outcome's index in the store's
+    binned: BinnedBatch | None  # the single rows binned
 
 
 class _RowVectors:
@@ -196,27 +212,6 @@ class _RowVectors:
             self._vectors = self._made()
         vector: Vector = self._vectors[position]
         return vector
-
-
-class _RowDeltas(Mapping[int, Vector]):
-    """One keyed event's deltas ({its bucket: its vector}), its vector made when read."""
-
-    def __init__(self, vectors: _RowVectors, position: int, bucket: int) -> None:
-        self._vectors, self._position, self._bucket = vectors, position, bucket
-
-    def __getitem__(self, bucket: int) -> Vector:
-        if bucket != self._bucket:
-            raise KeyError(bucket)
-        return self._vectors[self._position]
-
-    def __contains__(self, bucket: object) -> bool:
-        return bucket == self._bucket  # without making the vector (Mapping's would)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter((self._bucket,))
-
-    def __len__(self) -> int:
-        return 1
 
 
 class GroupCommitter:
@@ -335,19 +330,20 @@ class GroupCommitter:
         monitor = batch.monitor
         future = batch.future
         try:
-            deltas, errors, claims, binned = batch.deltas(self._limits)
+            sending = batch.deltas(self._limits)
+            errors = sending.errors
             assessment = None
             late: frozenset[int] = frozenset()
             outcomes: list[ClaimOutcome | None] = []
-            sent = [c for c in claims if c is not None]
-            if deltas or sent:
-                pending = batch.pending(errors, binned)
-                result = await self._store.apply(monitor.window, deltas, sent, pending)
+            if sending.deltas or sending.claims or sending.rows:
+                pending = batch.pending(errors, sending.binned)
+                result = await self._store.apply(
+                    monitor.window, sending.deltas, sending.claims, pending, sending.rows
+                )
                 if result.unkept:
                     self._telemetry.unkept_predictions.add({"monitor": monitor.name}, result.unkept)
                 late = result.late_buckets
-                given = iter(result.claims)
-                outcomes = [None if c is None else next(given) for c in claims]
+                outcomes = [None if i is None else result.claims[i] for i in sending.places]
                 self._tally(batch, errors, late, outcomes)
                 totals = await judged(self._store, monitor, result.totals)
                 assessment = self._verdicts.after_flush(monitor, totals)

@@ -38,13 +38,13 @@ from driftline.stores.protocol import (
     TOMBSTONE,
     ApplyResult,
     Claim,
-    ClaimBuckets,
     Consumed,
+    Keyed,
+    KeyedRows,
     Lookup,
     Pending,
     Persistence,
     summed_per_bucket,
-    taken_back,
     validate_claims,
     validate_deltas,
     validate_record,
@@ -101,14 +101,16 @@ class MemoryWindowStore:
         deltas: Mapping[int, Vector],
         claims: Sequence[Claim] = (),
         pending: Pending | None = None,
+        rows: KeyedRows | None = None,
     ) -> ApplyResult:
         """Evict, add per-bucket deltas (late ones are reported, not added), return totals.
 
-        Claims are counted the same way unless their key was recorded within the horizon;
-        pending records are kept unless late, held already, or past `max_pending`.
+        Claims and keyed rows are counted the same way unless their key was recorded
+        within the horizon; pending records are kept unless late, held already, or past
+        `max_pending`.
         """
         checked = validate_deltas(spec, deltas)
-        keyed = validate_claims(spec, claims)
+        keyed = validate_claims(spec, claims, rows)
         # No await from here on: asyncio runs this as one atomic step.
         now = self._clock()
         result = self._apply(spec, checked, keyed, now)
@@ -187,7 +189,7 @@ class MemoryWindowStore:
         self,
         spec: WindowSpec,
         checked: list[tuple[int, Vector]],
-        keyed: list[tuple[Claim, ClaimBuckets]],
+        keyed: list[Keyed],
         now: float,
     ) -> ApplyResult:
         window = self._window(spec)
@@ -227,12 +229,12 @@ class MemoryWindowStore:
         now: float,
         last_out: int,
         checked: list[tuple[int, Vector]],
-        keyed: list[tuple[Claim, ClaimBuckets]],
+        keyed: list[Keyed],
     ) -> tuple[list[tuple[int, Vector]], list[ClaimOutcome]]:
         """Check and record each claim's key; the deltas of the claims that count join `checked`.
 
-        An included claim's deltas are in `checked` already: taken back out when its key
-        is known (a second claim of a key in the same call finds the first's record).
+        A keyed row's vector is in `checked` already: taken back out when its key is known
+        (a second row of a key in the same call finds the first's record).
         """
         current = math.floor(now) // self._horizon
         slices = self._keys.setdefault(spec.monitor, {})
@@ -241,13 +243,12 @@ class MemoryWindowStore:
         recorded = slices.setdefault(current, {})
         previous = slices.get(current - 1, {})
         outcomes: list[ClaimOutcome] = []
-        for claim, buckets in keyed:
-            digest, fingerprint = claim.key.digest, claim.key.fingerprint
+        for (digest, fingerprint), buckets, back in keyed:
             record = recorded.get(digest) or previous.get(digest)
             if record is not None:
                 outcomes.append(recorded_outcome(record, fingerprint))
-                if claim.included:
-                    checked.extend(taken_back(spec, claim))
+                if back is not None:
+                    checked.extend(back())
                 continue
             accepted = late = 0
             for bucket, vector, events in buckets:

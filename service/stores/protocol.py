@@ -8,7 +8,8 @@ reading a window costs O(width), never O(buckets) or O(events).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
@@ -25,18 +26,26 @@ class StoreUnavailableError(Exception):
 
 
 class Claim(NamedTuple):
-    """Events submitted under a key: counted at most once per key within the horizon.
-
-    A tuple: a flush makes one per keyed single event, and a tuple is made fastest.
-    """
+    """Events submitted under a key: counted at most once per key within the horizon."""
 
     key: RequestKey
     deltas: Mapping[int, Vector]  # bucket start -> the summed vector of its events
     events: Mapping[int, int]  # bucket start -> how many events that vector holds
-    # The events are among the apply's `deltas` already (the flush bets the key is new,
-    # as nearly all are): a store takes `deltas` back out only when the key is known,
-    # so they may be computed on first access.
-    included: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedRows:
+    """Single events under keys, one event each, counted among an apply's deltas already.
+
+    What a flush sends for its keyed single events instead of a Claim each (made for
+    every event, a Claim cost more than the event): a store records every key and
+    takes an event back out, with its own vector, only when its key is known within
+    the horizon or repeats in the call.
+    """
+
+    keys: Sequence[RequestKey]
+    buckets: Sequence[int]  # each event's bucket start
+    vector: Callable[[int], Vector]  # the i-th event's own vector, made when asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +54,7 @@ class ApplyResult:
 
     totals: WindowTotals
     late_buckets: frozenset[int]
-    claims: tuple[ClaimOutcome, ...] = ()  # in the order the claims were given
+    claims: tuple[ClaimOutcome, ...] = ()  # in the order of the claims, then the rows
     unkept: int = 0  # pending records not kept: the embedded store's bound was reached
 
 
@@ -115,11 +124,13 @@ class WindowStore(Protocol):
         deltas: Mapping[int, Vector],
         claims: Sequence[Claim] = (),
         pending: Pending | None = None,
+        rows: KeyedRows | None = None,
     ) -> ApplyResult:
         """Add per-bucket deltas (bucket start -> vector), evict, return the new totals.
 
-        Each claim is counted like the deltas unless its key was recorded within the
-        idempotency horizon; either way its outcome comes back in `ApplyResult.claims`.
+        Each claim, and each of `rows`, is counted like the deltas unless its key was
+        recorded within the idempotency horizon; either way its outcome comes back in
+        `ApplyResult.claims` (the claims' first, then the rows').
         The keys are checked, counted and recorded in the same atomic step. `pending`
         records are kept (unless one is held for the id, or its bucket is late) in the
         same step.
@@ -254,7 +265,17 @@ def _check_values(vectors: Sequence[tuple[int, Vector]]) -> None:
 
 
 ClaimBuckets = list[tuple[int, Vector | None, int]]
-"""A checked claim's (bucket, vector, events): vector None for an included claim."""
+"""A checked submission's (bucket, vector, events): vector None for a keyed row (its
+vector is among the apply's deltas already)."""
+
+
+class Keyed(NamedTuple):
+    """A keyed submission as a store counts it: a checked claim, or one of the keyed rows."""
+
+    key: RequestKey
+    buckets: ClaimBuckets
+    # For events already among the apply's deltas: the deltas that take them back out.
+    back: Callable[[], list[tuple[int, Vector]]] | None
 
 
 def summed_per_bucket(deltas: Iterable[tuple[int, Vector]]) -> dict[int, list[Vector]]:
@@ -273,21 +294,24 @@ def summed_per_bucket(deltas: Iterable[tuple[int, Vector]]) -> dict[int, list[Ve
     return summed
 
 
-def validate_claims(spec: WindowSpec, claims: Sequence[Claim]) -> list[tuple[Claim, ClaimBuckets]]:
-    """Check every claim like `validate_deltas`; per claim, (bucket, vector, events) in order.
+def validate_claims(
+    spec: WindowSpec, claims: Sequence[Claim], rows: KeyedRows | None = None
+) -> list[Keyed]:
+    """Check every claim like `validate_deltas`, then the keyed rows: the claims', then the rows'.
 
-    An included claim's vectors are not read (None here; see `taken_back`). Raises
+    The rows' vectors are not read (None here; see `Keyed.back`). Raises
     ValueError, before anything is applied, when a claim has no buckets, or its event
-    counts do not match its buckets or are negative.
+    counts do not match its buckets or are negative, or the rows' keys and buckets
+    differ in number.
     """
     validate_spec(spec)
-    out: list[tuple[Claim, ClaimBuckets]] = []
+    out: list[Keyed] = []
     every: list[tuple[int, Vector]] = []
     for claim in claims:
         events = claim.events
         if not events:
             raise ValueError("claim: at least one bucket of deltas expected")
-        if len(events) == 1:  # a keyed single event, the common case: no generator
+        if len(events) == 1:  # one bucket, the common case: no generator
             matched = len(claim.deltas) == 1 and next(iter(events)) in claim.deltas
         else:
             matched = len(events) == len(claim.deltas) and all(b in claim.deltas for b in events)
@@ -295,17 +319,21 @@ def validate_claims(spec: WindowSpec, claims: Sequence[Claim]) -> list[tuple[Cla
             raise ValueError("claim: events must name the same buckets as deltas")
         if min(events.values()) < 0:
             raise ValueError(f"claim buckets {sorted(events)}: negative event count")
-        buckets: ClaimBuckets
-        if claim.included:
-            buckets = [(_aligned(spec, b), None, int(n)) for b, n in events.items()]
-        else:
-            shaped = _shaped(spec, claim.deltas)
-            every += shaped
-            buckets = [(b, v, int(events[b])) for b, v in shaped]
+        shaped = _shaped(spec, claim.deltas)
+        every += shaped
+        buckets: ClaimBuckets = [(b, v, int(events[b])) for b, v in shaped]
         if len(buckets) > 1:
             buckets.sort(key=lambda item: item[0])
-        out.append((claim, buckets))
+        out.append(Keyed(claim.key, buckets, None))
     _check_values(every)
+    if rows is not None:
+        if len(rows.keys) != len(rows.buckets):
+            raise ValueError(f"keyed rows: {len(rows.keys)} keys for {len(rows.buckets)} buckets")
+        aligned = {b: _aligned(spec, b) for b in set(rows.buckets)}
+        out += [
+            Keyed(key, [(aligned[b], None, 1)], functools.partial(_row_back, spec, rows, i, b))
+            for i, (key, b) in enumerate(zip(rows.keys, rows.buckets, strict=True))
+        ]
     return out
 
 
@@ -319,9 +347,9 @@ def _aligned(spec: WindowSpec, raw_bucket: int) -> int:
     return bucket
 
 
-def taken_back(spec: WindowSpec, claim: Claim) -> list[tuple[int, Vector]]:
-    """The deltas that take an included claim's events back out of an apply's deltas."""
-    return [(bucket, -vector) for bucket, vector in validate_deltas(spec, claim.deltas)]
+def _row_back(spec: WindowSpec, rows: KeyedRows, i: int, bucket: int) -> list[tuple[int, Vector]]:
+    """The delta that takes keyed row `i` back out of the apply's deltas (its key was known)."""
+    return [(b, -vector) for b, vector in validate_deltas(spec, {bucket: rows.vector(i)})]
 
 
 class HistoryStore(Protocol):

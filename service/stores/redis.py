@@ -67,14 +67,14 @@ from driftline.core.window import Buckets, Span, Vector, WindowSpec, WindowTotal
 from driftline.stores.protocol import (
     ApplyResult,
     Claim,
-    ClaimBuckets,
     Consumed,
+    Keyed,
+    KeyedRows,
     Lookup,
     Pending,
     Persistence,
     StoreUnavailableError,
     summed_per_bucket,
-    taken_back,
     validate_claims,
     validate_deltas,
     validate_spec,
@@ -314,35 +314,37 @@ class RedisWindowStore:
         deltas: Mapping[int, Vector],
         claims: Sequence[Claim] = (),
         pending: Pending | None = None,
+        rows: KeyedRows | None = None,
     ) -> ApplyResult:
         """Evict, add per-bucket deltas (late ones are reported, not added), return totals.
 
         Buckets more than `future_seconds` (plus up to one bucket of slack) ahead of the
-        Redis clock do not fit the ring: they are reported late too. Claims are counted
-        the same way unless their key was recorded within the horizon. Pending records go
-        in the same call (HSETNX into the current slice, in-time buckets only).
+        Redis clock do not fit the ring: they are reported late too. Claims and keyed
+        rows are counted the same way unless their key was recorded within the horizon.
+        Pending records go in the same call (HSETNX into the current slice, in-time
+        buckets only).
 
-        A claim's deltas go in summed with the unkeyed ones, betting that its key is new
-        (a repeat is rare: a retry of a request that was counted); the script then only
-        looks keys up and records them. When a key is known the script changes nothing
-        and returns its record, and the flush goes again without that claim (an included
-        claim's deltas taken back out).
+        Every keyed submission's deltas go in summed with the unkeyed ones (a keyed row's
+        are among them already), betting that its key is new (a repeat is rare: a retry
+        of a request that was counted); the script then only looks keys up and records
+        them. When a key is known the script changes nothing and returns its record, and
+        the flush goes again without that submission (a keyed row taken back out).
         """
         checked = validate_deltas(spec, deltas)
-        keyed = validate_claims(spec, claims)
+        keyed = validate_claims(spec, claims, rows)
         labels = None
         if pending is not None and len(pending):
             labels = _Labels(pending.horizon_seconds, _joined(pending.ids, pending.records))
         outcomes: dict[int, ClaimOutcome] = {}
         # A key given twice in one call: the first goes to Redis, the others follow it.
         first: dict[bytes, int] = {}
-        sending = [i for i, (c, _) in enumerate(keyed) if first.setdefault(c.key.digest, i) == i]
+        sending = [i for i, k in enumerate(keyed) if first.setdefault(k.key.digest, i) == i]
         recorded: dict[bytes, bytes] = {}  # digest -> fingerprint of its record
 
         def back(indices: Iterable[int]) -> list[tuple[int, Vector]]:
-            # Included claims not counted: their events come back out of the deltas.
-            claims_back = (keyed[i][0] for i in indices)
-            return [d for c in claims_back if c.included for d in taken_back(spec, c)]
+            # Included events not counted: they come back out of the deltas.
+            backs = (keyed[i].back for i in indices)
+            return [d for b in backs if b is not None for d in b()]
 
         leading = set(sending)
         checked += back(i for i in range(len(keyed)) if i not in leading)
@@ -355,19 +357,19 @@ class RedisWindowStore:
             known = reply[3]
             for c, record in zip(known[::2], known[1::2], strict=True):
                 i = sending[int(c) - 1]
-                outcomes[i] = recorded_outcome(record, keyed[i][0].key.fingerprint)
-                recorded[keyed[i][0].key.digest] = record[:FINGERPRINT_BYTES]
+                outcomes[i] = recorded_outcome(record, keyed[i].key.fingerprint)
+                recorded[keyed[i].key.digest] = record[:FINGERPRINT_BYTES]
             taken = {sending[int(c) - 1] for c in known[::2]}
             sending = [i for i in sending if i not in taken]
             checked += back(taken)
         totals, late, counts = _parse_reply(spec, reply, now, len(sending))
         for i, (accepted, lagging) in zip(sending, counts, strict=True):
             outcomes[i] = counted(accepted, lagging)
-            recorded[keyed[i][0].key.digest] = keyed[i][0].key.fingerprint
-        for i, (claim, _) in enumerate(keyed):
+            recorded[keyed[i].key.digest] = keyed[i].key.fingerprint
+        for i, (key, _, _) in enumerate(keyed):
             if i not in outcomes:  # followed the first of its key
-                lead = outcomes[first[claim.key.digest]]
-                same = recorded[claim.key.digest] == claim.key.fingerprint
+                lead = outcomes[first[key.digest]]
+                same = recorded[key.digest] == key.fingerprint
                 status = ClaimStatus.REPLAYED if same else ClaimStatus.CONFLICT
                 outcomes[i] = ClaimOutcome(status, lead.accepted, lead.late)
         return ApplyResult(
@@ -659,11 +661,11 @@ def _text(value: Any) -> str:
 
 def _pack(
     checked: list[tuple[int, Vector]],
-    claims: list[tuple[Claim, ClaimBuckets]],
+    claims: list[Keyed],
 ) -> tuple[list[int | bytes], int]:
     """The script's arguments after its fixed ones: delta pairs (claims summed in), claims."""
-    own = [(b, v) for _, buckets in claims for b, v, _ in buckets if v is not None]
-    # An included claim's vectors are among `checked`. Sums stay below 2**53 (exact in
+    own = [(b, v) for _, buckets, _ in claims for b, v, _ in buckets if v is not None]
+    # A keyed row's vector is among `checked`. Sums stay below 2**53 (exact in
     # the script's doubles); past it, a bucket goes out in one pair per vector.
     summed = summed_per_bucket([*checked, *own])
     packed: list[int | bytes] = []
@@ -674,11 +676,11 @@ def _pack(
     pairs = len(packed) // 2
     if claims:
         heads, spans = bytearray(), bytearray()
-        counts = np.array([len(buckets) for _, buckets in claims], dtype=">u4")
-        for claim, buckets in claims:
+        counts = np.array([len(buckets) for _, buckets, _ in claims], dtype=">u4")
+        for key, buckets, _ in claims:
             if any(events >= 2**32 for _, _, events in buckets):
                 raise ValueError("claim: fewer than 2**32 events per bucket expected")
-            heads += claim.key.digest + claim.key.fingerprint
+            heads += key.digest + key.fingerprint
             for bucket, _, events in buckets:
                 spans += _SPAN.pack(bucket, events)
         packed.extend((bytes(heads), counts.tobytes(), bytes(spans)))
