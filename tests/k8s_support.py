@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx2
 import pytest
@@ -221,8 +221,30 @@ class Received:
     bodies: list[dict[str, Any]] = field(default_factory=list)
 
 
-class HeldDriftService:
-    """A real HTTP server on 127.0.0.1 that holds every drift report request until exit.
+class LoopbackServer:
+    """A ThreadingHTTPServer on 127.0.0.1, serving from a thread for a `with` block."""
+
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+    def release(self) -> None:
+        """Let go of requests still being answered (before the server stops)."""
+
+
+class HeldDriftService(LoopbackServer):
+    """A drift service that holds every drift report request until exit.
 
     DELETE of a window answers 204 at once. `held` is set when a drift request arrived.
     """
@@ -249,23 +271,16 @@ class HeldDriftService:
             def handle_error(self, request: object, client_address: object) -> None:
                 pass  # a held request's client has gone: nothing to answer
 
-        self._server = Server(("127.0.0.1", 0), Handler)
+        super().__init__(Server(("127.0.0.1", 0), Handler))
         # By name: the CRD refuses a serviceUrl at an IP address.
-        self.url = f"http://localhost:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.url = f"http://localhost:{self.port}"
 
-    def __enter__(self) -> HeldDriftService:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
+        """Answer the held requests."""
         self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     """A real HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it."""
 
     def __init__(self) -> None:
@@ -281,15 +296,5 @@ class WebhookReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
+        super().__init__(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
+        self.url = f"http://127.0.0.1:{self.port}/hook"
