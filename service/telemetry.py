@@ -19,7 +19,7 @@ from aioprometheus.metricdict import MetricDict
 from aioprometheus.renderer import render
 
 from driftline.core.monitor import Monitor
-from driftline.core.report import Assessment
+from driftline.core.report import Assessment, Evaluation
 from driftline.core.scopes import Scope, ScopeKind
 from driftline.core.severity import SEVERITY_RANK
 
@@ -412,6 +412,9 @@ class Telemetry:
         for collector in r.get_all():
             collector.values = CompactMetricDict()  # still empty: nothing is set yet
         self._versions: dict[str, VersionSlots] = {}
+        # The evaluation each monitor's gauges show: an assessment of unchanged counts
+        # shares it (driftline.core.memo), and publishing it again would change nothing.
+        self._published: dict[str, Evaluation] = {}
         for operation in STORE_OPERATIONS:
             self.store_errors.set({"operation": operation}, 0)
         self.pending_inferences.set({}, 0)
@@ -470,6 +473,7 @@ class Telemetry:
     def unload(self, name: str) -> None:
         """Remove every series of a monitor that is no longer loaded."""
         self._versions.pop(name, None)
+        self._published.pop(name, None)
         for gauge in self._feature_gauges():
             gauge.forget(name)
         for collector in self.registry.get_all():
@@ -482,6 +486,9 @@ class Telemetry:
         name = assessment.monitor.name
         monitor = {"monitor": name}
         evaluation = assessment.evaluation
+        if self._published.get(name) is evaluation:
+            return
+        self._published[name] = evaluation
         features = tuple(evaluation.features)
         scored = evaluation.features.values()
         self.feature_score.set(name, features, [f.score for f in scored])

@@ -47,6 +47,23 @@ def verdict_of(m: Monitor, rows: list[dict[str, Any]]) -> Evaluation:
     return evaluate(m, vector_of(m, rows))
 
 
+def test_an_unchanged_window_is_not_evaluated_again() -> None:
+    # The evaluation loop asks for every monitor's verdict whether its window moved or
+    # not: equal counts give the evaluation already made, new counts a new one.
+    m = monitor()
+    vector = vector_of(m, events(m, 400))
+    first = evaluate(m, vector)
+    assert evaluate(m, vector.copy()) is first
+    moved = vector_of(m, events(m, 401))
+    assert evaluate(m, moved) is not first
+    assert evaluate(m, moved).events == 401
+    # A rolling reference is an input too; so is the monitor (its policy and baseline).
+    assert evaluate(m, vector, vector) is not evaluate(m, vector)
+    other = monitor(alpha=0.01)
+    assert evaluate(other, vector) is not evaluate(m, vector)
+    assert evaluate(other, vector).alpha == 0.01
+
+
 def test_drift_free_events_reach_no_verdict() -> None:
     m = monitor()
     found = verdict_of(m, events(m, 2000))

@@ -19,8 +19,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from support import wait_until
+from test_core_report import events, monitor, vector_of
 
+from driftline.core.report import assess
 from driftline.core.severity import Severity
+from driftline.core.window import WindowTotals
 from driftline.http.app import create_app
 from driftline.http.keys import SETTINGS
 from driftline.settings import Settings
@@ -204,3 +207,20 @@ def test_a_series_costs_bytes_not_kilobytes() -> None:
     assert grown / 600 < 1024, f"{grown / 600:.0f} bytes per series"
     assert telemetry.feature_score.gauge.get({"monitor": "fleet-0001", "feature": "x07"}) == 0.5
     assert telemetry.severity.get({"monitor": "fleet-0299"}) == 1.0
+
+
+def test_an_assessment_of_unchanged_counts_is_not_published_again() -> None:
+    # The evaluation loop re-assesses idle monitors every round: equal counts share their
+    # evaluation, and its gauges already show it.
+    telemetry = Telemetry()
+    m = monitor()
+    vector = vector_of(m, events(m, 400))
+    telemetry.observe(assess(m, WindowTotals(vector=vector, start=0.0, now=60.0)))
+    series = {"monitor": "m"}
+    assert telemetry.window_events.get(series) == 400
+    telemetry.window_events.set(series, -1)  # a marker: a publish would overwrite it
+    telemetry.observe(assess(m, WindowTotals(vector=vector.copy(), start=1.0, now=61.0)))
+    assert telemetry.window_events.get(series) == -1
+    moved = vector_of(m, events(m, 401))
+    telemetry.observe(assess(m, WindowTotals(vector=moved, start=2.0, now=62.0)))
+    assert telemetry.window_events.get(series) == 401

@@ -31,6 +31,7 @@ import numpy.typing as npt
 from scipy.special import ndtr, ndtri, stdtr, stdtrit
 
 from driftline.core.fixedpoint import MOMENT_CLIP, MOMENT_SCALE
+from driftline.core.memo import LastResults
 from driftline.core.policy import DEFAULTS, LabelsPolicy
 from driftline.core.prediction import (
     PREFIX,
@@ -89,11 +90,9 @@ def sampled(digest: bytes, rate: float) -> bool:
     return rate >= 1.0 or int.from_bytes(digest[:8], "big") < rate * 2.0**64
 
 
-# The last performance computed per monitor layout, with the counts it came from: labels
-# arrive far less often than predictions, and every flush of predictions asks for a
-# verdict whose performance counts have not changed. Bounded: the least recent goes.
-PERFORMANCE_MEMO = 1024
-_MEMO: dict[int, tuple[PerformanceSlots, tuple[bytes, float, int], Performance]] = {}
+# Performance verdicts kept per monitor layout with the counts they came from (see
+# driftline.core.memo): one per monitor in use.
+_LAST: LastResults[Performance] = LastResults(2048)
 
 
 @dataclass(frozen=True, slots=True)
@@ -725,15 +724,11 @@ def performance(
     at twice the threshold. Only once the window has `min_labels` labelled events.
     """
     counts = np.asarray(vector[slots.first : slots.first + slots.width], dtype=np.float64)
-    state = (counts.tobytes(), alpha, min_labels)
-    held = _MEMO.get(id(slots))
-    if held is not None and held[0] is slots and held[1] == state:
-        return held[2]
-    found = _performance(slots, vector, alpha, min_labels)
-    _MEMO.pop(id(slots), None)
-    if len(_MEMO) >= PERFORMANCE_MEMO:
-        del _MEMO[next(iter(_MEMO))]  # the least recently computed
-    _MEMO[id(slots)] = (slots, state, found)
+    inputs = (counts.tobytes(), alpha, min_labels)
+    found = _LAST.get(slots, inputs)
+    if found is None:
+        found = _performance(slots, vector, alpha, min_labels)
+        _LAST.put(slots, inputs, found)
     return found
 
 

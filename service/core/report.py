@@ -33,6 +33,7 @@ from driftline.core.drift import (
 )
 from driftline.core.fixedpoint import MOMENT_SCALE
 from driftline.core.layout import EVENTS_SLOT, FeatureSlots, moment_unit
+from driftline.core.memo import LastResults
 from driftline.core.monitor import Monitor
 from driftline.core.performance import Performance, PerformanceCheck, performance
 from driftline.core.plan import Levels
@@ -248,6 +249,10 @@ class Evaluation:
     performance: Performance | None = None  # from delayed labels, when the monitor takes them
 
 
+# Evaluations kept per monitor with the counts they came from (driftline.core.memo).
+_LAST: LastResults[Evaluation] = LastResults(2048)
+
+
 def _rule(
     features: tuple[str, ...],
     rate: Vector,
@@ -281,8 +286,21 @@ def evaluate(monitor: Monitor, vector: Vector, reference: Vector | None = None) 
     keeps the bins, tails and categories). Cheap enough to run on every flush: the
     numeric and the categorical features each go through one numpy pass, and an exact
     data-quality p-value is computed only for a feature whose rate rose past the rule's
-    warning threshold.
+    warning threshold. Kept per monitor with the counts it came from: an idle window is
+    judged again (the evaluation loop, a read) without being evaluated again.
     """
+    inputs = (
+        np.asarray(vector, dtype=np.float64).tobytes(),
+        None if reference is None else np.asarray(reference, dtype=np.float64).tobytes(),
+    )
+    found = _LAST.get(monitor, inputs)
+    if found is None:
+        found = _evaluate(monitor, vector, reference)
+        _LAST.put(monitor, inputs, found)
+    return found
+
+
+def _evaluate(monitor: Monitor, vector: Vector, reference: Vector | None) -> Evaluation:
     layout, policy, plan = monitor.layout, monitor.policy, monitor.plan
     events = round(float(vector[EVENTS_SLOT]))
     padded = np.append(vector, 0.0)
