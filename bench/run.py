@@ -590,6 +590,27 @@ class Bench:
         )
         return out
 
+    def _fleet_evaluation(self, monitors: Path, redis: procs.Redis, env: dict[str, str]) -> float:
+        """CPU share of an idle fleet replica assessing every monitor once a second.
+
+        The evaluation loop at a 1 s interval: 1 verdict/s per monitor, on the windows the
+        step's traffic left in Redis.
+        """
+        server = procs.start_driftline(
+            "driftline-fleet-evaluation",
+            monitors,
+            self.logs,
+            redis_url=redis.url,
+            extra_env={**env, "DRIFTLINE_EVALUATION_INTERVAL": "1"},
+            timeout=600,
+        )
+        with procs.running(server):
+            seconds = max(5.0, self.args.duration)
+            time.sleep(2.0)  # the first evaluation round after start-up, not measured
+            cpu, began = server.cpu_seconds(), time.monotonic()
+            time.sleep(seconds)  # the measurement's span: nothing to wait for
+            return (server.cpu_seconds() - cpu) / (time.monotonic() - began)
+
     def step_fleet(self) -> None:
         """13.3 Many monitors: a fleet of 50-feature monitors in one replica with Redis.
 
@@ -642,6 +663,7 @@ class Bench:
             ]
             busy_rss = server.rss()
             key_bytes = redis.key_bytes()
+        evaluation = self._fleet_evaluation(many, redis, history)
         redis.flush()
         ratios = [s.rps / o.rps for o, s in pairs]
         out = {
@@ -660,6 +682,7 @@ class Bench:
             "ratio": sum(ratios) / len(ratios),
             "errors": sum(o.errors + s.errors for o, s in pairs),
             "pairs": [(round(o.rps), round(s.rps)) for o, s in pairs],
+            "evaluation_cpu": evaluation,
         }
         self.m["fleet"] = out
         self.say(
@@ -667,7 +690,8 @@ class Bench:
             f"{loaded_rss / 2**20:,.0f} MiB loaded, {busy_rss / 2**20:,.0f} MiB busy "
             f"({out['rss_per_monitor'] / 2**10:,.0f} KiB per monitor); predict spread "
             f"{out['spread_rps']:,.0f} vs one monitor {out['one_rps']:,.0f} req/s "
-            f"(ratio {out['ratio']:.3f}); Redis {out['redis_bytes_per_monitor']:,.0f} B/monitor"
+            f"(ratio {out['ratio']:.3f}); Redis {out['redis_bytes_per_monitor']:,.0f} B/monitor; "
+            f"evaluation at 1 verdict/s per monitor: {evaluation:.0%} of a core"
         )
 
     def step_redis(self) -> None:
@@ -1512,6 +1536,25 @@ def _latency_rows(table: Table, m: dict[str, Any]) -> None:
         )
 
 
+def _fleet_evaluation_row(table: Table, r: dict[str, Any]) -> None:
+    """The evaluation loop's share of a core at 1 verdict/s per monitor (issue 13, goal 3)."""
+    if "evaluation_cpu" not in r:
+        return
+    table.row(
+        "13",
+        f"{r['monitors']:,} monitors: idle replica CPU, evaluation at 1 verdict/s each",
+        f"{r['evaluation_cpu']:.0%}",
+        "of a core",
+        None,
+        "",
+        None,
+        "<= 10%",
+        r["evaluation_cpu"] <= 0.10,
+        note="the evaluation loop reads every window and assesses it once a second "
+        "(DRIFTLINE_EVALUATION_INTERVAL=1), no traffic",
+    )
+
+
 def _scaleout_rows(table: Table, m: dict[str, Any]) -> None:
     """Replicas sharing one Redis (issue 13, goal 4): the capacity plan's inputs."""
     if not (r := m.get("scaleout")):
@@ -1595,6 +1638,7 @@ def _fleet_rows(table: Table, m: dict[str, Any]) -> None:
         note=f"window ring and an hour of history ({FLEET_HISTORY_SECONDS} s); the default "
         "week of history adds ~10 MB per 50-feature monitor",
     )
+    _fleet_evaluation_row(table, r)
 
 
 def rows(b: Bench) -> list[dict[str, Any]]:
