@@ -311,11 +311,7 @@ def validate_claims(
         events = claim.events
         if not events:
             raise ValueError("claim: at least one bucket of deltas expected")
-        if len(events) == 1:  # one bucket, the common case: no generator
-            matched = len(claim.deltas) == 1 and next(iter(events)) in claim.deltas
-        else:
-            matched = len(events) == len(claim.deltas) and all(b in claim.deltas for b in events)
-        if not matched:
+        if len(events) != len(claim.deltas) or any(b not in claim.deltas for b in events):
             raise ValueError("claim: events must name the same buckets as deltas")
         if min(events.values()) < 0:
             raise ValueError(f"claim buckets {sorted(events)}: negative event count")
