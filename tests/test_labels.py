@@ -25,6 +25,8 @@ from driftline.core.performance import (
     AUC_BINS,
     RECORD,
     RECORD_BYTES,
+    LabelError,
+    PerformanceSlots,
     auc_tie_bound,
     id_digest,
     label_deltas,
@@ -34,6 +36,7 @@ from driftline.core.performance import (
     records,
     sampled,
 )
+from driftline.core.policy import LabelsPolicy
 from driftline.core.prediction import PredictionSpec
 from driftline.core.profile import build_profile
 from driftline.http.app import create_app
@@ -176,6 +179,29 @@ def test_labels_need_a_prediction_and_name_bad_fields(tmp_path: Path) -> None:
             }
         )
     assert "labels" in MonitorConfig.__struct_fields__
+
+
+def test_a_label_is_its_class_index_and_missing_names_stay_refused() -> None:
+    """Every spelling of a class gives its index; a class named like "no value" is refused."""
+    classes = ["1", "0", "NA"]
+    profile = build_profile(
+        {"x": [0.0, 1.0, 2.0], "prediction": classes}, prediction=PredictionSpec("class", classes)
+    )
+    slots = PerformanceSlots.of(PredictionSpec("class", classes), LabelsPolicy(), profile, 0)
+    assert [label_value(slots, c) for c in ("1", "0")] == [0.0, 1.0]
+    assert [label_value(slots, c) for c in (1, 0)] == [0.0, 1.0]  # numbers as category labels
+    for value in ("NA", None, "maybe", [1], True):
+        with pytest.raises(LabelError):
+            label_value(slots, value)
+    regression = build_profile(
+        {"x": [0.0, 1.0, 2.0], "prediction": [0.5, 1.5, 3.0]},
+        prediction=PredictionSpec("regression"),
+    )
+    spec = PredictionSpec("regression")
+    numeric = PerformanceSlots.of(spec, LabelsPolicy(), regression, 0)
+    assert label_value(numeric, 2) == 2.0
+    with pytest.raises(LabelError, match="expected a number"):
+        label_value(numeric, "2")
 
 
 def test_sampling_is_by_id_and_close_to_its_rate() -> None:

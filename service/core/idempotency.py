@@ -14,7 +14,7 @@ import functools
 import hashlib
 import struct
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 DEFAULT_HORIZON_SECONDS = 600  # how long a key is remembered, at least (10 min)
 MAX_KEY_LENGTH = 255  # characters of an Idempotency-Key or an event id
@@ -81,13 +81,22 @@ def recorded_outcome(record: bytes, fingerprint: bytes) -> ClaimOutcome:
     return ClaimOutcome(ClaimStatus.REPLAYED if same else ClaimStatus.CONFLICT, accepted, late)
 
 
+# Copies of hashers set up once: blake2b's parameters cost more to set than a short
+# key costs to hash, and every keyed request hashes twice.
+_KEY_HASHERS = {
+    namespace: hashlib.blake2b(digest_size=KEY_BYTES, person=namespace.encode())
+    for namespace in get_args(Namespace)
+}
+_FINGERPRINT_HASHER = hashlib.blake2b(digest_size=FINGERPRINT_BYTES)
+
+
 def request_key(namespace: Namespace, key: str, content: bytes) -> RequestKey:
     """Hash a client's key (within its namespace) and the request content it came with."""
-    digest = hashlib.blake2b(
-        key.encode(), digest_size=KEY_BYTES, person=namespace.encode()
-    ).digest()
-    fingerprint = hashlib.blake2b(content, digest_size=FINGERPRINT_BYTES).digest()
-    return RequestKey(digest, fingerprint)
+    digest = _KEY_HASHERS[namespace].copy()
+    digest.update(key.encode())
+    fingerprint = _FINGERPRINT_HASHER.copy()
+    fingerprint.update(content)
+    return RequestKey(digest.digest(), fingerprint.digest())
 
 
 def key_problem(key: str) -> str | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -80,9 +80,15 @@ def task_of(spec: PredictionSpec) -> Task:
     return "regression" if spec.kind == "regression" else "classification"
 
 
+# Copied per id: setting blake2b's parameters costs more than hashing a short id.
+_ID_HASHER = hashlib.blake2b(digest_size=ID_BYTES, person=b"label")
+
+
 def id_digest(event_id: str) -> bytes:
     """The key of an event's pending record (the same on every replica)."""
-    return hashlib.blake2b(event_id.encode(), digest_size=ID_BYTES, person=b"label").digest()
+    hasher = _ID_HASHER.copy()
+    hasher.update(event_id.encode())
+    return hasher.digest()
 
 
 def sampled(digest: bytes, rate: float) -> bool:
@@ -107,6 +113,13 @@ class PerformanceSlots:
     high: float = 1.0
     unit: float = 1.0  # regression: the baseline prediction's standard deviation
     baseline: tuple[int, ...] | None = None  # the baseline's counts, in the same slots
+    # A class's index by its name, the label as most are sent: one look-up per label.
+    # Names that read as missing are left out, for `label_value`'s full check to refuse.
+    label_index: Mapping[str, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = {name: float(i) for i, name in enumerate(self.classes) if not is_missing(name)}
+        object.__setattr__(self, "label_index", index)
 
     @property
     def task(self) -> Task:
@@ -324,6 +337,9 @@ class LabelError(ValueError):
 
 def label_value(slots: PerformanceSlots, value: Any) -> float:
     """A label as a number: the class index, or the regressed value; else LabelError."""
+    # A regression has no classes: its labels never match here.
+    if type(value) is str and (index := slots.label_index.get(value)) is not None:
+        return index
     if slots.task == "regression":
         if type(value) is not float and type(value) is not int:
             raise LabelError(f"expected a number, got {msgspec.json.encode(value).decode()[:40]}")
