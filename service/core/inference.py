@@ -172,18 +172,22 @@ def _first_bad(values: list[Any], allowed: frozenset[type], unsigned: bool) -> i
     )
 
 
-def tensor_columns(tensor: Tensor, where: str) -> tuple[int, list[list[Any]]]:
-    """A tensor's rows and its columns' values: `[rows]` is one column, `[rows, k]` k columns."""
+def tensor_columns(tensor: Tensor, field: str, index: int) -> tuple[int, list[list[Any]]]:
+    """A tensor's rows and its columns' values: `[rows]` is one column, `[rows, k]` k columns.
+
+    `field[index]` is where the tensor sits in its payload, as errors name it.
+    """
     accepted = _ACCEPTED.get(tensor.datatype)
     if accepted is None:
         raise InferenceError(
-            f"{where}.datatype",
+            f"{field}[{index}].datatype",
             f"expected one of {', '.join(DATATYPES)}, got {_describe(tensor.datatype)}",
         )
     shape = tensor.shape
-    if not 1 <= len(shape) <= 2:
+    dims = len(shape)
+    if dims != 1 and dims != 2:
         raise InferenceError(
-            f"{where}.shape",
+            f"{field}[{index}].shape",
             f"expected [rows] or [rows, columns], got {_describe(shape)}",
         )
     values = tensor.data
@@ -191,24 +195,24 @@ def tensor_columns(tensor: Tensor, where: str) -> tuple[int, list[list[Any]]]:
     if list in kinds:
         values = _flat(values)
         kinds = set(map(type, values))
-    expected = shape[0] * shape[1] if len(shape) == 2 else shape[0]
-    if len(values) != expected:
+    rows = shape[0]
+    width = shape[1] if dims == 2 else 1
+    if len(values) != rows * width:
         raise InferenceError(
-            f"{where}.data",
-            f"expected {expected} values (shape {_describe(shape)}), got {len(values)}",
+            f"{field}[{index}].data",
+            f"expected {rows * width} values (shape {_describe(shape)}), got {len(values)}",
         )
     what, allowed, unsigned = accepted
     if unsigned or not kinds <= allowed:
         bad = _first_bad(values, allowed, unsigned)
         if bad is not None:
             raise InferenceError(
-                f"{where}.data[{bad}]",
+                f"{field}[{index}].data[{bad}]",
                 f"expected {what} (datatype {tensor.datatype}), got {_describe(values[bad])}",
             )
-    if len(shape) == 1 or shape[1] == 1:
-        return shape[0], [values]
-    width = shape[1]
-    return shape[0], [values[j::width] for j in range(width)]
+    if width == 1:
+        return rows, [values]
+    return rows, [values[j::width] for j in range(width)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,39 +246,44 @@ def input_size(inputs: Inputs) -> int:
 
 def _v2_columns(spec: InferenceSpec, features: Collection[str], inputs: list[Tensor]) -> Columns:
     rows = -1
-    first = ""
+    first = 0
     columns: dict[str, list[Any]] = {}
+    mapped = spec.inputs
+    # A request carries a tensor per feature: this loop is per-feature work on every
+    # logged request, so its common case (a tensor named as a feature) is kept short.
     for i, tensor in enumerate(inputs):
-        where = f"inputs[{i}]"
-        names = spec.inputs.get(tensor.name)
-        if names is None:
-            if tensor.name not in features:
-                mapped = ", ".join(spec.inputs) or "none"
-                raise InferenceError(
-                    f"{where}.name",
-                    f"unknown tensor {_describe(tensor.name)}: neither mapped in the monitor's "
-                    f"inference.inputs ({mapped}) nor a feature; map it to features, or to [] "
-                    "to ignore it",
-                )
-            names = [tensor.name]
-        if not names:
-            continue
-        count, values = tensor_columns(tensor, where)
-        if len(values) != len(names):
-            wanted = f"[rows, {len(names)}]" if len(names) > 1 else "[rows] or [rows, 1]"
+        name = tensor.name
+        names = mapped.get(name)
+        if names is None and name not in features:
             raise InferenceError(
-                f"{where}.shape",
-                f"tensor {tensor.name!r} holds {len(names)} feature(s) ({', '.join(names)}): "
+                f"inputs[{i}].name",
+                f"unknown tensor {_describe(name)}: neither mapped in the monitor's "
+                f"inference.inputs ({', '.join(mapped) or 'none'}) nor a feature; map it "
+                "to features, or to [] to ignore it",
+            )
+        if names is not None and not names:
+            continue
+        count, values = tensor_columns(tensor, "inputs", i)
+        held = 1 if names is None else len(names)
+        if len(values) != held:
+            wanted = f"[rows, {held}]" if held > 1 else "[rows] or [rows, 1]"
+            listed = name if names is None else ", ".join(names)
+            raise InferenceError(
+                f"inputs[{i}].shape",
+                f"tensor {name!r} holds {held} feature(s) ({listed}): "
                 f"expected {wanted}, got {_describe(tensor.shape)}",
             )
         if rows < 0:
-            rows, first = count, where
+            rows, first = count, i
         elif count != rows:
             raise InferenceError(
-                f"{where}.shape",
-                f"expected {rows} rows (as {first} has), got {count}",
+                f"inputs[{i}].shape",
+                f"expected {rows} rows (as inputs[{first}] has), got {count}",
             )
-        columns.update(zip(names, values, strict=True))
+        if names is None:
+            columns[name] = values[0]
+        else:
+            columns.update(zip(names, values, strict=True))
     if rows < 0:
         raise InferenceError("inputs", "no input tensor holds a feature of the monitor")
     return Columns(rows, columns)
@@ -348,7 +357,7 @@ def response_predictions(
     if response.outputs is not None:
         index, tensor = _output_tensor(spec, response.outputs)
         where = f"outputs[{index}]"
-        _, columns = tensor_columns(tensor, where)
+        _, columns = tensor_columns(tensor, "outputs", index)
         if probabilities:
             if len(columns) != len(prediction.classes):
                 raise InferenceError(
