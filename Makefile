@@ -77,13 +77,15 @@ unit: $(VENV)/.test redis-server promtool chromium ## the pytest suite against a
 test: lint typecheck unit ## lint, types, then every test
 
 # Not part of the tests: installs wrk and the peers (Evidently, whylogs) as
-# benchmark-only extras, then prints and writes bench/results/latest.*.
-bench: $(VENV)/.runtime redis-server ## the benchmark suite (about 6 minutes on 2 cores)
+# benchmark-only extras, then prints and writes bench/results/latest.* and, after a
+# full run, the README's performance table.
+bench: $(VENV)/.runtime redis-server ## the benchmark suite (about 15 minutes on 2 cores)
 	@command -v wrk >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/pip install -qq -e '.[bench]' $(EDITABLE)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.readme
 
 # Statistical, not timed: detection delay and false alarms of driftline and Evidently on
 # the same seeded streams (docs/metrics.md), written to bench/results/detection.md.
