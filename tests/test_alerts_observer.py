@@ -1,17 +1,27 @@
-"""Severity observation: a blip that went back is forgotten, on the shared state too."""
+"""Severity observation: a blip that went back is forgotten, on the shared state too;
+the evaluation loop rechecks the shared state every few rounds, not on each."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+from pathlib import Path
+from typing import Any
 
+import msgspec
+import pytest
 from support import make_monitor, small_profile, wait_until, window_totals
 
 from driftline.alerts.memory import MemoryAlertStore
-from driftline.alerts.observer import SeverityObserver
+from driftline.alerts.observer import RECHECK_ROUNDS, SeverityObserver
 from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment, assess
 from driftline.core.severity import Severity
+from driftline.engine.facade import DriftEngine
+from driftline.engine.registry import MonitorRegistry
+from driftline.settings import Settings
+from driftline.stores.memory import MemoryWindowStore
 from driftline.telemetry import Telemetry
 
 HOLD = 0.3
@@ -53,3 +63,50 @@ async def test_a_change_that_went_back_restarts_the_hold() -> None:
 
     await wait_until(announced, "the critical episode was never announced")
     assert time.monotonic() - started >= HOLD - 0.05
+
+
+async def test_the_evaluation_loop_rechecks_the_shared_state_only_every_few_rounds(
+    tmp_path: Path,
+) -> None:
+    """Each round assesses every monitor; an agreeing severity is compare-and-set only on
+    rechecks, RECHECK_ROUNDS rounds apart (a round trip per monitor and round was most of
+    an idle fleet replica's CPU)."""
+    config = {"name": "m", "baseline": msgspec.to_builtins(small_profile())}
+    (tmp_path / "m.json").write_bytes(msgspec.json.encode(config))
+    settings = Settings(monitors_dir=str(tmp_path))
+    registry = MonitorRegistry(settings)
+    registry.load()
+    engine = DriftEngine(settings, registry, MemoryWindowStore(), Telemetry())
+    store = MemoryAlertStore()
+    rounds: list[float] = []
+    compared: list[float] = []
+    assessment, transition = engine.assessment, store.transition
+
+    async def assessed(monitor: Monitor) -> Assessment:
+        rounds.append(time.monotonic())
+        return await assessment(monitor)
+
+    async def compare_and_set(*args: Any, **kwargs: Any) -> Any:
+        compared.append(time.monotonic())
+        return await transition(*args, **kwargs)
+
+    engine.assessment = assessed  # type: ignore[method-assign]
+    store.transition = compare_and_set  # type: ignore[method-assign]
+    observer = SeverityObserver(store, Telemetry())
+    stopping = asyncio.Event()
+    interval = 0.01
+    loop = asyncio.create_task(observer.evaluate_forever(engine, interval, stopping))
+
+    async def enough() -> bool:
+        return len(rounds) >= 4 * RECHECK_ROUNDS
+
+    await wait_until(enough, "the evaluation loop stalled")
+    stopping.set()
+    await loop
+    await observer.close()
+    await engine.close()
+    assert compared[0] == pytest.approx(rounds[0], abs=0.05)  # the first round rechecks
+    gaps = [b - a for a, b in itertools.pairwise(compared)]
+    assert len(compared) >= 2 and min(gaps) >= RECHECK_ROUNDS * interval
+    # Far fewer compare-and-sets than rounds: the other rounds found the severity agreed.
+    assert len(compared) <= len(rounds) / 2, (len(compared), len(rounds))

@@ -213,7 +213,10 @@ async def test_outbox_group_hands_each_entry_to_one_consumer_and_claims_stale(
     assert await b.fetch(MONITOR, "b", count=10, stale_after=30) == []
     await a.ack(MONITOR, first.entry_id)
 
-    # `second` is left pending by `a`: `b` takes it over once it has been idle long enough.
+    # `second` is left pending by `a`: `b` takes it over once it has been idle long enough,
+    # and only when it asks for stale entries (a poll that does not reads new ones only).
+    await asyncio.sleep(0.25)
+    assert await b.fetch(MONITOR, "b", count=10, stale_after=None) == []
     claimed: list[OutboxEntry] = []
 
     async def claims() -> bool:

@@ -86,15 +86,16 @@ class MemoryAlertStore:
         return observed, entry
 
     async def fetch(
-        self, monitor: str, consumer: str, *, count: int, stale_after: float
+        self, monitor: str, consumer: str, *, count: int, stale_after: float | None
     ) -> list[OutboxEntry]:
-        """Stale pending entries first, then entries no consumer has seen."""
+        """Stale pending entries first (unless `stale_after` is None), then unseen ones."""
         state = self._get(monitor)
         now = self._clock()
         by_id = {e.entry_id: e for e in state.entries}
         out: list[OutboxEntry] = []
-        for entry_id, (_, since) in list(state.pending.items()):
-            if len(out) < count and now - since >= stale_after and entry_id in by_id:
+        stale = [] if stale_after is None else list(state.pending.items())
+        for entry_id, (_, since) in stale:
+            if len(out) < count and now - since >= (stale_after or 0) and entry_id in by_id:
                 state.pending[entry_id] = (consumer, now)
                 out.append(by_id[entry_id])
         while len(out) < count and state.delivered_up_to < len(state.entries):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable
 
 from driftline.alerts.payloads import snapshot_of
@@ -27,6 +29,15 @@ from driftline.stores.protocol import StoreUnavailableError
 from driftline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+RECHECK_ROUNDS = 10
+RECHECK_MAX_SECONDS = 30.0
+"""The evaluation loop re-reads the shared alert state of every monitor (a
+compare-and-set even when this replica's severity agrees with what it last saw
+announced) every RECHECK_ROUNDS rounds, and at least every RECHECK_MAX_SECONDS: that
+recheck only catches a change another replica made and can no longer undo, which its
+hold and cool-down (a minute, five by default) make slow anyway, while a round trip
+per monitor every round was most of an idle fleet replica's CPU."""
 
 
 class SeverityObserver:
@@ -109,12 +120,18 @@ class SeverityObserver:
         """Re-assess every monitor each `interval` seconds until `stopping`, and offer it.
 
         Windows keep sliding without traffic: a monitor that goes quiet must still
-        resolve its alert, and a cool-down must end even when no event arrives.
+        resolve its alert, and a cool-down must end even when no event arrives. The
+        shared state is rechecked on some rounds only (RECHECK_ROUNDS).
         """
+        every = min(RECHECK_ROUNDS * interval, RECHECK_MAX_SECONDS)
+        rechecked = -math.inf
         while not await pause(stopping, interval):
+            recheck = time.monotonic() - rechecked >= every
+            if recheck:
+                rechecked = time.monotonic()
             for monitor in engine.monitors():
                 with contextlib.suppress(StoreUnavailableError):
-                    self.offer(await engine.assessment(monitor), recheck=True)
+                    self.offer(await engine.assessment(monitor), recheck=recheck)
 
     async def close(self) -> None:
         """Wait for the compare-and-sets in flight (after the engine's last flush)."""

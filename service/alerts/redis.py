@@ -94,18 +94,20 @@ class RedisAlertStore:
         self._groups.add(monitor)
 
     async def fetch(
-        self, monitor: str, consumer: str, *, count: int, stale_after: float
+        self, monitor: str, consumer: str, *, count: int, stale_after: float | None
     ) -> list[OutboxEntry]:
-        """XAUTOCLAIM entries idle past `stale_after`, then XREADGROUP new ones."""
+        """XAUTOCLAIM entries idle past `stale_after` (unless None), then XREADGROUP new ones."""
         _, outbox, _, _ = alert_keys(monitor)
         client: Any = self._client  # redis-py's stream reply types are too loose to use
         try:
             await self._ensure_group(monitor)
-            claimed = await client.xautoclaim(
-                outbox, GROUP, consumer, int(stale_after * 1000), "0-0", count=count
-            )
-            # Entries deleted (trimmed) while pending come back without fields: skip them.
-            rows = [row for row in claimed[1] if row and row[1]]
+            rows = []
+            if stale_after is not None:
+                claimed = await client.xautoclaim(
+                    outbox, GROUP, consumer, int(stale_after * 1000), "0-0", count=count
+                )
+                # Entries deleted (trimmed) while pending come back without fields: skip.
+                rows = [row for row in claimed[1] if row and row[1]]
             fresh = await client.xreadgroup(GROUP, consumer, {outbox: ">"}, count=count)
             for _, stream_rows in fresh or []:
                 rows.extend(stream_rows)

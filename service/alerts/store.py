@@ -90,9 +90,12 @@ class AlertStore(Protocol):
         ...
 
     async def fetch(
-        self, monitor: str, consumer: str, *, count: int, stale_after: float
+        self, monitor: str, consumer: str, *, count: int, stale_after: float | None
     ) -> list[OutboxEntry]:
-        """Entries for this consumer: left by a dead one (idle > stale_after s), then new."""
+        """Entries for this consumer: left by a dead one (idle > stale_after s), then new.
+
+        `stale_after` None: new entries only.
+        """
         ...
 
     async def keep(self, monitor: str, consumer: str, entry_ids: list[str]) -> None:
