@@ -29,7 +29,9 @@ class AlertSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_base: PositiveFloat = 0.5
     backoff_cap: PositiveFloat = 30.0
     claim_idle: PositiveFloat = 30.0  # an entry pending this long is taken over
-    poll_interval: PositiveFloat = 1.0
+    # Every outbox is read this often, for alerts a stopped replica left (a replica reads
+    # the alerts it writes at once).
+    poll_interval: PositiveFloat = 10.0
     history_seconds: PositiveFloat = 7 * 24 * 3600.0
     firing_ttl: PositiveFloat = 24 * 3600.0  # endsAt of a firing Alertmanager alert
     allow_link_local: bool = False  # cloud metadata endpoints live there

@@ -30,16 +30,19 @@ import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis_process import RedisProcess
-from support import example_monitors, wait_until
+from support import example_monitors, small_profile, wait_until
 
-from driftline.alerts.dispatch import backoff
+from driftline.alerts.dispatch import AlertDispatcher, backoff
+from driftline.alerts.memory import MemoryAlertStore
 from driftline.alerts.redis import GROUP, alert_keys
 from driftline.core.policy import MonitorDefaults
 from driftline.core.profile import load_baseline
+from driftline.engine.registry import MonitorRegistry
 from driftline.http.app import create_app
 from driftline.logs import JsonFormatter
 from driftline.settings import AlertSettings, Settings
 from driftline.simulate import SCENARIOS, ProfileSampler
+from driftline.telemetry import Telemetry
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MONITOR = "credit-risk"
@@ -740,3 +743,41 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
         assert len(set(delays)) > 100, "no jitter"
         assert max(delays) - min(delays) > ceiling / 4, "jitter does not spread the retries"
     assert max(backoff(60, settings) for _ in range(100)) <= 30.0
+
+
+async def test_a_poll_reads_the_outboxes_written_to_and_sweeps_all_when_due(
+    tmp_path: Path,
+) -> None:
+    """The replica that writes an alert reads its outbox at once; every outbox (with the
+    stale entries) is read once per poll_interval, not on every poll."""
+    profile = msgspec.to_builtins(small_profile())
+    names = ["m1", "m2", "m3"]
+    for name in names:
+        config = {"name": name, "baseline": profile}
+        (tmp_path / f"{name}.json").write_bytes(msgspec.json.encode(config))
+    registry = MonitorRegistry(Settings(monitors_dir=str(tmp_path)))
+    registry.load()
+    store = MemoryAlertStore()
+    fetched: list[tuple[str, float | None]] = []
+    fetch = store.fetch
+
+    async def counted(monitor: str, consumer: str, **kwargs: Any) -> Any:
+        fetched.append((monitor, kwargs["stale_after"]))
+        return await fetch(monitor, consumer, **kwargs)
+
+    store.fetch = counted  # type: ignore[method-assign]
+    settings = AlertSettings(poll_interval=0.3, claim_idle=1.0)
+    dispatcher = AlertDispatcher(store, registry, settings, Telemetry(), "replica-a")
+
+    await dispatcher.poll()  # the first poll sweeps: new and stale entries of every outbox
+    assert sorted(fetched) == [(name, 1.0) for name in names]
+    fetched.clear()
+    await dispatcher.poll()  # nothing written, no sweep due: no round trip at all
+    assert fetched == []
+    dispatcher.wake("m2")
+    await dispatcher.poll()  # this replica wrote to m2: its new entries only
+    assert fetched == [("m2", None)]
+    fetched.clear()
+    await asyncio.sleep(settings.poll_interval)
+    await dispatcher.poll()
+    assert sorted(fetched) == [(name, 1.0) for name in names]

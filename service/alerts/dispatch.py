@@ -60,12 +60,14 @@ class AlertDispatcher:
         self._telemetry = telemetry
         self._consumer = consumer
         self._wake = asyncio.Event()
-        self._took_over = -math.inf  # when a poll last looked for stale entries
+        self._woken: set[str] = set()  # monitors this replica just wrote an alert for
+        self._swept = -math.inf  # when a poll last read every outbox
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
 
-    def wake(self) -> None:
-        """Poll now: this replica just wrote an alert."""
+    def wake(self, monitor: str) -> None:
+        """Read the monitor's outbox now: this replica just wrote an alert to it."""
+        self._woken.add(monitor)
         self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -85,9 +87,11 @@ class AlertDispatcher:
             self._session = session
             try:
                 while not stopping.is_set():
-                    await self.poll()
+                    # Cleared first: an alert written while the poll runs wakes the next.
                     self._wake.clear()
-                    await pause(stopping, self._settings.poll_interval, self._wake)
+                    await self.poll()
+                    due = self._swept + self._settings.poll_interval - time.monotonic()
+                    await pause(stopping, max(due, 0.0), self._wake)
             finally:
                 for task in list(self._inflight.values()):
                     task.cancel()
@@ -95,23 +99,27 @@ class AlertDispatcher:
                     await asyncio.wait(list(self._inflight.values()), timeout=1.0)
 
     async def poll(self) -> None:
-        """Fetch new entries of every monitor, and stale ones when due; start delivering them.
+        """Fetch new entries where this replica wrote; all and stale ones when a sweep is due.
 
-        An entry is stale only once idle for claim_idle: looking for stale entries every
-        claim_idle / 3 takes them over as surely as on every poll, for a third of the
-        round trips (one per monitor and poll was most of an idle replica's CPU).
+        Their deliveries start at once. The replica that writes an alert reads it at once;
+        every outbox is swept every `poll_interval` only for the alerts of a replica that
+        stopped before delivering them (never read, or pending past claim_idle): a round
+        trip per monitor and second was most of an idle fleet replica's CPU.
         """
         now = time.monotonic()
-        takeover = now - self._took_over >= self._settings.claim_idle / 3
-        if takeover:
-            self._took_over = now
+        sweep = now - self._swept >= self._settings.poll_interval
+        if sweep:
+            self._swept = now
+        woken, self._woken = self._woken, set()
         for monitor in list(self._registry):
+            if not sweep and monitor.name not in woken:
+                continue
             try:
                 entries = await self._store.fetch(
                     monitor.name,
                     self._consumer,
                     count=50,
-                    stale_after=self._settings.claim_idle if takeover else None,
+                    stale_after=self._settings.claim_idle if sweep else None,
                 )
             except StoreUnavailableError as exc:
                 self._telemetry.store_errors.inc({"operation": "alert_fetch"})

@@ -48,7 +48,7 @@ class SeverityObserver:
         store: AlertStore,
         telemetry: Telemetry,
         *,
-        on_alert: Callable[[], None] = lambda: None,
+        on_alert: Callable[[str], None] = lambda monitor: None,
     ) -> None:
         self._store = store
         self._telemetry = telemetry
@@ -112,7 +112,7 @@ class SeverityObserver:
                     "alert": entry.seq,
                 },
             )
-            self._on_alert()
+            self._on_alert(monitor.name)
 
     async def evaluate_forever(
         self, engine: DriftEngine, interval: float, stopping: asyncio.Event
