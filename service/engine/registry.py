@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,22 @@ class UnknownMonitorError(KeyError):
 LoadListener = Callable[[list[Monitor], set[str]], None]
 
 
-def file_stamp(path: Path) -> tuple[str, int, int]:
-    """Resolved path, size and mtime: a Kubernetes volume's `..data` link swap changes it."""
+FileStamp = tuple[str, int, int, int]
+"""A file's path, and the inode, size and mtime of what it leads to (see `file_stamp`)."""
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """Path, and the inode, size and mtime of the file it leads to (links followed).
+
+    A Kubernetes volume's `..data` link swap leads to new files, so new inodes; one stat
+    per file, where resolving each link first cost a replica of 1,000 monitors a fifth
+    of a core at the default reload interval.
+    """
     try:
-        resolved = path.resolve()
-        stat = resolved.stat()
+        stat = os.stat(path)
     except OSError:
-        return (str(path), -1, -1)
-    return (str(resolved), stat.st_size, stat.st_mtime_ns)
+        return (str(path), -1, -1, -1)
+    return (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 class MonitorRegistry:
@@ -59,7 +68,7 @@ class MonitorRegistry:
         self._monitors: dict[str, Monitor] = {}
         self._by_source: dict[str, Monitor] = {}
         self.errors: dict[str, str] = {}
-        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._fingerprint: tuple[FileStamp, ...] = ()
         self._dependencies: list[Path] = []
         self._receivers: dict[str, list[Receiver]] = {}
         self._listeners: list[LoadListener] = []
@@ -143,8 +152,8 @@ class MonitorRegistry:
             errors[f"DRIFTLINE_ALERTS_DIR={directory}"] = str(exc)
             log.error("alert receivers not loaded", extra={"error": str(exc)})
 
-    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        """Resolved path, size and mtime of every config, baseline and alerts file in use."""
+    def fingerprint(self) -> tuple[FileStamp, ...]:
+        """The stamp (`file_stamp`) of every config, baseline and alerts file in use."""
         paths = self._config_files() + self._dependencies + self._alert_files()
         return tuple(file_stamp(p) for p in paths)
 

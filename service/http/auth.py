@@ -32,7 +32,7 @@ import msgspec
 import msgspec.yaml
 from aiohttp import web
 
-from driftline.engine.registry import file_stamp
+from driftline.engine.registry import FileStamp, file_stamp
 from driftline.http.problems import FieldError, ProblemError
 from driftline.lifecycle import pause
 from driftline.settings import AuthSettings
@@ -98,7 +98,7 @@ class TokenGate:
         self._settings = settings
         self._path = Path(settings.tokens_file) if settings.tokens_file else None
         self._entries: list[tuple[bytes, Client]] = []
-        self._fingerprint: tuple[str, int, int] | None = None
+        self._fingerprint: FileStamp | None = None
         self.error: str | None = None
 
     @property
