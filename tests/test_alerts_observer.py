@@ -80,17 +80,17 @@ async def test_the_evaluation_loop_rechecks_the_shared_state_only_every_few_roun
     store = MemoryAlertStore()
     rounds: list[float] = []
     compared: list[float] = []
-    assessment, transition = engine.assessment, store.transition
+    assessments, transition = engine.assessments, store.transition
 
-    async def assessed(monitor: Monitor) -> Assessment:
+    async def assessed(monitors: list[Monitor]) -> list[Assessment]:
         rounds.append(time.monotonic())
-        return await assessment(monitor)
+        return await assessments(monitors)
 
     async def compare_and_set(*args: Any, **kwargs: Any) -> Any:
         compared.append(time.monotonic())
         return await transition(*args, **kwargs)
 
-    engine.assessment = assessed  # type: ignore[method-assign]
+    engine.assessments = assessed  # type: ignore[method-assign]
     store.transition = compare_and_set  # type: ignore[method-assign]
     observer = SeverityObserver(store, Telemetry())
     stopping = asyncio.Event()

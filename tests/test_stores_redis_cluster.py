@@ -60,6 +60,8 @@ async def test_window_store_spreads_monitors_and_keeps_each_on_one_slot(
         sent[spec.monitor] = sum(deltas.values())
     for spec in specs:
         assert (await store.read(spec)).vector.tolist() == sent[spec.monitor].tolist()
+    together = await store.read_many(specs)  # over several masters
+    assert [t.vector.tolist() for t in together] == [sent[s.monitor].tolist() for s in specs]
     client: Any = store.client
     assert isinstance(client, RedisCluster)
     everywhere = await keys_by_node(client, "driftline:{cluster-m*")

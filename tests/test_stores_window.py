@@ -1332,6 +1332,21 @@ async def test_redis_memory_per_pending_prediction(
     assert per_record <= MEMORY_PER_PENDING
 
 
+async def test_read_many_reads_each_window_in_order(window_store: WindowStore) -> None:
+    """One call for several windows (the evaluation loop's) answers what `read` answers."""
+    rng = np.random.default_rng(11)
+    specs = [make_spec(monitor=f"many-{i}", width=3 + i % 2) for i in range(5)]
+    now = await store_now(window_store)
+    for spec in specs[:4]:  # the last one stays empty
+        await window_store.apply(spec, {spec.bucket_of(now): counts(rng, spec.width)})
+    together = await window_store.read_many(specs)
+    alone = [await window_store.read(spec) for spec in specs]
+    assert [t.vector.tolist() for t in together] == [a.vector.tolist() for a in alone]
+    assert not together[-1].vector.any() and together[0].vector.any()
+    assert all(abs(t.now - a.now) < 5 for t, a in zip(together, alone, strict=True))
+    assert await window_store.read_many([]) == []
+
+
 # --- per-bucket reads (rolling references) ----------------------------------------------
 
 

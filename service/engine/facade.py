@@ -62,7 +62,7 @@ from driftline.engine.commit import FlushOutcome, GroupCommitter, Row, Ticket
 from driftline.engine.history import History, HistoryRecorder
 from driftline.engine.registry import MonitorRegistry
 from driftline.engine.verdicts import Listener, Verdicts, scope_assessment
-from driftline.engine.windows import judged, read
+from driftline.engine.windows import judged, read, read_all
 from driftline.settings import Settings
 from driftline.stores.protocol import (
     TOMBSTONE,
@@ -749,6 +749,15 @@ class DriftEngine:
     async def assessment(self, monitor: Monitor) -> Assessment:
         """Read the monitor's window and assess it (listeners hear of it)."""
         return self._verdicts.assess(monitor, await self._read(monitor))
+
+    async def assessments(self, monitors: Sequence[Monitor]) -> list[Assessment]:
+        """Read the monitors' windows together and assess each (listeners hear of them)."""
+        try:
+            totals = await read_all(self._store, monitors)
+        except StoreUnavailableError:
+            self._telemetry.store_errors.inc({"operation": "read"})
+            raise
+        return [self._verdicts.assess(m, t) for m, t in zip(monitors, totals, strict=True)]
 
     async def report(self, monitor: Monitor, scope: Scope | None = None) -> DriftReport:
         """Read the monitor's window and report on it in full (or on a declared scope's)."""

@@ -7,6 +7,8 @@ totals the write returned: those cover the whole span the store keeps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from driftline.core.monitor import Monitor
 from driftline.core.window import WindowTotals
 from driftline.stores.protocol import WindowStore
@@ -24,3 +26,10 @@ async def read(store: WindowStore, monitor: Monitor) -> WindowTotals:
         return await store.read(monitor.window)
     buckets = await store.buckets(monitor.window, choice.spans)
     return choice.view(buckets, monitor.window, monitor.policy.min_samples)
+
+
+async def read_all(store: WindowStore, monitors: Sequence[Monitor]) -> list[WindowTotals]:
+    """`read` of each monitor's window, in order; the plain totals in one store call."""
+    plain = [m for m in monitors if not m.choice.reads_buckets]
+    found = iter(await store.read_many([m.window for m in plain]))
+    return [await read(store, m) if m.choice.reads_buckets else next(found) for m in monitors]

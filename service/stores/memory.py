@@ -275,6 +275,10 @@ class MemoryWindowStore:
         self._forget_if_empty(spec, window)
         return totals
 
+    async def read_many(self, specs: Sequence[WindowSpec]) -> list[WindowTotals]:
+        """`read` of each window, in order."""
+        return [await self.read(spec) for spec in specs]
+
     async def buckets(self, spec: WindowSpec, spans: Sequence[Span]) -> Buckets:
         """The per-bucket vectors of the live buckets in `spans`."""
         validate_spec(spec)

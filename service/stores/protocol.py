@@ -158,6 +158,10 @@ class WindowStore(Protocol):
         """Evict buckets that slid out and return the window totals."""
         ...
 
+    async def read_many(self, specs: Sequence[WindowSpec]) -> list[WindowTotals]:
+        """`read` of each window, in order, at the cost of about one (the evaluation loop's)."""
+        ...
+
     async def buckets(self, spec: WindowSpec, spans: Sequence[Span]) -> Buckets:
         """The per-bucket vectors of the live buckets in `spans` (on the store's clock).
 

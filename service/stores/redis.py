@@ -422,6 +422,35 @@ class RedisWindowStore:
         totals, _, _ = _parse_reply(spec, reply, now, 0)
         return totals
 
+    async def read_many(self, specs: Sequence[WindowSpec]) -> list[WindowTotals]:
+        """Evict and read several windows in one pipelined round trip, in order.
+
+        In Redis Cluster they are read one by one: its pipelines split per node and do
+        not load a script a node lacks.
+        """
+        for spec in specs:
+            validate_spec(spec)
+        if self._cluster or len(specs) < 2:
+            return [await self.read(spec) for spec in specs]
+        pipe: Any = self._client.pipeline(transaction=False)
+        for spec in specs:
+            args = self._args(spec, 0.0, [], 0, 0, _Labels(1))
+            await self._script(keys=[window_key(spec, self._future)], args=args, client=pipe)
+        try:
+            replies = await pipe.execute()
+        except ResponseError as exc:
+            raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
+        except REDIS_FAILURES as exc:
+            self._clock.forget(None)
+            raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
+        received = time.monotonic()
+        out = []
+        for spec, reply in zip(specs, replies, strict=True):
+            _, server_time = _status(reply)
+            self._clock.learn(None, server_time, received)
+            out.append(_parse_reply(spec, reply, server_time, 0)[0])
+        return out
+
     async def buckets(self, spec: WindowSpec, spans: Sequence[Span]) -> Buckets:
         """The per-bucket vectors of the live buckets in `spans`, read by buckets.lua.
 
@@ -569,7 +598,43 @@ class RedisWindowStore:
             if bound is None:  # learnt above, and forgotten since: a call to it failed
                 raise StoreUnavailableError("redis failed a call just now: nothing was sent")
             deadline = bound
-        args: list[bytes | str | int | float] = [
+        args = self._args(spec, deadline, deltas, pairs, claims, labels)
+        try:
+            reply = await self._script(keys=[key], args=args)
+        except ResponseError as exc:
+            # The script ran and refused (or Redis refused it): nothing was written.
+            raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
+        except REDIS_FAILURES as exc:
+            self._clock.forget(node)
+            if writes and self._fence is not None and not _never_sent(exc):
+                # The call may still be in Redis's hands: answer no earlier than the
+                # moment Redis's clock has certainly passed its deadline.
+                await asyncio.sleep(max(0.0, sent + self._fence - time.monotonic()))
+            raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
+        received = time.monotonic()
+        status, server_time = _status(reply)
+        if self._cluster:  # a MOVED reply may have taken the call elsewhere
+            node = await self._node(key)
+        self._clock.learn(node, server_time, received)
+        if status == REFUSED:
+            late = server_time - deadline
+            raise StoreUnavailableError(
+                f"redis ran the window script {late:.3f} s after its deadline "
+                f"({received - sent:.3f} s after it was sent): deltas not applied"
+            )
+        return reply, server_time
+
+    def _args(
+        self,
+        spec: WindowSpec,
+        deadline: float,
+        deltas: list[int | bytes],
+        pairs: int,
+        claims: int,
+        labels: _Labels,
+    ) -> list[bytes | str | int | float]:
+        """window.lua's ARGV (its header says what each is)."""
+        return [
             spec.window_seconds,
             spec.bucket_seconds,
             spec.width,
@@ -587,35 +652,17 @@ class RedisWindowStore:
             *deltas,
             *(part for part in (labels.pending, labels.consumed) if part),
         ]
-        try:
-            reply = await self._script(keys=[key], args=args)
-        except ResponseError as exc:
-            # The script ran and refused (or Redis refused it): nothing was written.
-            raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
-        except REDIS_FAILURES as exc:
-            self._clock.forget(node)
-            if writes and self._fence is not None and not _never_sent(exc):
-                # The call may still be in Redis's hands: answer no earlier than the
-                # moment Redis's clock has certainly passed its deadline.
-                await asyncio.sleep(max(0.0, sent + self._fence - time.monotonic()))
-            raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
-        received = time.monotonic()
-        try:
-            status, server_time = int(reply[0]), int(reply[1]) + int(reply[2]) / 1_000_000
-        except (ValueError, TypeError, IndexError) as exc:
-            raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc
-        if self._cluster:  # a MOVED reply may have taken the call elsewhere
-            node = await self._node(key)
-        self._clock.learn(node, server_time, received)
-        if status not in (REFUSED, APPLIED, KNOWN, STALE):
-            raise StoreUnavailableError(f"unexpected window script reply status {status}")
-        if status == REFUSED:
-            late = server_time - deadline
-            raise StoreUnavailableError(
-                f"redis ran the window script {late:.3f} s after its deadline "
-                f"({received - sent:.3f} s after it was sent): deltas not applied"
-            )
-        return reply, server_time
+
+
+def _status(reply: Any) -> tuple[int, float]:
+    """A window script reply's status and the server time it carries; else unavailable."""
+    try:
+        status, server_time = int(reply[0]), int(reply[1]) + int(reply[2]) / 1_000_000
+    except (ValueError, TypeError, IndexError) as exc:
+        raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc
+    if status not in (REFUSED, APPLIED, KNOWN, STALE):
+        raise StoreUnavailableError(f"unexpected window script reply status {status}")
+    return status, server_time
 
 
 PENDING_PAIR_BYTES = ID_BYTES + RECORD_BYTES  # an id digest and its record, as window.lua reads
