@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,19 @@ def _wait_http(server: Server, path: str, timeout: float) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{server.name} not ready after {timeout} s:\n{server.tail()}")
+
+
+def wait_series(server: Server, metric: str, count: int, timeout: float) -> float:
+    """Seconds until the server's /monitor/metrics holds `count` series of `metric`."""
+    began = time.monotonic()
+    url = f"http://127.0.0.1:{server.port}/monitor/metrics"
+    while time.monotonic() - began < timeout:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+            if sum(line.startswith(metric + "{") for line in text.splitlines()) >= count:
+                return time.monotonic() - began
+        time.sleep(0.5)
+    raise RuntimeError(f"{server.name}: fewer than {count} {metric} series after {timeout} s")
 
 
 def start(
