@@ -1276,6 +1276,16 @@ async def test_redis_idempotency_keys_live_beside_the_window(
     assert stored == {sent.key.digest: sent.key.fingerprint + struct.pack(">II", 1, 0)}
 
 
+async def bytes_per_field(
+    client: redis.asyncio.Redis, monitor: str, kind: bytes, fields: int
+) -> float:
+    """MEMORY USAGE of the monitor's slices of one kind (`:idem:`...) per field they hold."""
+    slices = [k for k in await monitor_keys(client, monitor) if kind in k]
+    # Usually one slice; two if a slice boundary passed meanwhile.
+    assert sum([await client.hlen(name) for name in slices]) == fields
+    return sum([await client.memory_usage(name, samples=0) for name in slices]) / fields
+
+
 # The bytes per key docs/durability.md states (measured: ~108 in a slice of 20,000).
 MEMORY_PER_KEY = 112
 
@@ -1293,11 +1303,7 @@ async def test_redis_memory_per_idempotency_key(
         ]
         result = await redis_store.apply(spec, {}, claims)
         assert all(c.status is ClaimStatus.COUNTED for c in result.claims)
-    slices = [k for k in await monitor_keys(raw_redis, spec.monitor) if b":idem:" in k]
-    # Usually one slice; two if a slice boundary passed meanwhile.
-    assert sum([await raw_redis.hlen(name) for name in slices]) == keys
-    used = sum([await raw_redis.memory_usage(name, samples=0) for name in slices])
-    per_key = used / keys
+    per_key = await bytes_per_field(raw_redis, spec.monitor, b":idem:", keys)
     print(f"\nRedis memory per idempotency key: {per_key:.1f} bytes ({keys} keys in a slice)")
     assert per_key <= MEMORY_PER_KEY
 
@@ -1323,11 +1329,7 @@ async def test_redis_memory_per_pending_prediction(
             spec, {bucket: vec(2000, 2000)}, (), Pending(86_400, ids, kept.tobytes())
         )
         assert result.unkept == 0
-    slices = [k for k in await monitor_keys(raw_redis, spec.monitor) if b":pending2:" in k]
-    # Usually one slice; two if a slice boundary passed meanwhile.
-    assert sum([await raw_redis.hlen(name) for name in slices]) == held
-    used = sum([await raw_redis.memory_usage(name, samples=0) for name in slices])
-    per_record = used / held
+    per_record = await bytes_per_field(raw_redis, spec.monitor, b":pending2:", held)
     print(f"\nRedis memory per pending prediction: {per_record:.1f} bytes ({held} in a slice)")
     assert per_record <= MEMORY_PER_PENDING
 
