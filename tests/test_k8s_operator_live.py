@@ -773,6 +773,32 @@ def versions(client: Client, namespace: str) -> dict[str, str]:
     return found
 
 
+def monitor_bodies(client: Client, namespace: str) -> dict[str, dict[str, Any]]:
+    """Every DriftMonitor as the API server holds it, by the key `versions` gives it."""
+    return {
+        f"DriftMonitor/{m['metadata']['name']}": dict(m)
+        for m in client.list(DriftMonitor, namespace=namespace)
+    }
+
+
+def rewritten(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], log: str, key: str
+) -> str:
+    """What a write changed in one DriftMonitor, and the operator's log lines naming it."""
+    old, new = before.get(key, {}), after.get(key, {})
+    fields = [
+        f"{part}.{name}: {str(old.get(part, {}).get(name))[:200]} -> "
+        f"{str(new.get(part, {}).get(name))[:200]}"
+        for part in ("metadata", "spec", "status")
+        for name in sorted(set(old.get(part, {})) | set(new.get(part, {})))
+        if name not in ("resourceVersion", "managedFields")
+        and old.get(part, {}).get(name) != new.get(part, {}).get(name)
+    ]
+    name = key.split("/", 1)[1]
+    lines = [line[:300] for line in log.splitlines() if f'"name": "{name}"' in line]
+    return f"{key}: " + "; ".join(fields) + "\n  log: " + "\n  log: ".join(lines[-10:])
+
+
 def status_rounds(service: str, rounds: int, monitors: int) -> None:
     """Wait until the operator has asked the service for every monitor's report `rounds` times."""
     start = drift_reads(service)
@@ -824,6 +850,7 @@ def test_idle_monitors_and_a_restart_write_nothing(
     wait_for(f"{IDLE_MONITORS} monitors reconciled and Ready", all_settled, timeout=300)
     status_rounds(service, 1, IDLE_MONITORS)  # the round that saw them Ready has written
     before = versions(client, namespace)
+    bodies = monitor_bodies(client, namespace)
     start = time.monotonic()
     status_rounds(service, 2, IDLE_MONITORS)
     elapsed = time.monotonic() - start
@@ -846,5 +873,10 @@ def test_idle_monitors_and_a_restart_write_nothing(
     wait_for("the restarted operator to resume every monitor", resumed, timeout=300)
     status_rounds(service, 2, IDLE_MONITORS)
     changed = sorted(k for k, v in versions(client, namespace).items() if before.get(k) != v)
-    assert changed == [], f"a restart rewrote {changed[:10]}"
+    # What a rewrite changed, and why by the operator's log: the failure says which write.
+    since = operator.log.read_text(errors="replace")[log_size:]
+    after = monitor_bodies(client, namespace)
+    assert changed == [], f"a restart rewrote {changed[:10]}:\n" + "\n".join(
+        rewritten(bodies, after, since, key) for key in changed[:3]
+    )
     # Left for the namespace's teardown: 200 finalizers would take minutes here.
