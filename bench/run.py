@@ -1730,7 +1730,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"suite wall time {elapsed:.0f} s; steps: {bench.timings}")
     result = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "machine": info,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "wall_seconds": round(elapsed, 1),
