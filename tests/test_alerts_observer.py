@@ -14,7 +14,7 @@ import pytest
 from support import make_monitor, small_profile, wait_until, window_totals
 
 from driftline.alerts.memory import MemoryAlertStore
-from driftline.alerts.observer import RECHECK_ROUNDS, SeverityObserver
+from driftline.alerts.observer import MAX_TRANSITIONS, RECHECK_ROUNDS, SeverityObserver
 from driftline.core.monitor import Monitor
 from driftline.core.report import Assessment, assess
 from driftline.core.severity import Severity
@@ -110,3 +110,33 @@ async def test_the_evaluation_loop_rechecks_the_shared_state_only_every_few_roun
     assert len(compared) >= 2 and min(gaps) >= RECHECK_ROUNDS * interval
     # Far fewer compare-and-sets than rounds: the other rounds found the severity agreed.
     assert len(compared) <= len(rounds) / 2, (len(compared), len(rounds))
+
+
+async def test_a_round_of_many_monitors_keeps_few_compare_and_sets_in_flight() -> None:
+    """A round offers hundreds of monitors at once; each compare-and-set holds a Redis
+    connection, and redis-py's pool refuses past 100 (a CI run saw it: Too many
+    connections, and the drift reports of that moment failed)."""
+    store = MemoryAlertStore()
+    in_flight: list[int] = [0]
+    most = [0]
+    calls: list[str] = []
+    transition = store.transition
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0])
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        await asyncio.sleep(0.001)  # a round trip's wait: the others pile up meanwhile
+        try:
+            return await transition(*args, **kwargs)
+        finally:
+            in_flight[0] -= 1
+
+    store.transition = held  # type: ignore[method-assign]
+    observer = SeverityObserver(store, Telemetry())
+    for i in range(300):
+        monitor = make_monitor({"name": f"m{i:03d}", "baseline": small_profile()})
+        observer.offer(_assessment(monitor, drifted=False), recheck=True)
+    await observer.close()
+    assert most[0] == MAX_TRANSITIONS
+    assert sorted(calls) == [f"m{i:03d}" for i in range(300)]  # every one, once

@@ -30,6 +30,9 @@ from driftline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+MAX_TRANSITIONS = 16
+"""Compare-and-sets in flight at once: a round's batch offers hundreds together, and
+each holds a Redis connection (redis-py's pool refuses past 100)."""
 ROUND_BATCH = 256
 """Monitors whose windows a round reads in one store call (a pipeline on Redis): a round
 trip per monitor was most of the loop's cost on a replica of many monitors."""
@@ -64,6 +67,7 @@ class SeverityObserver:
         # the announced severity, so the pending change is dropped when it does not hold.
         self._held: set[str] = set()
         self._observing: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(MAX_TRANSITIONS)
 
     def offer(self, assessment: Assessment, *, recheck: bool = False) -> None:
         """Start a compare-and-set when the severity may have changed (one per monitor).
@@ -85,12 +89,13 @@ class SeverityObserver:
         observed = assessment.evaluation.verdict.severity
         policy = monitor.policy
         try:
-            severity, entry = await self._store.transition(
-                monitor.name,
-                observed,
-                FlapGuard(policy.alert_hold_seconds, policy.alert_cooldown_seconds),
-                snapshot_of(assessment),
-            )
+            async with self._slots:
+                severity, entry = await self._store.transition(
+                    monitor.name,
+                    observed,
+                    FlapGuard(policy.alert_hold_seconds, policy.alert_cooldown_seconds),
+                    snapshot_of(assessment),
+                )
         except StoreUnavailableError as exc:
             self._telemetry.store_errors.inc({"operation": "alert_transition"})
             log.warning("alert state unavailable", extra={"error": str(exc)})
