@@ -93,11 +93,11 @@ class MemoryAlertStore:
         now = self._clock()
         by_id = {e.entry_id: e for e in state.entries}
         out: list[OutboxEntry] = []
-        stale = [] if stale_after is None else list(state.pending.items())
-        for entry_id, (_, since) in stale:
-            if len(out) < count and now - since >= (stale_after or 0) and entry_id in by_id:
-                state.pending[entry_id] = (consumer, now)
-                out.append(by_id[entry_id])
+        if stale_after is not None:
+            for entry_id, (_, since) in list(state.pending.items()):
+                if len(out) < count and now - since >= stale_after and entry_id in by_id:
+                    state.pending[entry_id] = (consumer, now)
+                    out.append(by_id[entry_id])
         while len(out) < count and state.delivered_up_to < len(state.entries):
             entry = state.entries[state.delivered_up_to]
             state.delivered_up_to += 1

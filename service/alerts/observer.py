@@ -134,9 +134,10 @@ class SeverityObserver:
         every = min(RECHECK_ROUNDS * interval, RECHECK_MAX_SECONDS)
         rechecked = -math.inf
         while not await pause(stopping, interval):
-            recheck = time.monotonic() - rechecked >= every
+            now = time.monotonic()
+            recheck = now - rechecked >= every
             if recheck:
-                rechecked = time.monotonic()
+                rechecked = now
             monitors = engine.monitors()
             for start in range(0, len(monitors), ROUND_BATCH):
                 with contextlib.suppress(StoreUnavailableError):

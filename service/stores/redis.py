@@ -428,10 +428,10 @@ class RedisWindowStore:
         In Redis Cluster they are read one by one: its pipelines split per node and do
         not load a script a node lacks.
         """
-        for spec in specs:
-            validate_spec(spec)
         if self._cluster or len(specs) < 2:
             return [await self.read(spec) for spec in specs]
+        for spec in specs:
+            validate_spec(spec)
         pipe: Any = self._client.pipeline(transaction=False)
         for spec in specs:
             args = self._args(spec, 0.0, [], 0, 0, _Labels(1))
