@@ -289,7 +289,11 @@ def _float_payload(values: npt.NDArray[np.float64]) -> npt.NDArray[np.uint64]:
 
 def awaits_label(values: Mapping[str, Any], names: Sequence[str]) -> bool:
     """Whether an event's prediction can wait for its label: none of its outputs missing."""
-    return not any(is_missing(values[name]) for name in names)
+    # A loop, not all() over a generator (twice as fast): called per event with an id.
+    for name in names:  # noqa: SIM110
+        if is_missing(values[name]):
+            return False
+    return True
 
 
 def payloads(

@@ -32,7 +32,7 @@ from driftline.core.idempotency import (
     key_record_tail,
     recorded_outcome,
 )
-from driftline.core.performance import ID_BYTES, RECORD_BYTES
+from driftline.core.performance import ID_BYTES, RECORD, RECORD_BYTES
 from driftline.core.window import Buckets, Span, Vector, WindowSpec, WindowTotals
 from driftline.stores.protocol import (
     TOMBSTONE,
@@ -44,12 +44,18 @@ from driftline.stores.protocol import (
     Lookup,
     Pending,
     Persistence,
+    row_back,
     summed_per_bucket,
     validate_claims,
     validate_deltas,
     validate_record,
+    validate_rows,
     validate_spec,
 )
+
+# Opaque fixed-size items: numpy hands them back as bytes (`tolist`), NUL bytes kept.
+_ID = np.dtype(f"V{ID_BYTES}")
+_RECORD_BYTES = np.dtype(f"V{RECORD_BYTES}")
 
 DEFAULT_MAX_PENDING = 1_000_000
 """Pending predictions the embedded store keeps per monitor (about 200 MB at most)."""
@@ -110,10 +116,11 @@ class MemoryWindowStore:
         `max_pending`.
         """
         checked = validate_deltas(spec, deltas)
-        keyed = validate_claims(spec, claims, rows)
+        keyed = validate_claims(spec, claims)
+        buckets = validate_rows(spec, rows)
         # No await from here on: asyncio runs this as one atomic step.
         now = self._clock()
-        result = self._apply(spec, checked, keyed, now)
+        result = self._apply(spec, checked, now, keyed, rows, buckets)
         if pending is None or not len(pending):
             return result
         unkept = self._keep(spec, pending, now)
@@ -139,20 +146,19 @@ class MemoryWindowStore:
             for slices in self._pending[spec.monitor].values()
             for records in slices.values()
         )
-        ids, records = pending.ids, pending.records
-        # Each record's first 8 bytes: its bucket start (big-endian), read in one pass.
-        starts = np.ndarray(
-            (len(ids) // ID_BYTES,), dtype=">i8", buffer=records, strides=(RECORD_BYTES,)
-        )
+        records = np.frombuffer(pending.records, dtype=RECORD)
+        # Split into bytes by numpy in one pass each: slicing per record cost more.
+        live = records["bucket"] > last_out
+        ids = np.frombuffer(pending.ids, dtype=_ID)[live].tolist()
+        kept = records.view(_RECORD_BYTES)[live].tolist()
         unkept = 0
-        for k in np.flatnonzero(starts > last_out).tolist():
-            key = ids[k * ID_BYTES : (k + 1) * ID_BYTES]
+        for key, record in zip(ids, kept, strict=True):
             if key in current:
                 continue
             if held >= self._max_pending:
                 unkept += 1
                 continue
-            current[key] = records[k * RECORD_BYTES : (k + 1) * RECORD_BYTES]
+            current[key] = record
             held += 1
         return unkept
 
@@ -183,22 +189,28 @@ class MemoryWindowStore:
             return Consumed(None, stale)
         for key, _ in taken:
             (current if key in current else previous)[key] = TOMBSTONE
-        return Consumed(self._apply(spec, checked, [], now))
+        return Consumed(self._apply(spec, checked, now))
 
     def _apply(
         self,
         spec: WindowSpec,
         checked: list[tuple[int, Vector]],
-        keyed: list[Keyed],
         now: float,
+        keyed: list[Keyed] | None = None,
+        rows: KeyedRows | None = None,
+        row_buckets: list[int] | None = None,
     ) -> ApplyResult:
         window = self._window(spec)
         self._evict(spec, window, now)
         last_out = math.floor(now - spec.window_seconds - spec.bucket_seconds)
         outcomes: list[ClaimOutcome] = []
-        if keyed:
-            checked, outcomes = self._claim(spec, now, last_out, checked, keyed)
-            checked = [(b, v) for b, vs in summed_per_bucket(checked).items() for v in vs]
+        if keyed or rows is not None:
+            added = len(checked)
+            outcomes = self._claim(spec, now, last_out, checked, keyed or [], rows, row_buckets)
+            if len(checked) > added:
+                # Added in bucket order, as Redis adds them (sums are exact either way).
+                checked.sort(key=lambda item: item[0])
+                checked = [(b, v) for b, vs in summed_per_bucket(checked).items() for v in vs]
         late: set[int] = set()
         for bucket, delta in checked:
             if bucket <= last_out:
@@ -230,11 +242,14 @@ class MemoryWindowStore:
         last_out: int,
         checked: list[tuple[int, Vector]],
         keyed: list[Keyed],
-    ) -> tuple[list[tuple[int, Vector]], list[ClaimOutcome]]:
-        """Check and record each claim's key; the deltas of the claims that count join `checked`.
+        rows: KeyedRows | None,
+        row_buckets: list[int] | None,
+    ) -> list[ClaimOutcome]:
+        """Check and record each claim's key, then each keyed row's; each one's outcome.
 
-        A keyed row's vector is in `checked` already: taken back out when its key is known
-        (a second row of a key in the same call finds the first's record).
+        The deltas of the claims that count join `checked`. A keyed row's vector is in
+        `checked` already: taken back out when its key is known (a second row of a key
+        in the same call finds the first's record).
         """
         current = math.floor(now) // self._horizon
         slices = self._keys.setdefault(spec.monitor, {})
@@ -243,12 +258,10 @@ class MemoryWindowStore:
         recorded = slices.setdefault(current, {})
         previous = slices.get(current - 1, {})
         outcomes: list[ClaimOutcome] = []
-        for (digest, fingerprint), buckets, back in keyed:
+        for (digest, fingerprint), buckets, _ in keyed:
             record = recorded.get(digest) or previous.get(digest)
             if record is not None:
                 outcomes.append(recorded_outcome(record, fingerprint))
-                if back is not None:
-                    checked.extend(back())
                 continue
             accepted = late = 0
             for bucket, vector, events in buckets:
@@ -261,9 +274,26 @@ class MemoryWindowStore:
             # As Redis keeps it: bytes, which the garbage collector never walks.
             recorded[digest] = fingerprint + key_record_tail(accepted, late)
             outcomes.append(counted(accepted, late))
-        # Added in bucket order, as Redis adds them (sums are exact either way).
-        checked.sort(key=lambda item: item[0])
-        return checked, outcomes
+        if rows is None or row_buckets is None:
+            return outcomes
+        # One event each, counted unless its key is known: the loop a flush of keyed
+        # single events spends its time in, so its outcomes are made once.
+        in_time, lagging = (
+            (key_record_tail(1, 0), counted(1, 0)),
+            (key_record_tail(0, 1), counted(0, 1)),
+        )
+        for i, ((digest, fingerprint), bucket) in enumerate(
+            zip(rows.keys, row_buckets, strict=True)
+        ):
+            record = recorded.get(digest) or previous.get(digest)
+            if record is not None:
+                outcomes.append(recorded_outcome(record, fingerprint))
+                checked.extend(row_back(spec, rows, i, bucket))
+                continue
+            tail, outcome = in_time if bucket > last_out else lagging
+            recorded[digest] = fingerprint + tail
+            outcomes.append(outcome)
+        return outcomes
 
     async def read(self, spec: WindowSpec) -> WindowTotals:
         """Evict buckets that slid out and return the window totals."""

@@ -298,15 +298,11 @@ def summed_per_bucket(deltas: Iterable[tuple[int, Vector]]) -> dict[int, list[Ve
     return summed
 
 
-def validate_claims(
-    spec: WindowSpec, claims: Sequence[Claim], rows: KeyedRows | None = None
-) -> list[Keyed]:
-    """Check every claim like `validate_deltas`, then the keyed rows: the claims', then the rows'.
+def validate_claims(spec: WindowSpec, claims: Sequence[Claim]) -> list[Keyed]:
+    """Check every claim like `validate_deltas`; raises ValueError before anything is applied.
 
-    The rows' vectors are not read (None here; see `Keyed.back`). Raises
-    ValueError, before anything is applied, when a claim has no buckets, or its event
-    counts do not match its buckets or are negative, or the rows' keys and buckets
-    differ in number.
+    A claim is refused when it has no buckets, or its event counts do not match its
+    buckets or are negative.
     """
     validate_spec(spec)
     out: list[Keyed] = []
@@ -326,15 +322,31 @@ def validate_claims(
             buckets.sort(key=lambda item: item[0])
         out.append(Keyed(claim.key, buckets, None))
     _check_values(every)
-    if rows is not None:
-        if len(rows.keys) != len(rows.buckets):
-            raise ValueError(f"keyed rows: {len(rows.keys)} keys for {len(rows.buckets)} buckets")
-        aligned = {b: _aligned(spec, b) for b in set(rows.buckets)}
-        out += [
-            Keyed(key, [(aligned[b], None, 1)], functools.partial(_row_back, spec, rows, i, b))
-            for i, (key, b) in enumerate(zip(rows.keys, rows.buckets, strict=True))
-        ]
     return out
+
+
+def validate_rows(spec: WindowSpec, rows: KeyedRows | None) -> list[int]:
+    """Each keyed row's bucket start, checked (their vectors are not read: see `row_back`).
+
+    Raises ValueError when a bucket is not aligned, or the rows' keys and buckets differ
+    in number.
+    """
+    if rows is None:
+        return []
+    if len(rows.keys) != len(rows.buckets):
+        raise ValueError(f"keyed rows: {len(rows.keys)} keys for {len(rows.buckets)} buckets")
+    aligned = {b: _aligned(spec, b) for b in set(rows.buckets)}
+    return [aligned[b] for b in rows.buckets]
+
+
+def keyed_rows(spec: WindowSpec, rows: KeyedRows | None, buckets: list[int]) -> list[Keyed]:
+    """The keyed rows as `Keyed` submissions, after the claims' (see `validate_rows`)."""
+    if rows is None:
+        return []
+    return [
+        Keyed(key, [(b, None, 1)], functools.partial(row_back, spec, rows, i, b))
+        for i, (key, b) in enumerate(zip(rows.keys, buckets, strict=True))
+    ]
 
 
 def _aligned(spec: WindowSpec, raw_bucket: int) -> int:
@@ -347,7 +359,7 @@ def _aligned(spec: WindowSpec, raw_bucket: int) -> int:
     return bucket
 
 
-def _row_back(spec: WindowSpec, rows: KeyedRows, i: int, bucket: int) -> list[tuple[int, Vector]]:
+def row_back(spec: WindowSpec, rows: KeyedRows, i: int, bucket: int) -> list[tuple[int, Vector]]:
     """The delta that takes keyed row `i` back out of the apply's deltas (its key was known)."""
     return [(b, -vector) for b, vector in validate_deltas(spec, {bucket: rows.vector(i)})]
 

@@ -74,9 +74,11 @@ from driftline.stores.protocol import (
     Pending,
     Persistence,
     StoreUnavailableError,
+    keyed_rows,
     summed_per_bucket,
     validate_claims,
     validate_deltas,
+    validate_rows,
     validate_spec,
 )
 from driftline.stores.redis_client import KEY_ROOT, REDIS_FAILURES, RedisClient, connect
@@ -331,7 +333,7 @@ class RedisWindowStore:
         the flush goes again without that submission (a keyed row taken back out).
         """
         checked = validate_deltas(spec, deltas)
-        keyed = validate_claims(spec, claims, rows)
+        keyed = validate_claims(spec, claims) + keyed_rows(spec, rows, validate_rows(spec, rows))
         labels = None
         if pending is not None and len(pending):
             labels = _Labels(pending.horizon_seconds, _joined(pending.ids, pending.records))
