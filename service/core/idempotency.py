@@ -50,6 +50,12 @@ class RequestKey(NamedTuple):
     fingerprint: bytes  # FINGERPRINT_BYTES
 
 
+class EventKey(RequestKey):
+    """The key of a single event, made from its `id`: its digest is the id's `key_digest`."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimOutcome:
     """A keyed submission's outcome: the first attempt's counts when replayed."""
@@ -90,13 +96,19 @@ _KEY_HASHERS = {
 _FINGERPRINT_HASHER = hashlib.blake2b(digest_size=FINGERPRINT_BYTES)
 
 
-def request_key(namespace: Namespace, key: str, content: bytes) -> RequestKey:
-    """Hash a client's key (within its namespace) and the request content it came with."""
+def key_digest(namespace: Namespace, key: str) -> bytes:
+    """A client's key hashed within its namespace (the same on every replica)."""
     digest = _KEY_HASHERS[namespace].copy()
     digest.update(key.encode())
+    return digest.digest()
+
+
+def request_key(namespace: Namespace, key: str, content: bytes) -> RequestKey:
+    """Hash a client's key (within its namespace) and the request content it came with."""
     fingerprint = _FINGERPRINT_HASHER.copy()
     fingerprint.update(content)
-    return RequestKey(digest.digest(), fingerprint.digest())
+    made = EventKey if namespace == "event" else RequestKey
+    return made(key_digest(namespace, key), fingerprint.digest())
 
 
 def key_problem(key: str) -> str | None:

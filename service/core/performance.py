@@ -19,7 +19,6 @@ pure function of those counts; docs/labels.md states what the binning does to AU
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy.typing as npt
 from scipy.special import ndtr, ndtri, stdtr, stdtrit
 
 from driftline.core.fixedpoint import MOMENT_CLIP, MOMENT_SCALE
+from driftline.core.idempotency import KEY_BYTES, key_digest
 from driftline.core.memo import LastResults
 from driftline.core.policy import DEFAULTS, LabelsPolicy
 from driftline.core.prediction import (
@@ -59,8 +59,8 @@ share a bin as ties (half a concordant pair), see `auc_tie_bound`."""
 LOG_LOSS_EPSILON = 1e-15
 """Probabilities are clipped to [eps, 1 - eps] before the log, as scikit-learn did."""
 
-ID_BYTES = 16
-"""A pending record's key: the blake2b digest of the event id."""
+ID_BYTES = KEY_BYTES
+"""A pending record's key: the blake2b digest of the event id (as an idempotency key's)."""
 
 RECORD = np.dtype([("bucket", ">i8"), ("payload", ">u8"), ("version", "u1"), ("segment", "u1")])
 """A pending record as stores keep it: 18 bytes, the bucket start, the payload, and the
@@ -80,15 +80,12 @@ def task_of(spec: PredictionSpec) -> Task:
     return "regression" if spec.kind == "regression" else "classification"
 
 
-# Copied per id: setting blake2b's parameters costs more than hashing a short id.
-_ID_HASHER = hashlib.blake2b(digest_size=ID_BYTES, person=b"label")
-
-
 def id_digest(event_id: str) -> bytes:
-    """The key of an event's pending record (the same on every replica)."""
-    hasher = _ID_HASHER.copy()
-    hasher.update(event_id.encode())
-    return hasher.digest()
+    """The key of an event's pending record (the same on every replica).
+
+    The digest of the id as an idempotency key: an event keyed by its id is hashed once.
+    """
+    return key_digest("event", event_id)
 
 
 def sampled(digest: bytes, rate: float) -> bool:

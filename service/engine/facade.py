@@ -25,6 +25,7 @@ from driftline.core.compare import Comparison, compare
 from driftline.core.idempotency import (
     ClaimOutcome,
     ClaimStatus,
+    EventKey,
     KeyConflictError,
     RequestKey,
 )
@@ -335,7 +336,7 @@ class DriftEngine:
             features = merged
         elif event.prediction is not None:
             warnings.append(prediction_ignored(monitor))
-        made_id, pending = _waiting_id(monitor, event.id)
+        made_id, pending = _waiting_id(monitor, event.id, key)
         durable = self._settings.ack_mode == "durable"
         row = Row(features, bucket, event.model_version, durable, key, pending)
         if not durable:
@@ -816,17 +817,20 @@ class DriftEngine:
             await self._history.close()
 
 
-def _waiting_id(monitor: Monitor, event_id: str | None) -> tuple[str | None, bytes | None]:
+def _waiting_id(
+    monitor: Monitor, event_id: str | None, key: RequestKey | None = None
+) -> tuple[str | None, bytes | None]:
     """For a monitor with labels: the id made for an event without one, and its digest.
 
-    The digest is None when the id is not sampled: its prediction does not wait.
+    The digest is None when the id is not sampled: its prediction does not wait. `key`:
+    the event's idempotency key, whose digest is the id's when it was made from the id.
     """
     if monitor.labels is None:
         return None, None
     made = None
     if event_id is None:
         event_id = made = uuid.uuid4().hex
-    digest = id_digest(event_id)
+    digest = key.digest if isinstance(key, EventKey) else id_digest(event_id)
     return made, digest if sampled(digest, monitor.labels.sample_rate) else None
 
 
