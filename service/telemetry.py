@@ -19,6 +19,7 @@ from aioprometheus.metricdict import MetricDict
 from aioprometheus.renderer import render
 
 from driftline.core.monitor import Monitor
+from driftline.core.performance import Performance
 from driftline.core.report import Assessment, Evaluation
 from driftline.core.scopes import Scope, ScopeKind
 from driftline.core.severity import SEVERITY_RANK
@@ -415,6 +416,9 @@ class Telemetry:
         # The evaluation each monitor's gauges show: an assessment of unchanged counts
         # shares it (driftline.core.memo), and publishing it again would change nothing.
         self._published: dict[str, Evaluation] = {}
+        # The performance last published per monitor: without new labels a flush finds
+        # the same (memoised) one, and its 16 series need no setting.
+        self._published_performance: dict[str, Performance] = {}
         for operation in STORE_OPERATIONS:
             self.store_errors.set({"operation": operation}, 0)
         self.pending_inferences.set({}, 0)
@@ -474,6 +478,7 @@ class Telemetry:
         """Remove every series of a monitor that is no longer loaded."""
         self._versions.pop(name, None)
         self._published.pop(name, None)
+        self._published_performance.pop(name, None)
         for gauge in self._feature_gauges():
             gauge.forget(name)
         for collector in self.registry.get_all():
@@ -508,7 +513,8 @@ class Telemetry:
         self.drifted_features.set(monitor, len(assessment.drifted_features))
         self.window_events.set(monitor, assessment.window.events)
         performance = assessment.performance
-        if performance is not None:
+        if performance is not None and self._published_performance.get(name) is not performance:
+            self._published_performance[name] = performance
             self.labelled_events.set(monitor, performance.labelled)
             checks = performance.checks or {}
             for metric in PERFORMANCE_METRICS:
