@@ -527,76 +527,7 @@ class Bench:
                     f"{r['ratio']:.3f}; failed {r['failed']}; server CPU (cloudevents, batch) "
                     f"{r['server_cpu']})"
                 )
-        out["request_half"] = self._request_half(events, scores, clients)
         self.m["cloudevents"] = out
-
-    def _request_half(
-        self, events: list[dict[str, Any]], scores: list[float], clients: int
-    ) -> dict[str, Any]:
-        """Server CPU of a 1-row inference's request half alone, and of a 1-event batch.
-
-        Whatever the rest costs, a 1-row inference costs its request half on top of a
-        request doing a batch's work, so batch / (batch + request half) bounds its ratio.
-        The halves are never paired (a table as big as the data, no timeout) and each is
-        sent once (a repeated id would be settled as a duplicate, counting it).
-        """
-        from . import cloudevents
-
-        unbounded = {
-            "DRIFTLINE_INFERENCE_MAX_PENDING": str(len(events)),
-            "DRIFTLINE_INFERENCE_MAX_PENDING_BYTES": str(2**34),
-            "DRIFTLINE_INFERENCE_PAIR_TIMEOUT": "86400",
-        }
-        a = self.args
-        with procs.running(
-            procs.start_driftline(
-                "driftline-request-halves", self.scored_monitors, self.logs, extra_env=unbounded
-            )
-        ) as server:
-            halves = cloudevents.inference_requests(server.port, events, scores, 1)[0::2]
-            batches = ingest.prepare(
-                server,
-                cloudevents.batch_bodies(events, scores, 1),
-                "/monitor/batch",
-                "application/json",
-            )
-            ingest.post(server, batches, duration=a.warmup, concurrency=clients)
-            share = len(halves) // a.repeat
-            runs = [
-                (
-                    ingest.post(server, batches, duration=a.duration / 2, concurrency=clients),
-                    ingest.post(
-                        server,
-                        halves[i * share : (i + 1) * share],
-                        total=share,
-                        duration=a.duration / 2,
-                        concurrency=clients,
-                    ),
-                )
-                for i in range(a.repeat)
-            ]
-
-        def micros(r: ingest.IngestResult) -> float:
-            return 1e6 * r.server_cpu * r.seconds / r.requests
-
-        batch = statistics.median(micros(b) for b, _ in runs)
-        half = statistics.median(micros(h) for _, h in runs)
-        out = {
-            "batch_us": batch,
-            "request_half_us": half,
-            "bound": batch / (batch + half),
-            "runs_us": [(round(micros(b)), round(micros(h))) for b, h in runs],
-            "failed": sum(b.failed + h.failed for b, h in runs),
-        }
-        if fw := self.m.get("framework"):
-            # The framework's own cost of a request (its limit is CPU-bound).
-            out["framework_us"] = 1e6 / fw["rps"]
-            out["framework_bound"] = batch / (batch + out["framework_us"])
-        self.say(
-            f"cloudevents, 1 row: request half alone {half:,.0f} us of server CPU, 1-event "
-            f"batch {batch:,.0f} us: ratio bound {out['bound']:.3f}"
-        )
-        return out
 
     def _fleet_evaluation(self, monitors: Path, redis: procs.Redis, env: dict[str, str]) -> float:
         """CPU share of an idle fleet replica assessing every monitor once a second.
@@ -1224,9 +1155,7 @@ def _batch_rows(table: Table, m: dict[str, Any]) -> None:
 
 def _cloudevents_rows(table: Table, m: dict[str, Any]) -> None:
     """KServe logger CloudEvents against /monitor/batch for the same events."""
-    found = dict(m.get("cloudevents") or {})
-    half = found.pop("request_half", None)
-    for r in found.values():
+    for r in (m.get("cloudevents") or {}).values():
         rows = r["rows_per_inference"]
         table.row(
             "11",
@@ -1242,23 +1171,6 @@ def _cloudevents_rows(table: Table, m: dict[str, Any]) -> None:
             "two CloudEvents (request, response) per inference; pairs "
             + ", ".join(f"{p['cloudevents']:,.0f}/{p['batch']:,.0f}" for p in r["pairs"])
             + f"; failed {r['failed']}",
-        )
-    if half is not None:
-        framework = (
-            f"; with only the framework's {half['framework_us']:.0f} us per request (its "
-            f"limit, this run) on top: {half['framework_bound']:.3f}x"
-            if "framework_us" in half
-            else ""
-        )
-        table.row(
-            "11",
-            "KServe CloudEvents, 1 row/inference: best ratio a request half allows",
-            half["bound"],
-            "x",
-            note=f"server CPU of a request half alone {half['request_half_us']:,.0f} us, of a "
-            f"1-event batch {half['batch_us']:,.0f} us (median of runs "
-            + ", ".join(f"{b}/{h}" for b, h in half["runs_us"])
-            + f"): batch / (batch + half){framework}; failed {half['failed']}",
         )
 
 

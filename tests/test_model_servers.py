@@ -486,6 +486,45 @@ async def test_a_monitor_without_prediction_counts_requests_at_once(
     ]
 
 
+async def test_one_row_inferences_count_as_the_batch_route_counts_their_events(
+    api: TestClient,
+) -> None:
+    # One row per inference goes the single-event way (predict's group commit): the
+    # answers, refusals and window must be the batch route's for the same events.
+    events = sample(24, seed=11)
+    refused = {5, 17}
+    for n, event in enumerate(events):
+        response = v2_response([event])
+        if n in refused:
+            response["outputs"][0]["data"][0] = 2e300  # past limits.max_abs_value
+        first, second = (
+            logged(CE_REQUEST, v2_request([event]), f"one-{n}"),
+            logged(CE_RESPONSE, response, f"one-{n}"),
+        )
+        if n % 2:
+            first, second = second, first
+        status, body = await send(api, first)
+        assert status == 202 and body["rows"] == 1, body
+        status, body = await send(api, second)
+        if n in refused:  # as a batch of only refused events is answered
+            (error,) = body["errors"]
+            assert (status, error["field"], error["reason"]) == (
+                422,
+                "rows[0].prediction",
+                "invalid_prediction",
+            ), body
+        else:
+            assert status == 200, body
+            assert (body["accepted"], body["rejected"], body["errors"]) == (1, 0, []), body
+    paired = await report(api)
+    await api.delete(f"/v1/monitors/{MONITOR}/window")
+    counted = [e for n, e in enumerate(events) if n not in refused]
+    response = await api.post("/monitor/batch", json={"events": counted, "monitor": MONITOR})
+    assert response.status == 200, await response.text()
+    assert window_of(paired) == window_of(await report(api))
+    assert paired["window"]["events"] == len(counted)
+
+
 async def test_bad_values_in_a_pair_are_named_by_row(api: TestClient) -> None:
     events = sample(3, seed=8)
     response = v2_response(events)

@@ -117,6 +117,7 @@ class Prediction:
     warnings: list[str]
     replayed: bool = False  # its key was seen before: counted then, not now
     made_id: str | None = None  # the id the service gave an event without one (labels)
+    late: bool = False  # acknowledged, not counted: outside the window
 
 
 class LabelsOffError(LookupError):
@@ -363,7 +364,7 @@ class DriftEngine:
         replayed = claim is not None and claim.status is ClaimStatus.REPLAYED
         if replayed:
             self._telemetry.replays.inc({"monitor": monitor.name})
-        return Prediction(outcome.assessment, warnings, replayed, made_id)
+        return Prediction(outcome.assessment, warnings, replayed, made_id, late)
 
     @staticmethod
     def _late_warning(monitor: Monitor, late: int) -> str:
@@ -507,7 +508,12 @@ class DriftEngine:
         why = unjoined(size, predictions)
         if why is not None:
             predictions = None
-        if isinstance(inputs, Columns) and self._by_column(
+        if size == 1 and key is None:
+            # An online inference: one event, binned with the other single events of its
+            # flush as predict's are (a one-event batch pays numpy's fixed cost alone).
+            (event,) = inference_events(input_rows(inputs), predictions, timestamp, model_version)
+            result = await self._single(monitor, event)
+        elif isinstance(inputs, Columns) and self._by_column(
             monitor, inputs.values, timestamp, predictions
         ):
             result = await self.ingest_columns(
@@ -524,6 +530,24 @@ class DriftEngine:
             result = await self.ingest(monitor, events, key)
         if why is not None:
             result.warnings.append(why)
+        return result
+
+    async def _single(self, monitor: Monitor, event: Event) -> IngestResult:
+        """One event counted as `predict` counts it, answered as `ingest` answers."""
+        result = IngestResult(monitor)
+        if monitor.labels is not None:
+            result.ids = [None]
+        try:
+            counted = await self.predict(monitor, event)
+        except RejectedEventError as exc:
+            result.rejected.append(exc.rejection)
+            return result
+        result.assessment = counted.assessment
+        result.warnings = counted.warnings
+        result.late = int(counted.late)
+        result.accepted = 1 - result.late
+        if result.ids is not None:
+            result.ids[0] = event.id or counted.made_id
         return result
 
     def _by_column(
