@@ -1329,7 +1329,7 @@ async def test_redis_memory_per_pending_prediction(
             spec, {bucket: vec(2000, 2000)}, (), Pending(86_400, ids, kept.tobytes())
         )
         assert result.unkept == 0
-    per_record = await bytes_per_field(raw_redis, spec.monitor, b":pending2:", held)
+    per_record = await bytes_per_field(raw_redis, spec.monitor, b":pending3:", held)
     print(f"\nRedis memory per pending prediction: {per_record:.1f} bytes ({held} in a slice)")
     assert per_record <= MEMORY_PER_PENDING
 

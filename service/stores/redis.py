@@ -26,7 +26,7 @@ Idempotency keys live beside the window, in hashes of one slice of the horizon e
 Predictions waiting for their labels (docs/labels.md) live in slices of the label
 horizon L the same way,
 
-    driftline:{<monitor>}:<layout_id>:pending2:<L>:<slice index>
+    driftline:{<monitor>}:<layout_id>:pending3:<L>:<slice index>
 
 written and consumed by the same script call (window.lua), looked up by pending.lua.
 
@@ -148,7 +148,7 @@ def idempotency_prefix(monitor: str, horizon: int) -> str:
 
 def pending_prefix(spec: WindowSpec, horizon: int) -> str:
     """The name of a layout's pending-prediction slices, but for the slice index."""
-    return f"{KEY_ROOT}:{{{spec.monitor}}}:{spec.layout_id}:pending2:{horizon}:"
+    return f"{KEY_ROOT}:{{{spec.monitor}}}:{spec.layout_id}:pending3:{horizon}:"
 
 
 def ring_slots(spec: WindowSpec, future_seconds: float) -> int:
