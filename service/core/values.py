@@ -20,6 +20,8 @@ MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 
 def is_missing(value: Any) -> bool:
     """Whether a raw value stands for "no value" (None, NaN, or a string such as "NA")."""
+    if type(value) is float:  # first: most values are (predictions, scores)
+        return value != value  # NaN
     if value is None:
         return True
     if isinstance(value, float):

@@ -378,7 +378,10 @@ class GroupCommitter:
         repeated = {
             k
             for k, outcome in zip(batch.keyed, outcomes, strict=True)
-            if isinstance(k, int) and outcome is not None and outcome.status != ClaimStatus.COUNTED
+            # The common outcome (counted) decides first.
+            if outcome is not None
+            and outcome.status is not ClaimStatus.COUNTED
+            and isinstance(k, int)
         }
         counted: list[str | None] = []
         late_rows = 0
