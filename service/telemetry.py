@@ -389,6 +389,12 @@ class Telemetry:
             "Predictions with an id not kept for their labels: the embedded store is full",
             registry=r,
         )
+        self.unrecorded_keys = Counter(
+            "driftline_idempotency_keys_unrecorded_total",
+            "Keyed requests counted without their key recorded (a retry would count again): "
+            "the embedded store holds its most keys for the monitor",
+            registry=r,
+        )
         self.performance = Gauge(
             "driftline_performance",
             "Model performance on the window's labelled events, by metric (absent while undefined)",
@@ -434,7 +440,7 @@ class Telemetry:
         )
 
     def _monitor_counters(self) -> tuple[Counter, ...]:
-        return (self.late_events, self.lost_events, self.replays)
+        return (self.late_events, self.lost_events, self.replays, self.unrecorded_keys)
 
     def load(self, monitor: Monitor) -> None:
         """Give a (re)loaded monitor its version slots and its counters, at 0 where new.

@@ -18,7 +18,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from support import example_settings
 
+from driftline.alerts.memory import MemoryAlertStore
+from driftline.http import app as app_module
 from driftline.http.app import create_app
+from driftline.settings import Settings
+from driftline.stores.memory import MemoryHistoryStore, MemoryWindowStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MONITOR = "credit-risk"
@@ -212,3 +216,23 @@ async def test_openapi_documents_the_key_and_the_replay_header(client: TestClien
     assert REPLAYED in predict["responses"]["200"]["headers"]
     event = document["components"]["schemas"]["PredictRequest"]["properties"]["id"]
     assert event["anyOf"][0]["maxLength"] == 255
+
+
+async def test_keys_past_the_embedded_stores_bound_count_and_are_reported(
+    aiohttp_client: Any, rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The embedded store keeps at most `max_keys` keys per monitor (memory is bounded);
+    # a key past it is counted, not recorded, and the metric says so.
+    def small_stores(settings: Settings) -> tuple[Any, ...]:
+        return MemoryWindowStore(max_keys=2), MemoryAlertStore(), MemoryHistoryStore()
+
+    monkeypatch.setattr(app_module, "open_stores", small_stores)
+    client: TestClient = await aiohttp_client(create_app(example_settings(None)))
+    for n in (0, 1, 2, 2):
+        payload = {"features": rows[n], "id": f"bounded-{n}"}
+        answer = await client.post("/monitor/predict", json=payload)
+        assert answer.status == 200, await answer.text()
+        assert REPLAYED not in answer.headers  # the third id was never recorded
+    assert await window_events(client) == 4
+    unrecorded = "driftline_idempotency_keys_unrecorded_total"
+    assert await metric(client, unrecorded, monitor=MONITOR) == 2

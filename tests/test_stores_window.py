@@ -1205,6 +1205,46 @@ async def test_keys_are_remembered_for_the_horizon_and_then_forgotten(
         await store.close()
 
 
+async def test_the_embedded_store_bounds_its_keys_oldest_first(fake_clock: SettableClock) -> None:
+    """Past `max_keys` per monitor the previous slice goes early; once the current slice is
+    full, keys are counted without being recorded (a retry of those counts again)."""
+    horizon = 60
+    store = MemoryWindowStore(clock=fake_clock, idempotency_seconds=horizon, max_keys=4)
+    spec = make_spec(width=1, window=600, bucket=60)
+    start = fake_clock.now // horizon * horizon + 1  # early in a slice
+    fake_clock.set(start)
+
+    async def rows(*keys: str) -> ApplyResult:
+        sent = [request_key("event", k, k.encode()) for k in keys]
+        bucket = spec.bucket_of(fake_clock.now)
+        return await store.apply(
+            spec,
+            {bucket: vec(len(keys))},
+            rows=KeyedRows(sent, [bucket] * len(keys), lambda i: vec(1)),
+        )
+
+    assert (await rows("a", "b", "c")).unrecorded == 0
+    fake_clock.set(start + horizon)  # the next slice: a, b, c are in the previous one
+    assert [o.status for o in (await rows("a")).claims] == [ClaimStatus.REPLAYED]
+    # Four held and two arriving: the previous slice is forgotten to make room.
+    assert (await rows("d", "e")).unrecorded == 0
+    assert [o.status for o in (await rows("a")).claims] == [ClaimStatus.COUNTED]
+    assert [o.status for o in (await rows("d")).claims] == [ClaimStatus.REPLAYED]
+    # The current slice holds d, e and a: one more fits, the next two are not recorded.
+    full = await rows("f", "g", "h")
+    assert full.unrecorded == 2
+    assert [o.status for o in full.claims] == [ClaimStatus.COUNTED] * 3
+    again = await rows("f", "g", "h")
+    assert [o.status for o in again.claims] == [
+        ClaimStatus.REPLAYED,
+        ClaimStatus.COUNTED,
+        ClaimStatus.COUNTED,
+    ]
+    assert again.unrecorded == 2
+    # Every event was counted: 3 + 2 + 1 (a again) + 3 + 2 (g, h again); replays were not.
+    assert (await store.read(spec)).vector.tolist() == [11.0]
+
+
 async def test_invalid_claims_are_refused_and_nothing_applied(window_store: WindowStore) -> None:
     spec = make_spec(width=2)
     bucket = spec.bucket_of(await store_now(window_store))

@@ -342,6 +342,10 @@ class GroupCommitter:
                 )
                 if result.unkept:
                     self._telemetry.unkept_predictions.add({"monitor": monitor.name}, result.unkept)
+                if result.unrecorded:
+                    self._telemetry.unrecorded_keys.add(
+                        {"monitor": monitor.name}, result.unrecorded
+                    )
                 late = result.late_buckets
                 outcomes = [None if i is None else result.claims[i] for i in sending.places]
                 self._tally(batch, errors, late, outcomes)

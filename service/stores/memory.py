@@ -16,6 +16,7 @@ twice that.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import time
@@ -60,6 +61,9 @@ _RECORD_BYTES = np.dtype(f"V{RECORD_BYTES}")
 DEFAULT_MAX_PENDING = 1_000_000
 """Pending predictions the embedded store keeps per monitor (about 200 MB at most)."""
 
+DEFAULT_MAX_KEYS = 1_000_000
+"""Idempotency keys the embedded store keeps per monitor (about 140 MB at most)."""
+
 
 @dataclass(slots=True)
 class _Window:
@@ -79,11 +83,15 @@ class MemoryWindowStore:
         *,
         idempotency_seconds: int = DEFAULT_HORIZON_SECONDS,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
         """`idempotency_seconds`: how long a recorded key is remembered, at least.
 
         `max_pending`: pending predictions kept per monitor at most; more are not kept
-        (`ApplyResult.unkept`) until older slices expire.
+        (`ApplyResult.unkept`) until older slices expire. `max_keys`: idempotency keys
+        kept per monitor at most; past it the previous slice is forgotten early, and
+        once the current one holds as many, keys are counted but not recorded
+        (`ApplyResult.unrecorded`) until the next slice.
         """
         if idempotency_seconds < 1:
             raise ValueError(f"idempotency_seconds: must be >= 1, got {idempotency_seconds}")
@@ -95,6 +103,7 @@ class MemoryWindowStore:
         # monitor -> (layout id, horizon) -> slice index -> id digest -> pending record
         self._pending: dict[str, dict[tuple[str, int], dict[int, dict[bytes, bytes]]]] = {}
         self._max_pending = max_pending
+        self._max_keys = max_keys
 
     @property
     def kind(self) -> str:
@@ -124,7 +133,7 @@ class MemoryWindowStore:
         if pending is None or not len(pending):
             return result
         unkept = self._keep(spec, pending, now)
-        return ApplyResult(result.totals, result.late_buckets, result.claims, unkept)
+        return dataclasses.replace(result, unkept=unkept)
 
     def _slices(
         self, spec: WindowSpec, horizon: int, now: float
@@ -204,9 +213,12 @@ class MemoryWindowStore:
         self._evict(spec, window, now)
         last_out = math.floor(now - spec.window_seconds - spec.bucket_seconds)
         outcomes: list[ClaimOutcome] = []
+        unrecorded = 0
         if keyed or rows is not None:
             added = len(checked)
-            outcomes = self._claim(spec, now, last_out, checked, keyed or [], rows, row_buckets)
+            outcomes, unrecorded = self._claim(
+                spec, now, last_out, checked, keyed or [], rows, row_buckets
+            )
             if len(checked) > added:
                 # Added in bucket order, as Redis adds them (sums are exact either way).
                 checked.sort(key=lambda item: item[0])
@@ -233,7 +245,12 @@ class MemoryWindowStore:
                 window.totals += delta
         totals = self._totals(spec, window, now)
         self._forget_if_empty(spec, window)
-        return ApplyResult(totals=totals, late_buckets=frozenset(late), claims=tuple(outcomes))
+        return ApplyResult(
+            totals=totals,
+            late_buckets=frozenset(late),
+            claims=tuple(outcomes),
+            unrecorded=unrecorded,
+        )
 
     def _claim(
         self,
@@ -244,12 +261,13 @@ class MemoryWindowStore:
         keyed: list[Keyed],
         rows: KeyedRows | None,
         row_buckets: list[int] | None,
-    ) -> list[ClaimOutcome]:
-        """Check and record each claim's key, then each keyed row's; each one's outcome.
+    ) -> tuple[list[ClaimOutcome], int]:
+        """Check and record each claim's key, then each keyed row's: outcomes, and unrecorded.
 
-        The deltas of the claims that count join `checked`. A keyed row's vector is in
-        `checked` already: taken back out when its key is known (a second row of a key
-        in the same call finds the first's record).
+        Unrecorded: the keys counted but not recorded, past `max_keys`. The deltas of the
+        claims that count join `checked`. A keyed row's vector is in `checked` already:
+        taken back out when its key is known (a second row of a key in the same call
+        finds the first's record).
         """
         current = math.floor(now) // self._horizon
         slices = self._keys.setdefault(spec.monitor, {})
@@ -257,6 +275,12 @@ class MemoryWindowStore:
             del slices[old]
         recorded = slices.setdefault(current, {})
         previous = slices.get(current - 1, {})
+        arriving = len(keyed) + (0 if rows is None else len(rows.keys))
+        if previous and len(recorded) + len(previous) + arriving > self._max_keys:
+            # Memory is bounded: the oldest keys go first (a retry comes soon, if at all).
+            del slices[current - 1]
+            previous = {}
+        room = self._max_keys - len(recorded)
         outcomes: list[ClaimOutcome] = []
         for (digest, fingerprint), buckets, _ in keyed:
             record = recorded.get(digest) or previous.get(digest)
@@ -271,11 +295,13 @@ class MemoryWindowStore:
                     accepted += events
                 if vector is not None:
                     checked.append((bucket, vector))
-            # As Redis keeps it: bytes, which the garbage collector never walks.
-            recorded[digest] = fingerprint + key_record_tail(accepted, late)
+            if room > 0:
+                # As Redis keeps it: bytes, which the garbage collector never walks.
+                recorded[digest] = fingerprint + key_record_tail(accepted, late)
+            room -= 1
             outcomes.append(counted(accepted, late))
         if rows is None or row_buckets is None:
-            return outcomes
+            return outcomes, max(0, -room)
         # One event each, counted unless its key is known: the loop a flush of keyed
         # single events spends its time in, so its outcomes are made once.
         in_time, lagging = (
@@ -291,9 +317,11 @@ class MemoryWindowStore:
                 checked.extend(row_back(spec, rows, i, bucket))
                 continue
             tail, outcome = in_time if bucket > last_out else lagging
-            recorded[digest] = fingerprint + tail
+            if room > 0:
+                recorded[digest] = fingerprint + tail
+            room -= 1
             outcomes.append(outcome)
-        return outcomes
+        return outcomes, max(0, -room)
 
     async def read(self, spec: WindowSpec) -> WindowTotals:
         """Evict buckets that slid out and return the window totals."""

@@ -56,6 +56,7 @@ class ApplyResult:
     late_buckets: frozenset[int]
     claims: tuple[ClaimOutcome, ...] = ()  # in the order of the claims, then the rows
     unkept: int = 0  # pending records not kept: the embedded store's bound was reached
+    unrecorded: int = 0  # keys counted but not recorded: the embedded store's bound was reached
 
 
 @dataclass(frozen=True, slots=True)
