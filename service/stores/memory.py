@@ -205,9 +205,9 @@ class MemoryWindowStore:
         spec: WindowSpec,
         checked: list[tuple[int, Vector]],
         now: float,
-        keyed: list[Keyed] | None = None,
+        keyed: Sequence[Keyed] = (),
         rows: KeyedRows | None = None,
-        row_buckets: list[int] | None = None,
+        row_buckets: Sequence[int] = (),
     ) -> ApplyResult:
         window = self._window(spec)
         self._evict(spec, window, now)
@@ -217,7 +217,7 @@ class MemoryWindowStore:
         if keyed or rows is not None:
             added = len(checked)
             outcomes, unrecorded = self._claim(
-                spec, now, last_out, checked, keyed or [], rows, row_buckets
+                spec, now, last_out, checked, keyed, rows, row_buckets
             )
             if len(checked) > added:
                 # Added in bucket order, as Redis adds them (sums are exact either way).
@@ -258,9 +258,9 @@ class MemoryWindowStore:
         now: float,
         last_out: int,
         checked: list[tuple[int, Vector]],
-        keyed: list[Keyed],
+        keyed: Sequence[Keyed],
         rows: KeyedRows | None,
-        row_buckets: list[int] | None,
+        row_buckets: Sequence[int],
     ) -> tuple[list[ClaimOutcome], int]:
         """Check and record each claim's key, then each keyed row's: outcomes, and unrecorded.
 
@@ -300,7 +300,7 @@ class MemoryWindowStore:
                 recorded[digest] = fingerprint + key_record_tail(accepted, late)
             room -= 1
             outcomes.append(counted(accepted, late))
-        if rows is None or row_buckets is None:
+        if rows is None:
             return outcomes, max(0, -room)
         # One event each, counted unless its key is known: the loop a flush of keyed
         # single events spends its time in, so its outcomes are made once.
