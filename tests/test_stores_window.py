@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import socket
 import struct
@@ -32,8 +33,10 @@ from driftline.stores.protocol import (
 from driftline.stores.redis import (
     DEFAULT_FUTURE_SECONDS,
     HEADER_FIELDS,
+    LOG_FOLD_AT,
     RedisWindowStore,
     grace_seconds,
+    log_key,
     monitor_pattern,
     ring_slots,
     window_bytes,
@@ -448,6 +451,8 @@ class Key:
 async def key_of(
     client: redis.asyncio.Redis, spec: WindowSpec, future_seconds: float = 300.0
 ) -> Key:
+    """The window key after a read, which folds the deltas appended to its log."""
+    await RedisWindowStore(client, future_seconds=future_seconds).read(spec)
     raw = await client.get(window_key(spec, future_seconds))
     assert isinstance(raw, bytes)
     return Key(raw, spec, future_seconds)
@@ -515,11 +520,11 @@ async def test_redis_ttl_of_the_window_key(
     await redis_store.apply(spec, {b: vec(1, 1) for b in buckets})
     await redis_store.apply(spec, {buckets[-1]: vec(1, 1)})  # older bucket: TTL must not shrink
 
+    header = (await key_of(raw_redis, spec)).header  # folds the log: one key left
     assert await monitor_keys(raw_redis, spec.monitor) == [window_key(spec, 300).encode()]
     # The key lives until its newest bucket has slid out, plus grace.
     newest = (current + spec.bucket_seconds + spec.window_seconds + grace) * 1000
     assert await raw_redis.pexpiretime(window_key(spec, 300)) == newest
-    header = (await key_of(raw_redis, spec)).header
     assert header[:3] == [2, 60, ring_slots(spec, 300)] and header[4] == current
 
 
@@ -539,9 +544,9 @@ async def test_redis_key_layout(redis_url: str, raw_redis: redis.asyncio.Redis) 
     ring = ring_slots(spec, 120)
     assert ring == 60 + 2 + 2
     assert window_key(spec, 120) == f"driftline:{{m1}}:L1:window:{ring}"
+    key = await key_of(raw_redis, spec, 120)  # folds the log: one key left
     assert await monitor_keys(raw_redis, spec.monitor) == [window_key(spec, 120).encode()]
     assert await raw_redis.strlen(window_key(spec, 120)) == window_bytes(spec, 120)
-    key = await key_of(raw_redis, spec, 120)
     last_out = spec.bucket_of(result.totals.now) - spec.window_seconds - spec.bucket_seconds
     assert key.header == [3, 60, ring, last_out, ahead]
     assert sorted(key.ids[key.ids != 0].tolist()) == [current - 600, current, ahead]
@@ -664,7 +669,19 @@ async def test_redis_heals_a_key_of_another_type(
     bucket = spec.bucket_of(await store_now(redis_store))
     result = await redis_store.apply(spec, {bucket: vec(1, 2)})
     assert result.totals.vector.tolist() == [1, 2]
+    assert (await redis_store.read(spec)).vector.tolist() == [1, 2]  # folded in
     assert await raw_redis.type(window_key(spec, 300)) == b"string"
+    # A log of another type is replaced too: by an append, and by a fold.
+    log = log_key(spec, 300)
+    appending = RedisWindowStore(raw_redis, fold_seconds=math.inf)
+    assert (await appending.read(spec)).vector.tolist() == [1, 2]
+    await raw_redis.hset(log, "wrong", "type")
+    assert (await appending.apply(spec, {bucket: vec(1, 2)})).totals.vector.tolist() == [2, 4]
+    assert await raw_redis.type(log) == b"list"
+    await raw_redis.delete(log)
+    await raw_redis.hset(log, "wrong", "type")
+    assert (await appending.read(spec)).vector.tolist() == [1, 2]
+    assert await raw_redis.exists(log) == 0
 
 
 async def test_redis_starts_afresh_when_the_key_expired(
@@ -688,32 +705,171 @@ async def command_calls(raw: redis.asyncio.Redis, call: Awaitable[object]) -> di
     return {k[8:]: int(v["calls"]) for k, v in stats.items() if k not in ignored}
 
 
-async def test_redis_common_path_costs_three_commands_whatever_the_width(
-    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+async def test_redis_appends_cost_three_commands_and_a_fold_one_bitfield(
+    redis_url: str, raw_redis: redis.asyncio.Redis
 ) -> None:
-    """EVALSHA, TIME and one BITFIELD per apply; EVALSHA, TIME and GETRANGE per read.
+    """An append is EVALSHA, TIME and RPUSH (EXPIREAT when it starts the log); a fold of
+    any number of appends is one BITFIELD, with LRANGE and DEL of the log.
 
     Counted as `INFO commandstats` counts them (the script's commands and the EVALSHA),
     after a first apply that created the window and gave the bucket its slot. Widths up
     to ~990 fit one BITFIELD when every element changes (Lua's stack bounds one call).
     """
+    store = RedisWindowStore.from_url(redis_url, fold_seconds=math.inf)
 
     def commands(call: Awaitable[object]) -> Awaitable[dict[str, int]]:
         return command_calls(raw_redis, call)
 
-    for width in (1, 900):
-        spec = make_spec(monitor=f"w{width}", width=width)
-        for _ in range(3):  # again if a bucket boundary passes in between
-            bucket = spec.bucket_of(await store_now(redis_store))
-            first = await commands(redis_store.apply(spec, {bucket: np.ones(width)}))
-            applied = await commands(redis_store.apply(spec, {bucket: np.ones(width)}))
-            read = await commands(redis_store.read(spec))
-            if spec.bucket_of(await store_now(redis_store)) == bucket:
-                break
-        # A new window: the optimistic BITFIELD, then SET, BITFIELD, GETRANGE.
-        assert first == {"evalsha": 1, "time": 1, "bitfield": 2, "set": 1, "getrange": 1}
-        assert applied == {"evalsha": 1, "time": 1, "bitfield": 1}
-        assert read == {"evalsha": 1, "time": 1, "getrange": 1}
+    try:
+        for width in (1, 900):
+            spec = make_spec(monitor=f"w{width}", width=width)
+            for _ in range(3):  # again if a bucket boundary passes in between
+                bucket = spec.bucket_of(await store_now(store))
+                first = await commands(store.apply(spec, {bucket: np.ones(width)}))
+                started = await commands(store.apply(spec, {bucket: np.ones(width)}))
+                appended = await commands(store.apply(spec, {bucket: np.ones(width)}))
+                for _ in range(5):
+                    await store.apply(spec, {bucket: np.ones(width)})
+                folded = await commands(store.read(spec))
+                read = await commands(store.read(spec))
+                if spec.bucket_of(await store_now(store)) == bucket:
+                    break
+            # A new window: the optimistic BITFIELD, then SET, BITFIELD, GETRANGE.
+            new = {"evalsha": 1, "time": 1, "lrange": 1, "bitfield": 2, "set": 1, "getrange": 1}
+            assert first == new
+            assert started == {"evalsha": 1, "time": 1, "rpush": 1, "expireat": 1}
+            assert appended == {"evalsha": 1, "time": 1, "rpush": 1}
+            assert folded == {"evalsha": 1, "time": 1, "lrange": 1, "bitfield": 1, "del": 1}
+            assert read == {"evalsha": 1, "time": 1, "lrange": 1, "getrange": 1}
+            assert (await store.read(spec)).vector.tolist() == [8.0] * width
+    finally:
+        await store.close()
+
+
+def appending_store(redis_url: str, future_seconds: float = 300.0) -> RedisWindowStore:
+    """A store that folds only when it reads (or its log is full): every write appends."""
+    return RedisWindowStore.from_url(
+        redis_url, future_seconds=future_seconds, fold_seconds=math.inf
+    )
+
+
+async def test_redis_log_sums_what_it_holds_exactly(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """Appends leave the window as it was; a fold adds them per bucket and element, exactly,
+    also where a sum passes 2**53 (it goes out in parts)."""
+    rng = np.random.default_rng(11)
+    spec = make_spec(width=6)
+    store = appending_store(redis_url)
+    try:
+        current = spec.bucket_of(await store_now(store))
+        buckets = (current - 120, current)
+        exact = {b: [0] * 6 for b in buckets}
+        small = {b: counts(rng, 6) for b in buckets}
+        await store.apply(spec, small)  # no view of the window yet: a fold
+        for b in buckets:
+            exact[b] = [int(x) for x in small[b]]
+        before = await raw_redis.get(window_key(spec, 300))
+        for n in range(20):
+            deltas = {b: counts(rng, 6) for b in buckets}
+            if n % 5 == 4:  # element 5 grows past 2**53 over the appends
+                deltas[current][5] = 2**52 - 1 - n
+            result = await store.apply(spec, deltas)
+            for b in buckets:
+                exact[b] = [x + int(d) for x, d in zip(exact[b], deltas[b], strict=True)]
+            expected = [float(x + y) for x, y in zip(*exact.values(), strict=True)]
+            if n < 4:  # this replica's view: the last fold plus what it appended since
+                assert result.totals.vector.tolist() == expected
+        assert await raw_redis.llen(log_key(spec, 300)) == 40  # an entry per bucket
+        assert await raw_redis.get(window_key(spec, 300)) == before
+        key = await key_of(raw_redis, spec)  # a read: the fold
+        assert await raw_redis.exists(log_key(spec, 300)) == 0
+        for b in buckets:
+            assert key.slots[key.slot(b)].tolist() == exact[b]
+        assert key.totals.tolist() == [x + y for x, y in zip(*exact.values(), strict=True)]
+        assert key.totals[5] > 2**53
+        assert_consistent(key)
+    finally:
+        await store.close()
+
+
+async def test_redis_log_is_bounded_and_outlives_its_buckets(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """The script folds its log at LOG_FOLD_AT entries; the log's first entry gives it a
+    lifetime past the furthest bucket the ring accepts."""
+    spec = make_spec(width=3)
+    store = appending_store(redis_url)
+    log = log_key(spec, 300)
+    try:
+        now = await store_now(store)
+        current = spec.bucket_of(now)
+        await store.apply(spec, {current: vec(1, 1, 1)})
+        lengths = []
+        for _ in range(LOG_FOLD_AT + 5):
+            result = await store.apply(spec, {current: vec(1, 2, 3)})
+            lengths.append(await raw_redis.llen(log))
+            if lengths[-1] == 1:
+                sec = int(result.totals.now)
+                out = sec - spec.window_seconds - spec.bucket_seconds
+                horizon = out - out % spec.bucket_seconds + ring_slots(spec, 300) * 60
+                lives = horizon + spec.bucket_seconds + spec.window_seconds + grace_seconds(spec)
+                assert await raw_redis.expiretime(log) == lives
+        assert max(lengths) == LOG_FOLD_AT - 1
+        assert lengths[LOG_FOLD_AT - 1] == 0  # the 64th append folded the log at once
+        expected = [1 + (LOG_FOLD_AT + 5) * x for x in (1, 2, 3)]
+        assert (await store.read(spec)).vector.tolist() == expected
+        assert (await key_of(raw_redis, spec)).totals.tolist() == expected
+    finally:
+        await store.close()
+
+
+async def test_redis_fold_drops_appends_whose_bucket_slid_out(
+    redis_url: str, raw_redis: redis.asyncio.Redis, fake_clock: SettableClock
+) -> None:
+    """An entry whose bucket slid out before the fold is not counted, as eviction would not."""
+    spec = make_spec(width=2, window=1, bucket=1)
+    store = appending_store(redis_url, future_seconds=1)
+    peer = RedisWindowStore.from_url(redis_url, future_seconds=1)
+    try:
+        current = spec.bucket_of(await store_now(store))
+        await store.apply(spec, {current: vec(1, 0)})
+        result = await store.apply(spec, {current: vec(0, 1), current + 1: vec(5, 5)})
+        assert result.late_buckets == frozenset()
+        assert await raw_redis.llen(log_key(spec, 1)) == 2
+        await wait_until(store, fake_clock, current + 2)  # `current` slid out, not current + 1
+        totals = await peer.read(spec)
+        if spec.bucket_of(totals.now) == current + 2:  # else current + 1 slid out as well
+            assert totals.vector.tolist() == [5, 5]
+        assert await raw_redis.exists(log_key(spec, 1)) == 0
+        assert_consistent(await key_of(raw_redis, spec, 1))
+    finally:
+        await store.close()
+        await peer.close()
+
+
+async def test_redis_fold_drops_a_malformed_entry_and_keeps_the_rest(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """An entry that is not the replica's (an element past the width, a misaligned bucket)
+    is dropped; the sums start over without it, so none of it stays behind."""
+    spec = make_spec(width=2)
+    store = appending_store(redis_url)
+    log = log_key(spec, 300)
+    try:
+        current = spec.bucket_of(await store_now(store))
+        await store.apply(spec, {current: vec(1, 1)})
+        await store.apply(spec, {current: vec(2, 2)})
+        pair = np.dtype([("index", ">u4"), ("value", ">i8")])
+        past_width = np.array([(0, 100), (2, 1)], dtype=pair).tobytes()
+        await raw_redis.rpush(log, struct.pack(">q", current) + past_width)
+        await raw_redis.rpush(log, struct.pack(">q", current + 1) + past_width[:12])
+        await raw_redis.rpush(log, b"short")
+        await store.apply(spec, {current: vec(4, 4)})
+        assert (await store.read(spec)).vector.tolist() == [7, 7]
+        assert await raw_redis.exists(log) == 0
+    finally:
+        await store.close()
 
 
 async def test_redis_memory_is_fixed_by_the_layout(
@@ -1262,18 +1418,21 @@ async def test_invalid_claims_are_refused_and_nothing_applied(window_store: Wind
 
 
 async def test_redis_keys_cost_four_commands_per_flush_whatever_their_number(
-    redis_store: RedisWindowStore, raw_redis: redis.asyncio.Redis
+    raw_redis: redis.asyncio.Redis,
 ) -> None:
     """Keys add two HMGETs (this slice, the previous one), one HSET and one EXPIREAT.
 
     However many keyed requests a flush carries. A flush holding a repeated key takes a
     second call: the first finds the key and changes nothing, the second goes without
-    that claim (here: nothing left, so a read). Without keys a flush stays at three.
+    that claim (here: nothing left, so a read, which folds the log). Without keys an
+    append stays at three.
     """
     spec = make_spec(monitor="keyed", width=4)
+    redis_store = RedisWindowStore(raw_redis, fold_seconds=math.inf)
     for attempt in range(3):  # again if a bucket boundary passes in between
         bucket = spec.bucket_of(await store_now(redis_store))
         await redis_store.apply(spec, {bucket: vec(1, 0, 0, 1)})  # the bucket has its slot
+        await redis_store.apply(spec, {bucket: vec(1, 0, 0, 1)})  # the log is started
         plain = await command_calls(raw_redis, redis_store.apply(spec, {bucket: vec(1, 0, 0, 1)}))
         costs = {}
         for n in (1, 64):
@@ -1281,15 +1440,16 @@ async def test_redis_keys_cost_four_commands_per_flush_whatever_their_number(
             costs[n] = await command_calls(
                 raw_redis, redis_store.apply(spec, {bucket: vec(1, 0, 0, 1)}, claims)
             )
-            replays = await command_calls(raw_redis, redis_store.apply(spec, {}, claims))
+        replays = await command_calls(raw_redis, redis_store.apply(spec, {}, claims))
         if spec.bucket_of(await store_now(redis_store)) == bucket:
             break
-    assert plain == {"evalsha": 1, "time": 1, "bitfield": 1}
-    keyed = {"evalsha": 1, "time": 1, "bitfield": 1, "hmget": 2, "hset": 1, "expireat": 1}
+    assert plain == {"evalsha": 1, "time": 1, "rpush": 1}
+    keyed = {"evalsha": 1, "time": 1, "rpush": 1, "hmget": 2, "hset": 1, "expireat": 1}
     assert costs[1] == costs[64] == keyed
-    assert replays == {"evalsha": 2, "time": 2, "hmget": 2, "getrange": 1}
-    # Per attempt: four unkeyed flushes of (1, 0, 0, 1), 65 keys of (1, 0, 1, 0) once each.
-    per_attempt = np.array([69, 0, 65, 4])
+    fold = {"lrange": 1, "bitfield": 1, "del": 1}
+    assert replays == {"evalsha": 2, "time": 2, "hmget": 2, **fold}
+    # Per attempt: five unkeyed flushes of (1, 0, 0, 1), 65 keys of (1, 0, 1, 0) once each.
+    per_attempt = np.array([70, 0, 65, 5])
     assert (await redis_store.read(spec)).vector.tolist() == (per_attempt * (attempt + 1)).tolist()
 
 

@@ -13,6 +13,12 @@ counts each; bucket b lives in slot (b / bucket_seconds) mod R. R covers the win
 `future_seconds` ahead (`ring_slots`), so the key is `window_bytes(spec, future_seconds)`
 long whatever the traffic: fixed-width integers never widen as counts grow.
 
+Beside it, `<window key>:log`, a list of the deltas appended since the window was last
+folded: under load most writes only append there, and a fold adds the log's deltas to
+the window in one pass, summed per bucket and element (window.lua says why). Totals are
+exact after a fold; between folds this replica answers with its last folded totals plus
+the deltas it appended itself (`FOLD_SECONDS` old at most).
+
 R is in the name because it depends on more than the layout (the window length and the
 future allowance): replicas that disagree on it for a while (a rolling deploy, a monitor
 edit reloaded at different moments) each keep a consistent window of their own, instead
@@ -107,6 +113,11 @@ _SPAN = struct.Struct(">qI")  # a claim's bucket start and its events, as window
 # The script's reply: REFUSED past the deadline, APPLIED, KNOWN when a claim's key was
 # recorded before (nothing changed either way but APPLIED).
 REFUSED, APPLIED, KNOWN, STALE = 0, 1, 2, 3
+# A window's log (window.lua) is folded when this replica's totals are older than this,
+# and by the script itself at LOG_FOLD_AT entries: the log holds at most LOG_FOLD_AT
+# entries of at most 8 + 12 * width bytes each.
+FOLD_SECONDS = 0.5
+LOG_FOLD_AT = 64
 # How far Redis's clock may run slower than this process's monotonic clock, relatively.
 # NTP slews a clock by at most 5e-4; twice that leaves room.
 CLOCK_DRIFT = 1e-3
@@ -139,6 +150,11 @@ def window_key(spec: WindowSpec, future_seconds: float) -> str:
     """The key holding one monitor layout's whole window, for a ring of this size."""
     ring = ring_slots(spec, future_seconds)
     return f"{KEY_ROOT}:{{{spec.monitor}}}:{spec.layout_id}:window:{ring}"
+
+
+def log_key(spec: WindowSpec, future_seconds: float) -> str:
+    """The key of the deltas appended to a window since its last fold (window.lua)."""
+    return window_key(spec, future_seconds) + ":log"
 
 
 def idempotency_prefix(monitor: str, horizon: int) -> str:
@@ -232,6 +248,7 @@ class RedisWindowStore:
         fence_seconds: float | None = None,
         future_seconds: float = DEFAULT_FUTURE_SECONDS,
         idempotency_seconds: int = DEFAULT_HORIZON_SECONDS,
+        fold_seconds: float = FOLD_SECONDS,
     ) -> None:
         """Wrap a client; `fence_seconds` bounds how late Redis may still apply a write.
 
@@ -250,6 +267,9 @@ class RedisWindowStore:
         `idempotency_seconds`: a recorded key is remembered for at least this long (and
         at most twice as long). Replicas sharing a Redis should pass the same value: it
         names the slices the keys are kept in.
+
+        `fold_seconds`: a write folds the window's log (and answers exact totals) when
+        this replica's last fold of it is older than this; 0 folds on every write.
         """
         if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("RedisWindowStore needs a client with decode_responses=False")
@@ -261,6 +281,10 @@ class RedisWindowStore:
         self._fence = fence_seconds
         self._future = future_seconds
         self._horizon = idempotency_seconds
+        self._fold_seconds = fold_seconds
+        # Per window key: when this replica last folded it, and the totals then plus the
+        # deltas it has appended since.
+        self._folded: dict[str, tuple[float, Vector]] = {}
         self._clock = ServerClock()
         self._learning: dict[str | None, asyncio.Future[Any]] = {}
         self._cluster = isinstance(client, RedisCluster)
@@ -279,6 +303,7 @@ class RedisWindowStore:
         cluster: bool = False,
         future_seconds: float = DEFAULT_FUTURE_SECONDS,
         idempotency_seconds: int = DEFAULT_HORIZON_SECONDS,
+        fold_seconds: float = FOLD_SECONDS,
         **opts: Any,
     ) -> RedisWindowStore:
         """Connect to `url` (see `redis_client.connect`); the seconds: see `__init__`."""
@@ -294,6 +319,7 @@ class RedisWindowStore:
             fence_seconds=socket_timeout / 2,
             future_seconds=future_seconds,
             idempotency_seconds=idempotency_seconds,
+            fold_seconds=fold_seconds,
         )
 
     @property
@@ -350,10 +376,12 @@ class RedisWindowStore:
 
         leading = set(sending)
         checked += back(i for i in range(len(keyed)) if i not in leading)
+        last = self._folded.get(self.window_key(spec))
+        fold = last is None or time.monotonic() - last[0] >= self._fold_seconds
         while True:
             sent = [keyed[i] for i in sending]
-            packed, pairs = _pack(checked, sent)
-            reply, now = await self._run(spec, packed, pairs, len(sent), labels)
+            packed, pairs, summed = _pack(checked, sent)
+            reply, now = await self._run(spec, packed, pairs, len(sent), labels, fold=fold)
             if int(reply[0]) != KNOWN:
                 break
             known = reply[3]
@@ -364,7 +392,8 @@ class RedisWindowStore:
             taken = {sending[int(c) - 1] for c in known[::2]}
             sending = [i for i in sending if i not in taken]
             checked += back(taken)
-        totals, late, counts = _parse_reply(spec, reply, now, len(sending))
+        vector, late, counts = _parse_reply(spec, reply, len(sending))
+        totals = await self._totals(spec, now, vector, summed, late)
         for i, (accepted, lagging) in zip(sending, counts, strict=True):
             outcomes[i] = counted(accepted, lagging)
             recorded[keyed[i].key.digest] = keyed[i].key.fingerprint
@@ -409,20 +438,20 @@ class RedisWindowStore:
     ) -> Consumed:
         """Add labels' deltas and turn their records into tombstones, in one script call."""
         checked = validate_deltas(spec, deltas)
-        packed, pairs = _pack(checked, [])
+        packed, pairs, summed = _pack(checked, [])
         labels = _Labels(horizon_seconds, consumed=b"".join(k + r for k, r in taken))
         reply, now = await self._run(spec, packed, pairs, 0, labels)
         if int(reply[0]) == STALE:
             return Consumed(None, tuple(int(m) - 1 for m in reply[3]))
-        totals, late, _ = _parse_reply(spec, reply, now, 0)
+        vector, late, _ = _parse_reply(spec, reply, 0)
+        totals = await self._totals(spec, now, vector, summed, late)
         return Consumed(ApplyResult(totals=totals, late_buckets=frozenset(late)))
 
     async def read(self, spec: WindowSpec) -> WindowTotals:
         """Evict buckets that slid out and return the window totals."""
         validate_spec(spec)
         reply, now = await self._run(spec, [], 0, 0)
-        totals, _, _ = _parse_reply(spec, reply, now, 0)
-        return totals
+        return await self._totals(spec, now, _parse_reply(spec, reply, 0)[0])
 
     async def read_many(self, specs: Sequence[WindowSpec]) -> list[WindowTotals]:
         """Evict and read several windows in one pipelined round trip, in order.
@@ -436,8 +465,8 @@ class RedisWindowStore:
             validate_spec(spec)
         pipe: Any = self._client.pipeline(transaction=False)
         for spec in specs:
-            args = self._args(spec, 0.0, [], 0, 0, _Labels(1))
-            await self._script(keys=[window_key(spec, self._future)], args=args, client=pipe)
+            args = self._args(spec, 0.0, [], 0, 0, _Labels(1), fold=True)
+            await self._script(keys=self._keys(spec), args=args, client=pipe)
         try:
             replies = await pipe.execute()
         except ResponseError as exc:
@@ -450,7 +479,7 @@ class RedisWindowStore:
         for spec, reply in zip(specs, replies, strict=True):
             _, server_time = _status(reply)
             self._clock.learn(None, server_time, received)
-            out.append(_parse_reply(spec, reply, server_time, 0)[0])
+            out.append(await self._totals(spec, server_time, _parse_reply(spec, reply, 0)[0]))
         return out
 
     async def buckets(self, spec: WindowSpec, spans: Sequence[Span]) -> Buckets:
@@ -460,6 +489,7 @@ class RedisWindowStore:
         ring accepts buckets.
         """
         validate_spec(spec)
+        await self.read(spec)  # folds the log into the ring first
         bucket = spec.bucket_seconds
         ahead = -(math.ceil(self._future / bucket) + 2) * bucket
         args: list[int] = [spec.width, bucket, ring_slots(spec, self._future)]
@@ -484,6 +514,9 @@ class RedisWindowStore:
 
     async def drop(self, monitor: str) -> None:
         """Delete every key of the monitor, all layouts."""
+        own = f"{KEY_ROOT}:{{{monitor}}}:"
+        for key in [k for k in self._folded if k.startswith(own)]:
+            del self._folded[key]
         try:
             await delete_matching(self._client, monitor_pattern(monitor))
         except REDIS_FAILURES as exc:
@@ -551,6 +584,38 @@ class RedisWindowStore:
         """Close the client and its connection pool."""
         await self._client.aclose()
 
+    def _keys(self, spec: WindowSpec) -> list[str]:
+        """window.lua's KEYS: the window and its log."""
+        return [window_key(spec, self._future), log_key(spec, self._future)]
+
+    async def _totals(
+        self,
+        spec: WindowSpec,
+        now: float,
+        vector: Vector | None,
+        summed: Mapping[int, Sequence[Vector]] | None = None,
+        late: Sequence[int] = (),
+    ) -> WindowTotals:
+        """The totals a reply read (a fold), or the last fold's plus the deltas appended.
+
+        Remembered per window key as this replica's view until its next fold.
+        """
+        key = self.window_key(spec)
+        if vector is None:
+            last = self._folded.get(key)
+            if last is None:  # forgotten meanwhile (the monitor was dropped): read
+                return await self.read(spec)
+            at, vector = last
+            gone = set(late)
+            for bucket, vectors in (summed or {}).items():
+                if bucket not in gone:
+                    for delta in vectors:
+                        vector = vector + delta
+        else:
+            at = time.monotonic()
+        self._folded[key] = (at, vector)
+        return WindowTotals(vector=vector, start=now - spec.window_seconds, now=now)
+
     async def _node(self, key: str) -> str | None:
         """The name of the cluster node a key lives on (None while the slot map is unknown)."""
         client = self._client
@@ -585,8 +650,13 @@ class RedisWindowStore:
         pairs: int,
         claims: int,
         labels: _Labels | None = None,
+        *,
+        fold: bool = True,
     ) -> tuple[Any, float]:
-        """Run the script: its reply (applied, keys known, stale) and the server's time."""
+        """Run the script: its reply (applied, keys known, stale) and the server's time.
+
+        Without `fold`, in-time deltas are appended to the window's log (totals not read).
+        """
         key = window_key(spec, self._future)
         labels = labels or _Labels(1)
         node = await self._node(key) if self._cluster else None
@@ -600,9 +670,9 @@ class RedisWindowStore:
             if bound is None:  # learnt above, and forgotten since: a call to it failed
                 raise StoreUnavailableError("redis failed a call just now: nothing was sent")
             deadline = bound
-        args = self._args(spec, deadline, deltas, pairs, claims, labels)
+        args = self._args(spec, deadline, deltas, pairs, claims, labels, fold=fold)
         try:
-            reply = await self._script(keys=[key], args=args)
+            reply = await self._script(keys=self._keys(spec), args=args)
         except ResponseError as exc:
             # The script ran and refused (or Redis refused it): nothing was written.
             raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
@@ -634,6 +704,8 @@ class RedisWindowStore:
         pairs: int,
         claims: int,
         labels: _Labels,
+        *,
+        fold: bool,
     ) -> list[bytes | str | int | float]:
         """window.lua's ARGV (its header says what each is)."""
         return [
@@ -651,6 +723,8 @@ class RedisWindowStore:
             labels.horizon,
             len(labels.pending) // PENDING_PAIR_BYTES,
             len(labels.consumed) // PENDING_PAIR_BYTES,
+            int(fold),
+            LOG_FOLD_AT,
             *deltas,
             *(part for part in (labels.pending, labels.consumed) if part),
         ]
@@ -711,8 +785,8 @@ def _text(value: Any) -> str:
 def _pack(
     checked: list[tuple[int, Vector]],
     claims: list[Keyed],
-) -> tuple[list[int | bytes], int]:
-    """The script's arguments after its fixed ones: delta pairs (claims summed in), claims."""
+) -> tuple[list[int | bytes], int, dict[int, list[Vector]]]:
+    """window.lua's trailing arguments, their delta pairs' count, the deltas per bucket."""
     own = [(b, v) for _, buckets, _ in claims for b, v, _ in buckets if v is not None]
     # A keyed row's vector is among `checked`. Sums stay below 2**53 (exact in
     # the script's doubles); past it, a bucket goes out in one pair per vector.
@@ -733,30 +807,33 @@ def _pack(
             for bucket, _, events in buckets:
                 spans += _SPAN.pack(bucket, events)
         packed.extend((bytes(heads), counts.tobytes(), bytes(spans)))
-    return packed, pairs
+    return packed, pairs, summed
 
 
 def _parse_reply(
-    spec: WindowSpec, reply: Any, now: float, claims: int
-) -> tuple[WindowTotals, list[int], list[tuple[int, int]]]:
-    """Totals, late buckets and each new claim's (accepted, late) of an applied reply."""
+    spec: WindowSpec, reply: Any, claims: int
+) -> tuple[Vector | None, list[int], list[tuple[int, int]]]:
+    """Totals (None: appended, not read), late buckets and each new claim's (accepted, late)."""
     try:
         _, _, _, raw, late, flat = reply
-        vector: Vector
+        vector: Vector | None
         if isinstance(raw, bytes):
             if raw:
                 # The totals region of the key, as stored: exact whatever the magnitude.
                 vector = np.frombuffer(raw, dtype=_TOTALS).astype(np.float64)
             else:
                 vector = np.zeros(spec.width, dtype=np.float64)
+        elif isinstance(raw, int):
+            if raw != -1:
+                raise ValueError(f"totals {raw}, expected a vector or -1")
+            vector = None
         else:
             vector = np.array(raw, dtype=np.float64)
-        if vector.shape != (spec.width,):
+        if vector is not None and vector.shape != (spec.width,):
             raise ValueError(f"totals of shape {vector.shape}, expected ({spec.width},)")
         if len(flat) != 2 * claims:
             raise ValueError(f"{len(flat) // 2} claim outcomes for {claims} claims")
         counts = [(int(a), int(b)) for a, b in zip(flat[::2], flat[1::2], strict=True)]
-        totals = WindowTotals(vector=vector, start=now - spec.window_seconds, now=now)
-        return totals, [int(b) for b in late], counts
+        return vector, [int(b) for b in late], counts
     except (ValueError, TypeError, IndexError) as exc:
         raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc

@@ -12,6 +12,10 @@
 --            H+R+V + r*V + j    ring slot r, element j; bucket b lives in r = (b / B) mod R
 --          The key carries the {monitor} hash tag, so in Redis Cluster the script stays on
 --          one shard.
+-- KEYS[2]  the window's log: a list of deltas appended since the last fold, one entry per
+--          bucket: its start (big-endian i64), then its packed deltas as in ARGV below.
+--          Same hash tag. At most FOLD_AT entries; it expires after every bucket it may
+--          hold has slid out.
 -- ARGV[1]  window seconds W       ARGV[2] bucket seconds B      ARGV[3] width V
 -- ARGV[4]  grace seconds added to the TTL                        ARGV[5] ring slots R
 -- ARGV[6]  deadline (server epoch seconds, 0 for none): from then on the deltas are
@@ -25,7 +29,10 @@
 -- ARGV[11] prefix of the pending-prediction keys (the slice index is appended; same hash
 --          tag)    ARGV[12] their slice seconds L (the label horizon; 1 when unused)
 -- ARGV[13] N, the number of pending records to write    ARGV[14] M, labels to consume
--- ARGV[15..] P pairs of (bucket start, packed deltas): the nonzero elements of the
+-- ARGV[15] 1: fold the log into the window and return the totals; 0: append this call's
+--          deltas to the log when it has any in time and consumes no labels (else fold)
+-- ARGV[16] FOLD_AT, the log's length at which an append folds it at once
+-- ARGV[17..] P pairs of (bucket start, packed deltas): the nonzero elements of the
 --          bucket's vector, 12 bytes each: a big-endian u32 element index, a big-endian
 --          i64 value. No pairs and no claims: only evict and read.
 --          Then, with claims, three strings: the claims' 24-byte heads one after another
@@ -41,7 +48,7 @@
 --
 -- Returns {1, TIME seconds, TIME microseconds, totals, {late bucket starts}, outcomes},
 -- where totals is an array of V integers, or V big-endian i64 packed in one string, or
--- "" when the window is empty, and outcomes holds two integers per claim (its events
+-- "" when the window is empty, or -1 when the deltas were appended (not read), and outcomes holds two integers per claim (its events
 -- accepted, its events late). Past the deadline it returns {0, TIME seconds, TIME
 -- microseconds}; when a claim's key is known, {2, TIME seconds, TIME microseconds,
 -- {claim number, its record, ...}}; when a consumed record is no longer what the replica
@@ -70,14 +77,24 @@
 -- finds taken by another bucket holds one that has slid out. Later buckets (a replica
 -- clock far ahead of the server's) are reported late with the ones that slid out.
 --
--- Common path, 2 commands (3 with the EVALSHA, as INFO commandstats counts them): TIME and
--- one BITFIELD that reads the header and the ring ids of the delta buckets, adds every
--- delta to its slot and to the totals, and reads the totals (INCRBY where an element
--- changes, GET where not). Optimistic: the header and ids are checked afterwards. When a
--- bucket's slot is not yet its own, an eviction is due, or the key is new or damaged, a
--- fix-up runs (up to ~10 commands, about once per bucket); it corrects the optimistic
--- increments (they are known: content before = after - delta). A read is TIME and one
--- GETRANGE of header, ids and totals; it writes only to evict.
+-- Why a log: adding a flush's deltas to the ring and the totals costs Redis ~1 µs per
+-- element in BITFIELD operations and their Lua arguments (~0.9 ms for a flush of 64
+-- events of 20 features). An append is TIME and one RPUSH; a fold sums any number of
+-- entries per bucket and element in Lua first, so the BITFIELD below runs once per fold
+-- with one increment per element changed, however many flushes went into it. Replicas
+-- fold when they need the totals (a read, labels, or about twice a second under load).
+--
+-- A fold is TIME, LRANGE of the log, one BITFIELD that reads the header and the ring ids
+-- of the delta buckets, adds every delta to its slot and to the totals, and reads the
+-- totals (INCRBY where an element changes, GET where not), and DEL of the log.
+-- Optimistic: the header and ids are checked afterwards. When a bucket's slot is not yet
+-- its own, an eviction is due, or the key is new or damaged, a fix-up runs (up to ~10
+-- commands, about once per bucket); it corrects the optimistic increments (they are
+-- known: content before = after - delta). A read with an empty log is TIME, LRANGE and
+-- one GETRANGE of header, ids and totals; it writes only to evict.
+--
+-- An entry is acknowledged once appended: it is validated first like any delta, and
+-- folded into its bucket whichever replica folds, unless the bucket slid out meanwhile.
 --
 -- Redis does not roll a failed script back: every check that can fail comes before the
 -- first write, and the first write (the optimistic BITFIELD) runs under redis.pcall so
@@ -90,7 +107,9 @@ local grace, R, deadline = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6
 local S, prefix, P, C = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local pending_prefix, L = ARGV[11], tonumber(ARGV[12])
 local N, M = tonumber(ARGV[13]), tonumber(ARGV[14])
-local FIRST = 15
+local fold, FOLD_AT = tonumber(ARGV[15]), tonumber(ARGV[16])
+local log = KEYS[2]
+local FIRST = 17
 local TOMBSTONE = '\0'
 
 local function whole(n, min)
@@ -98,7 +117,7 @@ local function whole(n, min)
 end
 if not (whole(W, 1) and whole(B, 1) and whole(V, 1) and whole(grace, 0) and whole(R, 1)
     and deadline and whole(S, 1) and whole(P, 0) and whole(C, 0) and whole(L, 1)
-    and whole(N, 0) and whole(M, 0))
+    and whole(N, 0) and whole(M, 0) and (fold == 0 or fold == 1) and whole(FOLD_AT, 1))
     or R < math.ceil(W / B) + 2
     or #ARGV ~= FIRST - 1 + 2 * P + (C > 0 and 3 or 0) + (N > 0 and 1 or 0) + (M > 0 and 1 or 0)
     then
@@ -110,6 +129,7 @@ local F_EVICTED, F_NEWEST = 3, 4
 local IDS, TOTALS, SLOTS = H, H + R, H + R + V
 local FIELDS = SLOTS + R * V
 local TWO32, TWO53 = 4294967296, 9007199254740992
+local folded = false  -- whether the log was read into this call's deltas
 -- unpack() fails past ~8000 values (Lua's C stack), so long BITFIELDs go out in slices.
 local MAX_ARGS = 7900
 
@@ -197,10 +217,10 @@ local out = sec - W - B
 local last_out = out - out % B
 local horizon = last_out + R * B
 
--- Deltas: validate everything before the first write, merge repeated buckets, split off
--- the late ones (never parsed, never written).
-local buckets, index, value, late = {}, {}, {}, {}
-local seen = {}
+-- Deltas: check their framing before the first write and split off the late ones (never
+-- parsed, never written). Their elements are checked where they are summed (a fold), or
+-- when the log gives them back; the replica checked them before sending.
+local late, incoming = {}, {}
 
 local function is_late(b)
   return b <= last_out or b > horizon
@@ -214,27 +234,64 @@ for i = FIRST, FIRST + 2 * P - 1, 2 do
   if is_late(b) then
     late[#late + 1] = b
   elseif #packed > 0 then
-    local k = seen[b]
-    if not k then
-      k = #buckets + 1
-      buckets[k], index[k], value[k], seen[b] = b, {}, {}, k
+    incoming[#incoming + 1] = {b, packed}
+  end
+end
+
+-- The deltas to write, summed per bucket and element: buckets[k] holds index[k] (element
+-- numbers) and value[k] (their sums as %d strings). A sum stays exact below 2^53 in a
+-- double; a partial sum about to pass it goes out as an increment of its own.
+local buckets, index, value = {}, {}, {}
+local seen, acc = {}, {}
+local formats = {}
+
+-- Add the packed elements of `packed` from byte `from` on to bucket b's sums; false when
+-- one is malformed, and then some of them may have been added: the caller starts over.
+local function accumulate(b, packed, from)
+  if (#packed - from + 1) % 12 ~= 0 then return false end
+  local k = seen[b]
+  if not k then
+    k = #buckets + 1
+    local zeros = {}
+    for j = 1, V do zeros[j] = 0 end
+    buckets[k], index[k], value[k], seen[b], acc[k] = b, {}, {}, k, zeros
+  end
+  local a, pos, left = acc[k], from, (#packed - from + 1) / 12
+  -- One unpack per chunk of pairs, not per pair; chunks stay within the Lua stack.
+  while left > 0 do
+    local c = left < 2000 and left or 2000
+    local format = formats[c]
+    if not format then
+      format = '>' .. string.rep('I4i8', c)
+      formats[c] = format
     end
-    local ix, vs = index[k], value[k]
-    local count, pos = #ix, 1
-    -- One unpack per chunk of pairs, not per pair; chunks stay within the Lua stack.
-    while pos <= #packed do
-      local pairs_left = (#packed - pos + 1) / 12
-      local c = pairs_left < 2000 and pairs_left or 2000
-      local got = {struct.unpack('>' .. string.rep('I4i8', c), packed, pos)}
-      for m = 1, 2 * c, 2 do
-        local j, v = got[m], got[m + 1]
-        if j >= V or v >= TWO53 or v <= -TWO53 then
-          return redis.error_reply('ERR window.lua: bad delta for bucket ' .. int(b))
-        end
-        count = count + 1
-        ix[count], vs[count] = j, fmt('%d', v)
+    local got = {struct.unpack(format, packed, pos)}
+    for m = 1, 2 * c, 2 do
+      local j, v = got[m] + 1, got[m + 1]
+      if j > V or v >= TWO53 or v <= -TWO53 then return false end
+      local t = a[j] + v
+      if t >= TWO53 or t <= -TWO53 then
+        local ix, n = index[k], #index[k] + 1
+        ix[n], value[k][n] = j - 1, fmt('%d', a[j])
+        t = v
       end
-      pos = got[2 * c + 1]
+      a[j] = t
+    end
+    pos, left = got[2 * c + 1], left - c
+  end
+  return true
+end
+
+-- Each bucket's sums, after any partial sums that went out on their own.
+local function summed()
+  for k = 1, #buckets do
+    local a, ix, vs = acc[k], index[k], value[k]
+    for j = 1, V do
+      local s = a[j]
+      if s ~= 0 then
+        local n = #ix + 1
+        ix[n], vs[n] = j - 1, fmt('%d', s)
+      end
     end
   end
 end
@@ -406,6 +463,7 @@ end
 -- answer. A slice key of another type (not ours) is replaced rather than failing a
 -- script that has already counted.
 local function reply(totals)
+  if folded then redis.call('DEL', log) end
   label_writes()
   if record then
     for first = 1, #record, 7000 do
@@ -530,6 +588,67 @@ end
 local function header_ok(magic, bucket, ring)
   return magic == V and bucket == B and ring == R
 end
+
+-- Append: the in-time deltas go to the log, one entry per bucket, and the window is
+-- neither read nor written; the reply's totals are -1 (not read). The log's first entry
+-- gives it a lifetime past every bucket it may hold; a log of FOLD_AT entries is folded
+-- at once, so that it stays small.
+if fold == 0 and #incoming > 0 and M == 0 then
+  local entries = {}
+  for i, d in ipairs(incoming) do entries[i] = struct.pack('>i8', d[1]) .. d[2] end
+  local length = redis.pcall('RPUSH', log, unpack(entries))
+  if type(length) == 'table' then
+    -- The first write of the script: an error here has written nothing. A key of
+    -- another type under the log's name is replaced.
+    if string.sub(length.err, 1, 9) ~= 'WRONGTYPE' then return length end
+    redis.call('DEL', log)
+    length = redis.call('RPUSH', log, unpack(entries))
+  end
+  if length == #entries then
+    redis.call('EXPIREAT', log, int(horizon + B + W + grace))
+  end
+  if length < FOLD_AT then return reply(-1) end
+  incoming = {}
+end
+
+-- Fold: the log's entries (appended by any replica; buckets that slid out meanwhile are
+-- dropped, as eviction would), then this call's deltas. The log is deleted in `reply`,
+-- once the window is written.
+-- A malformed entry (not the replica's: it checks every delta) is dropped, and the sums
+-- start over without it.
+local logged = redis.pcall('LRANGE', log, 0, -1)
+if type(logged) == 'table' and logged.err == nil then
+  folded = #logged > 0
+else
+  logged, folded = {}, true  -- not a list: replaced by nothing
+end
+local dropped = {}
+local function sum_all()
+  for i, entry in ipairs(logged) do
+    if not dropped[i] then
+      local b = #entry >= 8 and struct.unpack('>i8', entry)
+      if not b or b % B ~= 0 then
+        dropped[i] = true
+      elseif not is_late(b) and not accumulate(b, entry, 9) then
+        dropped[i] = true
+        return false
+      end
+    end
+  end
+  for _, d in ipairs(incoming) do
+    if not accumulate(d[1], d[2], 1) then
+      return redis.error_reply('ERR window.lua: bad delta for bucket ' .. int(d[1]))
+    end
+  end
+  return true
+end
+local done = sum_all()
+while not done do
+  buckets, index, value, seen, acc = {}, {}, {}, {}, {}
+  done = sum_all()
+end
+if type(done) == 'table' then return done end
+summed()
 
 if #buckets == 0 then
   -- Read (or only late deltas): header, ids and totals in one read.
