@@ -38,6 +38,7 @@ from driftline.stores.redis import (
     grace_seconds,
     log_key,
     monitor_pattern,
+    pack_deltas,
     ring_slots,
     window_bytes,
     window_key,
@@ -796,8 +797,9 @@ async def test_redis_log_sums_what_it_holds_exactly(
 async def test_redis_log_is_bounded_and_outlives_its_buckets(
     redis_url: str, raw_redis: redis.asyncio.Redis
 ) -> None:
-    """The script folds its log at LOG_FOLD_AT entries; the log's first entry gives it a
-    lifetime past the furthest bucket the ring accepts."""
+    """A replica folds a log it finds half full, with its own sums; the script folds one
+    of LOG_FOLD_AT entries itself. The log's first entry gives it a lifetime past the
+    furthest bucket the ring accepts."""
     spec = make_spec(width=3)
     store = appending_store(redis_url)
     log = log_key(spec, 300)
@@ -806,7 +808,7 @@ async def test_redis_log_is_bounded_and_outlives_its_buckets(
         current = spec.bucket_of(now)
         await store.apply(spec, {current: vec(1, 1, 1)})
         lengths = []
-        for _ in range(LOG_FOLD_AT + 5):
+        for _ in range(LOG_FOLD_AT):
             result = await store.apply(spec, {current: vec(1, 2, 3)})
             lengths.append(await raw_redis.llen(log))
             if lengths[-1] == 1:
@@ -815,10 +817,16 @@ async def test_redis_log_is_bounded_and_outlives_its_buckets(
                 horizon = out - out % spec.bucket_seconds + ring_slots(spec, 300) * 60
                 lives = horizon + spec.bucket_seconds + spec.window_seconds + grace_seconds(spec)
                 assert await raw_redis.expiretime(log) == lives
-        assert max(lengths) == LOG_FOLD_AT - 1
-        assert lengths[LOG_FOLD_AT - 1] == 0  # the 64th append folded the log at once
-        expected = [1 + (LOG_FOLD_AT + 5) * x for x in (1, 2, 3)]
-        assert (await store.read(spec)).vector.tolist() == expected
+        half = LOG_FOLD_AT // 2
+        assert max(lengths) == half and lengths[half] == 0  # folded by the next write
+        # Another writer's entries up to the bound: the next append makes the script fold.
+        other = b"elsewhere"[:8] + struct.pack(">q", current) + pack_deltas(vec(1, 0, 0))
+        await raw_redis.rpush(log, *[other] * (LOG_FOLD_AT - 1 - lengths[-1]))
+        result = await store.apply(spec, {current: vec(1, 2, 3)})
+        assert await raw_redis.exists(log) == 0
+        expected = [1 + (LOG_FOLD_AT + 1) * x for x in (1, 2, 3)]
+        expected[0] += LOG_FOLD_AT - 1 - lengths[-1]
+        assert result.totals.vector.tolist() == expected  # the fold's totals
         assert (await key_of(raw_redis, spec)).totals.tolist() == expected
     finally:
         await store.close()
@@ -870,6 +878,41 @@ async def test_redis_fold_drops_a_malformed_entry_and_keeps_the_rest(
         assert await raw_redis.exists(log) == 0
     finally:
         await store.close()
+
+
+async def test_redis_fold_takes_a_replicas_own_sums_only_while_its_count_holds(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """A replica's fold sends the sums of the entries it appended since its last fold; the
+    script takes them instead of parsing those entries only while it finds all of them.
+    """
+    spec = make_spec(width=3)
+    a, b = appending_store(redis_url), appending_store(redis_url)
+    log = log_key(spec, 300)
+    try:
+        current = spec.bucket_of(await store_now(a))
+        await a.read(spec)
+        await b.read(spec)
+        for _ in range(3):
+            await a.apply(spec, {current: vec(1, 0, 0)})
+        for _ in range(2):
+            await b.apply(spec, {current: vec(0, 1, 0)})
+        # Proof that the sums stand in for the entries: b's own entries are rewritten
+        # (a valid entry, other counts), and b's fold still counts what b appended.
+        entries = await raw_redis.lrange(log, 0, -1)
+        mine = [i for i, e in enumerate(entries) if e.startswith(entries[-1][:8])]
+        assert len(mine) == 2
+        other = entries[-1][:16] + pack_deltas(vec(0, 50, 0))
+        await raw_redis.lset(log, mine[0], other)
+        assert (await b.read(spec)).vector.tolist() == [3, 2, 0]
+        # a's three entries went in with b's fold: a's count no longer holds, so a's next
+        # fold parses its new entry rather than adding its sums of four.
+        await a.apply(spec, {current: vec(0, 0, 1)})
+        assert (await a.read(spec)).vector.tolist() == [3, 2, 1]
+        assert await raw_redis.exists(log) == 0
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_redis_memory_is_fixed_by_the_layout(

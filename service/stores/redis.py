@@ -49,10 +49,11 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import math
+import os
 import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -115,9 +116,11 @@ _SPAN = struct.Struct(">qI")  # a claim's bucket start and its events, as window
 REFUSED, APPLIED, KNOWN, STALE = 0, 1, 2, 3
 # A window's log (window.lua) is folded when this replica's totals are older than this,
 # and by the script itself at LOG_FOLD_AT entries: the log holds at most LOG_FOLD_AT
-# entries of at most 8 + 12 * width bytes each.
-FOLD_SECONDS = 0.5
-LOG_FOLD_AT = 64
+# entries of at most 16 + 12 * width bytes each. A fold costs three commands more than an
+# append: once a second per monitor keeps a full-load flush near three commands, and
+# matches how long verdicts are cached anyway (driftline.engine.verdicts).
+FOLD_SECONDS = 1.0
+LOG_FOLD_AT = 128
 # How far Redis's clock may run slower than this process's monotonic clock, relatively.
 # NTP slews a clock by at most 5e-4; twice that leaves room.
 CLOCK_DRIFT = 1e-3
@@ -282,9 +285,10 @@ class RedisWindowStore:
         self._future = future_seconds
         self._horizon = idempotency_seconds
         self._fold_seconds = fold_seconds
-        # Per window key: when this replica last folded it, and the totals then plus the
-        # deltas it has appended since.
-        self._folded: dict[str, tuple[float, Vector]] = {}
+        # Per window key: this replica's view of it since its last fold of it.
+        self._views: dict[str, _View] = {}
+        # Names this replica's log entries (window.lua skips parsing those it sums itself).
+        self._writer = os.urandom(8)
         self._clock = ServerClock()
         self._learning: dict[str | None, asyncio.Future[Any]] = {}
         self._cluster = isinstance(client, RedisCluster)
@@ -376,8 +380,8 @@ class RedisWindowStore:
 
         leading = set(sending)
         checked += back(i for i in range(len(keyed)) if i not in leading)
-        last = self._folded.get(self.window_key(spec))
-        fold = last is None or time.monotonic() - last[0] >= self._fold_seconds
+        view = self._views.get(self.window_key(spec))
+        fold = view is None or time.monotonic() - view.at >= self._fold_seconds
         while True:
             sent = [keyed[i] for i in sending]
             packed, pairs, summed = _pack(checked, sent)
@@ -394,6 +398,8 @@ class RedisWindowStore:
             checked += back(taken)
         vector, late, counts = _parse_reply(spec, reply, len(sending))
         totals = await self._totals(spec, now, vector, summed, late)
+        if int(reply[6]) >= LOG_FOLD_AT // 2:  # folded next, with this replica's own sums
+            self._views[self.window_key(spec)].at = -math.inf
         for i, (accepted, lagging) in zip(sending, counts, strict=True):
             outcomes[i] = counted(accepted, lagging)
             recorded[keyed[i].key.digest] = keyed[i].key.fingerprint
@@ -515,8 +521,8 @@ class RedisWindowStore:
     async def drop(self, monitor: str) -> None:
         """Delete every key of the monitor, all layouts."""
         own = f"{KEY_ROOT}:{{{monitor}}}:"
-        for key in [k for k in self._folded if k.startswith(own)]:
-            del self._folded[key]
+        for key in [k for k in self._views if k.startswith(own)]:
+            del self._views[key]
         try:
             await delete_matching(self._client, monitor_pattern(monitor))
         except REDIS_FAILURES as exc:
@@ -596,25 +602,18 @@ class RedisWindowStore:
         summed: Mapping[int, Sequence[Vector]] | None = None,
         late: Sequence[int] = (),
     ) -> WindowTotals:
-        """The totals a reply read (a fold), or the last fold's plus the deltas appended.
-
-        Remembered per window key as this replica's view until its next fold.
-        """
+        """The totals a reply read (a fold), or the last fold's plus the deltas appended."""
         key = self.window_key(spec)
         if vector is None:
-            last = self._folded.get(key)
-            if last is None:  # forgotten meanwhile (the monitor was dropped): read
+            view = self._views.get(key)
+            if view is None:  # forgotten meanwhile (a failed call, a drop): read
                 return await self.read(spec)
-            at, vector = last
-            gone = set(late)
-            for bucket, vectors in (summed or {}).items():
-                if bucket not in gone:
-                    for delta in vectors:
-                        vector = vector + delta
+            view.appended_to(summed or {}, frozenset(late))
         else:
-            at = time.monotonic()
-        self._folded[key] = (at, vector)
-        return WindowTotals(vector=vector, start=now - spec.window_seconds, now=now)
+            out = int(now) - spec.window_seconds - spec.bucket_seconds
+            view = _View(time.monotonic(), out - out % spec.bucket_seconds, vector)
+            self._views[key] = view
+        return WindowTotals(vector=view.totals, start=now - spec.window_seconds, now=now)
 
     async def _node(self, key: str) -> str | None:
         """The name of the cluster node a key lives on (None while the slot map is unknown)."""
@@ -655,7 +654,8 @@ class RedisWindowStore:
     ) -> tuple[Any, float]:
         """Run the script: its reply (applied, keys known, stale) and the server's time.
 
-        Without `fold`, in-time deltas are appended to the window's log (totals not read).
+        Without `fold`, in-time deltas are appended to the window's log (totals not read)
+        while no bucket has slid out since this replica last folded it.
         """
         key = window_key(spec, self._future)
         labels = labels or _Labels(1)
@@ -678,6 +678,8 @@ class RedisWindowStore:
             raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
         except REDIS_FAILURES as exc:
             self._clock.forget(node)
+            # The log may hold an entry no view counts: the next fold parses it all.
+            self._views.pop(key, None)
             if writes and self._fence is not None and not _never_sent(exc):
                 # The call may still be in Redis's hands: answer no earlier than the
                 # moment Redis's clock has certainly passed its deadline.
@@ -707,7 +709,14 @@ class RedisWindowStore:
         *,
         fold: bool,
     ) -> list[bytes | str | int | float]:
-        """window.lua's ARGV (its header says what each is)."""
+        """window.lua's ARGV (its header says what each is).
+
+        A fold carries this replica's sums of what it appended since its last fold; an
+        append, the `last_out` of that fold.
+        """
+        view = self._views.get(window_key(spec, self._future))
+        known, sums = (-1, []) if view is None or not fold else view.sums()
+        append_while = 0 if view is None or fold else view.last_out
         return [
             spec.window_seconds,
             spec.bucket_seconds,
@@ -723,9 +732,14 @@ class RedisWindowStore:
             labels.horizon,
             len(labels.pending) // PENDING_PAIR_BYTES,
             len(labels.consumed) // PENDING_PAIR_BYTES,
-            int(fold),
+            append_while,
             LOG_FOLD_AT,
-            *deltas,
+            self._writer,
+            known,
+            len(sums) // 2,
+            *deltas[: 2 * pairs],
+            *sums,
+            *deltas[2 * pairs :],
             *(part for part in (labels.pending, labels.consumed) if part),
         ]
 
@@ -742,6 +756,45 @@ def _status(reply: Any) -> tuple[int, float]:
 
 
 PENDING_PAIR_BYTES = ID_BYTES + RECORD_BYTES  # an id digest and its record, as window.lua reads
+
+
+@dataclass(slots=True)
+class _View:
+    """A replica's view of one window since it last folded it.
+
+    The totals of that fold plus every delta the replica appended since, and those deltas
+    per bucket with the number of log entries they went in as: window.lua takes these
+    sums instead of parsing the replica's own entries when the count still matches.
+    """
+
+    at: float  # monotonic time of the fold
+    last_out: int  # the newest bucket that had slid out then (window.lua's last_out)
+    totals: Vector
+    own: dict[int, Vector] = field(default_factory=dict)
+    appended: int = 0  # -1 once a sum may not be exact (it reached 2**53)
+
+    def appended_to(self, summed: Mapping[int, Sequence[Vector]], late: frozenset[int]) -> None:
+        """Add what an append carried (its late buckets were not appended)."""
+        for bucket, vectors in summed.items():
+            if bucket in late:
+                continue
+            for delta in vectors:
+                self.totals = self.totals + delta
+                if self.appended < 0 or not delta.any():
+                    continue  # an empty delta is not appended
+                own = self.own.get(bucket)
+                own = delta.copy() if own is None else own + delta
+                self.own[bucket] = own
+                self.appended = self.appended + 1 if (np.abs(own) < 2.0**53).all() else -1
+
+    def sums(self) -> tuple[int, list[int | bytes]]:
+        """window.lua's K and its pairs of sums (none when unknown)."""
+        if self.appended < 0:
+            return -1, []
+        pairs: list[int | bytes] = []
+        for bucket in sorted(self.own):
+            pairs += [bucket, pack_deltas(self.own[bucket])]
+        return self.appended, pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -815,7 +868,7 @@ def _parse_reply(
 ) -> tuple[Vector | None, list[int], list[tuple[int, int]]]:
     """Totals (None: appended, not read), late buckets and each new claim's (accepted, late)."""
     try:
-        _, _, _, raw, late, flat = reply
+        _, _, _, raw, late, flat, _ = reply
         vector: Vector | None
         if isinstance(raw, bytes):
             if raw:

@@ -13,7 +13,8 @@
 --          The key carries the {monitor} hash tag, so in Redis Cluster the script stays on
 --          one shard.
 -- KEYS[2]  the window's log: a list of deltas appended since the last fold, one entry per
---          bucket: its start (big-endian i64), then its packed deltas as in ARGV below.
+--          bucket: the writer id (ARGV[17]), the bucket start (big-endian i64), then its
+--          packed deltas as in ARGV below.
 --          Same hash tag. At most FOLD_AT entries; it expires after every bucket it may
 --          hold has slid out.
 -- ARGV[1]  window seconds W       ARGV[2] bucket seconds B      ARGV[3] width V
@@ -29,12 +30,19 @@
 -- ARGV[11] prefix of the pending-prediction keys (the slice index is appended; same hash
 --          tag)    ARGV[12] their slice seconds L (the label horizon; 1 when unused)
 -- ARGV[13] N, the number of pending records to write    ARGV[14] M, labels to consume
--- ARGV[15] 1: fold the log into the window and return the totals; 0: append this call's
---          deltas to the log when it has any in time and consumes no labels (else fold)
+-- ARGV[15] 0: fold the log into the window and return the totals; else the last_out
+--          (below) of the caller's last fold: append this call's deltas to the log
+--          instead, while last_out is still that (no bucket slid out since, so the
+--          caller's view of the totals stays exact) and the call has deltas in time and
+--          consumes no labels
 -- ARGV[16] FOLD_AT, the log's length at which an append folds it at once
--- ARGV[17..] P pairs of (bucket start, packed deltas): the nonzero elements of the
+-- ARGV[17] the caller's writer id, 8 bytes     ARGV[18] K, the number of entries the
+--          caller appended since it last folded the log (-1: unknown)
+-- ARGV[19] Q, the number of pairs of the sums of those entries, after the P pairs below
+-- ARGV[20..] P pairs of (bucket start, packed deltas): the nonzero elements of the
 --          bucket's vector, 12 bytes each: a big-endian u32 element index, a big-endian
---          i64 value. No pairs and no claims: only evict and read.
+--          i64 value. No pairs and no claims: only evict and read. Then Q pairs alike:
+--          the sums of the caller's K entries per bucket.
 --          Then, with claims, three strings: the claims' 24-byte heads one after another
 --          (16-byte key digest, 8-byte request fingerprint); per claim the number of its
 --          buckets N >= 1 (u32); per claim N (bucket start i64, events u32); all
@@ -46,14 +54,16 @@
 --          id digest and the 18-byte record the replica read (its labels' counts are
 --          among the pairs above).
 --
--- Returns {1, TIME seconds, TIME microseconds, totals, {late bucket starts}, outcomes},
--- where totals is an array of V integers, or V big-endian i64 packed in one string, or
--- "" when the window is empty, or -1 when the deltas were appended (not read), and outcomes holds two integers per claim (its events
--- accepted, its events late). Past the deadline it returns {0, TIME seconds, TIME
--- microseconds}; when a claim's key is known, {2, TIME seconds, TIME microseconds,
--- {claim number, its record, ...}}; when a consumed record is no longer what the replica
--- read (another label took it meanwhile), {3, TIME seconds, TIME microseconds, {consume
--- numbers}}: all three change nothing.
+-- Returns {1, TIME seconds, TIME microseconds, totals, {late bucket starts}, outcomes,
+-- log length}, where totals is an array of V integers, or V big-endian i64 packed in one
+-- string, or "" when the window is empty, or -1 when the deltas were appended (not read);
+-- outcomes holds two integers per claim (its events accepted, its events late); the log
+-- length is the log's after an append (0 after a fold), so that a replica folds it with
+-- its own sums before the script has to, unaided, at FOLD_AT. Past the deadline it
+-- returns {0, TIME seconds, TIME microseconds}; when a claim's key is known, {2, TIME
+-- seconds, TIME microseconds, {claim number, its record, ...}}; when a consumed record is
+-- no longer what the replica read (another label took it meanwhile), {3, TIME seconds,
+-- TIME microseconds, {consume numbers}}: all three change nothing.
 --
 -- Pending predictions (docs/labels.md) live in hashes of one slice of L seconds each
 -- (field: id digest, value: the 18-byte record), like the idempotency keys: a record is
@@ -82,7 +92,10 @@
 -- events of 20 features). An append is TIME and one RPUSH; a fold sums any number of
 -- entries per bucket and element in Lua first, so the BITFIELD below runs once per fold
 -- with one increment per element changed, however many flushes went into it. Replicas
--- fold when they need the totals (a read, labels, or about twice a second under load).
+-- fold when they need the totals (a read, labels, or about once a second under load).
+-- Summing an entry in Lua costs ~30 µs (unpacking its elements most of it), so a replica
+-- sends the sums of its own entries, which it kept as it appended them: the script only
+-- parses other replicas' entries, or its own when someone else folded some meanwhile.
 --
 -- A fold is TIME, LRANGE of the log, one BITFIELD that reads the header and the ring ids
 -- of the delta buckets, adds every delta to its slot and to the totals, and reads the
@@ -108,8 +121,10 @@ local S, prefix, P, C = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9]), tonumber(
 local pending_prefix, L = ARGV[11], tonumber(ARGV[12])
 local N, M = tonumber(ARGV[13]), tonumber(ARGV[14])
 local fold, FOLD_AT = tonumber(ARGV[15]), tonumber(ARGV[16])
+local writer, K, Q = ARGV[17], tonumber(ARGV[18]), tonumber(ARGV[19])
 local log = KEYS[2]
-local FIRST = 17
+local FIRST = 20
+local CLAIMS = FIRST + 2 * ((P or 0) + (Q or 0))  -- the first argument after the pairs
 local TOMBSTONE = '\0'
 
 local function whole(n, min)
@@ -117,9 +132,10 @@ local function whole(n, min)
 end
 if not (whole(W, 1) and whole(B, 1) and whole(V, 1) and whole(grace, 0) and whole(R, 1)
     and deadline and whole(S, 1) and whole(P, 0) and whole(C, 0) and whole(L, 1)
-    and whole(N, 0) and whole(M, 0) and (fold == 0 or fold == 1) and whole(FOLD_AT, 1))
+    and whole(N, 0) and whole(M, 0) and whole(fold, 0) and whole(FOLD_AT, 1)
+    and #writer == 8 and whole(K, -1) and whole(Q, 0))
     or R < math.ceil(W / B) + 2
-    or #ARGV ~= FIRST - 1 + 2 * P + (C > 0 and 3 or 0) + (N > 0 and 1 or 0) + (M > 0 and 1 or 0)
+    or #ARGV ~= CLAIMS - 1 + (C > 0 and 3 or 0) + (N > 0 and 1 or 0) + (M > 0 and 1 or 0)
     then
   return redis.error_reply('ERR window.lua: bad window arguments')
 end
@@ -130,6 +146,7 @@ local IDS, TOTALS, SLOTS = H, H + R, H + R + V
 local FIELDS = SLOTS + R * V
 local TWO32, TWO53 = 4294967296, 9007199254740992
 local folded = false  -- whether the log was read into this call's deltas
+local appended = 0  -- the log's length after this call
 -- unpack() fails past ~8000 values (Lua's C stack), so long BITFIELDs go out in slices.
 local MAX_ARGS = 7900
 
@@ -305,7 +322,7 @@ if C > 0 then
   -- Three strings for all claims, each unpacked in chunks (per claim, unpacking and
   -- formatting are most of the cost): `heads`, 24 bytes a claim; `counts`, a u32 per
   -- claim (its buckets N); `spans`, N (bucket start i64, events u32) a claim.
-  local at = FIRST + 2 * P
+  local at = CLAIMS
   local heads, counts, spans = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   if #heads ~= 24 * C or #counts ~= 4 * C or #spans % 12 ~= 0 then
     return redis.error_reply('ERR window.lua: bad claims')
@@ -392,7 +409,7 @@ end
 
 -- Pending records to write, and labels to consume: the consumed records must still be
 -- what the replica read, else nothing changes and the replica counts without them.
-local extra = FIRST + 2 * P + (C > 0 and 3 or 0)
+local extra = CLAIMS + (C > 0 and 3 or 0)
 local ID_BYTES, RECORD_BYTES = 16, 18
 local PAIR = ID_BYTES + RECORD_BYTES
 local writes, taken = nil, nil
@@ -476,7 +493,7 @@ local function reply(totals)
     end
     redis.call('EXPIREAT', record.key, record.expire)
   end
-  return {1, time[1], time[2], totals, late, outcomes}
+  return {1, time[1], time[2], totals, late, outcomes, appended}
 end
 
 -- Add every live delta to its slot and the totals (after the key was rebuilt or the
@@ -593,9 +610,9 @@ end
 -- neither read nor written; the reply's totals are -1 (not read). The log's first entry
 -- gives it a lifetime past every bucket it may hold; a log of FOLD_AT entries is folded
 -- at once, so that it stays small.
-if fold == 0 and #incoming > 0 and M == 0 then
+if fold == last_out and #incoming > 0 and M == 0 then
   local entries = {}
-  for i, d in ipairs(incoming) do entries[i] = struct.pack('>i8', d[1]) .. d[2] end
+  for i, d in ipairs(incoming) do entries[i] = writer .. struct.pack('>i8', d[1]) .. d[2] end
   local length = redis.pcall('RPUSH', log, unpack(entries))
   if type(length) == 'table' then
     -- The first write of the script: an error here has written nothing. A key of
@@ -607,35 +624,57 @@ if fold == 0 and #incoming > 0 and M == 0 then
   if length == #entries then
     redis.call('EXPIREAT', log, int(horizon + B + W + grace))
   end
-  if length < FOLD_AT then return reply(-1) end
+  if length < FOLD_AT then
+    appended = length
+    return reply(-1)
+  end
   incoming = {}
 end
 
 -- Fold: the log's entries (appended by any replica; buckets that slid out meanwhile are
 -- dropped, as eviction would), then this call's deltas. The log is deleted in `reply`,
 -- once the window is written.
--- A malformed entry (not the replica's: it checks every delta) is dropped, and the sums
--- start over without it.
+-- The caller's own entries (those of its writer id) are not parsed when it sends their
+-- sums and their count K matches: the caller folded the whole log last and counted every
+-- entry it appended since; a fold by anyone else took some, and the count tells. Else its
+-- entries are parsed like the others'. A malformed entry (not a replica's: they check
+-- every delta) is dropped, and the sums start over without it.
 local logged = redis.pcall('LRANGE', log, 0, -1)
 if type(logged) == 'table' and logged.err == nil then
   folded = #logged > 0
 else
   logged, folded = {}, true  -- not a list: replaced by nothing
 end
+local mine = 0
+for _, entry in ipairs(logged) do
+  if string.sub(entry, 1, 8) == writer then mine = mine + 1 end
+end
+local summed_own = mine == K
 local dropped = {}
 local function sum_all()
   for i, entry in ipairs(logged) do
-    if not dropped[i] then
-      local b = #entry >= 8 and struct.unpack('>i8', entry)
+    if not dropped[i] and not (summed_own and string.sub(entry, 1, 8) == writer) then
+      local b = #entry >= 16 and struct.unpack('>i8', entry, 9)
       if not b or b % B ~= 0 then
         dropped[i] = true
-      elseif not is_late(b) and not accumulate(b, entry, 9) then
+      elseif not is_late(b) and not accumulate(b, entry, 17) then
         dropped[i] = true
         return false
       end
     end
   end
-  for _, d in ipairs(incoming) do
+  local pairs_to_sum = {}
+  for _, d in ipairs(incoming) do pairs_to_sum[#pairs_to_sum + 1] = d end
+  if summed_own then
+    for i = FIRST + 2 * P, CLAIMS - 1, 2 do
+      local b = tonumber(ARGV[i])
+      if not b or b % B ~= 0 then
+        return redis.error_reply('ERR window.lua: bad sum for bucket ' .. tostring(ARGV[i]))
+      end
+      if not is_late(b) then pairs_to_sum[#pairs_to_sum + 1] = {b, ARGV[i + 1]} end
+    end
+  end
+  for _, d in ipairs(pairs_to_sum) do
     if not accumulate(d[1], d[2], 1) then
       return redis.error_reply('ERR window.lua: bad delta for bucket ' .. int(d[1]))
     end
