@@ -396,9 +396,9 @@ class RedisWindowStore:
             taken = {sending[int(c) - 1] for c in known[::2]}
             sending = [i for i in sending if i not in taken]
             checked += back(taken)
-        vector, late, counts = _parse_reply(spec, reply, len(sending))
+        vector, late, counts, logged = _parse_reply(spec, reply, len(sending))
         totals = await self._totals(spec, now, vector, summed, late)
-        if int(reply[6]) >= LOG_FOLD_AT // 2:  # folded next, with this replica's own sums
+        if logged >= LOG_FOLD_AT // 2:  # folded next, with this replica's own sums
             self._views[self.window_key(spec)].at = -math.inf
         for i, (accepted, lagging) in zip(sending, counts, strict=True):
             outcomes[i] = counted(accepted, lagging)
@@ -449,7 +449,7 @@ class RedisWindowStore:
         reply, now = await self._run(spec, packed, pairs, 0, labels)
         if int(reply[0]) == STALE:
             return Consumed(None, tuple(int(m) - 1 for m in reply[3]))
-        vector, late, _ = _parse_reply(spec, reply, 0)
+        vector, late, _, _ = _parse_reply(spec, reply, 0)
         totals = await self._totals(spec, now, vector, summed, late)
         return Consumed(ApplyResult(totals=totals, late_buckets=frozenset(late)))
 
@@ -865,10 +865,10 @@ def _pack(
 
 def _parse_reply(
     spec: WindowSpec, reply: Any, claims: int
-) -> tuple[Vector | None, list[int], list[tuple[int, int]]]:
-    """Totals (None: appended, not read), late buckets and each new claim's (accepted, late)."""
+) -> tuple[Vector | None, list[int], list[tuple[int, int]], int]:
+    """An applied reply's totals (None: appended), late buckets, claim counts, log length."""
     try:
-        _, _, _, raw, late, flat, _ = reply
+        _, _, _, raw, late, flat, logged = reply
         vector: Vector | None
         if isinstance(raw, bytes):
             if raw:
@@ -887,6 +887,6 @@ def _parse_reply(
         if len(flat) != 2 * claims:
             raise ValueError(f"{len(flat) // 2} claim outcomes for {claims} claims")
         counts = [(int(a), int(b)) for a, b in zip(flat[::2], flat[1::2], strict=True)]
-        return vector, [int(b) for b in late], counts
+        return vector, [int(b) for b in late], counts, int(logged)
     except (ValueError, TypeError, IndexError) as exc:
         raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc

@@ -645,15 +645,15 @@ if type(logged) == 'table' and logged.err == nil then
 else
   logged, folded = {}, true  -- not a list: replaced by nothing
 end
-local mine = 0
-for _, entry in ipairs(logged) do
-  if string.sub(entry, 1, 8) == writer then mine = mine + 1 end
+local mine, own = 0, {}  -- how many of the entries are the caller's, and which
+for i, entry in ipairs(logged) do
+  if string.sub(entry, 1, 8) == writer then mine, own[i] = mine + 1, true end
 end
 local summed_own = mine == K
 local dropped = {}
 local function sum_all()
   for i, entry in ipairs(logged) do
-    if not dropped[i] and not (summed_own and string.sub(entry, 1, 8) == writer) then
+    if not dropped[i] and not (summed_own and own[i]) then
       local b = #entry >= 16 and struct.unpack('>i8', entry, 9)
       if not b or b % B ~= 0 then
         dropped[i] = true
