@@ -111,6 +111,12 @@ SERVICE_CALLS = 16
 # Seconds kopf waits in memory for a stopped status timer, then between its checks.
 TIMER_EXIT_WAIT = 0.1
 TIMER_EXIT_POLL = 2.0
+# Seconds kopf waits for its own patch to come back on the watch before it treats the
+# object as consistent. Past kopf's default 5 s it handles the older event it still
+# holds: a busy API server then saw every monitor "created" a second time, and rewritten.
+# The wait ends as soon as the patched version arrives, so a long bound costs nothing
+# unless a watch restart skips that version (then changes wait at most this long).
+CONSISTENCY_TIMEOUT = 60.0
 MEMO_KEY = "driftline"
 STATUS_TIMER = "refresh-status"
 # kopf passes each index to handlers as a keyword named after the index handler's id.
@@ -213,6 +219,7 @@ def operator_settings() -> kopf.OperatorSettings:
     # should it still run, look again in seconds, not after kopf's default minute.
     settings.background.instant_exit_timeout = TIMER_EXIT_WAIT
     settings.background.cancellation_polling = TIMER_EXIT_POLL
+    settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT
     return settings
 
 

@@ -56,6 +56,12 @@ def test_kopf_settings_use_driftline_names_and_standalone_mode() -> None:
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
 
 
+def test_kopf_waits_for_its_own_patch_longer_than_a_busy_watch_lags() -> None:
+    # With kopf's default 5 s, a watch that lagged ~30 s (200 monitors created on a loaded
+    # 2-core machine) had kopf handle each pre-patch event again: a second "creation".
+    assert operator_settings().persistence.consistency_timeout >= 60
+
+
 def test_status_refresh_successes_are_not_logged_but_everything_else_is() -> None:
     quiet = QuietTimerSuccess()
 
