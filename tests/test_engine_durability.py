@@ -204,6 +204,55 @@ async def test_group_commit_uses_far_fewer_script_calls_than_requests(
     assert await window_events(client) == requests
 
 
+async def test_column_requests_are_binned_together_and_answered_each_for_its_own_rows(
+    aiohttp_client: Any, redis_url: str, events: list[dict[str, Any]]
+) -> None:
+    # Small columnar requests (a model server's inferences) share their flush's binning:
+    # each must still hear of its own refused rows only, and count what events count.
+    client = await aiohttp_client(create_app(make_settings(redis_url, ack_mode="durable")))
+    rows = [dict(e["features"]) for e in events[:256]]
+    requests = 16
+    size = len(rows) // requests
+    chunks = [rows[k * size : (k + 1) * size] for k in range(requests)]
+    # One bad value per request: the first row of half of them (where one request's rows
+    # meet the previous one's), elsewhere in the rest.
+    bad = [0 if k % 2 == 0 else k % size for k in range(requests)]
+    for k, chunk in enumerate(chunks):
+        chunk[bad[k]]["age"] = f"old-{k}"
+    names = sorted({name for row in rows for name in row})
+
+    async def columns(chunk: list[dict[str, Any]]) -> tuple[int, Any]:
+        body = {"columns": {name: [row.get(name) for row in chunk] for name in names}}
+        response = await client.post(f"/v1/monitors/{MONITOR}/columns", json=body)
+        return response.status, await response.json()
+
+    before = await evalsha_calls(redis_url)
+    answers = await asyncio.gather(*(columns(chunk) for chunk in chunks))
+    calls = await evalsha_calls(redis_url) - before
+    for k, (status, body) in enumerate(answers):
+        assert status == 200, body
+        assert (body["accepted"], body["rejected"]) == (size - 1, 1), body
+        assert body["errors"][0]["field"] == f"columns.age[{bad[k]}]", body
+        assert body["errors"][0]["message"] == f'expected a number, got "old-{k}"'
+    print(f"column requests: {calls} EVALSHA calls for {requests} requests")
+    assert 0 < calls < requests
+    by_columns = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert (await client.delete(f"/v1/monitors/{MONITOR}/window")).status == 204
+
+    # The same rows as one batch of events, on the emptied window: the same counts.
+    response = await client.post(
+        f"/v1/monitors/{MONITOR}/events", json=[{"features": row} for row in rows]
+    )
+    assert response.status == 200, await response.text()
+    by_events = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert by_columns["window"]["events"] == by_events["window"]["events"] == len(rows) - requests
+    for name, feature in by_events["features"].items():
+        mine = by_columns["features"][name]
+        assert mine["window_count"] == feature["window_count"], name
+        assert mine["window_proportions"] == feature["window_proportions"], name
+        assert mine["missing_rate"] == feature["missing_rate"], name
+
+
 async def test_async_mode_answers_at_once_and_counts_reach_the_window(
     aiohttp_client: Any, redis_url: str, events: list[dict[str, Any]]
 ) -> None:

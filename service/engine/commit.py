@@ -8,6 +8,10 @@ request the batch carried through one shared future. While a flush is in flight 
 next batch fills up, so the batch size grows with load and the store calls per event
 fall.
 
+Events sent by column (an inference's tensors) are binned at the flush too, all of its
+chunks in one call: a binning call costs ~140 µs before its first event, so binning
+each small inference on its own would cost more than its events.
+
 A submission with an idempotency key travels in the same store call as a claim of its
 own (the committer does not sum its events with the others'): the store counts it only
 if its key is new, in the same atomic step, and says so per claim.
@@ -16,6 +20,7 @@ if its key is new, in the same atomic step, and says so per claim.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from driftline.core.binning import BinnedBatch, EventError, Matrix, bin_batch
+from driftline.core.binning import BinnedBatch, EventError, Matrix, bin_batch, bin_columns
 from driftline.core.idempotency import ClaimOutcome, ClaimStatus, RequestKey
 from driftline.core.limits import Limits
 from driftline.core.monitor import Monitor
@@ -61,6 +66,8 @@ class FlushOutcome:
     # Per keyed submission, by its ticket's `claim`: what the store did with it (None
     # for a single event that could not be counted: it was never claimed).
     claims: Sequence[ClaimOutcome | None] = ()
+    # Per column chunk (its position from `submit_columns`): its events not counted.
+    chunk_errors: Sequence[Mapping[int, EventError]] = ()
 
 
 class Row(NamedTuple):
@@ -72,6 +79,16 @@ class Row(NamedTuple):
     durable: bool  # its request waits for the flush (else it was checked valid up front)
     key: RequestKey | None = None  # counted at most once per key
     pending: bytes | None = None  # its id's digest: its prediction waits for a label
+
+
+class ColumnChunk(NamedTuple):
+    """Events sent as a list of values per column, waiting for their flush to be binned."""
+
+    columns: Mapping[str, list[Any]]  # each `size` long; a feature without one is missing
+    size: int
+    bucket: int  # they share one timestamp, so one bucket
+    tag: str | None  # model_version
+    refused: Mapping[int, EventError]  # events already refused (e.g. their prediction)
 
 
 class Ticket(NamedTuple):
@@ -87,6 +104,7 @@ class _Batch:
     monitor: Monitor
     target: int  # durable submissions to wait for before flushing early
     rows: list[Row] = field(default_factory=list)
+    chunks: list[ColumnChunk] = field(default_factory=list)
     vectors: dict[int, Vector] = field(default_factory=dict)  # binned batches, by bucket
     # Keyed submissions in arrival order: a row's position, or a binned batch's claim.
     keyed: list[int | Claim] = field(default_factory=list)
@@ -167,7 +185,12 @@ class _Batch:
                     [r.bucket for r in waiting],
                     vectors.__getitem__,
                 )
-        for start, vector in self.vectors.items():
+        added = list(self.vectors.items())
+        chunk_errors: list[dict[int, EventError]] = []
+        if self.chunks:
+            chunked, chunk_errors = _bin_chunks(self.monitor, self.chunks, limits)
+            added.extend((start, vector) for start, (vector, _) in chunked.items())
+        for start, vector in added:
             deltas[start] = deltas[start] + vector if start in deltas else vector
         # Each keyed submission's place among the store's outcomes: the claims' first,
         # then the rows' (None for a keyed row refused before it was claimed).
@@ -182,12 +205,41 @@ class _Batch:
             else:
                 places.append(counted_rows)
                 counted_rows += 1
-        return _Sending(deltas, errors, claims, rows, places, binned)
+        return _Sending(deltas, errors, chunk_errors, claims, rows, places, binned)
+
+
+def _bin_chunks(
+    monitor: Monitor, chunks: Sequence[ColumnChunk], limits: Limits
+) -> tuple[dict[int, tuple[Vector, int]], list[dict[int, EventError]]]:
+    """Column chunks binned as one: per bucket their deltas, and each chunk's refused events."""
+    sizes = [chunk.size for chunk in chunks]
+    names = {name: None for chunk in chunks for name in chunk.columns}
+    joined: dict[str, list[Any]] = {}
+    for name in names:
+        values: list[Any] = []
+        for chunk in chunks:
+            column = chunk.columns.get(name)
+            values.extend([None] * chunk.size if column is None else column)
+        joined[name] = values
+    binned = bin_columns(monitor.layout, joined, sum(sizes), limits)
+    offsets = np.cumsum([0, *sizes]).tolist()
+    for offset, chunk in zip(offsets, chunks, strict=False):
+        for i, error in chunk.refused.items():
+            binned.errors.setdefault(offset + i, error)
+    errors: list[dict[int, EventError]] = [{} for _ in chunks]
+    if binned.errors:
+        for k, error in binned.errors.items():
+            c = bisect.bisect_right(offsets, k) - 1
+            errors[c][k - offsets[c]] = error
+    buckets = np.repeat(np.array([chunk.bucket for chunk in chunks], dtype=np.int64), sizes)
+    versions = [chunk.tag for chunk in chunks for _ in range(chunk.size)]
+    return batch_deltas(monitor.scopes, binned, buckets, versions), errors
 
 
 class _Sending(NamedTuple):
     deltas: dict[int, Vector]  # per bucket start, the summed vector of the unkeyed events
     errors: dict[int, EventError]  # single rows that cannot be counted
+    chunk_errors: list[dict[int, EventError]]  # per column chunk, its events not counted
     claims: list[Claim]  # binned keyed submissions
     rows: KeyedRows | None  # keyed single events
     places: list[int | None]  # per keyed submission, its outcome's index in the store's
@@ -274,6 +326,17 @@ class GroupCommitter:
             return Ticket(self._wait(batch), position, claim)
         batch.unacknowledged += 1
         return Ticket(None, position, claim)
+
+    def submit_columns(
+        self, monitor: Monitor, chunk: ColumnChunk
+    ) -> tuple[asyncio.Future[FlushOutcome], int]:
+        """Queue events sent by column, binned at the flush (durable: errors come then).
+
+        Returns the flush's future and the chunk's position in `FlushOutcome.chunk_errors`.
+        """
+        batch = self._batch(monitor)
+        batch.chunks.append(chunk)
+        return self._wait(batch), len(batch.chunks) - 1
 
     def submit(
         self,
@@ -364,7 +427,9 @@ class GroupCommitter:
                 self._lost(monitor, batch.unacknowledged)
             return
         if future is not None:
-            future.set_result(FlushOutcome(assessment, late, errors, outcomes))
+            future.set_result(
+                FlushOutcome(assessment, late, errors, outcomes, sending.chunk_errors)
+            )
 
     def _tally(
         self,

@@ -44,7 +44,7 @@ from driftline.core.performance import (
 )
 from driftline.core.performance import records as pending_records
 from driftline.core.policy import LabelsPolicy
-from driftline.core.prediction import RESERVED_MARK, PredictionError, is_prediction_column
+from driftline.core.prediction import RESERVED_MARK, is_prediction_column
 from driftline.core.report import Assessment, DriftReport, drift_report
 from driftline.core.scopes import Scope, batch_deltas, joined_deltas, record_blocks
 from driftline.core.window import Vector, WindowTotals
@@ -59,7 +59,7 @@ from driftline.engine.admission import (
     unjoined,
     with_prediction,
 )
-from driftline.engine.commit import FlushOutcome, GroupCommitter, Row, Ticket
+from driftline.engine.commit import ColumnChunk, FlushOutcome, GroupCommitter, Row, Ticket
 from driftline.engine.history import History, HistoryRecorder
 from driftline.engine.registry import MonitorRegistry
 from driftline.engine.verdicts import Listener, Verdicts, scope_assessment
@@ -471,22 +471,78 @@ class DriftEngine:
                     + ", ".join(n for n in known if not is_prediction_column(n)),
                 ),
             )
-        refused: dict[int, PredictionError] = {}
+        refused: dict[int, EventError] = {}
         if decoder is not None and prediction is not None:
-            outputs, refused = decoder.columns(prediction)
+            outputs, wrong = decoder.columns(prediction)
             columns = {**columns, **outputs}
+            refused = {i: EventError(decoder.names[0], str(e)) for i, e in wrong.items()}
+        ignored = decoder is None and prediction is not None
+        listed = self._binned_at_flush(columns, key)
+        if listed is not None:
+            seconds = monitor.window.bucket_seconds
+            chunk = ColumnChunk(
+                listed, size, int(admitted // seconds) * seconds, model_version, refused
+            )
+            return await self._count_chunk(monitor, chunk, ignored)
         batch = bin_columns(monitor.layout, columns, size, limits)
-        if decoder is not None:
-            for i, error in refused.items():
-                batch.errors.setdefault(i, EventError(decoder.names[0], str(error)))
+        for i, error in refused.items():
+            batch.errors.setdefault(i, error)
         result = IngestResult(monitor)
         result.rejected = [invalid_value(i, error) for i, error in sorted(batch.errors.items())]
         counted = await self._count(
             monitor, batch, np.full(size, admitted), [model_version] * size, result, key
         )
-        if decoder is None and prediction is not None:
+        if ignored:
             counted.warnings.append(prediction_ignored(monitor))
         return counted
+
+    def _binned_at_flush(
+        self, columns: Mapping[str, Sequence[Any] | Vector], key: RequestKey | None
+    ) -> dict[str, list[Any]] | None:
+        """The columns, when they wait for their flush to be binned with others (commit.py).
+
+        Only where the request waits for the flush anyway (durable; no key, since a claim
+        needs its own vector) and every column is a plain list (packed floats are not
+        joined with lists).
+        """
+        if self._settings.ack_mode != "durable" or key is not None:
+            return None
+        listed = {name: column for name, column in columns.items() if type(column) is list}
+        return listed if len(listed) == len(columns) else None
+
+    async def _count_chunk(
+        self, monitor: Monitor, chunk: ColumnChunk, ignored: bool
+    ) -> IngestResult:
+        """Count events sent by column, binned at their flush; answered once it stored them."""
+        result = IngestResult(monitor)
+        future, position = self._committer.submit_columns(monitor, chunk)
+        flushed = await asyncio.shield(future)  # shared: see predict
+        errors = flushed.chunk_errors[position]
+        result.rejected = [invalid_value(i, error) for i, error in sorted(errors.items())]
+        self.count_invalid(monitor, (rejection.reason for rejection in result.rejected))
+        result.warnings = unknown_feature_warnings(
+            chunk.columns.keys() - monitor.layout.features.keys()
+        )
+        counted = chunk.size - len(errors)
+        if counted:
+            result.assessment = flushed.assessment
+            result.late = counted if chunk.bucket in flushed.late_buckets else 0
+            result.accepted = counted - result.late
+            self._tally(monitor, result, [chunk.tag] * counted)
+        if ignored:
+            result.warnings.append(prediction_ignored(monitor))
+        return result
+
+    def _tally(self, monitor: Monitor, result: IngestResult, counted: list[str | None]) -> None:
+        """Telemetry of a request's counted events (late ones too), and the late warning."""
+        if result.replayed:
+            self._telemetry.replays.inc({"monitor": monitor.name})
+        else:
+            self._telemetry.count_events(monitor.name, counted)
+        if result.late:
+            if not result.replayed:
+                self._telemetry.late_events.add({"monitor": monitor.name}, result.late)
+            result.warnings.append(self._late_warning(monitor, result.late))
 
     async def ingest_inference(
         self,
@@ -657,14 +713,7 @@ class DriftEngine:
         else:
             result.assessment = await self._latest(monitor)
             result.accepted = len(counted)
-        if result.replayed:
-            self._telemetry.replays.inc({"monitor": monitor.name})
-        else:
-            self._telemetry.count_events(monitor.name, counted)
-        if result.late:
-            if not result.replayed:
-                self._telemetry.late_events.add({"monitor": monitor.name}, result.late)
-            result.warnings.append(self._late_warning(monitor, result.late))
+        self._tally(monitor, result, counted)
         return result
 
     # ------------------------------------------------------------------ labels
