@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from redis.asyncio.cluster import RedisCluster
 from redis_cluster import redis_cluster
 from support import example_monitors, wait_until
@@ -159,6 +160,16 @@ async def test_readiness_follows_the_masters_of_the_loaded_monitors(
         cluster.stop(other)  # owns none of the loaded monitors' slots
         assert await ready() == 200
         assert (await client.post("/monitor/predict", json=payload)).status == 200
+        # The owner loses its scripts (a restart, a failover to a replica without them)
+        # while the other master is down: the script goes to the owner alone, not to
+        # every master (which failed while any was down).
+        owner_node = redis.Redis(host="127.0.0.1", port=owner)
+        try:
+            owner_node.script_flush()
+        finally:
+            owner_node.close()
+        assert (await client.post("/monitor/predict", json=payload)).status == 200
+        assert (await client.get("/v1/monitors/credit-risk/drift")).status == 200
         cluster.start(other)
         cluster.wait_ok()
 

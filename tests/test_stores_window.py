@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import random
 import socket
@@ -31,9 +32,11 @@ from driftline.stores.protocol import (
     WindowStore,
 )
 from driftline.stores.redis import (
+    APPEND_SCRIPT,
     DEFAULT_FUTURE_SECONDS,
     HEADER_FIELDS,
     LOG_FOLD_AT,
+    SCRIPT,
     RedisWindowStore,
     grace_seconds,
     log_key,
@@ -1200,6 +1203,59 @@ async def test_redis_refuses_a_flush_that_arrives_after_its_deadline(
         ]
     finally:
         await raw_redis.execute_command("CLIENT", "UNPAUSE")
+        await store.close()
+
+
+async def test_redis_refuses_a_plain_append_that_arrives_after_its_deadline(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """The same for an append without keys, the common call under load (append.lua)."""
+    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5)
+    store = RedisWindowStore(client, fence_seconds=0.2)
+    spec = make_spec(width=2)
+    log = log_key(spec, DEFAULT_FUTURE_SECONDS)
+    try:
+        bucket = spec.bucket_of((await store.read(spec)).now)  # a fresh view: writes append
+        await raw_redis.execute_command("CLIENT", "PAUSE", 600, "WRITE")
+        with pytest.raises(StoreUnavailableError, match="after its deadline"):
+            await store.apply(spec, {bucket: vec(1, 2)})
+        assert await raw_redis.exists(log) == 0
+        assert (await store.read(spec)).vector.tolist() == [0.0, 0.0]
+        await store.apply(spec, {bucket: vec(1, 2)})  # in time: appended
+        assert await raw_redis.llen(log) == 1
+        assert (await store.read(spec)).vector.tolist() == [1.0, 2.0]
+    finally:
+        await raw_redis.execute_command("CLIENT", "UNPAUSE")
+        await store.close()
+
+
+async def test_redis_plain_appends_run_the_small_script_and_everything_else_window_lua(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """Which script each call ran, from Redis's SLOWLOG (every command logged)."""
+    append_sha = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
+    window_sha = hashlib.sha1(SCRIPT.encode()).hexdigest()
+    spec = make_spec(width=2)
+    store = appending_store(redis_url)
+    slower_than = (await raw_redis.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"]
+    try:
+        bucket = spec.bucket_of(await store_now(store))
+        await store.apply(spec, {bucket: vec(1, 1)})  # no view yet: window.lua folds
+        await raw_redis.config_set("slowlog-log-slower-than", 0)
+        await raw_redis.slowlog_reset()
+        await store.apply(spec, {bucket: vec(1, 2)})  # plain: append.lua
+        await store.apply(spec, {bucket: vec(1, 2)}, [claim("k", "b", {bucket: vec(3, 3)})])
+        await store.read(spec)
+        await raw_redis.config_set("slowlog-log-slower-than", slower_than)
+        ran = [
+            entry["command"].split()[1].decode()
+            for entry in reversed(await raw_redis.slowlog_get(1000))
+            if entry["command"].upper().startswith(b"EVALSHA")
+        ]
+        assert ran == [append_sha, window_sha, window_sha]
+        assert (await store.read(spec)).vector.tolist() == [6.0, 8.0]
+    finally:
+        await raw_redis.config_set("slowlog-log-slower-than", slower_than)
         await store.close()
 
 

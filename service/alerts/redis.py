@@ -28,7 +28,7 @@ from driftline.alerts.store import (
 )
 from driftline.core.severity import Severity
 from driftline.stores.protocol import StoreUnavailableError
-from driftline.stores.redis_client import KEY_ROOT, RedisClient
+from driftline.stores.redis_client import KEY_ROOT, RedisClient, StoredScript
 
 SCRIPT = (
     importlib.resources.files("driftline.alerts").joinpath("alert.lua").read_text(encoding="utf-8")
@@ -53,7 +53,7 @@ class RedisAlertStore:
 
     def __init__(self, client: RedisClient) -> None:
         self._client = client
-        self._script = client.register_script(SCRIPT)
+        self._script = StoredScript(client, SCRIPT)
         self._groups: set[str] = set()
 
     async def transition(

@@ -88,21 +88,24 @@ from driftline.stores.protocol import (
     validate_rows,
     validate_spec,
 )
-from driftline.stores.redis_client import KEY_ROOT, REDIS_FAILURES, RedisClient, connect
+from driftline.stores.redis_client import (
+    KEY_ROOT,
+    REDIS_FAILURES,
+    RedisClient,
+    StoredScript,
+    connect,
+)
 
-SCRIPT = (
-    importlib.resources.files("driftline.stores").joinpath("window.lua").read_text(encoding="utf-8")
-)
-LOOKUP_SCRIPT = (
-    importlib.resources.files("driftline.stores")
-    .joinpath("pending.lua")
-    .read_text(encoding="utf-8")
-)
-BUCKETS_SCRIPT = (
-    importlib.resources.files("driftline.stores")
-    .joinpath("buckets.lua")
-    .read_text(encoding="utf-8")
-)
+
+def _lua(name: str) -> str:
+    return importlib.resources.files("driftline.stores").joinpath(name).read_text(encoding="utf-8")
+
+
+# The window's scripts share the functions that write its log (window_log.lua).
+SCRIPT = _lua("window_log.lua") + _lua("window.lua")
+APPEND_SCRIPT = _lua("window_log.lua") + _lua("append.lua")
+LOOKUP_SCRIPT = _lua("pending.lua")
+BUCKETS_SCRIPT = _lua("buckets.lua")
 
 HEADER_FIELDS = 5  # window.lua's header: width, bucket, ring slots, evicted_through, newest
 DEFAULT_FUTURE_SECONDS = Limits().max_future_seconds
@@ -113,7 +116,7 @@ _TOTALS = np.dtype(">i8")
 _SPAN = struct.Struct(">qI")  # a claim's bucket start and its events, as window.lua reads it
 # The script's reply: REFUSED past the deadline, APPLIED, KNOWN when a claim's key was
 # recorded before (nothing changed either way but APPLIED).
-REFUSED, APPLIED, KNOWN, STALE = 0, 1, 2, 3
+REFUSED, APPLIED, KNOWN, STALE, HANDED_ON = 0, 1, 2, 3, 4
 # A window's log (window.lua) is folded when this replica's totals are older than this,
 # and by the script itself at LOG_FOLD_AT entries: the log holds at most LOG_FOLD_AT
 # entries of at most 16 + 12 * width bytes each. A fold costs three commands more than an
@@ -293,9 +296,10 @@ class RedisWindowStore:
         self._learning: dict[str | None, asyncio.Future[Any]] = {}
         self._cluster = isinstance(client, RedisCluster)
         # EVALSHA, reloading the script on NOSCRIPT (server restart, SCRIPT FLUSH, failover).
-        self._script = client.register_script(SCRIPT)
-        self._lookup = client.register_script(LOOKUP_SCRIPT)
-        self._buckets = client.register_script(BUCKETS_SCRIPT)
+        self._script = StoredScript(client, SCRIPT)
+        self._append = StoredScript(client, APPEND_SCRIPT)
+        self._lookup = StoredScript(client, LOOKUP_SCRIPT)
+        self._buckets = StoredScript(client, BUCKETS_SCRIPT)
 
     @classmethod
     def from_url(
@@ -671,8 +675,18 @@ class RedisWindowStore:
                 raise StoreUnavailableError("redis failed a call just now: nothing was sent")
             deadline = bound
         args = self._args(spec, deadline, deltas, pairs, claims, labels, fold=fold)
+        keys = self._keys(spec)
+        # A plain append (most calls under load) goes to the small script first.
+        plain = (
+            not fold
+            and key in self._views
+            and pairs > 0
+            and not (claims or labels.pending or labels.consumed)
+        )
         try:
-            reply = await self._script(keys=self._keys(spec), args=args)
+            reply = await (self._append if plain else self._script)(keys=keys, args=args)
+            if plain and _status(reply)[0] == HANDED_ON:
+                reply = await self._script(keys=keys, args=args)
         except ResponseError as exc:
             # The script ran and refused (or Redis refused it): nothing was written.
             raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
@@ -750,7 +764,7 @@ def _status(reply: Any) -> tuple[int, float]:
         status, server_time = int(reply[0]), int(reply[1]) + int(reply[2]) / 1_000_000
     except (ValueError, TypeError, IndexError) as exc:
         raise StoreUnavailableError(f"unexpected window script reply: {exc}") from exc
-    if status not in (REFUSED, APPLIED, KNOWN, STALE):
+    if status not in (REFUSED, APPLIED, KNOWN, STALE, HANDED_ON):
         raise StoreUnavailableError(f"unexpected window script reply status {status}")
     return status, server_time
 

@@ -8,6 +8,8 @@ stores that own the keys spell out the rest of their names.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -15,7 +17,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, RedisClusterException, RedisError, TimeoutError
+from redis.exceptions import (
+    ConnectionError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    TimeoutError,
+)
 
 KEY_ROOT = "driftline"
 # A single server, or Redis Cluster: every script's keys share one hash tag, one slot.
@@ -77,3 +85,33 @@ def connect(
         RedisCluster.from_url(url, **opts) if cluster else Redis.from_url(url, **opts)
     )
     return client
+
+
+ScriptArg = bytes | str | int | float
+
+
+class StoredScript:
+    """A Lua script run by EVALSHA, or by EVAL on a node that lacks it (restart, failover).
+
+    redis-py's own Script loads a missing script on every primary of a cluster: with one
+    primary down, every call that met a node without the script failed, on any shard.
+    Here the text goes only to the node that runs the call, which caches it.
+    """
+
+    def __init__(self, client: RedisClient, text: str) -> None:
+        self._client = client
+        self._text = text
+        self._sha = hashlib.sha1(text.encode()).hexdigest()
+        # A single server's pipelines load what they run with redis-py's Script.
+        self._pipelined = client.register_script(text)
+
+    async def __call__(
+        self, *, keys: Sequence[str], args: Sequence[ScriptArg], client: Any = None
+    ) -> Any:
+        """The script's reply; `client`: a pipeline to queue the call on instead."""
+        if client is not None:
+            return await self._pipelined(keys=keys, args=args, client=client)
+        try:
+            return await self._client.evalsha(self._sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._client.eval(self._text, len(keys), *keys, *args)

@@ -17,7 +17,7 @@ import importlib.resources
 from driftline.core.history import HistorySpec
 from driftline.stores.protocol import StoreUnavailableError, validate_record
 from driftline.stores.redis import delete_matching, monitor_pattern
-from driftline.stores.redis_client import KEY_ROOT, REDIS_FAILURES, RedisClient
+from driftline.stores.redis_client import KEY_ROOT, REDIS_FAILURES, RedisClient, StoredScript
 
 SCRIPT = (
     importlib.resources.files("driftline.stores")
@@ -41,7 +41,7 @@ class RedisHistoryStore:
 
     def __init__(self, client: RedisClient) -> None:
         self._client = client
-        self._script = client.register_script(SCRIPT)
+        self._script = StoredScript(client, SCRIPT)
 
     async def record(self, spec: HistorySpec, bucket: int, record: bytes) -> bool:
         """Write the bucket's record unless its slot holds this bucket or a later one."""

@@ -89,7 +89,8 @@
 --
 -- Why a log: adding a flush's deltas to the ring and the totals costs Redis ~1 µs per
 -- element in BITFIELD operations and their Lua arguments (~0.9 ms for a flush of 64
--- events of 20 features). An append is TIME and one RPUSH; a fold sums any number of
+-- events of 20 features). An append is TIME and one RPUSH (append.lua runs the plain
+-- ones; window_log.lua, loaded in front of both, writes the log); a fold sums any number of
 -- entries per bucket and element in Lua first, so the BITFIELD below runs once per fold
 -- with one increment per element changed, however many flushes went into it. Replicas
 -- fold when they need the totals (a read, labels, or about once a second under load).
@@ -222,37 +223,23 @@ local function subtract(q, field, hi, lo)
 end
 
 local time = redis.call('TIME')
-local sec = tonumber(time[1])
-local now = sec + tonumber(time[2]) / 1000000
+-- For an integral b, b + B > now - W is b > floor(now) - W - B; buckets are aligned.
+local sec, now, last_out, horizon = window_clock(time, W, B, R)
 
 if #ARGV >= FIRST and deadline > 0 and now >= deadline then
   return {0, time[1], time[2]}
 end
 
--- For an integral b, b + B > now - W is b > floor(now) - W - B; buckets are aligned.
-local out = sec - W - B
-local last_out = out - out % B
-local horizon = last_out + R * B
-
--- Deltas: check their framing before the first write and split off the late ones (never
--- parsed, never written). Their elements are checked where they are summed (a fold), or
--- when the log gives them back; the replica checked them before sending.
-local late, incoming = {}, {}
-
 local function is_late(b)
   return b <= last_out or b > horizon
 end
 
-for i = FIRST, FIRST + 2 * P - 1, 2 do
-  local b, packed = tonumber(ARGV[i]), ARGV[i + 1]
-  if not b or b % B ~= 0 or #packed % 12 ~= 0 then
-    return redis.error_reply('ERR window.lua: bad delta for bucket ' .. tostring(ARGV[i]))
-  end
-  if is_late(b) then
-    late[#late + 1] = b
-  elseif #packed > 0 then
-    incoming[#incoming + 1] = {b, packed}
-  end
+-- Deltas: check their framing before the first write and split off the late ones (never
+-- parsed, never written). Their elements are checked where they are summed (a fold), or
+-- when the log gives them back; the replica checked them before sending.
+local late, incoming = split_deltas(FIRST, P, B, last_out, horizon)
+if not late then
+  return redis.error_reply('ERR window.lua: bad delta for bucket ' .. tostring(incoming))
 end
 
 -- The deltas to write, summed per bucket and element: buckets[k] holds index[k] (element
@@ -611,18 +598,14 @@ end
 -- gives it a lifetime past every bucket it may hold; a log of FOLD_AT entries is folded
 -- at once, so that it stays small.
 if fold == last_out and #incoming > 0 and M == 0 then
-  local entries = {}
-  for i, d in ipairs(incoming) do entries[i] = writer .. struct.pack('>i8', d[1]) .. d[2] end
-  local length = redis.pcall('RPUSH', log, unpack(entries))
-  if type(length) == 'table' then
+  local expire_at = horizon + B + W + grace
+  local length, err = push_entries(log, writer, incoming, expire_at)
+  if not length then
     -- The first write of the script: an error here has written nothing. A key of
     -- another type under the log's name is replaced.
-    if string.sub(length.err, 1, 9) ~= 'WRONGTYPE' then return length end
+    if string.sub(err.err, 1, 9) ~= 'WRONGTYPE' then return err end
     redis.call('DEL', log)
-    length = redis.call('RPUSH', log, unpack(entries))
-  end
-  if length == #entries then
-    redis.call('EXPIREAT', log, int(horizon + B + W + grace))
+    length = push_entries(log, writer, incoming, expire_at)
   end
   if length < FOLD_AT then
     appended = length
