@@ -36,6 +36,7 @@ from driftline.stores.redis import (
     DEFAULT_FUTURE_SECONDS,
     HEADER_FIELDS,
     LOG_FOLD_AT,
+    LOG_FOLD_SOON,
     SCRIPT,
     RedisWindowStore,
     grace_seconds,
@@ -800,7 +801,7 @@ async def test_redis_log_sums_what_it_holds_exactly(
 async def test_redis_log_is_bounded_and_outlives_its_buckets(
     redis_url: str, raw_redis: redis.asyncio.Redis
 ) -> None:
-    """A replica folds a log it finds half full, with its own sums; the script folds one
+    """A replica folds a log it finds three quarters full, with its own sums; the script folds one
     of LOG_FOLD_AT entries itself. The log's first entry gives it a lifetime past the
     furthest bucket the ring accepts."""
     spec = make_spec(width=3)
@@ -820,8 +821,8 @@ async def test_redis_log_is_bounded_and_outlives_its_buckets(
                 horizon = out - out % spec.bucket_seconds + ring_slots(spec, 300) * 60
                 lives = horizon + spec.bucket_seconds + spec.window_seconds + grace_seconds(spec)
                 assert await raw_redis.expiretime(log) == lives
-        half = LOG_FOLD_AT // 2
-        assert max(lengths) == half and lengths[half] == 0  # folded by the next write
+        soon = LOG_FOLD_SOON
+        assert max(lengths) == soon and lengths[soon] == 0  # folded by the next write
         # Another writer's entries up to the bound: the next append makes the script fold.
         other = b"elsewhere"[:8] + struct.pack(">q", current) + pack_deltas(vec(1, 0, 0))
         await raw_redis.rpush(log, *[other] * (LOG_FOLD_AT - 1 - lengths[-1]))

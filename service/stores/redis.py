@@ -124,6 +124,10 @@ REFUSED, APPLIED, KNOWN, STALE, HANDED_ON = 0, 1, 2, 3, 4
 # matches how long verdicts are cached anyway (driftline.engine.verdicts).
 FOLD_SECONDS = 1.0
 LOG_FOLD_AT = 128
+# A replica folds next when an append leaves the log this full: late enough that a
+# replica flushing ~100 times a second folds about once a second (a fold costs ~10
+# appends in Redis time), early enough that the script's own fold is rare.
+LOG_FOLD_SOON = LOG_FOLD_AT * 3 // 4
 # How far Redis's clock may run slower than this process's monotonic clock, relatively.
 # NTP slews a clock by at most 5e-4; twice that leaves room.
 CLOCK_DRIFT = 1e-3
@@ -402,7 +406,7 @@ class RedisWindowStore:
             checked += back(taken)
         vector, late, counts, logged = _parse_reply(spec, reply, len(sending))
         totals = await self._totals(spec, now, vector, summed, late)
-        if logged >= LOG_FOLD_AT // 2:  # folded next, with this replica's own sums
+        if logged >= LOG_FOLD_SOON:  # folded next, with this replica's own sums
             self._views[self.window_key(spec)].at = -math.inf
         for i, (accepted, lagging) in zip(sending, counts, strict=True):
             outcomes[i] = counted(accepted, lagging)
