@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import random
@@ -1168,6 +1169,21 @@ async def test_redis_server_does_not_persist(raw_redis: redis.asyncio.Redis) -> 
     assert (await raw_redis.config_get("appendonly"))["appendonly"] == "no"
 
 
+@contextlib.asynccontextmanager
+async def pausable_store(
+    redis_url: str, raw_redis: redis.asyncio.Redis, fence_seconds: float | None
+) -> AsyncIterator[RedisWindowStore]:
+    """A store whose replies outlast a CLIENT PAUSE (5 s timeout); writes unpaused after."""
+    store = RedisWindowStore(
+        redis.asyncio.Redis.from_url(redis_url, socket_timeout=5), fence_seconds=fence_seconds
+    )
+    try:
+        yield store
+    finally:
+        await raw_redis.execute_command("CLIENT", "UNPAUSE")
+        await store.close()
+
+
 @pytest.mark.parametrize("fenced", [True, False])
 async def test_redis_refuses_a_flush_that_arrives_after_its_deadline(
     redis_url: str, raw_redis: redis.asyncio.Redis, fenced: bool
@@ -1178,10 +1194,8 @@ async def test_redis_refuses_a_flush_that_arrives_after_its_deadline(
     so the reply still arrives: fenced, the script refuses and nothing is added;
     unfenced (the counterfactual), the same late script adds its deltas.
     """
-    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5)
-    store = RedisWindowStore(client, fence_seconds=0.2 if fenced else None)
     spec = make_spec(width=2)
-    try:
+    async with pausable_store(redis_url, raw_redis, 0.2 if fenced else None) as store:
         now = (await store.read(spec)).now  # learns the Redis clock offset
         bucket = spec.bucket_of(now)
         keyed = claim("held", "body", {bucket: vec(10, 10)})
@@ -1202,20 +1216,15 @@ async def test_redis_refuses_a_flush_that_arrives_after_its_deadline(
         assert (await store.read(spec)).vector.tolist() == [
             x + y for x, y in zip(expected, [11 if fenced else 1, 12 if fenced else 2], strict=True)
         ]
-    finally:
-        await raw_redis.execute_command("CLIENT", "UNPAUSE")
-        await store.close()
 
 
 async def test_redis_refuses_a_plain_append_that_arrives_after_its_deadline(
     redis_url: str, raw_redis: redis.asyncio.Redis
 ) -> None:
     """The same for an append without keys, the common call under load (append.lua)."""
-    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5)
-    store = RedisWindowStore(client, fence_seconds=0.2)
     spec = make_spec(width=2)
     log = log_key(spec, DEFAULT_FUTURE_SECONDS)
-    try:
+    async with pausable_store(redis_url, raw_redis, 0.2) as store:
         bucket = spec.bucket_of((await store.read(spec)).now)  # a fresh view: writes append
         await raw_redis.execute_command("CLIENT", "PAUSE", 600, "WRITE")
         with pytest.raises(StoreUnavailableError, match="after its deadline"):
@@ -1225,9 +1234,6 @@ async def test_redis_refuses_a_plain_append_that_arrives_after_its_deadline(
         await store.apply(spec, {bucket: vec(1, 2)})  # in time: appended
         assert await raw_redis.llen(log) == 1
         assert (await store.read(spec)).vector.tolist() == [1.0, 2.0]
-    finally:
-        await raw_redis.execute_command("CLIENT", "UNPAUSE")
-        await store.close()
 
 
 async def test_redis_plain_appends_run_the_small_script_and_everything_else_window_lua(
