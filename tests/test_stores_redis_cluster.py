@@ -61,10 +61,21 @@ async def test_window_store_spreads_monitors_and_keeps_each_on_one_slot(
         sent[spec.monitor] = sum(deltas.values())
     for spec in specs:
         assert (await store.read(spec)).vector.tolist() == sent[spec.monitor].tolist()
-    together = await store.read_many(specs)  # over several masters
-    assert [t.vector.tolist() for t in together] == [sent[s.monitor].tolist() for s in specs]
     client: Any = store.client
     assert isinstance(client, RedisCluster)
+
+    def connections() -> int:
+        # Clients connected to the masters (one each while calls go one at a time).
+        total = 0
+        for node in client.get_nodes():
+            with redis.Redis(host=node.host, port=node.port) as direct:
+                total += sum(1 for c in direct.client_list() if c["cmd"] != "client|list")
+        return total
+
+    before = connections()
+    together = await store.read_many(specs)  # over several masters, overlapping
+    assert [t.vector.tolist() for t in together] == [sent[s.monitor].tolist() for s in specs]
+    assert connections() > before
     everywhere = await keys_by_node(client, "driftline:{cluster-m*")
     assert len(everywhere) >= 2, "12 monitors should land on more than one master"
     for spec in specs:
