@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from driftline.core.profile import CategoricalProfile, load_baseline
 from driftline.engine.admission import Rejection
 from driftline.http.app import create_app
 from driftline.http.handlers import column_path, event_path
+from driftline.http.keys import ENGINE
 from driftline.settings import Settings
 from driftline.simulate import SCENARIOS, ProfileSampler
 from driftline.ui import assets as ui
@@ -390,6 +392,43 @@ async def test_columns_count_exactly_what_the_same_events_count(
         assert mine["window_count"] == feature["window_count"], name
         assert mine["missing_rate"] == feature["missing_rate"], name
     assert columns_report["window"]["events"] == events_report["window"]["events"]
+
+
+async def test_column_requests_of_one_flush_with_different_columns_count_as_events(
+    client: TestClient, baseline_rows: list[dict[str, Any]]
+) -> None:
+    # Submitted in one loop turn, they share a flush and its one binning call: a column
+    # one request lacks is missing for its rows only, another's unknown column is its own.
+    engine = client.app[ENGINE]
+    monitor = engine.monitor(MONITOR)
+    rows = [dict(r) for r in baseline_rows[:90]]
+    names = sorted({k for r in rows for k in r})
+    parts = [rows[:30], rows[30:60], rows[60:]]
+    parts[1][4]["income"] = "lots"
+    columns = [{name: [r.get(name) for r in part] for name in names} for part in parts]
+    del columns[0]["income"]
+    columns[2]["shoe_size"] = [41] * len(parts[2])
+    results = await asyncio.gather(
+        *(engine.ingest_columns(monitor, c, len(p)) for c, p in zip(columns, parts, strict=True))
+    )
+    assert [(r.accepted, len(r.rejected)) for r in results] == [(30, 0), (29, 1), (30, 0)]
+    assert (results[1].rejected[0].index, results[1].rejected[0].feature) == (4, "income")
+    assert [r.warnings for r in results] == [[], [], ['unknown feature "shoe_size" ignored']]
+    by_columns = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert (await client.delete(f"/v1/monitors/{MONITOR}/window")).status == 204
+
+    for row in parts[0]:
+        row.pop("income", None)
+    events = [{"features": r} for r in rows]
+    status, body, _ = await post_json(client, f"/v1/monitors/{MONITOR}/events", events)
+    assert (status, body["accepted"]) == (200, 89), body
+    by_events = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+    assert by_columns["window"]["events"] == by_events["window"]["events"] == 89
+    for name, feature in by_events["features"].items():
+        mine = by_columns["features"][name]
+        assert mine["window_count"] == feature["window_count"], name
+        assert mine["window_proportions"] == feature["window_proportions"], name
+        assert mine["missing_rate"] == feature["missing_rate"], name
 
 
 async def test_packed_msgpack_columns_count_like_json_lists(client: TestClient) -> None:
