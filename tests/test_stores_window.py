@@ -715,7 +715,8 @@ async def test_redis_appends_cost_three_commands_and_a_fold_one_bitfield(
     redis_url: str, raw_redis: redis.asyncio.Redis
 ) -> None:
     """An append is EVALSHA, TIME and RPUSH (EXPIREAT when it starts the log); a fold of
-    any number of appends is one BITFIELD, with LRANGE and DEL of the log.
+    any number of appends is one BITFIELD and one GETRANGE of the totals, with LRANGE and
+    DEL of the log.
 
     Counted as `INFO commandstats` counts them (the script's commands and the EVALSHA),
     after a first apply that created the window and gave the bucket its slot. Widths up
@@ -745,7 +746,14 @@ async def test_redis_appends_cost_three_commands_and_a_fold_one_bitfield(
             assert first == new
             assert started == {"evalsha": 1, "time": 1, "rpush": 1, "expireat": 1}
             assert appended == {"evalsha": 1, "time": 1, "rpush": 1}
-            assert folded == {"evalsha": 1, "time": 1, "lrange": 1, "bitfield": 1, "del": 1}
+            assert folded == {
+                "evalsha": 1,
+                "time": 1,
+                "lrange": 1,
+                "bitfield": 1,
+                "getrange": 1,
+                "del": 1,
+            }
             assert read == {"evalsha": 1, "time": 1, "lrange": 1, "getrange": 1}
             assert (await store.read(spec)).vector.tolist() == [8.0] * width
     finally:
@@ -1552,7 +1560,7 @@ async def test_redis_keys_cost_four_commands_per_flush_whatever_their_number(
     assert plain == {"evalsha": 1, "time": 1, "rpush": 1}
     keyed = {"evalsha": 1, "time": 1, "rpush": 1, "hmget": 2, "hset": 1, "expireat": 1}
     assert costs[1] == costs[64] == keyed
-    fold = {"lrange": 1, "bitfield": 1, "del": 1}
+    fold = {"lrange": 1, "bitfield": 1, "getrange": 1, "del": 1}
     assert replays == {"evalsha": 2, "time": 2, "hmget": 2, **fold}
     # Per attempt: five unkeyed flushes of (1, 0, 0, 1), 65 keys of (1, 0, 1, 0) once each.
     per_attempt = np.array([70, 0, 65, 5])

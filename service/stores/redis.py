@@ -905,12 +905,10 @@ def _parse_reply(
                 vector = np.frombuffer(raw, dtype=_TOTALS).astype(np.float64)
             else:
                 vector = np.zeros(spec.width, dtype=np.float64)
-        elif isinstance(raw, int):
-            if raw != -1:
-                raise ValueError(f"totals {raw}, expected a vector or -1")
+        elif raw == -1:
             vector = None
         else:
-            vector = np.array(raw, dtype=np.float64)
+            raise ValueError(f"totals {raw!r}, expected packed totals or -1")
         if vector is not None and vector.shape != (spec.width,):
             raise ValueError(f"totals of shape {vector.shape}, expected ({spec.width},)")
         if len(flat) != 2 * claims:

@@ -55,8 +55,9 @@
 --          among the pairs above).
 --
 -- Returns {1, TIME seconds, TIME microseconds, totals, {late bucket starts}, outcomes,
--- log length}, where totals is an array of V integers, or V big-endian i64 packed in one
--- string, or "" when the window is empty, or -1 when the deltas were appended (not read);
+-- log length}, where totals is V big-endian i64 packed in one string (the key's totals
+-- region, as stored), or "" when the window is empty, or -1 when the deltas were
+-- appended (not read);
 -- outcomes holds two integers per claim (its events accepted, its events late); the log
 -- length is the log's after an append (0 after a fold), so that a replica folds it with
 -- its own sums before the script has to, unaided, at FOLD_AT. Past the deadline it
@@ -99,8 +100,8 @@
 -- parses other replicas' entries, or its own when someone else folded some meanwhile.
 --
 -- A fold is TIME, LRANGE of the log, one BITFIELD that reads the header and the ring ids
--- of the delta buckets, adds every delta to its slot and to the totals, and reads the
--- totals (INCRBY where an element changes, GET where not), and DEL of the log.
+-- of the delta buckets and adds every delta to its slot and to the totals (an INCRBY per
+-- element changed), one GETRANGE of the totals region, and DEL of the log.
 -- Optimistic: the header and ids are checked afterwards. When a bucket's slot is not yet
 -- its own, an eviction is due, or the key is new or damaged, a fix-up runs (up to ~10
 -- commands, about once per bucket); it corrects the optimistic increments (they are
@@ -750,14 +751,12 @@ for k = 1, #buckets do
     end
   end
 end
-local total_at = {}
+-- Only the changed totals are touched here: the reply reads the totals region whole
+-- afterwards (one GETRANGE), where a GET per unchanged element cost ~1 µs each.
 for j = 1, V do
-  if n > MAX_ARGS then send() end
   local s = first[j]
-  if s == nil then
-    a[n + 1], a[n + 2], a[n + 3] = 'GET', 'i64', fmt('#%d', TOTALS + j - 1)
-    n = n + 3
-  else
+  if s ~= nil then
+    if n > MAX_ARGS then send() end
     local field = fmt('#%d', TOTALS + j - 1)
     local extra = more and more[j]
     if extra and sums[j] then
@@ -769,12 +768,10 @@ for j = 1, V do
       for m = 1, #extra do
         if n > MAX_ARGS then send() end
         a[n + 1], a[n + 2], a[n + 3], a[n + 4] = 'INCRBY', 'i64', field, extra[m]
-        n, ops = n + 4, ops + 1
+        n = n + 4
       end
     end
   end
-  ops = ops + 1
-  total_at[j] = ops
 end
 for k, b in ipairs(buckets) do
   local base, ix, vs = SLOTS + slot_of(b) * V, index[k], value[k]
@@ -800,10 +797,6 @@ if r[F_EVICTED + 1] >= last_out then
       break
     end
   end
-  if mine then
-    local totals = {}
-    for j = 1, V do totals[j] = r[total_at[j]] end
-    return reply(totals)
-  end
+  if mine then return reply(totals_string()) end
 end
 return fixup(r[F_EVICTED + 1])
