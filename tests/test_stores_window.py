@@ -1663,6 +1663,55 @@ async def test_read_many_reads_each_window_in_order(window_store: WindowStore) -
     assert await window_store.read_many([]) == []
 
 
+async def test_redis_read_many_reads_idle_windows_as_stored_and_lets_the_script_read_the_rest(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """An idle window (empty log, nothing due to slide out) is read without window.lua.
+
+    The others go to window.lua, which folds, evicts or rebuilds: a log holding another
+    replica's entry, a header whose eviction is due, a key of no window. Every window
+    reads what `read` reads afterwards, and only those three ran window.lua (LRANGE).
+    """
+    store = RedisWindowStore.from_url(redis_url)
+    other = appending_store(redis_url, future_seconds=DEFAULT_FUTURE_SECONDS)
+    rng = np.random.default_rng(5)
+    idle, logged, due, junk, empty = (make_spec(monitor=f"stored-{i}") for i in range(5))
+    sent = {spec.monitor: np.zeros(4) for spec in (idle, logged, due)}
+
+    async def apply(via: RedisWindowStore, spec: WindowSpec, now: float) -> None:
+        delta = counts(rng, spec.width)
+        await via.apply(spec, {spec.bucket_of(now): delta})
+        sent[spec.monitor] += delta
+
+    try:
+        for _ in range(3):  # again if a bucket boundary passes in between
+            now = await store_now(store)
+            for spec in (idle, logged, due):
+                await apply(store, spec, now)
+                await store.read(spec)  # folded: an empty log
+            await apply(other, logged, now)  # its first write to it folds
+            await apply(other, logged, now)  # appends
+            assert await raw_redis.llen(log_key(logged, DEFAULT_FUTURE_SECONDS)) == 1
+            # evicted_through (header field 3) long past: an eviction scan is due.
+            await raw_redis.setrange(window_key(due, DEFAULT_FUTURE_SECONDS), 24, bytes(8))
+            await raw_redis.set(window_key(junk, DEFAULT_FUTURE_SECONDS), b"not a window")
+            specs = [idle, logged, due, junk, empty]
+            calls = await command_calls(raw_redis, store.read_many(specs))
+            together = await store.read_many(specs)  # the same, once the script has read
+            if idle.bucket_of(await store_now(store)) == idle.bucket_of(now):
+                break
+        assert calls["llen"] == 5 and calls.get("lrange") == 3
+        alone = [await store.read(spec) for spec in specs]
+        assert [t.vector.tolist() for t in together] == [a.vector.tolist() for a in alone]
+        assert [t.vector.tolist() for t in together[:3]] == [
+            sent[spec.monitor].tolist() for spec in (idle, logged, due)
+        ]
+        assert not together[3].vector.any() and not together[4].vector.any()
+    finally:
+        await store.close()
+        await other.close()
+
+
 # --- per-bucket reads (rolling references) ----------------------------------------------
 
 

@@ -106,6 +106,7 @@ SCRIPT = _lua("window_log.lua") + _lua("window.lua")
 APPEND_SCRIPT = _lua("window_log.lua") + _lua("append.lua")
 LOOKUP_SCRIPT = _lua("pending.lua")
 BUCKETS_SCRIPT = _lua("buckets.lua")
+READ_SCRIPT = _lua("window_log.lua") + _lua("read.lua")
 
 HEADER_FIELDS = 5  # window.lua's header: width, bucket, ring slots, evicted_through, newest
 DEFAULT_FUTURE_SECONDS = Limits().max_future_seconds
@@ -114,6 +115,7 @@ _GLOB_SPECIAL = frozenset("*?[]\\")
 _PAIR = np.dtype([("index", ">u4"), ("value", ">i8")])
 _TOTALS = np.dtype(">i8")
 _SPAN = struct.Struct(">qI")  # a claim's bucket start and its events, as window.lua reads it
+_SHAPE = struct.Struct(">4I")  # a window's W, B, V and R, as read.lua reads them
 # The script's reply: REFUSED past the deadline, APPLIED, KNOWN when a claim's key was
 # recorded before (nothing changed either way but APPLIED).
 REFUSED, APPLIED, KNOWN, STALE, HANDED_ON = 0, 1, 2, 3, 4
@@ -307,6 +309,7 @@ class RedisWindowStore:
         self._append = StoredScript(client, APPEND_SCRIPT)
         self._lookup = StoredScript(client, LOOKUP_SCRIPT)
         self._buckets = StoredScript(client, BUCKETS_SCRIPT)
+        self._read = StoredScript(client, READ_SCRIPT)
 
     @classmethod
     def from_url(
@@ -488,8 +491,12 @@ class RedisWindowStore:
             return list(await asyncio.gather(*(read(spec) for spec in specs)))
         for spec in specs:
             validate_spec(spec)
+        out = await self._read_stored(specs)
+        due = [spec for spec, totals in zip(specs, out, strict=True) if totals is None]
+        if not due:
+            return [totals for totals in out if totals is not None]
         pipe: Any = self._client.pipeline(transaction=False)
-        for spec in specs:
+        for spec in due:
             args = self._args(spec, 0.0, [], 0, 0, _Labels(1), fold=True)
             await self._script(keys=self._keys(spec), args=args, client=pipe)
         try:
@@ -500,11 +507,62 @@ class RedisWindowStore:
             self._clock.forget(None)
             raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
         received = time.monotonic()
-        out = []
-        for spec, reply in zip(specs, replies, strict=True):
-            _, server_time = _status(reply)
-            self._clock.learn(None, server_time, received)
-            out.append(await self._totals(spec, server_time, _parse_reply(spec, reply, 0)[0]))
+        scripted = iter(replies)
+        for i, spec in enumerate(specs):
+            if out[i] is None:
+                reply = next(scripted)
+                _, server_time = _status(reply)
+                self._clock.learn(None, server_time, received)
+                out[i] = await self._totals(spec, server_time, _parse_reply(spec, reply, 0)[0])
+        return [totals for totals in out if totals is not None]
+
+    async def _read_stored(self, specs: Sequence[WindowSpec]) -> list[WindowTotals | None]:
+        """The windows with nothing due read as stored, in one call; None where window.lua must.
+
+        read.lua returns a window's stored totals while its log is empty and no bucket is
+        due to slide out, which is every window of an idle monitor. Its two keys and 16
+        bytes per window cost ~4x less to send and parse than window.lua's 20 arguments
+        per window, for an evaluation loop that reads every window each round. It changes
+        nothing, so this replica's view of a window (its base for appends) stays.
+        """
+        keys: list[str] = []
+        shapes = bytearray()
+        for spec in specs:
+            key = window_key(spec, self._future)
+            keys += [key, key + ":log"]
+            ring = ring_slots(spec, self._future)
+            shapes += _SHAPE.pack(spec.window_seconds, spec.bucket_seconds, spec.width, ring)
+        try:
+            reply = await self._read(keys=keys, args=[bytes(shapes)])
+        except ResponseError as exc:
+            raise StoreUnavailableError(f"redis window read failed: {exc}") from exc
+        except REDIS_FAILURES as exc:
+            self._clock.forget(None)
+            raise StoreUnavailableError(f"redis window read failed: {exc}") from exc
+        received = time.monotonic()
+        try:
+            now = int(reply[0]) + int(reply[1]) / 1_000_000
+            found = reply[2:]
+            if len(found) != len(specs):
+                raise ValueError(f"{len(found)} windows read for {len(specs)}")
+        except (ValueError, TypeError, IndexError) as exc:
+            raise StoreUnavailableError(f"unexpected window read reply: {exc}") from exc
+        self._clock.learn(None, now, received)
+        out: list[WindowTotals | None] = []
+        for spec, raw in zip(specs, found, strict=True):
+            if not isinstance(raw, bytes):  # 0: window.lua reads it
+                out.append(None)
+                continue
+            vector = (
+                np.frombuffer(raw, dtype=_TOTALS).astype(np.float64)
+                if raw
+                else np.zeros(spec.width)
+            )
+            if vector.shape != (spec.width,):
+                raise StoreUnavailableError(
+                    f"window read of {len(raw)} bytes, expected {spec.width * 8}"
+                )
+            out.append(WindowTotals(vector=vector, start=now - spec.window_seconds, now=now))
         return out
 
     async def buckets(self, spec: WindowSpec, spans: Sequence[Span]) -> Buckets:
