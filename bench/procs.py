@@ -135,15 +135,20 @@ def _wait_http(server: Server, path: str, timeout: float) -> None:
     raise RuntimeError(f"{server.name} not ready after {timeout} s:\n{server.tail()}")
 
 
+def series(server: Server, metric: str) -> int:
+    """How many series of `metric` the server's /monitor/metrics holds (0 if unreachable)."""
+    url = f"http://127.0.0.1:{server.port}/monitor/metrics"
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as answer:
+        return sum(line.startswith(metric + "{") for line in answer.read().decode().splitlines())
+    return 0
+
+
 def wait_series(server: Server, metric: str, count: int, timeout: float) -> float:
     """Seconds until the server's /monitor/metrics holds `count` series of `metric`."""
     began = time.monotonic()
-    url = f"http://127.0.0.1:{server.port}/monitor/metrics"
     while time.monotonic() - began < timeout:
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as answer:
-            text = answer.read().decode()
-            if sum(line.startswith(metric + "{") for line in text.splitlines()) >= count:
-                return time.monotonic() - began
+        if series(server, metric) >= count:
+            return time.monotonic() - began
         time.sleep(0.5)
     raise RuntimeError(f"{server.name}: fewer than {count} {metric} series after {timeout} s")
 

@@ -605,6 +605,13 @@ class Bench:
             start, loaded_rss = time.monotonic() - began, server.rss()
             for bodies in (single, spread):
                 load.wrk(server, bodies, duration=a.warmup, connections=a.connections)
+            # A monitor's first event creates its window key and its metric series: a
+            # one-off cost (start-up's kin), not the steady state the ratio compares, so
+            # the warm-up goes on until every monitor has had one.
+            for _ in range(30):
+                if procs.series(server, "driftline_monitor_severity") >= n:
+                    break
+                load.wrk(server, spread, duration=a.warmup, connections=a.connections)
             pairs = [
                 (
                     load.wrk(server, single, duration=a.duration, connections=a.connections),
@@ -1046,9 +1053,10 @@ def _predict_rows(table: Table, m: dict[str, Any]) -> None:
         return ", ".join(f"{p['rps']:,.0f}/{p['framework_rps']:,.0f}" for p in r["pairs"])
 
     for key, item, label, target in (
-        ("embedded", "2", "predict, embedded store, req/s", 0.75),
+        # Issue 13's targets (goal 1), stricter than items 2 and 3's 0.75x and 0.6x.
+        ("embedded", "2", "predict, embedded store, req/s", 0.8),
         ("embedded_flush0", "2", "ablation: embedded, DRIFTLINE_FLUSH_INTERVAL=0, req/s", None),
-        ("redis_durable", "3", "predict, Redis durable ack (group commit), req/s", 0.6),
+        ("redis_durable", "3", "predict, Redis durable ack (group commit), req/s", 0.7),
         ("redis_async", "3", "predict, Redis async ack, req/s", None),
     ):
         r = m.get(key)
@@ -1466,6 +1474,8 @@ def _latency_rows(table: Table, m: dict[str, Any]) -> None:
             f"predict p99 at 50% of max ({r['target_rps']:,.0f} req/s), Redis durable",
             r["p99_ms"],
             "ms",
+            target="<= 5 ms",  # issue 13, goal 1
+            ok=r["p99_ms"] <= 5 and r["errors"] == 0,
             note=f"p50 {r['p50_ms']:.2f} ms, achieved {r['rps']:,.0f} req/s; p99 of each second "
             f"{r['p99_ms_per_second']}",
         )
