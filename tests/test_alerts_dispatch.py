@@ -758,26 +758,26 @@ async def test_a_poll_reads_the_outboxes_written_to_and_sweeps_all_when_due(
     registry = MonitorRegistry(Settings(monitors_dir=str(tmp_path)))
     registry.load()
     store = MemoryAlertStore()
-    fetched: list[tuple[str, float | None]] = []
+    fetched: list[tuple[tuple[str, ...], float | None]] = []
     fetch = store.fetch
 
-    async def counted(monitor: str, consumer: str, **kwargs: Any) -> Any:
-        fetched.append((monitor, kwargs["stale_after"]))
-        return await fetch(monitor, consumer, **kwargs)
+    async def counted(monitors: list[str], consumer: str, **kwargs: Any) -> Any:
+        fetched.append((tuple(monitors), kwargs["stale_after"]))
+        return await fetch(monitors, consumer, **kwargs)
 
     store.fetch = counted  # type: ignore[method-assign]
     settings = AlertSettings(poll_interval=0.3, claim_idle=1.0)
     dispatcher = AlertDispatcher(store, registry, settings, Telemetry(), "replica-a")
 
     await dispatcher.poll()  # the first poll sweeps: new and stale entries of every outbox
-    assert sorted(fetched) == [(name, 1.0) for name in names]
+    assert fetched == [(tuple(names), 1.0)]  # in one call
     fetched.clear()
     await dispatcher.poll()  # nothing written, no sweep due: no round trip at all
     assert fetched == []
     dispatcher.wake("m2")
     await dispatcher.poll()  # this replica wrote to m2: its new entries only
-    assert fetched == [("m2", None)]
+    assert fetched == [(("m2",), None)]
     fetched.clear()
     await asyncio.sleep(settings.poll_interval)
     await dispatcher.poll()
-    assert sorted(fetched) == [(name, 1.0) for name in names]
+    assert fetched == [(tuple(names), 1.0)]

@@ -72,6 +72,31 @@ async def transition(
     return await store.transition(MONITOR, observed, FlapGuard(hold, cooldown), SNAPSHOT)
 
 
+async def fetch(
+    store: AlertStore, consumer: str, *, count: int, stale_after: float | None
+) -> list[OutboxEntry]:
+    """MONITOR's outbox entries for `consumer`."""
+    found = await store.fetch([MONITOR], consumer, count=count, stale_after=stale_after)
+    return found[MONITOR]
+
+
+async def test_one_fetch_reads_each_monitors_outbox(stores: Stores) -> None:
+    """A sweep reads many outboxes in one call; each monitor gets its own entries."""
+    store = stores.new()
+    at_once = FlapGuard(0, 0)
+    names = [f"{MONITOR}-{i}" for i in range(3)]
+    entries = {}
+    for name, severity in zip(names[:2], (WARNING, CRITICAL), strict=True):
+        _, entries[name] = await store.transition(name, severity, at_once, SNAPSHOT)
+    found = await store.fetch(names, "a", count=10, stale_after=30)
+    assert list(found) == names
+    for name in names[:2]:
+        (entry,) = found[name]
+        assert entry == entries[name] and entry.monitor == name
+    assert found[names[2]] == []
+    assert await store.fetch(names, "b", count=10, stale_after=None) == {n: [] for n in names}
+
+
 async def test_every_kind_of_change_is_announced_once_in_order(stores: Stores) -> None:
     store = stores.new()
     assert await store.severity(MONITOR) is NONE
@@ -207,32 +232,32 @@ async def test_outbox_group_hands_each_entry_to_one_consumer_and_claims_stale(
     _, second = await transition(a, NONE)
     assert first is not None and second is not None
 
-    fetched = await a.fetch(MONITOR, "a", count=10, stale_after=30)
+    fetched = await fetch(a, "a", count=10, stale_after=30)
     assert [e.entry_id for e in fetched] == [first.entry_id, second.entry_id]
     assert fetched[0].seq == 1 and fetched[0].snapshot == SNAPSHOT
-    assert await b.fetch(MONITOR, "b", count=10, stale_after=30) == []
+    assert await fetch(b, "b", count=10, stale_after=30) == []
     await a.ack(MONITOR, first.entry_id)
 
     # `second` is left pending by `a`: `b` takes it over once it has been idle long enough,
     # and only when it asks for stale entries (a poll that does not reads new ones only).
     await asyncio.sleep(0.25)
-    assert await b.fetch(MONITOR, "b", count=10, stale_after=None) == []
+    assert await fetch(b, "b", count=10, stale_after=None) == []
     claimed: list[OutboxEntry] = []
 
     async def claims() -> bool:
-        claimed.extend(await b.fetch(MONITOR, "b", count=10, stale_after=0.2))
+        claimed.extend(await fetch(b, "b", count=10, stale_after=0.2))
         return bool(claimed)
 
     await wait_until(claims, "b never claimed the entry a left pending")
     assert [e.entry_id for e in claimed] == [second.entry_id]
     assert claimed[0].seq == 2 and claimed[0].previous is CRITICAL
     # Now b's: a finds nothing new or stale (b's claim reset its idle time).
-    assert await a.fetch(MONITOR, "a", count=10, stale_after=5) == []
+    assert await fetch(a, "a", count=10, stale_after=5) == []
     # `keep` resets the idle time, so a long-running delivery is not taken over.
     await b.keep(MONITOR, "b", [second.entry_id])
-    assert await a.fetch(MONITOR, "a", count=10, stale_after=5) == []
+    assert await fetch(a, "a", count=10, stale_after=5) == []
     await b.ack(MONITOR, second.entry_id)
-    assert await a.fetch(MONITOR, "a", count=10, stale_after=0) == []
+    assert await fetch(a, "a", count=10, stale_after=0) == []
 
 
 async def test_delivery_state_history_and_acknowledgement(stores: Stores) -> None:
@@ -274,7 +299,7 @@ async def test_redis_keys_group_dead_letters_and_expiry(redis_url: str) -> None:
         # All in the monitor's cluster slot.
         assert all("{credit-risk}" in key for key in (state, outbox, dead, prefix))
         assert await client.xlen(outbox) == 1
-        assert await store.fetch(MONITOR, "a", count=5, stale_after=30)
+        assert await fetch(store, "a", count=5, stale_after=30)
         (group,) = await client.xinfo_groups(outbox)
         assert group["name"] == GROUP.encode() and group["pending"] == 1
         await store.record_delivery(MONITOR, 1, "am", DeliveryState("dead", 1, "HTTP 404"), 60)
@@ -312,12 +337,12 @@ async def test_memory_outbox_trim_keeps_undelivered_entries() -> None:
     store = MemoryAlertStore()
     for i in range(1000):
         await transition(store, CRITICAL if i % 2 == 0 else NONE)
-    delivered = await store.fetch(MONITOR, "a", count=600, stale_after=30)
+    delivered = await fetch(store, "a", count=600, stale_after=30)
     assert [e.seq for e in delivered] == list(range(1, 601))
     for e in delivered:
         await store.ack(MONITOR, e.entry_id)
     await transition(store, CRITICAL)  # seq 1001 pushes seq 1 out of the bounded outbox
-    rest = await store.fetch(MONITOR, "a", count=1000, stale_after=30)
+    rest = await fetch(store, "a", count=1000, stale_after=30)
     assert [e.seq for e in rest] == list(range(601, 1002)), "an entry was skipped or repeated"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import time
@@ -9,11 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 import redis.asyncio
 from aiohttp.test_utils import TestClient
-from support import example_monitor, fast_monitors, wait_until
+from support import EXAMPLE_CONFIG, example_monitor, fast_monitors, wait_until
 from support import window_totals as example_window
 
 from driftline.core.history import (
@@ -24,10 +26,11 @@ from driftline.core.history import (
     encode_record,
     history_spec,
 )
-from driftline.core.monitor import Monitor
+from driftline.core.monitor import Monitor, build_monitor, read_monitor_config
+from driftline.core.policy import DEFAULTS
 from driftline.core.report import assess
 from driftline.core.window import WindowTotals
-from driftline.engine.history import HistoryRecorder
+from driftline.engine.history import MAX_WRITES, HistoryRecorder
 from driftline.http.app import create_app
 from driftline.settings import AlertSettings, Settings
 from driftline.simulate import SCENARIOS, ProfileSampler, payload, scenario
@@ -227,6 +230,54 @@ async def test_replicas_record_each_bucket_once(history_store: HistoryStore) -> 
     assert [p.severity for p in coarse.points] == ["none", "critical"]
     await replicas[0].drop(MONITOR)
     assert (await replicas[1].read(monitor, start, start + 300, 60)).points == []
+
+
+class GatedStore(CountingStore):
+    """Holds every write until released, counting how many wait at once."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        super().__init__(store)
+        self.release = asyncio.Event()
+        self.waiting = 0
+        self.most = 0
+
+    async def record(self, spec: HistorySpec, bucket: int, record: bytes) -> bool:
+        self.waiting += 1
+        self.most = max(self.most, self.waiting)
+        await self.release.wait()
+        self.waiting -= 1
+        return await super().record(spec, bucket, record)
+
+
+async def test_a_fleet_closing_its_buckets_at_once_writes_a_few_at_a_time(
+    history_store: HistoryStore,
+) -> None:
+    """Every monitor closes its bucket at the same moment: MAX_WRITES writes in flight."""
+    config = read_monitor_config(EXAMPLE_CONFIG, EXAMPLE_CONFIG.name)
+    monitors = [
+        build_monitor(
+            msgspec.structs.replace(config, name=f"fleet-{i}"),
+            DEFAULTS,
+            base_dir=EXAMPLE_CONFIG.parent,
+            source=EXAMPLE_CONFIG.name,
+        )
+        for i in range(3 * MAX_WRITES)
+    ]
+    gated = GatedStore(history_store)
+    recorder = HistoryRecorder(gated, WEEK, Telemetry())
+    start = 1_748_000_000 // 60 * 60
+    for at in (start + 30, start + 90):  # the second closes every monitor's first bucket
+        for monitor in monitors:
+            recorder.offer(assess(monitor, totals_at(monitor, at, drifted=False)))
+
+    async def full() -> bool:
+        return gated.waiting == MAX_WRITES
+
+    await wait_until(full, lambda: f"{gated.waiting} writes in flight")
+    gated.release.set()
+    await recorder.close()
+    assert gated.most == MAX_WRITES
+    assert gated.asked == gated.written == len(monitors)
 
 
 # ---------------------------------------------------------------------- the API

@@ -109,7 +109,9 @@ async def test_alert_store_on_cluster(store: RedisWindowStore) -> None:
     severity, entry = await alerts.transition("cluster-a", Severity.CRITICAL, at_once, b"{}")
     assert severity is Severity.CRITICAL and entry is not None
     assert (await alerts.transition("cluster-a", Severity.CRITICAL, at_once, b"{}"))[1] is None
-    (fetched,) = await alerts.fetch("cluster-a", "c1", count=10, stale_after=60)
+    found = await alerts.fetch(["cluster-a", "cluster-b"], "c1", count=10, stale_after=60)
+    (fetched,) = found["cluster-a"]
+    assert found["cluster-b"] == []
     assert fetched.seq == entry.seq
     await alerts.ack("cluster-a", fetched.entry_id)
     (record,) = await alerts.history("cluster-a", 10)

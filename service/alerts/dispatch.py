@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
+FETCH_BATCH = 128
+"""Outboxes read per store call (one Redis pipeline): a sweep reads every monitor's."""
+
+
 def backoff(attempt: int, settings: AlertSettings) -> float:
     """Delay before retry `attempt` (1-based): exponential, capped, half of it jittered."""
     ceiling = min(settings.backoff_cap, settings.backoff_base * 2.0 ** (attempt - 1))
@@ -111,12 +115,12 @@ class AlertDispatcher:
         if sweep:
             self._swept = now
         woken, self._woken = self._woken, set()
-        for monitor in list(self._registry):
-            if not sweep and monitor.name not in woken:
-                continue
+        monitors = {m.name: m for m in self._registry if sweep or m.name in woken}
+        names = list(monitors)
+        for start in range(0, len(names), FETCH_BATCH):
             try:
-                entries = await self._store.fetch(
-                    monitor.name,
+                found = await self._store.fetch(
+                    names[start : start + FETCH_BATCH],
                     self._consumer,
                     count=50,
                     stale_after=self._settings.claim_idle if sweep else None,
@@ -125,10 +129,11 @@ class AlertDispatcher:
                 self._telemetry.store_errors.inc({"operation": "alert_fetch"})
                 log.warning("alert outbox unavailable", extra={"error": str(exc)})
                 return
-            for entry in entries:
-                if entry.entry_id not in self._inflight:
-                    task = asyncio.create_task(self._deliver(monitor, entry))
-                    self._inflight[entry.entry_id] = task
+            for name, entries in found.items():
+                for entry in entries:
+                    if entry.entry_id not in self._inflight:
+                        task = asyncio.create_task(self._deliver(monitors[name], entry))
+                        self._inflight[entry.entry_id] = task
 
     async def _keep_claimed(self, monitor: str, entry_id: str) -> None:
         # While retries back off, tell the group the entry is still ours, so no other

@@ -7,7 +7,7 @@ hand-out and claiming); alerts pending at exit are lost with the process.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -86,9 +86,14 @@ class MemoryAlertStore:
         return observed, entry
 
     async def fetch(
-        self, monitor: str, consumer: str, *, count: int, stale_after: float | None
+        self, monitors: Sequence[str], consumer: str, *, count: int, stale_after: float | None
+    ) -> dict[str, list[OutboxEntry]]:
+        """Per monitor: stale pending entries first (unless `stale_after` is None), then unseen."""
+        return {m: self._fetch(m, consumer, count, stale_after) for m in monitors}
+
+    def _fetch(
+        self, monitor: str, consumer: str, count: int, stale_after: float | None
     ) -> list[OutboxEntry]:
-        """Stale pending entries first (unless `stale_after` is None), then unseen ones."""
         state = self._get(monitor)
         now = self._clock()
         by_id = {e.entry_id: e for e in state.entries}

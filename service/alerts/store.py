@@ -13,7 +13,7 @@ replicas) and in-process (driftline.alerts.memory).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -90,11 +90,12 @@ class AlertStore(Protocol):
         ...
 
     async def fetch(
-        self, monitor: str, consumer: str, *, count: int, stale_after: float | None
-    ) -> list[OutboxEntry]:
-        """Entries for this consumer: left by a dead one (idle > stale_after s), then new.
+        self, monitors: Sequence[str], consumer: str, *, count: int, stale_after: float | None
+    ) -> dict[str, list[OutboxEntry]]:
+        """Each monitor's entries for this consumer: a dead one's (idle > stale_after s), then new.
 
-        `stale_after` None: new entries only.
+        At most `count` of each per monitor; `stale_after` None: new entries only. One
+        round trip for all the monitors.
         """
         ...
 

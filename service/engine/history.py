@@ -29,6 +29,10 @@ from driftline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+MAX_WRITES = 16
+"""History writes in flight at once: every monitor closes its bucket at the same moment,
+and a fleet's thousand writes at once made the Redis pool open a connection for each."""
+
 
 @dataclass(frozen=True, slots=True)
 class History:
@@ -50,6 +54,7 @@ class HistoryRecorder:
         self._telemetry = telemetry
         self._held: dict[str, tuple[int, Assessment]] = {}  # monitor -> (bucket, latest)
         self._writing: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_WRITES)
 
     @property
     def horizon_seconds(self) -> int:
@@ -76,7 +81,8 @@ class HistoryRecorder:
     async def _write(self, bucket: int, assessment: Assessment) -> None:
         spec = self.spec(assessment.monitor)
         try:
-            await self._store.record(spec, bucket, encode_record(assessment, bucket))
+            async with self._slots:
+                await self._store.record(spec, bucket, encode_record(assessment, bucket))
         except StoreUnavailableError as exc:
             self._telemetry.store_errors.inc({"operation": "history"})
             log.warning("history write failed", extra={"error": str(exc)})
