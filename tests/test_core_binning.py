@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_right
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from support import make_monitor, small_profile
 
 from driftline.core.binning import (
+    SMALL_BATCH,
     BinnedEvent,
     EventError,
     bin_batch,
@@ -140,6 +142,43 @@ def test_batch_binning_equals_event_binning(layout: Layout, seed: int) -> None:
     assert vector[0] == count
     np.testing.assert_array_equal(vector, expected)
     np.testing.assert_array_equal(vector, np.rint(vector))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_small_batches_bin_as_events_do(layout: Layout, seed: int) -> None:
+    """Batches of up to SMALL_BATCH events take bisect and list lookups: the same counts,
+    errors and event vectors as each event binned alone, values on the cuts included."""
+    rng = np.random.default_rng(seed)
+    events = random_events(layout, rng, 100)
+    for name, feature in layout.features.items():
+        if isinstance(feature.profile, NumericProfile):  # on a cut: which side counts
+            events += [{name: cut} for cut in feature.profile.cuts[:4]]
+    rng.shuffle(events)  # type: ignore[arg-type]
+    sizes = itertools.cycle(range(1, SMALL_BATCH + 1))
+    start = 0
+    while start < len(events):
+        chunk = events[start : start + next(sizes)]
+        start += len(chunk)
+        batch = bin_batch(layout, chunk, LIMITS)
+        expected = np.zeros(layout.width)
+        valid, errors = [], {}
+        for i, features in enumerate(chunk):
+            try:
+                vector = as_vector(bin_event(layout, features, LIMITS), layout.width)
+            except EventError as exc:
+                errors[i] = (exc.feature, exc.message)
+                continue
+            expected += vector
+            valid.append(i)
+        assert {i: (e.feature, e.message) for i, e in batch.errors.items()} == errors
+        if valid:
+            buckets = np.zeros(len(chunk), dtype=np.int64)
+            ((vector, count),) = batch.deltas(layout.width, buckets).values()
+            assert count == len(valid)
+            np.testing.assert_array_equal(vector, expected)
+            np.testing.assert_array_equal(
+                batch.event_vectors(layout.width, valid).sum(axis=0), expected
+            )
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -115,6 +115,7 @@ class NumericMatrix:
     index: npt.NDArray[np.intp]
     baseline: npt.NDArray[np.float64]
     cuts: tuple[npt.NDArray[np.float64], ...]
+    cut_lists: tuple[list[float], ...]  # the same cuts as lists, for bisect (a few events)
     first_bin: npt.NDArray[np.intp]
     missing: npt.NDArray[np.intp]
     out_of_range: npt.NDArray[np.intp]
@@ -151,11 +152,13 @@ class NumericMatrix:
         def floats(values: list[float]) -> npt.NDArray[np.float64]:
             return np.array(values, dtype=np.float64)
 
+        cuts = tuple(floats(p.cuts) for _, p in numeric)
         return cls(
             names=tuple(f.name for f, _ in numeric),
             index=index,
             baseline=baseline,
-            cuts=tuple(floats(p.cuts) for _, p in numeric),
+            cuts=cuts,
+            cut_lists=tuple(c.tolist() for c in cuts),
             first_bin=ints([f.first_bin for f, _ in numeric]),
             missing=ints([f.missing for f, _ in numeric]),
             out_of_range=ints([f.out_of_range for f, _ in numeric]),
