@@ -15,6 +15,7 @@ table's margins, which holds its level from 10 window events up (docs/metrics.md
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -260,6 +261,10 @@ class PoolingOrder:
     cumulative: Vector  # running sum of shares
     baseline: Vector  # the baseline counts, in that order
     _pools: dict[int, Pools]  # by the step of n
+    # shares and cumulative as lists: the greedy pass bisects them once per pool, and
+    # numpy's per-call cost made that pass most of a young window's verdict.
+    _share_list: list[float]
+    _cumulative_list: list[float]
 
     @classmethod
     def of(cls, key: npt.ArrayLike, baseline: npt.ArrayLike) -> PoolingOrder:
@@ -269,7 +274,8 @@ class PoolingOrder:
         total = values.sum()
         shares = values[order] / (total if total > 0 else 1.0)
         counts = np.asarray(baseline, dtype=np.float64)[order]
-        return cls(order, shares, np.cumsum(shares), counts, {})
+        cumulative = np.cumsum(shares)
+        return cls(order, shares, cumulative, counts, {}, shares.tolist(), cumulative.tolist())
 
     def pools(self, n: float) -> Pools:
         """The pools for a window of n events."""
@@ -287,19 +293,21 @@ class PoolingOrder:
             return np.arange(bins, dtype=np.intp)
         # A pool is complete when its share of the key reaches `need` (rounding aside).
         need = POOL_MIN_EXPECTED * max(1.0 / m, 1.0 / n) * (1 - 1e-12)
-        alone = int(np.searchsorted(self.shares, need, side="left"))
+        cumulative = self._cumulative_list
+        # bisect_left is searchsorted(side="left") on the same floats.
+        alone = bisect_left(self._share_list, need)
         starts = [0]
         reached = 0.0
         while True:
-            end = int(np.searchsorted(self.cumulative, reached + need, side="left"))
+            end = bisect_left(cumulative, reached + need)
             if end >= alone:
                 break
             starts.append(end + 1)
-            reached = float(self.cumulative[end])
+            reached = cumulative[end]
         if alone < bins:
             # The pool in progress closes with the first bin large enough alone.
             starts.extend(range(alone + 1, bins))
-        elif len(starts) > 1 and self.cumulative[-1] - reached < need:
+        elif len(starts) > 1 and cumulative[-1] - reached < need:
             starts.pop()  # the last pool fell short: it joins the one before
         return np.asarray(starts, dtype=np.intp)
 
