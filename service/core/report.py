@@ -11,6 +11,7 @@ checks, and its reasons are the checks that have one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -222,9 +223,12 @@ class RuleResult:
     levels: Levels
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureScore:
-    """What the verdict says of one feature."""
+class FeatureScore(msgspec.Struct, frozen=True):
+    """What the verdict says of one feature.
+
+    A Struct: a verdict makes one per feature, and a frozen dataclass's __init__ cost
+    ~2 µs each.
+    """
 
     score: float
     p_value: float
@@ -355,6 +359,7 @@ def _evaluate(monitor: Monitor, vector: Vector, reference: Vector | None) -> Eva
     stacked[2, plan.numeric_rows] = quality["range"].level
     stacked[3, plan.categorical_rows] = quality["new_categories"].level
     worst = stacked.max(axis=0).tolist()
+    checks = stacked.T.tolist()  # per feature, its level of each reason
     columns = zip(
         plan.names,
         score.tolist(),
@@ -377,7 +382,7 @@ def _evaluate(monitor: Monitor, vector: Vector, reference: Vector | None) -> Eva
             n=round(count),
             drift=LEVELS[d],
             severity=LEVELS[level],
-            reasons=_reasons(stacked[:, i]) if level else (),
+            reasons=_reasons(tuple(checks[i])) if level else (),
         )
         for i, (name, s, p, q, x2, k, count, d, level) in enumerate(columns)
     }
@@ -399,9 +404,13 @@ def _evaluate(monitor: Monitor, vector: Vector, reference: Vector | None) -> Eva
     return Evaluation(features, quality, verdict, events, policy.alpha, model)
 
 
-def _reasons(levels: IntVector) -> tuple[Reason, ...]:
-    """The checks with a severity, worst first (ties in REASONS order)."""
-    ranked = sorted((-int(level), r) for r, level in enumerate(levels.tolist()) if level)
+@functools.cache
+def _reasons(levels: tuple[int, ...]) -> tuple[Reason, ...]:
+    """The checks with a severity, worst first (ties in REASONS order).
+
+    `levels`: one per REASONS entry; its 4^4 combinations are kept.
+    """
+    ranked = sorted((-level, r) for r, level in enumerate(levels) if level)
     return tuple(REASONS[r] for _, r in ranked)
 
 
