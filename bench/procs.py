@@ -143,6 +143,13 @@ def series(server: Server, metric: str) -> int:
     return 0
 
 
+def read_window(server: Server, monitor: str) -> None:
+    """GET the monitor's drift report: a read of its window, which folds the window's log."""
+    url = f"http://127.0.0.1:{server.port}/v1/monitors/{monitor}/drift"
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        answer.read()
+
+
 def wait_series(server: Server, metric: str, count: int, timeout: float) -> float:
     """Seconds until the server's /monitor/metrics holds `count` series of `metric`."""
     began = time.monotonic()
