@@ -47,12 +47,13 @@ than counted after its requests were answered 503. docs/durability.md has the ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.resources
 import math
 import os
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -499,13 +500,8 @@ class RedisWindowStore:
         for spec in due:
             args = self._args(spec, 0.0, [], 0, 0, _Labels(1), fold=True)
             await self._script(keys=self._keys(spec), args=args, client=pipe)
-        try:
+        with self._failures("redis window script"):
             replies = await pipe.execute()
-        except ResponseError as exc:
-            raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
-        except REDIS_FAILURES as exc:
-            self._clock.forget(None)
-            raise StoreUnavailableError(f"redis window script failed: {exc}") from exc
         received = time.monotonic()
         scripted = iter(replies)
         for i, spec in enumerate(specs):
@@ -532,13 +528,8 @@ class RedisWindowStore:
             keys += [key, key + ":log"]
             ring = ring_slots(spec, self._future)
             shapes += _SHAPE.pack(spec.window_seconds, spec.bucket_seconds, spec.width, ring)
-        try:
+        with self._failures("redis window read"):
             reply = await self._read(keys=keys, args=[bytes(shapes)])
-        except ResponseError as exc:
-            raise StoreUnavailableError(f"redis window read failed: {exc}") from exc
-        except REDIS_FAILURES as exc:
-            self._clock.forget(None)
-            raise StoreUnavailableError(f"redis window read failed: {exc}") from exc
         received = time.monotonic()
         try:
             now = int(reply[0]) + int(reply[1]) / 1_000_000
@@ -666,6 +657,17 @@ class RedisWindowStore:
     async def close(self) -> None:
         """Close the client and its connection pool."""
         await self._client.aclose()
+
+    @contextlib.contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """Redis's errors as StoreUnavailableError; a failed connection forgets the clock."""
+        try:
+            yield
+        except ResponseError as exc:
+            raise StoreUnavailableError(f"{what} failed: {exc}") from exc
+        except REDIS_FAILURES as exc:
+            self._clock.forget(None)
+            raise StoreUnavailableError(f"{what} failed: {exc}") from exc
 
     def _keys(self, spec: WindowSpec) -> list[str]:
         """window.lua's KEYS: the window and its log."""
