@@ -691,7 +691,7 @@ if #buckets == 0 then
 end
 
 -- Apply: the optimistic BITFIELD, built with locals (this loop is the script's cost).
-local a, n, ops = {'BITFIELD', key, 'OVERFLOW', 'SAT'}, 4, 0
+local a, n = {'BITFIELD', key, 'OVERFLOW', 'SAT'}, 4
 local replies, failed = nil, nil
 
 local function send()
@@ -717,13 +717,11 @@ for f = 0, H - 1 do
   a[n + 1], a[n + 2], a[n + 3] = 'GET', 'i64', fmt('#%d', f)
   n = n + 3
 end
-ops = H
-local id_at = {}
-for k, b in ipairs(buckets) do
+-- Replies come in send order: the header's H, then bucket k's ring id at H + k.
+for _, b in ipairs(buckets) do
   if n > MAX_ARGS then send() end
   a[n + 1], a[n + 2], a[n + 3] = 'GET', 'i64', fmt('#%d', IDS + slot_of(b))
-  n, ops = n + 3, ops + 1
-  id_at[k] = ops
+  n = n + 3
 end
 -- Per totals element: the first delta, and any further ones (several buckets in a flush)
 -- with their sum, so that the totals take one INCRBY each while the sum is exact.
@@ -792,7 +790,7 @@ if not header_ok(r[1], r[2], r[3]) then return rebuild() end
 if r[F_EVICTED + 1] >= last_out then
   local mine = true
   for k, b in ipairs(buckets) do
-    if r[id_at[k]] ~= b then
+    if r[H + k] ~= b then
       mine = false
       break
     end
