@@ -11,6 +11,7 @@ sits in a request is the HTTP layer's business.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
@@ -413,17 +414,17 @@ def _category_slots(
     """The slot of every value of a categorical column, and the values refused (missing)."""
     assert feature.index is not None
     lookup = feature.index.get
+    slots: IntArray | None = None
+    if len(column) > SMALL_BATCH:
+        # An unhashable value (object or array) raises: the full rules decide it below.
+        with contextlib.suppress(TypeError):
+            slots = np.fromiter(map(lookup, column, repeat(-1)), np.intp, len(column))
     # Only values that are not a known category need the full rules (-1 here).
-    if len(column) <= SMALL_BATCH:
+    if slots is None:  # a few values, or an unhashable one: looked up in a list
         found = [lookup(value, -1) if type(value) is str else -1 for value in column]
         slots = np.array(found, dtype=np.intp)
         unknown = [i for i, slot in enumerate(found) if slot < 0]
     else:
-        try:
-            slots = np.fromiter(map(lookup, column, repeat(-1)), np.intp, len(column))
-        except TypeError:  # an unhashable value (object or array): the full rules decide
-            found = [lookup(value, -1) if type(value) is str else -1 for value in column]
-            slots = np.array(found, dtype=np.intp)
         unknown = np.flatnonzero(slots < 0).tolist()
     refused: dict[int, EventError] = {}
     for i in unknown:
