@@ -524,8 +524,7 @@ class RedisWindowStore:
         keys: list[str] = []
         shapes = bytearray()
         for spec in specs:
-            key = window_key(spec, self._future)
-            keys += [key, key + ":log"]
+            keys += self._keys(spec)
             ring = ring_slots(spec, self._future)
             shapes += _SHAPE.pack(spec.window_seconds, spec.bucket_seconds, spec.width, ring)
         with self._failures("redis window read"):
@@ -536,25 +535,20 @@ class RedisWindowStore:
             found = reply[2:]
             if len(found) != len(specs):
                 raise ValueError(f"{len(found)} windows read for {len(specs)}")
+            # 0 (not bytes): window.lua reads that window.
+            vectors = [
+                _packed_totals(spec, raw) if isinstance(raw, bytes) else None
+                for spec, raw in zip(specs, found, strict=True)
+            ]
         except (ValueError, TypeError, IndexError) as exc:
             raise StoreUnavailableError(f"unexpected window read reply: {exc}") from exc
         self._clock.learn(None, now, received)
-        out: list[WindowTotals | None] = []
-        for spec, raw in zip(specs, found, strict=True):
-            if not isinstance(raw, bytes):  # 0: window.lua reads it
-                out.append(None)
-                continue
-            vector = (
-                np.frombuffer(raw, dtype=_TOTALS).astype(np.float64)
-                if raw
-                else np.zeros(spec.width)
-            )
-            if vector.shape != (spec.width,):
-                raise StoreUnavailableError(
-                    f"window read of {len(raw)} bytes, expected {spec.width * 8}"
-                )
-            out.append(WindowTotals(vector=vector, start=now - spec.window_seconds, now=now))
-        return out
+        return [
+            None
+            if vector is None
+            else WindowTotals(vector=vector, start=now - spec.window_seconds, now=now)
+            for spec, vector in zip(specs, vectors, strict=True)
+        ]
 
     async def buckets(self, spec: WindowSpec, spans: Sequence[Span]) -> Buckets:
         """The per-bucket vectors of the live buckets in `spans`, read by buckets.lua.
@@ -952,6 +946,17 @@ def _pack(
     return packed, pairs, summed
 
 
+def _packed_totals(spec: WindowSpec, raw: bytes) -> Vector:
+    """A window's totals as the scripts answer them: its totals region, or "" when empty."""
+    if not raw:
+        return np.zeros(spec.width, dtype=np.float64)
+    # The totals region of the key, as stored: exact whatever the magnitude.
+    vector = np.frombuffer(raw, dtype=_TOTALS).astype(np.float64)
+    if vector.shape != (spec.width,):
+        raise ValueError(f"totals of shape {vector.shape}, expected ({spec.width},)")
+    return vector
+
+
 def _parse_reply(
     spec: WindowSpec, reply: Any, claims: int
 ) -> tuple[Vector | None, list[int], list[tuple[int, int]], int]:
@@ -960,17 +965,11 @@ def _parse_reply(
         _, _, _, raw, late, flat, logged = reply
         vector: Vector | None
         if isinstance(raw, bytes):
-            if raw:
-                # The totals region of the key, as stored: exact whatever the magnitude.
-                vector = np.frombuffer(raw, dtype=_TOTALS).astype(np.float64)
-            else:
-                vector = np.zeros(spec.width, dtype=np.float64)
+            vector = _packed_totals(spec, raw)
         elif raw == -1:
             vector = None
         else:
             raise ValueError(f"totals {raw!r}, expected packed totals or -1")
-        if vector is not None and vector.shape != (spec.width,):
-            raise ValueError(f"totals of shape {vector.shape}, expected ({spec.width},)")
         if len(flat) != 2 * claims:
             raise ValueError(f"{len(flat) // 2} claim outcomes for {claims} claims")
         counts = [(int(a), int(b)) for a, b in zip(flat[::2], flat[1::2], strict=True)]
