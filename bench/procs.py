@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -227,6 +228,42 @@ def start_framework(logs: Path) -> Server:
     return start("framework", argv, port, ready_path="/monitor/health", logs=logs)
 
 
+def node_snapshot(client: Any) -> dict[str, float]:
+    """Command calls (all, EVALSHA/EVAL alone), CPU seconds and memory of one Redis, now.
+
+    Calls count every command Redis executed, the ones run by scripts included
+    (Redis counts `redis.call` in commandstats); INFO itself is left out.
+    """
+    stats = client.info("commandstats")
+    cpu = client.info("cpu")
+    memory = client.info("memory")
+    traffic = client.info("stats")
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+    scripts = {"evalsha", "eval", "evalsha_ro", "fcall"}
+    return {
+        "time": time.monotonic(),
+        "calls": float(sum(n for k, n in calls.items() if k != "info")),
+        "script_calls": float(sum(n for k, n in calls.items() if k in scripts)),
+        # Redis's own time in the scripts, the commands they call included.
+        "script_usec": float(
+            sum(int(v["usec"]) for k, v in stats.items() if k.removeprefix("cmdstat_") in scripts)
+        ),
+        "cpu": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+        # Bytes Redis read from and wrote to its clients (the network to Redis).
+        "net_in": float(traffic["total_net_input_bytes"]),
+        "net_out": float(traffic["total_net_output_bytes"]),
+        "used_memory": float(memory["used_memory"]),
+        "used_memory_dataset": float(memory.get("used_memory_dataset", 0)),
+        "keys": float(client.dbsize()),
+    }
+
+
+def summed(snapshots: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The snapshots of several Redis servers (a cluster's masters) as one: figures added."""
+    total = {k: sum(s[k] for s in snapshots) for k in snapshots[0]}
+    return total | {"time": max(s["time"] for s in snapshots)}
+
+
 class Redis:
     """A redis-server of the harness's own: no persistence, on a free port."""
 
@@ -276,37 +313,8 @@ class Redis:
         self.client.flushall()
 
     def snapshot(self) -> dict[str, float]:
-        """Command calls (all, EVALSHA/EVAL alone), CPU seconds and memory, right now.
-
-        Calls count every command Redis executed, the ones run by scripts included
-        (Redis counts `redis.call` in commandstats); INFO itself is left out.
-        """
-        stats = self.client.info("commandstats")
-        cpu = self.client.info("cpu")
-        memory = self.client.info("memory")
-        traffic = self.client.info("stats")
-        calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
-        scripts = {"evalsha", "eval", "evalsha_ro", "fcall"}
-        return {
-            "time": time.monotonic(),
-            "calls": float(sum(n for k, n in calls.items() if k != "info")),
-            "script_calls": float(sum(n for k, n in calls.items() if k in scripts)),
-            # Redis's own time in the scripts, the commands they call included.
-            "script_usec": float(
-                sum(
-                    int(v["usec"])
-                    for k, v in stats.items()
-                    if k.removeprefix("cmdstat_") in scripts
-                )
-            ),
-            "cpu": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
-            # Bytes Redis read from and wrote to its clients (the network to Redis).
-            "net_in": float(traffic["total_net_input_bytes"]),
-            "net_out": float(traffic["total_net_output_bytes"]),
-            "used_memory": float(memory["used_memory"]),
-            "used_memory_dataset": float(memory.get("used_memory_dataset", 0)),
-            "keys": float(self.client.dbsize()),
-        }
+        """`node_snapshot` of this server."""
+        return node_snapshot(self.client)
 
     def reset_stats(self) -> None:
         """Zero Redis's INFO commandstats (CONFIG RESETSTAT) before a measured run."""

@@ -21,7 +21,8 @@ Steps (all by default, or pick with --only):
   labels     delayed labels joined and counted per second, in process, batches of 5,000
   client     driftline.client: log() cost to the caller, feature values/s to one service
   fleet      13. 1,000 monitors x 50 features in one replica with Redis: memory, start-up, spread
-  scaleout   13. 1, 2 and 3 replicas on one Redis: events/s, Redis CPU and bytes per event
+  scaleout   13. 1, 2 and 3 replicas on one Redis, and on a 3-master Redis Cluster: events/s,
+             Redis CPU and bytes per event
 
 With --profile, py-spy samples the server during extra load runs (never the measured
 ones) and bench/results/profile-*.txt say where its time goes.
@@ -68,6 +69,9 @@ STEPS = (
 )
 ROUND_SECONDS = 1.0  # one round of the prediction step, per service (see step_prediction)
 SCALE_OUT = (1, 2, 3)  # replicas on one Redis in the scale-out step
+CLUSTER_MASTERS = 3  # the Redis Cluster of the scale-out step
+CLUSTER_MONITORS = 12  # fleet monitors whose windows spread over its masters
+CLUSTER_REPLICAS = 3  # replicas on it, and on one Redis for the reference
 FLEET_MONITORS = 1000  # monitors of 50 features in the fleet step (--quick: 100)
 FLEET_HISTORY_SECONDS = 3600  # the fleet's history horizon (see step_fleet)
 FEATURES = len(data.FEATURES)
@@ -721,80 +725,145 @@ class Bench:
                     self._latency(server, "latency_redis_durable", out["mean_rps"])
 
     def _load_all(
-        self, servers: Sequence[procs.Server], duration: float, connections: int
+        self, servers: Sequence[procs.Server], bodies: Path, duration: float, connections: int
     ) -> list[load.LoadResult]:
         """Maximum throughput of every server at once (wrk), `connections` each."""
         with concurrent.futures.ThreadPoolExecutor(len(servers)) as pool:
             runs = [
-                pool.submit(
-                    load.wrk, server, self.predict_file, duration=duration, connections=connections
-                )
+                pool.submit(load.wrk, server, bodies, duration=duration, connections=connections)
                 for server in servers
             ]
             return [run.result() for run in runs]
 
+    def _replicas(
+        self,
+        label: str,
+        replicas: int,
+        monitors: Path,
+        bodies: Path,
+        redis_url: str,
+        nodes: Sequence[Any],
+        *,
+        cluster: bool = False,
+    ) -> dict[str, Any]:
+        """`replicas` services on one Redis (or Cluster) under load together: events/s, cost.
+
+        `nodes`: a client of every Redis server the services use (each master of a
+        Cluster); their INFO figures are added up.
+        """
+        a = self.args
+        env = {"DRIFTLINE_REDIS_CLUSTER": "true"} if cluster else {}
+        with contextlib.ExitStack() as stack:
+            servers = [
+                stack.enter_context(
+                    procs.running(
+                        procs.start_driftline(
+                            f"driftline-{label}-{replicas}-{i}",
+                            monitors,
+                            self.logs,
+                            redis_url=redis_url,
+                            extra_env=env,
+                        )
+                    )
+                )
+                for i in range(replicas)
+            ]
+            connections = max(1, a.connections // replicas)
+            self._load_all(servers, bodies, a.warmup, connections)
+            for node in nodes:
+                node.config_resetstat()
+            before = [procs.node_snapshot(node) for node in nodes]
+            results = self._load_all(servers, bodies, a.duration, connections)
+            after = [procs.node_snapshot(node) for node in nodes]
+        events = sum(r.requests - r.errors for r in results)
+        per = max(events, 1)
+        b, e = procs.summed(before), procs.summed(after)
+        r = {
+            "replicas": replicas,
+            "connections_each": connections,
+            "events_per_second": sum(r.rps for r in results),
+            "per_replica_rps": [round(r.rps, 1) for r in results],
+            "errors": sum(r.errors for r in results),
+            "commands_per_event": (e["calls"] - b["calls"]) / per,
+            "script_usec_per_event": (e["script_usec"] - b["script_usec"]) / per,
+            "events_per_script_call": per / max(e["script_calls"] - b["script_calls"], 1),
+            "redis_cpu_usec_per_event": (e["cpu"] - b["cpu"]) * 1e6 / per,
+            "net_in_bytes_per_event": (e["net_in"] - b["net_in"]) / per,
+            "net_out_bytes_per_event": (e["net_out"] - b["net_out"]) / per,
+            # How evenly the script calls fell on the servers (a Cluster's masters).
+            "script_calls_by_node": [
+                round(y["script_calls"] - x["script_calls"])
+                for x, y in zip(before, after, strict=True)
+            ],
+        }
+        self.say(
+            f"{label}, {replicas} replica(s): {r['events_per_second']:,.0f} "
+            f"events/s ({r['per_replica_rps']} per replica), "
+            f"{r['commands_per_event']:.3f} commands/event, "
+            f"{r['script_usec_per_event']:.2f} us EVALSHA/event, Redis CPU "
+            f"{r['redis_cpu_usec_per_event']:.2f} us/event, "
+            f"{r['net_in_bytes_per_event']:.0f} B in / {r['net_out_bytes_per_event']:.0f} B "
+            f"out per event, script calls by server {r['script_calls_by_node']}, "
+            f"errors {r['errors']}"
+        )
+        return r
+
     def step_scaleout(self) -> None:
-        """13. 1, 2 and 3 replicas on one Redis (durable): events/s, Redis cost per event.
+        """13. 1, 2 and 3 replicas on one Redis (durable), then on a 3-master Redis Cluster.
 
         Every replica shares one core here (the machine has two; Redis and the load
         generators have the other), so the aggregate shows the cost of sharing Redis, not
         more throughput: the inputs of the capacity plan are per replica and per event.
+        The Cluster runs spread CLUSTER_MONITORS fleet monitors over the masters' slots
+        (one monitor's keys share one slot), against the same monitors on one Redis.
         """
+        import redis as redis_py
+
+        from . import fleet
+        from .rediscluster import redis_cluster
+
         redis = self.get_redis()
-        a = self.args
-        out = []
+        runs = []
         for replicas in SCALE_OUT:
             redis.flush()
-            with contextlib.ExitStack() as stack:
-                servers = [
-                    stack.enter_context(
-                        procs.running(
-                            procs.start_driftline(
-                                f"driftline-scale-{replicas}-{i}",
-                                self.monitors,
-                                self.logs,
-                                redis_url=redis.url,
-                            )
-                        )
-                    )
-                    for i in range(replicas)
-                ]
-                connections = max(1, a.connections // replicas)
-
-                self._load_all(servers, a.warmup, connections)
-                redis.reset_stats()
-                before = redis.snapshot()
-                results = self._load_all(servers, a.duration, connections)
-                after = redis.snapshot()
-            events = sum(r.requests - r.errors for r in results)
-            per = max(events, 1)
-            out.append(
-                {
-                    "replicas": replicas,
-                    "connections_each": connections,
-                    "events_per_second": sum(r.rps for r in results),
-                    "per_replica_rps": [round(r.rps, 1) for r in results],
-                    "errors": sum(r.errors for r in results),
-                    "commands_per_event": (after["calls"] - before["calls"]) / per,
-                    "script_usec_per_event": (after["script_usec"] - before["script_usec"]) / per,
-                    "events_per_script_call": per
-                    / max(after["script_calls"] - before["script_calls"], 1),
-                    "redis_cpu_usec_per_event": (after["cpu"] - before["cpu"]) * 1e6 / per,
-                    "net_in_bytes_per_event": (after["net_in"] - before["net_in"]) / per,
-                    "net_out_bytes_per_event": (after["net_out"] - before["net_out"]) / per,
-                }
-            )
-            r = out[-1]
-            self.say(
-                f"scale-out, {replicas} replica(s) on one Redis: {r['events_per_second']:,.0f} "
-                f"events/s ({r['per_replica_rps']} per replica), "
-                f"{r['commands_per_event']:.3f} commands/event, "
-                f"{r['script_usec_per_event']:.2f} us EVALSHA/event, Redis CPU "
-                f"{r['redis_cpu_usec_per_event']:.2f} us/event, "
-                f"{r['net_in_bytes_per_event']:.0f} B in / {r['net_out_bytes_per_event']:.0f} B "
-                f"out per event, errors {r['errors']}"
-            )
-        self.m["scaleout"] = {"runs": out}
+            runs.append(
+                self._replicas(
+                    "scale-out", replicas, self.monitors, self.predict_file, redis.url,
+                    [redis.client],
+                )
+            )  # fmt: skip
+        monitors, _ = fleet.write_fleet(self.work / "cluster-fleet", CLUSTER_MONITORS)
+        bodies = self.work / "cluster-predict.txt"
+        bodies.write_bytes(
+            b"\n".join(fleet.predict_bodies(40 * CLUSTER_MONITORS, CLUSTER_MONITORS)) + b"\n"
+        )
+        redis.flush()
+        standalone = self._replicas(
+            "fleet on one Redis", CLUSTER_REPLICAS, monitors, bodies, redis.url, [redis.client]
+        )
+        redis.flush()
+        with redis_cluster(self.work / "cluster", CLUSTER_MASTERS) as cluster:
+            if procs.pinning():  # beside the standalone Redis, on the load generators' core
+                for process in cluster.processes.values():
+                    os.sched_setaffinity(process.pid, {int(procs.LOAD_CPU)})
+            nodes = [redis_py.Redis(host="127.0.0.1", port=port) for port in cluster.ports]
+            try:
+                on_cluster = self._replicas(
+                    "fleet on a Redis Cluster", CLUSTER_REPLICAS, monitors, bodies,
+                    cluster.url, nodes, cluster=True,
+                )  # fmt: skip
+            finally:
+                for node in nodes:
+                    node.close()
+        self.m["scaleout"] = {
+            "runs": runs,
+            "cluster": {
+                "masters": CLUSTER_MASTERS,
+                "monitors": CLUSTER_MONITORS,
+                "standalone": standalone,
+                "cluster": on_cluster,
+            },
+        }
 
     def step_memory(self) -> None:
         """5. Redis memory after 10% and all of --redis-events events."""
@@ -1519,8 +1588,20 @@ def _fleet_evaluation_row(table: Table, r: dict[str, Any]) -> None:
     )
 
 
+def _replicas_note(run: dict[str, Any]) -> str:
+    return (
+        f"Redis CPU {run['redis_cpu_usec_per_event']:.2f} us/event, EVALSHA "
+        f"{run['script_usec_per_event']:.2f} us/event ({run['events_per_script_call']:.1f} "
+        f"events per call), {run['commands_per_event']:.3f} commands/event, "
+        f"{run['net_in_bytes_per_event']:.0f} B to and {run['net_out_bytes_per_event']:.0f} B "
+        "from Redis per event; per replica "
+        + ", ".join(f"{x:,.0f}" for x in run["per_replica_rps"])
+        + f" req/s; errors {run['errors']}"
+    )
+
+
 def _scaleout_rows(table: Table, m: dict[str, Any]) -> None:
-    """Replicas sharing one Redis (issue 13, goal 4): the capacity plan's inputs."""
+    """Replicas sharing one Redis, and a Redis Cluster (issue 13, goal 4): the plan's inputs."""
     if not (r := m.get("scaleout")):
         return
     one = r["runs"][0]
@@ -1535,15 +1616,39 @@ def _scaleout_rows(table: Table, m: dict[str, Any]) -> None:
             run["events_per_second"] / one["events_per_second"],
             "-",
             None,
-            note=f"Redis CPU {run['redis_cpu_usec_per_event']:.2f} us/event, EVALSHA "
-            f"{run['script_usec_per_event']:.2f} us/event ("
-            f"{run['events_per_script_call']:.1f} events per call), "
-            f"{run['commands_per_event']:.3f} commands/event, "
-            f"{run['net_in_bytes_per_event']:.0f} B to and "
-            f"{run['net_out_bytes_per_event']:.0f} B from Redis per event; per replica "
-            + ", ".join(f"{x:,.0f}" for x in run["per_replica_rps"])
-            + f" req/s; errors {run['errors']}",
+            note=_replicas_note(run),
         )
+    if not (c := r.get("cluster")):
+        return
+    standalone, cluster = c["standalone"], c["cluster"]
+    what = f"{cluster['replicas']} replicas, {c['monitors']} monitors x 50 features"
+    table.row(
+        "13",
+        f"{c['masters']}-master Redis Cluster vs one Redis, {what}, events/s",
+        cluster["events_per_second"],
+        "events/s",
+        standalone["events_per_second"],
+        "events/s",
+        cluster["events_per_second"] / standalone["events_per_second"],
+        "-",
+        None,
+        note=f"Cluster: {_replicas_note(cluster)}; EVALSHA calls per master "
+        + ", ".join(f"{x:,}" for x in cluster["script_calls_by_node"])
+        + f". One Redis: {_replicas_note(standalone)}",
+    )
+    table.row(
+        "13",
+        f"{c['masters']}-master Redis Cluster: Redis CPU per event, all masters",
+        cluster["redis_cpu_usec_per_event"],
+        "us",
+        standalone["redis_cpu_usec_per_event"],
+        "us",
+        cluster["redis_cpu_usec_per_event"] / standalone["redis_cpu_usec_per_event"],
+        "-",
+        None,
+        note="INFO cpu of every master added up, over the events all replicas acknowledged; "
+        "reference: the same replicas and monitors on one Redis",
+    )
 
 
 def _fleet_rows(table: Table, m: dict[str, Any]) -> None:

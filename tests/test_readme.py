@@ -249,11 +249,8 @@ def test_the_notebook_example_prints_what_the_readme_shows() -> None:
 
 def test_the_performance_table_is_the_latest_bench_run() -> None:
     """The README's table holds the target rows of bench/results/latest.md, as written."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        from bench import readme
-    finally:
-        sys.path.remove(str(ROOT))
+    from bench import readme
+
     latest = (ROOT / "bench" / "results" / "latest.md").read_text()
     rows = readme.target_rows(latest)
     assert rows, "latest.md has no row with a target"

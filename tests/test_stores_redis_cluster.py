@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
-from redis_cluster import redis_cluster
 from support import example_monitors, wait_until
 
+from bench.rediscluster import redis_cluster
 from driftline.alerts.redis import RedisAlertStore
 from driftline.alerts.store import FlapGuard
 from driftline.core.severity import Severity

@@ -20,10 +20,10 @@ import msgspec
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
-from redis_cluster import redis_cluster
 from scipy import stats
 from support import make_monitor, wait_until
 
+from bench.rediscluster import redis_cluster
 from driftline.core.monitor import MonitorConfigError
 from driftline.core.performance import hanley_mcneil_se
 from driftline.core.prediction import PredictionSpec

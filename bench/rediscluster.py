@@ -1,4 +1,4 @@
-"""A real three-master Redis Cluster on 127.0.0.1, for the tests that claim cluster support."""
+"""A real Redis Cluster on 127.0.0.1: for the tests that claim cluster support, and the bench."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ class Cluster:
 
     @property
     def url(self) -> str:
+        """A node's URL: a cluster client finds the others from it."""
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
     def start(self, port: int) -> None:
@@ -119,6 +120,7 @@ class Cluster:
                 client.close()
 
     def stop_all(self) -> None:
+        """Stop every node and wait for each to exit."""
         for process in self.processes.values():
             process.terminate()
         for process in self.processes.values():
