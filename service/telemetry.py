@@ -367,6 +367,11 @@ class Telemetry:
             "counted without its prediction, a response is dropped",
             registry=r,
         )
+        self.verdict_lag = Gauge(
+            "driftline_verdict_lag_seconds",
+            "How long the oldest window change no verdict covers yet has waited (0: none waits)",
+            registry=r,
+        )
         self.pending_inferences = Gauge(
             "driftline_inference_pending",
             "Inference halves waiting for their other half in this replica",

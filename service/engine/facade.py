@@ -886,8 +886,13 @@ class DriftEngine:
     async def close(self) -> None:
         """Refuse new events and flush the pending ones; called before the stores close."""
         await self._committer.close()
+        self._verdicts.settle()  # the last flushes' verdicts, for the alerts and history
         if self._history is not None:
             await self._history.close()
+
+    async def assess_waiting_forever(self, stopping: asyncio.Event) -> None:
+        """Make the verdicts that flushes left waiting (`Verdicts.catch_up`), until `stopping`."""
+        await self._verdicts.catch_up_forever(stopping)
 
 
 def _waiting_id(

@@ -129,6 +129,7 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(pairing.expire_forever(stopping), name="inference-pairing"),
         asyncio.create_task(registry.watch(stopping), name="monitor-reload"),
+        asyncio.create_task(engine.assess_waiting_forever(stopping), name="verdicts"),
         asyncio.create_task(dispatcher.run(stopping), name="alert-delivery"),
         asyncio.create_task(
             observer.evaluate_forever(engine, settings.alerts.evaluation_interval, stopping),
