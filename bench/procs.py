@@ -151,6 +151,18 @@ def read_window(server: Server, monitor: str) -> None:
         answer.read()
 
 
+def wait_monitor(server: Server, monitor: str, timeout: float) -> float:
+    """Seconds until GET /v1/monitors/{monitor} answers 200 (the monitor is loaded)."""
+    began = time.monotonic()
+    url = f"http://127.0.0.1:{server.port}/v1/monitors/{monitor}"
+    while time.monotonic() - began < timeout:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as answer:
+            if answer.status == 200:
+                return time.monotonic() - began
+        time.sleep(0.02)  # polling interval: the reload is what is waited for
+    raise RuntimeError(f"{server.name}: monitor {monitor} not loaded after {timeout} s")
+
+
 def wait_series(server: Server, metric: str, count: int, timeout: float) -> float:
     """Seconds until the server's /monitor/metrics holds `count` series of `metric`."""
     began = time.monotonic()

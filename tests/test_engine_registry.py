@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from support import wait_until
 
 from driftline.core.severity import Severity
+from driftline.engine.registry import MonitorRegistry
 from driftline.http.app import create_app
 from driftline.settings import Settings, load_settings
 
@@ -237,3 +238,31 @@ async def test_adding_a_second_monitor_keeps_a_named_default_and_says_why_one_is
     answer = await client.post("/monitor/predict", json=ORIGINAL_PAYLOAD)
     assert answer.status == 200
     assert (await answer.json())["monitor"] == "credit-risk"
+
+
+def test_a_reload_rebuilds_only_the_monitors_whose_files_changed(tmp_path: Path) -> None:
+    monitors_dir, baselines = tmp_path / "monitors", tmp_path / "baselines"
+    monitors_dir.mkdir()
+    baselines.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(BASELINE, baselines / f"{name}.json")
+        write_config(
+            monitors_dir / f"{name}.yaml", config(name, baseline=str(baselines / f"{name}.json"))
+        )
+    registry = MonitorRegistry(reload_settings(monitors_dir))
+    registry.load()
+    before = {m.name: m for m in registry}
+    write_config(
+        monitors_dir / "a.yaml",
+        config("a", baseline=str(baselines / "a.json"), warning_threshold=0.15),
+    )
+    # A new file (a new inode, the same bytes): how a ConfigMap volume's swap looks.
+    write_atomically(baselines / "b.json", (baselines / "b.json").read_bytes())
+    registry.load()
+    after = {m.name: m for m in registry}
+    assert after["a"] is not before["a"]
+    assert after["a"].policy.thresholds.warning == 0.15
+    assert after["b"] is not before["b"]
+    assert after["c"] is before["c"]  # untouched: not read again, the same Monitor
+    registry.load()
+    assert {m.name: m for m in registry} == after

@@ -60,6 +60,12 @@ def file_stamp(path: Path) -> FileStamp:
     return (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
+def _stamps(document: Any, dependency: Path | None) -> tuple[FileStamp, ...]:
+    """The stamps of a source's config file (when it is one) and of its baseline file."""
+    own = (file_stamp(document),) if isinstance(document, Path) else ()
+    return own if dependency is None else (*own, file_stamp(dependency))
+
+
 class MonitorRegistry:
     """Monitors by name, reloaded when their files change."""
 
@@ -69,6 +75,8 @@ class MonitorRegistry:
         self._by_source: dict[str, Monitor] = {}
         self.errors: dict[str, str] = {}
         self._fingerprint: tuple[FileStamp, ...] = ()
+        # Per source: its monitor, baseline file and the stamps they were read at.
+        self._built: dict[str, tuple[Monitor, Path | None, tuple[FileStamp, ...]]] = {}
         self._dependencies: list[Path] = []
         self._receivers: dict[str, list[Receiver]] = {}
         self._listeners: list[LoadListener] = []
@@ -162,6 +170,29 @@ class MonitorRegistry:
             return read_monitor_config(document, source)
         return decode_monitor_config(document, source)
 
+    def _build(
+        self, source: str, base_dir: Path, document: Any
+    ) -> tuple[Monitor, Path | None, tuple[FileStamp, ...]]:
+        """The source's monitor, its baseline file (if any) and the stamps it was read at.
+
+        A source whose config and baseline files are as they were is not read again: an
+        edit to one monitor of a fleet rebuilds that monitor, and the others keep their
+        Monitor (so their latest verdicts stay valid).
+        """
+        previous = self._built.get(source)
+        if previous is not None and previous[2] == _stamps(document, previous[1]):
+            return previous
+        stamps = _stamps(document, None)  # taken before reading: a change shows next poll
+        config = self._decode(source, document)
+        dependency = None
+        if isinstance(config.baseline, str):
+            baseline = Path(config.baseline)
+            dependency = baseline if baseline.is_absolute() else base_dir / baseline
+            stamps = (*stamps, file_stamp(dependency))
+        monitor = build_monitor(config, self._settings.defaults, base_dir=base_dir, source=source)
+        self._log_loaded(monitor)
+        return monitor, dependency, stamps
+
     def load(self) -> set[str]:
         """(Re)load every source, keeping the last good monitor of a config that fails.
 
@@ -171,22 +202,19 @@ class MonitorRegistry:
         fingerprint = self.fingerprint()
         monitors: dict[str, Monitor] = {}
         by_source: dict[str, Monitor] = {}
+        built: dict[str, tuple[Monitor, Path | None, tuple[FileStamp, ...]]] = {}
         errors: dict[str, str] = {}
         dependencies: list[Path] = []
         for source, base_dir, document in self._sources():
             try:
-                config = self._decode(source, document)
-                if isinstance(config.baseline, str):
-                    baseline = Path(config.baseline)
-                    dependencies.append(baseline if baseline.is_absolute() else base_dir / baseline)
-                if config.name in monitors:
+                monitor, dependency, stamps = self._build(source, base_dir, document)
+                if dependency is not None:
+                    dependencies.append(dependency)
+                if monitor.name in monitors:
                     raise MonitorConfigError(
-                        f"{source}: name: monitor {config.name!r} is already defined by "
-                        f"{monitors[config.name].source}"
+                        f"{source}: name: monitor {monitor.name!r} is already defined by "
+                        f"{monitors[monitor.name].source}"
                     )
-                monitor = build_monitor(
-                    config, self._settings.defaults, base_dir=base_dir, source=source
-                )
             except Exception as exc:
                 # One bad file must never take the other monitors (or reloading) down.
                 if not isinstance(exc, MonitorConfigError):
@@ -200,10 +228,12 @@ class MonitorRegistry:
                 continue
             monitors[monitor.name] = monitor
             by_source[source] = monitor
+            built[source] = (monitor, dependency, stamps)
         self._load_receivers(errors)
         default_before = self.default_name
         removed = self._monitors.keys() - monitors.keys()
         self._monitors, self._by_source, self.errors = monitors, by_source, errors
+        self._built = built
         if default_before is not None and self.default_name is None:
             # The quick start's requests name no monitor: say why they now get 422.
             log.warning(
@@ -216,25 +246,26 @@ class MonitorRegistry:
         # Baselines first named by this load were read after `fingerprint`; take their
         # stats now (a change in that instant waits for the next edit to be seen).
         self._fingerprint = self.fingerprint() if new_dependencies else fingerprint
-        for monitor in monitors.values():
-            log.info(
-                "monitor loaded",
-                extra={
-                    "monitor": monitor.name,
-                    "features": len(monitor.layout.features),
-                    "layout": monitor.window.layout_id,
-                    "source": monitor.source,
-                },
-            )
-            uncalibrated = [s.name for s in monitor.layout.features.values() if not s.calibrated]
-            if uncalibrated:
-                log.warning(
-                    "baseline profile without held-out categories: the categorical tests of "
-                    "these features may alarm too often, and their new-categories check is "
-                    "off; rebuild the profile with `driftline baseline build`",
-                    extra={"monitor": monitor.name, "features": uncalibrated},
-                )
         return removed
+
+    def _log_loaded(self, monitor: Monitor) -> None:
+        log.info(
+            "monitor loaded",
+            extra={
+                "monitor": monitor.name,
+                "features": len(monitor.layout.features),
+                "layout": monitor.window.layout_id,
+                "source": monitor.source,
+            },
+        )
+        uncalibrated = [s.name for s in monitor.layout.features.values() if not s.calibrated]
+        if uncalibrated:
+            log.warning(
+                "baseline profile without held-out categories: the categorical tests of "
+                "these features may alarm too often, and their new-categories check is "
+                "off; rebuild the profile with `driftline baseline build`",
+                extra={"monitor": monitor.name, "features": uncalibrated},
+            )
 
     async def watch(self, stopping: asyncio.Event) -> None:
         """Poll the sources and reload when a file changes, until `stopping`."""
