@@ -147,6 +147,23 @@ def test_past_the_budget_flushes_wait_and_catch_up_keeps_to_the_share(monitor: M
     assert len(made) == 2
 
 
+def test_flushes_are_assessed_again_once_the_spending_fell_to_half_the_share(
+    monitor: Monitor,
+) -> None:
+    verdicts, clock, made, _ = verdicts_costing(1.0)
+    verdicts.after_flush(monitor, totals(monitor, 500))
+    ended = clock.now
+    assert not verdicts.within_share()  # the store may leave the totals lagging
+    share = VERDICT_SHARE * BUDGET_SECONDS
+    clock.now = ended + BUDGET_SECONDS * np.log(1.0 / share) + 0.01  # under the share...
+    assert not verdicts.within_share()
+    assert verdicts.after_flush(monitor, totals(monitor, 900)).window.events == 500
+    clock.now = ended + BUDGET_SECONDS * np.log(2.0 / share) + 0.01  # ...and under half
+    assert verdicts.within_share()
+    assert verdicts.after_flush(monitor, totals(monitor, 901)).window.events == 901
+    assert len(made) == 2
+
+
 def test_over_budget_waiting_windows_are_assessed_oldest_first(monitor: Monitor) -> None:
     verdicts, clock, made, _ = verdicts_costing(0.2)
     others = [dataclasses.replace(monitor, name=f"m{i}") for i in range(3)]

@@ -20,6 +20,7 @@ from redis_process import RedisProcess
 from support import make_monitor
 from support import wait_until as poll
 
+import driftline.stores.redis as redis_store_module
 from driftline.core.idempotency import ClaimOutcome, ClaimStatus, request_key
 from driftline.core.performance import RECORD, id_digest
 from driftline.core.window import Span, Vector, WindowSpec
@@ -1224,6 +1225,29 @@ async def test_redis_refuses_a_flush_that_arrives_after_its_deadline(
         assert (await store.read(spec)).vector.tolist() == [
             x + y for x, y in zip(expected, [11 if fenced else 1, 12 if fenced else 2], strict=True)
         ]
+
+
+async def test_redis_a_write_no_verdict_is_made_of_appends_until_its_view_lags(
+    redis_url: str, raw_redis: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without `fresh`, a write folds only once its view is LAGGING_FOLD_SECONDS old."""
+    store = RedisWindowStore.from_url(redis_url, fold_seconds=0)  # fresh writes always fold
+    spec = make_spec(width=2)
+    log = log_key(spec, DEFAULT_FUTURE_SECONDS)
+    try:
+        bucket = spec.bucket_of((await store.read(spec)).now)
+        await store.apply(spec, {bucket: vec(1, 2)})
+        assert await raw_redis.llen(log) == 0  # folded
+        result = await store.apply(spec, {bucket: vec(1, 2)}, fresh=False)
+        assert await raw_redis.llen(log) == 1  # appended
+        assert result.totals.vector.tolist() == [2, 4]  # its view and its own deltas
+        monkeypatch.setattr(redis_store_module, "LAGGING_FOLD_SECONDS", 0.0)
+        result = await store.apply(spec, {bucket: vec(1, 2)}, fresh=False)
+        assert await raw_redis.llen(log) == 0  # the view lagged: folded
+        assert result.totals.vector.tolist() == [3, 6]
+        assert (await store.read(spec)).vector.tolist() == [3, 6]
+    finally:
+        await store.close()
 
 
 async def test_redis_refuses_a_plain_append_that_arrives_after_its_deadline(

@@ -401,7 +401,12 @@ class GroupCommitter:
             if sending.deltas or sending.claims or sending.rows:
                 pending = batch.pending(errors, sending.binned)
                 result = await self._store.apply(
-                    monitor.window, sending.deltas, sending.claims, pending, sending.rows
+                    monitor.window,
+                    sending.deltas,
+                    sending.claims,
+                    pending,
+                    sending.rows,
+                    fresh=self._verdicts.within_share(),
                 )
                 if result.unkept:
                     self._telemetry.unkept_predictions.add({"monitor": monitor.name}, result.unkept)

@@ -37,7 +37,8 @@ that share, and evaluating on every flush would cost more than counting the even
 REASSESS_SECONDS = 1.0
 VERDICT_SHARE = 0.25
 """The share of the replica's time verdicts may take, averaged over BUDGET_SECONDS; past
-it flushes answer with the latest verdict and their totals wait for `catch_up`. A
+it flushes answer with the latest verdict and their totals wait for `catch_up`, until
+the spending falls to half the share. A
 1,000-monitor fleet's windows are young, so nearly every flush moves one by more than
 REASSESS_FRACTION: without the share, the replica spent half its time assessing."""
 BUDGET_SECONDS = 1.0
@@ -76,6 +77,7 @@ class Verdicts:
         # Seconds of verdicts spent, decayed over BUDGET_SECONDS (a leaky bucket).
         self._spent = 0.0
         self._spent_at = clock()
+        self._behind = False  # flushes leave their verdicts to catch_up (see _lagging)
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with every assessment made from now on."""
@@ -126,7 +128,7 @@ class Verdicts:
                     <= REASSESS_FRACTION * previous.evaluation.events
                     and now - at < REASSESS_SECONDS
                 )
-                if barely or self._over_budget(now):
+                if barely or self._lagging(now):
                     self._wait(monitor, totals, now, at + REASSESS_SECONDS if barely else now)
                     return previous
         return self.assess(monitor, totals)
@@ -169,6 +171,21 @@ class Verdicts:
         """`catch_up` every CATCH_UP_SECONDS until `stopping`."""
         while not await pause(stopping, CATCH_UP_SECONDS):
             self.catch_up()
+
+    def within_share(self) -> bool:
+        """Whether flushes are assessed now (verdicts are within their share of the replica)."""
+        return not self._lagging(self._clock())
+
+    def _lagging(self, now: float) -> bool:
+        # Once over the share, flushes leave their verdicts to `catch_up` until the spending
+        # falls to half of it: without that margin the spending hovers at the line and
+        # most flushes would be assessed (and fold their window) after all.
+        spent = self._decayed(now)
+        if spent > VERDICT_SHARE * BUDGET_SECONDS:
+            self._behind = True
+        elif spent < VERDICT_SHARE * BUDGET_SECONDS / 2:
+            self._behind = False
+        return self._behind
 
     def _spend(self, seconds: float) -> None:
         self._spent = self._decayed(self._clock()) + seconds

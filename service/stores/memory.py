@@ -117,12 +117,14 @@ class MemoryWindowStore:
         claims: Sequence[Claim] = (),
         pending: Pending | None = None,
         rows: KeyedRows | None = None,
+        *,
+        fresh: bool = True,
     ) -> ApplyResult:
         """Evict, add per-bucket deltas (late ones are reported, not added), return totals.
 
-        Claims and keyed rows are counted the same way unless their key was recorded
-        within the horizon; pending records are kept unless late, held already, or past
-        `max_pending`.
+        The totals are always exact here (`fresh` is for shared stores). Claims and keyed
+        rows are counted the same way unless their key was recorded within the horizon;
+        pending records are kept unless late, held already, or past `max_pending`.
         """
         checked = validate_deltas(spec, deltas)
         keyed = validate_claims(spec, claims)

@@ -126,6 +126,8 @@ class WindowStore(Protocol):
         claims: Sequence[Claim] = (),
         pending: Pending | None = None,
         rows: KeyedRows | None = None,
+        *,
+        fresh: bool = True,
     ) -> ApplyResult:
         """Add per-bucket deltas (bucket start -> vector), evict, return the new totals.
 
@@ -134,7 +136,8 @@ class WindowStore(Protocol):
         `ApplyResult.claims` (the claims' first, then the rows').
         The keys are checked, counted and recorded in the same atomic step. `pending`
         records are kept (unless one is held for the id, or its bucket is late) in the
-        same step.
+        same step. Without `fresh` (no verdict is made of these totals now) a shared
+        store may leave other replicas' latest writes out of the totals for longer.
         """
         ...
 
