@@ -17,7 +17,8 @@ Beside it, `<window key>:log`, a list of the deltas appended since the window wa
 folded: under load most writes only append there, and a fold adds the log's deltas to
 the window in one pass, summed per bucket and element (window.lua says why). Totals are
 exact after a fold; between folds this replica answers with its last folded totals plus
-the deltas it appended itself (`FOLD_SECONDS` old at most).
+the deltas it appended itself (`FOLD_SECONDS` old at most, `LAGGING_FOLD_SECONDS` for
+writes whose verdict waits).
 
 R is in the name because it depends on more than the layout (the window length and the
 future allowance): replicas that disagree on it for a while (a rolling deploy, a monitor
