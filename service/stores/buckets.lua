@@ -15,7 +15,6 @@
 
 local V, B, R = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local key = KEYS[1]
-local H = 5
 local IDS, SLOTS = H, H + R + V
 local time = redis.call('TIME')
 local sec = tonumber(time[1])
@@ -23,7 +22,7 @@ local raw = redis.pcall('GETRANGE', key, 0, H * 8 - 1)
 local ok = type(raw) == 'string' and #raw == H * 8
 if ok then
   local magic, bucket, ring = struct.unpack('>i8i8i8', raw)
-  ok = magic == V and bucket == B and ring == R
+  ok = header_ok(magic, bucket, ring, V, B, R)
 end
 
 local function cut(back)

@@ -16,7 +16,6 @@ if #ARGV ~= 1 or #KEYS % 2 ~= 0 or #ARGV[1] ~= 8 * #KEYS then
 end
 local time = redis.call('TIME')
 local out = {time[1], time[2]}
-local H = 5
 for i = 1, #KEYS / 2 do
   local key, log = KEYS[2 * i - 1], KEYS[2 * i]
   local W, B, V, R = struct.unpack('>I4I4I4I4', ARGV[1], 16 * (i - 1) + 1)
@@ -28,7 +27,7 @@ for i = 1, #KEYS / 2 do
       result = ''
     elseif type(head) == 'string' and #head == H * 8 then
       local magic, bucket, ring, evicted = struct.unpack('>i8i8i8i8', head)
-      if magic == V and bucket == B and ring == R and evicted >= last_out then
+      if header_ok(magic, bucket, ring, V, B, R) and evicted >= last_out then
         local totals = redis.call('GETRANGE', key, (H + R) * 8, (H + R + V) * 8 - 1)
         if #totals == V * 8 then result = totals end
       end

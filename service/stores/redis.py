@@ -103,11 +103,11 @@ def _lua(name: str) -> str:
     return importlib.resources.files("driftline.stores").joinpath(name).read_text(encoding="utf-8")
 
 
-# The window's scripts share the functions that write its log (window_log.lua).
+# The window's scripts share its header's and its log's functions (window_log.lua).
 SCRIPT = _lua("window_log.lua") + _lua("window.lua")
 APPEND_SCRIPT = _lua("window_log.lua") + _lua("append.lua")
 LOOKUP_SCRIPT = _lua("pending.lua")
-BUCKETS_SCRIPT = _lua("buckets.lua")
+BUCKETS_SCRIPT = _lua("window_log.lua") + _lua("buckets.lua")
 READ_SCRIPT = _lua("window_log.lua") + _lua("read.lua")
 
 HEADER_FIELDS = 5  # window.lua's header: width, bucket, ring slots, evicted_through, newest

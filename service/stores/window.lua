@@ -142,7 +142,6 @@ if not (whole(W, 1) and whole(B, 1) and whole(V, 1) and whole(grace, 0) and whol
   return redis.error_reply('ERR window.lua: bad window arguments')
 end
 
-local H = 5
 local F_EVICTED, F_NEWEST = 3, 4
 local IDS, TOTALS, SLOTS = H, H + R, H + R + V
 local FIELDS = SLOTS + R * V
@@ -229,10 +228,6 @@ local sec, now, last_out, horizon = window_clock(time, W, B, R)
 
 if #ARGV >= FIRST and deadline > 0 and now >= deadline then
   return {0, time[1], time[2]}
-end
-
-local function is_late(b)
-  return b <= last_out or b > horizon
 end
 
 -- Deltas: check their framing before the first write and split off the late ones (never
@@ -442,7 +437,7 @@ local function label_writes()
     local key_now, wrote = pending_key(label_slice), false
     for at = 1, #writes, PAIR do
       local b = struct.unpack('>i8', writes, at + ID_BYTES)
-      if not is_late(b) then
+      if not is_late(b, last_out, horizon) then
         redis.call('HSETNX', key_now, string.sub(writes, at, at + ID_BYTES - 1),
           string.sub(writes, at + ID_BYTES, at + PAIR - 1))
         wrote = true
@@ -590,10 +585,6 @@ local function fixup(evicted)
   return reply(totals_string())
 end
 
-local function header_ok(magic, bucket, ring)
-  return magic == V and bucket == B and ring == R
-end
-
 -- Append: the in-time deltas go to the log, one entry per bucket, and the window is
 -- neither read nor written; the reply's totals are -1 (not read). The log's first entry
 -- gives it a lifetime past every bucket it may hold; a log of FOLD_AT entries is folded
@@ -641,7 +632,7 @@ local function sum_all()
       local b = #entry >= 16 and struct.unpack('>i8', entry, 9)
       if not b or b % B ~= 0 then
         dropped[i] = true
-      elseif not is_late(b) and not accumulate(b, entry, 17) then
+      elseif not is_late(b, last_out, horizon) and not accumulate(b, entry, 17) then
         dropped[i] = true
         return false
       end
@@ -655,7 +646,9 @@ local function sum_all()
       if not b or b % B ~= 0 then
         return redis.error_reply('ERR window.lua: bad sum for bucket ' .. tostring(ARGV[i]))
       end
-      if not is_late(b) then pairs_to_sum[#pairs_to_sum + 1] = {b, ARGV[i + 1]} end
+      if not is_late(b, last_out, horizon) then
+        pairs_to_sum[#pairs_to_sum + 1] = {b, ARGV[i + 1]}
+      end
     end
   end
   for _, d in ipairs(pairs_to_sum) do
@@ -683,7 +676,7 @@ if #buckets == 0 then
   if raw == '' then return reply('') end
   if #raw < H * 8 then return rebuild() end
   local magic, bucket, ring, evicted = struct.unpack('>i8i8i8i8', raw)
-  if not header_ok(magic, bucket, ring) then return rebuild() end
+  if not header_ok(magic, bucket, ring, V, B, R) then return rebuild() end
   if evicted >= last_out and #raw == SLOTS * 8 then
     return reply(string.sub(raw, TOTALS * 8 + 1))
   end
@@ -786,7 +779,7 @@ if failed then
   return failed
 end
 local r = replies
-if not header_ok(r[1], r[2], r[3]) then return rebuild() end
+if not header_ok(r[1], r[2], r[3], V, B, R) then return rebuild() end
 if r[F_EVICTED + 1] >= last_out then
   local mine = true
   for k, b in ipairs(buckets) do

@@ -1,6 +1,21 @@
--- The window's log, as window.lua and append.lua both write it: the driftline service
--- loads each of them with this file in front (Redis scripts cannot call each other).
--- window.lua's header says what the log is and what the arguments are.
+-- The window's header and its log, as the window's scripts read and write them: the
+-- driftline service loads each script with this file in front (Redis scripts cannot
+-- call each other). window.lua's header says what the fields, the log and the
+-- arguments are.
+
+-- The header's fields (i64 each): width V, bucket seconds B, ring slots R,
+-- evicted_through, newest bucket.
+local H = 5
+
+-- Whether a header's first three fields say the key holds a window of this layout.
+local function header_ok(magic, bucket, ring, V, B, R)
+  return magic == V and bucket == B and ring == R
+end
+
+-- Whether bucket `b` is outside the range the server's clock accepts (window_clock).
+local function is_late(b, last_out, horizon)
+  return b <= last_out or b > horizon
+end
 
 -- The server's time, and the bucket range it accepts: last_out < b <= horizon.
 local function window_clock(time, W, B, R)
@@ -18,7 +33,7 @@ local function split_deltas(first, pairs, B, last_out, horizon)
   for i = first, first + 2 * pairs - 1, 2 do
     local b, packed = tonumber(ARGV[i]), ARGV[i + 1]
     if not b or b % B ~= 0 or #packed % 12 ~= 0 then return nil, ARGV[i] end
-    if b <= last_out or b > horizon then
+    if is_late(b, last_out, horizon) then
       late[#late + 1] = b
     elseif #packed > 0 then
       incoming[#incoming + 1] = {b, packed}
