@@ -2,10 +2,12 @@
 
 `driftline controller` runs as a process with the ServiceAccount token and RBAC of
 manifests/controller (so the least-privilege rules are what it really has), watching
-this module's namespaces. `driftline serve` runs as a process on Redis; `MountedObjects`
-copies the operator's ConfigMap and Secret into its directories as the kubelet's volume
-mount would (no kubelet runs here). Alerts go to a real HTTP receiver. Tests run in
-file order and share the processes; each creates the monitors it checks.
+this module's namespaces, with 2 monitors ConfigMaps (shards) per service so that a few
+dozen large monitors fill them. `driftline serve` runs as a process on Redis;
+`MountedObjects` copies the operator's ConfigMaps and Secret into its directories as the
+kubelet's projected volume would (no kubelet runs here). Alerts go to a real HTTP
+receiver. Tests run in file order and share the processes; each creates the monitors it
+checks.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from support import driftline_serve
 
 from driftline.core.monitor import build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
+from driftline.operator.placement import parse_shard_name, shard_names
 
 pytestmark = pytest.mark.k8s
 
@@ -55,6 +58,7 @@ DriftMonitor = create_namespaced_resource(
 )
 STATUS_INTERVAL = 1.0  # the operator's status refresh in this module, seconds
 IDLE_MONITORS = 200
+SHARDS = 2  # the operator's monitors ConfigMaps per service in this module
 
 
 # ------------------------------------------------------------------------- fixtures
@@ -118,8 +122,8 @@ def service(
     directory = tmp_path_factory.mktemp("serve")
     redis_url = f"redis://{redis_server.host}:{redis_server.port}/3"
     mounts = {
-        "ConfigMap/driftline-monitors": directory / "monitors",
-        "Secret/driftline-alerts": directory / "alerts",
+        directory / "monitors": [f"ConfigMap/{n}" for n in shard_names("driftline", SHARDS)],
+        directory / "alerts": ["Secret/driftline-alerts"],
     }
     for sub in ("monitors", "alerts"):
         (directory / sub).mkdir()
@@ -167,6 +171,7 @@ def operator(
         "DRIFTLINE_CONTROLLER_SERVICE_TIMEOUT": "30",
         # The drift service of these tests listens on the loopback.
         "DRIFTLINE_CONTROLLER_SERVICE_HOSTS": "localhost",
+        "DRIFTLINE_CONTROLLER_MONITOR_SHARDS": str(SHARDS),
         "DRIFTLINE_LOG_LEVEL": "INFO",
     }
     argv = [DRIFTLINE, "controller"]
@@ -244,14 +249,25 @@ def with_condition(client: Client, namespace: str, name: str, kind: str, reason:
     return entry if entry and entry["reason"] == reason else None
 
 
-def config_key(client: Client, namespace: str, key: str) -> dict[str, Any] | None:
-    try:
-        data = client.get(ConfigMap, "driftline-monitors", namespace=namespace).data or {}
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return None
-        raise
-    return json.loads(data[key]) if key in data else None
+def shards(client: Client, namespace: str, service: str = "driftline") -> dict[str, ConfigMap]:
+    """The service's monitors ConfigMaps that exist, by name."""
+    return {
+        cm.metadata.name: cm
+        for cm in client.list(ConfigMap, namespace=namespace)
+        if cm.metadata
+        and cm.metadata.name
+        and (parse_shard_name(cm.metadata.name) or ("",))[0] == service
+    }
+
+
+def config_key(
+    client: Client, namespace: str, key: str, service: str = "driftline"
+) -> dict[str, Any] | None:
+    for config_map in shards(client, namespace, service).values():
+        data = config_map.data or {}
+        if key in data:
+            return cast(dict[str, Any], json.loads(data[key]))
+    return None
 
 
 def alerts_key(client: Client, namespace: str, key: str) -> dict[str, Any] | None:
@@ -764,9 +780,10 @@ def versions(client: Client, namespace: str) -> dict[str, str]:
         f"DriftMonitor/{m['metadata']['name']}": m["metadata"]["resourceVersion"]
         for m in client.list(DriftMonitor, namespace=namespace)
     }
-    for kind, name in ((ConfigMap, "driftline-monitors"), (Secret, "driftline-alerts")):
-        obj = client.get(kind, name, namespace=namespace)
-        found[f"{kind.__name__}/{name}"] = obj.metadata.resourceVersion  # type: ignore[union-attr]
+    for name, config_map in shards(client, namespace).items():
+        found[f"ConfigMap/{name}"] = config_map.metadata.resourceVersion  # type: ignore[union-attr]
+    alerts = client.get(Secret, "driftline-alerts", namespace=namespace)
+    found["Secret/driftline-alerts"] = alerts.metadata.resourceVersion  # type: ignore[union-attr]
     hpa = autoscaler(client, namespace)
     assert hpa is not None and hpa.metadata is not None
     found["HorizontalPodAutoscaler/driftline"] = hpa.metadata.resourceVersion or ""
