@@ -48,7 +48,7 @@ from support import driftline_serve
 from driftline.core.monitor import build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
 from driftline.core.profile import build_profile, encode_profile
-from driftline.operator.placement import parse_shard_name, preferred_shard, shard_names
+from driftline.operator.placement import preferred_shard, shard_names
 from driftline.operator.render import CONFIG_MAP_LIMIT
 
 pytestmark = pytest.mark.k8s
@@ -253,14 +253,19 @@ def with_condition(client: Client, namespace: str, name: str, kind: str, reason:
 
 
 def shards(client: Client, namespace: str, service: str = "driftline") -> dict[str, ConfigMap]:
-    """The service's monitors ConfigMaps that exist, by name."""
-    return {
-        cm.metadata.name: cm
-        for cm in client.list(ConfigMap, namespace=namespace)
-        if cm.metadata
-        and cm.metadata.name
-        and (parse_shard_name(cm.metadata.name) or ("",))[0] == service
-    }
+    """The service's monitors ConfigMaps that exist, by name.
+
+    Got by name, not listed: tests poll this every 0.1 s, and the namespace's baselines
+    are large; listing them all would load the API server whose latency they measure.
+    """
+    found: dict[str, ConfigMap] = {}
+    for name in shard_names(service, SHARDS):
+        try:
+            found[name] = client.get(ConfigMap, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+    return found
 
 
 def holders(client: Client, namespace: str, service: str) -> dict[str, list[str]]:
