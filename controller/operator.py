@@ -1,11 +1,12 @@
 """The kopf handlers: thin adapters from kopf's calls to the render and status functions.
 
 Each DriftMonitor is reconciled as a whole on create, update, resume and when a
-ConfigMap or Secret it reads changes: its key in the service's monitors ConfigMap and
-alerts Secret, the service's one HorizontalPodAutoscaler, and its conditions. A timer
-copies the drift service's verdict into the status; a finalizer removes what the
-monitor added. Handlers return nothing (kopf would store it in the status); the status is
-written with server-side apply, reconcile and timer each owning their own fields.
+ConfigMap or Secret it reads changes: its key in one of the service's monitors ConfigMaps
+(placement.py chooses which) and in its alerts Secret, the service's one
+HorizontalPodAutoscaler, and its conditions. A timer copies the drift service's verdict
+into the status; a finalizer removes what the monitor added. Handlers return nothing
+(kopf would store it in the status); the status is written with server-side apply,
+reconcile and timer each owning their own fields.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .inputs import (
     revision_key,
 )
 from .kube import KeyedKind, KeyedObject, KubeApi, KubeError
+from .placement import MonitorShard, NoRoomError, place_monitor, shard_entry, shard_name
 from .render import (
     MANAGED_LABELS,
     InvalidInputError,
@@ -54,7 +56,6 @@ from .render import (
     alerts_secret_name,
     encode_monitor_config,
     monitor_key,
-    monitors_config_map_name,
     render_alerts,
     render_autoscaler,
     render_monitor_config,
@@ -122,7 +123,9 @@ STATUS_TIMER = "refresh-status"
 # kopf passes each index to handlers as a keyword named after the index handler's id.
 INPUTS_INDEX = "monitor_inputs"
 TRAFFIC_INDEX = "service_traffic"
+SHARDS_INDEX = "monitor_shards"
 TrafficIndex = kopf.Index[tuple[str, str], ServiceMonitor]
+ShardsIndex = kopf.Index[tuple[str, str], MonitorShard]
 
 
 @dataclass(slots=True)
@@ -246,6 +249,10 @@ class DriftMonitorOperator:
         # monitor -> revision key -> revision): an input's change event may arrive before
         # the status that records the read does.
         self._reads: dict[str, dict[str, dict[str, str]]] = {}
+        # The monitors shard this process last wrote each monitor's key to ((namespace,
+        # name) -> (service, shard)): the shards index shows a write only once its watch
+        # event has arrived, and a key must never be left behind in a second shard.
+        self._placed: dict[tuple[str, str], tuple[str, int]] = {}
         self._reconciles = asyncio.Semaphore(settings.max_concurrent_reconciles)
         self._service_calls = asyncio.Semaphore(SERVICE_CALLS)
         self._instance = socket.gethostname()
@@ -304,9 +311,11 @@ class DriftMonitorOperator:
         and its traffic leaves the autoscaler's sums until its spec or inputs change.
         """
         async with self._reconciles:
-            await self._reconcile(body, memo, kwargs[TRAFFIC_INDEX])
+            await self._reconcile(body, memo, kwargs[TRAFFIC_INDEX], kwargs[SHARDS_INDEX])
 
-    async def _reconcile(self, body: kopf.Body, memo: kopf.Memo, index: TrafficIndex) -> None:
+    async def _reconcile(
+        self, body: kopf.Body, memo: kopf.Memo, index: TrafficIndex, shards: ShardsIndex
+    ) -> None:
         monitor = _plain(body)
         metadata = monitor["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
@@ -315,14 +324,14 @@ class DriftMonitorOperator:
         except SpecError as exc:
             invalid = Condition(CONFIG_RENDERED, "False", "InvalidSpec", str(exc))
             service = str(monitor.get("spec", {}).get("service", DEFAULT_SERVICE))
-            await self._withdraw(namespace, name, service)
+            await self._withdraw(namespace, name, service, shards)
             sizing = await self._size_autoscaler(namespace, service, index, None)
             await self._write_reconciled(monitor, memo, [invalid, sizing.condition], {}, None)
             raise kopf.PermanentError(str(exc)) from exc
         inputs: dict[str, str] = {}
-        config = await self._render_config(namespace, name, spec, inputs)
+        config = await self._render_config(namespace, name, spec, inputs, shards)
         if isinstance(config.error, kopf.PermanentError):
-            await self._withdraw(namespace, name, spec.service)
+            await self._withdraw(namespace, name, spec.service, shards)
             alerts = StepOutcome(
                 Condition(
                     ALERTS_READY, "False", "ConfigInvalid", "not rendered: " + str(config.error)
@@ -347,20 +356,90 @@ class DriftMonitorOperator:
             if step.error is not None:
                 raise step.error
 
-    async def _withdraw(self, namespace: str, name: str, service: str) -> None:
+    async def _withdraw(self, namespace: str, name: str, service: str, shards: ShardsIndex) -> None:
         """Release a monitor's keys and leave it out of its service's autoscaler."""
         self._renders[namespace, name] = False
         try:
-            await self._release(namespace, name, service)
+            await self._release(namespace, name, service, shards)
         except KubeError as exc:
             raise kopf.TemporaryError(str(exc), delay=API_ERROR_DELAY) from exc
 
-    async def _release(self, namespace: str, name: str, service: str) -> None:
+    async def _release(self, namespace: str, name: str, service: str, shards: ShardsIndex) -> None:
         key = monitor_key(name)
-        await self.kube.release_key(
-            "ConfigMap", namespace, monitors_config_map_name(service), key=key
-        )
+        await self._release_config(namespace, name, service, shards)
         await self.kube.release_key("Secret", namespace, alerts_secret_name(service), key=key)
+
+    def _shard_sizes(
+        self, namespace: str, service: str, shards: ShardsIndex
+    ) -> dict[int, Mapping[str, int]]:
+        return {entry.shard: entry.sizes for entry in shards.get((namespace, service), [])}
+
+    async def _release_config(
+        self, namespace: str, name: str, service: str, shards: ShardsIndex
+    ) -> None:
+        """Remove the monitor's key from every monitors shard of `service` holding it.
+
+        Those the index shows, and the one this process last wrote (whose watch event may
+        not have arrived yet).
+        """
+        key = monitor_key(name)
+        holders = {
+            s for s, sizes in self._shard_sizes(namespace, service, shards).items() if key in sizes
+        }
+        placed = self._placed.get((namespace, name))
+        if placed is not None and placed[0] == service:
+            holders.add(placed[1])
+        for shard in sorted(holders):
+            await self.kube.release_key("ConfigMap", namespace, shard_name(service, shard), key=key)
+        self._placed.pop((namespace, name), None)
+
+    async def _write_config(
+        self, namespace: str, name: str, service: str, data: bytes, shards: ShardsIndex
+    ) -> str:
+        """Set the monitor's key in one monitors shard of its service, then drop it elsewhere.
+
+        Written before it is released: the service's projected volume shows a key held by
+        two shards as one file, so the monitor never leaves the service while it moves.
+        Returns the shard's ConfigMap name.
+        """
+        key = monitor_key(name)
+        sizes = self._shard_sizes(namespace, service, shards)
+        placed = self._placed.get((namespace, name))
+        refused: set[int] = set()
+        while True:
+            placement = place_monitor(
+                name,
+                len(data),
+                sizes,
+                self.settings.monitor_shards,
+                service=service,
+                current=placed[1] if placed is not None and placed[0] == service else None,
+                refused=refused,
+            )
+            config_map = shard_name(service, placement.shard)
+            try:
+                await self.kube.apply_key(
+                    "ConfigMap",
+                    namespace,
+                    config_map,
+                    key=key,
+                    value=data,
+                    labels=MANAGED_LABELS,
+                )
+                break
+            except KubeError as exc:
+                if exc.status != 422:
+                    raise
+                # Over 1 MiB with writes the index has not shown yet: try the next shard.
+                refused.add(placement.shard)
+        if placed is not None and placed[0] != service:
+            # Written for another service before: spec.service is immutable in the CRD,
+            # but a monitor deleted past its finalizer and created again may name another.
+            await self._release_config(namespace, name, placed[0], shards)
+        self._placed[namespace, name] = (service, placement.shard)
+        for shard in placement.release:
+            await self.kube.release_key("ConfigMap", namespace, shard_name(service, shard), key=key)
+        return config_map
 
     async def _read_inputs(
         self,
@@ -380,9 +459,13 @@ class DriftMonitorOperator:
         return found
 
     async def _render_config(
-        self, namespace: str, name: str, spec: MonitorSpec, inputs: dict[str, str]
+        self,
+        namespace: str,
+        name: str,
+        spec: MonitorSpec,
+        inputs: dict[str, str],
+        shards: ShardsIndex,
     ) -> StepOutcome:
-        config_map = monitors_config_map_name(spec.service)
         key = monitor_key(name)
         try:
             ref = spec.baseline.config_map_key_ref
@@ -395,16 +478,11 @@ class DriftMonitorOperator:
             )
             profile = resolve_baseline(spec, baseline)
             data = encode_monitor_config(render_monitor_config(name, spec, profile))
-            await self.kube.apply_key(
-                "ConfigMap",
-                namespace,
-                config_map,
-                key=key,
-                value=data,
-                labels=MANAGED_LABELS,
-            )
+            config_map = await self._write_config(namespace, name, spec.service, data, shards)
         except MissingInputError as exc:
             return _waiting(Condition(CONFIG_RENDERED, "False", "BaselineNotFound", str(exc)))
+        except NoRoomError as exc:
+            return _permanent(Condition(CONFIG_RENDERED, "False", "NoRoom", str(exc)))
         except InvalidInputError as exc:
             return _permanent(Condition(CONFIG_RENDERED, "False", "InvalidConfig", str(exc)))
         except KubeError as exc:
@@ -666,7 +744,7 @@ class DriftMonitorOperator:
                 failure.message,
             )
         try:
-            await self._release(namespace, name, service)
+            await self._release(namespace, name, service, kwargs[SHARDS_INDEX])
             await self._resize_autoscaler(namespace, service, kwargs[TRAFFIC_INDEX])
         except KubeError as exc:
             raise kopf.TemporaryError(str(exc), delay=API_ERROR_DELAY) from exc
@@ -682,6 +760,11 @@ class DriftMonitorOperator:
     def index_traffic(self, body: kopf.Body, **_: Any) -> dict[tuple[str, str], ServiceMonitor]:
         """Index entry: the monitor's service -> its declared traffic (for HPA sizing)."""
         return service_traffic(_plain(body))
+
+    def index_shards(self, body: kopf.Body, **_: Any) -> dict[tuple[str, str], MonitorShard]:
+        """Index entry of a monitors ConfigMap: its service -> its shard and key sizes."""
+        # Read in place, not copied: shards are up to 1 MiB and every write is an event.
+        return shard_entry(body)
 
     def reads_input(
         self, resource: kopf.Resource, name: str, namespace: str | None, **kwargs: Any
@@ -735,6 +818,9 @@ def build_registry(operator: DriftMonitorOperator) -> kopf.OperatorRegistry:
     monitors = (API_GROUP, API_VERSION, PLURAL)
     kopf.index(*monitors, id=INPUTS_INDEX, registry=registry)(operator.index_inputs)
     kopf.index(*monitors, id=TRAFFIC_INDEX, registry=registry)(operator.index_traffic)
+    # From the ConfigMap watch the input handlers need anyway; kopf fills every index
+    # before any handler runs, so a restarted operator sees where each key already is.
+    kopf.index("", "v1", "configmaps", id=SHARDS_INDEX, registry=registry)(operator.index_shards)
     for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on(*monitors, id="reconcile", registry=registry)(operator.reconcile)
     kopf.on.delete(*monitors, id="finalize", registry=registry)(operator.finalize)

@@ -50,18 +50,13 @@ class InvalidInputError(Exception):
     """The spec or what it references cannot make a working monitor."""
 
 
-def monitors_config_map_name(service: str) -> str:
-    """The ConfigMap the service mounts as its monitors directory."""
-    return f"{service}-monitors"
-
-
 def alerts_secret_name(service: str) -> str:
     """The Secret the service mounts as its alerts directory."""
     return f"{service}-alerts"
 
 
 def monitor_key(monitor: str) -> str:
-    """The key of one DriftMonitor in the shared ConfigMap and Secret."""
+    """The key of one DriftMonitor in its service's monitors ConfigMaps and alerts Secret."""
     return f"{monitor}.json"
 
 
@@ -334,7 +329,7 @@ class ServiceMonitor:
 
 
 # ConfigRendered reasons of a monitor that cannot run: it neither serves nor counts.
-INVALID_REASONS = frozenset({"InvalidSpec", "InvalidConfig"})
+INVALID_REASONS = frozenset({"InvalidSpec", "InvalidConfig", "NoRoom"})
 
 
 def recorded_invalid(monitor: Mapping[str, Any]) -> bool:

@@ -19,7 +19,7 @@ Replicas = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 
 
 class ControllerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How the operator sizes autoscalers, polls drift services and logs."""
+    """How the operator spreads monitor configs, sizes autoscalers, polls services and logs."""
 
     # Namespaces watched; empty means all (cluster-wide).
     namespaces: tuple[str, ...] = ()
@@ -28,6 +28,13 @@ class ControllerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     min_replicas: Replicas = 2
     max_replicas: Replicas = 20
     cpu_utilization: Annotated[int, msgspec.Meta(ge=1, le=100)] = 70
+    # How many ConfigMaps (shards) hold a service's monitor configs: `<service>-monitors`,
+    # then `<service>-monitors-001` on. A ConfigMap holds at most 1 MiB, so this is N MiB
+    # of configs per service: 128 hold 1,000 50-feature monitors of up to ~130 KB each,
+    # twice the ~61 KB of one whose 20 categorical features keep their 100 categories
+    # (docs/operator.md "Sharding"). The service Deployment's monitors volume must project
+    # exactly these names; three digits name them, hence at most 1000.
+    monitor_shards: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 128
     # Reconciles in flight at once: a burst of DriftMonitors (kubectl apply of hundreds,
     # or an operator restart) queues here instead of overloading the API server.
     max_concurrent_reconciles: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
@@ -66,6 +73,7 @@ ENVIRONMENT: dict[str, str] = {
     "DRIFTLINE_CONTROLLER_CPU_UTILIZATION": "cpu_utilization",
     "DRIFTLINE_CONTROLLER_STATUS_INTERVAL": "status_interval",
     "DRIFTLINE_CONTROLLER_MAX_CONCURRENT_RECONCILES": "max_concurrent_reconciles",
+    "DRIFTLINE_CONTROLLER_MONITOR_SHARDS": "monitor_shards",
     "DRIFTLINE_CONTROLLER_SERVICE_TIMEOUT": "service_timeout",
     "DRIFTLINE_CONTROLLER_LIVENESS_ENDPOINT": "liveness_endpoint",
     "DRIFTLINE_CONTROLLER_CLUSTER_DOMAIN": "cluster_domain",

@@ -12,11 +12,11 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient
 from k8s_support import KubeTarget, Process
-from kube_cluster import control_plane
 from pytest_redis import factories
 from redis_process import RedisProcess
 from support import Service, example_settings
 
+from bench.kubecluster import control_plane
 from driftline.http.app import create_app
 from driftline.settings import Settings
 from driftline.stores.memory import MemoryWindowStore

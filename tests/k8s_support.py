@@ -2,9 +2,9 @@
 
 The operator (`driftline controller`) and the drift service (`driftline serve`, started
 by support.driftline_serve) run as real processes on 127.0.0.1. Only the kubelet cannot
-run here: `MountedObjects` does its one job for the service, copying the operator's
-ConfigMap and Secret keys into the directories the service reads, as a volume mount
-would.
+run here: `MountedObjects` does its one job for the service, copying the keys of the
+operator's ConfigMaps and Secret into the directories the service reads, as a volume
+mount would.
 """
 
 from __future__ import annotations
@@ -153,18 +153,22 @@ class Process:
 class MountedObjects:
     """A kubelet's volume mounts for the service: ConfigMap and Secret keys as files.
 
-    Watches each object and writes its keys to files of its directory (atomically, by
-    rename), removing files whose key is gone, as a projected volume would.
+    Each directory is a projected volume of one or more objects of one kind: their keys
+    are its files (written atomically, by rename), a key two sources hold is the later
+    source's file (as the kubelet builds one payload from all sources), and files whose
+    key is gone are removed. Missing sources are empty, as optional ones are.
     """
 
-    def __init__(self, client: Client, namespace: str, mounts: Mapping[str, Path]) -> None:
-        # mounts: "ConfigMap/<name>" or "Secret/<name>" -> directory
+    def __init__(
+        self, client: Client, namespace: str, mounts: Mapping[Path, Sequence[str]]
+    ) -> None:
+        # mounts: directory -> its sources in order, "ConfigMap/<name>" or "Secret/<name>"
         self.client = client
         self.namespace = namespace
         self._stop = threading.Event()
         self._threads = [
-            threading.Thread(target=self._follow, args=(ref, directory), daemon=True)
-            for ref, directory in mounts.items()
+            threading.Thread(target=self._follow, args=(sources, directory), daemon=True)
+            for directory, sources in mounts.items()
         ]
 
     @staticmethod
@@ -179,26 +183,38 @@ class MountedObjects:
             if not stale.name.startswith(".") and stale.name not in values:
                 stale.unlink()
 
-    def _follow(self, ref: str, directory: Path) -> None:
-        kind_name, name = ref.split("/", 1)
-        kind = Secret if kind_name == "Secret" else ConfigMap
+    def _follow(self, sources: Sequence[str], directory: Path) -> None:
+        kinds = {ref.split("/", 1)[0] for ref in sources}
+        assert len(kinds) == 1, f"one kind per mounted directory, got {sorted(kinds)}"
+        kind = Secret if kinds == {"Secret"} else ConfigMap
+        names = [ref.split("/", 1)[1] for ref in sources]
+        # One object: watched by name. Several (a service's monitors shards): the
+        # namespace's objects of the kind, the others ignored.
+        fields = {"metadata.name": names[0]} if len(names) == 1 else None
+        objects: dict[str, dict[str, bytes]] = {}
         version: str | None = None
         while not self._stop.is_set():
             try:
                 for change, obj in self.client.watch(
                     kind,
                     namespace=self.namespace,
-                    fields={"metadata.name": name},
+                    fields=fields,
                     server_timeout=1,  # come back to look at the stop flag
                     resource_version=version,
                 ):
                     version = obj.metadata.resourceVersion if obj.metadata else None
+                    name = obj.metadata.name if obj.metadata else None
+                    if name not in names:
+                        continue
                     data: Mapping[str, str] = {} if change == "DELETED" else (obj.data or {})
                     if kind is Secret:
-                        values = {k: base64.b64decode(v) for k, v in data.items()}
+                        objects[name] = {k: base64.b64decode(v) for k, v in data.items()}
                     else:
-                        values = {k: v.encode() for k, v in data.items()}
-                    self._write(directory, values)
+                        objects[name] = {k: v.encode() for k, v in data.items()}
+                    projected: dict[str, bytes] = {}
+                    for source in names:
+                        projected.update(objects.get(source, {}))
+                    self._write(directory, projected)
             except (ApiError, httpx2.HTTPError):
                 version = None  # expired or cut: watch again from the current state
                 self._stop.wait(0.2)

@@ -2,7 +2,7 @@
 
 No kopf machinery: each test calls reconcile / refresh_status / finalize / input_changed
 as kopf would, with the operator's real KubeApi talking to the session's Kubernetes API
-server (tests/kube_cluster.py), in a namespace of its own. The drift service is an HTTP
+server (bench/kubecluster.py), in a namespace of its own. The drift service is an HTTP
 stand-in serving real DriftReports built by the service's own code, so each test can
 choose the verdict; tests/test_k8s_operator_live.py runs the real one.
 """
@@ -15,6 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -42,8 +43,20 @@ from driftline.core.report import assess, drift_report
 from driftline.engine.registry import MonitorRegistry
 from driftline.operator.inputs import INPUT_CHANGED_ANNOTATION, monitor_inputs
 from driftline.operator.kube import KubeApi
-from driftline.operator.operator import FINALIZER, TRAFFIC_INDEX, DriftMonitorOperator
-from driftline.operator.render import ServiceMonitor, service_traffic
+from driftline.operator.operator import (
+    FINALIZER,
+    SHARDS_INDEX,
+    TRAFFIC_INDEX,
+    DriftMonitorOperator,
+)
+from driftline.operator.placement import (
+    MonitorShard,
+    parse_shard_name,
+    preferred_shard,
+    shard_entry,
+    shard_name,
+)
+from driftline.operator.render import CONFIG_MAP_LIMIT, ServiceMonitor, service_traffic
 from driftline.operator.settings import ControllerSettings
 from driftline.settings import load_settings
 
@@ -184,12 +197,39 @@ class Scene:
         ]
 
     def index(self) -> dict[str, Any]:
-        """The traffic index kopf would pass to the handlers, from the stored monitors."""
+        """The indexes kopf would pass to the handlers, from the stored objects."""
         entries: dict[tuple[str, str], list[ServiceMonitor]] = {}
         for monitor in self.client.list(DriftMonitor, namespace=self.namespace):
             for key, value in service_traffic(dict(monitor)).items():
                 entries.setdefault(key, []).append(value)
-        return {TRAFFIC_INDEX: entries}
+        shards: dict[tuple[str, str], list[MonitorShard]] = {}
+        for config_map in self.client.list(ConfigMap, namespace=self.namespace):
+            for key, shard in shard_entry(config_map.to_dict()).items():
+                shards.setdefault(key, []).append(shard)
+        return {TRAFFIC_INDEX: entries, SHARDS_INDEX: shards}
+
+    def shards(self, service: str = "driftline") -> dict[str, dict[str, Any]]:
+        """The service's monitors ConfigMaps (shards) that exist, by name."""
+        return {
+            cm.metadata.name: cm.to_dict()
+            for cm in self.client.list(ConfigMap, namespace=self.namespace)
+            if cm.metadata and (parse_shard_name(cm.metadata.name or "") or ("",))[0] == service
+        }
+
+    def monitors(self, service: str = "driftline") -> dict[str, str]:
+        """Every monitor key of the service's shards -> its shard; a key in two fails."""
+        found: dict[str, str] = {}
+        for name, config_map in self.shards(service).items():
+            for key in config_map.get("data") or {}:
+                assert key not in found, f"{key} in {found[key]} and {name}"
+                found[key] = name
+        return found
+
+    def config_map_of(self, key: str, service: str = "driftline") -> dict[str, Any]:
+        """The one shard holding the monitor key."""
+        shard = self.monitors(service).get(key)
+        assert shard is not None, f"no shard of {service} holds {key}"
+        return self.stored("ConfigMap", shard)
 
     def delete(self, name: str) -> kopf.Body:
         """Delete a monitor: the API server marks it, the finalizer keeps it; its body."""
@@ -236,16 +276,23 @@ def scene(kube: KubeTarget, crd: None) -> Iterator[Scene]:
         client.close()
 
 
-@pytest.fixture
-async def operator(kube: KubeTarget) -> AsyncIterator[DriftMonitorOperator]:
-    settings = ControllerSettings(service_timeout=2.0, service_hosts=("localhost",))
+@asynccontextmanager
+async def started(kube: KubeTarget, **settings: Any) -> AsyncIterator[DriftMonitorOperator]:
+    """The operator's handlers with their clients open, as after kopf's start-up."""
+    chosen = ControllerSettings(service_timeout=2.0, service_hosts=("localhost",), **settings)
     config = KubeConfig.from_file(kube.kubeconfig)
-    op = DriftMonitorOperator(settings, kube_factory=lambda: KubeApi(AsyncClient(config=config)))
+    op = DriftMonitorOperator(chosen, kube_factory=lambda: KubeApi(AsyncClient(config=config)))
     await op.startup(logger=LOG)
     try:
         yield op
     finally:
         await op.cleanup()
+
+
+@pytest.fixture
+async def operator(kube: KubeTarget) -> AsyncIterator[DriftMonitorOperator]:
+    async with started(kube) as op:
+        yield op
 
 
 def fixture_objects() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -294,7 +341,11 @@ async def test_reconcile_writes_config_alerts_autoscaler_and_conditions(
     seed(scene, closed_url())
     await operator.reconcile(body=scene.current(), memo=kopf.Memo(), **scene.index())
 
-    config_map = scene.stored("ConfigMap", "driftline-monitors")
+    # Its preferred shard of the default 128: nothing else is there.
+    config_map = scene.config_map_of("credit-risk.json")
+    assert config_map["metadata"]["name"] == shard_name(
+        "driftline", preferred_shard("credit-risk", 128)
+    )
     assert config_map["metadata"]["labels"]["app.kubernetes.io/managed-by"] == (
         "driftline-controller"
     )
@@ -325,6 +376,9 @@ async def test_reconcile_writes_config_alerts_autoscaler_and_conditions(
         "AutoscalingReady": "True",
         "Ready": "Unknown",
     }
+    assert found["ConfigRendered"]["message"].startswith(
+        f"ConfigMap {config_map['metadata']['name']} key credit-risk.json: "
+    )
     # The monitor's own share: the sums, which change with every monitor, are the HPA's.
     assert found["AutoscalingReady"]["message"] == (
         "HorizontalPodAutoscaler driftline counts this monitor's 3000 expected and 9000 peak "
@@ -346,14 +400,14 @@ async def test_the_service_loads_what_the_operator_wrote(
 ) -> None:
     seed(scene, closed_url())
     await operator.reconcile(body=scene.current(), memo=kopf.Memo(), **scene.index())
-    config_map = scene.stored("ConfigMap", "driftline-monitors")
     secret = scene.stored("Secret", "driftline-alerts")
-    # As the kubelet mounts them: one file per key.
+    # As the kubelet mounts them: one file per key, every shard into one directory.
     monitors, alerts = tmp_path / "monitors", tmp_path / "alerts"
     monitors.mkdir()
     alerts.mkdir()
-    for key, text in config_map["data"].items():
-        (monitors / key).write_text(text)
+    for config_map in scene.shards().values():
+        for key, text in config_map["data"].items():
+            (monitors / key).write_text(text)
     for key, encoded in secret["data"].items():
         (alerts / key).write_bytes(base64.b64decode(encoded))
     registry = MonitorRegistry(
@@ -384,7 +438,7 @@ async def test_baseline_in_binary_data_as_csv_is_read(
         }
     )
     await operator.reconcile(body=scene.current(), memo=kopf.Memo(), **scene.index())
-    rendered = loaded_monitor(scene.stored("ConfigMap", "driftline-monitors"), "credit-risk.json")
+    rendered = loaded_monitor(scene.config_map_of("credit-risk.json"), "credit-risk.json")
     assert rendered.profile.rows == len(ROWS)
     assert set(rendered.profile.features) == set(names)
 
@@ -393,11 +447,13 @@ async def test_reconcile_again_writes_nothing(scene: Scene, operator: DriftMonit
     seed(scene, closed_url())
     await operator.reconcile(body=scene.current(), memo=kopf.Memo(), **scene.index())
 
+    shard = scene.monitors()["credit-risk.json"]
+
     def versions() -> list[str]:
         return [
             scene.stored(kind, name)["metadata"]["resourceVersion"]
             for kind, name in (
-                ("ConfigMap", "driftline-monitors"),
+                ("ConfigMap", shard),
                 ("Secret", "driftline-alerts"),
                 ("HorizontalPodAutoscaler", "driftline"),
                 ("DriftMonitor", "credit-risk"),
@@ -425,10 +481,9 @@ async def test_monitors_share_objects_and_deleting_one_removes_only_its_keys(
     )
     await operator.reconcile(body=scene.current("credit-risk"), memo=kopf.Memo(), **scene.index())
     await operator.reconcile(body=scene.current("fraud"), memo=kopf.Memo(), **scene.index())
-    config_map = scene.stored("ConfigMap", "driftline-monitors")
     secret = scene.stored("Secret", "driftline-alerts")
     hpa = scene.stored("HorizontalPodAutoscaler", "driftline")
-    assert set(config_map["data"]) == {"credit-risk.json", "fraud.json"}
+    assert set(scene.monitors()) == {"credit-risk.json", "fraud.json"}
     assert set(secret["data"]) == {"credit-risk.json", "fraud.json"}
     # 3000 + 5000 expected, 9000 + 12000 peak, 2000 events/s per replica.
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (4, 11)
@@ -437,9 +492,9 @@ async def test_monitors_share_objects_and_deleting_one_removes_only_its_keys(
     await operator.finalize(body=scene.delete("fraud"), retry=0, logger=LOG, **scene.index())
     scene.finalized("fraud")
     assert service.forgotten == ["fraud"]
-    config_map = scene.stored("ConfigMap", "driftline-monitors")
-    assert set(config_map["data"]) == {"credit-risk.json"}
+    assert set(scene.monitors()) == {"credit-risk.json"}
     assert set(scene.stored("Secret", "driftline-alerts")["data"]) == {"credit-risk.json"}
+    config_map = scene.config_map_of("credit-risk.json")
     assert config_map["metadata"]["labels"]["app.kubernetes.io/part-of"] == "driftline"
     hpa = scene.stored("HorizontalPodAutoscaler", "driftline")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
@@ -447,7 +502,7 @@ async def test_monitors_share_objects_and_deleting_one_removes_only_its_keys(
     await operator.finalize(body=scene.delete("credit-risk"), retry=0, logger=LOG, **scene.index())
     assert service.forgotten == ["fraud", "credit-risk"]
     assert scene.find("HorizontalPodAutoscaler", "driftline") is None
-    assert not scene.stored("ConfigMap", "driftline-monitors").get("data")
+    assert scene.monitors() == {}
     assert not scene.stored("Secret", "driftline-alerts").get("data")
 
 
@@ -529,7 +584,7 @@ async def test_a_spec_the_service_refuses_is_withdrawn_with_its_message(
         "ConfigInvalid",
     )
     assert found["AutoscalingReady"]["reason"] == "Withdrawn"
-    assert scene.find("ConfigMap", "driftline-monitors") is None
+    assert scene.shards() == {}
     assert scene.find("Secret", "driftline-alerts") is None
     assert scene.find("HorizontalPodAutoscaler", "driftline") is None
 
@@ -543,7 +598,7 @@ async def test_status_follows_the_service_and_severity_changes_post_events(
     seed(scene, service_url)
     memo = kopf.Memo()
     await operator.reconcile(body=scene.current(), memo=memo, **scene.index())
-    monitor = loaded_monitor(scene.stored("ConfigMap", "driftline-monitors"), "credit-risk.json")
+    monitor = loaded_monitor(scene.config_map_of("credit-risk.json"), "credit-risk.json")
 
     # Not loaded by the service yet: Ready says so.
     await operator.refresh_status(body=scene.current(), memo=memo, logger=LOG, stopped=running())
@@ -638,7 +693,7 @@ async def test_a_service_url_outside_the_namespace_is_never_called(
     assert scene.conditions()["Ready"]["reason"] == "ServiceUrlRefused"
     await operator.finalize(body=scene.delete("credit-risk"), retry=0, logger=LOG, **scene.index())
     assert service.forgotten == []
-    assert not scene.stored("ConfigMap", "driftline-monitors").get("data")
+    assert scene.monitors() == {}
 
 
 async def test_finalizer_gives_up_on_an_unreachable_service_after_its_attempts(
@@ -649,7 +704,89 @@ async def test_finalizer_gives_up_on_an_unreachable_service_after_its_attempts(
     deleting = scene.delete("credit-risk")
     with pytest.raises(kopf.TemporaryError, match="unreachable"):
         await operator.finalize(body=deleting, retry=0, logger=LOG, **scene.index())
-    assert "credit-risk.json" in scene.stored("ConfigMap", "driftline-monitors")["data"]
+    assert "credit-risk.json" in scene.monitors()
     await operator.finalize(body=deleting, retry=2, logger=LOG, **scene.index())
-    assert not scene.stored("ConfigMap", "driftline-monitors").get("data")
+    assert scene.monitors() == {}
     assert scene.find("HorizontalPodAutoscaler", "driftline") is None
+
+
+# ------------------------------------------------------------------------------ shards
+
+
+def filled_shard(scene: Scene, name: str, free: int) -> None:
+    """A monitors ConfigMap holding another key, leaving `free` bytes of its 1 MiB."""
+    scene.put(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"filler.json": "x" * (CONFIG_MAP_LIMIT - free)},
+        }
+    )
+
+
+async def test_a_shard_filled_behind_the_index_passes_the_key_to_the_next(
+    scene: Scene, kube: KubeTarget
+) -> None:
+    seed(scene, closed_url())
+    full = preferred_shard("credit-risk", 2)
+    lagging = scene.index()  # taken before the shard filled: the watch has not shown it
+    filled_shard(scene, shard_name("driftline", full), 1000)
+    async with started(kube, monitor_shards=2) as operator:
+        await operator.reconcile(body=scene.current(), memo=kopf.Memo(), **lagging)
+    # The API server refused the full shard (422); the other one took the key.
+    assert scene.monitors() == {
+        "credit-risk.json": shard_name("driftline", 1 - full),
+        "filler.json": shard_name("driftline", full),
+    }
+    assert scene.conditions()["ConfigRendered"]["status"] == "True"
+
+
+async def test_no_shard_with_room_is_no_room_and_the_monitor_is_withdrawn(
+    scene: Scene, kube: KubeTarget
+) -> None:
+    seed(scene, closed_url())
+    filled_shard(scene, "driftline-monitors", 1000)
+    async with started(kube, monitor_shards=1) as operator:
+        with pytest.raises(kopf.PermanentError, match="no monitors ConfigMap of service"):
+            await operator.reconcile(body=scene.current(), memo=kopf.Memo(), **scene.index())
+    found = scene.conditions()
+    rendered = found["ConfigRendered"]
+    assert (rendered["status"], rendered["reason"]) == ("False", "NoRoom")
+    assert "the emptiest, driftline-monitors, has 1000 bytes free" in rendered["message"]
+    assert "DRIFTLINE_CONTROLLER_MONITOR_SHARDS" in rendered["message"]
+    assert found["AlertsReady"]["reason"] == "ConfigInvalid"
+    assert found["AutoscalingReady"]["reason"] == "Withdrawn"
+    assert scene.monitors() == {"filler.json": "driftline-monitors"}
+    assert scene.find("HorizontalPodAutoscaler", "driftline") is None
+
+
+async def test_keys_of_the_unsharded_layout_and_in_two_shards_end_in_one(
+    scene: Scene, operator: DriftMonitorOperator
+) -> None:
+    seed(scene, closed_url())
+    new_monitor(scene, "fraud", closed_url())
+    fraud = shard_name("driftline", preferred_shard("fraud", 128))
+    assert shard_name("driftline", preferred_shard("credit-risk", 128)) != "driftline-monitors"
+    # As the unsharded operator left them: every key in <service>-monitors; and a move
+    # cut short, fraud's key in its preferred shard as well.
+    old = {"name": "stale"}
+    for name, keys in (
+        ("driftline-monitors", ["credit-risk.json", "fraud.json"]),
+        (fraud, ["fraud.json"]),
+    ):
+        scene.put(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name},
+                "data": {key: json.dumps(old) for key in keys},
+            }
+        )
+    for name in ("credit-risk", "fraud"):
+        await operator.reconcile(body=scene.current(name), memo=kopf.Memo(), **scene.index())
+    # Each key in exactly one shard (monitors() fails on a second), rewritten: the one
+    # in <service>-monitors stays there, nothing moves on an upgrade.
+    assert scene.monitors() == {"credit-risk.json": "driftline-monitors", "fraud.json": fraud}
+    for key in ("credit-risk.json", "fraud.json"):
+        assert loaded_monitor(scene.config_map_of(key), key).model == "credit-risk-xgb"

@@ -19,6 +19,12 @@ def test_settings_defaults() -> None:
     assert (settings.min_replicas, settings.max_replicas) == (2, 20)
     assert settings.cpu_utilization == 70
     assert settings.status_interval == 30
+    assert settings.monitor_shards == 128
+
+
+def test_monitor_shards_from_the_environment() -> None:
+    settings = load_controller_settings({"DRIFTLINE_CONTROLLER_MONITOR_SHARDS": "4"})
+    assert settings.monitor_shards == 4
 
 
 def test_settings_from_environment_and_flags_win() -> None:
@@ -43,6 +49,13 @@ def test_settings_from_environment_and_flags_win() -> None:
             "DRIFTLINE_CONTROLLER_REPLICA_CAPACITY",
         ),
         ({"DRIFTLINE_CONTROLLER_MAX_REPLICAS": "1"}, {}, "DRIFTLINE_CONTROLLER_MAX_REPLICAS"),
+        # Shard names carry three digits: -001 to -999 beside <service>-monitors.
+        ({"DRIFTLINE_CONTROLLER_MONITOR_SHARDS": "0"}, {}, "DRIFTLINE_CONTROLLER_MONITOR_SHARDS"),
+        (
+            {"DRIFTLINE_CONTROLLER_MONITOR_SHARDS": "1001"},
+            {},
+            "DRIFTLINE_CONTROLLER_MONITOR_SHARDS",
+        ),
         ({}, {"min_replicas": 5, "max_replicas": 3}, "max_replicas: must be at least"),
     ],
 )

@@ -2,10 +2,12 @@
 
 `driftline controller` runs as a process with the ServiceAccount token and RBAC of
 manifests/controller (so the least-privilege rules are what it really has), watching
-this module's namespaces. `driftline serve` runs as a process on Redis; `MountedObjects`
-copies the operator's ConfigMap and Secret into its directories as the kubelet's volume
-mount would (no kubelet runs here). Alerts go to a real HTTP receiver. Tests run in
-file order and share the processes; each creates the monitors it checks.
+this module's namespaces, with 2 monitors ConfigMaps (shards) per service so that a few
+dozen large monitors fill them. `driftline serve` runs as a process on Redis;
+`MountedObjects` copies the operator's ConfigMaps and Secret into its directories as the
+kubelet's projected volume would (no kubelet runs here). Alerts go to a real HTTP
+receiver. Tests run in file order and share the processes; each creates the monitors it
+checks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx2
+import numpy as np
 import pytest
 import yaml
 from k8s_support import (
@@ -44,6 +47,9 @@ from support import driftline_serve
 
 from driftline.core.monitor import build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
+from driftline.core.profile import build_profile, encode_profile
+from driftline.operator.placement import preferred_shard, shard_names
+from driftline.operator.render import CONFIG_MAP_LIMIT
 
 pytestmark = pytest.mark.k8s
 
@@ -55,6 +61,7 @@ DriftMonitor = create_namespaced_resource(
 )
 STATUS_INTERVAL = 1.0  # the operator's status refresh in this module, seconds
 IDLE_MONITORS = 200
+SHARDS = 2  # the operator's monitors ConfigMaps per service in this module
 
 
 # ------------------------------------------------------------------------- fixtures
@@ -118,8 +125,8 @@ def service(
     directory = tmp_path_factory.mktemp("serve")
     redis_url = f"redis://{redis_server.host}:{redis_server.port}/3"
     mounts = {
-        "ConfigMap/driftline-monitors": directory / "monitors",
-        "Secret/driftline-alerts": directory / "alerts",
+        directory / "monitors": [f"ConfigMap/{n}" for n in shard_names("driftline", SHARDS)],
+        directory / "alerts": ["Secret/driftline-alerts"],
     }
     for sub in ("monitors", "alerts"):
         (directory / sub).mkdir()
@@ -167,6 +174,7 @@ def operator(
         "DRIFTLINE_CONTROLLER_SERVICE_TIMEOUT": "30",
         # The drift service of these tests listens on the loopback.
         "DRIFTLINE_CONTROLLER_SERVICE_HOSTS": "localhost",
+        "DRIFTLINE_CONTROLLER_MONITOR_SHARDS": str(SHARDS),
         "DRIFTLINE_LOG_LEVEL": "INFO",
     }
     argv = [DRIFTLINE, "controller"]
@@ -244,14 +252,39 @@ def with_condition(client: Client, namespace: str, name: str, kind: str, reason:
     return entry if entry and entry["reason"] == reason else None
 
 
-def config_key(client: Client, namespace: str, key: str) -> dict[str, Any] | None:
-    try:
-        data = client.get(ConfigMap, "driftline-monitors", namespace=namespace).data or {}
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return None
-        raise
-    return json.loads(data[key]) if key in data else None
+def shards(client: Client, namespace: str, service: str = "driftline") -> dict[str, ConfigMap]:
+    """The service's monitors ConfigMaps that exist, by name.
+
+    Got by name, not listed: tests poll this every 0.1 s, and the namespace's baselines
+    are large; listing them all would load the API server whose latency they measure.
+    """
+    found: dict[str, ConfigMap] = {}
+    for name in shard_names(service, SHARDS):
+        try:
+            found[name] = client.get(ConfigMap, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+    return found
+
+
+def holders(client: Client, namespace: str, service: str) -> dict[str, list[str]]:
+    """Every key of the service's shards -> the shards holding it."""
+    found: dict[str, list[str]] = {}
+    for name, config_map in sorted(shards(client, namespace, service).items()):
+        for key in config_map.data or {}:
+            found.setdefault(key, []).append(name)
+    return found
+
+
+def config_key(
+    client: Client, namespace: str, key: str, service: str = "driftline"
+) -> dict[str, Any] | None:
+    for config_map in shards(client, namespace, service).values():
+        data = config_map.data or {}
+        if key in data:
+            return cast(dict[str, Any], json.loads(data[key]))
+    return None
 
 
 def alerts_key(client: Client, namespace: str, key: str) -> dict[str, Any] | None:
@@ -747,6 +780,206 @@ def test_deleting_a_namespace_with_monitors_completes(
     wait_for(f"namespace {doomed} to be deleted", deleted, timeout=120)
 
 
+WIDE_MONITORS = 40
+WIDE_CATEGORIES = 60  # a 50-feature monitor config of ~44 KB: 23 fill a ConfigMap
+# Never called (outside the namespace): these monitors test placement, not the service.
+REFUSED_URL = "http://driftline.kube-system.svc:8080"
+
+
+def wide_profile() -> bytes:
+    """A saved profile of 30 numeric and 20 categorical features of 60 categories each."""
+    rng = np.random.default_rng(7)
+    columns: dict[str, list[Any]] = {
+        f"x{i:02d}": np.round(rng.normal(i, 1 + i / 10, 4000), 4).tolist() for i in range(30)
+    }
+    for i in range(20):
+        columns[f"k{i:02d}"] = [f"category-{v:03d}" for v in rng.integers(0, WIDE_CATEGORIES, 4000)]
+    return encode_profile(build_profile(columns))
+
+
+def names_preferring(prefix: str, counts: dict[int, int]) -> list[str]:
+    """Monitor names, `counts[shard]` of them preferring each shard of SHARDS."""
+    chosen: list[str] = []
+    wanted = dict(counts)
+    for i in range(10_000):
+        name = f"{prefix}-{i:03d}"
+        shard = preferred_shard(name, SHARDS)
+        if wanted.get(shard, 0) > 0:
+            wanted[shard] -= 1
+            chosen.append(name)
+    assert not any(wanted.values())
+    return chosen
+
+
+def delete_all(client: Client, namespace: str, names: list[str]) -> None:
+    for name in names:
+        client.delete(DriftMonitor, name, namespace=namespace)
+
+    def gone() -> bool | None:
+        left = {m["metadata"]["name"] for m in client.list(DriftMonitor, namespace=namespace)}
+        return None if left & set(names) else True
+
+    wait_for(f"{len(names)} DriftMonitors finalized and gone", gone, timeout=120)
+
+
+def test_monitors_beyond_one_config_map_fill_the_shards_each_key_in_one(
+    client: Client, namespace: str, operator: Process
+) -> None:
+    # 30 prefer the first shard, which holds 23: the rest are placed by probing, and
+    # 8 reconciles at once run into the API server's 1 MiB refusal.
+    names = names_preferring("wide", {0: 30, 1: WIDE_MONITORS - 30})
+    profile = wide_profile()
+    client.create(
+        cast(
+            ConfigMap,
+            ConfigMap.from_dict(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "wide-baseline", "namespace": namespace},
+                    "data": {"baseline_data.json": profile.decode()},
+                }
+            ),
+        )
+    )
+    start = time.monotonic()
+    for name in names:
+        client.create(
+            monitor_object(
+                namespace,
+                name,
+                REFUSED_URL,
+                baseline="wide-baseline",
+                service="wide",
+            )
+        )
+
+    def all_rendered() -> list[dict[str, Any]] | None:
+        operator.check_alive()
+        found = [
+            m
+            for m in client.list(DriftMonitor, namespace=namespace)
+            if m["metadata"]["name"] in names
+            and (c := condition(m, "ConfigRendered")) is not None
+            and c["status"] == "True"
+        ]
+        return found if len(found) == len(names) else None
+
+    rendered = wait_for(f"{WIDE_MONITORS} wide monitors rendered", all_rendered, timeout=180)
+    elapsed = time.monotonic() - start
+    placed = holders(client, namespace, "wide")
+    assert sorted(placed) == sorted(f"{name}.json" for name in names)
+    assert {key: len(where) for key, where in placed.items() if len(where) != 1} == {}
+    configs = {
+        name: [len(v.encode()) for v in (cm.data or {}).values()]
+        for name, cm in shards(client, namespace, "wide").items()
+    }
+    sizes = {name: sum(lengths) for name, lengths in configs.items()}
+    assert set(sizes) <= set(shard_names("wide", SHARDS))
+    assert max(sizes.values()) <= CONFIG_MAP_LIMIT
+    assert sum(sizes.values()) > CONFIG_MAP_LIMIT  # more than one ConfigMap could hold
+    probed = [
+        n
+        for n in names
+        if placed[f"{n}.json"] != [shard_names("wide", SHARDS)[preferred_shard(n, SHARDS)]]
+    ]
+    # All past the first shard, which can hold no more than this many of them.
+    smallest = min(min(lengths) for lengths in configs.values())
+    assert len(probed) >= 30 - CONFIG_MAP_LIMIT // smallest
+    for monitor in rendered:  # the condition names the shard the key is in
+        name = monitor["metadata"]["name"]
+        message = condition(monitor, "ConfigRendered")["message"]  # type: ignore[index]
+        assert message.startswith(
+            f"ConfigMap {placed[f'{name}.json'][0]} key {name}.json: 50 features"
+        )
+    print(
+        f"\n[k8s] {WIDE_MONITORS} monitors of {sum(sizes.values()) // WIDE_MONITORS} bytes "
+        f"({sum(sizes.values())} bytes) over {SHARDS} shards ({sorted(sizes.values())}), "
+        f"{len(probed)} past their preferred one: all rendered {elapsed:.1f} s after creation"
+    )
+
+    # Deleting a monitor releases its key; the others stay where they are.
+    gone = probed[0]
+    delete_and_wait(client, namespace, gone)
+    after = holders(client, namespace, "wide")
+    assert f"{gone}.json" not in after
+    assert after == {k: v for k, v in placed.items() if k != f"{gone}.json"}
+    delete_all(client, namespace, [n for n in names if n != gone])
+    assert holders(client, namespace, "wide") == {}
+
+
+def test_an_upgrade_from_one_config_map_leaves_each_key_in_one_shard(
+    client: Client, namespace: str, operator: Process
+) -> None:
+    # Both prefer the second shard. Rendered there, then laid out as an older operator
+    # (one ConfigMap) and a move cut short would have left them, while no operator ran.
+    moved, doubled = names_preferring("legacy", {1: 2})
+    client.create(baseline_config_map(namespace, "legacy-baseline", ROWS[:200]))
+    for name in (moved, doubled):
+        client.create(
+            monitor_object(
+                namespace, name, REFUSED_URL, baseline="legacy-baseline", service="legacy"
+            )
+        )
+    for name in (moved, doubled):
+        wait_for(
+            f"{name} rendered",
+            lambda name=name: conditions_true(client, namespace, name, "ConfigRendered"),  # type: ignore[misc]
+        )
+    first, second = shard_names("legacy", SHARDS)
+    assert holders(client, namespace, "legacy") == {
+        f"{moved}.json": [second],
+        f"{doubled}.json": [second],
+    }
+    operator.stop()
+    rendered = client.get(ConfigMap, second, namespace=namespace).data or {}
+    stale = json.dumps({**json.loads(rendered[f"{moved}.json"]), "model": "stale"})
+    client.create(
+        cast(
+            ConfigMap,
+            ConfigMap.from_dict(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": first, "namespace": namespace},
+                    "data": {
+                        f"{moved}.json": stale,
+                        f"{doubled}.json": rendered[f"{doubled}.json"],
+                    },
+                }
+            ),
+        )
+    )
+    client.patch(
+        ConfigMap,
+        second,
+        {"data": {f"{moved}.json": None}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+    start = time.monotonic()
+    operator.start()
+
+    def settled() -> dict[str, list[str]] | None:
+        operator.check_alive()
+        found = holders(client, namespace, "legacy")
+        fresh = (config_key(client, namespace, f"{moved}.json", "legacy") or {}).get("model")
+        done = fresh == f"{moved}-model" and all(len(v) == 1 for v in found.values())
+        return found if done else None
+
+    # The key already in <service>-monitors stays there (rewritten: nothing moves on an
+    # upgrade); the doubled one keeps its preferred shard and leaves the other.
+    assert wait_for("each key in one shard after the restart", settled) == {
+        f"{moved}.json": [first],
+        f"{doubled}.json": [second],
+    }
+    print(
+        f"\n[k8s] restarted operator left each key in one shard in {time.monotonic() - start:.1f} s"
+    )
+    delete_all(client, namespace, [moved, doubled])
+    assert holders(client, namespace, "legacy") == {}
+
+
 def drift_reads(service: str) -> int:
     """How many drift reports the service has answered (the operator's status polls)."""
     total = 0
@@ -764,9 +997,10 @@ def versions(client: Client, namespace: str) -> dict[str, str]:
         f"DriftMonitor/{m['metadata']['name']}": m["metadata"]["resourceVersion"]
         for m in client.list(DriftMonitor, namespace=namespace)
     }
-    for kind, name in ((ConfigMap, "driftline-monitors"), (Secret, "driftline-alerts")):
-        obj = client.get(kind, name, namespace=namespace)
-        found[f"{kind.__name__}/{name}"] = obj.metadata.resourceVersion  # type: ignore[union-attr]
+    for name, config_map in shards(client, namespace).items():
+        found[f"ConfigMap/{name}"] = config_map.metadata.resourceVersion  # type: ignore[union-attr]
+    alerts = client.get(Secret, "driftline-alerts", namespace=namespace)
+    found["Secret/driftline-alerts"] = alerts.metadata.resourceVersion  # type: ignore[union-attr]
     hpa = autoscaler(client, namespace)
     assert hpa is not None and hpa.metadata is not None
     found["HorizontalPodAutoscaler/driftline"] = hpa.metadata.resourceVersion or ""

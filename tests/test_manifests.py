@@ -35,6 +35,7 @@ from driftline.core.profile import BaselineProfile, load_baseline
 from driftline.core.severity import SEVERITY_GAUGE
 from driftline.engine.registry import MonitorRegistry
 from driftline.http.routes import ROUTES
+from driftline.operator.placement import shard_names
 from driftline.operator.render import (
     encode_monitor_config,
     monitor_key,
@@ -43,7 +44,7 @@ from driftline.operator.render import (
     service_traffic,
 )
 from driftline.operator.settings import ENVIRONMENT as CONTROLLER_ENVIRONMENT
-from driftline.operator.settings import load_controller_settings
+from driftline.operator.settings import ControllerSettings, load_controller_settings
 from driftline.operator.spec import parse_spec
 from driftline.settings import ENVIRONMENT, load_settings
 from driftline.telemetry import Telemetry
@@ -319,7 +320,8 @@ def test_base_installs_namespace_crd_controller_service_and_redis() -> None:
     assert kinds["DriftMonitor"] == 0
     assert kinds["HorizontalPodAutoscaler"] == 0
     config_maps = {d["metadata"]["name"] for d in objects(docs, "ConfigMap")}
-    assert "driftline-monitors" not in config_maps, "the operator writes the monitors"
+    shards = set(shard_names("driftline", ControllerSettings().monitor_shards))
+    assert not config_maps & shards, "the operator writes the monitors"
 
 
 # ----------------------------------------------------------------------- workloads
@@ -432,7 +434,14 @@ def test_service_mounts_monitors_alerts_and_a_writable_tmp(name: str) -> None:
     monitors_dir = env["DRIFTLINE_MONITORS_DIR"]
     assert monitors_dir == "/etc/driftline/monitors"
     monitors = volumes[mounts[monitors_dir]["name"]]
-    assert monitors["configMap"] == {"name": "driftline-monitors", "optional": True}
+    # Every monitors ConfigMap (shard) the operator writes, projected into one directory,
+    # each optional so pods start before it exists; keys are DriftMonitor names, so no
+    # two sources project the same file.
+    assert set(monitors) == {"name", "projected"}
+    assert monitors["projected"]["sources"] == [
+        {"configMap": {"name": name, "optional": True}}
+        for name in shard_names("driftline", ControllerSettings().monitor_shards)
+    ]
     assert mounts[monitors_dir]["readOnly"] is True
 
     alerts_dir = env["DRIFTLINE_ALERTS_DIR"]
@@ -693,6 +702,10 @@ def test_controller_rbac_is_least_privilege() -> None:
         assert "*" not in (group, resource) and "*" not in verbs, (group, resource, verbs)
         assert not {"escalate", "bind", "impersonate"} & verbs
     assert granted == CONTROLLER_RULES
+    # Names are not limited: the operator creates and patches each of a service's
+    # monitors ConfigMaps (shards), in every namespace with DriftMonitors.
+    (config_maps,) = [r for r in role["rules"] if "configmaps" in r["resources"]]
+    assert "resourceNames" not in config_maps
 
     binding = one(docs, "ClusterRoleBinding", "driftline-controller")
     assert binding["roleRef"] == {
@@ -787,12 +800,13 @@ def test_example_driftmonitor_targets_the_base_service_and_parses_in_the_operato
     (monitor,) = objects(render("examples"), "DriftMonitor")
     spec = parse_spec(monitor["spec"])  # the operator's own decoding
     base = render("base")
-    # The operator renders `<service>-monitors` / `<service>-alerts` and sizes the HPA of
+    # The operator renders `<service>-monitors[-NNN]` / `<service>-alerts` and sizes the HPA of
     # Deployment `<service>`: the names the base service mounts and the HPA must target.
     deployment = one(base, "Deployment", spec.service)
     assert deployment is service_deployment(base)
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["monitors"]["configMap"]["name"] == f"{spec.service}-monitors"
+    sources = [s["configMap"]["name"] for s in volumes["monitors"]["projected"]["sources"]]
+    assert sources == shard_names(spec.service, ControllerSettings().monitor_shards)
     assert volumes["alerts"]["secret"]["secretName"] == f"{spec.service}-alerts"
     assert monitor["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     assert spec.window_seconds % spec.bucket_seconds == 0

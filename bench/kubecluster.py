@@ -5,7 +5,8 @@ prints): a folder holding `etcd` and `kube-apiserver`, and optionally
 `kube-controller-manager` (garbage collection, namespace deletion, the HPA controller).
 Certificates are generated here; the admin client authenticates with a certificate in
 `system:masters`. No kubelet runs: objects are stored, validated and reconciled, pods
-stay Pending, which is all an operator's tests need.
+stay Pending, which is all an operator's tests need. The live test suites
+(tests/conftest.py) and the operator's benchmark (bench/operator_fleet.py) start it.
 """
 
 from __future__ import annotations
