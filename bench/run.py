@@ -23,6 +23,7 @@ Steps (all by default, or pick with --only):
   fleet      13. 1,000 monitors x 50 features in one replica with Redis: memory, start-up, spread
   scaleout   13. 1, 2 and 3 replicas on one Redis, and on a 3-master Redis Cluster: events/s,
              Redis CPU and bytes per event
+  operator   13. the operator rendering 1,000 DriftMonitors on a real API server (envtest)
 
 With --profile, py-spy samples the server during extra load runs (never the measured
 ones) and bench/results/profile-*.txt say where its time goes.
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import msgspec.yaml
 
 from . import data, ingest, load, procs, profiling
 
@@ -68,6 +70,7 @@ STEPS = (
     "client",
     "fleet",
     "scaleout",
+    "operator",
 )
 ROUND_SECONDS = 1.0  # one round of the prediction step, per service (see step_prediction)
 SCALE_OUT = (1, 2, 3)  # replicas on one Redis in the scale-out step
@@ -890,6 +893,22 @@ class Bench:
             },
         }
 
+    def step_operator(self) -> None:
+        """13.3 The operator rendering a fleet of DriftMonitors (bench/operator_fleet.py)."""
+        from . import operator_fleet
+
+        n = 100 if self.args.quick else FLEET_MONITORS
+        out = operator_fleet.measure(n, self.work / "operator", self.logs)
+        out["memory_limit"] = controller_memory_limit()
+        self.m["operator"] = out
+        self.say(
+            f"operator: {n:,} DriftMonitors rendered in {out['render_seconds']:.1f} s "
+            f"({out['monitors_per_second']:.1f}/s), CPU {out['operator_cpu_seconds']:.1f} s, "
+            f"peak RSS {out['operator_peak_rss'] / 2**20:,.0f} MiB, {out['shards_used']} "
+            f"shards, largest {out['largest_shard_bytes']:,} B, not rendered "
+            f"{len(out['not_rendered'])}"
+        )
+
     def step_memory(self) -> None:
         """5. Redis memory after 10% and all of --redis-events events."""
         redis = self.get_redis()
@@ -1046,6 +1065,7 @@ class Bench:
             ("client", self.step_client),
             ("fleet", self.step_fleet),
             ("scaleout", self.step_scaleout),
+            ("operator", self.step_operator),
         ]
         try:
             for name, fn in order:
@@ -1676,6 +1696,54 @@ def _scaleout_rows(table: Table, m: dict[str, Any]) -> None:
     )
 
 
+def controller_memory_limit() -> int:
+    """The controller Deployment's memory limit (manifests/controller), in bytes."""
+    path = procs.REPO / "manifests/controller/deployment.yaml"
+    manifest = msgspec.yaml.decode(path.read_bytes())
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    limit = str(container["resources"]["limits"]["memory"])
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(limit[:-2]) * units[limit[-2:]] if limit[-2:] in units else int(limit)
+
+
+def _operator_rows(table: Table, m: dict[str, Any]) -> None:
+    """The operator at fleet scale (issue 13, goal 3)."""
+    if not (r := m.get("operator")):
+        return
+    n = r["monitors"]
+    whole = not r["not_rendered"] and not r["keys_in_two_shards"]
+    table.row(
+        "13",
+        f"operator: {n:,} DriftMonitors rendered (every one ConfigRendered), s",
+        r["render_seconds"],
+        "s",
+        None,
+        "",
+        None,
+        "all, each in one shard, none > 1 MiB",
+        whole and r["largest_shard_bytes"] <= 2**20,
+        note=f"{r['monitors_per_second']:.1f} monitors/s from the operator's start (objects "
+        f"created beforehand in {r['create_seconds']:.1f} s; first rendered at "
+        f"{r['first_rendered_seconds']:.1f} s); {r['config_bytes']:,} B per config over "
+        f"{r['shards_used']} of {r['shards_setting']} ConfigMaps, the largest "
+        f"{r['largest_shard_bytes']:,} B; operator CPU {r['operator_cpu_seconds']:.1f} s; "
+        f"not rendered {len(r['not_rendered'])}",
+    )
+    table.row(
+        "13",
+        f"operator: peak memory with {n:,} DriftMonitors",
+        f"{r['operator_peak_rss'] / 2**20:,.0f} MiB",
+        "",
+        f"{r['memory_limit'] / 2**20:,.0f} MiB",
+        "",
+        None,
+        "<= the manifest's limit",
+        r["operator_peak_rss"] <= r["memory_limit"],
+        note="peak RSS (VmHWM) of `driftline controller`; reference: its Deployment's "
+        "memory limit (manifests/controller/deployment.yaml)",
+    )
+
+
 def _fleet_rows(table: Table, m: dict[str, Any]) -> None:
     """Many monitors in one replica (issue 13, goal 3)."""
     if not (r := m.get("fleet")):
@@ -1769,6 +1837,7 @@ def rows(b: Bench) -> list[dict[str, Any]]:
     _latency_rows(table, m)
     _client_rows(table, m)
     _fleet_rows(table, m)
+    _operator_rows(table, m)
     _scaleout_rows(table, m)
     return table.rows
 
