@@ -191,7 +191,7 @@ def operator(
 # -------------------------------------------------------------------------- helpers
 
 
-def baseline_config_map(namespace: str, name: str, rows: list[dict[str, Any]]) -> ConfigMap:
+def config_map(namespace: str, name: str, data: dict[str, str]) -> ConfigMap:
     return cast(
         ConfigMap,
         ConfigMap.from_dict(
@@ -199,10 +199,14 @@ def baseline_config_map(namespace: str, name: str, rows: list[dict[str, Any]]) -
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {"name": name, "namespace": namespace},
-                "data": {"baseline_data.json": json.dumps(rows)},
+                "data": data,
             }
         ),
     )
+
+
+def baseline_config_map(namespace: str, name: str, rows: list[dict[str, Any]]) -> ConfigMap:
+    return config_map(namespace, name, {"baseline_data.json": json.dumps(rows)})
 
 
 def alert_secret(namespace: str, values: dict[str, str]) -> Secret:
@@ -829,19 +833,7 @@ def test_monitors_beyond_one_config_map_fill_the_shards_each_key_in_one(
     # 8 reconciles at once run into the API server's 1 MiB refusal.
     names = names_preferring("wide", {0: 30, 1: WIDE_MONITORS - 30})
     profile = wide_profile()
-    client.create(
-        cast(
-            ConfigMap,
-            ConfigMap.from_dict(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {"name": "wide-baseline", "namespace": namespace},
-                    "data": {"baseline_data.json": profile.decode()},
-                }
-            ),
-        )
-    )
+    client.create(config_map(namespace, "wide-baseline", {"baseline_data.json": profile.decode()}))
     start = time.monotonic()
     for name in names:
         client.create(
@@ -935,19 +927,10 @@ def test_an_upgrade_from_one_config_map_leaves_each_key_in_one_shard(
     rendered = client.get(ConfigMap, second, namespace=namespace).data or {}
     stale = json.dumps({**json.loads(rendered[f"{moved}.json"]), "model": "stale"})
     client.create(
-        cast(
-            ConfigMap,
-            ConfigMap.from_dict(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {"name": first, "namespace": namespace},
-                    "data": {
-                        f"{moved}.json": stale,
-                        f"{doubled}.json": rendered[f"{doubled}.json"],
-                    },
-                }
-            ),
+        config_map(
+            namespace,
+            first,
+            {f"{moved}.json": stale, f"{doubled}.json": rendered[f"{doubled}.json"]},
         )
     )
     client.patch(
