@@ -444,7 +444,13 @@ async def test_a_request_alone_counts_its_features_after_the_timeout(api: TestCl
     assert (await report(api))["window"]["events"] == 25
 
 
-async def test_the_pending_table_is_bounded(api: TestClient) -> None:
+async def test_the_pending_table_is_bounded(aiohttp_client: Any, server_settings: Settings) -> None:
+    # A pair timeout longer than the 51 sends take, however slow the machine: a request
+    # that timed out would leave the table short of full, and nothing would be pushed out.
+    settings = msgspec.structs.replace(
+        server_settings, inference=InferenceSettings(pair_timeout=60, max_pending=50)
+    )
+    api: TestClient = await aiohttp_client(create_app(settings))
     events = sample(2, seed=6)
     for n in range(51):  # max_pending=50: the 51st pushes the oldest out, counted alone
         status, _ = await send(api, logged(CE_REQUEST, v2_request(events), f"r{n}"))
