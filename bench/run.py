@@ -52,6 +52,7 @@ import msgspec
 import msgspec.yaml
 
 from . import data, ingest, load, procs, profiling
+from .quantity import quantity
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STEPS = (
@@ -1701,9 +1702,7 @@ def controller_memory_limit() -> int:
     path = procs.REPO / "manifests/controller/deployment.yaml"
     manifest = msgspec.yaml.decode(path.read_bytes())
     (container,) = manifest["spec"]["template"]["spec"]["containers"]
-    limit = str(container["resources"]["limits"]["memory"])
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
-    return int(limit[:-2]) * units[limit[-2:]] if limit[-2:] in units else int(limit)
+    return int(quantity(container["resources"]["limits"]["memory"]))
 
 
 def _operator_rows(table: Table, m: dict[str, Any]) -> None:

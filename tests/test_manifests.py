@@ -28,6 +28,7 @@ import pytest
 import yaml
 from aioprometheus.collectors import Histogram
 
+from bench.quantity import quantity
 from driftline.cli import parser as cli_parser
 from driftline.core.monitor import build_monitor, decode_monitor_config
 from driftline.core.policy import MonitorDefaults
@@ -172,26 +173,6 @@ def container_env(container: dict[str, Any], docs: list[dict[str, Any]]) -> dict
         if "value" in item:
             env[item["name"]] = item["value"]
     return env
-
-
-_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
-_SUFFIX = {
-    "": 1.0,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "Ki": 2.0**10,
-    "Mi": 2.0**20,
-    "Gi": 2.0**30,
-}
-
-
-def quantity(value: str | int | float) -> float:
-    """A Kubernetes resource quantity ("500m", "1Gi", 2) as a number."""
-    match = _QUANTITY.match(str(value))
-    assert match and match.group(2) in _SUFFIX, f"unexpected quantity {value!r}"
-    return float(match.group(1)) * _SUFFIX[match.group(2)]
 
 
 def route_paths() -> set[str]:
