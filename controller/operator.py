@@ -46,7 +46,14 @@ from .inputs import (
     revision_key,
 )
 from .kube import KeyedKind, KeyedObject, KubeApi, KubeError
-from .placement import MonitorShard, NoRoomError, place_monitor, shard_entry, shard_name
+from .placement import (
+    MonitorShard,
+    NoRoomError,
+    key_holders,
+    place_monitor,
+    shard_entry,
+    shard_name,
+)
 from .render import (
     MANAGED_LABELS,
     InvalidInputError,
@@ -374,6 +381,11 @@ class DriftMonitorOperator:
     ) -> dict[int, Mapping[str, int]]:
         return {entry.shard: entry.sizes for entry in shards.get((namespace, service), [])}
 
+    def _last_written(self, namespace: str, name: str, service: str) -> int | None:
+        """The shard of `service` this process last wrote the monitor's key to, if any."""
+        placed = self._placed.get((namespace, name))
+        return placed[1] if placed is not None and placed[0] == service else None
+
     async def _release_config(
         self, namespace: str, name: str, service: str, shards: ShardsIndex
     ) -> None:
@@ -383,12 +395,8 @@ class DriftMonitorOperator:
         not have arrived yet).
         """
         key = monitor_key(name)
-        holders = {
-            s for s, sizes in self._shard_sizes(namespace, service, shards).items() if key in sizes
-        }
-        placed = self._placed.get((namespace, name))
-        if placed is not None and placed[0] == service:
-            holders.add(placed[1])
+        sizes = self._shard_sizes(namespace, service, shards)
+        holders = key_holders(name, sizes, self._last_written(namespace, name, service))
         for shard in sorted(holders):
             await self.kube.release_key("ConfigMap", namespace, shard_name(service, shard), key=key)
         self._placed.pop((namespace, name), None)
@@ -413,7 +421,7 @@ class DriftMonitorOperator:
                 sizes,
                 self.settings.monitor_shards,
                 service=service,
-                current=placed[1] if placed is not None and placed[0] == service else None,
+                current=self._last_written(namespace, name, service),
                 refused=refused,
             )
             config_map = shard_name(service, placement.shard)

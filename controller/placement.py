@@ -108,6 +108,17 @@ class Placement:
     release: tuple[int, ...]
 
 
+def key_holders(
+    monitor: str, shards: Mapping[int, Mapping[str, int]], current: int | None = None
+) -> set[int]:
+    """The shards holding the monitor's key: those `shards` show, and `current` if given."""
+    key = monitor_key(monitor)
+    holders = {shard for shard, sizes in shards.items() if key in sizes}
+    if current is not None:
+        holders.add(current)
+    return holders
+
+
 def place_monitor(
     monitor: str,
     size: int,
@@ -126,9 +137,7 @@ def place_monitor(
     API server refused as too large. Raises NoRoomError when no shard below `count` fits it.
     """
     key = monitor_key(monitor)
-    holders = {shard for shard, sizes in shards.items() if key in sizes}
-    if current is not None:
-        holders.add(current)
+    holders = key_holders(monitor, shards, current)
     free = {
         shard: limit - sum(v for k, v in shards.get(shard, {}).items() if k != key)
         for shard in range(count)
