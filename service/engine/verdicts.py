@@ -38,9 +38,9 @@ REASSESS_SECONDS = 1.0
 VERDICT_SHARE = 0.25
 """The share of the replica's time verdicts may take, averaged over BUDGET_SECONDS; past
 it flushes answer with the latest verdict and their totals wait for `catch_up`, until
-the spending falls to half the share. A
-1,000-monitor fleet's windows are young, so nearly every flush moves one by more than
-REASSESS_FRACTION: without the share, the replica spent half its time assessing."""
+the spending falls to half the share. A 1,000-monitor fleet's windows are young, so
+nearly every flush moves one by more than REASSESS_FRACTION: without the share, the
+replica spent half its time assessing."""
 BUDGET_SECONDS = 1.0
 CATCH_UP_SECONDS = 0.1
 """How often `catch_up_forever` assesses what waits."""

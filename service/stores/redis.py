@@ -377,10 +377,9 @@ class RedisWindowStore:
         The write folds the window's log when this replica's view of it is FOLD_SECONDS
         old, or LAGGING_FOLD_SECONDS without `fresh`. Buckets more than `future_seconds`
         (plus up to one bucket of slack) ahead of the Redis clock do not fit the ring:
-        they are reported late too. Claims and keyed
-        rows are counted the same way unless their key was recorded within the horizon.
-        Pending records go in the same call (HSETNX into the current slice, in-time
-        buckets only).
+        they are reported late too. Claims and keyed rows are counted the same way
+        unless their key was recorded within the horizon. Pending records go in the same
+        call (HSETNX into the current slice, in-time buckets only).
 
         Every keyed submission's deltas go in summed with the unkeyed ones (a keyed row's
         are among them already), betting that its key is new (a repeat is rare: a retry
