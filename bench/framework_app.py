@@ -3,7 +3,8 @@
 It decodes the same payload (the original API's shape) with msgspec (the same field
 types the service validates) and answers a small JSON, on the same aiohttp server set-up
 as `driftline serve` (AppRunner, no access log, one process, the same garbage collector
-settings). Its requests/s is the ceiling the service is measured against.
+settings, the same event loop: uvloop unless `--event-loop asyncio`). Its requests/s is
+the ceiling the service is measured against.
 
     python -m bench.framework_app --host 127.0.0.1 --port 8090
 """
@@ -15,11 +16,13 @@ import asyncio
 import gc
 import signal
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from aiohttp import web
 
+from driftline import eventloop
+from driftline.eventloop import DEFAULT_EVENT_LOOP, EventLoopName
 from driftline.http.app import GC_THRESHOLDS
 
 
@@ -85,8 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--event-loop", choices=get_args(EventLoopName), default=DEFAULT_EVENT_LOOP)
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port))
+    eventloop.run(serve(args.host, args.port), args.event_loop)
 
 
 if __name__ == "__main__":

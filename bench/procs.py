@@ -24,6 +24,8 @@ from typing import Any
 
 import psutil
 
+from driftline.eventloop import DEFAULT_EVENT_LOOP
+
 REPO = Path(__file__).resolve().parent.parent
 SERVER_CPU = "0"
 LOAD_CPU = "1"
@@ -229,11 +231,12 @@ def start_driftline(
     return start(name, driftline_argv(port), port, env=env, logs=logs, timeout=timeout)
 
 
-def start_framework(logs: Path) -> Server:
-    """The minimal aiohttp app of bench/framework_app.py."""
+def start_framework(logs: Path, event_loop: str = DEFAULT_EVENT_LOOP) -> Server:
+    """The minimal aiohttp app of bench/framework_app.py, on the named event loop."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.framework_app", "--host", "127.0.0.1", "--port", str(port)]
-    return start("framework", argv, port, ready_path="/monitor/health", logs=logs)
+    argv += ["--event-loop", event_loop]
+    return start(f"framework-{event_loop}", argv, port, ready_path="/monitor/health", logs=logs)
 
 
 def node_snapshot(client: Any) -> dict[str, float]:

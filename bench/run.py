@@ -202,6 +202,7 @@ class Bench:
         repeat: int | None = None,
         run: Callable[[], tuple[load.LoadResult, dict[str, Any]]] | None = None,
         connections: int | None = None,
+        framework: procs.Server | None = None,
     ) -> dict[str, Any]:
         """Service maximum throughput, each run right after a framework-limit run.
 
@@ -209,7 +210,8 @@ class Bench:
         a ratio is only fair between runs seconds apart: each pair is (framework run,
         service run) back to back, and the ratio is the mean of the pairs' ratios.
         Returns the service's best run, its extra data, and the pairs. `connections`:
-        wrk's for both runs (default --connections).
+        wrk's for both runs (default --connections). `framework`: the framework app to
+        pair with (default the run's, on the service's default event loop).
         """
         a = self.args
         width = connections or a.connections
@@ -223,7 +225,10 @@ class Bench:
         pairs = []
         for _ in range(repeat or a.repeat):
             fw = load.wrk(
-                self.framework(), self.predict_file, duration=a.duration, connections=width
+                framework or self.framework(),
+                self.predict_file,
+                duration=a.duration,
+                connections=width,
             )
             svc, extra = run()
             pairs.append((fw, svc, extra))
@@ -325,6 +330,25 @@ class Bench:
         ) as server:
             self.m["embedded_flush0"] = self.paired(
                 server, "predict, embedded, DRIFTLINE_FLUSH_INTERVAL=0", repeat=1
+            )
+        # Ablation: asyncio's own event loop for the service and the framework alike, to
+        # show what uvloop (the default, driftline.eventloop) is worth on either side.
+        with (
+            procs.running(procs.start_framework(self.logs, "asyncio")) as framework,
+            procs.running(
+                procs.start_driftline(
+                    "driftline-embedded-asyncio",
+                    self.monitors,
+                    self.logs,
+                    extra_env={"DRIFTLINE_EVENT_LOOP": "asyncio"},
+                )
+            ) as server,
+        ):
+            self.m["embedded_asyncio"] = self.paired(
+                server,
+                "predict, embedded, DRIFTLINE_EVENT_LOOP=asyncio",
+                repeat=1,
+                framework=framework,
             )
         # History recording is on by default (the runs above); the same with it off says
         # what writing each monitor's closing verdict per bucket costs the predict path.
@@ -1165,7 +1189,7 @@ def _framework_rows(table: Table, m: dict[str, Any]) -> None:
     if fw := m.get("framework"):
         table.row(
             "1",
-            "framework limit (aiohttp+msgspec), req/s",
+            "framework limit (aiohttp+msgspec, uvloop), req/s",
             fw["rps"],
             "req/s",
             note=f"best of {fw['runs_rps']} req/s; server CPU {fw['server_cpu']:.0%}, wrk CPU "
@@ -1187,6 +1211,13 @@ def _predict_rows(table: Table, m: dict[str, Any]) -> None:
         ("embedded", "2", "predict, embedded store, req/s", 0.8),
         ("embedded_c32", "2", "predict, embedded store, 32 connections, req/s", 0.8),
         ("embedded_flush0", "2", "ablation: embedded, DRIFTLINE_FLUSH_INTERVAL=0, req/s", None),
+        (
+            "embedded_asyncio",
+            "2",
+            "ablation: embedded and framework on asyncio's loop (DRIFTLINE_EVENT_LOOP=asyncio), "
+            "req/s",
+            None,
+        ),
         ("redis_durable", "3", "predict, Redis durable ack (group commit), req/s", 0.7),
         ("redis_durable_c32", "3", "predict, Redis durable ack, 32 connections, req/s", 0.7),
         ("redis_async", "3", "predict, Redis async ack, req/s", None),
@@ -1207,7 +1238,7 @@ def _predict_rows(table: Table, m: dict[str, Any]) -> None:
             note=pairs_note
             + pair_text(r)
             + " req/s"
-            + ("; not the default" if key == "embedded_flush0" else ""),
+            + ("; not the default" if key in ("embedded_flush0", "embedded_asyncio") else ""),
         )
         if key in ("embedded", "redis_durable", "redis_async"):
             table.row(

@@ -12,7 +12,7 @@ from typing import Any, get_args
 
 import msgspec
 
-from driftline import __version__
+from driftline import __version__, eventloop
 from driftline.core.performance import measure_baseline
 from driftline.core.policy import DEFAULTS
 from driftline.core.prediction import (
@@ -63,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings), settings.event_loop)
     return 0
 
 

@@ -19,6 +19,7 @@ from driftline.core.idempotency import DEFAULT_HORIZON_SECONDS
 from driftline.core.limits import Limits, NonNegativeFloat, PositiveFloat
 from driftline.core.policy import MonitorDefaults, multiple_testing_method
 from driftline.environment import decode_environment
+from driftline.eventloop import DEFAULT_EVENT_LOOP, EventLoopName, event_loop_problem
 
 
 class AlertSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -103,6 +104,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Seconds of per-bucket verdict history kept per monitor (docs/ui.md); 0 keeps none.
     history_horizon: Annotated[int, msgspec.Meta(ge=0, le=90 * 24 * 3600)] = 7 * 24 * 3600
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The asyncio event loop implementation (driftline.eventloop).
+    event_loop: EventLoopName = DEFAULT_EVENT_LOOP
     limits: Limits = Limits()
     defaults: MonitorDefaults = MonitorDefaults()
     alerts: AlertSettings = AlertSettings()
@@ -112,6 +115,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         """Cross-field checks msgspec constraints cannot express."""
+        problem = event_loop_problem(self.event_loop)
+        if problem is not None:
+            raise ValueError(f"event_loop: {problem}")
         d = self.defaults
         if d.critical_threshold <= d.warning_threshold:
             raise ValueError(
@@ -151,6 +157,7 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "DRIFTLINE_IDEMPOTENCY_HORIZON": (None, "idempotency_horizon"),
     "DRIFTLINE_HISTORY_HORIZON": (None, "history_horizon"),
     "DRIFTLINE_LOG_LEVEL": (None, "log_level"),
+    "DRIFTLINE_EVENT_LOOP": (None, "event_loop"),
     "DRIFTLINE_MAX_BODY_BYTES": ("limits", "max_body_bytes"),
     "DRIFTLINE_MAX_FEATURES": ("limits", "max_features"),
     "DRIFTLINE_MAX_BATCH_EVENTS": ("limits", "max_batch_events"),

@@ -280,3 +280,25 @@ async def test_connections_past_the_limit_get_503(tmp_path: Path) -> None:
             return status == 200
 
         await wait_until(served, "connections freed but new ones still refused")
+
+
+@pytest.mark.parametrize(
+    ("setting", "loop_class"),
+    [("uvloop", "uvloop.Loop"), ("asyncio", "asyncio.unix_events._UnixSelectorEventLoop")],
+)
+def test_the_service_runs_on_the_event_loop_its_settings_name(
+    tmp_path: Path, setting: str, loop_class: str
+) -> None:
+    log = tmp_path / "serve.log"
+    with driftline_serve(log, DRIFTLINE_EVENT_LOOP=setting, DRIFTLINE_LOG_LEVEL="INFO") as url:
+        status, _, body = asyncio.run(
+            _exchange(
+                url,
+                b"POST /monitor/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(PREDICT), PREDICT),
+            )
+        )
+        assert status == 200, body
+        assert json.loads(body)["window"]["events"] >= 1
+    listening = [json.loads(line) for line in log.read_text().splitlines() if '"listening"' in line]
+    assert [entry["event_loop"] for entry in listening] == [loop_class], listening

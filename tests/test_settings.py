@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -112,6 +113,7 @@ def test_drift_thresholds_map_into_defaults() -> None:
         ),
         ({"DRIFTLINE_MIN_SAMPLES": "9"}, ("DRIFTLINE_MIN_SAMPLES",)),
         ({"DRIFTLINE_TEST": "t-test"}, ("DRIFTLINE_TEST",)),
+        ({"DRIFTLINE_EVENT_LOOP": "trio"}, ("DRIFTLINE_EVENT_LOOP",)),
         (
             {"DRIFT_NOTICE_THRESHOLD": "0.3"},
             ("DRIFT_NOTICE_THRESHOLD", "defaults.notice_threshold"),
@@ -129,6 +131,27 @@ def test_bad_value_names_the_variable_or_field(
         load_settings(environ=environ)
     message = str(info.value)
     assert any(name in message for name in names), message
+
+
+def test_the_event_loop_is_uvloop_unless_asked_for_asyncio() -> None:
+    assert load_settings(environ={}).event_loop == "uvloop"
+    assert load_settings(environ={"DRIFTLINE_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+
+
+def test_uvloop_where_it_is_not_installed_is_refused_with_the_way_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a platform without uvloop (Windows) sees when a file or variable asks for it.
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={"DRIFTLINE_EVENT_LOOP": "uvloop"})
+    message = str(info.value)
+    assert message.startswith("DRIFTLINE_EVENT_LOOP (event_loop): "), message
+    assert 'expected "asyncio"' in message and "pip install uvloop" in message, message
+    assert load_settings(environ={"DRIFTLINE_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
 
 
 def test_every_documented_variable_maps_to_a_real_field() -> None:

@@ -236,9 +236,17 @@ async def serve(settings: Settings) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    log.info("listening", extra={"host": settings.host, "port": settings.port})
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    kind = type(loop)
+    log.info(
+        "listening",
+        extra={
+            "host": settings.host,
+            "port": settings.port,
+            "event_loop": f"{kind.__module__}.{kind.__qualname__}",
+        },
+    )
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
