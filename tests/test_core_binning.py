@@ -105,13 +105,6 @@ def random_events(layout: Layout, rng: np.random.Generator, n: int) -> list[dict
     return events
 
 
-def as_vector(event: BinnedEvent, width: int) -> np.ndarray:
-    vector = np.bincount(event.slots, minlength=width).astype(np.float64)
-    for slot, value in event.sums:
-        vector[slot] += value
-    return vector
-
-
 @pytest.mark.parametrize("seed", range(5))
 def test_batch_binning_equals_event_binning(layout: Layout, seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -125,7 +118,7 @@ def test_batch_binning_equals_event_binning(layout: Layout, seed: int) -> None:
         except EventError as exc:
             expected_errors[i] = (exc.feature, exc.message)
             continue
-        expected += as_vector(event, layout.width)
+        expected += event.vector(layout.width)
         unknown.update(event.unknown)
     assert expected_errors, "the random events should include invalid ones"
     assert len(expected_errors) < len(events)
@@ -164,7 +157,7 @@ def test_small_batches_bin_as_events_do(layout: Layout, seed: int) -> None:
         valid, errors = [], {}
         for i, features in enumerate(chunk):
             try:
-                vector = as_vector(bin_event(layout, features, LIMITS), layout.width)
+                vector = bin_event(layout, features, LIMITS).vector(layout.width)
             except EventError as exc:
                 errors[i] = (exc.feature, exc.message)
                 continue
@@ -192,7 +185,7 @@ def test_each_event_vector_equals_the_event_binned_alone(layout: Layout, seed: i
     assert vectors.shape == (len(valid), layout.width)
     for row, i in zip(vectors, valid, strict=True):
         np.testing.assert_array_equal(
-            row, as_vector(bin_event(layout, events[i], LIMITS), layout.width)
+            row, bin_event(layout, events[i], LIMITS).vector(layout.width)
         )
 
 
@@ -205,7 +198,7 @@ def test_batch_deltas_split_by_bucket(layout: Layout) -> None:
     age = layout.features["age"]
     for bucket, value in ((0, 30), (60, 40), (120, 50)):
         single = bin_event(layout, {"age": value}, LIMITS)
-        np.testing.assert_array_equal(deltas[bucket][0], as_vector(single, layout.width))
+        np.testing.assert_array_equal(deltas[bucket][0], single.vector(layout.width))
     assert age.missing in bin_event(layout, {}, LIMITS).slots
 
 

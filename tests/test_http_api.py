@@ -394,6 +394,59 @@ async def test_columns_count_exactly_what_the_same_events_count(
     assert columns_report["window"]["events"] == events_report["window"]["events"]
 
 
+async def test_events_sent_one_at_a_time_count_as_the_same_events_in_a_batch(
+    aiohttp_client: Any,
+    settings: Settings,
+    tmp_path: Path,
+    baseline_rows: list[dict[str, Any]],
+) -> None:
+    # Each predict below is its flush's only event: binned on its own (bin_event), where
+    # the batch goes through bin_batch. Bad values, missing ones, unseen categories and
+    # values beyond the baseline's tails must come out the same on both paths. The
+    # example monitor without declared versions or labels, as that path takes them: one
+    # block, no prediction kept for its label.
+    text = (Path(settings.monitors_dir or "") / "credit-risk.yaml").read_text()
+    for line in ("model_versions: [v1, v2]\n", "labels:\n  horizon_seconds: 86400\n"):
+        assert line in text
+        text = text.replace(line, "")
+    (tmp_path / "credit-risk.yaml").write_text(text)
+    app = create_app(msgspec.structs.replace(settings, monitors_dir=str(tmp_path)))
+    client = await aiohttp_client(app)
+    rows = [dict(r) for r in baseline_rows[:60]]
+    rows[3]["age"] = "old"
+    rows[5]["product_category"] = {"a": 1}
+    rows[8]["income"] = 10**400
+    rows[11].pop("region")
+    rows[13]["channel"] = "carrier-pigeon"
+    rows[17]["income"] = 1e9
+    rows[19]["credit_score"] = "NA"
+    refused = {}
+    for i, row in enumerate(rows):
+        status, body, _ = await post_json(client, "/monitor/predict", {"features": row})
+        if status != 200:
+            assert status == 422, body
+            refused[i] = [(e["field"], e["message"]) for e in body["errors"]]
+    assert sorted(refused) == [3, 5, 8]
+    single = (await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json())["features"]
+    assert (await client.delete(f"/v1/monitors/{MONITOR}/window")).status == 204
+
+    status, body, _ = await post_json(
+        client, f"/v1/monitors/{MONITOR}/events", [{"features": r} for r in rows]
+    )
+    assert (body["accepted"], body["rejected"]) == (len(rows) - 3, 3)
+    for error in body["errors"]:
+        field = error["field"].split("].", 1)[1]  # "[3].features.age" -> "features.age"
+        assert refused[error["index"]] == [(field, error["message"])]
+    batched = (await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json())["features"]
+    for name, feature in batched.items():
+        mine = single[name]
+        for field in ("window_proportions", "window_count", "missing_rate", "mean", "std"):
+            assert mine.get(field) == feature.get(field), (name, field)
+        assert mine.get("out_of_range_rate") == feature.get("out_of_range_rate"), name
+    assert single["income"]["out_of_range_rate"] > 0
+    assert single["region"]["missing_rate"] > 0
+
+
 async def test_column_requests_of_one_flush_with_different_columns_count_as_events(
     client: TestClient, baseline_rows: list[dict[str, Any]]
 ) -> None:

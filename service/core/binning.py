@@ -1,12 +1,13 @@
 """Binning: events turned into increments of a monitor's window vector.
 
-One event at a time (`bin_event`; `first_error` checks an event that is answered before
-its batch is binned) or a column at a time over a batch (`bin_batch` for events,
-`bin_columns` for one value list per feature; vectorised with numpy, what every flush
-uses). All of them use the same per-value rules (`numeric_value`, `category_slot`), so
-a value is valid, missing or rejected the same way on every path, with the same
-message. A refused value is named by its event's index and its feature; where that
-sits in a request is the HTTP layer's business.
+One event at a time (`bin_event`: a flush of a single event, and `first_error`, which
+checks an event that is answered before its batch is binned) or a column at a time over
+a batch (`bin_batch` for events, `bin_columns` for one value list per feature;
+vectorised with numpy, what every larger flush uses). All of them use the same
+per-value rules (`numeric_value`, `category_slot`), so a value is valid, missing or
+rejected the same way on every path, with the same message. A refused value is named
+by its event's index and its feature; where that sits in a request is the HTTP layer's
+business.
 """
 
 from __future__ import annotations
@@ -134,6 +135,13 @@ class BinnedEvent:
     slots: list[int]  # each +1
     sums: list[tuple[int, int]]  # (slot, fixed-point moment) added
     unknown: list[str]
+
+    def vector(self, width: int) -> Vector:
+        """The event as increments of a window vector `width` slots wide."""
+        vector = np.bincount(self.slots, minlength=width).astype(np.float64)
+        for slot, value in self.sums:
+            vector[slot] += value
+        return vector
 
 
 def bin_event(layout: Layout, features: Mapping[str, Any], limits: Limits) -> BinnedEvent:
