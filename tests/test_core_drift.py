@@ -20,7 +20,9 @@ from scipy.stats import chi2, chi2_contingency, entropy, kstwobign, wasserstein_
 from driftline.core import drift
 from driftline.core.drift import (
     DriftTest,
+    STACKED_POOLINGS_KEPT,
     PoolingOrder,
+    StackedPooling,
     Verdict,
     adjust_pvalues,
     feature_severity,
@@ -431,6 +433,39 @@ def test_pools_depend_on_the_selection_counts_not_the_window() -> None:
     b = order.pool(np.array([10.0, 5, 0, 0, 0, 0, 5, 0]))
     assert a[0].tolist() == b[0].tolist()  # same baseline pools for the same n
     assert a[0].size == b[0].size < 8
+
+
+def test_stacked_pooling_pools_every_row_as_its_own_order_does() -> None:
+    # Rows of different widths padded into one matrix, windows from empty to large
+    # (steps of n below, at and above a pool's size), and more combinations of steps
+    # than the stacked pooling keeps: each answer is the rows' own pools, padded.
+    rng = np.random.default_rng(5)
+    sizes = [int(k) for k in rng.integers(1, 40, size=12)]
+    width = max(sizes) + 3
+    orders = []
+    for k in sizes:
+        key = rng.poisson(rng.uniform(0.2, 30), k).astype(float) + (rng.random(k) < 0.3)
+        baseline = rng.poisson(key + 0.5).astype(float)
+        baseline[0] += 1
+        orders.append(PoolingOrder.of(key, baseline))
+    stacked = StackedPooling.of(orders, width)
+    seen = set()
+    for trial in range(STACKED_POOLINGS_KEPT * 3):
+        window = np.zeros((len(sizes), width))
+        for row, k in enumerate(sizes):
+            scale = 0 if rng.random() < 0.1 else float(rng.choice([0.3, 3, 30, 3000]))
+            window[row, :k] = rng.poisson(scale, k)
+        seen.add(tuple(window.sum(axis=1).tolist()))
+        pooled_b, pooled_w = stacked.pool(window)
+        rows = [order.pool(window[row]) for row, order in enumerate(orders)]
+        wide = max(b.size for b, _ in rows)
+        assert pooled_b.shape == pooled_w.shape == (len(sizes), wide), trial
+        for row, (b, w) in enumerate(rows):
+            np.testing.assert_array_equal(pooled_b[row, : b.size], b)
+            np.testing.assert_array_equal(pooled_w[row, : w.size], w)
+            assert not pooled_b[row, b.size :].any() and not pooled_w[row, w.size :].any()
+    assert len(seen) > STACKED_POOLINGS_KEPT
+    assert len(stacked._by_steps) <= STACKED_POOLINGS_KEPT  # memory stays bounded
 
 
 def test_pooled_test_is_the_homogeneity_test_of_the_pooled_table() -> None:

@@ -325,6 +325,65 @@ class PoolingOrder:
         return np.add.reduceat(ordered, starts), np.add.reduceat(window[self.order], starts)
 
 
+STACKED_POOLINGS_KEPT = 64
+"""Poolings a StackedPooling keeps, one per combination of its features' steps of n; the
+steps move together as a window grows or shrinks, so a few are in use at a time."""
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class StackedPooling:
+    """Every categorical feature's PoolingOrder over a padded count matrix at once.
+
+    The same pools as each row's `PoolingOrder.pool` (they come from it), in a few numpy
+    calls for all rows instead of a few per row: a 50-feature verdict spent a fifth of
+    its time pooling row by row.
+    """
+
+    orders: tuple[PoolingOrder, ...]
+    flat_order: IntVector  # every row's bins in its pooling order, as flat matrix indices
+    offsets: tuple[int, ...]  # where each row's bins start in flat_order
+    # By the rows' steps of n: flat pool starts, the pools' places in the pooled
+    # matrix (flat), the baseline pooled, and that matrix's width.
+    _by_steps: dict[tuple[int, ...], tuple[IntVector, IntVector, Matrix, int]]
+
+    @classmethod
+    def of(cls, orders: Sequence[PoolingOrder], width: int) -> StackedPooling:
+        """The stacked pooling of rows `width` bins wide (padding after each row's bins)."""
+        flat = [row * width + order.order for row, order in enumerate(orders)]
+        sizes = [order.order.size for order in orders]
+        offsets = np.cumsum([0, *sizes])[:-1].tolist()
+        joined = np.concatenate(flat) if flat else np.zeros(0, dtype=np.intp)
+        return cls(tuple(orders), joined.astype(np.intp), tuple(offsets), {})
+
+    def pool(self, window: Matrix) -> tuple[Matrix, Matrix]:
+        """The baseline's and the window's counts pooled, one row per feature, padded."""
+        totals = window.sum(axis=-1).tolist()
+        steps = tuple(_step(n) for n in totals)
+        found = self._by_steps.get(steps)
+        if found is None:
+            if len(self._by_steps) >= STACKED_POOLINGS_KEPT:
+                self._by_steps.clear()
+            found = self._by_steps[steps] = self._made(totals)
+        starts, places, baseline, pools = found
+        pooled = np.zeros(len(self.orders) * pools)
+        if starts.size:
+            pooled[places] = np.add.reduceat(window.ravel()[self.flat_order], starts)
+        return baseline, pooled.reshape(len(self.orders), pools)
+
+    def _made(self, totals: Sequence[float]) -> tuple[IntVector, IntVector, Matrix, int]:
+        each = [order.pools(n) for order, n in zip(self.orders, totals, strict=True)]
+        pools = max((p.starts.size for p in each), default=0)
+        baseline = np.zeros((len(each), pools))
+        starts, places = [], []
+        for row, (p, offset) in enumerate(zip(each, self.offsets, strict=True)):
+            baseline[row, : p.starts.size] = p.baseline
+            starts.append(p.starts + offset)
+            places.append(np.arange(p.starts.size) + row * pools)
+        joined = np.concatenate(starts) if starts else np.zeros(0, dtype=np.intp)
+        spots = np.concatenate(places) if places else np.zeros(0, dtype=np.intp)
+        return joined.astype(np.intp), spots.astype(np.intp), baseline, pools
+
+
 # --------------------------------------------------------------------- scores
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from driftline.core.drift import PoolingOrder
+from driftline.core.drift import PoolingOrder, StackedPooling
 from driftline.core.performance import PerformanceSlots
 from driftline.core.profile import (
     BaselineProfile,
@@ -182,6 +182,7 @@ class CategoricalMatrix:
     baseline: npt.NDArray[np.float64]  # counts, padded with zeros
     pooling: tuple[PoolingOrder, ...]
     other: npt.NDArray[np.intp]  # the `other` bin's slot
+    stacked: StackedPooling  # `pooling` over the padded rows at once
 
     @classmethod
     def of(cls, features: Mapping[str, FeatureSlots], width: int) -> CategoricalMatrix:
@@ -195,12 +196,14 @@ class CategoricalMatrix:
                 feature.first_bin, feature.first_bin + feature.profile.bins
             )
             baseline[row, : feature.profile.bins] = feature.baseline_counts
+        pooling = tuple(f.pooling for f in chosen if f.pooling is not None)
         return cls(
             names=tuple(f.name for f in chosen),
             index=index,
             baseline=baseline,
-            pooling=tuple(f.pooling for f in chosen if f.pooling is not None),
+            pooling=pooling,
             other=np.array([f.other for f in chosen], dtype=np.intp),
+            stacked=StackedPooling.of(pooling, bins),
         )
 
 

@@ -316,7 +316,7 @@ def _evaluate(monitor: Monitor, vector: Vector, reference: Vector | None) -> Eva
     categorical_window = padded[categorical.index]
     if reference is None:
         numeric_expected = numeric.baseline
-        pooled = _pooled(categorical.pooling, categorical_window)
+        pooled = categorical.stacked.pool(categorical_window)
     else:
         expected = np.append(reference, 0.0)
         numeric_expected = expected[numeric.index]
@@ -415,13 +415,13 @@ def _reasons(levels: tuple[int, ...]) -> tuple[Reason, ...]:
 
 
 def _pooled(
-    pooling: tuple[PoolingOrder, ...], window: Vector, reference: Vector | None = None
+    pooling: tuple[PoolingOrder, ...], window: Vector, reference: Vector
 ) -> tuple[Vector, Vector]:
-    """Every categorical row pooled by its order (see PoolingOrder), padded to one width."""
-    rows = [
-        order.pool(window[i], None if reference is None else reference[i])
-        for i, order in enumerate(pooling)
-    ]
+    """Every categorical row and its rolling reference's pooled by its order, padded.
+
+    Against the baseline, `CategoricalMatrix.stacked` pools every row at once.
+    """
+    rows = [order.pool(window[i], reference[i]) for i, order in enumerate(pooling)]
     width = max((b.size for b, _ in rows), default=0)
     pooled_b = np.zeros((len(rows), width))
     pooled_w = np.zeros((len(rows), width))
