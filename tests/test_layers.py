@@ -24,9 +24,10 @@ FOLDERS = {"driftline": ROOT / "service", "driftline.operator": ROOT / "controll
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "environment": set(),
+    "eventloop": set(),
     "lifecycle": set(),
     "targets": set(),
-    "settings": {"core", "environment"},
+    "settings": {"core", "environment", "eventloop"},
     "telemetry": {"core"},
     "logs": {"core"},
     "stores": {"core"},
@@ -49,7 +50,17 @@ ALLOWED: dict[str, set[str]] = {
     "simulate": {"core"},
     # Talks HTTP to a service: nothing of the server side.
     "client": {"core"},
-    "cli": {"core", "settings", "logs", "http", "reporting", "simulate", "client", "operator"},
+    "cli": {
+        "core",
+        "settings",
+        "eventloop",
+        "logs",
+        "http",
+        "reporting",
+        "simulate",
+        "client",
+        "operator",
+    },
     "operator": {"core", "environment", "targets"},
 }
 # The package root (`driftline`): its version, and `driftline.compare` loaded on first use.
@@ -58,6 +69,7 @@ ROOT_IMPORTS = {"reporting"}
 THIRD_PARTY: dict[str, set[str]] = {
     "core": {"numpy", "scipy", "msgspec"},
     "environment": {"msgspec"},
+    "eventloop": {"uvloop"},
     "lifecycle": set(),
     "targets": {"aiohttp"},
     "engine": {"numpy", "msgspec"},
