@@ -19,8 +19,8 @@ from scipy.stats import chi2, chi2_contingency, entropy, kstwobign, wasserstein_
 
 from driftline.core import drift
 from driftline.core.drift import (
-    DriftTest,
     STACKED_POOLINGS_KEPT,
+    DriftTest,
     PoolingOrder,
     StackedPooling,
     Verdict,
