@@ -408,6 +408,7 @@ def distribution_scores(
     scale: Vector | None = None,
     pooled: tuple[Matrix, Matrix] | None = None,
     test: Homogeneity | None = None,
+    raw: Homogeneity | None = None,
 ) -> DistributionScores:
     """Effect size and significance of every row, each under the test its group names.
 
@@ -416,14 +417,16 @@ def distribution_scores(
     homogeneity p-value is computed on when it differs from the bins (categorical
     features: sparse categories pooled, see PoolingOrder); effect sizes always use
     every bin. `test`: that homogeneity test, when already run (a monitor tests its
-    numeric and categorical features in one pass). One numpy pass per test, whatever
-    the number of rows.
+    numeric and categorical features in one pass); `raw`: with `pooled`, the unpooled
+    bins' X² when already run (chisquare's Cohen's w is scored on them). One numpy pass
+    per test, whatever the number of rows.
     """
     if test is None:
         test = homogeneity(baseline, window) if pooled is None else homogeneity(*pooled)
     # The bins' own X² serves only Cohen's w (chisquare); the p-value is the pooled one.
-    raw = test
-    if pooled is not None and "chisquare" in groups:
+    if pooled is None or "chisquare" not in groups:
+        raw = test
+    elif raw is None:
         raw = homogeneity(baseline, window, reference=False)
     expected, actual = proportions(baseline), proportions(window)
     every = len(groups) == 1  # the usual case: one test for all rows, no row selection

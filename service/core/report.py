@@ -315,15 +315,20 @@ def _evaluate(monitor: Monitor, vector: Vector, reference: Vector | None) -> Eva
     numeric_window = padded[numeric.index]
     categorical_window = padded[categorical.index]
     if reference is None:
-        numeric_expected = numeric.baseline
+        numeric_expected, categorical_expected = numeric.baseline, categorical.baseline
         pooled = categorical.stacked.pool(categorical_window)
     else:
         expected = np.append(reference, 0.0)
         numeric_expected = expected[numeric.index]
-        pooled = _pooled(categorical.pooling, categorical_window, expected[categorical.index])
-    # One test for every feature: the numeric bins and the categorical pools, stacked.
-    tests = homogeneity(_stacked(numeric_expected, pooled[0]), _stacked(numeric_window, pooled[1]))
-    split = len(numeric.names)
+        categorical_expected = expected[categorical.index]
+        pooled = _pooled(categorical.pooling, categorical_window, categorical_expected)
+    # One pass for every feature: the numeric bins and the categorical pools (the tests),
+    # stacked with the categorical bins unpooled when chisquare scores them (Cohen's w).
+    raw = bool(categorical.names) and "chisquare" in plan.categorical_groups
+    expected_blocks = [numeric_expected, pooled[0]] + ([categorical_expected] if raw else [])
+    window_blocks = [numeric_window, pooled[1]] + ([categorical_window] if raw else [])
+    tests = homogeneity(_stacked(*expected_blocks), _stacked(*window_blocks))
+    split, tested = len(numeric.names), len(numeric.names) + len(categorical.names)
     if numeric.names:
         found = distribution_scores(
             numeric_expected,
@@ -338,11 +343,12 @@ def _evaluate(monitor: Monitor, vector: Vector, reference: Vector | None) -> Eva
         dof[rows], n[rows] = found.dof, found.n
     if categorical.names:
         found = distribution_scores(
-            categorical.baseline if reference is None else expected[categorical.index],
+            categorical_expected,
             categorical_window,
             plan.categorical_groups,
             pooled=pooled,
-            test=tests.select(slice(split, None)),
+            test=tests.select(slice(split, tested)),
+            raw=tests.select(slice(tested, None)) if raw else None,
         )
         rows = plan.categorical_rows
         score[rows], p_value[rows], statistic[rows] = found.score, found.p_value, found.statistic
@@ -431,11 +437,13 @@ def _pooled(
     return pooled_b, pooled_w
 
 
-def _stacked(top: Vector, bottom: Vector) -> Vector:
-    """Two count matrices one above the other, the narrower padded with empty bins."""
-    out = np.zeros((top.shape[0] + bottom.shape[0], max(top.shape[1], bottom.shape[1])))
-    out[: top.shape[0], : top.shape[1]] = top
-    out[top.shape[0] :, : bottom.shape[1]] = bottom
+def _stacked(*blocks: Vector) -> Vector:
+    """Count matrices one above the other, the narrower padded with empty bins."""
+    out = np.zeros((sum(b.shape[0] for b in blocks), max(b.shape[1] for b in blocks)))
+    row = 0
+    for block in blocks:
+        out[row : row + block.shape[0], : block.shape[1]] = block
+        row += block.shape[0]
     return out
 
 
