@@ -354,6 +354,28 @@ async def test_labels_join_predictions_and_report_every_outcome(api: TestClient)
     assert 'driftline_labels_total{monitor="probabilities",outcome="after_horizon"} 10' in metrics
 
 
+async def test_predictions_sent_one_at_a_time_wait_for_their_labels(api: TestClient) -> None:
+    # Each predict is its flush's only event (binned on its own); its prediction is kept
+    # under the id made for it, and the labels join it as they join a batch's.
+    rng = np.random.default_rng(11)
+    score = rng.uniform(size=40)
+    truth = rng.uniform(size=40) < score
+    made = []
+    for s in score:
+        status, body = await post(
+            api,
+            "/monitor/predict",
+            {"monitor": "probabilities", "features": {"x": 0.1}, "prediction": [s, 1 - s]},
+        )
+        assert status == 200, body
+        made.append(body["id"])
+    labels = [{"id": i, "label": "yes" if t else "no"} for i, t in zip(made, truth, strict=True)]
+    status, body = await post(api, "/v1/monitors/probabilities/labels", labels)
+    assert status == 200, body
+    assert (body["counted"], body["unmatched"]) == (len(made), 0), body
+    assert body["performance"]["accuracy"] == pytest.approx(np.mean((score >= 0.5) == truth))
+
+
 async def test_a_prediction_without_id_gets_one_and_sampling_is_reported(api: TestClient) -> None:
     status, body = await post(
         api,

@@ -128,7 +128,7 @@ class _Batch:
     ) -> Pending | None:
         """The predictions this flush keeps for their labels (single rows' made here).
 
-        `binned`: the single rows binned (None without rows).
+        `binned`: the single rows binned (None without rows, or for one row binned alone).
         """
         monitor = self.monitor
         if monitor.labels is None or monitor.layout.performance is None:
@@ -142,13 +142,15 @@ class _Batch:
             if row.pending is not None and i not in errors and awaits_label(row.features, names)
         ]
         if positions:
-            assert binned is not None
             waiting = [self.rows[i] for i in positions]
             columns = [[row.features[name] for row in waiting] for name in names]
             buckets = np.fromiter((row.bucket for row in waiting), np.int64, len(waiting))
-            blocks = record_blocks(
-                monitor.scopes, binned, [row.tag for row in self.rows], positions
-            )
+            # A single event binned alone (_one_event) is of a one-block window: no
+            # version or segment blocks to keep with its record.
+            blocks = None
+            if binned is not None:
+                tags = [row.tag for row in self.rows]
+                blocks = record_blocks(monitor.scopes, binned, tags, positions)
             records.append(
                 pending_records(buckets, payloads(monitor.layout.performance, columns), blocks)
             )
@@ -171,7 +173,7 @@ class _Batch:
         errors: dict[int, EventError] = {}
         claims = [k for k in self.keyed if isinstance(k, Claim)]
         rows = None
-        if len(self.rows) == 1 and scopes.blocks == 1 and _plain(self.rows[0]):
+        if len(self.rows) == 1 and scopes.blocks == 1 and self.rows[0].key is None:
             deltas, errors = _one_event(self.monitor, self.rows[0], limits)
         elif self.rows:
             # Each single event's unknown features were warned about when it came in.
@@ -217,11 +219,6 @@ class _Batch:
         return _Sending(deltas, errors, chunk_errors, claims, rows, places, binned)
 
 
-def _plain(row: Row) -> bool:
-    """Whether a row is counted without a key or a pending prediction (nor their vectors)."""
-    return row.key is None and row.pending is None
-
-
 def _one_event(
     monitor: Monitor, row: Row, limits: Limits
 ) -> tuple[dict[int, Vector], dict[int, EventError]]:
@@ -229,7 +226,9 @@ def _one_event(
 
     A monitor with many quiet windows flushes one event at a time. bin_event takes ~70 µs
     for 50 features where a batch of one costs ~190 µs (a numpy call per feature and
-    part); both apply the same per-value rules, so the counts are the same.
+    part); both apply the same per-value rules, so the counts are the same. For an
+    unkeyed row of a one-block window: a keyed row's own vector and a record's version
+    and segment blocks come from the batch path's binning.
     """
     try:
         event = bin_event(monitor.layout, row.features, limits)
