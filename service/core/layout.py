@@ -180,9 +180,9 @@ class CategoricalMatrix:
     names: tuple[str, ...]
     index: npt.NDArray[np.intp]  # bins' slots, padded with `width`
     baseline: npt.NDArray[np.float64]  # counts, padded with zeros
-    pooling: tuple[PoolingOrder, ...]
     other: npt.NDArray[np.intp]  # the `other` bin's slot
-    stacked: StackedPooling  # `pooling` over the padded rows at once
+    # Each feature's PoolingOrder (`stacked.orders`), and all of them over the padded rows.
+    stacked: StackedPooling
 
     @classmethod
     def of(cls, features: Mapping[str, FeatureSlots], width: int) -> CategoricalMatrix:
@@ -196,14 +196,12 @@ class CategoricalMatrix:
                 feature.first_bin, feature.first_bin + feature.profile.bins
             )
             baseline[row, : feature.profile.bins] = feature.baseline_counts
-        pooling = tuple(f.pooling for f in chosen if f.pooling is not None)
         return cls(
             names=tuple(f.name for f in chosen),
             index=index,
             baseline=baseline,
-            pooling=pooling,
             other=np.array([f.other for f in chosen], dtype=np.intp),
-            stacked=StackedPooling.of(pooling, bins),
+            stacked=StackedPooling.of([f.pooling for f in chosen if f.pooling is not None], bins),
         )
 
 

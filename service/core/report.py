@@ -321,7 +321,7 @@ def _evaluate(monitor: Monitor, vector: Vector, reference: Vector | None) -> Eva
         expected = np.append(reference, 0.0)
         numeric_expected = expected[numeric.index]
         categorical_expected = expected[categorical.index]
-        pooled = _pooled(categorical.pooling, categorical_window, categorical_expected)
+        pooled = _pooled(categorical.stacked.orders, categorical_window, categorical_expected)
     # One pass for every feature: the numeric bins and the categorical pools (the tests),
     # stacked with the categorical bins unpooled when chisquare scores them (Cohen's w).
     raw = bool(categorical.names) and "chisquare" in plan.categorical_groups
