@@ -2,10 +2,11 @@
 
 uvloop runs asyncio's callbacks, timers, futures and sockets in C (libuv). A replica
 creates a future and a timer per flush and switches tasks several times per request,
-so the loop's own cost is a visible share of each request: measured in the same run,
-uvloop served ~30 % more predict requests per second embedded and ~15 % more with
-Redis (docs/performance.md). asyncio's loop stays one setting away for platforms
-without uvloop (Windows) and for ruling the loop out when debugging.
+so the loop's own cost is a visible share of each request: in six interleaved rounds,
+uvloop served ~12 % more predict requests per second embedded and ~8 % more with Redis
+durable, while the framework app alone did not change (docs/performance.md). asyncio's
+loop stays one setting away for platforms without uvloop (Windows) and for ruling the
+loop out when debugging.
 """
 
 from __future__ import annotations
