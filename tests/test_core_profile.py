@@ -112,6 +112,20 @@ def test_discrete_feature_gets_one_bin_per_value_with_empty_outer_bins() -> None
     assert bin_of(profile, 1e9) == profile.bins - 1
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_discrete_bins_are_numpys_distinct_values_whatever_the_row_order(seed: int) -> None:
+    # Shuffled rows with ties, both zeros and a missing value: the bins hold np.unique's
+    # values, each with its count, as a histogram of the rows says.
+    rng = np.random.default_rng(seed)
+    x = rng.permutation(np.repeat([-3.5, -0.0, 0.0, 1.0, 2.25, 9.0], rng.integers(1, 9, 6)))
+    profile = numeric_profile([*x.tolist(), None], 10, "x")
+    distinct, counts = np.unique(x, return_counts=True)
+    assert profile.discrete
+    assert profile.bin_means[1:-1] == distinct.tolist()
+    assert profile.counts == [0, *counts.tolist(), 0]
+    assert profile.missing == 1
+
+
 def test_discrete_threshold_is_twenty_distinct_values() -> None:
     twenty = [float(v) for v in range(DISCRETE_MAX_VALUES)] * 3
     p20 = numeric_profile(twenty, 5, "x")
