@@ -352,6 +352,44 @@ async def test_batch_counts_valid_and_names_rejected(client: TestClient) -> None
     assert body["drift"]["window"]["events"] == 2
 
 
+async def test_a_batch_decoded_in_one_pass_counts_as_one_decoded_event_by_event(
+    client: TestClient, baseline_rows: list[dict[str, Any]]
+) -> None:
+    # A batch whose every event decodes is decoded in one pass; one undecodable event
+    # sends it event by event. Both must count and refuse the same events alike.
+    events: list[Any] = [
+        {"features": dict(r), "model_version": "v2", "trace": i}
+        for i, r in enumerate(baseline_rows[:80])
+    ]
+    events[4]["features"]["age"] = "old"
+    events[9]["timestamp"] = "2999-01-01T00:00:00Z"
+    events[12]["features"]["shoe_size"] = 42
+    events[20]["features"].pop("income")
+    seen = []
+    for body in ({"events": events}, events, {"events": [*events, {"features": "nope"}]}):
+        status, answer, _ = await post_json(client, "/monitor/batch", body)
+        assert status == 200, answer
+        report = await (await client.get(f"/v1/monitors/{MONITOR}/drift")).json()
+        assert (await client.delete(f"/v1/monitors/{MONITOR}/window")).status == 204
+        errors = [(e["index"], e["field"].split("]", 1)[1], e["reason"]) for e in answer["errors"]]
+        seen.append((answer, errors, report))
+    for answer, errors, _ in seen:
+        assert answer["accepted"] == 78
+        assert answer["warnings"] == ['unknown feature "shoe_size" ignored']
+        assert errors[:2] == [
+            (4, ".features.age", "invalid_value"),
+            (9, ".timestamp", "future_timestamp"),
+        ]
+    assert len(seen[0][1]) == len(seen[1][1]) == 2
+    assert seen[2][1][2:] == [(80, ".features", "invalid_event")]
+    first = seen[0][2]
+    for _, _, report in seen[1:]:
+        assert report["window"]["events"] == first["window"]["events"] == 78
+        for name, feature in report["features"].items():
+            for field in ("window_proportions", "window_count", "missing_rate", "mean", "std"):
+                assert feature.get(field) == first["features"][name].get(field), (name, field)
+
+
 async def test_columns_count_exactly_what_the_same_events_count(
     client: TestClient, baseline_rows: list[dict[str, Any]]
 ) -> None:

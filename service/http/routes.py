@@ -161,7 +161,7 @@ ROUTES: tuple[Route, ...] = (
         handlers.batch,
         "Count a batch of events ({events: [...]} or a bare array of events)",
         "ingest",
-        BatchRequest | list[Event],
+        BatchRequest[Event] | list[Event],
         response=BatchResponse,
         errors=(*BODY_ERRORS, 404, 503),
         idempotent=True,

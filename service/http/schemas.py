@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -21,6 +21,8 @@ from driftline.core.severity import Severity
 from driftline.core.timestamps import isoformat
 from driftline.engine.admission import Event
 from driftline.http.problems import FieldError, ProblemDocument
+
+Item = TypeVar("Item")
 
 
 class PredictRequest(Event, frozen=True):
@@ -46,10 +48,14 @@ class PredictResponse(DriftSummary, frozen=True, omit_defaults=True):
     id: str | None = None
 
 
-class BatchRequest(msgspec.Struct, frozen=True):
-    """`POST /monitor/batch`: several events (or send a bare JSON array of events)."""
+class BatchRequest(msgspec.Struct, Generic[Item], frozen=True):
+    """`POST /monitor/batch`: several events (or send a bare JSON array of events).
 
-    events: list[msgspec.Raw]
+    `BatchRequest[Event]` decodes a batch whose events are all valid in one pass;
+    `BatchRequest[msgspec.Raw]` keeps each event undecoded, to give each its own error.
+    """
+
+    events: list[Item]
     monitor: str | None = None
 
 
