@@ -137,6 +137,37 @@ def test_batch_binning_equals_event_binning(layout: Layout, seed: int) -> None:
     np.testing.assert_array_equal(vector, np.rint(vector))
 
 
+def test_batches_of_events_holding_every_feature_name_their_unknown_ones(layout: Layout) -> None:
+    # Events that hold every feature skip the per-event key check when their sizes add
+    # up; an event lacking one feature beside one holding an extra must not fool it.
+    rng = np.random.default_rng(11)
+    complete = [
+        {name: event.get(name) for name in layout.features}
+        for event in random_events(layout, rng, 60)
+    ]
+    lacking = dict(complete[0])
+    lacking.pop(next(iter(layout.features)))
+    extra = {**complete[1], "shoe_size": 42}
+    cases = {
+        "complete": (complete, set()),
+        "one extra": ([*complete, extra], {"shoe_size"}),
+        "sizes add up": ([*complete, lacking, extra], {"shoe_size"}),
+    }
+    for label, (events, unknown) in cases.items():
+        batch = bin_batch(layout, events, LIMITS)
+        assert batch.unknown == unknown, label
+        expected = np.zeros(layout.width)
+        errors = {}
+        for i, features in enumerate(events):
+            try:
+                expected += bin_event(layout, features, LIMITS).vector(layout.width)
+            except EventError as exc:
+                errors[i] = (exc.feature, exc.message)
+        assert {i: (e.feature, e.message) for i, e in batch.errors.items()} == errors, label
+        ((vector, _),) = batch.deltas(layout.width, np.zeros(len(events), np.int64)).values()
+        np.testing.assert_array_equal(vector, expected)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_small_batches_bin_as_events_do(layout: Layout, seed: int) -> None:
     """Batches of up to SMALL_BATCH events take bisect and list lookups: the same counts,

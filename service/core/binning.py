@@ -276,15 +276,20 @@ class _Errors:
             self.found[event] = (position, error)
 
 
-def _table(events: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[tuple[Any, ...]]:
-    """The values of `names` in every event (None where absent), a tuple per event."""
+def _table(
+    events: Sequence[Mapping[str, Any]], names: Sequence[str]
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """The values of `names` in every event (None where absent), a tuple per event.
+
+    Also whether every event held every name.
+    """
     if len(names) > 1:
         getter = itemgetter(*names)
         try:
-            return [getter(features) for features in events]
+            return [getter(features) for features in events], True
         except KeyError:
             pass  # some event lacks a feature: look each one up
-    return [tuple(features.get(name) for name in names) for features in events]
+    return [tuple(features.get(name) for name in names) for features in events], False
 
 
 def _as_numbers(
@@ -345,28 +350,26 @@ def bin_batch(
 
     `find_unknown`: collect features the layout does not know (skip when already done).
     """
-    known = layout.features.keys()
-    unknown: set[str] = set()
-    for features in events if find_unknown else ():
-        if not features.keys() <= known:
-            unknown.update(features.keys() - known)
     names = layout.numeric.names
     categorical = [f.name for f in layout.features.values() if f.index is not None]
-    table = _table(events, categorical)
+    listed = [*names, *categorical]
+    table, complete = _table(events, listed)
+    unknown: set[str] = set()
+    # Events holding every feature hold no other when their sizes add up to the table's.
+    if find_unknown and not (complete and sum(map(len, events)) == len(events) * len(listed)):
+        known = layout.features.keys()
+        for features in events:
+            if not features.keys() <= known:
+                unknown.update(features.keys() - known)
+    # One column per feature, transposed in C; numeric ones first, as `listed` is.
+    columns = list(zip(*table, strict=True)) if events else [()] * len(listed)
     errors = _Errors(layout)
     values = (
-        _as_numbers(_table(events, names), names, limits, errors, by_column=False)
+        _as_numbers(columns[: len(names)], names, limits, errors, by_column=True)
         if names and events
         else np.full((len(events), len(names)), np.nan)
     )
-    return _bin(
-        layout,
-        values,
-        [[row[j] for row in table] for j in range(len(categorical))],
-        limits,
-        errors,
-        unknown,
-    )
+    return _bin(layout, values, columns[len(names) :], limits, errors, unknown)
 
 
 def bin_columns(
