@@ -126,6 +126,34 @@ def test_discrete_bins_are_numpys_distinct_values_whatever_the_row_order(seed: i
     assert profile.missing == 1
 
 
+@pytest.mark.parametrize("magnitude", [1e200, 1e306, 1.5e308])
+def test_a_baseline_near_the_float_limit_is_summarised_and_saved(magnitude: float) -> None:
+    # Plain float64 sums of such values overflow: the profile's mean, SD and bin means
+    # must still be the values', and the saved profile must load again.
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-0.2, 1.0, 400) * magnitude
+    profile = numeric_profile(x.tolist(), 10, "big")
+    scaled = [math.ldexp(v, -1024) for v in x.tolist()]  # exact: a power of two
+    mean = math.ldexp(math.fsum(scaled) / len(scaled), 1024)
+    spread = math.fsum((v - math.fsum(scaled) / len(scaled)) ** 2 for v in scaled)
+    std = math.ldexp(math.sqrt(spread / (len(scaled) - 1)), 1024)
+    assert profile.mean == pytest.approx(mean, rel=1e-12)
+    assert profile.std == pytest.approx(std, rel=1e-12)
+    index = np.searchsorted(np.asarray(profile.cuts), x, side="right")
+    for k in np.unique(index).tolist():
+        inside = [math.ldexp(v, -1024) for v in x[index == k].tolist()]
+        expected = math.ldexp(math.fsum(inside) / len(inside), 1024)
+        assert profile.bin_means[k] == pytest.approx(expected, rel=1e-12)
+    assert all(math.isfinite(v) for v in [*profile.bin_means, *profile.cuts])
+    saved = build_profile({"big": x.tolist()})
+    assert decode_profile(msgspec.json.decode(encode_profile(saved))) == saved
+
+
+def test_a_feature_whose_spread_float64_cannot_hold_is_refused_by_name() -> None:
+    with pytest.raises(BaselineError, match=r"^big: values too large to summarise"):
+        numeric_profile([1.79e308, -1.79e308] * 30, 10, "big")
+
+
 def test_discrete_threshold_is_twenty_distinct_values() -> None:
     twenty = [float(v) for v in range(DISCRETE_MAX_VALUES)] * 3
     p20 = numeric_profile(twenty, 5, "x")

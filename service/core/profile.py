@@ -21,6 +21,7 @@ import hashlib
 import io
 import itertools
 import math
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -325,9 +326,10 @@ def bin_positions(cuts: Sequence[float], means: Sequence[float | None], std: flo
     width_low = cuts[1] - cuts[0] if len(cuts) > 1 else (std or 1.0)
     width_high = cuts[-1] - cuts[-2] if len(cuts) > 1 else (std or 1.0)
     fallback = [
-        cuts[0] - width_low,
+        # Held within float64: one width beyond a cut near its limit overflows.
+        max(cuts[0] - width_low, -sys.float_info.max),
         *(lo / 2 + hi / 2 for lo, hi in itertools.pairwise(cuts)),
-        cuts[-1] + width_high,
+        min(cuts[-1] + width_high, sys.float_info.max),
     ]
     return [f if mean is None else mean for f, mean in zip(fallback, means, strict=True)]
 
@@ -380,21 +382,22 @@ def _numeric_profile(
     discrete = distinct is not None
     index = np.searchsorted(cuts, x, side="right")
     counts = np.bincount(index, minlength=len(cuts) + 1).tolist()
-    sums = np.bincount(index, weights=x, minlength=len(cuts) + 1).tolist()
-    std = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    mean, std, bin_means = _moments(x, index, counts)
     # One bin per value sits at its value (a mean of equal values can round off it).
-    means: list[float | None] = (
-        [None, *distinct.tolist(), None]
-        if distinct is not None
-        else [total / count if count else None for total, count in zip(sums, counts, strict=True)]
-    )
+    means = [None, *distinct.tolist(), None] if distinct is not None else bin_means
+    positions = bin_positions([float(c) for c in cuts], means, std)
+    if not all(map(math.isfinite, [*cuts.tolist(), mean, std, *positions])):
+        raise BaselineError(
+            f"{name}: values too large to summarise in float64 (the largest magnitude is "
+            f"{max(-ordered[0], ordered[-1]):g}); rescale the feature"
+        )
     rank = tail_rank(len(x))
     return NumericProfile(
         cuts=[float(c) for c in cuts],
         counts=counts,
         n=len(x),
         missing=len(numbers) - len(x),
-        mean=float(x.mean()),
+        mean=mean,
         std=std,
         min=float(ordered[0]),
         max=float(ordered[-1]),
@@ -402,8 +405,29 @@ def _numeric_profile(
         tail_low=float(ordered[rank - 1]),
         tail_high=float(ordered[len(x) - rank]),
         tail_rank=rank,
-        bin_means=bin_positions([float(c) for c in cuts], means, std),
+        bin_means=positions,
     )
+
+
+def _moments(
+    x: FloatArray, index: npt.NDArray[np.intp], counts: list[int]
+) -> tuple[float, float, list[float | None]]:
+    """The values' mean and SD, and each bin's mean (None when empty).
+
+    Values near the float64 limit overflow a plain sum: those are summed again scaled
+    down by a power of two (exact), and the results scaled back (inf if they overflow).
+    """
+    shift = 0
+    while True:
+        y = np.ldexp(x, -shift) if shift else x
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is checked for
+            totals = np.bincount(index, weights=y, minlength=len(counts))
+            found = np.ldexp([y.mean(), y.std(ddof=1) if len(y) > 1 else 0.0], shift)
+            means = np.ldexp(totals / np.maximum(counts, 1), shift).tolist()
+        mean, std = found.tolist()
+        if shift or all(map(math.isfinite, [mean, std, *totals.tolist()])):
+            return mean, std, [m if n else None for m, n in zip(means, counts, strict=True)]
+        shift = math.frexp(float(np.abs(x).max()))[1]
 
 
 def held_out_split(counts: Mapping[str, int]) -> tuple[Counter[str], Counter[str]]:
