@@ -292,6 +292,39 @@ def stamp(seconds_ago: float) -> str:
     return datetime.fromtimestamp(datetime.now(UTC).timestamp() - seconds_ago, UTC).isoformat()
 
 
+async def test_labels_decoded_in_one_pass_join_as_those_decoded_one_by_one(
+    api: TestClient,
+) -> None:
+    # A batch whose labels all decode is decoded in one pass; one undecodable label sends
+    # its batch label by label. Both halves must join and count alike.
+    rng = np.random.default_rng(8)
+    n = 200
+    truth = rng.uniform(size=n) < 0.5
+    score = rng.uniform(size=n)
+    events = [
+        {"id": f"e{i}", "features": {"x": 0.1}, "prediction": [float(s), float(1 - s)]}
+        for i, s in enumerate(score)
+    ]
+    status, body = await post(api, "/v1/monitors/probabilities/events", events)
+    assert status == 200 and body["accepted"] == n, body
+    labels = [{"id": f"e{i}", "label": "yes" if t else "no"} for i, t in enumerate(truth)]
+    status, whole = await post(api, "/v1/monitors/probabilities/labels", labels[:100])
+    assert status == 200, whole
+    status, split = await post(
+        api, "/v1/monitors/probabilities/labels", [*labels[100:], {"label": "yes"}]
+    )
+    assert status == 200, split
+    for answer, size in ((whole, 100), (split, 101)):
+        assert answer["received"] == size
+        assert (answer["counted"], answer["duplicate"], answer["unmatched"]) == (100, 0, 0)
+    assert (whole["rejected"], whole["errors"]) == (0, [])
+    assert split["rejected"] == 1
+    assert [(e["field"], e["index"]) for e in split["errors"]] == [("[100].id", 100)]
+    assert split["performance"]["labelled"] == n
+    accuracy = np.mean((score >= 0.5) == truth)
+    assert split["performance"]["accuracy"] == pytest.approx(accuracy)
+
+
 async def test_labels_join_predictions_and_report_every_outcome(api: TestClient) -> None:
     rng = np.random.default_rng(5)
     n = 300

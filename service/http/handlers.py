@@ -255,19 +255,25 @@ def _split_events(body: bytes, ndjson: bool) -> tuple[list[bytes] | list[msgspec
     return batch.events, batch.monitor
 
 
-def _all_events(body: bytes) -> tuple[list[Event], str | None] | None:
-    """Every event of a JSON batch in one pass, or None when one needs its own error.
+def _whole(body: bytes, schema: type[T]) -> T | None:
+    """A JSON batch decoded in one pass, or None when an item needs its own error.
 
-    One pass over the body costs less than one per event; a batch holding a bad event
-    (or a bad body) goes event by event, which names each problem.
+    One pass over the body costs less than one per item; a batch holding a bad item (or
+    a bad body) goes item by item, which names each problem.
     """
     try:
-        if body.lstrip()[:1] == b"[":
-            return msgspec.json.decode(body, type=list[Event]), None
-        batch = msgspec.json.decode(body, type=BatchRequest[Event])
+        return msgspec.json.decode(body, type=schema)
     except (msgspec.DecodeError, RecursionError):
         return None
-    return batch.events, batch.monitor
+
+
+def _all_events(body: bytes) -> tuple[list[Event], str | None] | None:
+    """Every event of a JSON batch (an array, or `{events, monitor}`) in one pass, or None."""
+    if body.lstrip()[:1] == b"[":
+        events = _whole(body, list[Event])
+        return None if events is None else (events, None)
+    batch = _whole(body, BatchRequest[Event])
+    return None if batch is None else (batch.events, batch.monitor)
 
 
 async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) -> web.Response:
@@ -383,12 +389,22 @@ async def monitor_labels(request: web.Request) -> web.Response:
     engine = _engine(request)
     raw = await read_body(request)
     monitor = _monitor(request, request.match_info["name"])
-    if request.content_type in NDJSON_TYPES:
-        items: list[bytes] | list[msgspec.Raw] = [line for line in raw.splitlines() if line.strip()]
+    ndjson = request.content_type in NDJSON_TYPES
+    decoded = None if ndjson else _whole(raw, list[Label])
+    if decoded is None:
+        items: list[bytes] | list[msgspec.Raw] = (
+            [line for line in raw.splitlines() if line.strip()]
+            if ndjson
+            else decode_body(raw, list[msgspec.Raw])
+        )
+        size = len(items)
     else:
-        items = decode_body(raw, list[msgspec.Raw])
-    _check_batch_size(len(items), request.app[SETTINGS].limits.max_batch_events, "body", "label")
-    labels, positions, errors = _decode_items(items, Label, "", "invalid_label")
+        size = len(decoded)
+    _check_batch_size(size, request.app[SETTINGS].limits.max_batch_events, "body", "label")
+    if decoded is None:
+        labels, positions, errors = _decode_items(items, Label, "", "invalid_label")
+    else:
+        labels, positions, errors = decoded, list(range(size)), []
     try:
         result = await engine.labels(monitor, labels)
     except LabelsOffError as exc:
@@ -403,7 +419,7 @@ async def monitor_labels(request: web.Request) -> web.Response:
     return encode(
         LabelsResponse(
             monitor=monitor.name,
-            received=len(items),
+            received=size,
             counted=result.counted,
             late=result.late,
             unmatched=result.unmatched,
