@@ -640,6 +640,33 @@ async def test_wrong_type_message_names_field_and_value(client: TestClient) -> N
     assert problem["detail"] == 'features.age: expected a number, got "old"'
 
 
+async def test_batches_at_their_limit_count_and_one_past_it_are_refused(
+    aiohttp_client: Any,
+) -> None:
+    # A batch is decoded whole only when its braces fit the limit (two per event, one
+    # per label): at the limit every form counts; one past it every form is refused.
+    limits = Limits(max_batch_events=4)
+    client = await aiohttp_client(create_app(make_settings(None, limits=limits)))
+    event = {"features": {"age": 41, "channel": "web"}}
+    events_path = f"/v1/monitors/{MONITOR}/events"
+    for size, status in ((4, 200), (5, 413)):
+        bodies = [
+            ("/monitor/batch", msgspec.json.encode({"events": [event] * size}), "json"),
+            ("/monitor/batch", msgspec.json.encode([event] * size), "json"),
+            (events_path, b"\n".join([msgspec.json.encode(event)] * size), "x-ndjson"),
+        ]
+        for path, body, kind in bodies:
+            response = await client.post(
+                path, data=body, headers={"Content-Type": f"application/{kind}"}
+            )
+            answer = await response.json()
+            assert response.status == status, (path, kind, answer)
+            if status == 200:
+                assert (answer["accepted"], answer["rejected"]) == (size, 0)
+            else:
+                assert "at most 4 events" in answer["detail"]
+
+
 async def test_limits_body_features_events_strings(aiohttp_client: Any) -> None:
     limits = Limits(max_body_bytes=2048, max_features=5, max_batch_events=3, max_string_length=8)
     client = await aiohttp_client(create_app(make_settings(None, limits=limits)))

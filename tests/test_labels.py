@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from scipy import stats
 from support import make_monitor
 
+from driftline.core.limits import Limits
 from driftline.core.monitor import MonitorConfig, MonitorConfigError
 from driftline.core.performance import (
     AUC_BINS,
@@ -290,6 +291,33 @@ async def post(client: TestClient, path: str, body: Any, **kwargs: Any) -> tuple
 
 def stamp(seconds_ago: float) -> str:
     return datetime.fromtimestamp(datetime.now(UTC).timestamp() - seconds_ago, UTC).isoformat()
+
+
+async def test_label_batches_at_their_limit_are_joined_and_past_it_refused(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    settings = Settings(
+        host="127.0.0.1",
+        monitors_dir=str(write_monitors(tmp_path / "monitors")),
+        limits=Limits(max_batch_events=3),
+    )
+    client: TestClient = await aiohttp_client(create_app(settings))
+    path = "/v1/monitors/probabilities/labels"
+    label = {"id": "nobody", "label": "yes"}
+    for size, status in ((3, 200), (4, 413)):
+        for body, kind in (
+            (msgspec.json.encode([label] * size), "json"),
+            (b"\n".join([msgspec.json.encode(label)] * size), "x-ndjson"),
+        ):
+            response = await client.post(
+                path, data=body, headers={"Content-Type": f"application/{kind}"}
+            )
+            answer = await response.json()
+            assert response.status == status, (kind, answer)
+            if status == 200:
+                assert (answer["received"], answer["unmatched"]) == (3, 1), answer
+            else:
+                assert "at most 3 labels" in answer["detail"]
 
 
 async def test_labels_decoded_in_one_pass_join_as_those_decoded_one_by_one(

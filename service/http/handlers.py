@@ -255,24 +255,31 @@ def _split_events(body: bytes, ndjson: bool) -> tuple[list[bytes] | list[msgspec
     return batch.events, batch.monitor
 
 
-def _whole(body: bytes, schema: type[T]) -> T | None:
+def _whole(body: bytes, schema: type[T], objects: int) -> T | None:
     """A JSON batch decoded in one pass, or None when an item needs its own error.
 
     One pass over the body costs less than one per item; a batch holding a bad item (or
-    a bad body) goes item by item, which names each problem.
+    a bad body) goes item by item, which names each problem. So does a body with more
+    than `objects` braces: a batch past its limit would be decoded whole before the
+    limit refuses it, and its raw items weigh less than decoded ones.
     """
+    if body.count(b"{") > objects:
+        return None
     try:
         return msgspec.json.decode(body, type=schema)
     except (msgspec.DecodeError, RecursionError):
         return None
 
 
-def _all_events(body: bytes) -> tuple[list[Event], str | None] | None:
-    """Every event of a JSON batch (an array, or `{events, monitor}`) in one pass, or None."""
+def _all_events(body: bytes, limit: int) -> tuple[list[Event], str | None] | None:
+    """Every event of a JSON batch (an array, or `{events, monitor}`) in one pass, or None.
+
+    A valid event is an object holding an object of features: two braces at least.
+    """
     if body.lstrip()[:1] == b"[":
-        events = _whole(body, list[Event])
+        events = _whole(body, list[Event], 2 * limit)
         return None if events is None else (events, None)
-    batch = _whole(body, BatchRequest[Event])
+    batch = _whole(body, BatchRequest[Event], 2 * limit + 1)
     return None if batch is None else (batch.events, batch.monitor)
 
 
@@ -281,7 +288,8 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
     engine = _engine(request)
     raw = await read_body(request)
     ndjson = request.content_type in NDJSON_TYPES
-    decoded = None if ndjson else _all_events(raw)
+    limit = request.app[SETTINGS].limits.max_batch_events
+    decoded = None if ndjson else _all_events(raw, limit)
     if decoded is None:
         items, named = _split_events(raw, ndjson)
         size = len(items)
@@ -289,7 +297,7 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
         events, named = decoded
         size = len(events)
     monitor = _monitor(request, monitor_name if path else named)
-    _check_batch_size(size, request.app[SETTINGS].limits.max_batch_events, "events")
+    _check_batch_size(size, limit, "events")
     prefix = "" if path else "events"
     if decoded is None:
         events, positions, errors = _decode_items(items, Event, prefix, "invalid_event")
@@ -390,7 +398,8 @@ async def monitor_labels(request: web.Request) -> web.Response:
     raw = await read_body(request)
     monitor = _monitor(request, request.match_info["name"])
     ndjson = request.content_type in NDJSON_TYPES
-    decoded = None if ndjson else _whole(raw, list[Label])
+    limit = request.app[SETTINGS].limits.max_batch_events
+    decoded = None if ndjson else _whole(raw, list[Label], limit)  # a label: one object
     if decoded is None:
         items: list[bytes] | list[msgspec.Raw] = (
             [line for line in raw.splitlines() if line.strip()]
@@ -400,7 +409,7 @@ async def monitor_labels(request: web.Request) -> web.Response:
         size = len(items)
     else:
         size = len(decoded)
-    _check_batch_size(size, request.app[SETTINGS].limits.max_batch_events, "body", "label")
+    _check_batch_size(size, limit, "body", "label")
     if decoded is None:
         labels, positions, errors = _decode_items(items, Label, "", "invalid_label")
     else:
