@@ -435,19 +435,13 @@ async def test_columns_count_exactly_what_the_same_events_count(
 async def test_events_sent_one_at_a_time_count_as_the_same_events_in_a_batch(
     aiohttp_client: Any,
     settings: Settings,
-    tmp_path: Path,
     baseline_rows: list[dict[str, Any]],
 ) -> None:
     # Each predict below is its flush's only event: binned on its own (bin_event), where
     # the batch goes through bin_batch. Bad values, missing ones, unseen categories and
     # values beyond the baseline's tails must come out the same on both paths. The
-    # example monitor without its declared versions: one window block, which that path
-    # takes (its labels stay: each predict is given an id to label it by).
-    text = (Path(settings.monitors_dir or "") / "credit-risk.yaml").read_text()
-    assert "model_versions: [v1, v2]\n" in text
-    (tmp_path / "credit-risk.yaml").write_text(text.replace("model_versions: [v1, v2]\n", ""))
-    app = create_app(msgspec.structs.replace(settings, monitors_dir=str(tmp_path)))
-    client = await aiohttp_client(app)
+    # example monitor declares versions and takes labels: each predict is given an id.
+    client = await aiohttp_client(create_app(settings))
     rows = [dict(r) for r in baseline_rows[:60]]
     rows[3]["age"] = "old"
     rows[5]["product_category"] = {"a": 1}

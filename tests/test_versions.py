@@ -287,6 +287,41 @@ async def test_champion_and_challenger_are_compared_on_their_labels(api: TestCli
     assert found["ci_high"] - found["ci_low"] == pytest.approx(2 * z * se_auc, rel=1e-9)
 
 
+async def test_events_sent_one_at_a_time_count_and_join_in_their_scopes(
+    api: TestClient,
+) -> None:
+    # Each predict is its flush's only event, binned on its own (unkeyed: the service
+    # makes its id): it must land in its version's and its segment's blocks, and its kept
+    # prediction must carry them too, so that its label counts there.
+    events = make_events(120, seed=7)
+    for event in events:
+        unkeyed = {k: v for k, v in event.items() if k != "id"}
+        response = await api.post("/monitor/predict", json={**unkeyed, "monitor": "scoped"})
+        assert response.status == 200, await response.text()
+        event["id"] = (await response.json())["id"]
+    labels = labels_for(events, 0.8, seed=8)
+    response = await api.post("/v1/monitors/scoped/labels", json=labels)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["counted"] == len(labels)
+    truth = {label["id"]: label["label"] for label in labels}
+    scopes = [("", lambda e: True, False)]
+    scopes += [
+        (f"?model_version={v}", lambda e, v=v: e.get("model_version") == v, False)
+        for v in ("v1", "v2")
+    ]
+    scopes += [
+        (f"?segment={c}", lambda e, c=c: e["features"]["country"] == c, True) for c in ("DE", "US")
+    ]
+    for query, member, segment in scopes:
+        chosen = [e for e in events if member(e)]
+        status, report = await get(api, f"/v1/monitors/scoped/drift{query}")
+        assert status == 200, report
+        check_report(report, chosen, segment)
+        hits = [("yes" if e["prediction"][0] > 0.5 else "no") == truth[e["id"]] for e in chosen]
+        assert report["performance"]["labelled"] == len(chosen), query
+        assert report["performance"]["accuracy"] == pytest.approx(np.mean(hits), abs=1e-12)
+
+
 async def test_compare_refuses_what_it_cannot_compare(api: TestClient) -> None:
     for query, field in (
         ("a=v1", "b"),

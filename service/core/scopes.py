@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from driftline.core.binning import BinnedBatch
+from driftline.core.binning import BinnedBatch, BinnedEvent
 from driftline.core.layout import CategoricalMatrix, FeatureSlots, Layout, NumericMatrix
 from driftline.core.performance import PerformanceSlots, label_deltas
 from driftline.core.profile import CategoricalProfile
@@ -33,6 +33,8 @@ DEFAULT_TOP_SEGMENTS = 5
 
 ScopeKind = Literal["model_version", "segment"]
 IntArray = npt.NDArray[np.intp]
+RowBlocks = tuple[IntArray, IntArray]
+"""Each event's version block and segment block (0: none)."""
 
 
 class SegmentsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -148,9 +150,7 @@ def spread(
     return wide
 
 
-def event_blocks(
-    scopes: Scopes, batch: BinnedBatch, versions: Sequence[str | None]
-) -> tuple[IntArray, IntArray]:
+def event_blocks(scopes: Scopes, batch: BinnedBatch, versions: Sequence[str | None]) -> RowBlocks:
     """Each event's version block and segment block in a binned batch (0: none)."""
     segment = (
         np.zeros(batch.size, dtype=np.intp)
@@ -158,6 +158,16 @@ def event_blocks(
         else scopes.segment_blocks(batch.slots[scopes.segment_part])
     )
     return scopes.version_blocks(versions), segment
+
+
+def single_blocks(scopes: Scopes, event: BinnedEvent, version: str | None) -> RowBlocks:
+    """One binned event's version block and segment block (0: none), as event_blocks's."""
+    segment = np.zeros(1, dtype=np.intp)
+    feature = scopes.segment_feature
+    if feature is not None:  # a categorical feature: one slot of its own range per event
+        slot = next(s for s in event.slots if feature.first_bin <= s <= feature.missing)
+        segment = scopes.segment_blocks(np.array([slot], dtype=np.intp))
+    return scopes.version_blocks([version]), segment
 
 
 def batch_deltas(

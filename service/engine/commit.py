@@ -43,7 +43,15 @@ from driftline.core.monitor import Monitor
 from driftline.core.performance import awaits_label, payloads
 from driftline.core.performance import records as pending_records
 from driftline.core.report import Assessment
-from driftline.core.scopes import Scopes, batch_deltas, event_vectors, record_blocks
+from driftline.core.scopes import (
+    RowBlocks,
+    Scopes,
+    batch_deltas,
+    event_blocks,
+    event_vectors,
+    single_blocks,
+    widen_rows,
+)
 from driftline.core.window import Vector
 from driftline.engine.verdicts import Verdicts
 from driftline.engine.windows import judged
@@ -123,12 +131,10 @@ class _Batch:
     pending_ids: list[bytes] = field(default_factory=list)
     pending_records: list[bytes] = field(default_factory=list)
 
-    def pending(
-        self, errors: Mapping[int, EventError], binned: BinnedBatch | None
-    ) -> Pending | None:
+    def pending(self, errors: Mapping[int, EventError], blocks: RowBlocks | None) -> Pending | None:
         """The predictions this flush keeps for their labels (single rows' made here).
 
-        `binned`: the single rows binned (None without rows, or for one row binned alone).
+        `blocks`: every single row's version and segment blocks (None: one-block window).
         """
         monitor = self.monitor
         if monitor.labels is None or monitor.layout.performance is None:
@@ -145,14 +151,9 @@ class _Batch:
             waiting = [self.rows[i] for i in positions]
             columns = [[row.features[name] for row in waiting] for name in names]
             buckets = np.fromiter((row.bucket for row in waiting), np.int64, len(waiting))
-            # A single event binned alone (_one_event) is of a one-block window: no
-            # version or segment blocks to keep with its record.
-            blocks = None
-            if binned is not None:
-                tags = [row.tag for row in self.rows]
-                blocks = record_blocks(monitor.scopes, binned, tags, positions)
+            kept = None if blocks is None else (blocks[0][positions], blocks[1][positions])
             records.append(
-                pending_records(buckets, payloads(monitor.layout.performance, columns), blocks)
+                pending_records(buckets, payloads(monitor.layout.performance, columns), kept)
             )
             ids.extend(row.pending for row in waiting if row.pending is not None)
         if not ids:
@@ -168,13 +169,13 @@ class _Batch:
     def deltas(self, limits: Limits) -> _Sending:
         """What the flush sends: unkeyed deltas, claims, keyed rows; the rows binned."""
         scopes = self.monitor.scopes
-        binned = None
+        blocks: RowBlocks | None = None
         deltas: dict[int, Vector] = {}
         errors: dict[int, EventError] = {}
         claims = [k for k in self.keyed if isinstance(k, Claim)]
         rows = None
-        if len(self.rows) == 1 and scopes.blocks == 1 and self.rows[0].key is None:
-            deltas, errors = _one_event(self.monitor, self.rows[0], limits)
+        if len(self.rows) == 1 and self.rows[0].key is None:
+            deltas, errors, blocks = _one_event(self.monitor, self.rows[0], limits)
         elif self.rows:
             # Each single event's unknown features were warned about when it came in.
             binned = bin_batch(
@@ -183,6 +184,8 @@ class _Batch:
             errors = binned.errors
             starts = np.fromiter((r.bucket for r in self.rows), np.int64, len(self.rows))
             versions = [r.tag for r in self.rows]
+            if scopes.blocks > 1 and self.monitor.labels is not None:  # for their records
+                blocks = event_blocks(scopes, binned, versions)
             # Keyed rows are counted with the rest: a store takes one back out only when
             # its key is known, so their own vectors are rarely made.
             grouped = batch_deltas(scopes, binned, starts, versions)
@@ -216,25 +219,31 @@ class _Batch:
             else:
                 places.append(counted_rows)
                 counted_rows += 1
-        return _Sending(deltas, errors, chunk_errors, claims, rows, places, binned)
+        return _Sending(deltas, errors, chunk_errors, claims, rows, places, blocks)
 
 
 def _one_event(
     monitor: Monitor, row: Row, limits: Limits
-) -> tuple[dict[int, Vector], dict[int, EventError]]:
-    """A flush's only event binned on its own: its delta, or its error as row 0's.
+) -> tuple[dict[int, Vector], dict[int, EventError], RowBlocks | None]:
+    """A flush's only event binned on its own: its delta and blocks, or its error.
+
+    The error is row 0's; the blocks (version, segment) are None for a one-block window.
 
     A monitor with many quiet windows flushes one event at a time. bin_event takes ~70 µs
     for 50 features where a batch of one costs ~190 µs (a numpy call per feature and
     part); both apply the same per-value rules, so the counts are the same. For an
-    unkeyed row of a one-block window: a keyed row's own vector and a record's version
-    and segment blocks come from the batch path's binning.
+    unkeyed row: a keyed row's own vector comes from the batch path's binning.
     """
     try:
         event = bin_event(monitor.layout, row.features, limits)
     except EventError as exc:
-        return {}, {0: exc}
-    return {row.bucket: event.vector(monitor.scopes.block_width)}, {}
+        return {}, {0: exc}, None
+    scopes = monitor.scopes
+    vector = event.vector(scopes.block_width)
+    if scopes.blocks == 1:
+        return {row.bucket: vector}, {}, None
+    blocks = single_blocks(scopes, event, row.tag)
+    return {row.bucket: widen_rows(scopes, vector[None, :], blocks)[0]}, {}, blocks
 
 
 def _bin_chunks(
@@ -272,7 +281,7 @@ class _Sending(NamedTuple):
     claims: list[Claim]  # binned keyed submissions
     rows: KeyedRows | None  # keyed single events
     places: list[int | None]  # per keyed submission, its outcome's index in the store's
-    binned: BinnedBatch | None  # the single rows binned
+    blocks: RowBlocks | None  # the single rows' version and segment blocks, when kept
 
 
 class _RowVectors:
@@ -428,7 +437,7 @@ class GroupCommitter:
             late: frozenset[int] = frozenset()
             outcomes: list[ClaimOutcome | None] = []
             if sending.deltas or sending.claims or sending.rows:
-                pending = batch.pending(errors, sending.binned)
+                pending = batch.pending(errors, sending.blocks)
                 result = await self._store.apply(
                     monitor.window,
                     sending.deltas,
