@@ -45,7 +45,7 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     from driftline.core.window import WindowTotals
     from driftline.engine.admission import Event
     from driftline.http.handlers import prediction_response
-    from driftline.http.schemas import PredictRequest
+    from driftline.http.schemas import BatchRequest, PredictRequest
     from driftline.telemetry import Telemetry
 
     path = monitors_dir / f"{data.MONITOR}.json"
@@ -67,8 +67,8 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     flush = rows[:64]  # a full flush under the closed-loop load (64 connections)
     starts = np.zeros(len(flush), dtype=np.int64)
     batch_body = msgspec.json.encode({"events": [{"features": r} for r in rows]})
-    raws = msgspec.json.decode(batch_body, type=dict[str, list[msgspec.Raw]])["events"]
-    event_decoder = msgspec.json.Decoder(Event)
+    # As the batch handler decodes a batch whose events all decode: in one pass.
+    batch_decoder = msgspec.json.Decoder(BatchRequest[Event])
     packed = {
         name: col.tolist() if col.dtype == object else np.asarray(col, dtype=np.float64)
         for name, col in frame.items()
@@ -99,10 +99,10 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     )
     out["full drift report (GET drift only)"] = _per_call(lambda: drift_report(assessment, totals))
     n = len(rows)
-    out["batch: decode 5000 events one by one (per event)"] = (
-        _per_call(lambda: [event_decoder.decode(r) for r in raws]) / n
+    out["batch: decode 5000 events in one pass (per event)"] = (
+        _per_call(lambda: batch_decoder.decode(batch_body)) / n
     )
-    events = [event_decoder.decode(r) for r in raws]
+    events = batch_decoder.decode(batch_body).events
     out["batch: bin_batch 5000 events (per event)"] = (
         _per_call(lambda: bin_batch(monitor.layout, [e.features for e in events], limits)) / n
     )
