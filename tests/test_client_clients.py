@@ -376,3 +376,19 @@ async def test_the_async_client_sends_and_blocks_without_blocking_the_loop(
     assert (stats.sent, stats.dropped, stats.failed) == (2500, 0, 0)
     assert ticks > 0
     assert embedded.counted() == 2500
+
+
+def test_a_frame_that_cannot_be_encoded_is_rejected_with_the_reason(
+    embedded: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "driftline.client")
+    frame = pd.DataFrame(ROWS[:3]).assign(channel=[object(), object(), object()])
+    with sync_client(embedded) as client:
+        client.log_batch(frame)  # its columns cannot be packed: all three rejected here
+        assert client.flush(timeout=30)
+        client.log_batch(pd.DataFrame(ROWS[3:8]))
+        assert client.flush(timeout=30)
+        stats = client.stats()
+    assert (stats.rejected, stats.sent, stats.failed) == (3, 5, 0)
+    assert embedded.counted() == 5
+    assert "3 events have values that cannot be sent" in caplog.text

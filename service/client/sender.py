@@ -218,6 +218,15 @@ class Sender:
 
     # ------------------------------------------------------------------ attempts
 
+    def _unsendable(self, refused: list[str]) -> None:
+        """Warn that events were dropped for values that cannot be sent (the first named)."""
+        self.queue.warn(
+            "unsendable",
+            "driftline client: %d events have values that cannot be sent: %s",
+            len(refused),
+            refused[0],
+        )
+
     async def _attempt(self, batch: Batch, key: str) -> Outcome:
         session = self._session
         assert session is not None  # started
@@ -233,14 +242,10 @@ class Sender:
                 url, content_type = self.config.route("/events"), JSON_TYPE
                 body, refused = events_body(batch.items)  # type: ignore[arg-type]
         except (TypeError, ValueError, OverflowError) as exc:
-            body, refused = None, [str(exc)] * batch.events
+            self._unsendable([str(exc)] * batch.events)
+            return Outcome(rejected=batch.events, answered=False)
         if refused:
-            self.queue.warn(
-                "unsendable",
-                "driftline client: %d events have values that cannot be sent: %s",
-                len(refused),
-                refused[0],
-            )
+            self._unsendable(refused)
         if body is None:
             return Outcome(rejected=batch.events, answered=False)
         headers = {"Content-Type": content_type, "Idempotency-Key": key}

@@ -396,6 +396,7 @@ def label_deltas(
     truth = labels.astype(np.int64)
     k = len(slots.classes)
     kind = slots.spec.kind
+    score: npt.NDArray[np.float64] | None = None
     if kind == "score":
         score = payload.view(np.float64)
         predicted_class = np.where(score >= slots.policy.threshold, 0, 1)
@@ -406,6 +407,7 @@ def label_deltas(
         predicted_class = payload.astype(np.int64)
     add(slots.confusion + truth * k + predicted_class)
     if slots.scored:
+        assert score is not None  # only a score or probabilities are scored
         positive = truth == 0
         span = slots.high - slots.low
         bins = np.clip(np.floor((score - slots.low) / span * AUC_BINS), 0, AUC_BINS - 1)

@@ -290,12 +290,13 @@ async def _batch(request: web.Request, monitor_name: str | None, *, path: bool) 
     ndjson = request.content_type in NDJSON_TYPES
     limit = request.app[SETTINGS].limits.max_batch_events
     decoded = None if ndjson else _all_events(raw, limit)
+    events: list[Event] = []
+    items: list[bytes] | list[msgspec.Raw] = []  # the raw events, when not decoded whole
     if decoded is None:
         items, named = _split_events(raw, ndjson)
-        size = len(items)
     else:
         events, named = decoded
-        size = len(events)
+    size = len(items) if decoded is None else len(events)
     monitor = _monitor(request, monitor_name if path else named)
     _check_batch_size(size, limit, "events")
     prefix = "" if path else "events"
@@ -400,15 +401,12 @@ async def monitor_labels(request: web.Request) -> web.Response:
     ndjson = request.content_type in NDJSON_TYPES
     limit = request.app[SETTINGS].limits.max_batch_events
     decoded = None if ndjson else _whole(raw, list[Label], limit)  # a label: one object
-    if decoded is None:
-        items: list[bytes] | list[msgspec.Raw] = (
-            [line for line in raw.splitlines() if line.strip()]
-            if ndjson
-            else decode_body(raw, list[msgspec.Raw])
-        )
-        size = len(items)
-    else:
-        size = len(decoded)
+    items: list[bytes] | list[msgspec.Raw] = []  # the raw labels, when not decoded whole
+    if ndjson:
+        items = [line for line in raw.splitlines() if line.strip()]
+    elif decoded is None:
+        items = decode_body(raw, list[msgspec.Raw])
+    size = len(items) if decoded is None else len(decoded)
     _check_batch_size(size, limit, "body", "label")
     if decoded is None:
         labels, positions, errors = _decode_items(items, Label, "", "invalid_label")
