@@ -236,8 +236,7 @@ class Sender:
                 if isinstance(kinds, Outcome):
                     return kinds
                 url, content_type = self.config.route("/columns"), MSGPACK_TYPE
-                body: bytes | None = columns_body(batch.items, kinds)  # type: ignore[arg-type]
-                refused: list[str] = []
+                body, refused = columns_body(batch.items, kinds)  # type: ignore[arg-type]
             else:
                 url, content_type = self.config.route("/events"), JSON_TYPE
                 body, refused = events_body(batch.items)  # type: ignore[arg-type]

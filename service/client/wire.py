@@ -127,7 +127,31 @@ def _values(column: np.ndarray, kind: str | None) -> bytes | list[Any]:
     return [None if isinstance(v, float) and v != v else v for v in column.tolist()]
 
 
-def columns_body(blocks: list[Block], kinds: Mapping[str, str]) -> bytes:
+def columns_body(blocks: list[Block], kinds: Mapping[str, str]) -> tuple[bytes | None, list[str]]:
+    """The columns route's body, and why each event of a block that cannot be encoded was left out.
+
+    A block's events go together (its columns are encoded whole), so a bad value leaves
+    out its whole block, not the blocks beside it. None when no block can be encoded.
+    """
+    try:
+        return _columns_body(blocks, kinds), []
+    except (TypeError, ValueError, OverflowError):
+        pass  # find the blocks at fault; the others go
+    good: list[Block] = []
+    refused: list[str] = []
+    for block in blocks:
+        try:
+            _columns_body([block], kinds)
+        except (TypeError, ValueError, OverflowError) as exc:
+            refused.extend([str(exc)] * block.events)
+        else:
+            good.append(block)
+    if not good:
+        return None, refused
+    return _columns_body(good, kinds), refused
+
+
+def _columns_body(blocks: list[Block], kinds: Mapping[str, str]) -> bytes:
     """The columns route's body for blocks of the same columns (msgpack)."""
     first = blocks[0]
     if all(isinstance(b.columns, np.ndarray) for b in blocks):
