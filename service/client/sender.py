@@ -25,6 +25,7 @@ from driftline.client.queue import OVERFLOW_POLICIES, Batch, EventQueue, Overflo
 from driftline.client.wire import (
     JSON_TYPE,
     MSGPACK_TYPE,
+    UNENCODABLE,
     BatchAnswer,
     MonitorKinds,
     Problem,
@@ -240,7 +241,7 @@ class Sender:
             else:
                 url, content_type = self.config.route("/events"), JSON_TYPE
                 body, refused = events_body(batch.items)  # type: ignore[arg-type]
-        except (TypeError, ValueError, OverflowError) as exc:
+        except UNENCODABLE as exc:  # blocks that encode alone but not together
             self._unsendable([str(exc)] * batch.events)
             return Outcome(rejected=batch.events, answered=False)
         if refused:

@@ -8,15 +8,19 @@ parsing; other columns as value lists. The batch carries its first block's time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
 
 from driftline.client.queue import Block, Row
 from driftline.core.values import category_values
+
+T = TypeVar("T")
+# What msgspec raises for a value it cannot encode (an object, a huge int, NaN in JSON).
+UNENCODABLE = (TypeError, ValueError, OverflowError)
 
 JSON_TYPE = "application/json"
 MSGPACK_TYPE = "application/msgpack"
@@ -102,20 +106,30 @@ def events_body(rows: list[Row]) -> tuple[bytes | None, list[str]]:
     None when no row can be encoded.
     """
     events = [WireEvent(r.features, utc(r.at), r.model_version) for r in rows]
+    return _encodable(events, _JSON.encode, lambda event: 1)
+
+
+def _encodable(
+    items: list[T], encode: Callable[[list[T]], bytes], events: Callable[[T], int]
+) -> tuple[bytes | None, list[str]]:
+    """`encode(items)`, or of those that encode alone, and why each other event was left out.
+
+    None when no item encodes.
+    """
     try:
-        return _JSON.encode(events), []
-    except (TypeError, ValueError, OverflowError):
-        pass  # find the rows at fault; the others go
-    parts: list[bytes] = []
+        return encode(items), []
+    except UNENCODABLE:
+        pass  # find the items at fault; the others go
+    good: list[T] = []
     refused: list[str] = []
-    for event in events:
+    for item in items:
         try:
-            parts.append(_JSON.encode(event))
-        except (TypeError, ValueError, OverflowError) as exc:
-            refused.append(str(exc))
-    if not parts:
-        return None, refused
-    return b"[" + b",".join(parts) + b"]", refused
+            encode([item])
+        except UNENCODABLE as exc:
+            refused.extend([str(exc)] * events(item))
+        else:
+            good.append(item)
+    return (encode(good) if good else None), refused
 
 
 def _values(column: np.ndarray, kind: str | None) -> bytes | list[Any]:
@@ -133,22 +147,7 @@ def columns_body(blocks: list[Block], kinds: Mapping[str, str]) -> tuple[bytes |
     A block's events go together (its columns are encoded whole), so a bad value leaves
     out its whole block, not the blocks beside it. None when no block can be encoded.
     """
-    try:
-        return _columns_body(blocks, kinds), []
-    except (TypeError, ValueError, OverflowError):
-        pass  # find the blocks at fault; the others go
-    good: list[Block] = []
-    refused: list[str] = []
-    for block in blocks:
-        try:
-            _columns_body([block], kinds)
-        except (TypeError, ValueError, OverflowError) as exc:
-            refused.extend([str(exc)] * block.events)
-        else:
-            good.append(block)
-    if not good:
-        return None, refused
-    return _columns_body(good, kinds), refused
+    return _encodable(blocks, lambda chosen: _columns_body(chosen, kinds), lambda b: b.events)
 
 
 def _columns_body(blocks: list[Block], kinds: Mapping[str, str]) -> bytes:
