@@ -167,7 +167,7 @@ class _Batch:
         return sum(count for _, count in vectors.values())
 
     def deltas(self, limits: Limits) -> _Sending:
-        """What the flush sends: unkeyed deltas, claims, keyed rows; the rows binned."""
+        """What the flush sends: unkeyed deltas, claims, keyed rows; the rows' blocks."""
         scopes = self.monitor.scopes
         blocks: RowBlocks | None = None
         deltas: dict[int, Vector] = {}
