@@ -385,15 +385,16 @@ def _numeric_profile(
     mean, std, bin_means = _moments(x, index, counts)
     # One bin per value sits at its value (a mean of equal values can round off it).
     means = [None, *distinct.tolist(), None] if distinct is not None else bin_means
-    positions = bin_positions([float(c) for c in cuts], means, std)
-    if not all(map(math.isfinite, [*cuts.tolist(), mean, std, *positions])):
+    cut_list = cuts.tolist()
+    positions = bin_positions(cut_list, means, std)
+    if not all(map(math.isfinite, [*cut_list, mean, std, *positions])):
         raise BaselineError(
             f"{name}: values too large to summarise in float64 (the largest magnitude is "
             f"{max(-ordered[0], ordered[-1]):g}); rescale the feature"
         )
     rank = tail_rank(len(x))
     return NumericProfile(
-        cuts=[float(c) for c in cuts],
+        cuts=cut_list,
         counts=counts,
         n=len(x),
         missing=len(numbers) - len(x),

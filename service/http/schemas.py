@@ -51,7 +51,7 @@ class PredictResponse(DriftSummary, frozen=True, omit_defaults=True):
 class BatchRequest(msgspec.Struct, Generic[Item], frozen=True):
     """`POST /monitor/batch`: several events (or send a bare JSON array of events).
 
-    `BatchRequest[Event]` decodes a batch whose events are all valid in one pass;
+    `BatchRequest[Event]` decodes in one pass a batch whose every event decodes;
     `BatchRequest[msgspec.Raw]` keeps each event undecoded, to give each its own error.
     """
 
