@@ -36,13 +36,6 @@ each holds a Redis connection (redis-py's pool refuses past 100)."""
 ROUND_BATCH = 256
 """Monitors whose windows a round reads in one store call (a pipeline on Redis): a round
 trip per monitor was most of the loop's cost on a replica of many monitors."""
-REUSE_SHARE = 0.5
-"""A round offers a monitor's latest assessment, without reading its window, when it is
-younger than this share of the interval. A busy monitor's flushes assess it every few
-seconds at most, so re-reading and re-assessing the windows of a busy fleet each round
-was wasted: with 1,000 monitors in traffic a round cost ~2 s of the replica's CPU and
-as many window reads of Redis. The price: a window that slides back to normal while its
-last verdict is reused is seen up to 1.5 intervals later instead of one."""
 RECHECK_ROUNDS = 10
 RECHECK_MAX_SECONDS = 30.0
 """The evaluation loop re-reads the shared alert state of every monitor (a
@@ -132,13 +125,11 @@ class SeverityObserver:
     async def evaluate_forever(
         self, engine: DriftEngine, interval: float, stopping: asyncio.Event
     ) -> None:
-        """Offer every monitor's assessment each `interval` seconds until `stopping`.
+        """Re-assess every monitor each `interval` seconds until `stopping`, and offer it.
 
         Windows keep sliding without traffic: a monitor that goes quiet must still
-        resolve its alert, and a cool-down must end even when no event arrives. A
-        monitor assessed recently is offered that assessment (REUSE_SHARE); the others
-        are read and assessed. The shared state is rechecked on some rounds only
-        (RECHECK_ROUNDS).
+        resolve its alert, and a cool-down must end even when no event arrives. The
+        shared state is rechecked on some rounds only (RECHECK_ROUNDS).
         """
         every = min(RECHECK_ROUNDS * interval, RECHECK_MAX_SECONDS)
         rechecked = -math.inf
@@ -151,8 +142,7 @@ class SeverityObserver:
             for start in range(0, len(monitors), ROUND_BATCH):
                 with contextlib.suppress(StoreUnavailableError):
                     batch = monitors[start : start + ROUND_BATCH]
-                    made = await engine.assessments(batch, reuse_within=interval * REUSE_SHARE)
-                    for assessment in made:
+                    for assessment in await engine.assessments(batch):
                         self.offer(assessment, recheck=recheck)
 
     async def close(self) -> None:

@@ -824,23 +824,14 @@ class DriftEngine:
         """Read the monitor's window and assess it (listeners hear of it)."""
         return self._verdicts.assess(monitor, await self._read(monitor))
 
-    async def assessments(
-        self, monitors: Sequence[Monitor], *, reuse_within: float = 0.0
-    ) -> list[Assessment]:
-        """Each monitor's assessment, its windows read together where needed.
-
-        The latest assessment when it was made under `reuse_within` seconds ago; else
-        the window is read and assessed (listeners hear of those).
-        """
-        recent = [self._verdicts.recent(m, reuse_within) for m in monitors]
-        stale = [m for m, a in zip(monitors, recent, strict=True) if a is None]
+    async def assessments(self, monitors: Sequence[Monitor]) -> list[Assessment]:
+        """Read the monitors' windows together and assess each (listeners hear of them)."""
         try:
-            totals = await read_all(self._store, stale) if stale else []
+            totals = await read_all(self._store, monitors)
         except StoreUnavailableError:
             self._telemetry.store_errors.inc({"operation": "read"})
             raise
-        made = iter([self._verdicts.assess(m, t) for m, t in zip(stale, totals, strict=True)])
-        return [next(made) if a is None else a for a in recent]
+        return [self._verdicts.assess(m, t) for m, t in zip(monitors, totals, strict=True)]
 
     async def report(self, monitor: Monitor, scope: Scope | None = None) -> DriftReport:
         """Read the monitor's window and report on it in full (or on a declared scope's)."""

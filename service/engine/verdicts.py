@@ -203,13 +203,6 @@ class Verdicts:
         last = self._latest.get(monitor.name)
         return last[0] if last is not None and last[0].monitor is monitor else None
 
-    def recent(self, monitor: Monitor, seconds: float) -> Assessment | None:
-        """The latest assessment of this monitor if it was made under `seconds` ago."""
-        last = self._latest.get(monitor.name)
-        if last is None or last[0].monitor is not monitor or self._clock() - last[1] >= seconds:
-            return None
-        return last[0]
-
     def forget(self, name: str) -> None:
         """Drop the monitor's latest assessment (its window was deleted)."""
         self._latest.pop(name, None)
