@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from driftline.core.monitor import Monitor
 from driftline.core.timestamps import isoformat
 
 MONITOR = "bench"
@@ -179,6 +180,16 @@ def write_monitor(
         config["segments"] = {"by": CATEGORICAL[0]}
     (monitors / f"{name}.json").write_bytes(msgspec.json.encode(config))
     return monitors
+
+
+def load_monitor(monitors: Path, name: str = MONITOR) -> Monitor:
+    """The monitor `write_monitor` wrote into `monitors`, built as the service builds it."""
+    from driftline.core.monitor import build_monitor, decode_monitor_config
+    from driftline.core.policy import MonitorDefaults
+
+    path = monitors / f"{name}.json"
+    config = decode_monitor_config(msgspec.json.decode(path.read_bytes()), str(path))
+    return build_monitor(config, MonitorDefaults(), base_dir=monitors, source=str(path))
 
 
 VERSIONS = ("v1.2.0", "v1.2.1", "v1.3.0")  # the model versions predict bodies carry

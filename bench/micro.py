@@ -39,8 +39,6 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     """Microseconds per call of each step, on the bench monitor."""
     from driftline.core.binning import bin_batch, bin_columns
     from driftline.core.limits import Limits
-    from driftline.core.monitor import build_monitor, decode_monitor_config
-    from driftline.core.policy import MonitorDefaults
     from driftline.core.report import assess, drift_report, evaluate
     from driftline.core.window import WindowTotals
     from driftline.engine.admission import Event
@@ -48,9 +46,7 @@ def measure(monitors_dir: Path) -> dict[str, float]:
     from driftline.http.schemas import BatchRequest, PredictRequest
     from driftline.telemetry import Telemetry
 
-    path = monitors_dir / f"{data.MONITOR}.json"
-    config = decode_monitor_config(msgspec.json.decode(path.read_bytes()), str(path))
-    monitor = build_monitor(config, MonitorDefaults(), base_dir=monitors_dir, source=str(path))
+    monitor = data.load_monitor(monitors_dir)
     limits = Limits()
     body = data.predict_bodies(1)[0]
     decoder = msgspec.json.Decoder(PredictRequest)

@@ -39,12 +39,8 @@ def _deltas(monitors_dir: Path) -> tuple[WindowSpec, np.ndarray]:
     """The bench monitor's window spec and the delta vector of EVENTS of its events."""
     from driftline.core.binning import bin_batch
     from driftline.core.limits import Limits
-    from driftline.core.monitor import build_monitor, decode_monitor_config
-    from driftline.core.policy import MonitorDefaults
 
-    path = monitors_dir / f"{data.MONITOR}.json"
-    config = decode_monitor_config(msgspec.json.decode(path.read_bytes()), str(path))
-    monitor = build_monitor(config, MonitorDefaults(), base_dir=monitors_dir, source=str(path))
+    monitor = data.load_monitor(monitors_dir)
     rows = data.rows(data.frame(EVENTS, seed=11))
     batch = bin_batch(monitor.layout, rows, Limits())
     vectors = batch.deltas(monitor.window.width, np.zeros(len(rows), dtype=np.int64))
