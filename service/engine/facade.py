@@ -684,7 +684,9 @@ class DriftEngine:
         """Commit a binned batch's valid events (`versions`: one per event of the batch)."""
         self.count_invalid(monitor, (rejection.reason for rejection in result.rejected))
         result.warnings = unknown_feature_warnings(batch.unknown)
-        counted = [v for j, v in enumerate(versions) if j not in batch.errors]
+        # The usual batch has no invalid event: its versions are all counted, uncopied.
+        errors = batch.errors
+        counted = [v for j, v in enumerate(versions) if j not in errors] if errors else versions
         if not counted:
             return result
         window = monitor.window
