@@ -30,12 +30,22 @@ from .procs import Server, start_driftline
 
 PEER_MONITOR = "peer"
 CHUNK = 10_000  # the service's default max_batch_events
+# The timed runs the ratio takes the fastest of, on each side: driftline's side is ~0.2 s,
+# short enough for one slow spell of a shared host to move a single run by half.
+RUNS = 3
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
+
+
+def _fastest(runs: int, fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, list[float]]:
+    """The output and seconds of the fastest of `runs` calls, and every call's seconds."""
+    timed = [_timed(fn, *args, **kwargs) for _ in range(runs)]
+    out, seconds = min(timed, key=lambda t: t[1])
+    return out, seconds, [t[1] for t in timed]
 
 
 # ------------------------------------------------------------------------ evidently
@@ -80,11 +90,11 @@ def evidently(ref: Any, cur: Any) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     small = 2000
     _evidently_run(ref.head(small), cur.head(small))  # imports, registries: not timed
-    default, t_default = _timed(_evidently_run, ref, cur)
+    default, t_default, runs = _fastest(RUNS, _evidently_run, ref, cur)
     psi, t_psi = _timed(_evidently_run, ref, cur, method="psi", threshold=0.2)
     return {
         "version": ev.__version__,
-        "default": {"seconds": t_default, "columns": default},
+        "default": {"seconds": t_default, "runs_seconds": runs, "columns": default},
         "psi": {"seconds": t_psi, "columns": psi},
     }
 
@@ -166,18 +176,20 @@ async def _post_chunks(port: int, requests: list[bytes]) -> int:
     return accepted
 
 
-def driftline(
-    ref_cols: dict[str, np.ndarray], cur_cols: dict[str, np.ndarray], root: Path, logs: Path
-) -> dict[str, Any]:
-    """Profile the reference, serve it, post the current frame in batches, read the report."""
-    from driftline.core.profile import decode_profile
+class _Run(msgspec.Struct):
+    report: dict[str, Any]
+    accepted: int
+    encode: float
+    ingest: float
+    reading: float
 
-    t0 = time.perf_counter()
-    monitors = data.write_monitor(root, ref_cols, name=PEER_MONITOR)
-    t_profile = time.perf_counter() - t0
-    profile = decode_profile(
-        msgspec.json.decode((root / "baselines" / f"{PEER_MONITOR}.profile.json").read_bytes())
-    )
+    @property
+    def seconds(self) -> float:
+        return self.encode + self.ingest + self.reading
+
+
+def _driftline_run(cur_cols: dict[str, np.ndarray], monitors: Path, logs: Path) -> _Run:
+    """One timed run on a fresh service (an empty window): encode, post, read the report."""
     server: Server = start_driftline("driftline-peer", monitors, logs)
     try:
         t0 = time.perf_counter()
@@ -217,6 +229,27 @@ def driftline(
         t_report = time.perf_counter() - t0
     finally:
         server.stop()
+    return _Run(report, accepted, t_encode, t_ingest, t_report)
+
+
+def driftline(
+    ref_cols: dict[str, np.ndarray], cur_cols: dict[str, np.ndarray], root: Path, logs: Path
+) -> dict[str, Any]:
+    """Profile the reference, serve it, post the current frame in batches, read the report.
+
+    The fastest of RUNS runs counts, each on a fresh service.
+    """
+    from driftline.core.profile import decode_profile
+
+    t0 = time.perf_counter()
+    monitors = data.write_monitor(root, ref_cols, name=PEER_MONITOR)
+    t_profile = time.perf_counter() - t0
+    profile = decode_profile(
+        msgspec.json.decode((root / "baselines" / f"{PEER_MONITOR}.profile.json").read_bytes())
+    )
+    runs = [_driftline_run(cur_cols, monitors, logs) for _ in range(RUNS)]
+    fastest = min(runs, key=lambda r: r.seconds)
+    report = fastest.report
     features = report["features"]
     columns = {
         name: {
@@ -266,12 +299,13 @@ def driftline(
         + ", ".join(f"{n} |diff| {r['diff_evidently']:.1e}" for n, r in excluded.items())
     )
     return {
-        "accepted": accepted,
-        "seconds": t_encode + t_ingest + t_report,
+        "accepted": fastest.accepted,
+        "seconds": fastest.seconds,
+        "runs_seconds": [r.seconds for r in runs],
         "profile_seconds": t_profile,
-        "encode_seconds": t_encode,
-        "ingest_seconds": t_ingest,
-        "report_seconds": t_report,
+        "encode_seconds": fastest.encode,
+        "ingest_seconds": fastest.ingest,
+        "report_seconds": fastest.reading,
         "monitor_drift": report["drift_detected"],
         "columns": columns,
         "psi_same_bins": psi_rows,
