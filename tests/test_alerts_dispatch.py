@@ -220,22 +220,49 @@ async def outbox(url: str) -> tuple[int, list[dict[str, Any]]]:
     try:
         key = alert_keys(MONITOR)[1]
         length = await client.xlen(key)
-        pending = await client.xpending_range(key, GROUP, "-", "+", 100) if length else []
+        groups = {g["name"] for g in await client.xinfo_groups(key)} if length else set()
+        # No group yet: no replica has read the outbox, so nothing is pending.
+        pending = (
+            await client.xpending_range(key, GROUP, "-", "+", 100)
+            if GROUP.encode() in groups
+            else []
+        )
     finally:
         await client.aclose()
     return length, pending
 
 
+async def unread(url: str) -> bool:
+    """Whether the outbox holds an entry the delivery group has not read yet.
+
+    XPENDING lists only what a replica has read and not acknowledged: an entry just
+    added, which no replica has read, is not pending either.
+    """
+    client = redis.asyncio.Redis.from_url(url)
+    key = alert_keys(MONITOR)[1]
+    try:
+        newest = (await client.xinfo_stream(key))["last-generated-id"]
+        groups = {g["name"]: g for g in await client.xinfo_groups(key)}
+    finally:
+        await client.aclose()
+    group = groups.get(GROUP.encode())
+    return group is None or group["last-delivered-id"] != newest
+
+
 async def settled(url: str, alerts: int) -> None:
-    """Wait until the outbox holds `alerts` entries and every one is acknowledged."""
-    seen: list[tuple[int, int]] = []
+    """Wait until the outbox holds `alerts` entries, all read by the group and acknowledged."""
+    seen: list[tuple[int, int, bool]] = []
 
     async def done() -> bool:
         length, pending = await outbox(url)
-        seen.append((length, len(pending)))
-        return length == alerts and not pending
+        waiting = bool(length) and await unread(url)
+        seen.append((length, len(pending), waiting))
+        return length == alerts and not pending and not waiting
 
-    await wait_until(done, lambda: f"(outbox, pending) = {seen[-1:]}, expected ({alerts}, 0)")
+    await wait_until(
+        done,
+        lambda: f"(outbox, pending, unread) = {seen[-1:]}, expected ({alerts}, 0, False)",
+    )
 
 
 async def dead_letters(url: str) -> dict[str, str]:
