@@ -177,6 +177,8 @@ async def _post_chunks(port: int, requests: list[bytes]) -> int:
 
 
 class _Run(msgspec.Struct):
+    """One timed run of driftline's side: the report it read and its seconds per part."""
+
     report: dict[str, Any]
     accepted: int
     encode: float
