@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -214,54 +214,47 @@ async def delivery(client: TestClient, seq: int, receiver: str) -> dict[str, Any
     return {}
 
 
-async def outbox(url: str) -> tuple[int, list[dict[str, Any]]]:
-    """Entries in the monitor's outbox, and those pending in the delivery group."""
+class Outbox(NamedTuple):
+    """The monitor's outbox as the delivery group sees it."""
+
+    length: int  # entries in the stream
+    pending: list[dict[str, Any]]  # read by a replica, not acknowledged yet
+    # An entry no replica has read yet. XPENDING lists only what a replica has read
+    # and not acknowledged: an entry just added is not pending either.
+    unread: bool
+
+
+async def outbox(url: str) -> Outbox:
+    """Entries in the monitor's outbox, those pending in the delivery group, and unread ones."""
     client = redis.asyncio.Redis.from_url(url)
     try:
         key = alert_keys(MONITOR)[1]
         length = await client.xlen(key)
-        groups = {g["name"] for g in await client.xinfo_groups(key)} if length else set()
-        # No group yet: no replica has read the outbox, so nothing is pending.
-        pending = (
-            await client.xpending_range(key, GROUP, "-", "+", 100)
-            if GROUP.encode() in groups
-            else []
-        )
-    finally:
-        await client.aclose()
-    return length, pending
-
-
-async def unread(url: str) -> bool:
-    """Whether the outbox holds an entry the delivery group has not read yet.
-
-    XPENDING lists only what a replica has read and not acknowledged: an entry just
-    added, which no replica has read, is not pending either.
-    """
-    client = redis.asyncio.Redis.from_url(url)
-    key = alert_keys(MONITOR)[1]
-    try:
+        if not length:
+            return Outbox(0, [], False)
         newest = (await client.xinfo_stream(key))["last-generated-id"]
         groups = {g["name"]: g for g in await client.xinfo_groups(key)}
+        group = groups.get(GROUP.encode())
+        if group is None:  # no replica has read the outbox yet: nothing is pending
+            return Outbox(length, [], True)
+        pending = await client.xpending_range(key, GROUP, "-", "+", 100)
     finally:
         await client.aclose()
-    group = groups.get(GROUP.encode())
-    return group is None or group["last-delivered-id"] != newest
+    return Outbox(length, pending, group["last-delivered-id"] != newest)
 
 
 async def settled(url: str, alerts: int) -> None:
     """Wait until the outbox holds `alerts` entries, all read by the group and acknowledged."""
-    seen: list[tuple[int, int, bool]] = []
+    seen: list[Outbox] = []
 
     async def done() -> bool:
-        length, pending = await outbox(url)
-        waiting = bool(length) and await unread(url)
-        seen.append((length, len(pending), waiting))
-        return length == alerts and not pending and not waiting
+        state = await outbox(url)
+        seen.append(state)
+        return state.length == alerts and not state.pending and not state.unread
 
     await wait_until(
         done,
-        lambda: f"(outbox, pending, unread) = {seen[-1:]}, expected ({alerts}, 0, False)",
+        lambda: f"outbox {seen[-1:]}, expected {alerts} entries, none pending or unread",
     )
 
 
@@ -628,7 +621,7 @@ async def test_alert_left_by_a_stopped_instance_is_claimed_and_delivered_by_anot
         return len(hook.requests) >= 1 and len(chat.requests) == 3
 
     await wait_until(held_by_a, "instance A never started delivering")
-    _, pending = await outbox(redis_url)
+    pending = (await outbox(redis_url)).pending
     (entry,) = pending
     holder = entry["consumer"]
 
@@ -641,11 +634,11 @@ async def test_alert_left_by_a_stopped_instance_is_claimed_and_delivered_by_anot
 
     await wait_until(retried_past_claim_idle, "instance A stopped retrying")
     assert hook.requests[-1].at - hook.requests[0].at > settings.alerts.claim_idle
-    _, pending = await outbox(redis_url)
+    pending = (await outbox(redis_url)).pending
     assert [p["consumer"] for p in pending] == [holder], "taken over from a live instance"
 
     await a.close()  # stopped mid-delivery: the entry stays pending, owned by A
-    _, pending = await outbox(redis_url)
+    pending = (await outbox(redis_url)).pending
     assert [(p["message_id"], p["consumer"]) for p in pending] == [(entry["message_id"], holder)]
     hook.unhang()
 
