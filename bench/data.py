@@ -15,7 +15,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from driftline.core.monitor import Monitor
+from driftline.core.monitor import Monitor, build_monitor, decode_monitor_config
+from driftline.core.policy import MonitorDefaults
 from driftline.core.timestamps import isoformat
 
 MONITOR = "bench"
@@ -184,9 +185,6 @@ def write_monitor(
 
 def load_monitor(monitors: Path, name: str = MONITOR) -> Monitor:
     """The monitor `write_monitor` wrote into `monitors`, built as the service builds it."""
-    from driftline.core.monitor import build_monitor, decode_monitor_config
-    from driftline.core.policy import MonitorDefaults
-
     path = monitors / f"{name}.json"
     config = decode_monitor_config(msgspec.json.decode(path.read_bytes()), str(path))
     return build_monitor(config, MonitorDefaults(), base_dir=monitors, source=str(path))
